@@ -1,0 +1,16 @@
+//! Compiles `schema/rast.capnp` with `capnpc`. Needs the `capnp` tool on PATH
+//! (`scripts/setup` installs Debian's `capnproto` when it is missing).
+
+fn main() {
+    println!("cargo::rerun-if-changed=schema/rast.capnp");
+    if let Err(error) = capnpc::CompilerCommand::new()
+        .src_prefix("schema")
+        .file("schema/rast.capnp")
+        .run()
+    {
+        panic!(
+            "compiling schema/rast.capnp failed: {error}\n\
+             hint: the `capnp` tool is needed; run scripts/setup (installs Debian's capnproto)"
+        );
+    }
+}

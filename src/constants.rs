@@ -1,0 +1,117 @@
+//! Every limit in one place, with the reasoning beside it.
+//!
+//! A limit that is not written here does not exist, and a queue without a
+//! limit is a bug. Related limits are tied together by `const` assertions so
+//! that changing one without the other fails to compile.
+
+/// Bytes in a Cap'n Proto word: the unit of segment sizes and alignment.
+pub const WORD_BYTES: usize = 8;
+
+/// Largest framed message accepted from any socket or file, in bytes.
+///
+/// Large enough for a batch of W3's 1 MiB entries (and a few), small enough
+/// that a hostile length prefix cannot make a node buffer more than this
+/// before refusing the frame.
+pub const FRAME_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Largest number of segments in one framed message.
+///
+/// Our own builders produce one segment; other libraries may produce a few
+/// for large messages. The segment table is read before any allocation, so
+/// this bounds the work done for a hostile table.
+pub const FRAME_SEGMENTS_MAX: usize = 64;
+
+/// Largest single entry payload, in bytes.
+pub const ENTRY_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// Largest number of entries in one batch.
+///
+/// Bounds the per-batch bookkeeping of a follower that reads a batch's list
+/// of payloads, and keeps the apply of one batch short.
+pub const BATCH_ENTRIES_MAX: u32 = 65_536;
+
+/// Pointer-nesting depth accepted when a message is read.
+///
+/// Our messages nest at most four deep (`ClientResponse` → `Error` →
+/// `KvValue` → `Data`); anything deeper is a nesting bomb.
+pub const NESTING_DEPTH_MAX: i32 = 16;
+
+/// Words a reader may traverse in one message: a small multiple of the
+/// largest frame, so pointer-aliasing amplification attacks are bounded.
+pub const TRAVERSAL_WORDS_MAX: usize = 4 * FRAME_BYTES_MAX / WORD_BYTES;
+
+/// Bytes of the fixed data-section prefix of an `EntryBatch`
+/// (term, firstIndex, count, checksum); see schema evolution rule 2.
+pub const BATCH_DATA_PREFIX_BYTES: usize = 24;
+
+/// Largest number of AppendEntries messages in flight to one follower.
+///
+/// With 256 KiB messages this allows ~16 MiB unacknowledged per peer, which
+/// covers the bandwidth-delay product of any local network many times over.
+pub const INFLIGHT_MESSAGES_MAX: usize = 64;
+
+/// Largest number of batch bytes in flight to one follower.
+pub const INFLIGHT_BYTES_MAX: u64 = 32 * 1024 * 1024;
+
+/// Largest number of batch bytes in one AppendEntries message.
+pub const APPEND_MESSAGE_BYTES_MAX: u64 = 1024 * 1024;
+
+/// Largest number of batches in one AppendEntries message.
+pub const APPEND_MESSAGE_BATCHES_MAX: usize = 1024;
+
+/// Largest size of one log segment file, in bytes.
+///
+/// Segments are the unit of compaction (a prefix is dropped by deleting whole
+/// segments) and of recovery scanning (only the last one may hold a torn
+/// tail). 64 MiB keeps both cheap.
+pub const SEGMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// Largest number of proposals a group accepts while no entry is committed
+/// (back-pressure towards clients).
+pub const PROPOSALS_PENDING_MAX: usize = 16_384;
+
+/// Largest number of ReadIndex requests waiting for one heartbeat round.
+pub const READS_PENDING_MAX: usize = 16_384;
+
+/// Largest number of actions one call into the Raft core can emit.
+///
+/// Each input emits at most a few actions per peer (a message, an append, an
+/// apply), so this bounds the output buffer the runtime preallocates.
+pub const ACTIONS_PER_STEP_MAX: usize = 4 * NODES_MAX + 8;
+
+/// Largest number of voters plus learners in one group.
+pub const NODES_MAX: usize = 9;
+
+/// Largest key of the key-value state machine, in bytes.
+pub const KEY_BYTES_MAX: usize = 4 * 1024;
+
+/// Largest value of the key-value state machine, in bytes.
+pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
+
+/// Bytes of one InstallSnapshot chunk. A receiver holds at most
+/// `SNAPSHOT_CHUNKS_INFLIGHT_MAX` of them at once, whatever the snapshot size.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// InstallSnapshot chunks in flight to one follower.
+pub const SNAPSHOT_CHUNKS_INFLIGHT_MAX: usize = 4;
+
+/// Ticks without hearing from a leader before a follower starts a (pre-)vote;
+/// the actual timeout is drawn from `[ELECTION_TICKS, 2 * ELECTION_TICKS)`.
+pub const ELECTION_TICKS: u32 = 10;
+
+/// Ticks between a leader's heartbeats.
+pub const HEARTBEAT_TICKS: u32 = 1;
+
+/// Milliseconds per tick in the server.
+pub const TICK_MS: u64 = 50;
+
+const _: () = assert!(FRAME_BYTES_MAX.is_multiple_of(WORD_BYTES));
+const _: () = assert!(ENTRY_BYTES_MAX < FRAME_BYTES_MAX);
+const _: () = assert!(VALUE_BYTES_MAX + KEY_BYTES_MAX < ENTRY_BYTES_MAX);
+const _: () = assert!((SEGMENT_BYTES_MAX as usize) >= 2 * FRAME_BYTES_MAX);
+const _: () = assert!(APPEND_MESSAGE_BYTES_MAX <= INFLIGHT_BYTES_MAX);
+const _: () = assert!(FRAME_BYTES_MAX as u64 <= INFLIGHT_BYTES_MAX);
+const _: () = assert!(SNAPSHOT_CHUNK_BYTES * 2 <= FRAME_BYTES_MAX);
+const _: () = assert!(HEARTBEAT_TICKS < ELECTION_TICKS);
+const _: () = assert!(BATCH_DATA_PREFIX_BYTES == 3 * WORD_BYTES);
+const _: () = assert!(!NODES_MAX.is_multiple_of(2));
