@@ -140,6 +140,7 @@ struct BatchSummary {
   firstIndex @1 :UInt64;
   count @2 :UInt32;
   bytes @3 :UInt32;
+  kind @4 :EntryBatch.Kind;  # a follower reads `config` batches, splices the rest
 }
 
 struct AppendEntries {
