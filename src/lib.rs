@@ -13,6 +13,7 @@
 //!  wire   ──► rast_capnp (generated), constants
 //! ```
 
+pub mod client;
 pub mod constants;
 pub mod types;
 pub mod wire;
