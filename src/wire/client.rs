@@ -678,7 +678,7 @@ fn build_error(mut builder: error::Builder<'_>, reply: &ErrorReply) {
         ErrorKind::TooLarge(limit) => builder.set_too_large(*limit),
         ErrorKind::Unavailable => builder.set_unavailable(()),
         ErrorKind::PreconditionFailed(value) => {
-            build_value(builder.init_precondition_failed(), value)
+            build_value(builder.init_precondition_failed(), value);
         }
         ErrorKind::NotFound => builder.set_not_found(()),
         ErrorKind::Invalid => builder.set_invalid(()),
