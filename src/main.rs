@@ -169,7 +169,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Append { client, payloads } => append(&client, payloads),
+        Command::Append { client, payloads } => append(&client, &payloads),
         Command::Read {
             client,
             from,
@@ -254,7 +254,7 @@ fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
     Ok(Client::new(&addresses(args), options(args)?)?)
 }
 
-fn append(args: &ClientArgs, payloads: Vec<String>) -> anyhow::Result<()> {
+fn append(args: &ClientArgs, payloads: &[String]) -> anyhow::Result<()> {
     let mut client = connect(args)?;
     let mut out = std::io::stdout().lock();
     let mut emit = |client: &mut Client, payloads: &[String]| -> anyhow::Result<()> {
@@ -270,7 +270,7 @@ fn append(args: &ClientArgs, payloads: Vec<String>) -> anyhow::Result<()> {
         }
         Ok(())
     } else {
-        emit(&mut client, &payloads)
+        emit(&mut client, payloads)
     }
 }
 
