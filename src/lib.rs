@@ -14,6 +14,7 @@
 //! ```
 
 pub mod constants;
+pub mod raft;
 pub mod types;
 pub mod wire;
 
