@@ -75,9 +75,12 @@ pub const READS_PENDING_MAX: usize = 16_384;
 
 /// Largest number of actions one call into the Raft core can emit.
 ///
-/// Each input emits at most a few actions per peer (a message, an append, an
-/// apply), so this bounds the output buffer the runtime preallocates.
-pub const ACTIONS_PER_STEP_MAX: usize = 4 * NODES_MAX + 8;
+/// Each input emits at most a few actions per peer (up to
+/// [`APPENDS_PER_PEER_PER_CALL_MAX`] appends and a heartbeat or response),
+/// the messages held while the hard state was not durable, and a few local
+/// actions (hard state, truncate, append, apply, read, role change), so this
+/// bounds the output buffer the runtime preallocates.
+pub const ACTIONS_PER_STEP_MAX: usize = 6 * NODES_MAX + 8;
 
 /// Largest number of voters plus learners in one group.
 pub const NODES_MAX: usize = 9;
@@ -105,6 +108,40 @@ pub const HEARTBEAT_TICKS: u32 = 1;
 /// Milliseconds per tick in the server.
 pub const TICK_MS: u64 = 50;
 
+/// Largest number of AppendEntries messages the leader sends to one peer in
+/// one call into the core.
+///
+/// A propose or an acknowledgement normally frees room for one message; two
+/// lets a window that shrank (a lost message, a probe turned replicate) grow
+/// back, while the output of one call stays bounded by
+/// [`ACTIONS_PER_STEP_MAX`].
+pub const APPENDS_PER_PEER_PER_CALL_MAX: usize = 2;
+
+/// Largest number of outgoing messages the core holds back while its term or
+/// vote is not yet durable (they leave when `hard_state_persisted` reports it).
+///
+/// A candidate holds one vote request per peer, a follower one response per
+/// message received meanwhile; more are dropped, which Raft tolerates (a
+/// dropped acknowledgement is re-sent when the next write becomes durable).
+pub const HELD_MESSAGES_MAX: usize = 2 * NODES_MAX;
+
+/// Largest number of ReadIndex heartbeat rounds in flight at once.
+///
+/// One round serves every read that arrived while the previous one was in
+/// flight, so a handful covers any request rate; the bound keeps the leader's
+/// read bookkeeping a fixed-size ring.
+pub const READ_ROUNDS_INFLIGHT_MAX: usize = 8;
+
+/// Bytes the core accounts for a leader's no-op batch (one empty entry) when
+/// it fills a peer's inflight window. The runtime sends the real frame; this
+/// is only flow-control bookkeeping.
+pub const NOOP_BATCH_BYTES: u32 = 64;
+
+/// Heartbeat intervals a peer in replicate state may go without freeing any
+/// inflight message before the leader assumes messages were lost and probes
+/// again from the peer's match index.
+pub const PROGRESS_STALL_HEARTBEATS: u32 = 4;
+
 const _: () = assert!(FRAME_BYTES_MAX.is_multiple_of(WORD_BYTES));
 const _: () = assert!(ENTRY_BYTES_MAX < FRAME_BYTES_MAX);
 const _: () = assert!(VALUE_BYTES_MAX + KEY_BYTES_MAX < ENTRY_BYTES_MAX);
@@ -115,3 +152,11 @@ const _: () = assert!(SNAPSHOT_CHUNK_BYTES * 2 <= FRAME_BYTES_MAX);
 const _: () = assert!(HEARTBEAT_TICKS < ELECTION_TICKS);
 const _: () = assert!(BATCH_DATA_PREFIX_BYTES == 3 * WORD_BYTES);
 const _: () = assert!(!NODES_MAX.is_multiple_of(2));
+const _: () = assert!(
+    NODES_MAX * (APPENDS_PER_PEER_PER_CALL_MAX + 1) + HELD_MESSAGES_MAX + 8 <= ACTIONS_PER_STEP_MAX
+);
+const _: () = assert!(HELD_MESSAGES_MAX >= NODES_MAX);
+const _: () = assert!(READ_ROUNDS_INFLIGHT_MAX >= 2);
+const _: () = assert!(
+    PROGRESS_STALL_HEARTBEATS as usize * (HEARTBEAT_TICKS as usize) < ELECTION_TICKS as usize
+);

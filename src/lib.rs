@@ -15,6 +15,7 @@
 
 pub mod client;
 pub mod constants;
+pub mod raft;
 pub mod types;
 pub mod wire;
 

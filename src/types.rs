@@ -67,6 +67,15 @@ impl LogIndex {
     }
 }
 
+impl Term {
+    /// The next term.
+    #[inline]
+    #[must_use]
+    pub const fn next(self) -> Self {
+        Self(self.0 + 1)
+    }
+}
+
 impl LogId {
     /// The id of the log named `name`: FNV-1a, stable across versions and
     /// machines because it decides which core owns the log and is on the wire.

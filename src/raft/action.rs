@@ -1,0 +1,135 @@
+//! What the core asks of its runtime, and the order it must be done in.
+
+use crate::raft::message::Outgoing;
+use crate::types::{LogIndex, NodeId, Term};
+
+/// The durable part of a node's state (`HardState` in the schema).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HardState {
+    /// Current term.
+    pub term: Term,
+    /// Node voted for in `term` (zero: none).
+    pub vote: NodeId,
+    /// Commit index when written (a hint for restart; commit is never
+    /// required to be durable for safety).
+    pub commit: LogIndex,
+}
+
+/// A node's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Follows a leader (or waits for one). Learners are always followers.
+    Follower,
+    /// Asking for pre-votes: term unchanged.
+    PreCandidate,
+    /// Asking for votes in a new term.
+    Candidate,
+    /// Leads the term.
+    Leader,
+}
+
+/// One thing for the runtime to do.
+///
+/// # Ordering contract
+///
+/// The runtime executes a call's actions as follows; nothing else is required
+/// of it.
+///
+/// * **Storage actions** (`PersistHardState`, `Truncate`, `AppendProposal`,
+///   `AppendNoop`, `AppendReceived`) go to the node's storage *in the order
+///   emitted*, and their completions are reported in that order
+///   (`persisted(up_to, term)` for the log, `hard_state_persisted` for the
+///   hard state). The core never waits for them: it keeps taking inputs
+///   while writes are in flight.
+/// * **Messages** (`Send`) may leave at once, in parallel with the storage
+///   actions of the same call and before they complete. The core makes that
+///   safe itself: a message that depends on a term or vote not yet durable
+///   is held inside the core and emitted only by the `hard_state_persisted`
+///   call that reports it durable; a follower acknowledges only entries
+///   reported durable; the leader counts itself only up to its durable index.
+/// * **`Apply { up_to }`**: entries up to `up_to` are committed. They have
+///   been handed to storage (maybe not yet durable locally: a quorum has them
+///   durable) and may be applied once the preceding storage actions are
+///   issued. `up_to` never decreases during the life of a core.
+/// * **`ReadReady`**: serve the reads of the rounds up to `through_round`
+///   once the state machine has applied at least `index`.
+/// * `AppendReceived` refers to the message passed to the `step` call that
+///   emitted it; the runtime must execute it before stepping another message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Write term, vote (and commit) durably; report with
+    /// `hard_state_persisted`.
+    PersistHardState(HardState),
+    /// Remove every stored entry from `from` on (a batch start, above the
+    /// commit index).
+    Truncate {
+        /// First index removed.
+        from: LogIndex,
+    },
+    /// Append the batch of the proposal just accepted by `propose`, stamped
+    /// with `term` and `first_index`.
+    AppendProposal {
+        /// Its term.
+        term: Term,
+        /// Its first index.
+        first_index: LogIndex,
+        /// Its entry count.
+        count: u32,
+    },
+    /// Append a no-op batch (one empty entry of kind `noop`) that the
+    /// runtime builds, stamped with `term` and `index`: a new leader's first
+    /// entry.
+    AppendNoop {
+        /// Its term.
+        term: Term,
+        /// Its index.
+        index: LogIndex,
+    },
+    /// Append the batches of the AppendEntries just stepped, from its
+    /// `skip`-th batch on (earlier ones are already stored).
+    AppendReceived {
+        /// Batches of the message to skip.
+        skip: u32,
+        /// First index appended.
+        first_index: LogIndex,
+        /// Last index appended.
+        last_index: LogIndex,
+    },
+    /// Send a message.
+    Send(Outgoing),
+    /// Entries up to here are committed.
+    Apply {
+        /// Commit index.
+        up_to: LogIndex,
+    },
+    /// ReadIndex rounds up to `through_round` are confirmed: serve their
+    /// reads once the state machine has applied `index`.
+    ReadReady {
+        /// Last confirmed round (reads of earlier rounds included).
+        through_round: u64,
+        /// The read index.
+        index: LogIndex,
+    },
+    /// Reads of rounds up to `through_round` will never be confirmed (the
+    /// node stopped leading): fail them so clients retry elsewhere.
+    ReadsAborted {
+        /// Last aborted round.
+        through_round: u64,
+    },
+    /// Stream the current snapshot to `to` (it needs entries no longer in
+    /// the log); report the end with `snapshot_sent`.
+    SendSnapshot {
+        /// The follower.
+        to: NodeId,
+    },
+    /// The role, term or known leader changed (redirect clients, fail
+    /// proposals pending at a former leader as indeterminate).
+    RoleChanged {
+        /// New role.
+        role: Role,
+        /// Current term.
+        term: Term,
+        /// Known leader (zero: none).
+        leader: NodeId,
+    },
+}
