@@ -9,11 +9,13 @@
 //!
 //! ```text
 //!  server ──► raft, storage, net, kv, io
+//!  storage ──► io, wire, types, constants
 //!  raft   ──► wire, types, constants        (pure: no IO, no clock)
 //!  wire   ──► rast_capnp (generated), constants
 //! ```
 
 pub mod constants;
+pub mod storage;
 pub mod types;
 pub mod wire;
 
