@@ -15,6 +15,7 @@
 //! ```
 
 pub mod constants;
+pub mod io;
 pub mod storage;
 pub mod types;
 pub mod wire;
