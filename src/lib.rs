@@ -9,13 +9,16 @@
 //!
 //! ```text
 //!  server ──► raft, storage, net, kv, io
+//!  storage ──► io, wire, types, constants
 //!  raft   ──► wire, types, constants        (pure: no IO, no clock)
 //!  wire   ──► rast_capnp (generated), constants
 //! ```
 
 pub mod client;
 pub mod constants;
+pub mod io;
 pub mod raft;
+pub mod storage;
 pub mod types;
 pub mod wire;
 
