@@ -11,8 +11,12 @@
 //!  server ──► raft, storage, net, kv, io
 //!  raft   ──► wire, types, constants        (pure: no IO, no clock)
 //!  wire   ──► rast_capnp (generated), constants
+//!
+//!  check  ──► types only: the history checkers judge the others and share
+//!             no code with them (used by sim and the fault tests)
 //! ```
 
+pub mod check;
 pub mod constants;
 pub mod types;
 pub mod wire;
