@@ -25,6 +25,8 @@ use nix::libc;
 
 use crate::constants::RING_ENTRIES;
 
+mod net;
+
 /// `user_data` of cancel requests: their completions matter to no one.
 const USER_DATA_CANCEL: u64 = u64::MAX;
 
@@ -62,6 +64,7 @@ struct Keep {
     other_file: Option<Rc<File>>,
     buffer: Option<Rc<Vec<u8>>>,
     paths: Option<Box<(CString, CString)>>,
+    timespec: Option<Box<types::Timespec>>,
 }
 
 #[derive(Debug)]
@@ -70,10 +73,15 @@ enum SlotState {
     InFlight {
         #[expect(dead_code, reason = "held only to keep memory and descriptors alive")]
         keep: Keep,
+        /// A buffer the kernel reads or writes, handed back with the result.
+        owned: Option<Vec<u8>>,
         abandoned: bool,
+        /// Report the completion through `drain_ready` (event-loop ops).
+        notify: bool,
     },
     Done {
         result: i32,
+        owned: Option<Vec<u8>>,
     },
 }
 
@@ -89,6 +97,8 @@ pub struct Ring {
     slots: Vec<Slot>,
     free: Vec<u32>,
     in_flight: usize,
+    /// Completed operations that asked to be reported (see `net`).
+    ready: Vec<OpId>,
 }
 
 impl std::fmt::Debug for Ring {
@@ -109,6 +119,7 @@ impl Ring {
             slots: Vec::new(),
             free: Vec::new(),
             in_flight: 0,
+            ready: Vec::new(),
         })
     }
 
@@ -260,7 +271,9 @@ impl Ring {
         slot.generation = slot.generation.wrapping_add(1);
         slot.state = SlotState::InFlight {
             keep,
+            owned: None,
             abandoned: false,
+            notify: false,
         };
         OpId(u64::from(slot.generation) << 32 | index as u64)
     }
@@ -299,6 +312,7 @@ impl Ring {
             slots,
             free,
             in_flight,
+            ready,
         } = self;
         let mut reaped = 0;
         for entry in uring.completion() {
@@ -307,7 +321,10 @@ impl Ring {
             }
             reaped += 1;
             *in_flight -= 1;
-            complete(slots, free, OpId(entry.user_data()), entry.result());
+            let op = OpId(entry.user_data());
+            if complete(slots, free, op, entry.result()) {
+                ready.push(op);
+            }
         }
         reaped
     }
@@ -319,7 +336,7 @@ impl Ring {
         let slot = &self.slots[op.slot()];
         assert_eq!(slot.generation, op.generation(), "take of a stale op");
         match slot.state {
-            SlotState::Done { result } => {
+            SlotState::Done { result, .. } => {
                 self.release(op);
                 Some(result)
             }
@@ -353,21 +370,31 @@ impl Ring {
 
 /// Records the completion of `op`: its keep-alives are dropped (the kernel
 /// is done with them) and its result waits for `take`, or the slot is freed
-/// at once if the op was abandoned.
-fn complete(slots: &mut [Slot], free: &mut Vec<u32>, op: OpId, result: i32) {
+/// at once if the op was abandoned. Returns whether the op asked to be
+/// reported through `drain_ready`.
+fn complete(slots: &mut [Slot], free: &mut Vec<u32>, op: OpId, result: i32) -> bool {
     let slot = &mut slots[op.slot()];
     assert_eq!(
         slot.generation,
         op.generation(),
         "completion for a stale slot"
     );
-    let SlotState::InFlight { abandoned, .. } = slot.state else {
+    let SlotState::InFlight {
+        abandoned,
+        notify,
+        ref mut owned,
+        ..
+    } = slot.state
+    else {
         panic!("completion for an operation not in flight");
     };
     if abandoned {
         release(slots, free, op);
+        false
     } else {
-        slot.state = SlotState::Done { result };
+        let owned = owned.take();
+        slot.state = SlotState::Done { result, owned };
+        notify
     }
 }
 
