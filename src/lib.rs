@@ -15,6 +15,7 @@
 
 pub mod constants;
 pub mod raft;
+pub mod sim;
 pub mod types;
 pub mod wire;
 
