@@ -160,6 +160,12 @@ struct AppendResponse {
   hintIndex @2 :UInt64;
   hintTerm @3 :UInt64;
   lastIndex @4 :UInt64;
+  # On success: the follower matches the leader up to here (maybe not yet
+  # durable), so the leader sends from the next index. On rejection: the
+  # follower's last index.
+  rejectedIndex @5 :UInt64;
+  # On rejection: the prevLogIndex rejected, so the leader recognizes a
+  # stale rejection (a reordered or duplicated answer) and ignores it.
 }
 
 struct RequestVote {

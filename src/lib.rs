@@ -22,6 +22,7 @@ pub mod client;
 pub mod constants;
 pub mod io;
 pub mod raft;
+pub mod sim;
 pub mod storage;
 pub mod types;
 pub mod wire;

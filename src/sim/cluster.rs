@@ -1,0 +1,1132 @@
+//! One simulated run: nodes running the real core over a fake network, disk
+//! and clock, a nemesis, clients, and the checkers — all from one seed.
+//!
+//! ```text
+//!   event queue (time, sequence) ── Tick ── Deliver ── SyncDone ── Restart
+//!        │                          Client ── ClientTimeout ── Nemesis ── Heal
+//!        ▼
+//!   node: Core ◄─ inputs     actions ─► SimDisk (issue, sync) / network / apply
+//!                                        │
+//!                                        └─► Checker (after every event)
+//! ```
+//!
+//! A run has two phases. Until `Heal`, the nemesis injects faults while
+//! clients append and read. At `Heal`, every fault stops and crashed nodes
+//! restart; from then on a leader must be elected and probe appends must
+//! commit within the liveness bound.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, VecDeque};
+use std::rc::Rc;
+
+use crate::constants::{BATCH_ENTRIES_MAX, NODES_MAX};
+use crate::raft::random::Random;
+use crate::raft::{
+    Action, AppendEntries, Body, Config, Core, Membership, Message, OutgoingBody, ProposeError,
+    Restart, Role,
+};
+use crate::sim::checker::{Checker, HistoryEntry, Operation, Outcome, Violation};
+use crate::sim::disk::{BatchRef, DiskOperation, DiskState, SimBatch, SimDisk};
+use crate::types::{LogIndex, NodeId, Term};
+use crate::wire::BatchKind;
+
+/// Simulated milliseconds between a node's ticks.
+const TICK_MS: u64 = 10;
+/// Election timeout base of the simulated nodes (10 ticks, as in the server).
+const ELECTION_MS: u64 = 100;
+/// Heartbeat interval of the simulated nodes.
+const HEARTBEAT_MS: u64 = 10;
+/// A client gives up on an operation after this long (outcome: info).
+const CLIENT_TIMEOUT_MS: u64 = 600;
+/// Bytes the simulation accounts per entry.
+const ENTRY_BYTES: u32 = 128;
+/// Appends the liveness probe must get committed after the heal.
+const PROBE_APPENDS: usize = 3;
+/// Events one run may take: a bound on a run that stopped making progress.
+const EVENTS_MAX: u64 = 20_000_000;
+
+/// How a run is shaped.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Voters in the cluster (3 or 5).
+    pub nodes: usize,
+    /// Length of the faulty phase.
+    pub nemesis_ms: u64,
+    /// After the heal, a leader and the probe appends within this bound.
+    pub liveness_bound_ms: u64,
+    /// Concurrent clients.
+    pub clients: u32,
+    /// The bug planted in every node, if any.
+    #[cfg(feature = "planted-bugs")]
+    pub planted_bug: Option<crate::raft::PlantedBug>,
+}
+
+impl Options {
+    /// The default shape for `seed`: 3 nodes for even seeds, 5 for odd.
+    pub fn for_seed(seed: u64) -> Self {
+        Self {
+            nodes: if seed.is_multiple_of(2) { 3 } else { 5 },
+            nemesis_ms: 3_000,
+            liveness_bound_ms: 5_000,
+            clients: 3,
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: None,
+        }
+    }
+}
+
+/// What a successful run measured.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// Voters.
+    pub nodes: usize,
+    /// Events processed.
+    pub events: u64,
+    /// Entries committed.
+    pub committed: u64,
+    /// Client appends acknowledged.
+    pub appends_acknowledged: u64,
+    /// Client reads answered.
+    pub reads_answered: u64,
+    /// Crashes injected.
+    pub crashes: u64,
+    /// Heal to a leader with a commit of its term, simulated ms.
+    pub liveness_leader_ms: u64,
+    /// Heal to every probe append committed, simulated ms.
+    pub liveness_commit_ms: u64,
+    /// The client history (for the linearizability checkers).
+    pub history: Vec<HistoryEntry>,
+}
+
+/// A failed run: the property violated and when.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    /// The seed (replay it with `RAST_SIM_SEED`).
+    pub seed: u64,
+    /// Simulated time of the violation.
+    pub time_ms: u64,
+    /// The violation.
+    pub violation: Violation,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "seed {} failed at {} ms: {}: {}",
+            self.seed, self.time_ms, self.violation.property, self.violation.detail
+        )
+    }
+}
+
+/// Runs one seed.
+pub fn run(seed: u64, options: &Options) -> Result<Report, Failure> {
+    let mut simulation = Simulation::new(seed, options);
+    match simulation.run() {
+        Ok(()) => Ok(simulation.report()),
+        Err(violation) => Err(Failure {
+            seed,
+            time_ms: simulation.now,
+            violation,
+        }),
+    }
+}
+
+/// A message on the simulated wire: an AppendEntries carries its batches.
+#[derive(Clone, Debug)]
+struct Envelope {
+    from: NodeId,
+    to: NodeId,
+    term: Term,
+    body: EnvelopeBody,
+}
+
+#[derive(Clone, Debug)]
+enum EnvelopeBody {
+    Append {
+        prev_index: LogIndex,
+        prev_term: Term,
+        leader_commit: LogIndex,
+        batches: Vec<BatchRef>,
+    },
+    Other(OutgoingBody),
+}
+
+#[derive(Debug)]
+enum Event {
+    Tick(usize),
+    Deliver(Box<Envelope>),
+    SyncDone { node: usize, life: u64 },
+    Restart(usize),
+    Client(u32),
+    ClientTimeout(usize),
+    Nemesis,
+    Heal,
+}
+
+struct Scheduled {
+    time: u64,
+    sequence: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.time, self.sequence) == (other.time, other.sequence)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Reversed: the heap pops the earliest.
+        (other.time, other.sequence).cmp(&(self.time, self.sequence))
+    }
+}
+
+struct Node {
+    id: NodeId,
+    core: Option<Core>,
+    disk: SimDisk,
+    /// Incremented at each crash: completions of an earlier life are void.
+    life: u64,
+    clock_offset_ms: u64,
+    disk_latency_ms: (u64, u64),
+    disk_stalled_until: u64,
+    applied: LogIndex,
+    /// (operation, term, first index) of appends proposed here.
+    proposals: Vec<(usize, Term, LogIndex)>,
+    /// (round, operation) of reads waiting for their round.
+    reads_waiting: VecDeque<(u64, usize)>,
+    /// (read index, operation) of reads waiting for apply.
+    reads_ready: Vec<(LogIndex, usize)>,
+}
+
+struct Faults {
+    drop_percent: u64,
+    duplicate_percent: u64,
+    delay_ms: (u64, u64),
+    /// `blocked[from][to]`: messages from → to are lost.
+    blocked: [[bool; NODES_MAX]; NODES_MAX],
+}
+
+impl Faults {
+    fn calm() -> Self {
+        Self {
+            drop_percent: 0,
+            duplicate_percent: 0,
+            delay_ms: (1, 4),
+            blocked: [[false; NODES_MAX]; NODES_MAX],
+        }
+    }
+}
+
+struct Client {
+    operation: Option<usize>,
+    leader_guess: usize,
+}
+
+struct Simulation {
+    seed: u64,
+    options: Options,
+    random: Random,
+    now: u64,
+    sequence: u64,
+    queue: BinaryHeap<Scheduled>,
+    nodes: Vec<Node>,
+    membership: Membership,
+    faults: Faults,
+    clients: Vec<Client>,
+    checker: Checker,
+    next_value: u64,
+    healed: bool,
+    heal_ms: u64,
+    leader_ms: Option<u64>,
+    probes: Vec<Option<usize>>,
+    probes_done_ms: Option<u64>,
+    crashes: u64,
+    events: u64,
+    actions: Vec<Action>,
+}
+
+impl Simulation {
+    fn new(seed: u64, options: &Options) -> Self {
+        assert!((1..=NODES_MAX).contains(&options.nodes));
+        let ids: Vec<NodeId> = (1..=options.nodes as u64).map(NodeId).collect();
+        let membership = Membership::with_voters(&ids).expect("valid voters");
+        let mut random = Random::new(seed);
+        let nodes = ids
+            .iter()
+            .map(|id| Node {
+                id: *id,
+                core: None,
+                disk: SimDisk::default(),
+                life: 0,
+                clock_offset_ms: random.below(1_000),
+                disk_latency_ms: (1, 3),
+                disk_stalled_until: 0,
+                applied: LogIndex::ZERO,
+                proposals: Vec::new(),
+                reads_waiting: VecDeque::new(),
+                reads_ready: Vec::new(),
+            })
+            .collect();
+        let clients = (0..options.clients)
+            .map(|_| Client {
+                operation: None,
+                leader_guess: random.below(options.nodes as u64) as usize,
+            })
+            .collect();
+        Self {
+            seed,
+            options: options.clone(),
+            random,
+            now: 0,
+            sequence: 0,
+            queue: BinaryHeap::new(),
+            nodes,
+            membership,
+            faults: Faults::calm(),
+            clients,
+            checker: Checker::default(),
+            next_value: 1,
+            healed: false,
+            heal_ms: options.nemesis_ms,
+            leader_ms: None,
+            probes: vec![None; PROBE_APPENDS],
+            probes_done_ms: None,
+            crashes: 0,
+            events: 0,
+            actions: Vec::with_capacity(crate::constants::ACTIONS_PER_STEP_MAX),
+        }
+    }
+
+    fn report(&self) -> Report {
+        let history = &self.checker.history;
+        Report {
+            seed: self.seed,
+            nodes: self.nodes.len(),
+            events: self.events,
+            committed: self.checker.committed_length().get(),
+            appends_acknowledged: history
+                .iter()
+                .filter(|entry| matches!(entry.outcome, Outcome::Appended { .. }))
+                .count() as u64,
+            reads_answered: history
+                .iter()
+                .filter(|entry| matches!(entry.outcome, Outcome::Read { .. }))
+                .count() as u64,
+            crashes: self.crashes,
+            liveness_leader_ms: self.leader_ms.unwrap_or(u64::MAX),
+            liveness_commit_ms: self.probes_done_ms.unwrap_or(u64::MAX),
+            history: history.clone(),
+        }
+    }
+
+    fn schedule(&mut self, delay_ms: u64, event: Event) {
+        self.sequence += 1;
+        self.queue.push(Scheduled {
+            time: self.now + delay_ms,
+            sequence: self.sequence,
+            event,
+        });
+    }
+
+    fn run(&mut self) -> Result<(), Violation> {
+        for node in 0..self.nodes.len() {
+            self.restart(node);
+            let phase = self.random.below(TICK_MS);
+            self.schedule(phase, Event::Tick(node));
+        }
+        for client in 0..self.options.clients {
+            let delay = self.random.between(50, 300);
+            self.schedule(delay, Event::Client(client));
+        }
+        let first_fault = self.random.between(100, 400);
+        self.schedule(first_fault, Event::Nemesis);
+        self.schedule(self.heal_ms, Event::Heal);
+        let end = self.heal_ms + self.options.liveness_bound_ms;
+        while let Some(scheduled) = self.queue.pop() {
+            if scheduled.time > end || self.probes_done_ms.is_some() {
+                break;
+            }
+            self.now = scheduled.time;
+            self.events += 1;
+            assert!(self.events < EVENTS_MAX, "run stopped making progress");
+            self.handle(scheduled.event)?;
+            if self.healed {
+                self.liveness_step()?;
+            }
+        }
+        self.finish()
+    }
+
+    fn handle(&mut self, event: Event) -> Result<(), Violation> {
+        match event {
+            Event::Tick(node) => {
+                self.schedule(TICK_MS, Event::Tick(node));
+                let now = self.now + self.nodes[node].clock_offset_ms;
+                self.with_core(node, |core, actions| core.tick(now, actions))?;
+            }
+            Event::Deliver(envelope) => self.deliver(&envelope)?,
+            Event::SyncDone { node, life } => self.sync_done(node, life)?,
+            Event::Restart(node) => {
+                if self.nodes[node].core.is_none() {
+                    self.restart(node);
+                }
+            }
+            Event::Client(client) => self.client_invoke(client)?,
+            Event::ClientTimeout(operation) => self.complete(operation, Outcome::Info),
+            Event::Nemesis => {
+                if !self.healed {
+                    self.nemesis()?;
+                    let delay = self.random.between(50, 300);
+                    self.schedule(delay, Event::Nemesis);
+                }
+            }
+            Event::Heal => self.heal(),
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------
+    // Nodes.
+
+    fn config(&self, id: NodeId) -> Config {
+        let mut config = Config::new(id, self.seed.wrapping_mul(31).wrapping_add(id.get()));
+        config.timeout_ms_election = ELECTION_MS;
+        config.interval_ms_heartbeat = HEARTBEAT_MS;
+        config.append_message_batches_max = 1 + (self.seed % 4) as usize * 5;
+        config.inflight_messages_max = 2 + (self.seed % 7) as usize;
+        #[cfg(feature = "planted-bugs")]
+        {
+            config.planted_bug = self.options.planted_bug;
+        }
+        config
+    }
+
+    fn restart(&mut self, node: usize) {
+        let id = self.nodes[node].id;
+        let config = self.config(id);
+        let durable = self.nodes[node].disk.durable();
+        let summaries: Vec<_> = durable.batches.iter().map(|batch| batch.summary).collect();
+        let restart = Restart {
+            hard_state: durable.hard_state,
+            snapshot_index: LogIndex::ZERO,
+            snapshot_term: Term::ZERO,
+            membership: self.membership,
+            batches: &summaries,
+            now_ms: self.now + self.nodes[node].clock_offset_ms,
+        };
+        let state = &mut self.nodes[node];
+        state.core = Some(Core::new(config, &restart));
+        state.applied = LogIndex::ZERO;
+    }
+
+    fn crash(&mut self, node: usize) -> Result<(), Violation> {
+        let state = &mut self.nodes[node];
+        if state.core.is_none() {
+            return Ok(());
+        }
+        state.core = None;
+        state.life += 1;
+        state.disk.crash(&mut self.random);
+        let proposals = std::mem::take(&mut state.proposals);
+        let reads: Vec<usize> = state
+            .reads_waiting
+            .drain(..)
+            .map(|(_, operation)| operation)
+            .chain(state.reads_ready.drain(..).map(|(_, operation)| operation))
+            .collect();
+        for (operation, _, _) in proposals {
+            self.complete(operation, Outcome::Info);
+        }
+        for operation in reads {
+            self.complete(operation, Outcome::Fail);
+        }
+        self.crashes += 1;
+        let durable: Vec<&DiskState> = self.nodes.iter().map(|node| node.disk.durable()).collect();
+        self.checker.committed_durable(&durable)
+    }
+
+    /// Runs `input` on the node's core (if up) and executes its actions.
+    fn with_core(
+        &mut self,
+        node: usize,
+        input: impl FnOnce(&mut Core, &mut Vec<Action>),
+    ) -> Result<(), Violation> {
+        let mut actions = std::mem::take(&mut self.actions);
+        actions.clear();
+        if let Some(core) = self.nodes[node].core.as_mut() {
+            input(core, &mut actions);
+        }
+        let result = self.execute(node, &actions, None, None);
+        self.actions = actions;
+        result
+    }
+
+    fn deliver(&mut self, envelope: &Envelope) -> Result<(), Violation> {
+        let node = (envelope.to.get() - 1) as usize;
+        if self.nodes[node].core.is_none() {
+            return Ok(());
+        }
+        let mut summaries = Vec::new();
+        let mut configs = Vec::new();
+        let body = match &envelope.body {
+            EnvelopeBody::Append {
+                prev_index,
+                prev_term,
+                leader_commit,
+                batches,
+            } => {
+                summaries.extend(batches.iter().map(|batch| batch.summary));
+                configs.extend(batches.iter().filter_map(|batch| batch.membership));
+                Body::AppendEntries(AppendEntries {
+                    prev_index: *prev_index,
+                    prev_term: *prev_term,
+                    leader_commit: *leader_commit,
+                    batches: &summaries,
+                    configs: &configs,
+                })
+            }
+            EnvelopeBody::Other(other) => incoming_body(*other),
+        };
+        let message = Message {
+            from: envelope.from,
+            to: envelope.to,
+            term: envelope.term,
+            body,
+        };
+        let mut actions = std::mem::take(&mut self.actions);
+        actions.clear();
+        self.nodes[node]
+            .core
+            .as_mut()
+            .expect("checked up")
+            .step(&message, &mut actions);
+        let batches = match &envelope.body {
+            EnvelopeBody::Append { batches, .. } => Some(batches.as_slice()),
+            EnvelopeBody::Other(_) => None,
+        };
+        let result = self.execute(node, &actions, batches, None);
+        self.actions = actions;
+        result
+    }
+
+    fn sync_done(&mut self, node: usize, life: u64) -> Result<(), Violation> {
+        if self.nodes[node].life != life || self.nodes[node].core.is_none() {
+            return Ok(());
+        }
+        let report = self.nodes[node].disk.complete_sync();
+        if let Some(hard_state) = report.hard_state {
+            self.with_core(node, |core, actions| {
+                core.hard_state_persisted(hard_state, actions);
+            })?;
+        }
+        if let Some((index, term)) = report.log {
+            self.with_core(node, |core, actions| core.persisted(index, term, actions))?;
+        }
+        self.start_sync(node);
+        Ok(())
+    }
+
+    fn start_sync(&mut self, node: usize) {
+        let state = &mut self.nodes[node];
+        if !state.disk.start_sync() {
+            return;
+        }
+        let (low, high) = state.disk_latency_ms;
+        let life = state.life;
+        let stalled = state.disk_stalled_until.saturating_sub(self.now);
+        let latency = stalled + self.random.between(low, high);
+        self.schedule(latency, Event::SyncDone { node, life });
+    }
+
+    /// Executes a call's actions in order (see `Action`'s contract).
+    fn execute(
+        &mut self,
+        node: usize,
+        actions: &[Action],
+        received: Option<&[BatchRef]>,
+        proposal: Option<&BatchRef>,
+    ) -> Result<(), Violation> {
+        for action in actions {
+            match *action {
+                Action::PersistHardState(hard_state) => {
+                    self.nodes[node]
+                        .disk
+                        .issue(DiskOperation::HardState(hard_state));
+                }
+                Action::Truncate { from } => {
+                    self.nodes[node].disk.issue(DiskOperation::Truncate(from));
+                }
+                Action::AppendProposal { first_index, .. } => {
+                    let batch = proposal.expect("a proposal action follows propose");
+                    assert_eq!(batch.summary.first_index, first_index);
+                    self.store(node, std::slice::from_ref(batch))?;
+                }
+                Action::AppendNoop { term, index } => {
+                    let batch = Rc::new(SimBatch {
+                        summary: crate::raft::BatchSummary {
+                            term,
+                            first_index: index,
+                            count: 1,
+                            bytes: crate::constants::NOOP_BATCH_BYTES,
+                            kind: BatchKind::Noop,
+                        },
+                        values: Box::new([0]),
+                        membership: None,
+                    });
+                    self.store(node, &[batch])?;
+                }
+                Action::AppendReceived { skip, .. } => {
+                    let batches = received.expect("received batches come with a message");
+                    self.store(node, &batches[skip as usize..])?;
+                }
+                Action::Send(outgoing) => self.send(node, outgoing),
+                Action::Apply { up_to } => self.apply(node, up_to)?,
+                Action::ReadReady {
+                    through_round,
+                    index,
+                } => self.reads_ready(node, through_round, index),
+                Action::ReadsAborted { through_round } => {
+                    while let Some(&(round, operation)) = self.nodes[node].reads_waiting.front() {
+                        if round > through_round {
+                            break;
+                        }
+                        self.nodes[node].reads_waiting.pop_front();
+                        self.complete(operation, Outcome::Fail);
+                    }
+                }
+                Action::SendSnapshot { .. } => unreachable!("the simulator never compacts"),
+                Action::RoleChanged { role, term, leader } => {
+                    self.role_changed(node, role, term, leader)?;
+                }
+            }
+        }
+        self.start_sync(node);
+        self.check_node(node)
+    }
+
+    fn store(&mut self, node: usize, batches: &[BatchRef]) -> Result<(), Violation> {
+        let id = self.nodes[node].id;
+        let mut previous = self.nodes[node]
+            .disk
+            .written()
+            .entry(
+                batches
+                    .first()
+                    .map_or(LogIndex::ZERO, |b| b.summary.first_index.prev()),
+            )
+            .map_or(Term::ZERO, |(term, _)| term);
+        for batch in batches {
+            self.checker.batch_stored(id, batch, previous)?;
+            previous = batch.summary.term;
+        }
+        self.nodes[node]
+            .disk
+            .issue(DiskOperation::Append(batches.to_vec()));
+        Ok(())
+    }
+
+    fn send(&mut self, node: usize, outgoing: crate::raft::Outgoing) {
+        let body = match outgoing.body {
+            OutgoingBody::AppendEntries(range) => {
+                let written = self.nodes[node].disk.written();
+                let mut batches = Vec::with_capacity(range.batches as usize);
+                if range.batches > 0 {
+                    let start = written
+                        .position(range.first_index)
+                        .expect("range is stored");
+                    for batch in &written.batches[start..] {
+                        if batch.summary.first_index > range.last_index {
+                            break;
+                        }
+                        batches.push(Rc::clone(batch));
+                    }
+                }
+                assert_eq!(batches.len(), range.batches as usize, "range {range:?}");
+                EnvelopeBody::Append {
+                    prev_index: range.prev_index,
+                    prev_term: range.prev_term,
+                    leader_commit: range.leader_commit,
+                    batches,
+                }
+            }
+            other => EnvelopeBody::Other(other),
+        };
+        let envelope = Envelope {
+            from: outgoing.from,
+            to: outgoing.to,
+            term: outgoing.term,
+            body,
+        };
+        let from = node;
+        let to = (outgoing.to.get() - 1) as usize;
+        if self.faults.blocked[from][to] || self.random.chance(self.faults.drop_percent, 100) {
+            return;
+        }
+        let copies = if self.random.chance(self.faults.duplicate_percent, 100) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let (low, high) = self.faults.delay_ms;
+            let delay = self.random.between(low, high);
+            self.schedule(delay, Event::Deliver(Box::new(envelope.clone())));
+        }
+    }
+
+    fn apply(&mut self, node: usize, up_to: LogIndex) -> Result<(), Violation> {
+        let id = self.nodes[node].id;
+        let from = self.nodes[node].applied;
+        if up_to <= from {
+            return Err(Violation {
+                property: "commit never regresses",
+                detail: format!("node {id} applied up to {from}, then told to apply up to {up_to}"),
+            });
+        }
+        for index in from.get() + 1..=up_to.get() {
+            let entry = self.nodes[node]
+                .disk
+                .written()
+                .entry(LogIndex(index))
+                .expect("committed entries are stored");
+            self.checker.applied(id, LogIndex(index), entry)?;
+        }
+        self.nodes[node].applied = up_to;
+        let proposals = std::mem::take(&mut self.nodes[node].proposals);
+        let mut still = Vec::with_capacity(proposals.len());
+        for (operation, term, first_index) in proposals {
+            if first_index > up_to {
+                still.push((operation, term, first_index));
+                continue;
+            }
+            let entry = self.nodes[node].disk.written().entry(first_index);
+            let outcome = if entry.map(|(entry_term, _)| entry_term) == Some(term) {
+                Outcome::Appended { index: first_index }
+            } else {
+                Outcome::Fail
+            };
+            self.complete(operation, outcome);
+        }
+        self.nodes[node].proposals = still;
+        self.serve_reads(node);
+        Ok(())
+    }
+
+    fn reads_ready(&mut self, node: usize, through_round: u64, index: LogIndex) {
+        let state = &mut self.nodes[node];
+        while let Some(&(round, operation)) = state.reads_waiting.front() {
+            if round > through_round {
+                break;
+            }
+            state.reads_waiting.pop_front();
+            state.reads_ready.push((index, operation));
+        }
+        self.serve_reads(node);
+    }
+
+    fn serve_reads(&mut self, node: usize) {
+        let applied = self.nodes[node].applied;
+        let ready = std::mem::take(&mut self.nodes[node].reads_ready);
+        let mut still = Vec::new();
+        for (index, operation) in ready {
+            if index > applied {
+                still.push((index, operation));
+                continue;
+            }
+            let last_value = self.nodes[node]
+                .disk
+                .written()
+                .entry(index)
+                .map_or(0, |(_, value)| value);
+            self.complete(
+                operation,
+                Outcome::Read {
+                    length: index,
+                    last_value,
+                },
+            );
+        }
+        self.nodes[node].reads_ready = still;
+    }
+
+    fn role_changed(
+        &mut self,
+        node: usize,
+        role: Role,
+        term: Term,
+        leader: NodeId,
+    ) -> Result<(), Violation> {
+        let id = self.nodes[node].id;
+        if role == Role::Leader {
+            self.checker.leader_elected(term, id)?;
+            self.checker
+                .leader_log(id, term, self.nodes[node].disk.written())?;
+        } else {
+            for (operation, _, _) in std::mem::take(&mut self.nodes[node].proposals) {
+                self.complete(operation, Outcome::Info);
+            }
+        }
+        if leader != NodeId::ZERO {
+            for client in &mut self.clients {
+                if client.leader_guess == node {
+                    client.leader_guess = (leader.get() - 1) as usize;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Per-event checks of one node: the core and its storage agree.
+    fn check_node(&self, node: usize) -> Result<(), Violation> {
+        let state = &self.nodes[node];
+        let Some(core) = &state.core else {
+            return Ok(());
+        };
+        let written = state.disk.written();
+        if core.log().last_index() != written.last_index()
+            || core.log().last_term() != written.last_term()
+        {
+            return Err(Violation {
+                property: "core and storage agree",
+                detail: format!(
+                    "node {}: core last {}@{}, storage last {}@{}",
+                    state.id,
+                    core.log().last_index(),
+                    core.log().last_term(),
+                    written.last_index(),
+                    written.last_term()
+                ),
+            });
+        }
+        if core.hard_state().term < state.disk.written().hard_state.term {
+            return Err(Violation {
+                property: "term never regresses",
+                detail: format!("node {} term below its stored term", state.id),
+            });
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------
+    // Clients.
+
+    fn client_invoke(&mut self, client: u32) -> Result<(), Violation> {
+        if self.healed || self.clients[client as usize].operation.is_some() {
+            return Ok(());
+        }
+        let node = self.clients[client as usize].leader_guess;
+        let operation = if self.random.chance(7, 10) {
+            let count = self.random.between(1, 4) as u32;
+            let first_value = self.next_value;
+            self.next_value += u64::from(count);
+            Operation::Append { first_value, count }
+        } else {
+            Operation::Read
+        };
+        let index = self.invoke(client, operation);
+        self.clients[client as usize].operation = Some(index);
+        self.submit(node, index)?;
+        Ok(())
+    }
+
+    fn invoke(&mut self, client: u32, operation: Operation) -> usize {
+        self.checker.history.push(HistoryEntry {
+            client,
+            operation,
+            invoked_ms: self.now,
+            completed_ms: u64::MAX,
+            outcome: Outcome::Info,
+        });
+        let index = self.checker.history.len() - 1;
+        self.schedule(CLIENT_TIMEOUT_MS, Event::ClientTimeout(index));
+        index
+    }
+
+    /// Sends operation `index` to `node`: refused at once unless it leads.
+    fn submit(&mut self, node: usize, index: usize) -> Result<(), Violation> {
+        let operation = self.checker.history[index].operation;
+        let leader = self.nodes[node].core.as_ref().map(Core::leader);
+        let is_leader = self.nodes[node]
+            .core
+            .as_ref()
+            .is_some_and(|core| core.role() == Role::Leader);
+        if !is_leader {
+            self.redirect(index, leader);
+            self.complete(index, Outcome::Fail);
+            return Ok(());
+        }
+        match operation {
+            Operation::Append { first_value, count } => {
+                self.propose(node, index, first_value, count)
+            }
+            Operation::Read => {
+                let mut actions = std::mem::take(&mut self.actions);
+                actions.clear();
+                let core = self.nodes[node].core.as_mut().expect("leader is up");
+                let result = core.read_index(&mut actions);
+                if let Ok(round) = result {
+                    self.nodes[node].reads_waiting.push_back((round, index));
+                }
+                let executed = self.execute(node, &actions, None, None);
+                self.actions = actions;
+                if result.is_err() {
+                    self.complete(index, Outcome::Fail);
+                }
+                executed
+            }
+        }
+    }
+
+    fn propose(
+        &mut self,
+        node: usize,
+        index: usize,
+        first_value: u64,
+        count: u32,
+    ) -> Result<(), Violation> {
+        assert!(count <= BATCH_ENTRIES_MAX);
+        let mut actions = std::mem::take(&mut self.actions);
+        actions.clear();
+        let core = self.nodes[node].core.as_mut().expect("leader is up");
+        let result = core.propose(BatchKind::Data, count, count * ENTRY_BYTES, &mut actions);
+        let executed = match result {
+            Ok((term, first_index)) => {
+                let batch = Rc::new(SimBatch {
+                    summary: crate::raft::BatchSummary {
+                        term,
+                        first_index,
+                        count,
+                        bytes: count * ENTRY_BYTES,
+                        kind: BatchKind::Data,
+                    },
+                    values: (first_value..first_value + u64::from(count)).collect(),
+                    membership: None,
+                });
+                self.nodes[node].proposals.push((index, term, first_index));
+                self.execute(node, &actions, None, Some(&batch))
+            }
+            Err(error) => {
+                let leader = match error {
+                    ProposeError::NotLeader { leader } => Some(leader),
+                    _ => None,
+                };
+                self.redirect(index, leader);
+                self.complete(index, Outcome::Fail);
+                self.execute(node, &actions, None, None)
+            }
+        };
+        self.actions = actions;
+        executed
+    }
+
+    fn redirect(&mut self, operation: usize, leader: Option<NodeId>) {
+        let client = self.checker.history[operation].client as usize;
+        let guess = match leader {
+            Some(leader) if leader != NodeId::ZERO => (leader.get() - 1) as usize,
+            _ => self.random.below(self.nodes.len() as u64) as usize,
+        };
+        if client < self.clients.len() {
+            self.clients[client].leader_guess = guess;
+        }
+    }
+
+    /// Records the outcome of an operation (the first one only) and lets
+    /// its client go on.
+    fn complete(&mut self, operation: usize, outcome: Outcome) {
+        let entry = &mut self.checker.history[operation];
+        if entry.completed_ms != u64::MAX {
+            return;
+        }
+        entry.completed_ms = self.now;
+        entry.outcome = outcome;
+        let client = entry.client;
+        if let Some(probe) = self
+            .probes
+            .iter()
+            .position(|probe| *probe == Some(operation))
+            && !matches!(outcome, Outcome::Appended { .. })
+        {
+            self.probes[probe] = None;
+        }
+        if (client as usize) < self.clients.len()
+            && self.clients[client as usize].operation == Some(operation)
+        {
+            self.clients[client as usize].operation = None;
+            let think = self.random.between(1, 30);
+            self.schedule(think, Event::Client(client));
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Nemesis and liveness.
+
+    fn nemesis(&mut self) -> Result<(), Violation> {
+        let nodes = self.nodes.len();
+        let node = self.random.below(nodes as u64) as usize;
+        match self.random.below(13) {
+            0 => self.faults.drop_percent = self.random.below(30),
+            1 => self.faults.duplicate_percent = self.random.below(15),
+            2 => {
+                let high = self.random.between(2, 80);
+                self.faults.delay_ms = (1, high);
+            }
+            3 => self.partition_symmetric(),
+            4 => {
+                let other = self.random.below(nodes as u64) as usize;
+                self.faults.blocked[node][other] = node != other;
+            }
+            5 => self.faults.blocked = [[false; NODES_MAX]; NODES_MAX],
+            6 | 7 => {
+                let target = if self.random.chance(1, 2) {
+                    self.leader_position().unwrap_or(node)
+                } else {
+                    node
+                };
+                self.crash(target)?;
+                let downtime = self.random.between(20, 800);
+                self.schedule(downtime, Event::Restart(target));
+            }
+            8 => {
+                let slow = self.random.between(10, 150);
+                self.nodes[node].disk_latency_ms = (slow / 2, slow);
+            }
+            9 => self.nodes[node].disk_stalled_until = self.now + self.random.between(50, 800),
+            10 => self.nodes[node].clock_offset_ms += self.random.between(20, 400),
+            11 => {
+                if let Some(leader) = self.leader_position() {
+                    let to = NodeId(self.random.between(1, nodes as u64));
+                    self.with_core(leader, |core, actions| {
+                        let _ = core.transfer_leadership(to, actions);
+                    })?;
+                }
+            }
+            _ => {
+                for state in &mut self.nodes {
+                    state.disk_latency_ms = (1, 3);
+                }
+                self.faults.drop_percent = 0;
+                self.faults.duplicate_percent = 0;
+            }
+        }
+        Ok(())
+    }
+
+    fn partition_symmetric(&mut self) {
+        let nodes = self.nodes.len();
+        let mut side = [false; NODES_MAX];
+        for slot in side.iter_mut().take(nodes) {
+            *slot = self.random.chance(1, 2);
+        }
+        for from in 0..nodes {
+            for to in 0..nodes {
+                self.faults.blocked[from][to] = side[from] != side[to];
+            }
+        }
+    }
+
+    fn leader_position(&self) -> Option<usize> {
+        self.nodes
+            .iter()
+            .filter_map(|node| node.core.as_ref())
+            .filter(|core| core.role() == Role::Leader)
+            .max_by_key(|core| core.term())
+            .map(|core| (core.id().get() - 1) as usize)
+    }
+
+    fn heal(&mut self) {
+        self.healed = true;
+        self.faults = Faults::calm();
+        for node in 0..self.nodes.len() {
+            self.nodes[node].disk_latency_ms = (1, 3);
+            self.nodes[node].disk_stalled_until = 0;
+            if self.nodes[node].core.is_none() {
+                self.restart(node);
+            }
+        }
+    }
+
+    /// After the heal: note when a working leader exists, keep the probe
+    /// appends submitted to it, note when they all committed.
+    fn liveness_step(&mut self) -> Result<(), Violation> {
+        let Some(leader) = self.leader_position() else {
+            return Ok(());
+        };
+        let core = self.nodes[leader].core.as_ref().expect("leader is up");
+        if core.log().term_at(core.commit_index()) != Some(core.term()) {
+            return Ok(());
+        }
+        if self.leader_ms.is_none() {
+            self.leader_ms = Some(self.now - self.heal_ms);
+        }
+        for probe in 0..PROBE_APPENDS {
+            if self.probes[probe].is_none() {
+                let first_value = self.next_value;
+                self.next_value += 1;
+                let operation = self.invoke(
+                    u32::MAX,
+                    Operation::Append {
+                        first_value,
+                        count: 1,
+                    },
+                );
+                self.probes[probe] = Some(operation);
+                self.submit(leader, operation)?;
+            }
+        }
+        let done = self.probes.iter().all(|probe| {
+            probe.is_some_and(|operation| {
+                matches!(
+                    self.checker.history[operation].outcome,
+                    Outcome::Appended { .. }
+                ) && self.checker.history[operation].completed_ms != u64::MAX
+            })
+        });
+        if done {
+            self.probes_done_ms = Some(self.now - self.heal_ms);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), Violation> {
+        if self.leader_ms.is_none() || self.probes_done_ms.is_none() {
+            return Err(Violation {
+                property: "liveness",
+                detail: format!(
+                    "{} ms after the heal: leader after {:?} ms, probes committed: {:?}",
+                    self.options.liveness_bound_ms,
+                    self.leader_ms,
+                    self.probes
+                        .iter()
+                        .map(|probe| probe.map(|operation| self.checker.history[operation].outcome))
+                        .collect::<Vec<_>>()
+                ),
+            });
+        }
+        let durable: Vec<&DiskState> = self.nodes.iter().map(|node| node.disk.durable()).collect();
+        self.checker.committed_durable(&durable)?;
+        self.checker.check_history()
+    }
+}
+
+/// An outgoing body as the receiver steps it.
+fn incoming_body(body: OutgoingBody) -> Body<'static> {
+    match body {
+        OutgoingBody::AppendEntries(_) => unreachable!("appends travel with their batches"),
+        OutgoingBody::AppendResponse(response) => Body::AppendResponse(response),
+        OutgoingBody::RequestVote(request) => Body::RequestVote(request),
+        OutgoingBody::VoteResponse(response) => Body::VoteResponse(response),
+        OutgoingBody::Heartbeat(heartbeat) => Body::Heartbeat(heartbeat),
+        OutgoingBody::HeartbeatResponse(response) => Body::HeartbeatResponse(response),
+        OutgoingBody::TimeoutNow => Body::TimeoutNow,
+    }
+}
