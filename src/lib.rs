@@ -21,6 +21,7 @@ pub mod check;
 pub mod client;
 pub mod constants;
 pub mod io;
+pub mod net;
 pub mod raft;
 pub mod sim;
 pub mod storage;
