@@ -133,6 +133,8 @@ impl Connection {
                 cluster_id: options.cluster_id.clone(),
                 node_id: 0,
                 token: options.token.clone(),
+                core: 0,
+                cores: 0,
             }))?;
         connection.writer.flush()?;
         let frame = connection.read_frame()?;

@@ -38,6 +38,10 @@ pub struct Hello {
     pub node_id: u64,
     /// Optional shared secret.
     pub token: Vec<u8>,
+    /// A peer's sending core (0 for a client).
+    pub core: u32,
+    /// A peer's core count (0 for a client).
+    pub cores: u32,
 }
 
 /// The answer to a `Hello`.
@@ -299,6 +303,8 @@ pub fn encode_hello(value: &Hello) -> Vec<u8> {
     root.set_cluster_id(value.cluster_id.as_str());
     root.set_node_id(value.node_id);
     root.set_token(&value.token);
+    root.set_core(value.core);
+    root.set_cores(value.cores);
     frame::encode(&message)
 }
 
@@ -311,6 +317,8 @@ pub fn decode_hello(bytes: &[u8]) -> Result<Hello, WireError> {
         cluster_id: text(root.get_cluster_id())?,
         node_id: root.get_node_id(),
         token: root.get_token()?.to_vec(),
+        core: root.get_core(),
+        cores: root.get_cores(),
     })
 }
 
@@ -863,6 +871,8 @@ mod tests {
             cluster_id: "rast".into(),
             node_id: 0,
             token: b"secret".to_vec(),
+            core: 1,
+            cores: 2,
         };
         assert_eq!(decode_hello(&encode_hello(&hello)).unwrap(), hello);
         let refused = HelloResponse::Refused("wrong cluster".into());
