@@ -71,6 +71,8 @@ const SEGMENT_SUFFIX: &str = ".log";
 const TEMP_SUFFIX: &str = ".tmp";
 /// Name of the lock file.
 const LOCK_NAME: &str = "lock";
+/// Tries at taking the directory lock, 10 ms apart.
+const LOCK_ATTEMPTS_MAX: u32 = 100;
 /// Staging buffers kept for reuse.
 const BUFFERS_SPARE_MAX: usize = 2;
 
@@ -106,6 +108,8 @@ struct Segment {
     first: LogIndex,
     /// Last index stored (`first - 1` when empty).
     last: LogIndex,
+    /// False while the file has its temp name (see `create_segment`).
+    named: bool,
     path: PathBuf,
     file: Rc<File>,
     /// File size (preallocated).
@@ -301,7 +305,8 @@ impl SegmentLog {
     fn recover(&mut self) -> Result<(), StorageError> {
         let names = self.list_segments()?;
         if names.is_empty() {
-            let segment = self.create_segment(LogIndex(1))?;
+            let mut segment = self.create_segment(LogIndex(1))?;
+            self.name_segment(&mut segment)?;
             self.segments.push_back(segment);
         }
         let count = names.len();
@@ -406,6 +411,7 @@ impl SegmentLog {
             id: self.take_segment_id(),
             first,
             last,
+            named: true,
             path,
             file: Rc::new(file),
             file_bytes,
@@ -434,9 +440,12 @@ impl SegmentLog {
         self.next_segment_id
     }
 
-    /// Creates, preallocates and durably names a new empty segment.
+    /// Creates and preallocates a new empty segment under a temp name: it
+    /// gets its real name (`name_segment`) only when its first write is
+    /// issued, which is after every earlier segment is durable. A crash
+    /// before that leaves a temp file that open removes, never a named
+    /// segment after a gap.
     fn create_segment(&mut self, first: LogIndex) -> Result<Segment, StorageError> {
-        let path = self.dir.join(segment_name(first));
         let temp = self
             .dir
             .join(format!("{}{TEMP_SUFFIX}", segment_name(first)));
@@ -453,13 +462,12 @@ impl SegmentLog {
         }
         file.sync_all()
             .map_err(|error| StorageError::io("fsync", &temp, error))?;
-        fs::rename(&temp, &path).map_err(|error| StorageError::io("rename", &path, error))?;
-        sync_directory(&self.dir)?;
         Ok(Segment {
             id: self.take_segment_id(),
             first,
             last: first.prev(),
-            path,
+            named: false,
+            path: temp,
             file: Rc::new(file),
             file_bytes: self.options.segment_bytes,
             end: 0,
@@ -467,6 +475,20 @@ impl SegmentLog {
             batches: Vec::new(),
             map: OnceCell::new(),
         })
+    }
+
+    /// Gives a new segment its real name, durably.
+    fn name_segment(&self, segment: &mut Segment) -> Result<(), StorageError> {
+        if segment.named {
+            return Ok(());
+        }
+        let path = self.dir.join(segment_name(segment.first));
+        fs::rename(&segment.path, &path)
+            .map_err(|error| StorageError::io("rename", &path, error))?;
+        sync_directory(&self.dir)?;
+        segment.path = path;
+        segment.named = true;
+        Ok(())
     }
 
     fn note_term(&mut self, index: LogIndex, term: Term) {
@@ -547,6 +569,16 @@ impl SegmentLog {
             if !self.older_segments_durable(chunk.segment) {
                 break;
             }
+            let id = chunk.segment;
+            if let Some(at) = self.segments.iter().position(|segment| segment.id == id)
+                && !self.segments[at].named
+            {
+                let mut segment = self.segments.remove(at).expect("position found");
+                let named = self.name_segment(&mut segment);
+                self.segments.insert(at, segment);
+                named?;
+            }
+            let chunk = &self.chunks[position];
             let segment = self
                 .segments
                 .iter()
@@ -1053,6 +1085,7 @@ impl LogStorage for SegmentLog {
             id: self.take_segment_id(),
             first: next,
             last: next.prev(),
+            named: true,
             path,
             file: Rc::new(file),
             file_bytes: self.options.segment_bytes,
@@ -1120,14 +1153,26 @@ fn lock_directory(dir: &Path) -> Result<File, StorageError> {
         .truncate(false)
         .open(&path)
         .map_err(|error| StorageError::io("create", &path, error))?;
-    lock.try_lock().map_err(|error| {
-        StorageError::io(
-            "lock (is another process using this log?)",
-            &path,
-            std::io::Error::other(error.to_string()),
-        )
-    })?;
-    Ok(lock)
+    // A process forked elsewhere in this program (a child being spawned)
+    // briefly shares the open file description of a lock just released, so
+    // a reopen right after a close can find it still held: retry a while.
+    let mut attempts = 0;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(lock),
+            Err(std::fs::TryLockError::WouldBlock) if attempts < LOCK_ATTEMPTS_MAX => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(error) => {
+                return Err(StorageError::io(
+                    "lock (is another process using this log?)",
+                    &path,
+                    std::io::Error::other(error.to_string()),
+                ));
+            }
+        }
+    }
 }
 
 /// Reserves `bytes` of disk for `file`.
