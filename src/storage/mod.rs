@@ -37,8 +37,7 @@
 //! * [`memory::MemoryLog`]: bytes in memory, with written and durable bytes
 //!   kept apart so a simulated crash loses exactly what a real one may, and
 //!   sync completion timing in the caller's hands (the simulator's).
-//! * The segment store (`segment::SegmentLog`): files written through
-//!   io_uring.
+//! * [`segment::SegmentLog`]: segment files written through io_uring.
 //!
 //! Both pass [`conformance`], the suite any log storage must pass.
 
@@ -47,6 +46,7 @@ pub mod conformance;
 pub mod hard_state;
 pub mod memory;
 pub mod record;
+pub mod segment;
 
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
@@ -193,8 +193,8 @@ impl StorageError {
 }
 
 /// Checks a frame handed to `append`: exactly one valid, sealed batch of at
-/// least one entry that continues the log at `next` without lowering the
-/// term below `last_term`. Returns the batch's first index, last index and
+/// least one entry, stamped with a term (not 0), that continues the log at
+/// `next` without lowering the term below `last_term`. Returns the batch's first index, last index and
 /// term.
 pub(crate) fn check_append(
     frame: &[u8],
@@ -218,6 +218,11 @@ pub(crate) fn check_append(
             expected: next,
             got: view.first_index(),
         });
+    }
+    if view.term() == Term::ZERO {
+        return Err(
+            WireError::Malformed("a stored batch needs a stamped term (not 0)".into()).into(),
+        );
     }
     if view.term() < last_term {
         return Err(StorageError::TermRegression {

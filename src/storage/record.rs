@@ -94,6 +94,9 @@ pub fn check(
             view.first_index()
         )));
     }
+    if view.term() == Term::ZERO {
+        return Err(Fault::Invalid("batch of term 0 (never stamped)".into()));
+    }
     if view.term() < term_floor {
         return Err(Fault::Invalid(format!(
             "batch term {} is below the previous term {term_floor}",
