@@ -20,7 +20,7 @@ fn read_all(cluster: &Cluster, node: usize, last: u64) -> BTreeMap<u64, Vec<u8>>
         &[cluster.addresses[node].as_str()],
         rast::client::ClientOptions {
             deadline: Duration::from_secs(10),
-            ..Default::default()
+            ..rast::client::ClientOptions::default()
         },
     )
     .unwrap();
@@ -57,8 +57,11 @@ fn append_read_tail_round_trip() {
 
     // A tail from the next index sees a later append.
     let leader = cluster.wait_for_leader("default", LEADER_WITHIN);
-    let mut tail =
-        rast::client::Connection::open(&cluster.addresses[leader], &Default::default()).unwrap();
+    let mut tail = rast::client::Connection::open(
+        &cluster.addresses[leader],
+        &rast::client::ClientOptions::default(),
+    )
+    .unwrap();
     let next = appended.first_index.get() + 3;
     tail.send(
         "default",
