@@ -106,6 +106,10 @@ struct Hello {
   clusterId @1 :Text;
   nodeId @2 :UInt64;       # 0 for a client
   token @3 :Data;          # optional shared secret (`--token-file`)
+  core @4 :UInt32;         # a peer's sending core: the receiver hands the
+                           # connection to its core of the same number
+  cores @5 :UInt32;        # a peer's core count: must match (log → core is
+                           # `id % cores` on every node)
 }
 
 struct HelloResponse {

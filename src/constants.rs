@@ -66,6 +66,28 @@ pub const APPEND_MESSAGE_BATCHES_MAX: usize = 1024;
 /// tail). 64 MiB keeps both cheap.
 pub const SEGMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
+/// Smallest log segment a store may be configured with (tests use small
+/// segments to exercise rolling and a full disk quickly).
+pub const SEGMENT_BYTES_MIN: u64 = 64 * 1024;
+
+/// Bytes a log store may hold queued or in flight (copied from appended
+/// frames, not yet written). Appends beyond it are refused with
+/// back-pressure until writes complete.
+///
+/// It bounds the store's heap: the whole budget of a process appending
+/// 4 GiB is 64 MiB of RSS, and the largest frame must fit, twice over so a
+/// full frame can be queued while the previous one is in flight.
+pub const WRITE_QUEUE_BYTES_MAX: usize = 2 * FRAME_BYTES_MAX;
+
+/// Bytes of the first staging buffer a store allocates (buffers grow to the
+/// largest turn's worth of appends and are then recycled).
+pub const WRITE_BUFFER_BYTES_INITIAL: usize = 1024 * 1024;
+
+/// Submission queue entries of an io_uring. One log's turn needs at most a
+/// write and a sync per file (two files while rolling) plus a four-entry
+/// hard-state chain; the rest is for the network on the same core.
+pub const RING_ENTRIES: u32 = 256;
+
 /// Largest number of proposals a group accepts while no entry is committed
 /// (back-pressure towards clients).
 pub const PROPOSALS_PENDING_MAX: usize = 16_384;
@@ -146,6 +168,11 @@ const _: () = assert!(FRAME_BYTES_MAX.is_multiple_of(WORD_BYTES));
 const _: () = assert!(ENTRY_BYTES_MAX < FRAME_BYTES_MAX);
 const _: () = assert!(VALUE_BYTES_MAX + KEY_BYTES_MAX < ENTRY_BYTES_MAX);
 const _: () = assert!((SEGMENT_BYTES_MAX as usize) >= 2 * FRAME_BYTES_MAX);
+const _: () = assert!(SEGMENT_BYTES_MIN <= SEGMENT_BYTES_MAX);
+const _: () = assert!(SEGMENT_BYTES_MAX <= u32::MAX as u64); // per-batch offsets are u32
+const _: () = assert!(WRITE_QUEUE_BYTES_MAX >= 2 * FRAME_BYTES_MAX);
+const _: () = assert!(WRITE_BUFFER_BYTES_INITIAL <= WRITE_QUEUE_BYTES_MAX);
+const _: () = assert!(RING_ENTRIES >= 16 && RING_ENTRIES.is_power_of_two());
 const _: () = assert!(APPEND_MESSAGE_BYTES_MAX <= INFLIGHT_BYTES_MAX);
 const _: () = assert!(FRAME_BYTES_MAX as u64 <= INFLIGHT_BYTES_MAX);
 const _: () = assert!(SNAPSHOT_CHUNK_BYTES * 2 <= FRAME_BYTES_MAX);

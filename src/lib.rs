@@ -9,13 +9,22 @@
 //!
 //! ```text
 //!  server ──► raft, storage, net, kv, io
+//!  storage ──► io, wire, types, constants
 //!  raft   ──► wire, types, constants        (pure: no IO, no clock)
 //!  wire   ──► rast_capnp (generated), constants
+//!
+//!  check  ──► types only: the history checkers judge the others and share
+//!             no code with them (used by sim and the fault tests)
 //! ```
 
+pub mod check;
+pub mod client;
 pub mod constants;
+pub mod io;
+pub mod net;
 pub mod raft;
 pub mod sim;
+pub mod storage;
 pub mod types;
 pub mod wire;
 

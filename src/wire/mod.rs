@@ -8,12 +8,14 @@
 //!   hostile length is refused at once.
 //! * [`batch`]: `EntryBatch` records — read lazily at fixed offsets found
 //!   through the root pointer, stamped in place, checksummed.
-//! * [`message`]: encoders and decoders for peer and client messages.
+//! * [`client`]: the handshake and the client protocol as Rust values, with
+//!   encoders and decoders.
 //!
 //! Outside bytes never panic this layer: every malformed input is a
 //! [`WireError`].
 
 pub mod batch;
+pub mod client;
 pub mod frame;
 
 pub use batch::{BatchKind, BatchMut, BatchView, encode_batch};

@@ -1,0 +1,517 @@
+//! Linearizability of a register, a key-value store and an append-only log.
+//!
+//! Each object is a sequential specification (a `todc_utils::Specification`
+//! impl, so the reference checker can run it too) plus an entry point that
+//! turns a recorded history into the search's input and runs the bounded
+//! [`wgl`](super::wgl) search.
+//!
+//! Turning a history into search input is where the meaning of outcomes
+//! lives:
+//!
+//! | outcome  | read / get                 | write, put, delete, append | cas |
+//! |----------|----------------------------|----------------------------|-----|
+//! | `ok`     | must see the state         | takes effect               | compare matched, swapped |
+//! | `fail`   | dropped                    | dropped (no effect)        | see [`FailedCas`] |
+//! | unknown  | dropped (observes nothing) | may take effect any time after invoke, or never | same, if the compare matches |
+//!
+//! An operation of unknown outcome gets no completion in the search, so it
+//! can be linearized anywhere after its invocation, or left out.
+//!
+//! A key-value store is checked one key at a time: linearizability is
+//! *local* (Herlihy & Wing), so the history is linearizable iff each key's
+//! sub-history is, and many small searches are exponentially cheaper than
+//! one big one. Values and keys are `u64`: the harness names its keys and
+//! values with small integers, which is all a checker needs.
+//!
+//! The append-only log spec is exact but its state is the whole log (cloned
+//! and hashed per step), so it suits histories of up to a few thousand
+//! operations; for longer ones, [`log`](super::log) checks the log-specific
+//! invariants in near-linear time.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use todc_utils::Specification;
+
+use super::history::{OpParseError, Operation, Optional, Outcome, parse_optional};
+use super::log::LogOp;
+use super::wgl::{self, Budget, Call, Hints, Search, Verdict};
+
+/// An operation on one register holding an optional `u64` (`None`: never
+/// written, or deleted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RegisterOp {
+    /// Read: at invoke the value is ignored (Jepsen writes `read nil`); at
+    /// `ok` it is what was read, `None` meaning absent.
+    Read(Option<u64>),
+    /// Write a value; `None` deletes.
+    Write(Option<u64>),
+    /// If the value is `from`, make it `to`. `None` on either side means
+    /// absent: `cas nil 5` creates, `cas 5 nil` deletes.
+    Cas {
+        /// The expected value.
+        from: Option<u64>,
+        /// The new value.
+        to: Option<u64>,
+    },
+}
+
+impl fmt::Display for RegisterOp {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::Read(value) => write!(formatter, "read {}", Optional(value)),
+            Self::Write(value) => write!(formatter, "write {}", Optional(value)),
+            Self::Cas { from, to } => {
+                write!(formatter, "cas {} {}", Optional(from), Optional(to))
+            }
+        }
+    }
+}
+
+impl FromStr for RegisterOp {
+    type Err = OpParseError;
+
+    fn from_str(text: &str) -> Result<Self, OpParseError> {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        match words.as_slice() {
+            ["read"] => Ok(Self::Read(None)),
+            ["read", value] => Ok(Self::Read(parse_optional(value)?)),
+            ["write", value] => Ok(Self::Write(parse_optional(value)?)),
+            ["cas", from, to] => Ok(Self::Cas {
+                from: parse_optional(from)?,
+                to: parse_optional(to)?,
+            }),
+            _ => Err(OpParseError(format!("not a register operation: {text:?}"))),
+        }
+    }
+}
+
+/// An operation on a key-value store of `u64` keys and values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KvOp {
+    /// Read a key; at `ok`, `value` is what was read (`None`: absent).
+    Get {
+        /// The key.
+        key: u64,
+        /// The value read.
+        value: Option<u64>,
+    },
+    /// Set a key.
+    Put {
+        /// The key.
+        key: u64,
+        /// The value.
+        value: u64,
+    },
+    /// Remove a key.
+    Delete {
+        /// The key.
+        key: u64,
+    },
+    /// Compare-and-set; `None` means absent on either side.
+    Cas {
+        /// The key.
+        key: u64,
+        /// The expected value.
+        from: Option<u64>,
+        /// The new value.
+        to: Option<u64>,
+    },
+}
+
+impl KvOp {
+    /// The key, and the operation as one on that key's register.
+    pub const fn split(self) -> (u64, RegisterOp) {
+        match self {
+            Self::Get { key, value } => (key, RegisterOp::Read(value)),
+            Self::Put { key, value } => (key, RegisterOp::Write(Some(value))),
+            Self::Delete { key } => (key, RegisterOp::Write(None)),
+            Self::Cas { key, from, to } => (key, RegisterOp::Cas { from, to }),
+        }
+    }
+}
+
+impl fmt::Display for KvOp {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::Get { key, value } => write!(formatter, "get {key} {}", Optional(value)),
+            Self::Put { key, value } => write!(formatter, "put {key} {value}"),
+            Self::Delete { key } => write!(formatter, "delete {key}"),
+            Self::Cas { key, from, to } => {
+                write!(formatter, "cas {key} {} {}", Optional(from), Optional(to))
+            }
+        }
+    }
+}
+
+impl FromStr for KvOp {
+    type Err = OpParseError;
+
+    fn from_str(text: &str) -> Result<Self, OpParseError> {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let key = |word: &str| {
+            word.parse::<u64>()
+                .map_err(|_| OpParseError(format!("bad key {word:?} in {text:?}")))
+        };
+        match words.as_slice() {
+            ["get", k] => Ok(Self::Get {
+                key: key(k)?,
+                value: None,
+            }),
+            ["get", k, value] => Ok(Self::Get {
+                key: key(k)?,
+                value: parse_optional(value)?,
+            }),
+            ["put", k, value] => Ok(Self::Put {
+                key: key(k)?,
+                value: key(value)?,
+            }),
+            ["delete", k] => Ok(Self::Delete { key: key(k)? }),
+            ["cas", k, from, to] => Ok(Self::Cas {
+                key: key(k)?,
+                from: parse_optional(from)?,
+                to: parse_optional(to)?,
+            }),
+            _ => Err(OpParseError(format!("not a key-value operation: {text:?}"))),
+        }
+    }
+}
+
+/// What a `fail` completion of a compare-and-set means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailedCas {
+    /// It took no effect and tells nothing: dropped (Knossos's reading;
+    /// right when `fail` may also mean "rejected before trying").
+    NoEffect,
+    /// It took no effect *because the compare did not match*: at some point
+    /// in its window the value was not `from` (Jepsen's etcd client, and
+    /// porcupine's reading). Stronger: catches a server that refuses a cas
+    /// it should have applied.
+    CompareMismatch,
+}
+
+/// How the search must treat an operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Effect {
+    /// It completed `ok`: it took effect, its results must match.
+    Ok,
+    /// Unknown outcome: it may have taken effect, its results are unknown.
+    Unknown,
+    /// A cas that failed because its compare did not match: no effect, but
+    /// the value was not `from` when it ran.
+    Mismatch,
+}
+
+/// A register operation as the search applies it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RegisterCall {
+    /// The operation, with the results of an `ok`.
+    pub op: RegisterOp,
+    /// How to treat it.
+    pub effect: Effect,
+}
+
+/// Sequential specification of a register holding an optional `u64`,
+/// initially absent.
+#[derive(Clone, Copy, Debug)]
+pub struct RegisterSpec;
+
+impl Specification for RegisterSpec {
+    type State = Option<u64>;
+    type Operation = RegisterCall;
+
+    fn init() -> Option<u64> {
+        None
+    }
+
+    fn apply(call: &RegisterCall, state: &Option<u64>) -> (bool, Option<u64>) {
+        match (call.op, call.effect) {
+            (RegisterOp::Read(value), Effect::Ok) => (value == *state, *state),
+            // Unknown reads are dropped before the search; accept to stay
+            // total (todc's checker may be fed them).
+            (RegisterOp::Read(_), _) => (true, *state),
+            (RegisterOp::Write(value), Effect::Ok | Effect::Unknown) => (true, value),
+            (RegisterOp::Cas { from, to }, Effect::Ok) => (from == *state, to),
+            // Unknown cas: when it does not match it is a no-op, as if it
+            // never ran; accept it so todc's checker (which must place every
+            // operation) agrees with ours (which need not).
+            (RegisterOp::Cas { from, to }, Effect::Unknown) => {
+                (true, if from == *state { to } else { *state })
+            }
+            (RegisterOp::Cas { from, .. }, Effect::Mismatch) => (from != *state, *state),
+            (RegisterOp::Write(_), Effect::Mismatch) => (false, *state),
+        }
+    }
+}
+
+impl Hints for RegisterSpec {
+    fn is_read_only(call: &RegisterCall) -> bool {
+        matches!(call.op, RegisterOp::Read(_)) || call.effect == Effect::Mismatch
+    }
+}
+
+/// The search input for one register's history, and for each call the
+/// index of the operation it came from.
+pub fn register_calls(
+    operations: &[Operation<RegisterOp>],
+    failed_cas: FailedCas,
+) -> (Vec<Call<RegisterCall>>, Vec<usize>) {
+    convert(operations, |operation| {
+        register_call(operation.invoke, &operation.outcome, failed_cas)
+    })
+}
+
+fn register_call(
+    invoke: RegisterOp,
+    outcome: &Outcome<RegisterOp>,
+    failed_cas: FailedCas,
+) -> Option<RegisterCall> {
+    let (op, effect) = match (invoke, outcome) {
+        (RegisterOp::Read(_), Outcome::Ok(RegisterOp::Read(value))) => {
+            (RegisterOp::Read(*value), Effect::Ok)
+        }
+        // An `ok` read whose completion is not a read: malformed. Check it
+        // as a read of the invoke's value rather than hide it.
+        (RegisterOp::Read(_), Outcome::Ok(_)) => (invoke, Effect::Ok),
+        (RegisterOp::Read(_), _) => return None,
+        (_, Outcome::Ok(_)) => (invoke, Effect::Ok),
+        (_, Outcome::Unknown) => (invoke, Effect::Unknown),
+        (RegisterOp::Cas { .. }, Outcome::Fail(_)) if failed_cas == FailedCas::CompareMismatch => {
+            (invoke, Effect::Mismatch)
+        }
+        (_, Outcome::Fail(_)) => return None,
+    };
+    Some(RegisterCall { op, effect })
+}
+
+/// Checks a single register's history.
+///
+/// [`wgl::DeadEnd::blocked`] in the answer indexes `operations`.
+pub fn check_register(
+    operations: &[Operation<RegisterOp>],
+    failed_cas: FailedCas,
+    budget: &Budget,
+) -> Search<Option<u64>> {
+    let (calls, origin) = register_calls(operations, failed_cas);
+    remap(wgl::check::<RegisterSpec>(&calls, budget), &origin)
+}
+
+/// The answer for a key-value history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvSearch {
+    /// Linearizable if every key is; else the first key (in key order) that
+    /// is not, or else the first whose search ran out of budget.
+    pub verdict: Verdict<Option<u64>>,
+    /// The key the verdict is about (`None` when linearizable).
+    pub key: Option<u64>,
+    /// Steps over all keys.
+    pub steps: u64,
+    /// Keys checked.
+    pub keys: usize,
+}
+
+/// Checks a key-value store's history, one key at a time; the budget
+/// applies to each key's search.
+///
+/// [`wgl::DeadEnd::blocked`] in the answer indexes `operations`.
+pub fn check_kv(
+    operations: &[Operation<KvOp>],
+    failed_cas: FailedCas,
+    budget: &Budget,
+) -> KvSearch {
+    let mut per_key: BTreeMap<u64, (Vec<Operation<RegisterOp>>, Vec<usize>)> = BTreeMap::new();
+    for (index, operation) in operations.iter().enumerate() {
+        let (key, invoke) = operation.invoke.split();
+        let outcome = match operation.outcome {
+            Outcome::Ok(done) => Outcome::Ok(done.split().1),
+            Outcome::Fail(done) => Outcome::Fail(done.split().1),
+            Outcome::Unknown => Outcome::Unknown,
+        };
+        let (key_operations, key_origin) = per_key.entry(key).or_default();
+        key_operations.push(Operation {
+            process: operation.process,
+            invoke,
+            outcome,
+            position_invoke: operation.position_invoke,
+            position_complete: operation.position_complete,
+            time_ns_invoke: operation.time_ns_invoke,
+            time_ns_complete: operation.time_ns_complete,
+        });
+        key_origin.push(index);
+    }
+    let mut answer = KvSearch {
+        verdict: Verdict::Linearizable,
+        key: None,
+        steps: 0,
+        keys: per_key.len(),
+    };
+    for (key, (key_operations, key_origin)) in &per_key {
+        let search = remap(
+            check_register(key_operations, failed_cas, budget),
+            key_origin,
+        );
+        answer.steps += search.steps;
+        match search.verdict {
+            Verdict::Linearizable => {}
+            Verdict::NotLinearizable(_) => {
+                answer.verdict = search.verdict;
+                answer.key = Some(*key);
+                return answer;
+            }
+            Verdict::Unknown(_) => {
+                if answer.verdict.is_linearizable() {
+                    answer.verdict = search.verdict;
+                    answer.key = Some(*key);
+                }
+            }
+        }
+    }
+    answer
+}
+
+/// A log operation as the search applies it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LogCall {
+    /// The operation, with the results of an `ok`.
+    pub op: LogOp,
+    /// How to treat it ([`Effect::Mismatch`] does not occur).
+    pub effect: Effect,
+}
+
+/// Sequential specification of an append-only log: an append goes to the
+/// next index (the first entry is at index 1) and returns it; a read at an
+/// index returns the payload there, or nothing past the end.
+#[derive(Clone, Copy, Debug)]
+pub struct LogSpec;
+
+impl Specification for LogSpec {
+    /// The payloads, index 1 first.
+    type State = Vec<u64>;
+    type Operation = LogCall;
+
+    fn init() -> Vec<u64> {
+        Vec::new()
+    }
+
+    fn apply(call: &LogCall, state: &Vec<u64>) -> (bool, Vec<u64>) {
+        match (call.op, call.effect) {
+            (LogOp::Append { payload, index }, Effect::Ok | Effect::Unknown) => {
+                let next = state.len() as u64 + 1;
+                let valid = call.effect == Effect::Unknown || index.is_none_or(|i| i.get() == next);
+                if !valid {
+                    return (false, state.clone());
+                }
+                let mut after = state.clone();
+                after.push(payload);
+                (true, after)
+            }
+            (LogOp::Read { index, payload }, Effect::Ok) => {
+                let at = index
+                    .get()
+                    .checked_sub(1)
+                    .and_then(|i| state.get(i as usize));
+                (at.copied() == payload, state.clone())
+            }
+            (LogOp::Read { .. }, _) => (true, state.clone()),
+            (LogOp::Append { .. }, Effect::Mismatch) => (false, state.clone()),
+        }
+    }
+}
+
+impl Hints for LogSpec {
+    fn is_read_only(call: &LogCall) -> bool {
+        matches!(call.op, LogOp::Read { .. })
+    }
+
+    fn state_bytes(state: &Vec<u64>) -> usize {
+        std::mem::size_of_val(state) + state.capacity() * 8
+    }
+}
+
+/// The search input for a log's history, and for each call the index of
+/// the operation it came from.
+pub fn log_calls(operations: &[Operation<LogOp>]) -> (Vec<Call<LogCall>>, Vec<usize>) {
+    convert(operations, |operation| {
+        let (op, effect) = match (operation.invoke, &operation.outcome) {
+            (LogOp::Append { payload, .. }, Outcome::Ok(done)) => {
+                let index = match *done {
+                    LogOp::Append { index, .. } => index,
+                    LogOp::Read { .. } => None,
+                };
+                (LogOp::Append { payload, index }, Effect::Ok)
+            }
+            (LogOp::Read { index, .. }, Outcome::Ok(done)) => {
+                let payload = match *done {
+                    LogOp::Read { payload, .. } => payload,
+                    LogOp::Append { .. } => None,
+                };
+                (LogOp::Read { index, payload }, Effect::Ok)
+            }
+            (LogOp::Append { .. }, Outcome::Unknown) => (operation.invoke, Effect::Unknown),
+            (_, Outcome::Fail(_) | Outcome::Unknown) => return None,
+        };
+        Some(LogCall { op, effect })
+    })
+}
+
+/// Checks an append-only log's history exactly (see the module docs for
+/// the size it suits).
+///
+/// [`wgl::DeadEnd::blocked`] in the answer indexes `operations`.
+pub fn check_log(operations: &[Operation<LogOp>], budget: &Budget) -> Search<Vec<u64>> {
+    let (calls, origin) = log_calls(operations);
+    remap(wgl::check::<LogSpec>(&calls, budget), &origin)
+}
+
+/// An operation the search must place, as far as building its input goes.
+trait Effected {
+    fn effect(&self) -> Effect;
+}
+
+impl Effected for RegisterCall {
+    fn effect(&self) -> Effect {
+        self.effect
+    }
+}
+
+impl Effected for LogCall {
+    fn effect(&self) -> Effect {
+        self.effect
+    }
+}
+
+/// Turns operations into search calls with `call_of` (which drops an
+/// operation by answering `None`); unknown outcomes get no completion.
+fn convert<O, T: Effected>(
+    operations: &[Operation<O>],
+    call_of: impl Fn(&Operation<O>) -> Option<T>,
+) -> (Vec<Call<T>>, Vec<usize>) {
+    let mut calls = Vec::with_capacity(operations.len());
+    let mut origin = Vec::with_capacity(operations.len());
+    for (index, operation) in operations.iter().enumerate() {
+        let Some(op) = call_of(operation) else {
+            continue;
+        };
+        let position_complete = match op.effect() {
+            Effect::Unknown => None,
+            Effect::Ok | Effect::Mismatch => operation.position_complete,
+        };
+        calls.push(Call {
+            op,
+            position_invoke: operation.position_invoke,
+            position_complete,
+        });
+        origin.push(index);
+    }
+    (calls, origin)
+}
+
+/// Rewrites a dead end's `blocked` from a search-input index to the index
+/// of the operation it came from.
+fn remap<S>(mut search: Search<S>, origin: &[usize]) -> Search<S> {
+    if let Verdict::NotLinearizable(dead_end) = &mut search.verdict {
+        dead_end.blocked = origin[dead_end.blocked];
+    }
+    search
+}

@@ -1,0 +1,556 @@
+//! The Rust client: connect to a cluster, find the leader, follow redirects,
+//! retry safely, pipeline.
+//!
+//! Blocking and dependency-free on purpose: it is a library for programs that
+//! append and read, for the CLI, and for the test and benchmark harnesses.
+//! A [`Connection`] speaks the protocol on one socket and can pipeline many
+//! requests; a [`Client`] owns at most one connection at a time, to the node
+//! it believes is the leader, and moves when told otherwise.
+//!
+//! Retries are safe by construction: a request is retried on another node
+//! only when the answer proves it was not applied (`NotLeader`,
+//! `Unavailable`, a refused connection). Key-value writes carry the client's
+//! session id and sequence number, so the state machine applies a retried
+//! write once; an append that may have been applied is reported as
+//! [`ClientError::Unknown`] rather than retried into a duplicate.
+//!
+//! ```no_run
+//! use rast::client::{Client, ClientOptions};
+//!
+//! let mut client = Client::new(
+//!     &["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"],
+//!     ClientOptions::default(),
+//! )?;
+//! let appended = client.append("default", &[b"hello".as_slice(), b"world"])?;
+//! let entries = client.read("default", appended.first_index, 2)?;
+//! assert_eq!(entries[0].1, b"hello");
+//! # Ok::<(), rast::client::ClientError>(())
+//! ```
+
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use crate::constants::FRAME_BYTES_MAX;
+use crate::types::{LogIndex, Term};
+use crate::wire::client::{
+    self as protocol, ErrorKind, ErrorReply, Hello, HelloResponse, KvCommand, KvOperation, KvValue,
+    Request, RequestBody, Response, ResponseBody, Status,
+};
+use crate::wire::{BatchKind, BatchView, FrameLength, WireError, encode_batch, frame_length};
+
+/// Everything that can go wrong on the client side.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The socket failed.
+    #[error("io: {0}")]
+    Io(#[from] io::Error),
+    /// The node sent bytes we cannot read.
+    #[error("protocol: {0}")]
+    Wire(#[from] WireError),
+    /// The node refused the handshake.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The node answered with a typed error.
+    #[error("{}", .0.message)]
+    Reply(ErrorReply),
+    /// No node answered usefully within the timeout.
+    #[error("no leader reachable among {addresses} after {attempts} attempts: {last}")]
+    NoLeader {
+        /// Addresses tried.
+        addresses: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        last: String,
+    },
+    /// The request may or may not have been applied (the connection broke
+    /// after it was sent). Appends are not retried blindly.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+    /// The node answered something that does not fit the request.
+    #[error("unexpected response: {0}")]
+    Unexpected(String),
+}
+
+/// Client settings.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Cluster id sent in the handshake.
+    pub cluster_id: String,
+    /// Shared secret, if the cluster requires one.
+    pub token: Vec<u8>,
+    /// Socket read/write and connect timeout.
+    pub timeout: Duration,
+    /// Total time to keep looking for a leader before giving up.
+    pub deadline: Duration,
+    /// Exactly-once session id for key-value writes (0 picks one at random).
+    pub client_id: u64,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            cluster_id: "rast".to_owned(),
+            token: Vec::new(),
+            timeout: Duration::from_secs(5),
+            deadline: Duration::from_secs(15),
+            client_id: 0,
+        }
+    }
+}
+
+/// One protocol connection to one node; pipelines requests.
+#[derive(Debug)]
+pub struct Connection {
+    reader: BufReader<TcpStream>,
+    writer: BufWriter<TcpStream>,
+    node_id: u64,
+    next_request_id: u64,
+}
+
+impl Connection {
+    /// Connects and performs the handshake.
+    pub fn open(address: &str, options: &ClientOptions) -> Result<Self, ClientError> {
+        let socket_address = address
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
+        let stream = TcpStream::connect_timeout(&socket_address, options.timeout)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(options.timeout))?;
+        stream.set_write_timeout(Some(options.timeout))?;
+        let mut connection = Self {
+            reader: BufReader::with_capacity(256 * 1024, stream.try_clone()?),
+            writer: BufWriter::with_capacity(256 * 1024, stream),
+            node_id: 0,
+            next_request_id: 1,
+        };
+        connection
+            .writer
+            .write_all(&protocol::encode_hello(&Hello {
+                protocol_version: protocol::PROTOCOL_VERSION,
+                cluster_id: options.cluster_id.clone(),
+                node_id: 0,
+                token: options.token.clone(),
+                core: 0,
+                cores: 0,
+            }))?;
+        connection.writer.flush()?;
+        let frame = connection.read_frame()?;
+        match protocol::decode_hello_response(&frame)? {
+            HelloResponse::Ok(node_id) => connection.node_id = node_id,
+            HelloResponse::Refused(why) => return Err(ClientError::Refused(why)),
+        }
+        Ok(connection)
+    }
+
+    /// The id of the node at the other end.
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// Queues a request (and, for an append, its batch frame) without
+    /// waiting; returns its id. Call [`Self::flush`] to send.
+    pub fn send(
+        &mut self,
+        log: &str,
+        body: RequestBody,
+        batch: Option<&[u8]>,
+    ) -> Result<u64, ClientError> {
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        let request = Request {
+            request_id,
+            log: log.to_owned(),
+            body,
+        };
+        self.writer.write_all(&protocol::encode_request(&request))?;
+        if let Some(batch) = batch {
+            self.writer.write_all(batch)?;
+        }
+        Ok(request_id)
+    }
+
+    /// Sends everything queued.
+    pub fn flush(&mut self) -> Result<(), ClientError> {
+        self.writer.flush()?;
+        Ok(())
+    }
+
+    /// Receives the next response and the batch frames that follow it.
+    pub fn receive(&mut self) -> Result<(Response, Vec<Vec<u8>>), ClientError> {
+        let frame = self.read_frame()?;
+        let response = protocol::decode_response(&frame)?;
+        let mut batches = Vec::new();
+        if let ResponseBody::Batches(count) = response.body {
+            for _ in 0..count {
+                let batch = self.read_frame()?;
+                let view = BatchView::parse(&batch)?;
+                view.verify_checksum()?;
+                batches.push(batch);
+            }
+        }
+        Ok((response, batches))
+    }
+
+    /// Sends one request and waits for its answer.
+    pub fn call(
+        &mut self,
+        log: &str,
+        body: RequestBody,
+        batch: Option<&[u8]>,
+    ) -> Result<(ResponseBody, Vec<Vec<u8>>), ClientError> {
+        let id = self.send(log, body, batch)?;
+        self.flush()?;
+        loop {
+            let (response, batches) = self.receive()?;
+            if response.request_id == id {
+                return Ok((response.body, batches));
+            }
+        }
+    }
+
+    /// Reads one frame, refusing a declared size over the limit before
+    /// buffering it.
+    fn read_frame(&mut self) -> Result<Vec<u8>, ClientError> {
+        let mut frame = vec![0u8; 4];
+        self.reader.read_exact(&mut frame)?;
+        loop {
+            match frame_length(&frame)? {
+                FrameLength::NeedHeader(need) => {
+                    let have = frame.len();
+                    frame.resize(need, 0);
+                    self.reader.read_exact(&mut frame[have..])?;
+                }
+                FrameLength::Complete { frame_bytes, .. } => {
+                    debug_assert!(frame_bytes <= FRAME_BYTES_MAX);
+                    let have = frame.len();
+                    frame.resize(frame_bytes, 0);
+                    self.reader.read_exact(&mut frame[have..])?;
+                    return Ok(frame);
+                }
+            }
+        }
+    }
+}
+
+/// The answer to an append.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// Index of the first entry.
+    pub first_index: LogIndex,
+    /// Entries appended.
+    pub count: u32,
+    /// The term they were appended in.
+    pub term: Term,
+}
+
+/// Outcome of a compare-and-put.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CasOutcome {
+    /// The value was replaced.
+    Swapped,
+    /// The current value differed; here it is (`None`: absent).
+    Mismatch(Option<Vec<u8>>),
+}
+
+/// A cluster client: leader discovery, redirects, safe retries.
+#[derive(Debug)]
+pub struct Client {
+    addresses: Vec<String>,
+    options: ClientOptions,
+    connection: Option<Connection>,
+    /// Index into `addresses` to try next.
+    cursor: usize,
+    sequence: u64,
+}
+
+impl Client {
+    /// A client for the cluster at `addresses`; connects lazily.
+    pub fn new<S: AsRef<str>>(
+        addresses: &[S],
+        mut options: ClientOptions,
+    ) -> Result<Self, ClientError> {
+        if addresses.is_empty() {
+            return Err(ClientError::Unexpected("no cluster addresses given".into()));
+        }
+        if options.client_id == 0 {
+            options.client_id = random_client_id();
+        }
+        Ok(Self {
+            addresses: addresses.iter().map(|a| a.as_ref().to_owned()).collect(),
+            options,
+            connection: None,
+            cursor: 0,
+            sequence: 0,
+        })
+    }
+
+    /// Appends one batch of entries to `log`.
+    pub fn append<P: AsRef<[u8]>>(
+        &mut self,
+        log: &str,
+        entries: &[P],
+    ) -> Result<Appended, ClientError> {
+        let batch = encode_batch(BatchKind::Data, Term(0), LogIndex(0), entries);
+        match self.request(log, &RequestBody::Append, Some(&batch), false)? {
+            (
+                ResponseBody::Appended {
+                    first_index,
+                    count,
+                    term,
+                },
+                _,
+            ) => Ok(Appended {
+                first_index: LogIndex(first_index),
+                count,
+                term: Term(term),
+            }),
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    /// Reads up to `max_entries` committed entries from `from`.
+    pub fn read(
+        &mut self,
+        log: &str,
+        from: LogIndex,
+        max_entries: u32,
+    ) -> Result<Vec<(LogIndex, Vec<u8>)>, ClientError> {
+        let body = RequestBody::Read {
+            from_index: from.get(),
+            max_entries,
+        };
+        match self.request(log, &body, None, true)? {
+            (ResponseBody::Batches(_), batches) => entries_of(&batches, from, max_entries),
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    /// Reads a key; `None` when absent.
+    pub fn get(&mut self, key: &[u8], stale: bool) -> Result<Option<Vec<u8>>, ClientError> {
+        let body = RequestBody::Get {
+            key: key.to_vec(),
+            stale,
+        };
+        match self.request("", &body, None, true) {
+            Ok((ResponseBody::Value(value), _)) => Ok(value.found.then_some(value.value)),
+            Err(ClientError::Reply(ErrorReply {
+                kind: ErrorKind::NotFound,
+                ..
+            })) => Ok(None),
+            Ok((other, _)) => Err(unexpected(&other)),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Sets a key.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), ClientError> {
+        match self.write(key, KvOperation::Put(value.to_vec()))? {
+            ResponseBody::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Removes a key.
+    pub fn delete(&mut self, key: &[u8]) -> Result<(), ClientError> {
+        match self.write(key, KvOperation::Delete)? {
+            ResponseBody::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sets `key` to `new` only if it holds `expected` (`None`: absent).
+    pub fn cas(
+        &mut self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<CasOutcome, ClientError> {
+        let operation = KvOperation::Cas {
+            expected: expected.map(<[u8]>::to_vec),
+            new: new.to_vec(),
+        };
+        match self.write(key, operation) {
+            Ok(ResponseBody::CasResult(KvValue { found: true, .. })) => Ok(CasOutcome::Swapped),
+            Ok(ResponseBody::CasResult(value))
+            | Err(ClientError::Reply(ErrorReply {
+                kind: ErrorKind::PreconditionFailed(value),
+                ..
+            })) => Ok(CasOutcome::Mismatch(value.found.then_some(value.value))),
+            Ok(other) => Err(unexpected(&other)),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Status of the node this client is connected to (or the first that
+    /// answers).
+    pub fn status(&mut self, log: &str) -> Result<Status, ClientError> {
+        match self.request(log, &RequestBody::Status, None, true)? {
+            (ResponseBody::Status(status), _) => Ok(status),
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    /// Status of the node at `address`, without leader discovery.
+    pub fn status_of(&self, address: &str, log: &str) -> Result<Status, ClientError> {
+        let mut connection = Connection::open(address, &self.options)?;
+        match connection.call(log, RequestBody::Status, None)? {
+            (ResponseBody::Status(status), _) => Ok(status),
+            (ResponseBody::Error(reply), _) => Err(ClientError::Reply(reply)),
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sends an administrative request to the leader.
+    pub fn admin(&mut self, request: protocol::AdminRequest) -> Result<ResponseBody, ClientError> {
+        Ok(self
+            .request("", &RequestBody::Admin(request), None, false)?
+            .0)
+    }
+
+    fn write(&mut self, key: &[u8], operation: KvOperation) -> Result<ResponseBody, ClientError> {
+        self.sequence += 1;
+        let command = KvCommand {
+            client_id: self.options.client_id,
+            sequence: self.sequence,
+            key: key.to_vec(),
+            operation,
+        };
+        // The session makes a retried write apply once: safe to retry.
+        Ok(self
+            .request("", &RequestBody::Write(command), None, true)?
+            .0)
+    }
+
+    /// Sends `body` to the leader, following redirects; retries on another
+    /// node only when the failure proves the request was not applied, or
+    /// when `idempotent`.
+    fn request(
+        &mut self,
+        log: &str,
+        body: &RequestBody,
+        batch: Option<&[u8]>,
+        idempotent: bool,
+    ) -> Result<(ResponseBody, Vec<Vec<u8>>), ClientError> {
+        let started = Instant::now();
+        let mut attempts = 0u32;
+        let mut last = String::from("no attempt");
+        let mut backoff = Duration::from_millis(20);
+        while started.elapsed() < self.options.deadline {
+            attempts += 1;
+            let connection = match self.connect() {
+                Ok(connection) => connection,
+                Err(error) => {
+                    last = error.to_string();
+                    self.advance(None);
+                    back_off(&mut backoff);
+                    continue;
+                }
+            };
+            match connection.call(log, body.clone(), batch) {
+                Ok((ResponseBody::Error(reply), _)) => match &reply.kind {
+                    ErrorKind::NotLeader { address, .. } => {
+                        last.clone_from(&reply.message);
+                        let hint = (!address.is_empty()).then(|| address.clone());
+                        if hint.is_none() {
+                            // No leader known yet (an election): wait a little.
+                            back_off(&mut backoff);
+                        }
+                        self.advance(hint);
+                    }
+                    ErrorKind::Unavailable => {
+                        last.clone_from(&reply.message);
+                        self.advance(None);
+                        back_off(&mut backoff);
+                    }
+                    _ => return Err(ClientError::Reply(reply)),
+                },
+                Ok(answer) => return Ok(answer),
+                Err(error) => {
+                    self.connection = None;
+                    if !idempotent {
+                        return Err(ClientError::Unknown(error.to_string()));
+                    }
+                    last = error.to_string();
+                    self.advance(None);
+                }
+            }
+        }
+        Err(ClientError::NoLeader {
+            addresses: self.addresses.join(","),
+            attempts,
+            last,
+        })
+    }
+
+    fn connect(&mut self) -> Result<&mut Connection, ClientError> {
+        if self.connection.is_none() {
+            let address = &self.addresses[self.cursor % self.addresses.len()];
+            self.connection = Some(Connection::open(address, &self.options)?);
+        }
+        Ok(self.connection.as_mut().expect("connected above"))
+    }
+
+    /// Moves to the hinted leader, or to the next address.
+    fn advance(&mut self, hint: Option<String>) {
+        self.connection = None;
+        if let Some(hint) = hint {
+            if let Some(position) = self.addresses.iter().position(|a| *a == hint) {
+                self.cursor = position;
+                return;
+            }
+            self.addresses.push(hint);
+            self.cursor = self.addresses.len() - 1;
+            return;
+        }
+        self.cursor = (self.cursor + 1) % self.addresses.len();
+    }
+}
+
+/// Sleeps for `backoff`, then doubles it up to half a second.
+fn back_off(backoff: &mut Duration) {
+    std::thread::sleep(*backoff);
+    *backoff = (*backoff * 2).min(Duration::from_millis(500));
+}
+
+fn unexpected(body: &ResponseBody) -> ClientError {
+    match body {
+        ResponseBody::Error(reply) => ClientError::Reply(reply.clone()),
+        other => ClientError::Unexpected(format!("{other:?}")),
+    }
+}
+
+/// Flattens batch frames into (index, payload) pairs from `from` on.
+fn entries_of(
+    batches: &[Vec<u8>],
+    from: LogIndex,
+    max_entries: u32,
+) -> Result<Vec<(LogIndex, Vec<u8>)>, ClientError> {
+    let mut entries = Vec::new();
+    for frame in batches {
+        let view = BatchView::parse(frame)?;
+        let mut index = view.first_index();
+        view.for_each_entry(|payload| {
+            if index >= from && (max_entries == 0 || entries.len() < max_entries as usize) {
+                entries.push((index, payload.to_vec()));
+            }
+            index = index.next();
+            Ok(())
+        })?;
+    }
+    Ok(entries)
+}
+
+/// A session id unlikely to collide: time and process id mixed.
+fn random_client_id() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64);
+    let mut mixed = nanos ^ (u64::from(std::process::id()) << 32);
+    // splitmix64 finalizer.
+    mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (mixed ^ (mixed >> 31)).max(1)
+}

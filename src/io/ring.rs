@@ -1,0 +1,528 @@
+//! One io_uring and the table of its operations in flight.
+//!
+//! ```text
+//!  caller ── write_at / fdatasync / rename_at / splice ──► slot (owns buffer, fd, paths)
+//!                                                  │ user_data = generation << 32 | slot
+//!                                                  ▼
+//!  kernel ◄── submit ── SQ                 CQ ── reap ──► slot: Done(result)
+//!  caller ◄── take(op) ── result, slot freed (its buffer, fd, paths dropped)
+//! ```
+//!
+//! A slot keeps what the kernel reads or writes alive until the completion
+//! is reaped, whatever the caller does meanwhile: `abandon` only marks the
+//! slot so the completion frees it, and dropping the ring cancels what can
+//! be cancelled and waits for every completion before freeing anything.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::ops::Range;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+
+use io_uring::{IoUring, opcode, squeue, types};
+use nix::libc;
+
+use crate::constants::RING_ENTRIES;
+
+mod net;
+
+/// `user_data` of cancel requests: their completions matter to no one.
+const USER_DATA_CANCEL: u64 = u64::MAX;
+
+/// Identifies one submitted operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct OpId(u64);
+
+impl OpId {
+    fn slot(self) -> usize {
+        (self.0 & 0xffff_ffff) as usize
+    }
+
+    fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+}
+
+/// Whether the next operation pushed waits for this one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// Independent.
+    None,
+    /// The next operation pushed starts only after this one succeeds; if
+    /// this one fails (or writes short), the next completes with
+    /// `-ECANCELED`.
+    Next,
+}
+
+/// What an operation keeps alive for the kernel. Never read: holding it is
+/// the point.
+#[derive(Debug, Default)]
+#[expect(dead_code, reason = "held only to keep memory and descriptors alive")]
+struct Keep {
+    file: Option<Rc<File>>,
+    other_file: Option<Rc<File>>,
+    buffer: Option<Rc<Vec<u8>>>,
+    paths: Option<Box<(CString, CString)>>,
+    timespec: Option<Box<types::Timespec>>,
+}
+
+#[derive(Debug)]
+enum SlotState {
+    Free,
+    InFlight {
+        #[expect(dead_code, reason = "held only to keep memory and descriptors alive")]
+        keep: Keep,
+        /// A buffer the kernel reads or writes, handed back with the result.
+        owned: Option<Vec<u8>>,
+        abandoned: bool,
+        /// Report the completion through `drain_ready` (event-loop ops).
+        notify: bool,
+    },
+    Done {
+        result: i32,
+        owned: Option<Vec<u8>>,
+    },
+}
+
+#[derive(Debug)]
+struct Slot {
+    generation: u32,
+    state: SlotState,
+}
+
+/// An io_uring and its operations; see the module docs.
+pub struct Ring {
+    uring: IoUring,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    in_flight: usize,
+    /// Completed operations that asked to be reported (see `net`).
+    ready: Vec<OpId>,
+}
+
+impl std::fmt::Debug for Ring {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Ring")
+            .field("in_flight", &self.in_flight)
+            .field("slots", &self.slots.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ring {
+    /// A ring of [`RING_ENTRIES`] submission entries.
+    pub fn new() -> io::Result<Self> {
+        Ok(Self {
+            uring: IoUring::new(RING_ENTRIES)?,
+            slots: Vec::new(),
+            free: Vec::new(),
+            in_flight: 0,
+            ready: Vec::new(),
+        })
+    }
+
+    /// Operations submitted (or queued) whose completion was not reaped.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Makes room for `entries` submission entries, submitting what is
+    /// queued if needed, so a linked chain is never split across two
+    /// submissions.
+    pub fn reserve(&mut self, entries: usize) -> io::Result<()> {
+        assert!(entries <= RING_ENTRIES as usize);
+        let free = {
+            let submission = self.uring.submission();
+            submission.capacity() - submission.len()
+        };
+        if free < entries {
+            self.submit()?;
+        }
+        Ok(())
+    }
+
+    /// Writes `buffer[range]` to `file` at `offset`. The operation keeps
+    /// the buffer and the file alive until its completion is reaped.
+    pub fn write_at(
+        &mut self,
+        file: &Rc<File>,
+        buffer: &Rc<Vec<u8>>,
+        range: Range<usize>,
+        offset: u64,
+        link: Link,
+    ) -> io::Result<OpId> {
+        let bytes = &buffer[range];
+        let len = u32::try_from(bytes.len()).map_err(|_| io::Error::other("write over 4 GiB"))?;
+        let entry = opcode::Write::new(types::Fd(file.as_raw_fd()), bytes.as_ptr(), len)
+            .offset(offset)
+            .build();
+        let keep = Keep {
+            file: Some(Rc::clone(file)),
+            buffer: Some(Rc::clone(buffer)),
+            ..Keep::default()
+        };
+        self.push(entry, keep, link)
+    }
+
+    /// `fdatasync(file)`.
+    pub fn fdatasync(&mut self, file: &Rc<File>, link: Link) -> io::Result<OpId> {
+        let entry = opcode::Fsync::new(types::Fd(file.as_raw_fd()))
+            .flags(types::FsyncFlags::DATASYNC)
+            .build();
+        self.push(entry, Self::keep_file(file), link)
+    }
+
+    /// `fsync(file)` (directories too).
+    pub fn fsync(&mut self, file: &Rc<File>, link: Link) -> io::Result<OpId> {
+        let entry = opcode::Fsync::new(types::Fd(file.as_raw_fd())).build();
+        self.push(entry, Self::keep_file(file), link)
+    }
+
+    /// `rename(from, to)` (absolute paths).
+    pub fn rename(&mut self, from: CString, to: CString, link: Link) -> io::Result<OpId> {
+        let paths = Box::new((from, to));
+        let entry = opcode::RenameAt::new(
+            types::Fd(libc::AT_FDCWD),
+            paths.0.as_ptr(),
+            types::Fd(libc::AT_FDCWD),
+            paths.1.as_ptr(),
+        )
+        .build();
+        let keep = Keep {
+            paths: Some(paths),
+            ..Keep::default()
+        };
+        self.push(entry, keep, link)
+    }
+
+    /// `splice(from, from_offset, to, to_offset, len)`; an offset of `None`
+    /// is a pipe or socket end (no offset).
+    pub fn splice(
+        &mut self,
+        from: &Rc<File>,
+        from_offset: Option<u64>,
+        to: &Rc<File>,
+        to_offset: Option<u64>,
+        len: u32,
+        link: Link,
+    ) -> io::Result<OpId> {
+        let offset = |offset: Option<u64>| offset.map_or(-1, |offset| offset as i64);
+        let entry = opcode::Splice::new(
+            types::Fd(from.as_raw_fd()),
+            offset(from_offset),
+            types::Fd(to.as_raw_fd()),
+            offset(to_offset),
+            len,
+        )
+        .build();
+        let keep = Keep {
+            file: Some(Rc::clone(from)),
+            other_file: Some(Rc::clone(to)),
+            ..Keep::default()
+        };
+        self.push(entry, keep, link)
+    }
+
+    fn keep_file(file: &Rc<File>) -> Keep {
+        Keep {
+            file: Some(Rc::clone(file)),
+            ..Keep::default()
+        }
+    }
+
+    /// Queues one entry, its slot keeping `keep` alive.
+    fn push(&mut self, entry: squeue::Entry, keep: Keep, link: Link) -> io::Result<OpId> {
+        self.reserve(1)?;
+        let op = self.allocate(keep);
+        let flags = match link {
+            Link::None => squeue::Flags::empty(),
+            Link::Next => squeue::Flags::IO_LINK,
+        };
+        let entry = entry.user_data(op.0).flags(flags);
+        // SAFETY: everything the entry points at (buffer, paths) and the
+        // file descriptors it names are owned by the slot just allocated,
+        // which lives until this operation's completion is reaped (`take`,
+        // an abandoned completion, or `Drop`, which waits for all).
+        let pushed = unsafe { self.uring.submission().push(&entry) };
+        if pushed.is_err() {
+            // `reserve` made room; a full queue here is a bug, but the slot
+            // must not leak a keep-alive for an entry never queued.
+            self.release(op);
+            return Err(io::Error::other("submission queue full after reserve"));
+        }
+        self.in_flight += 1;
+        Ok(op)
+    }
+
+    fn allocate(&mut self, keep: Keep) -> OpId {
+        let index = if let Some(index) = self.free.pop() {
+            index as usize
+        } else {
+            self.slots.push(Slot {
+                generation: 0,
+                state: SlotState::Free,
+            });
+            self.slots.len() - 1
+        };
+        let slot = &mut self.slots[index];
+        debug_assert!(matches!(slot.state, SlotState::Free));
+        slot.generation = slot.generation.wrapping_add(1);
+        slot.state = SlotState::InFlight {
+            keep,
+            owned: None,
+            abandoned: false,
+            notify: false,
+        };
+        OpId(u64::from(slot.generation) << 32 | index as u64)
+    }
+
+    fn release(&mut self, op: OpId) {
+        release(&mut self.slots, &mut self.free, op);
+    }
+
+    /// Hands queued entries to the kernel without waiting.
+    pub fn submit(&mut self) -> io::Result<()> {
+        self.submit_and_wait(0)
+    }
+
+    /// Hands queued entries to the kernel and waits until at least `want`
+    /// completions are ready, then reaps them.
+    pub fn submit_and_wait(&mut self, want: usize) -> io::Result<()> {
+        loop {
+            match self.uring.submit_and_wait(want) {
+                Ok(_) => break,
+                Err(error) if error.raw_os_error() == Some(libc::EINTR) => {}
+                Err(error) if error.raw_os_error() == Some(libc::EBUSY) => {
+                    // The completion queue is full: make room and retry.
+                    self.reap();
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        self.reap();
+        Ok(())
+    }
+
+    /// Moves ready completions into their slots; returns how many.
+    pub fn reap(&mut self) -> usize {
+        let Self {
+            uring,
+            slots,
+            free,
+            in_flight,
+            ready,
+        } = self;
+        let mut reaped = 0;
+        for entry in uring.completion() {
+            if entry.user_data() == USER_DATA_CANCEL {
+                continue;
+            }
+            reaped += 1;
+            *in_flight -= 1;
+            let op = OpId(entry.user_data());
+            if complete(slots, free, op, entry.result()) {
+                ready.push(op);
+            }
+        }
+        reaped
+    }
+
+    /// The result of `op` if its completion was reaped (freeing its slot),
+    /// `None` while it is in flight. The result is the kernel's: bytes
+    /// transferred or `-errno`.
+    pub fn take(&mut self, op: OpId) -> Option<i32> {
+        let slot = &self.slots[op.slot()];
+        assert_eq!(slot.generation, op.generation(), "take of a stale op");
+        match slot.state {
+            SlotState::Done { result, .. } => {
+                self.release(op);
+                Some(result)
+            }
+            SlotState::InFlight { .. } => None,
+            SlotState::Free => panic!("take of a freed op"),
+        }
+    }
+
+    /// Blocks until `op` completes and returns its result.
+    pub fn wait(&mut self, op: OpId) -> io::Result<i32> {
+        loop {
+            if let Some(result) = self.take(op) {
+                return Ok(result);
+            }
+            self.submit_and_wait(1)?;
+        }
+    }
+
+    /// Gives up on `op`: its result is thrown away when it arrives, and
+    /// what it owns stays alive until then.
+    pub fn abandon(&mut self, op: OpId) {
+        let slot = &mut self.slots[op.slot()];
+        assert_eq!(slot.generation, op.generation(), "abandon of a stale op");
+        match &mut slot.state {
+            SlotState::InFlight { abandoned, .. } => *abandoned = true,
+            SlotState::Done { .. } => self.release(op),
+            SlotState::Free => panic!("abandon of a freed op"),
+        }
+    }
+}
+
+/// Records the completion of `op`: its keep-alives are dropped (the kernel
+/// is done with them) and its result waits for `take`, or the slot is freed
+/// at once if the op was abandoned. Returns whether the op asked to be
+/// reported through `drain_ready`.
+fn complete(slots: &mut [Slot], free: &mut Vec<u32>, op: OpId, result: i32) -> bool {
+    let slot = &mut slots[op.slot()];
+    assert_eq!(
+        slot.generation,
+        op.generation(),
+        "completion for a stale slot"
+    );
+    let SlotState::InFlight {
+        abandoned,
+        notify,
+        ref mut owned,
+        ..
+    } = slot.state
+    else {
+        panic!("completion for an operation not in flight");
+    };
+    if abandoned {
+        release(slots, free, op);
+        false
+    } else {
+        let owned = owned.take();
+        slot.state = SlotState::Done { result, owned };
+        notify
+    }
+}
+
+fn release(slots: &mut [Slot], free: &mut Vec<u32>, op: OpId) {
+    slots[op.slot()].state = SlotState::Free;
+    free.push(op.slot() as u32);
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        if self.in_flight == 0 {
+            return;
+        }
+        // Cancel what can be cancelled (sockets, pipes), then wait for every
+        // completion: the kernel may still be using the slots' buffers.
+        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+            .build()
+            .user_data(USER_DATA_CANCEL);
+        // SAFETY: a cancel request points at no memory.
+        let _ = unsafe { self.uring.submission().push(&cancel) };
+        while self.in_flight > 0 {
+            if let Err(error) = self.submit_and_wait(1) {
+                // Freeing the buffers now could let the kernel write into
+                // freed memory: leaking them is the only safe way out.
+                tracing::error!(%error, "io_uring wait failed at shutdown; leaking its buffers");
+                std::mem::forget(std::mem::take(&mut self.slots));
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn temp_file(name: &str) -> (std::path::PathBuf, Rc<File>) {
+        let path = std::env::temp_dir().join(format!("rast-ring-{}-{name}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        (path, Rc::new(file))
+    }
+
+    /// A linked write and fdatasync complete, in order, with the written
+    /// byte count and zero; the bytes are in the file.
+    #[test]
+    fn write_then_linked_fdatasync() {
+        let (path, file) = temp_file("write");
+        let mut ring = Ring::new().unwrap();
+        let buffer = Rc::new(b"hello, ring".to_vec());
+        ring.reserve(2).unwrap();
+        let write = ring.write_at(&file, &buffer, 0..11, 5, Link::Next).unwrap();
+        let sync = ring.fdatasync(&file, Link::None).unwrap();
+        assert_eq!(ring.in_flight(), 2);
+        assert_eq!(ring.wait(write).unwrap(), 11);
+        assert_eq!(ring.wait(sync).unwrap(), 0);
+        assert_eq!(ring.in_flight(), 0);
+        // The op dropped its clone of the buffer with its completion.
+        assert_eq!(Rc::strong_count(&buffer), 1);
+        let mut contents = Vec::new();
+        File::open(&path)
+            .unwrap()
+            .read_to_end(&mut contents)
+            .unwrap();
+        assert_eq!(&contents[5..], b"hello, ring");
+        std::fs::remove_file(path).unwrap();
+    }
+
+    /// An abandoned op keeps its buffer until the completion is reaped,
+    /// then frees the slot for reuse under a new generation.
+    #[test]
+    fn abandoned_op_keeps_buffer_until_completion() {
+        let (path, file) = temp_file("abandon");
+        let mut ring = Ring::new().unwrap();
+        let buffer = Rc::new(vec![7u8; 4096]);
+        let write = ring
+            .write_at(&file, &buffer, 0..4096, 0, Link::None)
+            .unwrap();
+        ring.abandon(write);
+        assert_eq!(Rc::strong_count(&buffer), 2);
+        while ring.in_flight() > 0 {
+            ring.submit_and_wait(1).unwrap();
+        }
+        assert_eq!(Rc::strong_count(&buffer), 1);
+        let next = ring.fdatasync(&file, Link::None).unwrap();
+        assert_ne!(next, write);
+        assert_eq!(ring.wait(next).unwrap(), 0);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    /// A failed link head cancels the rest of its chain.
+    #[test]
+    fn failed_link_cancels_the_chain() {
+        let (path, file) = temp_file("chain");
+        let read_only = Rc::new(File::open(&path).unwrap());
+        let mut ring = Ring::new().unwrap();
+        let buffer = Rc::new(vec![1u8; 16]);
+        ring.reserve(2).unwrap();
+        let write = ring
+            .write_at(&read_only, &buffer, 0..16, 0, Link::Next)
+            .unwrap();
+        let sync = ring.fdatasync(&file, Link::None).unwrap();
+        assert_eq!(ring.wait(write).unwrap(), -libc::EBADF);
+        assert_eq!(ring.wait(sync).unwrap(), -libc::ECANCELED);
+        drop(file);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    /// Dropping a ring with an operation that never completes by itself (a
+    /// read on an empty pipe) cancels it and returns.
+    #[test]
+    fn drop_cancels_and_waits() {
+        let (reader, writer) = std::io::pipe().unwrap();
+        let reader = Rc::new(File::from(std::os::fd::OwnedFd::from(reader)));
+        let (path, file) = temp_file("drop");
+        let mut ring = Ring::new().unwrap();
+        ring.splice(&reader, None, &file, Some(0), 4096, Link::None)
+            .unwrap();
+        ring.submit().unwrap();
+        assert_eq!(ring.in_flight(), 1);
+        drop(ring);
+        drop(writer);
+        std::fs::remove_file(path).unwrap();
+    }
+}

@@ -1,0 +1,361 @@
+//! `PeerMessage` frames ⇄ the Raft core's messages.
+//!
+//! An AppendEntries travels as a header frame followed by the batch frames
+//! themselves (exactly `batchBytes` bytes), so a follower can decide from the
+//! header and then move the batch bytes without parsing them:
+//!
+//! ```text
+//! ┌ PeerMessage{group, from, to, term, appendEntries{prev, commit,
+//! │             batches: [BatchSummary…], batchBytes}} ┐ EntryBatch … EntryBatch
+//! └────────────────────── one frame ───────────────────┘ └── batchBytes bytes ──┘
+//! ```
+//!
+//! Decoding fills caller-owned buffers (summaries, memberships) so the
+//! steady state allocates nothing per message.
+
+use crate::constants::APPEND_MESSAGE_BATCHES_MAX;
+use crate::rast_capnp::{batch_summary, peer_message};
+use crate::raft::{
+    AppendResponse, BatchSummary, Heartbeat, HeartbeatResponse, InstallSnapshot, Outgoing,
+    OutgoingBody, RequestVote, SnapshotResponse, VoteResponse,
+};
+use crate::types::{LogId, LogIndex, NodeId, Term};
+use crate::wire::{BatchKind, WireError, frame};
+
+/// A decoded peer message; AppendEntries summaries live in the caller's
+/// buffer passed to [`decode`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerHeader {
+    /// The Raft group.
+    pub group: LogId,
+    /// Sender.
+    pub from: NodeId,
+    /// Receiver.
+    pub to: NodeId,
+    /// Sender's term.
+    pub term: Term,
+    /// What it is.
+    pub body: PeerBody,
+}
+
+/// The body of a decoded peer message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerBody {
+    /// AppendEntries header; its summaries are in the decode buffer and
+    /// `batch_bytes` bytes of batch frames follow on the stream.
+    AppendEntries {
+        /// Index before the first batch.
+        prev_index: LogIndex,
+        /// Its term.
+        prev_term: Term,
+        /// Leader's commit.
+        leader_commit: LogIndex,
+        /// Bytes of batch frames that follow.
+        batch_bytes: u64,
+    },
+    /// See the core's type.
+    AppendResponse(AppendResponse),
+    /// See the core's type.
+    RequestVote(RequestVote),
+    /// See the core's type.
+    VoteResponse(VoteResponse),
+    /// See the core's type.
+    Heartbeat(Heartbeat),
+    /// See the core's type.
+    HeartbeatResponse(HeartbeatResponse),
+    /// Campaign now.
+    TimeoutNow,
+    /// Snapshot header fields.
+    InstallSnapshot(InstallSnapshot),
+    /// Snapshot stream progress.
+    SnapshotResponse(SnapshotResponse),
+}
+
+/// Encodes an outgoing message of `group`. For an AppendEntries, `batches`
+/// are the summaries of the stored batches in the range, whose frames the
+/// caller writes right after this frame.
+pub fn encode(group: LogId, message: &Outgoing, batches: &[BatchSummary]) -> Vec<u8> {
+    let mut builder = capnp::message::Builder::new_default();
+    let mut root = builder.init_root::<peer_message::Builder<'_>>();
+    root.set_group(group.get());
+    root.set_from(message.from.get());
+    root.set_to(message.to.get());
+    root.set_term(message.term.get());
+    match &message.body {
+        OutgoingBody::AppendEntries(range) => {
+            let mut append = root.init_append_entries();
+            append.set_prev_log_index(range.prev_index.get());
+            append.set_prev_log_term(range.prev_term.get());
+            append.set_leader_commit(range.leader_commit.get());
+            append.set_batch_bytes(batches.iter().map(|batch| u64::from(batch.bytes)).sum());
+            let mut list = append.init_batches(batches.len() as u32);
+            for (position, batch) in batches.iter().enumerate() {
+                let mut entry = list.reborrow().get(position as u32);
+                entry.set_term(batch.term.get());
+                entry.set_first_index(batch.first_index.get());
+                entry.set_count(batch.count);
+                entry.set_bytes(batch.bytes);
+                entry.set_kind(batch.kind);
+            }
+        }
+        OutgoingBody::AppendResponse(response) => {
+            let mut out = root.init_append_response();
+            out.set_success(response.success);
+            out.set_match_index(response.match_index.get());
+            out.set_hint_index(response.hint_index.get());
+            out.set_hint_term(response.hint_term.get());
+            out.set_last_index(response.last_index.get());
+            out.set_rejected_index(response.rejected_index.get());
+        }
+        OutgoingBody::RequestVote(request) => {
+            let mut out = root.init_request_vote();
+            out.set_last_log_index(request.last_index.get());
+            out.set_last_log_term(request.last_term.get());
+            out.set_pre_vote(request.pre_vote);
+            out.set_leadership_transfer(request.leadership_transfer);
+        }
+        OutgoingBody::VoteResponse(response) => {
+            let mut out = root.init_vote_response();
+            out.set_granted(response.granted);
+            out.set_pre_vote(response.pre_vote);
+        }
+        OutgoingBody::Heartbeat(heartbeat) => {
+            let mut out = root.init_heartbeat();
+            out.set_leader_commit(heartbeat.leader_commit.get());
+            out.set_read_round(heartbeat.read_round);
+        }
+        OutgoingBody::HeartbeatResponse(response) => {
+            let mut out = root.init_heartbeat_response();
+            out.set_read_round(response.read_round);
+            out.set_match_index(response.match_index.get());
+        }
+        OutgoingBody::TimeoutNow => root.set_timeout_now(()),
+    }
+    frame::encode(&builder)
+}
+
+/// Decodes a `PeerMessage` frame; AppendEntries summaries are written to
+/// `batches` (cleared first), checked to be contiguous from `prev + 1` and
+/// to add up to `batchBytes`.
+pub fn decode(bytes: &[u8], batches: &mut Vec<BatchSummary>) -> Result<PeerHeader, WireError> {
+    batches.clear();
+    let message = frame::open(bytes)?;
+    let root = message.get_root::<peer_message::Reader<'_>>()?;
+    let body = match root.which()? {
+        peer_message::AppendEntries(append) => {
+            let append = append?;
+            let prev_index = LogIndex(append.get_prev_log_index());
+            let list = append.get_batches()?;
+            if list.len() as usize > APPEND_MESSAGE_BATCHES_MAX {
+                return Err(WireError::Malformed(format!(
+                    "{} batches in one AppendEntries (limit {APPEND_MESSAGE_BATCHES_MAX})",
+                    list.len()
+                )));
+            }
+            let mut next = prev_index.next();
+            let mut total = 0u64;
+            for entry in list.iter() {
+                let summary = read_summary(entry)?;
+                if summary.first_index != next || summary.count == 0 {
+                    return Err(WireError::Malformed(
+                        "AppendEntries batches are not contiguous".into(),
+                    ));
+                }
+                next = LogIndex(summary.last_index().get().saturating_add(1));
+                total += u64::from(summary.bytes);
+                batches.push(summary);
+            }
+            if total != append.get_batch_bytes() {
+                return Err(WireError::Malformed(
+                    "AppendEntries batchBytes disagrees with its batches".into(),
+                ));
+            }
+            PeerBody::AppendEntries {
+                prev_index,
+                prev_term: Term(append.get_prev_log_term()),
+                leader_commit: LogIndex(append.get_leader_commit()),
+                batch_bytes: total,
+            }
+        }
+        peer_message::AppendResponse(response) => {
+            let response = response?;
+            PeerBody::AppendResponse(AppendResponse {
+                success: response.get_success(),
+                match_index: LogIndex(response.get_match_index()),
+                rejected_index: LogIndex(response.get_rejected_index()),
+                hint_index: LogIndex(response.get_hint_index()),
+                hint_term: Term(response.get_hint_term()),
+                last_index: LogIndex(response.get_last_index()),
+            })
+        }
+        peer_message::RequestVote(request) => {
+            let request = request?;
+            PeerBody::RequestVote(RequestVote {
+                last_index: LogIndex(request.get_last_log_index()),
+                last_term: Term(request.get_last_log_term()),
+                pre_vote: request.get_pre_vote(),
+                leadership_transfer: request.get_leadership_transfer(),
+            })
+        }
+        peer_message::VoteResponse(response) => {
+            let response = response?;
+            PeerBody::VoteResponse(VoteResponse {
+                granted: response.get_granted(),
+                pre_vote: response.get_pre_vote(),
+            })
+        }
+        peer_message::Heartbeat(heartbeat) => {
+            let heartbeat = heartbeat?;
+            PeerBody::Heartbeat(Heartbeat {
+                leader_commit: LogIndex(heartbeat.get_leader_commit()),
+                read_round: heartbeat.get_read_round(),
+            })
+        }
+        peer_message::HeartbeatResponse(response) => {
+            let response = response?;
+            PeerBody::HeartbeatResponse(HeartbeatResponse {
+                read_round: response.get_read_round(),
+                match_index: LogIndex(response.get_match_index()),
+            })
+        }
+        peer_message::TimeoutNow(()) => PeerBody::TimeoutNow,
+        peer_message::InstallSnapshot(install) => {
+            let header = install?.get_header()?;
+            PeerBody::InstallSnapshot(InstallSnapshot {
+                last_index: LogIndex(header.get_last_index()),
+                last_term: Term(header.get_last_term()),
+            })
+        }
+        peer_message::SnapshotResponse(response) => {
+            let response = response?;
+            PeerBody::SnapshotResponse(SnapshotResponse {
+                next_offset: response.get_next_offset(),
+                done: response.get_done(),
+            })
+        }
+    };
+    Ok(PeerHeader {
+        group: LogId(root.get_group()),
+        from: NodeId(root.get_from()),
+        to: NodeId(root.get_to()),
+        term: Term(root.get_term()),
+        body,
+    })
+}
+
+fn read_summary(entry: batch_summary::Reader<'_>) -> Result<BatchSummary, WireError> {
+    let kind: BatchKind = entry.get_kind()?;
+    Ok(BatchSummary {
+        term: Term(entry.get_term()),
+        first_index: LogIndex(entry.get_first_index()),
+        count: entry.get_count(),
+        bytes: entry.get_bytes(),
+        kind,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::AppendRange;
+
+    fn outgoing(body: OutgoingBody) -> Outgoing {
+        Outgoing {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(3),
+            body,
+        }
+    }
+
+    /// An AppendEntries header round trips with its summaries; a response
+    /// and a vote request too.
+    #[test]
+    fn messages_round_trip() {
+        let batches = [
+            BatchSummary {
+                term: Term(3),
+                first_index: LogIndex(5),
+                count: 2,
+                bytes: 100,
+                kind: BatchKind::Data,
+            },
+            BatchSummary {
+                term: Term(3),
+                first_index: LogIndex(7),
+                count: 1,
+                bytes: 64,
+                kind: BatchKind::Config,
+            },
+        ];
+        let range = AppendRange {
+            prev_index: LogIndex(4),
+            prev_term: Term(2),
+            leader_commit: LogIndex(4),
+            first_index: LogIndex(5),
+            last_index: LogIndex(7),
+            batches: 2,
+            bytes: 164,
+        };
+        let bytes = encode(LogId(9), &outgoing(OutgoingBody::AppendEntries(range)), &batches);
+        let mut decoded = Vec::new();
+        let header = decode(&bytes, &mut decoded).unwrap();
+        assert_eq!(header.group, LogId(9));
+        assert_eq!(header.term, Term(3));
+        assert_eq!(
+            header.body,
+            PeerBody::AppendEntries {
+                prev_index: LogIndex(4),
+                prev_term: Term(2),
+                leader_commit: LogIndex(4),
+                batch_bytes: 164
+            }
+        );
+        assert_eq!(decoded, batches);
+
+        let response = AppendResponse {
+            success: false,
+            match_index: LogIndex(0),
+            rejected_index: LogIndex(9),
+            hint_index: LogIndex(3),
+            hint_term: Term(1),
+            last_index: LogIndex(6),
+        };
+        let bytes = encode(LogId(9), &outgoing(OutgoingBody::AppendResponse(response)), &[]);
+        assert_eq!(
+            decode(&bytes, &mut decoded).unwrap().body,
+            PeerBody::AppendResponse(response)
+        );
+        let vote = RequestVote {
+            last_index: LogIndex(8),
+            last_term: Term(2),
+            pre_vote: true,
+            leadership_transfer: false,
+        };
+        let bytes = encode(LogId(9), &outgoing(OutgoingBody::RequestVote(vote)), &[]);
+        assert_eq!(decode(&bytes, &mut decoded).unwrap().body, PeerBody::RequestVote(vote));
+    }
+
+    /// Gaps between summaries, or a batchBytes that lies, are refused.
+    #[test]
+    fn inconsistent_append_headers_are_refused() {
+        let mut batches = vec![BatchSummary {
+            term: Term(1),
+            first_index: LogIndex(2),
+            count: 1,
+            bytes: 10,
+            kind: BatchKind::Data,
+        }];
+        let range = AppendRange {
+            prev_index: LogIndex(0),
+            prev_term: Term(0),
+            leader_commit: LogIndex(0),
+            first_index: LogIndex(1),
+            last_index: LogIndex(2),
+            batches: 1,
+            bytes: 10,
+        };
+        let bytes = encode(LogId(1), &outgoing(OutgoingBody::AppendEntries(range)), &batches);
+        assert!(matches!(decode(&bytes, &mut batches), Err(WireError::Malformed(_))));
+    }
+}

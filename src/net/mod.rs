@@ -1,0 +1,4 @@
+//! Peer transport and client protocol over TCP: codecs between frames and
+//! the Raft core's messages, and connection state.
+
+pub mod codec;

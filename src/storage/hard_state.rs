@@ -1,0 +1,172 @@
+//! The hard state file: one `HardState` frame (schema), checksummed, replaced
+//! atomically.
+//!
+//! ```text
+//!  <dir>/hard-state        one framed HardState message, nothing else
+//!  <dir>/hard-state.tmp    the next version while it is being written
+//! ```
+//!
+//! Replacing: write `hard-state.tmp`, fsync it, rename it over
+//! `hard-state`, fsync the directory. A crash leaves either the old or the
+//! new file whole; a leftover `.tmp` is ignored and overwritten. The
+//! checksum is CRC32C of the frame with the checksum field read as zero.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use crate::rast_capnp::hard_state;
+use crate::storage::{HardState, StorageError};
+use crate::types::{LogIndex, NodeId, Term};
+use crate::wire::frame;
+
+/// Name of the hard state file within a log directory.
+pub const FILE_NAME: &str = "hard-state";
+/// Name of the file a new hard state is written to before the rename.
+pub const TEMP_NAME: &str = "hard-state.tmp";
+
+/// Byte offset of the checksum within the root struct's data section.
+const CHECKSUM_OFFSET: usize = 24;
+
+/// Encodes `state` as a checksummed frame.
+pub fn encode(state: HardState) -> Vec<u8> {
+    let mut message = capnp::message::Builder::new_default();
+    {
+        let mut root = message.init_root::<hard_state::Builder<'_>>();
+        root.set_term(state.term.get());
+        root.set_vote(state.vote.get());
+        root.set_commit(state.commit.get());
+    }
+    let mut bytes = frame::encode(&message);
+    let at = checksum_at(&bytes).expect("our own builder lays out a hard state");
+    let checksum = checksum_of(&bytes, at);
+    bytes[at..at + 4].copy_from_slice(&checksum.to_le_bytes());
+    bytes
+}
+
+/// Decodes and verifies a hard state frame (exactly one frame).
+pub fn decode(bytes: &[u8]) -> Result<HardState, String> {
+    let frame_bytes = match frame::frame_length(bytes).map_err(|error| error.to_string())? {
+        frame::FrameLength::Complete { frame_bytes, .. } => frame_bytes,
+        frame::FrameLength::NeedHeader(_) => return Err("truncated frame header".into()),
+    };
+    if frame_bytes != bytes.len() {
+        return Err(format!(
+            "file holds {} bytes but the frame is {frame_bytes}",
+            bytes.len()
+        ));
+    }
+    let at = checksum_at(bytes)?;
+    let stored = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("four bytes"));
+    let computed = checksum_of(bytes, at);
+    if stored != computed {
+        return Err(format!(
+            "checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
+        ));
+    }
+    let message = frame::open(bytes).map_err(|error| error.to_string())?;
+    let root: hard_state::Reader<'_> = message.get_root().map_err(|error| error.to_string())?;
+    Ok(HardState {
+        term: Term(root.get_term()),
+        vote: NodeId(root.get_vote()),
+        commit: LogIndex(root.get_commit()),
+    })
+}
+
+/// Offset of the checksum field in a hard state frame, found through the
+/// root pointer (a single-segment frame with a direct struct pointer).
+fn checksum_at(bytes: &[u8]) -> Result<usize, String> {
+    let (segment_start, segment_end) = frame::segment0(bytes).map_err(|error| error.to_string())?;
+    let pointer = bytes
+        .get(segment_start..segment_start + 8)
+        .map(|raw| u64::from_le_bytes(raw.try_into().expect("eight bytes")))
+        .ok_or("missing root pointer")?;
+    if pointer & 3 != 0 || pointer == 0 {
+        return Err("root is not a struct pointer".into());
+    }
+    let offset_words = i64::from((pointer as u32 as i32) >> 2);
+    let data_words = ((pointer >> 32) & 0xffff) as usize;
+    let start = segment_start as i64 + 8 + offset_words * 8;
+    if start < (segment_start + 8) as i64 || data_words * 8 < CHECKSUM_OFFSET + 4 {
+        return Err("root struct misplaced or too short".into());
+    }
+    let at = start as usize + CHECKSUM_OFFSET;
+    if at + 4 > segment_end {
+        return Err("root struct outside segment 0".into());
+    }
+    Ok(at)
+}
+
+/// CRC32C of the whole frame with the four checksum bytes read as zero.
+fn checksum_of(bytes: &[u8], at: usize) -> u32 {
+    let crc = crc32c::crc32c(&bytes[..at]);
+    let crc = crc32c::crc32c_append(crc, &[0; 4]);
+    crc32c::crc32c_append(crc, &bytes[at + 4..])
+}
+
+/// Loads the hard state of the log in `dir`: the default (all zero) when
+/// there is none yet, an error naming the file when it is damaged.
+pub fn load(dir: &Path) -> Result<HardState, StorageError> {
+    let path = dir.join(FILE_NAME);
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(HardState::default());
+        }
+        Err(error) => return Err(StorageError::io("read", path, error)),
+    };
+    decode(&bytes).map_err(|reason| StorageError::Corrupt {
+        path,
+        offset: 0,
+        reason,
+    })
+}
+
+/// Replaces the hard state of the log in `dir` atomically and durably:
+/// write temp, fsync, rename, fsync the directory. Blocking.
+pub fn store(dir: &Path, state: HardState) -> Result<(), StorageError> {
+    let temp = dir.join(TEMP_NAME);
+    let path = dir.join(FILE_NAME);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temp)
+        .map_err(|error| StorageError::io("create", &temp, error))?;
+    file.write_all(&encode(state))
+        .map_err(|error| StorageError::io("write", &temp, error))?;
+    file.sync_all()
+        .map_err(|error| StorageError::io("fsync", &temp, error))?;
+    fs::rename(&temp, &path).map_err(|error| StorageError::io("rename", &path, error))?;
+    sync_directory(dir)
+}
+
+/// Fsyncs a directory, making renames, creations and unlinks in it durable.
+pub fn sync_directory(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir)
+        .and_then(|directory| directory.sync_all())
+        .map_err(|error| StorageError::io("fsync directory", dir, error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hard state survives encoding, and any flipped bit is refused.
+    #[test]
+    fn round_trip_and_every_bit_flip_refused() {
+        let state = HardState {
+            term: Term(7),
+            vote: NodeId(3),
+            commit: LogIndex(1234),
+        };
+        let bytes = encode(state);
+        assert_eq!(decode(&bytes).unwrap(), state);
+        for bit in 0..bytes.len() * 8 {
+            let mut flipped = bytes.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert!(decode(&flipped).is_err(), "bit {bit} flip accepted");
+        }
+        assert!(decode(&bytes[..bytes.len() - 1]).is_err());
+    }
+}

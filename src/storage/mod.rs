@@ -1,0 +1,294 @@
+//! The replicated log's storage: batches of entries in append-only segment
+//! files, the hard state beside them, and recovery.
+//!
+//! # The contract ([`LogStorage`])
+//!
+//! Records are whole `EntryBatch` frames, the bytes exactly as they came off
+//! the network, already stamped with term and first index. The store never
+//! re-encodes them. Every operation works on whole batches: a batch is the
+//! atomic unit of appending, truncating and dropping.
+//!
+//! The server is pipelined: it asks for writes and never waits for them.
+//!
+//! ```text
+//!  event-loop turn:  append(b1) append(b2) store_hard_state(h)   queued
+//!                    flush()                                      one write per file,
+//!                                                                 one fdatasync per file
+//!  a later turn:     poll() ─► Durability { index: last of b2, hard_state: h }
+//! ```
+//!
+//! * `append` queues a batch after the last index; it is readable at once
+//!   (from the queue) and durable only once a `poll` says so.
+//! * `flush` issues everything queued: the writes and one sync per log file
+//!   (group commit). It never blocks on the disk.
+//! * `poll` collects finished syncs and reports how far the log (and the
+//!   hard state) are durable. Durability only ever covers a prefix.
+//! * A failed sync is fatal for the store (fail-stop): the kernel may have
+//!   dropped the dirty pages, so a retry could report lost bytes durable.
+//! * Running out of space refuses appends with [`StorageError::NoSpace`];
+//!   nothing already written is touched and appends work again once space
+//!   returns.
+//!
+//! Truncating a suffix and resetting the log are rare (a follower's conflict,
+//! a snapshot install) and take effect durably before they return.
+//!
+//! # Implementations
+//!
+//! * [`memory::MemoryLog`]: bytes in memory, with written and durable bytes
+//!   kept apart so a simulated crash loses exactly what a real one may, and
+//!   sync completion timing in the caller's hands (the simulator's).
+//! * [`segment::SegmentLog`]: segment files written through io_uring.
+//!
+//! Both pass [`conformance`], the suite any log storage must pass.
+
+#[doc(hidden)]
+pub mod conformance;
+pub mod hard_state;
+pub mod memory;
+pub mod record;
+pub mod segment;
+
+use std::os::fd::BorrowedFd;
+use std::path::PathBuf;
+
+use crate::types::{LogIndex, NodeId, Term};
+use crate::wire::WireError;
+
+/// The durable part of a Raft node's state (schema `HardState`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HardState {
+    /// The current term.
+    pub term: Term,
+    /// The node voted for in `term`; [`NodeId::ZERO`] when none.
+    pub vote: NodeId,
+    /// The highest index known committed (may lag: it is an optimisation,
+    /// never needed for safety).
+    pub commit: LogIndex,
+}
+
+/// How far a store is durable: what `poll` reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Durability {
+    /// Every entry up to and including this index is on stable storage.
+    pub index: LogIndex,
+    /// The last hard state known to be on stable storage.
+    pub hard_state: HardState,
+}
+
+/// A run of whole batches returned by [`LogStorage::read`].
+///
+/// The bytes are the stored frames back to back. When they are already in a
+/// file (written, not only queued), `file` says where, so the caller can hand
+/// the range to `sendfile` or `splice` instead of copying `bytes`.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadRange<'a> {
+    /// First index of the first batch (at or below the index asked for).
+    pub first: LogIndex,
+    /// Last index of the last batch.
+    pub last: LogIndex,
+    /// The frames.
+    pub bytes: &'a [u8],
+    /// Where the same bytes sit in a file, if they do.
+    pub file: Option<FileSpan<'a>>,
+}
+
+/// A byte range of an open file.
+#[derive(Clone, Copy, Debug)]
+pub struct FileSpan<'a> {
+    /// The file.
+    pub fd: BorrowedFd<'a>,
+    /// Offset of the first byte.
+    pub offset: u64,
+}
+
+/// Everything that can go wrong in the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// An IO call failed.
+    #[error("{operation} {path}: {source}")]
+    Io {
+        /// What was being done.
+        operation: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Stored bytes are damaged where a torn write cannot explain it; the
+    /// store refuses to open rather than drop entries that may be committed.
+    #[error("corrupt log: {path} at byte offset {offset}: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset of the damaged record within the file.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The disk is full: appends are refused until space returns.
+    #[error("no space left on the log's disk: appends refused")]
+    NoSpace,
+    /// The store failed earlier (a sync error) and refuses all work.
+    #[error("log storage failed and stopped: {0}")]
+    Failed(String),
+    /// The batch handed to `append` is not a valid stamped batch.
+    #[error("invalid batch: {0}")]
+    InvalidBatch(#[from] WireError),
+    /// The batch does not continue the log.
+    #[error("batch starts at index {got} but the log continues at {expected}")]
+    NotContiguous {
+        /// The next index of the log.
+        expected: LogIndex,
+        /// The batch's first index.
+        got: LogIndex,
+    },
+    /// A batch's term is below the term of the log's last batch.
+    #[error("batch term {got} is below the log's last term {last}")]
+    TermRegression {
+        /// The log's last term.
+        last: Term,
+        /// The batch's term.
+        got: Term,
+    },
+    /// The index is below the first index still stored.
+    #[error("index {index} is compacted; the log starts at {first}")]
+    Compacted {
+        /// The index asked for.
+        index: LogIndex,
+        /// The first stored index.
+        first: LogIndex,
+    },
+    /// The index is above the last index.
+    #[error("index {index} is beyond the log's last index {last}")]
+    Beyond {
+        /// The index asked for.
+        index: LogIndex,
+        /// The last index.
+        last: LogIndex,
+    },
+    /// A truncation point that is not the first index of a batch.
+    #[error("index {0} is not the first index of a batch")]
+    NotBatchBoundary(LogIndex),
+    /// Too many bytes are queued or in flight: poll, then try again.
+    #[error("write queue full ({bytes} bytes queued or in flight)")]
+    Backpressure {
+        /// Bytes queued or in flight.
+        bytes: u64,
+    },
+}
+
+impl StorageError {
+    /// An IO error on `path` during `operation`.
+    pub(crate) fn io(
+        operation: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        Self::Io {
+            operation,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Checks a frame handed to `append`: exactly one valid, sealed batch of at
+/// least one entry, stamped with a term (not 0), that continues the log at
+/// `next` without lowering the term below `last_term`. Returns the batch's first index, last index and
+/// term.
+pub(crate) fn check_append(
+    frame: &[u8],
+    next: LogIndex,
+    last_term: Term,
+) -> Result<(LogIndex, LogIndex, Term), StorageError> {
+    let view = crate::wire::BatchView::parse(frame)?;
+    if view.len() != frame.len() {
+        return Err(WireError::TrailingBytes {
+            frame: view.len(),
+            have: frame.len(),
+        }
+        .into());
+    }
+    view.verify_checksum()?;
+    if view.count() == 0 {
+        return Err(WireError::Malformed("a stored batch needs at least one entry".into()).into());
+    }
+    if view.first_index() != next {
+        return Err(StorageError::NotContiguous {
+            expected: next,
+            got: view.first_index(),
+        });
+    }
+    if view.term() == Term::ZERO {
+        return Err(
+            WireError::Malformed("a stored batch needs a stamped term (not 0)".into()).into(),
+        );
+    }
+    if view.term() < last_term {
+        return Err(StorageError::TermRegression {
+            last: last_term,
+            got: view.term(),
+        });
+    }
+    Ok((view.first_index(), view.last_index(), view.term()))
+}
+
+/// A replicated log's storage: what the Raft runtime (and the simulator)
+/// drive. See the module docs for the pipelining contract.
+pub trait LogStorage {
+    /// Queues one stamped, sealed `EntryBatch` frame after the last index and
+    /// returns the batch's last index. The batch must hold at least one
+    /// entry, continue the log (`first_index == last_index() + 1`) and not
+    /// lower the term. Readable at once; durable once `poll` says so.
+    fn append(&mut self, frame: &[u8]) -> Result<LogIndex, StorageError>;
+
+    /// Queues a new hard state, made durable by the next `flush`. Later
+    /// calls before that flush replace it.
+    fn store_hard_state(&mut self, state: HardState) -> Result<(), StorageError>;
+
+    /// Issues every queued write and one sync per log file. Never blocks on
+    /// the disk; completions arrive through `poll`.
+    fn flush(&mut self) -> Result<(), StorageError>;
+
+    /// Collects finished syncs without blocking and reports durability.
+    fn poll(&mut self) -> Result<Durability, StorageError>;
+
+    /// Blocks until everything flushed so far is durable (tests, tools,
+    /// shutdown). Flushes first.
+    fn sync_all(&mut self) -> Result<Durability, StorageError>;
+
+    /// The durability last reported by `poll` (or `sync_all`).
+    fn durability(&self) -> Durability;
+
+    /// First index stored. `last_index() + 1` when the log is empty.
+    fn first_index(&self) -> LogIndex;
+
+    /// Last index appended (durable or not).
+    fn last_index(&self) -> LogIndex;
+
+    /// Term of the entry at `index`: `Some(Term::ZERO)` for index 0, `None`
+    /// outside `first_index()..=last_index()`.
+    fn term_at(&self, index: LogIndex) -> Option<Term>;
+
+    /// Whole batches from the one holding `from`, up to about `max_bytes`
+    /// (always at least one batch). A range never spans two files; read on
+    /// from `range.last + 1`.
+    fn read(&self, from: LogIndex, max_bytes: usize) -> Result<ReadRange<'_>, StorageError>;
+
+    /// Removes every batch from `from` on (a follower's conflict). `from`
+    /// must be the first index of a batch, above the first index. Durable
+    /// when it returns; durability is clamped below `from`.
+    fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), StorageError>;
+
+    /// Lets the store discard batches whose entries are all at or below
+    /// `up_to` (covered by a snapshot). It may keep some (it drops whole
+    /// segments); `first_index()` says what is left.
+    fn drop_prefix(&mut self, up_to: LogIndex) -> Result<(), StorageError>;
+
+    /// Discards the whole log; the next append must start at `next` (a
+    /// snapshot up to `next - 1` was installed). Durable when it returns.
+    fn reset(&mut self, next: LogIndex) -> Result<(), StorageError>;
+
+    /// The last hard state stored (durable or not).
+    fn hard_state(&self) -> HardState;
+}

@@ -1,0 +1,1246 @@
+//! The log on disk: segment files written through io_uring.
+//!
+//! ```text
+//!  <dir>/lock                         flock: one process per log directory
+//!  <dir>/hard-state                   see `hard_state`
+//!  <dir>/00000000000000000001.log     segment: records from index 1
+//!  <dir>/00000000000000052213.log     segment: records from index 52213 (active)
+//! ```
+//!
+//! A segment is named by the first index it holds (20 digits, so names sort
+//! by index), preallocated to `segment_bytes` with `fallocate` (writes into
+//! it never allocate, so a full disk shows only when a segment is created),
+//! and holds whole records back to back, then zeros (see `record`).
+//!
+//! # Writing
+//!
+//! ```text
+//!  append ──► staging buffer (heap, bounded) ──flush──► write ─link─► fdatasync
+//!                                                         one pair per file per turn
+//!  poll ◄── completions: written mark advances; durable index advances over
+//!           the prefix of finished syncs
+//! ```
+//!
+//! Appends are copied into a staging buffer; `flush` hands it to one io_uring
+//! write linked to one `fdatasync` of the file (the link makes the sync start
+//! after the write, so it covers it). Durability is reported over the prefix
+//! of finished syncs in flush order. Buffers are recycled: the heap holds at
+//! most [`WRITE_QUEUE_BYTES_MAX`] of queued and in-flight bytes, never the
+//! log.
+//!
+//! A new segment receives data only once every earlier segment is durable
+//! (its writes wait in the queue for that), so a torn record can only be in
+//! the last segment; recovery refuses a torn record anywhere else.
+//!
+//! # Reading
+//!
+//! Bytes already written are read through a read-only map of the segment
+//! (and can be handed to `sendfile`/`splice` by file and offset); bytes
+//! still queued or in flight are read from their buffer.
+//!
+//! # Index
+//!
+//! Per segment, per batch: its offset and its first index relative to the
+//! segment's (two `u32`s); per log, the indexes where the term changes. Both
+//! are rebuilt on open by scanning (and verifying) every segment.
+
+use std::cell::OnceCell;
+use std::collections::VecDeque;
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use nix::fcntl::{FallocateFlags, fallocate};
+
+use crate::constants::{
+    SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, WRITE_BUFFER_BYTES_INITIAL, WRITE_QUEUE_BYTES_MAX,
+};
+use crate::io::{Link, Mapping, OpId, Ring, SharedRing};
+use crate::storage::hard_state::{self, sync_directory};
+use crate::storage::record::{self, RecordMeta};
+use crate::storage::{
+    Durability, FileSpan, HardState, LogStorage, ReadRange, StorageError, check_append,
+};
+use crate::types::{LogIndex, Term};
+
+/// Suffix of segment file names.
+const SEGMENT_SUFFIX: &str = ".log";
+/// Suffix of files being prepared (removed on open).
+const TEMP_SUFFIX: &str = ".tmp";
+/// Name of the lock file.
+const LOCK_NAME: &str = "lock";
+/// Tries at taking the directory lock, 10 ms apart.
+const LOCK_ATTEMPTS_MAX: u32 = 100;
+/// Staging buffers kept for reuse.
+const BUFFERS_SPARE_MAX: usize = 2;
+
+/// How a [`SegmentLog`] is laid out.
+#[derive(Clone, Copy, Debug)]
+pub struct SegmentOptions {
+    /// Size of each segment file (preallocated).
+    pub segment_bytes: u64,
+}
+
+impl Default for SegmentOptions {
+    fn default() -> Self {
+        Self {
+            segment_bytes: SEGMENT_BYTES_MAX,
+        }
+    }
+}
+
+/// One batch in a segment's index.
+#[derive(Clone, Copy, Debug)]
+struct BatchEntry {
+    /// Byte offset of the frame in the file.
+    offset: u32,
+    /// First index minus the segment's first index.
+    delta: u32,
+}
+
+/// One segment file.
+#[derive(Debug)]
+struct Segment {
+    /// Increases with every segment this store creates or opens.
+    id: u64,
+    first: LogIndex,
+    /// Last index stored (`first - 1` when empty).
+    last: LogIndex,
+    /// False while the file has its temp name (see `create_segment`).
+    named: bool,
+    path: PathBuf,
+    file: Rc<File>,
+    /// File size (preallocated).
+    file_bytes: u64,
+    /// Offset past the last record, queued ones included.
+    end: u64,
+    /// Every byte below this offset is in the file (writes completed).
+    written: u64,
+    batches: Vec<BatchEntry>,
+    /// Made on the first read of written bytes.
+    map: OnceCell<Mapping>,
+}
+
+impl Segment {
+    /// The batch holding `index` (which the segment must hold).
+    fn position(&self, index: LogIndex) -> usize {
+        let delta = index.get() - self.first.get();
+        self.batches
+            .partition_point(|batch| u64::from(batch.delta) <= delta)
+            - 1
+    }
+
+    fn batch_end(&self, position: usize) -> u64 {
+        self.batches
+            .get(position + 1)
+            .map_or(self.end, |next| u64::from(next.offset))
+    }
+
+    fn batch_last(&self, position: usize) -> LogIndex {
+        self.batches.get(position + 1).map_or(self.last, |next| {
+            LogIndex(self.first.get() + u64::from(next.delta) - 1)
+        })
+    }
+
+    fn batch_first(&self, position: usize) -> LogIndex {
+        LogIndex(self.first.get() + u64::from(self.batches[position].delta))
+    }
+
+    fn mapping(&self) -> Result<&Mapping, StorageError> {
+        if self.map.get().is_none() {
+            let map = Mapping::new(&self.file, self.file_bytes)
+                .map_err(|error| StorageError::io("mmap", &self.path, error))?;
+            let _ = self.map.set(map);
+        }
+        Ok(self.map.get().expect("just set"))
+    }
+}
+
+/// Where a queued chunk of bytes is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ChunkState {
+    /// Waiting for a flush (or for earlier segments to become durable).
+    Staged,
+    /// Its write is in flight.
+    Writing(OpId),
+    /// In the file.
+    Written,
+}
+
+/// Bytes bound for one segment, from one turn.
+#[derive(Debug)]
+struct Chunk {
+    segment: u64,
+    offset: u64,
+    last: LogIndex,
+    buffer: Rc<Vec<u8>>,
+    state: ChunkState,
+}
+
+impl Chunk {
+    fn end(&self) -> u64 {
+        self.offset + self.buffer.len() as u64
+    }
+}
+
+/// A sync in flight.
+#[derive(Debug)]
+struct Sync {
+    op: OpId,
+    segment: u64,
+    /// Last index it covers.
+    index: LogIndex,
+    done: bool,
+}
+
+/// A hard state replacement in flight: write temp, fsync, rename, fsync dir.
+#[derive(Debug)]
+struct HardStateWrite {
+    state: HardState,
+    ops: [OpId; 4],
+    results: [Option<i32>; 4],
+}
+
+/// The io_uring segment store; see the module docs.
+#[derive(Debug)]
+pub struct SegmentLog {
+    dir: PathBuf,
+    dir_file: Rc<File>,
+    _lock: File,
+    options: SegmentOptions,
+    ring: SharedRing,
+    segments: VecDeque<Segment>,
+    next_segment_id: u64,
+    /// (first index, term) where each term starts.
+    terms: Vec<(LogIndex, Term)>,
+    /// Queued bytes for the active segment, ending at its `end`.
+    staging: Vec<u8>,
+    /// Index of the last batch in `staging`.
+    staging_last: LogIndex,
+    chunks: VecDeque<Chunk>,
+    syncs: VecDeque<Sync>,
+    /// Bytes in `staging` and `chunks` not yet written.
+    queued_bytes: usize,
+    spare_buffers: Vec<Vec<u8>>,
+    hard_state: HardState,
+    hard_state_queued: Option<HardState>,
+    hard_state_write: Option<HardStateWrite>,
+    durability: Durability,
+    failed: Option<String>,
+}
+
+impl SegmentLog {
+    /// Opens (or creates) the log in `dir` with a ring of its own.
+    pub fn open_standalone(dir: &Path, options: SegmentOptions) -> Result<Self, StorageError> {
+        let ring = Ring::new().map_err(|error| StorageError::io("io_uring_setup", dir, error))?;
+        Self::open(dir, options, Rc::new(std::cell::RefCell::new(ring)))
+    }
+
+    /// Opens (or creates) the log in `dir`, submitting onto `ring`.
+    ///
+    /// Verifies every record of every segment. A torn final record is cut
+    /// off; any other damage, a missing segment or an overlapping one fails
+    /// with [`StorageError::Corrupt`] naming the file and byte offset.
+    pub fn open(
+        dir: &Path,
+        options: SegmentOptions,
+        ring: SharedRing,
+    ) -> Result<Self, StorageError> {
+        assert!(
+            (SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&options.segment_bytes),
+            "segment size out of range"
+        );
+        fs::create_dir_all(dir).map_err(|error| StorageError::io("create", dir, error))?;
+        let lock = lock_directory(dir)?;
+        let dir_file = File::open(dir).map_err(|error| StorageError::io("open", dir, error))?;
+        let hard_state = hard_state::load(dir)?;
+        let mut log = Self {
+            dir: dir.to_path_buf(),
+            dir_file: Rc::new(dir_file),
+            _lock: lock,
+            options,
+            ring,
+            segments: VecDeque::new(),
+            next_segment_id: 0,
+            terms: Vec::new(),
+            staging: Vec::new(),
+            staging_last: LogIndex::ZERO,
+            chunks: VecDeque::new(),
+            syncs: VecDeque::new(),
+            queued_bytes: 0,
+            spare_buffers: Vec::new(),
+            hard_state,
+            hard_state_queued: None,
+            hard_state_write: None,
+            durability: Durability {
+                index: LogIndex::ZERO,
+                hard_state,
+            },
+            failed: None,
+        };
+        log.recover()?;
+        Ok(log)
+    }
+
+    /// The directory of this log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Paths of the segment files, oldest first.
+    pub fn segment_paths(&self) -> Vec<PathBuf> {
+        self.segments
+            .iter()
+            .map(|segment| segment.path.clone())
+            .collect()
+    }
+
+    /// The ring this store submits onto.
+    pub fn ring(&self) -> &SharedRing {
+        &self.ring
+    }
+
+    fn recover(&mut self) -> Result<(), StorageError> {
+        let names = self.list_segments()?;
+        if names.is_empty() {
+            let mut segment = self.create_segment(LogIndex(1))?;
+            self.name_segment(&mut segment)?;
+            self.segments.push_back(segment);
+        }
+        let count = names.len();
+        for (position, (first, path)) in names.into_iter().enumerate() {
+            let segment = self.recover_segment(first, path, position + 1 == count)?;
+            self.segments.push_back(segment);
+        }
+        let active = self.segments.back().expect("at least one segment");
+        // What survived the last run may not be on stable storage yet.
+        active
+            .file
+            .sync_data()
+            .map_err(|error| StorageError::io("fdatasync", &active.path, error))?;
+        sync_directory(&self.dir)?;
+        self.durability.index = self.last_index();
+        Ok(())
+    }
+
+    /// Segment files by first index; stray temp files are removed.
+    fn list_segments(&self) -> Result<Vec<(LogIndex, PathBuf)>, StorageError> {
+        let entries =
+            fs::read_dir(&self.dir).map_err(|error| StorageError::io("list", &self.dir, error))?;
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|error| StorageError::io("list", &self.dir, error))?;
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(TEMP_SUFFIX) {
+                fs::remove_file(&path).map_err(|error| StorageError::io("remove", &path, error))?;
+            } else if let Some(stem) = name.strip_suffix(SEGMENT_SUFFIX) {
+                let first = parse_segment_name(stem).ok_or_else(|| StorageError::Corrupt {
+                    path: path.clone(),
+                    offset: 0,
+                    reason: "a .log file whose name is not a 20-digit first index".into(),
+                })?;
+                names.push((first, path));
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn recover_segment(
+        &mut self,
+        first: LogIndex,
+        path: PathBuf,
+        is_last: bool,
+    ) -> Result<Segment, StorageError> {
+        let corrupt = |offset: u64, reason: String| StorageError::Corrupt {
+            path: path.clone(),
+            offset,
+            reason,
+        };
+        if let Some(previous) = self.segments.back()
+            && previous.last.next() != first
+        {
+            return Err(corrupt(
+                0,
+                format!(
+                    "segment starts at index {first} but the previous one ends at {}: \
+                     a segment is missing, duplicated or overlapping",
+                    previous.last
+                ),
+            ));
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|error| StorageError::io("open", &path, error))?;
+        let file_bytes = file
+            .metadata()
+            .map_err(|error| StorageError::io("stat", &path, error))?
+            .len();
+        let floor = self.terms.last().map_or(Term::ZERO, |(_, term)| *term);
+        let map = Mapping::new(&file, file_bytes)
+            .map_err(|error| StorageError::io("mmap", &path, error))?;
+        map.advise_sequential();
+        let mut batches = Vec::new();
+        let mut last = first.prev();
+        let mut terms = Vec::new();
+        let scanned = record::scan(map.bytes(), first, floor, |meta: RecordMeta| {
+            batches.push(BatchEntry {
+                offset: meta.offset as u32,
+                delta: (meta.first.get() - first.get()) as u32,
+            });
+            last = meta.last;
+            terms.push((meta.first, meta.term));
+        })
+        .map_err(|error| corrupt(error.offset, error.reason))?;
+        drop(map);
+        if let Some(reason) = &scanned.torn
+            && !is_last
+        {
+            return Err(corrupt(
+                scanned.end,
+                format!("damaged record in a sealed segment: {reason}"),
+            ));
+        }
+        let mut segment = Segment {
+            id: self.take_segment_id(),
+            first,
+            last,
+            named: true,
+            path,
+            file: Rc::new(file),
+            file_bytes,
+            end: scanned.end,
+            written: scanned.end,
+            batches,
+            map: OnceCell::new(),
+        };
+        if let Some(reason) = scanned.torn {
+            tracing::warn!(path = %segment.path.display(), offset = scanned.end, %reason,
+                "cutting a torn final record");
+            clear_tail(&segment, scanned.end)?;
+        }
+        if is_last && file_bytes < self.options.segment_bytes {
+            preallocate(&segment.file, &segment.path, self.options.segment_bytes)?;
+            segment.file_bytes = self.options.segment_bytes;
+        }
+        for (index, term) in terms {
+            self.note_term(index, term);
+        }
+        Ok(segment)
+    }
+
+    fn take_segment_id(&mut self) -> u64 {
+        self.next_segment_id += 1;
+        self.next_segment_id
+    }
+
+    /// Creates and preallocates a new empty segment under a temp name: it
+    /// gets its real name (`name_segment`) only when its first write is
+    /// issued, which is after every earlier segment is durable. A crash
+    /// before that leaves a temp file that open removes, never a named
+    /// segment after a gap.
+    fn create_segment(&mut self, first: LogIndex) -> Result<Segment, StorageError> {
+        let temp = self
+            .dir
+            .join(format!("{}{TEMP_SUFFIX}", segment_name(first)));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)
+            .map_err(|error| StorageError::io("create", &temp, error))?;
+        if let Err(error) = preallocate(&file, &temp, self.options.segment_bytes) {
+            let _ = fs::remove_file(&temp);
+            return Err(error);
+        }
+        file.sync_all()
+            .map_err(|error| StorageError::io("fsync", &temp, error))?;
+        Ok(Segment {
+            id: self.take_segment_id(),
+            first,
+            last: first.prev(),
+            named: false,
+            path: temp,
+            file: Rc::new(file),
+            file_bytes: self.options.segment_bytes,
+            end: 0,
+            written: 0,
+            batches: Vec::new(),
+            map: OnceCell::new(),
+        })
+    }
+
+    /// Gives a new segment its real name, durably.
+    fn name_segment(&self, segment: &mut Segment) -> Result<(), StorageError> {
+        if segment.named {
+            return Ok(());
+        }
+        let path = self.dir.join(segment_name(segment.first));
+        fs::rename(&segment.path, &path)
+            .map_err(|error| StorageError::io("rename", &path, error))?;
+        sync_directory(&self.dir)?;
+        segment.path = path;
+        segment.named = true;
+        Ok(())
+    }
+
+    fn note_term(&mut self, index: LogIndex, term: Term) {
+        if self.terms.last().is_none_or(|(_, last)| *last != term) {
+            self.terms.push((index, term));
+        }
+    }
+
+    fn check_failed(&self) -> Result<(), StorageError> {
+        match &self.failed {
+            Some(reason) => Err(StorageError::Failed(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn last_term(&self) -> Term {
+        self.terms.last().map_or(Term::ZERO, |(_, term)| *term)
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments.back().expect("at least one segment")
+    }
+
+    fn segment_by_id(&mut self, id: u64) -> &mut Segment {
+        self.segments
+            .iter_mut()
+            .find(|segment| segment.id == id)
+            .expect("chunk of a live segment")
+    }
+
+    /// Moves the staging buffer into a chunk for the active segment.
+    fn stage(&mut self) {
+        if self.staging.is_empty() {
+            return;
+        }
+        let fresh = self
+            .spare_buffers
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(WRITE_BUFFER_BYTES_INITIAL));
+        let buffer = std::mem::replace(&mut self.staging, fresh);
+        let active = self.active();
+        let chunk = Chunk {
+            segment: active.id,
+            offset: active.end - buffer.len() as u64,
+            last: self.staging_last,
+            buffer: Rc::new(buffer),
+            state: ChunkState::Staged,
+        };
+        self.chunks.push_back(chunk);
+    }
+
+    /// Starts a new segment for a batch that does not fit the active one.
+    fn roll(&mut self, first: LogIndex) -> Result<(), StorageError> {
+        self.stage();
+        let segment = self.create_segment(first).map_err(no_space_or)?;
+        self.segments.push_back(segment);
+        Ok(())
+    }
+
+    /// True when no bytes or syncs of a segment older than `segment` are
+    /// pending: writes to `segment` may start.
+    fn older_segments_durable(&self, segment: u64) -> bool {
+        self.chunks
+            .front()
+            .is_none_or(|chunk| chunk.segment >= segment)
+            && self
+                .syncs
+                .front()
+                .is_none_or(|sync| sync.segment >= segment)
+    }
+
+    fn submit_chunks(&mut self, ring: &mut Ring) -> Result<(), StorageError> {
+        for position in 0..self.chunks.len() {
+            let chunk = &self.chunks[position];
+            if chunk.state != ChunkState::Staged {
+                continue;
+            }
+            if !self.older_segments_durable(chunk.segment) {
+                break;
+            }
+            let id = chunk.segment;
+            if let Some(at) = self.segments.iter().position(|segment| segment.id == id)
+                && !self.segments[at].named
+            {
+                let mut segment = self.segments.remove(at).expect("position found");
+                let named = self.name_segment(&mut segment);
+                self.segments.insert(at, segment);
+                named?;
+            }
+            let chunk = &self.chunks[position];
+            let segment = self
+                .segments
+                .iter()
+                .find(|segment| segment.id == chunk.segment)
+                .expect("chunk of a live segment");
+            let io = |error| StorageError::io("submit", &segment.path, error);
+            ring.reserve(2).map_err(io)?;
+            let write = ring
+                .write_at(
+                    &segment.file,
+                    &chunk.buffer,
+                    0..chunk.buffer.len(),
+                    chunk.offset,
+                    Link::Next,
+                )
+                .map_err(io)?;
+            let sync = ring.fdatasync(&segment.file, Link::None).map_err(io)?;
+            let (segment_id, last) = (chunk.segment, chunk.last);
+            self.chunks[position].state = ChunkState::Writing(write);
+            self.syncs.push_back(Sync {
+                op: sync,
+                segment: segment_id,
+                index: last,
+                done: false,
+            });
+        }
+        Ok(())
+    }
+
+    fn submit_hard_state(&mut self, ring: &mut Ring) -> Result<(), StorageError> {
+        if self.hard_state_write.is_some() {
+            return Ok(());
+        }
+        let Some(state) = self.hard_state_queued.take() else {
+            return Ok(());
+        };
+        let temp = self.dir.join(hard_state::TEMP_NAME);
+        let path = self.dir.join(hard_state::FILE_NAME);
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)
+            .map_err(|error| StorageError::io("create", &temp, error))?;
+        let file = Rc::new(file);
+        let buffer = Rc::new(hard_state::encode(state));
+        let io = |error| StorageError::io("submit", &temp, error);
+        ring.reserve(4).map_err(io)?;
+        let write = ring
+            .write_at(&file, &buffer, 0..buffer.len(), 0, Link::Next)
+            .map_err(io)?;
+        let sync = ring.fsync(&file, Link::Next).map_err(io)?;
+        let rename = ring
+            .rename(c_path(&temp), c_path(&path), Link::Next)
+            .map_err(io)?;
+        let sync_dir = ring.fsync(&self.dir_file, Link::None).map_err(io)?;
+        self.hard_state_write = Some(HardStateWrite {
+            state,
+            ops: [write, sync, rename, sync_dir],
+            results: [None; 4],
+        });
+        Ok(())
+    }
+
+    /// Takes finished completions and advances the marks.
+    fn collect(&mut self, ring: &mut Ring) -> Result<(), StorageError> {
+        let mut failure = None;
+        for chunk in &mut self.chunks {
+            if let ChunkState::Writing(op) = chunk.state
+                && let Some(result) = ring.take(op)
+            {
+                chunk.state = ChunkState::Written;
+                if result < 0 || result as usize != chunk.buffer.len() {
+                    failure = Some(format!(
+                        "write of {} bytes at offset {} returned {}",
+                        chunk.buffer.len(),
+                        chunk.offset,
+                        describe(result)
+                    ));
+                }
+            }
+        }
+        if let Some(reason) = failure {
+            return Err(self.fail(ring, reason));
+        }
+        while self
+            .chunks
+            .front()
+            .is_some_and(|chunk| chunk.state == ChunkState::Written)
+        {
+            let chunk = self.chunks.pop_front().expect("front exists");
+            let end = chunk.end();
+            let segment = self.segment_by_id(chunk.segment);
+            debug_assert_eq!(segment.written, chunk.offset);
+            segment.written = end;
+            self.queued_bytes -= chunk.buffer.len();
+            if let Ok(mut buffer) = Rc::try_unwrap(chunk.buffer)
+                && self.spare_buffers.len() < BUFFERS_SPARE_MAX
+            {
+                buffer.clear();
+                self.spare_buffers.push(buffer);
+            }
+        }
+        let mut failure = None;
+        for sync in &mut self.syncs {
+            if !sync.done
+                && let Some(result) = ring.take(sync.op)
+            {
+                sync.done = true;
+                if result < 0 {
+                    failure = Some(format!("fdatasync failed: {}", describe(result)));
+                }
+            }
+        }
+        if let Some(reason) = failure {
+            return Err(self.fail(ring, reason));
+        }
+        while self.syncs.front().is_some_and(|sync| sync.done) {
+            let sync = self.syncs.pop_front().expect("front exists");
+            self.durability.index = self.durability.index.max(sync.index);
+        }
+        self.collect_hard_state(ring)
+    }
+
+    fn collect_hard_state(&mut self, ring: &mut Ring) -> Result<(), StorageError> {
+        let Some(write) = &mut self.hard_state_write else {
+            return Ok(());
+        };
+        for (op, result) in write.ops.iter().zip(write.results.iter_mut()) {
+            if result.is_none() {
+                *result = ring.take(*op);
+            }
+        }
+        let results = write.results;
+        if results.iter().any(Option::is_none) {
+            return Ok(());
+        }
+        let state = write.state;
+        self.hard_state_write = None;
+        let results = results.map(|result| result.expect("all present"));
+        let no_space = results.contains(&-nix::libc::ENOSPC);
+        if results.iter().all(|result| *result >= 0) && results[0] as usize > 0 {
+            self.durability.hard_state = state;
+            Ok(())
+        } else if no_space {
+            // The old file is intact (the rename never ran): try again at
+            // the next flush unless a newer state replaced this one.
+            self.hard_state_queued.get_or_insert(state);
+            Err(StorageError::NoSpace)
+        } else {
+            let reason = format!("hard state replacement failed: {results:?}");
+            Err(self.fail(ring, reason))
+        }
+    }
+
+    /// Stops the store for good (fail-stop): in-flight operations are
+    /// abandoned, every later call fails.
+    fn fail(&mut self, ring: &mut Ring, reason: String) -> StorageError {
+        tracing::error!(dir = %self.dir.display(), %reason, "log storage failed; stopping it");
+        for chunk in self.chunks.drain(..) {
+            if let ChunkState::Writing(op) = chunk.state {
+                ring.abandon(op);
+            }
+        }
+        for sync in self.syncs.drain(..) {
+            if !sync.done {
+                ring.abandon(sync.op);
+            }
+        }
+        if let Some(write) = self.hard_state_write.take() {
+            for (op, result) in write.ops.iter().zip(write.results) {
+                if result.is_none() {
+                    ring.abandon(*op);
+                }
+            }
+        }
+        self.failed = Some(reason.clone());
+        StorageError::Failed(reason)
+    }
+
+    /// Anything queued, in flight or waiting.
+    fn busy(&self) -> bool {
+        !self.staging.is_empty()
+            || !self.chunks.is_empty()
+            || !self.syncs.is_empty()
+            || self.hard_state_queued.is_some()
+            || self.hard_state_write.is_some()
+    }
+
+    /// Abandons every pending write and sync (their results no longer
+    /// matter: the bytes are being discarded).
+    fn abandon_pending(&mut self) {
+        let ring = Rc::clone(&self.ring);
+        let mut ring = ring.borrow_mut();
+        for chunk in self.chunks.drain(..) {
+            if let ChunkState::Writing(op) = chunk.state {
+                ring.abandon(op);
+            }
+        }
+        for sync in self.syncs.drain(..) {
+            if !sync.done {
+                ring.abandon(sync.op);
+            }
+        }
+        self.staging.clear();
+        self.queued_bytes = 0;
+    }
+
+    fn remove_segment_file(path: &Path) -> Result<(), StorageError> {
+        fs::remove_file(path).map_err(|error| StorageError::io("remove", path, error))
+    }
+
+    /// Where the bytes at `offset` of `segment` are, and how far that
+    /// source reaches: the file (`None`) or a queued buffer.
+    fn source(&self, segment: &Segment, offset: u64) -> (Option<&[u8]>, u64, u64) {
+        if offset < segment.written {
+            return (None, 0, segment.written);
+        }
+        if segment.id == self.active().id && !self.staging.is_empty() {
+            let start = segment.end - self.staging.len() as u64;
+            if offset >= start {
+                return (Some(&self.staging), start, segment.end);
+            }
+        }
+        let chunk = self
+            .chunks
+            .iter()
+            .find(|chunk| {
+                chunk.segment == segment.id && chunk.offset <= offset && offset < chunk.end()
+            })
+            .expect("unwritten bytes are queued");
+        (Some(&chunk.buffer), chunk.offset, chunk.end())
+    }
+}
+
+impl LogStorage for SegmentLog {
+    fn append(&mut self, frame: &[u8]) -> Result<LogIndex, StorageError> {
+        self.check_failed()?;
+        let (first, last, term) = check_append(frame, self.last_index().next(), self.last_term())?;
+        let bytes = frame.len() as u64;
+        if bytes > self.options.segment_bytes {
+            return Err(StorageError::InvalidBatch(
+                crate::wire::WireError::FrameTooLarge {
+                    bytes,
+                    limit: self.options.segment_bytes as usize,
+                },
+            ));
+        }
+        if self.queued_bytes + frame.len() > WRITE_QUEUE_BYTES_MAX {
+            return Err(StorageError::Backpressure {
+                bytes: self.queued_bytes as u64,
+            });
+        }
+        if self.active().end + bytes > self.options.segment_bytes {
+            self.roll(first)?;
+        }
+        let segment = self.segments.back_mut().expect("at least one segment");
+        segment.batches.push(BatchEntry {
+            offset: segment.end as u32,
+            delta: (first.get() - segment.first.get()) as u32,
+        });
+        segment.end += bytes;
+        segment.last = last;
+        if self.staging.capacity() == 0 {
+            self.staging = self
+                .spare_buffers
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(WRITE_BUFFER_BYTES_INITIAL));
+        }
+        self.staging.extend_from_slice(frame);
+        self.staging_last = last;
+        self.queued_bytes += frame.len();
+        self.note_term(first, term);
+        Ok(last)
+    }
+
+    fn store_hard_state(&mut self, state: HardState) -> Result<(), StorageError> {
+        self.check_failed()?;
+        self.hard_state = state;
+        self.hard_state_queued = Some(state);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StorageError> {
+        self.check_failed()?;
+        self.stage();
+        let ring = Rc::clone(&self.ring);
+        let mut ring = ring.borrow_mut();
+        self.submit_chunks(&mut ring)?;
+        self.submit_hard_state(&mut ring)?;
+        ring.submit()
+            .map_err(|error| StorageError::io("io_uring_enter", &self.dir, error))
+    }
+
+    fn poll(&mut self) -> Result<Durability, StorageError> {
+        self.check_failed()?;
+        let ring = Rc::clone(&self.ring);
+        let mut ring = ring.borrow_mut();
+        ring.reap();
+        self.collect(&mut ring)?;
+        Ok(self.durability)
+    }
+
+    fn sync_all(&mut self) -> Result<Durability, StorageError> {
+        loop {
+            self.flush()?;
+            self.poll()?;
+            if !self.busy() {
+                return Ok(self.durability);
+            }
+            let ring = Rc::clone(&self.ring);
+            let mut ring = ring.borrow_mut();
+            if ring.in_flight() > 0 {
+                ring.submit_and_wait(1)
+                    .map_err(|error| StorageError::io("io_uring_enter", &self.dir, error))?;
+            }
+        }
+    }
+
+    fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    fn first_index(&self) -> LogIndex {
+        self.segments.front().expect("at least one segment").first
+    }
+
+    fn last_index(&self) -> LogIndex {
+        self.active().last
+    }
+
+    fn term_at(&self, index: LogIndex) -> Option<Term> {
+        if index == LogIndex::ZERO {
+            return Some(Term::ZERO);
+        }
+        if index < self.first_index() || index > self.last_index() {
+            return None;
+        }
+        let position = self.terms.partition_point(|(start, _)| *start <= index);
+        Some(self.terms[position - 1].1)
+    }
+
+    fn read(&self, from: LogIndex, max_bytes: usize) -> Result<ReadRange<'_>, StorageError> {
+        self.check_failed()?;
+        if from < self.first_index() {
+            return Err(StorageError::Compacted {
+                index: from,
+                first: self.first_index(),
+            });
+        }
+        if from > self.last_index() {
+            return Err(StorageError::Beyond {
+                index: from,
+                last: self.last_index(),
+            });
+        }
+        let at = self
+            .segments
+            .partition_point(|segment| segment.first <= from)
+            - 1;
+        let segment = &self.segments[at];
+        let start_position = segment.position(from);
+        let start = u64::from(segment.batches[start_position].offset);
+        let (buffer, buffer_offset, limit) = self.source(segment, start);
+        let mut position = start_position;
+        while position + 1 < segment.batches.len() {
+            let next_end = segment.batch_end(position + 1);
+            if next_end > limit || next_end - start > max_bytes as u64 {
+                break;
+            }
+            position += 1;
+        }
+        let end = segment.batch_end(position);
+        let first = segment.batch_first(start_position);
+        let last = segment.batch_last(position);
+        if let Some(buffer) = buffer {
+            let bytes = &buffer[(start - buffer_offset) as usize..(end - buffer_offset) as usize];
+            return Ok(ReadRange {
+                first,
+                last,
+                bytes,
+                file: None,
+            });
+        }
+        let bytes = &segment.mapping()?.bytes()[start as usize..end as usize];
+        verify_read(bytes, segment, start, first)?;
+        Ok(ReadRange {
+            first,
+            last,
+            bytes,
+            file: Some(FileSpan {
+                fd: std::os::fd::AsFd::as_fd(&*segment.file),
+                offset: start,
+            }),
+        })
+    }
+
+    fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), StorageError> {
+        self.check_failed()?;
+        if from == self.last_index().next() {
+            return Ok(());
+        }
+        if from < self.first_index() {
+            return Err(StorageError::Compacted {
+                index: from,
+                first: self.first_index(),
+            });
+        }
+        if from > self.last_index() {
+            return Err(StorageError::Beyond {
+                index: from,
+                last: self.last_index(),
+            });
+        }
+        let at = self
+            .segments
+            .partition_point(|segment| segment.first <= from)
+            - 1;
+        let segment = &self.segments[at];
+        if segment.batch_first(segment.position(from)) != from {
+            return Err(StorageError::NotBatchBoundary(from));
+        }
+        // Let everything in flight land first, so nothing writes past the
+        // cut afterwards.
+        self.sync_all()?;
+        // Later segments go first, newest first: a crash midway leaves a
+        // longer log, never one with a gap.
+        while self.segments.len() > 1 && self.active().first >= from {
+            let segment = self.segments.pop_back().expect("more than one");
+            Self::remove_segment_file(&segment.path)?;
+        }
+        sync_directory(&self.dir)?;
+        let segment = self.segments.back_mut().expect("at least one segment");
+        if from <= segment.last {
+            let position = segment.position(from);
+            let cut = u64::from(segment.batches[position].offset);
+            clear_tail(segment, cut)?;
+            segment.batches.truncate(position);
+            segment.end = cut;
+            segment.written = cut;
+            segment.last = from.prev();
+        }
+        while self.terms.last().is_some_and(|(start, _)| *start >= from) {
+            self.terms.pop();
+        }
+        self.durability.index = self.durability.index.min(from.prev());
+        Ok(())
+    }
+
+    fn drop_prefix(&mut self, up_to: LogIndex) -> Result<(), StorageError> {
+        self.check_failed()?;
+        while self.segments.len() > 1 {
+            let oldest = &self.segments[0];
+            let pending = self.chunks.iter().any(|chunk| chunk.segment == oldest.id)
+                || self.syncs.iter().any(|sync| sync.segment == oldest.id);
+            if oldest.last > up_to || pending {
+                break;
+            }
+            let segment = self.segments.pop_front().expect("more than one");
+            Self::remove_segment_file(&segment.path)?;
+        }
+        let first = self.first_index();
+        let keep = self.terms.partition_point(|(start, _)| *start <= first);
+        if keep > 1 {
+            self.terms.drain(..keep - 1);
+        }
+        if let Some(entry) = self.terms.first_mut() {
+            entry.0 = entry.0.max(first);
+        }
+        Ok(())
+    }
+
+    fn reset(&mut self, next: LogIndex) -> Result<(), StorageError> {
+        self.check_failed()?;
+        // Prepare the new segment under a temp name, remove the old ones
+        // newest first, then name the new one: a crash midway leaves a
+        // prefix of the old log (the snapshot covers the rest) or nothing.
+        let temp = self
+            .dir
+            .join(format!("{}{TEMP_SUFFIX}", segment_name(next)));
+        let path = self.dir.join(segment_name(next));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)
+            .map_err(|error| StorageError::io("create", &temp, error))?;
+        if let Err(error) = preallocate(&file, &temp, self.options.segment_bytes).and_then(|()| {
+            file.sync_all()
+                .map_err(|error| StorageError::io("fsync", &temp, error))
+        }) {
+            let _ = fs::remove_file(&temp);
+            return Err(no_space_or(error));
+        }
+        self.abandon_pending();
+        while let Some(segment) = self.segments.pop_back() {
+            Self::remove_segment_file(&segment.path)?;
+        }
+        sync_directory(&self.dir)?;
+        fs::rename(&temp, &path).map_err(|error| StorageError::io("rename", &path, error))?;
+        sync_directory(&self.dir)?;
+        let segment = Segment {
+            id: self.take_segment_id(),
+            first: next,
+            last: next.prev(),
+            named: true,
+            path,
+            file: Rc::new(file),
+            file_bytes: self.options.segment_bytes,
+            end: 0,
+            written: 0,
+            batches: Vec::new(),
+            map: OnceCell::new(),
+        };
+        self.segments.push_back(segment);
+        self.terms.clear();
+        self.durability.index = next.prev();
+        Ok(())
+    }
+
+    fn hard_state(&self) -> HardState {
+        self.hard_state
+    }
+}
+
+impl Drop for SegmentLog {
+    fn drop(&mut self) {
+        // In-flight operations own their buffers and files in the ring; a
+        // shared ring outlives this store and completes them on its own.
+        self.abandon_pending();
+        if let Some(write) = self.hard_state_write.take() {
+            let mut ring = self.ring.borrow_mut();
+            for (op, result) in write.ops.iter().zip(write.results) {
+                if result.is_none() {
+                    ring.abandon(*op);
+                }
+            }
+        }
+    }
+}
+
+/// Checks batches read from a file: each parses, its checksum matches and
+/// the indexes run on from `first`.
+fn verify_read(
+    bytes: &[u8],
+    segment: &Segment,
+    start: u64,
+    first: LogIndex,
+) -> Result<(), StorageError> {
+    let mut offset = 0usize;
+    let mut next = first;
+    while offset < bytes.len() {
+        let meta = record::check(&bytes[offset..], start + offset as u64, next, Term::ZERO)
+            .map_err(|fault| StorageError::Corrupt {
+                path: segment.path.clone(),
+                offset: start + offset as u64,
+                reason: format!("on read: {fault:?}"),
+            })?;
+        next = meta.last.next();
+        offset += meta.bytes as usize;
+    }
+    Ok(())
+}
+
+/// Takes the directory's lock file, refusing a second opener.
+fn lock_directory(dir: &Path) -> Result<File, StorageError> {
+    let path = dir.join(LOCK_NAME);
+    let lock = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|error| StorageError::io("create", &path, error))?;
+    // A process forked elsewhere in this program (a child being spawned)
+    // briefly shares the open file description of a lock just released, so
+    // a reopen right after a close can find it still held: retry a while.
+    let mut attempts = 0;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(lock),
+            Err(std::fs::TryLockError::WouldBlock) if attempts < LOCK_ATTEMPTS_MAX => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(error) => {
+                return Err(StorageError::io(
+                    "lock (is another process using this log?)",
+                    &path,
+                    std::io::Error::other(error.to_string()),
+                ));
+            }
+        }
+    }
+}
+
+/// Reserves `bytes` of disk for `file`.
+fn preallocate(file: &File, path: &Path, bytes: u64) -> Result<(), StorageError> {
+    fallocate(file, FallocateFlags::empty(), 0, bytes as i64)
+        .map_err(|errno| StorageError::io("fallocate", path, std::io::Error::from(errno)))
+}
+
+/// Zeroes `segment` from `offset` to its end (punching the blocks out and
+/// reserving them again, keeping the size, so maps stay valid) and syncs it.
+fn clear_tail(segment: &Segment, offset: u64) -> Result<(), StorageError> {
+    let len = segment.file_bytes.saturating_sub(offset);
+    if len > 0 {
+        let punch = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+        fallocate(&*segment.file, punch, offset as i64, len as i64).map_err(|errno| {
+            StorageError::io("punch hole", &segment.path, std::io::Error::from(errno))
+        })?;
+        // Reserving again only matters for a later full disk; a failure
+        // leaves a hole that a write fills as it goes.
+        let _ = fallocate(
+            &*segment.file,
+            FallocateFlags::empty(),
+            offset as i64,
+            len as i64,
+        );
+    }
+    segment
+        .file
+        .sync_all()
+        .map_err(|error| StorageError::io("fsync", &segment.path, error))
+}
+
+/// [`StorageError::NoSpace`] for an IO error that is ENOSPC, else `error`.
+fn no_space_or(error: StorageError) -> StorageError {
+    match error {
+        StorageError::Io { source, .. } if source.raw_os_error() == Some(nix::libc::ENOSPC) => {
+            StorageError::NoSpace
+        }
+        other => other,
+    }
+}
+
+fn segment_name(first: LogIndex) -> String {
+    format!("{:020}{SEGMENT_SUFFIX}", first.get())
+}
+
+fn parse_segment_name(stem: &str) -> Option<LogIndex> {
+    if stem.len() != 20 || !stem.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse()
+        .ok()
+        .map(LogIndex)
+        .filter(|first| *first > LogIndex::ZERO)
+}
+
+fn c_path(path: &Path) -> CString {
+    CString::new(path.as_os_str().as_bytes()).expect("paths hold no NUL")
+}
+
+fn describe(result: i32) -> String {
+    if result < 0 {
+        std::io::Error::from_raw_os_error(-result).to_string()
+    } else {
+        format!("{result} bytes")
+    }
+}
+
+#[cfg(test)]
+#[path = "segment_tests.rs"]
+mod tests;
