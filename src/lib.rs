@@ -23,6 +23,7 @@ pub mod constants;
 pub mod io;
 pub mod net;
 pub mod raft;
+pub mod server;
 pub mod sim;
 pub mod storage;
 pub mod types;

@@ -15,9 +15,12 @@
 
 pub mod mapping;
 pub mod ring;
+pub mod signal;
+pub mod socket;
 
 pub use mapping::Mapping;
 pub use ring::{Link, OpId, Ring};
+pub use socket::{adopt_socket, listen_reuseport, tcp_socket};
 
 /// A ring shared by everything on one core (no locks: one thread).
 pub type SharedRing = std::rc::Rc<std::cell::RefCell<Ring>>;

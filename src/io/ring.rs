@@ -65,6 +65,7 @@ struct Keep {
     buffer: Option<Rc<Vec<u8>>>,
     paths: Option<Box<(CString, CString)>>,
     timespec: Option<Box<types::Timespec>>,
+    address: Option<Box<nix::sys::socket::SockaddrStorage>>,
 }
 
 #[derive(Debug)]

@@ -14,11 +14,11 @@
 //! steady state allocates nothing per message.
 
 use crate::constants::APPEND_MESSAGE_BATCHES_MAX;
-use crate::rast_capnp::{batch_summary, peer_message};
 use crate::raft::{
     AppendResponse, BatchSummary, Heartbeat, HeartbeatResponse, InstallSnapshot, Outgoing,
     OutgoingBody, RequestVote, SnapshotResponse, VoteResponse,
 };
+use crate::rast_capnp::{batch_summary, peer_message};
 use crate::types::{LogId, LogIndex, NodeId, Term};
 use crate::wire::{BatchKind, WireError, frame};
 
@@ -142,41 +142,7 @@ pub fn decode(bytes: &[u8], batches: &mut Vec<BatchSummary>) -> Result<PeerHeade
     let message = frame::open(bytes)?;
     let root = message.get_root::<peer_message::Reader<'_>>()?;
     let body = match root.which()? {
-        peer_message::AppendEntries(append) => {
-            let append = append?;
-            let prev_index = LogIndex(append.get_prev_log_index());
-            let list = append.get_batches()?;
-            if list.len() as usize > APPEND_MESSAGE_BATCHES_MAX {
-                return Err(WireError::Malformed(format!(
-                    "{} batches in one AppendEntries (limit {APPEND_MESSAGE_BATCHES_MAX})",
-                    list.len()
-                )));
-            }
-            let mut next = prev_index.next();
-            let mut total = 0u64;
-            for entry in list.iter() {
-                let summary = read_summary(entry)?;
-                if summary.first_index != next || summary.count == 0 {
-                    return Err(WireError::Malformed(
-                        "AppendEntries batches are not contiguous".into(),
-                    ));
-                }
-                next = LogIndex(summary.last_index().get().saturating_add(1));
-                total += u64::from(summary.bytes);
-                batches.push(summary);
-            }
-            if total != append.get_batch_bytes() {
-                return Err(WireError::Malformed(
-                    "AppendEntries batchBytes disagrees with its batches".into(),
-                ));
-            }
-            PeerBody::AppendEntries {
-                prev_index,
-                prev_term: Term(append.get_prev_log_term()),
-                leader_commit: LogIndex(append.get_leader_commit()),
-                batch_bytes: total,
-            }
-        }
+        peer_message::AppendEntries(append) => decode_append(append?, batches)?,
         peer_message::AppendResponse(response) => {
             let response = response?;
             PeerBody::AppendResponse(AppendResponse {
@@ -243,6 +209,46 @@ pub fn decode(bytes: &[u8], batches: &mut Vec<BatchSummary>) -> Result<PeerHeade
     })
 }
 
+/// Reads an AppendEntries header, checking its summaries are contiguous
+/// from `prev + 1`, within the limit, and add up to `batchBytes`.
+fn decode_append(
+    append: crate::rast_capnp::append_entries::Reader<'_>,
+    batches: &mut Vec<BatchSummary>,
+) -> Result<PeerBody, WireError> {
+    let prev_index = LogIndex(append.get_prev_log_index());
+    let list = append.get_batches()?;
+    if list.len() as usize > APPEND_MESSAGE_BATCHES_MAX {
+        return Err(WireError::Malformed(format!(
+            "{} batches in one AppendEntries (limit {APPEND_MESSAGE_BATCHES_MAX})",
+            list.len()
+        )));
+    }
+    let mut next = prev_index.next();
+    let mut total = 0u64;
+    for entry in list {
+        let summary = read_summary(entry)?;
+        if summary.first_index != next || summary.count == 0 {
+            return Err(WireError::Malformed(
+                "AppendEntries batches are not contiguous".into(),
+            ));
+        }
+        next = LogIndex(summary.last_index().get().saturating_add(1));
+        total += u64::from(summary.bytes);
+        batches.push(summary);
+    }
+    if total != append.get_batch_bytes() {
+        return Err(WireError::Malformed(
+            "AppendEntries batchBytes disagrees with its batches".into(),
+        ));
+    }
+    Ok(PeerBody::AppendEntries {
+        prev_index,
+        prev_term: Term(append.get_prev_log_term()),
+        leader_commit: LogIndex(append.get_leader_commit()),
+        batch_bytes: total,
+    })
+}
+
 fn read_summary(entry: batch_summary::Reader<'_>) -> Result<BatchSummary, WireError> {
     let kind: BatchKind = entry.get_kind()?;
     Ok(BatchSummary {
@@ -297,7 +303,11 @@ mod tests {
             batches: 2,
             bytes: 164,
         };
-        let bytes = encode(LogId(9), &outgoing(OutgoingBody::AppendEntries(range)), &batches);
+        let bytes = encode(
+            LogId(9),
+            &outgoing(OutgoingBody::AppendEntries(range)),
+            &batches,
+        );
         let mut decoded = Vec::new();
         let header = decode(&bytes, &mut decoded).unwrap();
         assert_eq!(header.group, LogId(9));
@@ -321,7 +331,11 @@ mod tests {
             hint_term: Term(1),
             last_index: LogIndex(6),
         };
-        let bytes = encode(LogId(9), &outgoing(OutgoingBody::AppendResponse(response)), &[]);
+        let bytes = encode(
+            LogId(9),
+            &outgoing(OutgoingBody::AppendResponse(response)),
+            &[],
+        );
         assert_eq!(
             decode(&bytes, &mut decoded).unwrap().body,
             PeerBody::AppendResponse(response)
@@ -333,7 +347,10 @@ mod tests {
             leadership_transfer: false,
         };
         let bytes = encode(LogId(9), &outgoing(OutgoingBody::RequestVote(vote)), &[]);
-        assert_eq!(decode(&bytes, &mut decoded).unwrap().body, PeerBody::RequestVote(vote));
+        assert_eq!(
+            decode(&bytes, &mut decoded).unwrap().body,
+            PeerBody::RequestVote(vote)
+        );
     }
 
     /// Gaps between summaries, or a batchBytes that lies, are refused.
@@ -355,7 +372,14 @@ mod tests {
             batches: 1,
             bytes: 10,
         };
-        let bytes = encode(LogId(1), &outgoing(OutgoingBody::AppendEntries(range)), &batches);
-        assert!(matches!(decode(&bytes, &mut batches), Err(WireError::Malformed(_))));
+        let bytes = encode(
+            LogId(1),
+            &outgoing(OutgoingBody::AppendEntries(range)),
+            &batches,
+        );
+        assert!(matches!(
+            decode(&bytes, &mut batches),
+            Err(WireError::Malformed(_))
+        ));
     }
 }

@@ -64,6 +64,28 @@ impl Ring {
         self.push_notify(entry, Self::keep_file(socket), Some(buffer))
     }
 
+    /// Connects `socket` to `address`; the result is 0 or `-errno`.
+    pub fn connect(
+        &mut self,
+        socket: &Rc<File>,
+        address: std::net::SocketAddr,
+    ) -> io::Result<OpId> {
+        use nix::sys::socket::SockaddrLike;
+        let address = Box::new(nix::sys::socket::SockaddrStorage::from(address));
+        let entry = opcode::Connect::new(
+            types::Fd(socket.as_raw_fd()),
+            address.as_ptr(),
+            address.len(),
+        )
+        .build();
+        let keep = Keep {
+            file: Some(Rc::clone(socket)),
+            address: Some(address),
+            ..Keep::default()
+        };
+        self.push_notify(entry, keep, None)
+    }
+
     /// Reads 8 bytes from an eventfd (a cross-core wake-up).
     pub fn read_eventfd(&mut self, eventfd: &Rc<File>) -> io::Result<OpId> {
         let mut buffer = vec![0u8; 8];
@@ -101,6 +123,18 @@ impl Ring {
             *notify = true;
         }
         Ok(op)
+    }
+
+    /// Asks the kernel to cancel `op` (a recv on a connection being closed
+    /// or handed off); its completion still arrives and must be taken.
+    pub fn cancel(&mut self, op: OpId) {
+        let entry = opcode::AsyncCancel::new(op.0)
+            .build()
+            .user_data(super::USER_DATA_CANCEL);
+        if self.reserve(1).is_ok() {
+            // SAFETY: a cancel request points at no memory.
+            let _ = unsafe { self.uring.submission().push(&entry) };
+        }
     }
 
     /// The result and the owned buffer of a completed event-loop op (freeing

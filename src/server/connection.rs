@@ -1,0 +1,214 @@
+//! One TCP connection on a core: a receive buffer the ring fills, a send
+//! queue the ring drains, and nothing else.
+//!
+//! ```text
+//!  inbox:  [ consumed │ unread frames … │ free space for the next recv ]
+//!          0          consumed          filled                      len
+//!  outbox: bytes queued while a send is in flight; swapped in when it ends
+//! ```
+//!
+//! While a recv or send is in flight its buffer belongs to the ring (moved
+//! in, handed back with the result), so the connection cannot touch it.
+
+use std::fs::File;
+use std::rc::Rc;
+
+use crate::constants::FRAME_BYTES_MAX;
+use crate::io::{OpId, Ring};
+use crate::wire::{FrameLength, WireError, frame_length};
+
+/// Initial receive buffer; it grows to hold the largest frame seen.
+const INBOX_BYTES_INITIAL: usize = 64 * 1024;
+
+/// Largest receive buffer: a whole AppendEntries (header plus batches).
+pub const INBOX_BYTES_MAX: usize = 2 * FRAME_BYTES_MAX;
+
+/// Bytes queued for sending beyond which the connection is considered slow
+/// and its producer should back off (a tail, a flood of responses).
+pub const OUTBOX_BYTES_HIGH: usize = 8 * 1024 * 1024;
+
+/// What the other end is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Accepted; its Hello not read yet.
+    Handshake,
+    /// A client.
+    Client,
+    /// An incoming peer connection (it sends us messages).
+    PeerIn(u64),
+    /// Our outgoing connection to a peer (we send it messages).
+    PeerOut(u64),
+}
+
+/// A connection's state.
+#[derive(Debug)]
+pub struct Connection {
+    /// The socket.
+    pub socket: Rc<File>,
+    /// What the other end is.
+    pub role: Role,
+    inbox: Option<Vec<u8>>,
+    consumed: usize,
+    filled: usize,
+    /// The recv in flight.
+    pub recv: Option<OpId>,
+    outbox: Vec<u8>,
+    spare: Option<Vec<u8>>,
+    /// The send in flight and the bytes of its buffer not yet sent.
+    pub send: Option<OpId>,
+    sending: usize,
+    /// Close once the outbox is flushed (after a refusal).
+    pub close_after_flush: bool,
+    /// Stop reading: closed by the peer, an error, or a refusal.
+    pub closed: bool,
+}
+
+impl Connection {
+    /// A connection over `socket`, with `buffered` bytes already read.
+    pub fn new(socket: Rc<File>, role: Role, buffered: &[u8]) -> Self {
+        let mut inbox = vec![0u8; INBOX_BYTES_INITIAL.max(buffered.len() * 2)];
+        inbox[..buffered.len()].copy_from_slice(buffered);
+        Self {
+            socket,
+            role,
+            inbox: Some(inbox),
+            consumed: 0,
+            filled: buffered.len(),
+            recv: None,
+            outbox: Vec::new(),
+            spare: None,
+            send: None,
+            sending: 0,
+            close_after_flush: false,
+            closed: false,
+        }
+    }
+
+    /// The unread bytes.
+    pub fn unread(&self) -> &[u8] {
+        match &self.inbox {
+            Some(inbox) => &inbox[self.consumed..self.filled],
+            None => &[],
+        }
+    }
+
+    /// Marks `bytes` of the unread bytes as processed.
+    pub fn consume(&mut self, bytes: usize) {
+        assert!(self.consumed + bytes <= self.filled);
+        self.consumed += bytes;
+    }
+
+    /// Bytes needed before the next frame (plus `trailing` bytes after it)
+    /// can be processed, so the inbox can grow; errors for hostile sizes.
+    pub fn need(&self, trailing: u64) -> Result<usize, WireError> {
+        let unread = self.unread();
+        let frame = match frame_length(unread)? {
+            FrameLength::NeedHeader(need) => need,
+            FrameLength::Complete { frame_bytes, .. } => frame_bytes,
+        };
+        let total = (frame as u64).saturating_add(trailing);
+        if total > INBOX_BYTES_MAX as u64 {
+            return Err(WireError::FrameTooLarge {
+                bytes: total,
+                limit: INBOX_BYTES_MAX,
+            });
+        }
+        Ok(total as usize)
+    }
+
+    /// Posts a recv unless one is in flight, the connection is closed, or
+    /// the inbox is with the ring. `want` is the number of unread bytes the
+    /// next step needs (the inbox grows to hold them).
+    pub fn post_recv(&mut self, ring: &mut Ring, want: usize) -> std::io::Result<Option<OpId>> {
+        if self.recv.is_some() || self.closed {
+            return Ok(None);
+        }
+        let Some(mut inbox) = self.inbox.take() else {
+            return Ok(None);
+        };
+        // Compact: move unread bytes to the front.
+        if self.consumed > 0 {
+            inbox.copy_within(self.consumed..self.filled, 0);
+            self.filled -= self.consumed;
+            self.consumed = 0;
+        }
+        let wanted = want.max(self.filled + 1).max(INBOX_BYTES_INITIAL);
+        if inbox.len() < wanted {
+            inbox.resize(
+                wanted.next_power_of_two().min(INBOX_BYTES_MAX.max(wanted)),
+                0,
+            );
+        }
+        let op = ring.recv(&self.socket, inbox, self.filled)?;
+        self.recv = Some(op);
+        Ok(Some(op))
+    }
+
+    /// Takes back the inbox after a recv completed with `result`; returns
+    /// false when the stream ended or failed.
+    pub fn recv_done(&mut self, result: i32, buffer: Option<Vec<u8>>) -> bool {
+        self.recv = None;
+        self.inbox = buffer;
+        if result <= 0 {
+            self.closed = true;
+            return false;
+        }
+        self.filled += result as usize;
+        true
+    }
+
+    /// Queues bytes to send.
+    pub fn queue(&mut self, bytes: &[u8]) {
+        self.outbox.extend_from_slice(bytes);
+    }
+
+    /// Bytes queued and not yet handed to the kernel.
+    pub fn queued(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Posts a send of the queued bytes unless one is in flight.
+    pub fn post_send(&mut self, ring: &mut Ring) -> std::io::Result<Option<OpId>> {
+        if self.send.is_some() || self.outbox.is_empty() {
+            return Ok(None);
+        }
+        let mut buffer = self.spare.take().unwrap_or_default();
+        buffer.clear();
+        std::mem::swap(&mut buffer, &mut self.outbox);
+        self.sending = buffer.len();
+        let op = ring.send(&self.socket, buffer, 0, self.sending)?;
+        self.send = Some(op);
+        Ok(Some(op))
+    }
+
+    /// Takes back the send buffer; a short send puts the rest back in front
+    /// of the queue. Returns false when the socket failed.
+    pub fn send_done(&mut self, result: i32, buffer: Option<Vec<u8>>) -> bool {
+        self.send = None;
+        let Some(mut buffer) = buffer else {
+            self.closed = true;
+            return false;
+        };
+        if result < 0 {
+            self.closed = true;
+            self.outbox.clear();
+            return false;
+        }
+        let sent = result as usize;
+        if sent < self.sending {
+            // Put the unsent tail in front of whatever was queued meanwhile.
+            let mut rest = buffer[sent..self.sending].to_vec();
+            rest.extend_from_slice(&self.outbox);
+            self.outbox = rest;
+        }
+        buffer.clear();
+        self.spare = Some(buffer);
+        true
+    }
+
+    /// No operation is in flight: the connection can be dropped or handed
+    /// to another core.
+    pub fn idle(&self) -> bool {
+        self.recv.is_none() && self.send.is_none()
+    }
+}

@@ -1,0 +1,757 @@
+//! One Raft group (one named log) on a core: the pure core, its storage,
+//! and the clients waiting on it.
+//!
+//! The group turns the core's [`Action`]s into storage calls, peer frames
+//! and client answers, and feeds storage completions back as
+//! `persisted` / `hard_state_persisted`. It never waits for the disk: a
+//! turn queues writes, `flush` issues them with one sync per file, and a
+//! later turn's `poll` reports how far they are durable.
+//!
+//! Client appends are answered only when their last index is committed
+//! *and* still holds the term they were appended in; an entry overwritten
+//! by a new leader is answered "not leader" (it was never committed, so a
+//! retry cannot duplicate it).
+
+use std::collections::VecDeque;
+
+use crate::constants::APPEND_MESSAGE_BYTES_MAX;
+use crate::net::codec::{self, PeerBody, PeerHeader};
+use crate::raft::{
+    self, Action, AppendEntries, BatchSummary, Body, Core, Membership, Message, NodeSet,
+    OutgoingBody, ProposeError, Restart, Role,
+};
+use crate::storage::{self, LogStorage, StorageError};
+use crate::types::{LogId, LogIndex, NodeId, Term};
+use crate::wire::client::{ErrorKind, ErrorReply, Response, ResponseBody};
+use crate::wire::{BatchKind, BatchMut, BatchView, WireError, encode_batch, split_frame};
+
+/// Where an answer goes: a connection on this core and the request id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplyTo {
+    /// Connection slot on the core.
+    pub connection: usize,
+    /// Its generation (a reused slot is another connection).
+    pub generation: u64,
+    /// The client's request id.
+    pub request_id: u64,
+}
+
+/// What a group wants sent, collected during a call.
+#[derive(Debug, Default)]
+pub struct Outbound {
+    /// Frames for peers (an AppendEntries header followed by its batches).
+    pub peers: Vec<(NodeId, Vec<u8>)>,
+    /// Frames for clients: a response, maybe followed by batch frames.
+    pub clients: Vec<(ReplyTo, Vec<u8>)>,
+}
+
+impl Outbound {
+    /// Queues a client response.
+    pub fn reply(&mut self, to: ReplyTo, body: ResponseBody) {
+        let frame = crate::wire::client::encode_response(&Response {
+            request_id: to.request_id,
+            body,
+        });
+        self.clients.push((to, frame));
+    }
+
+    /// Queues a client error.
+    pub fn error(&mut self, to: ReplyTo, kind: ErrorKind, message: impl Into<String>) {
+        self.reply(
+            to,
+            ResponseBody::Error(ErrorReply {
+                message: message.into(),
+                kind,
+            }),
+        );
+    }
+}
+
+/// An append waiting for its commit.
+#[derive(Clone, Copy, Debug)]
+struct PendingAppend {
+    first_index: LogIndex,
+    last_index: LogIndex,
+    term: Term,
+    count: u32,
+    reply: ReplyTo,
+}
+
+/// A client following the log.
+#[derive(Clone, Copy, Debug)]
+struct Tail {
+    reply: ReplyTo,
+    next: LogIndex,
+    max_entries: u32,
+}
+
+/// Everything that can stop a group.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    /// Storage failed (fail-stop for this log).
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// Stored bytes failed to parse.
+    #[error("stored batch: {0}")]
+    Wire(#[from] WireError),
+}
+
+/// One named log on this node.
+pub struct Group {
+    /// The group id.
+    pub id: LogId,
+    /// The log's name.
+    pub name: String,
+    core: Core,
+    storage: Box<dyn LogStorage>,
+    actions: Vec<Action>,
+    pending: VecDeque<PendingAppend>,
+    tails: Vec<Tail>,
+    /// Durability last fed to the core.
+    durable_index: LogIndex,
+    durable_hard_state: storage::HardState,
+    /// Set when storage failed: the group refuses work.
+    failed: Option<String>,
+    /// Address of each node, for redirects.
+    addresses: Vec<(NodeId, String)>,
+    /// Reused for decoding config batches.
+    configs: Vec<Membership>,
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Group")
+            .field("name", &self.name)
+            .field("role", &self.core.role())
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Group {
+    /// Opens a group over recovered `storage`.
+    pub fn open(
+        id: LogId,
+        name: String,
+        config: raft::Config,
+        voters: &[NodeId],
+        addresses: Vec<(NodeId, String)>,
+        storage: Box<dyn LogStorage>,
+        now_ms: u64,
+    ) -> Result<Self, GroupError> {
+        let batches = recovered_batches(storage.as_ref())?;
+        let hard_state = storage.hard_state();
+        let membership = Membership {
+            voters: NodeSet::from_ids(voters).unwrap_or_default(),
+            ..Membership::default()
+        };
+        let restart = Restart {
+            hard_state: raft::HardState {
+                term: hard_state.term,
+                vote: hard_state.vote,
+                commit: hard_state.commit,
+            },
+            snapshot_index: storage.first_index().prev(),
+            snapshot_term: storage
+                .term_at(storage.first_index().prev())
+                .unwrap_or(Term::ZERO),
+            membership,
+            batches: &batches,
+            now_ms,
+        };
+        let core = Core::new(config, &restart);
+        Ok(Self {
+            id,
+            name,
+            core,
+            durable_index: storage.last_index(),
+            durable_hard_state: hard_state,
+            storage,
+            actions: Vec::with_capacity(crate::constants::ACTIONS_PER_STEP_MAX),
+            pending: VecDeque::new(),
+            tails: Vec::new(),
+            failed: None,
+            addresses,
+            configs: Vec::new(),
+        })
+    }
+
+    /// The core (for status).
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+
+    /// The storage (for reads and status).
+    pub fn storage(&self) -> &dyn LogStorage {
+        self.storage.as_ref()
+    }
+
+    /// Why the group stopped, if it did.
+    pub fn failed(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    /// Advances the clock.
+    pub fn tick(&mut self, now_ms: u64, out: &mut Outbound) {
+        let mut actions = std::mem::take(&mut self.actions);
+        self.core.tick(now_ms, &mut actions);
+        self.execute(&mut actions, None, None, out);
+        self.actions = actions;
+    }
+
+    /// Steps a peer message; `batches` are its AppendEntries summaries and
+    /// `batch_bytes` the frames that followed it.
+    pub fn step(
+        &mut self,
+        header: &PeerHeader,
+        batches: &[BatchSummary],
+        batch_bytes: &[u8],
+        out: &mut Outbound,
+    ) -> Result<(), WireError> {
+        self.configs.clear();
+        let body = match header.body {
+            PeerBody::AppendEntries {
+                prev_index,
+                prev_term,
+                leader_commit,
+                ..
+            } => {
+                self.decode_configs(batches, batch_bytes)?;
+                Body::AppendEntries(AppendEntries {
+                    prev_index,
+                    prev_term,
+                    leader_commit,
+                    batches,
+                    configs: &[],
+                })
+            }
+            PeerBody::AppendResponse(response) => Body::AppendResponse(response),
+            PeerBody::RequestVote(request) => Body::RequestVote(request),
+            PeerBody::VoteResponse(response) => Body::VoteResponse(response),
+            PeerBody::Heartbeat(heartbeat) => Body::Heartbeat(heartbeat),
+            PeerBody::HeartbeatResponse(response) => Body::HeartbeatResponse(response),
+            PeerBody::TimeoutNow => Body::TimeoutNow,
+            PeerBody::InstallSnapshot(install) => Body::InstallSnapshot(install),
+            PeerBody::SnapshotResponse(response) => Body::SnapshotResponse(response),
+        };
+        let configs = std::mem::take(&mut self.configs);
+        let body = match body {
+            Body::AppendEntries(append) => Body::AppendEntries(AppendEntries {
+                configs: &configs,
+                ..append
+            }),
+            other => other,
+        };
+        let message = Message {
+            from: header.from,
+            to: header.to,
+            term: header.term,
+            body,
+        };
+        let mut actions = std::mem::take(&mut self.actions);
+        self.core.step(&message, &mut actions);
+        self.execute(&mut actions, None, Some(batch_bytes), out);
+        self.actions = actions;
+        self.configs = configs;
+        Ok(())
+    }
+
+    /// Proposes a client's batch frame (validated, sealed, unstamped); the
+    /// answer comes when it commits.
+    pub fn propose(&mut self, frame: &mut [u8], reply: ReplyTo, out: &mut Outbound) {
+        if let Some(reason) = &self.failed {
+            out.error(reply, ErrorKind::Failed, format!("log failed: {reason}"));
+            return;
+        }
+        let (kind, count) = match BatchView::parse(frame) {
+            Ok(view) => (view.kind().unwrap_or(BatchKind::Data), view.count()),
+            Err(error) => {
+                out.error(reply, ErrorKind::Invalid, format!("bad batch: {error}"));
+                return;
+            }
+        };
+        if count == 0 {
+            out.error(
+                reply,
+                ErrorKind::Invalid,
+                "a batch needs at least one entry",
+            );
+            return;
+        }
+        let mut actions = std::mem::take(&mut self.actions);
+        match self
+            .core
+            .propose(kind, count, frame.len() as u32, &mut actions)
+        {
+            Ok((term, first_index)) => {
+                if let Ok(mut batch) = BatchMut::parse(frame) {
+                    batch.stamp(term, first_index);
+                }
+                self.pending.push_back(PendingAppend {
+                    first_index,
+                    last_index: LogIndex(first_index.get() + u64::from(count) - 1),
+                    term,
+                    count,
+                    reply,
+                });
+                self.execute(&mut actions, Some(frame), None, out);
+            }
+            Err(ProposeError::NotLeader { leader }) => {
+                self.execute(&mut actions, None, None, out);
+                let address = self.address_of(leader);
+                out.error(
+                    reply,
+                    ErrorKind::NotLeader {
+                        leader: leader.get(),
+                        address,
+                    },
+                    format!(
+                        "node {} is not the leader of log {}",
+                        self.core.id(),
+                        self.name
+                    ),
+                );
+            }
+            Err(error) => {
+                self.execute(&mut actions, None, None, out);
+                out.error(reply, ErrorKind::Unavailable, error.to_string());
+            }
+        }
+        self.actions = actions;
+    }
+
+    /// Serves a read of committed entries from `from`.
+    pub fn read(&mut self, from: LogIndex, max_entries: u32, reply: ReplyTo, out: &mut Outbound) {
+        match self.committed_batches(from, max_entries) {
+            Ok((_, frames, count)) => {
+                let mut response = crate::wire::client::encode_response(&Response {
+                    request_id: reply.request_id,
+                    body: ResponseBody::Batches(count),
+                });
+                response.extend_from_slice(&frames);
+                out.clients.push((reply, response));
+            }
+            Err(GroupError::Storage(StorageError::Compacted { first, .. })) => {
+                out.error(
+                    reply,
+                    ErrorKind::Compacted(first.get()),
+                    format!("entries below {first} are compacted"),
+                );
+            }
+            Err(error) => out.error(reply, ErrorKind::Unavailable, error.to_string()),
+        }
+    }
+
+    /// Starts following the log from `from`.
+    pub fn tail(&mut self, from: LogIndex, max_entries: u32, reply: ReplyTo, out: &mut Outbound) {
+        self.tails.push(Tail {
+            reply,
+            next: from.max(LogIndex(1)),
+            max_entries,
+        });
+        self.serve_tails(out);
+    }
+
+    /// Forgets the tails of a closed connection.
+    pub fn forget_connection(&mut self, connection: usize, generation: u64) {
+        self.tails.retain(|tail| {
+            !(tail.reply.connection == connection && tail.reply.generation == generation)
+        });
+    }
+
+    /// Blocks until everything written is durable (shutdown).
+    pub fn sync_all(&mut self) -> Result<(), StorageError> {
+        if self.failed.is_none() {
+            self.storage.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// End of a loop turn: issue queued writes (one sync per file), collect
+    /// finished syncs and feed durability to the core.
+    pub fn turn(&mut self, out: &mut Outbound) {
+        if self.failed.is_some() {
+            return;
+        }
+        let durability = self.storage.flush().and_then(|()| self.storage.poll());
+        match durability {
+            Ok(durability) => self.feed_durability(durability, out),
+            Err(error) => self.fail(&error.to_string(), out),
+        }
+    }
+
+    fn feed_durability(&mut self, durability: storage::Durability, out: &mut Outbound) {
+        let mut actions = std::mem::take(&mut self.actions);
+        if durability.hard_state != self.durable_hard_state {
+            self.durable_hard_state = durability.hard_state;
+            let hard_state = raft::HardState {
+                term: durability.hard_state.term,
+                vote: durability.hard_state.vote,
+                commit: durability.hard_state.commit,
+            };
+            self.core.hard_state_persisted(hard_state, &mut actions);
+        }
+        if durability.index != self.durable_index {
+            self.durable_index = durability.index;
+            if let Some(term) = self.storage.term_at(durability.index) {
+                self.core.persisted(durability.index, term, &mut actions);
+            }
+        }
+        self.execute(&mut actions, None, None, out);
+        self.actions = actions;
+    }
+
+    /// Stops the group: storage can no longer be trusted.
+    fn fail(&mut self, reason: &str, out: &mut Outbound) {
+        tracing::error!(log = %self.name, %reason, "log storage failed; the group stops (fail-stop)");
+        self.failed = Some(reason.to_owned());
+        for pending in self.pending.drain(..) {
+            out.error(
+                pending.reply,
+                ErrorKind::Unavailable,
+                format!("log failed: {reason}"),
+            );
+        }
+    }
+
+    /// Executes the core's actions in order. `proposal` is the frame of the
+    /// proposal just accepted; `received` the batch bytes of the message
+    /// just stepped.
+    fn execute(
+        &mut self,
+        actions: &mut Vec<Action>,
+        proposal: Option<&[u8]>,
+        received: Option<&[u8]>,
+        out: &mut Outbound,
+    ) {
+        for action in actions.drain(..) {
+            if self.failed.is_some() {
+                break;
+            }
+            if let Err(error) = self.execute_one(action, proposal, received, out) {
+                let reason = error.to_string();
+                if matches!(error, GroupError::Storage(StorageError::NoSpace)) {
+                    tracing::warn!(log = %self.name, "disk full: append refused");
+                    continue;
+                }
+                self.fail(&reason, out);
+            }
+        }
+    }
+
+    fn execute_one(
+        &mut self,
+        action: Action,
+        proposal: Option<&[u8]>,
+        received: Option<&[u8]>,
+        out: &mut Outbound,
+    ) -> Result<(), GroupError> {
+        match action {
+            Action::PersistHardState(state) => {
+                self.storage.store_hard_state(storage::HardState {
+                    term: state.term,
+                    vote: state.vote,
+                    commit: state.commit,
+                })?;
+            }
+            Action::Truncate { from } => {
+                self.storage.truncate_suffix(from)?;
+                self.durable_index = self.durable_index.min(from.prev());
+                while let Some(pending) = self.pending.back() {
+                    if pending.last_index < from {
+                        break;
+                    }
+                    let pending = self.pending.pop_back().expect("checked");
+                    out.error(
+                        pending.reply,
+                        ErrorKind::NotLeader {
+                            leader: self.core.leader().get(),
+                            address: self.address_of(self.core.leader()),
+                        },
+                        "the entry was replaced by a new leader; it was not committed",
+                    );
+                }
+            }
+            Action::AppendProposal { .. } => {
+                let frame = proposal.expect("AppendProposal comes from propose");
+                self.storage.append(frame)?;
+            }
+            Action::AppendNoop { term, index } => {
+                let frame = encode_batch(BatchKind::Noop, term, index, &[b""]);
+                self.storage.append(&frame)?;
+            }
+            Action::AppendReceived {
+                skip,
+                first_index,
+                last_index,
+            } => {
+                let mut rest = received.expect("AppendReceived comes from step");
+                let mut position = 0u32;
+                while let Some((frame, tail)) = split_frame(rest)? {
+                    rest = tail;
+                    if position >= skip {
+                        let view = BatchView::parse(frame)?;
+                        debug_assert!(view.first_index() >= first_index);
+                        debug_assert!(view.last_index() <= last_index);
+                        self.storage.append(frame)?;
+                    }
+                    position += 1;
+                }
+            }
+            Action::Send(message) => self.send(&message, out)?,
+            Action::Apply { up_to } => self.committed(up_to, out),
+            Action::ReadReady { .. } | Action::ReadsAborted { .. } => {}
+            Action::SendSnapshot { to } => {
+                tracing::warn!(log = %self.name, peer = %to, "peer needs a snapshot; snapshots are not served yet");
+            }
+            Action::RoleChanged { role, term, leader } => {
+                tracing::info!(log = %self.name, ?role, %term, %leader, "role changed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a message; an AppendEntries carries the stored batches.
+    fn send(&mut self, message: &raft::Outgoing, out: &mut Outbound) -> Result<(), GroupError> {
+        let OutgoingBody::AppendEntries(range) = message.body else {
+            out.peers
+                .push((message.to, codec::encode(self.id, message, &[])));
+            return Ok(());
+        };
+        let mut summaries = Vec::with_capacity(range.batches as usize);
+        let mut frames = Vec::with_capacity(range.bytes as usize);
+        visit_batches(self.storage.as_ref(), range.first_index, |view, frame| {
+            if view.first_index() > range.last_index {
+                return Ok(false);
+            }
+            summaries.push(summary_of(view)?);
+            frames.extend_from_slice(frame);
+            Ok(view.last_index() < range.last_index)
+        })?;
+        let mut bytes = codec::encode(self.id, message, &summaries);
+        bytes.extend_from_slice(&frames);
+        out.peers.push((message.to, bytes));
+        Ok(())
+    }
+
+    /// Entries up to `up_to` are committed: answer appends, feed tails.
+    fn committed(&mut self, up_to: LogIndex, out: &mut Outbound) {
+        while let Some(pending) = self.pending.front().copied() {
+            if pending.last_index > up_to {
+                break;
+            }
+            self.pending.pop_front();
+            if self.storage.term_at(pending.last_index) == Some(pending.term) {
+                out.reply(
+                    pending.reply,
+                    ResponseBody::Appended {
+                        first_index: pending.first_index.get(),
+                        count: pending.count,
+                        term: pending.term.get(),
+                    },
+                );
+            } else {
+                out.error(
+                    pending.reply,
+                    ErrorKind::NotLeader {
+                        leader: self.core.leader().get(),
+                        address: self.address_of(self.core.leader()),
+                    },
+                    "the entry was replaced by a new leader; it was not committed",
+                );
+            }
+        }
+        self.serve_tails(out);
+    }
+
+    fn serve_tails(&mut self, out: &mut Outbound) {
+        let mut tails = std::mem::take(&mut self.tails);
+        for tail in &mut tails {
+            if tail.next > self.core.commit_index() {
+                continue;
+            }
+            match self.committed_batches(tail.next, tail.max_entries) {
+                Ok((next, frames, count)) if count > 0 => {
+                    let mut response = crate::wire::client::encode_response(&Response {
+                        request_id: tail.reply.request_id,
+                        body: ResponseBody::Batches(count),
+                    });
+                    response.extend_from_slice(&frames);
+                    out.clients.push((tail.reply, response));
+                    tail.next = next;
+                }
+                Ok(_) => {}
+                Err(error) => out.error(tail.reply, ErrorKind::Unavailable, error.to_string()),
+            }
+        }
+        self.tails = tails;
+    }
+
+    /// Whole committed batches from the one holding `from`: (next index,
+    /// frames, batch count).
+    fn committed_batches(
+        &self,
+        from: LogIndex,
+        max_entries: u32,
+    ) -> Result<(LogIndex, Vec<u8>, u32), GroupError> {
+        let commit = self.core.commit_index();
+        let mut frames = Vec::new();
+        let mut count = 0u32;
+        let mut entries = 0u64;
+        let mut next = from.max(LogIndex(1));
+        if next > commit {
+            return Ok((next, frames, count));
+        }
+        visit_batches(self.storage.as_ref(), next, |view, frame| {
+            let full = frames.len() >= APPEND_MESSAGE_BYTES_MAX as usize
+                || (max_entries > 0 && entries >= u64::from(max_entries));
+            if view.last_index() > commit || full {
+                return Ok(false);
+            }
+            frames.extend_from_slice(frame);
+            count += 1;
+            entries += u64::from(view.count());
+            next = view.last_index().next();
+            Ok(true)
+        })?;
+        Ok((next, frames, count))
+    }
+
+    /// Decodes the memberships of config batches carried by a message.
+    fn decode_configs(&mut self, batches: &[BatchSummary], bytes: &[u8]) -> Result<(), WireError> {
+        if !batches.iter().any(|batch| batch.kind == BatchKind::Config) {
+            return Ok(());
+        }
+        let mut rest = bytes;
+        while let Some((frame, tail)) = split_frame(rest)? {
+            rest = tail;
+            let view = BatchView::parse(frame)?;
+            if view.kind()? == BatchKind::Config {
+                let mut membership = None;
+                view.for_each_entry(|payload| {
+                    membership = Some(membership_of(payload)?);
+                    Ok(())
+                })?;
+                self.configs.push(membership.ok_or_else(|| {
+                    WireError::Malformed("config batch without a membership".into())
+                })?);
+            }
+        }
+        Ok(())
+    }
+
+    fn address_of(&self, node: NodeId) -> String {
+        self.addresses
+            .iter()
+            .find(|(id, _)| *id == node)
+            .map(|(_, address)| address.clone())
+            .unwrap_or_default()
+    }
+
+    /// Status for `rast status`.
+    pub fn status(&self) -> crate::wire::client::Status {
+        let core = &self.core;
+        let role = match core.role() {
+            Role::Leader => "leader",
+            Role::Candidate => "candidate",
+            Role::PreCandidate => "pre-candidate",
+            Role::Follower => "follower",
+        };
+        let peers = self
+            .addresses
+            .iter()
+            .filter(|(id, _)| *id != core.id())
+            .filter_map(|(id, _)| {
+                core.progress(*id)
+                    .map(|progress| crate::wire::client::PeerStatus {
+                        id: id.get(),
+                        match_index: progress.match_index.get(),
+                        next_index: progress.next_index.get(),
+                        state: format!("{:?}", progress.state).to_lowercase(),
+                    })
+            })
+            .filter(|_| core.role() == Role::Leader)
+            .collect();
+        crate::wire::client::Status {
+            node_id: core.id().get(),
+            role: role.to_owned(),
+            term: core.term().get(),
+            leader: core.leader().get(),
+            first_index: self.storage.first_index().get(),
+            last_index: self.storage.last_index().get(),
+            commit_index: core.commit_index().get(),
+            applied_index: core.commit_index().get(),
+            peers,
+            failed: self.failed.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// The summary of a stored batch.
+fn summary_of(view: &BatchView<'_>) -> Result<BatchSummary, WireError> {
+    Ok(BatchSummary {
+        term: view.term(),
+        first_index: view.first_index(),
+        count: view.count(),
+        bytes: view.len() as u32,
+        kind: view.kind()?,
+    })
+}
+
+/// Decodes a config entry's payload into the core's membership.
+fn membership_of(payload: &[u8]) -> Result<Membership, WireError> {
+    let members = crate::wire::client::decode_members(payload)?;
+    let set = |ids: &[u64]| {
+        let ids: Vec<NodeId> = ids.iter().copied().map(NodeId).collect();
+        NodeSet::from_ids(&ids).ok_or_else(|| WireError::Malformed("bad node set".into()))
+    };
+    Ok(Membership {
+        voters: set(&members.voters)?,
+        voters_outgoing: set(&members.voters_outgoing)?,
+        learners: set(&members.learners)?,
+    })
+}
+
+/// Summaries of every stored batch, for the core's restart.
+fn recovered_batches(storage: &dyn LogStorage) -> Result<Vec<BatchSummary>, GroupError> {
+    let mut batches = Vec::new();
+    visit_batches(storage, storage.first_index(), |view, _| {
+        batches.push(summary_of(view)?);
+        Ok(true)
+    })?;
+    Ok(batches)
+}
+
+/// Bytes asked of storage per read while walking batches.
+const READ_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
+/// Visits the stored batches from the one holding `from` on, in order, while
+/// `visit` returns true.
+fn visit_batches(
+    storage: &dyn LogStorage,
+    from: LogIndex,
+    mut visit: impl FnMut(&BatchView<'_>, &[u8]) -> Result<bool, GroupError>,
+) -> Result<(), GroupError> {
+    let mut next = from.max(storage.first_index());
+    while next <= storage.last_index() {
+        let read = storage.read(next, READ_CHUNK_BYTES)?;
+        let before = next;
+        let mut rest = read.bytes;
+        while let Some((frame, tail)) = split_frame(rest)? {
+            rest = tail;
+            let view = BatchView::parse(frame)?;
+            if view.last_index() < next {
+                continue;
+            }
+            if !visit(&view, frame)? {
+                return Ok(());
+            }
+            next = view.last_index().next();
+        }
+        if next == before {
+            break;
+        }
+    }
+    Ok(())
+}

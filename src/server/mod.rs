@@ -1,0 +1,179 @@
+//! The daemon: one pinned thread per core, each with its own io_uring, its
+//! own connections and its own Raft groups.
+//!
+//! ```text
+//!            SO_REUSEPORT listeners (one per core, same address)
+//!   core 0 ──────────────┐        core 1 ──────────────┐
+//!   ring: accept recv    │        ring: accept recv    │
+//!   send connect timeout │ ◄────► send connect timeout │   bounded channels
+//!   write fdatasync      │ handoff write fdatasync     │   + eventfd wake-ups
+//!   groups: id % 2 == 0  │        groups: id % 2 == 1  │
+//!   ─────────────────────┘        ─────────────────────┘
+//! ```
+//!
+//! A log's group lives on core `log_id % cores` on every node (the
+//! handshake refuses a peer with another core count), so a peer connection
+//! from core *i* of one node is handed to core *i* of the other and carries
+//! only that core's groups. A client connection is handed to the core that
+//! owns the log of its request (with its unread bytes), never proxied.
+//! Nothing on the hot path takes a lock.
+
+pub mod connection;
+pub mod group;
+pub mod shard;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::types::NodeId;
+
+/// Where logs are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StorageMode {
+    /// Segment files through io_uring, fdatasync before acknowledging.
+    Disk,
+    /// In memory, lost on exit (benchmarks of the consensus path only).
+    Memory,
+}
+
+/// How followers move AppendEntries batch bytes to their log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ZeroCopy {
+    /// Socket → pipe → file with io_uring splice, never through user space.
+    Splice,
+    /// Receive into a buffer, then write it (the baseline).
+    Buffer,
+}
+
+/// Everything `rast serve` needs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// This node.
+    pub id: NodeId,
+    /// Address to listen on (peers and clients).
+    pub listen: SocketAddr,
+    /// Every voter of the cluster with its address, this node included.
+    pub peers: Vec<(NodeId, String)>,
+    /// Data directory.
+    pub data: PathBuf,
+    /// Cores (threads) to run.
+    pub cores: u32,
+    /// Cluster id presented and required in handshakes.
+    pub cluster_id: String,
+    /// Shared token required of peers and clients (empty: none).
+    pub token: Vec<u8>,
+    /// Where logs live.
+    pub storage: StorageMode,
+    /// Follower receive path.
+    pub zero_copy: ZeroCopy,
+    /// Logs created at start-up (others are created on first use).
+    pub logs: Vec<String>,
+}
+
+/// Errors that stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A socket or file could not be set up.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The settings do not make sense.
+    #[error("invalid settings: {0}")]
+    Settings(String),
+    /// A core thread panicked.
+    #[error("core {0} panicked")]
+    Panicked(u32),
+}
+
+pub use crate::io::signal::stopping;
+
+/// Runs the server until SIGTERM or SIGINT.
+pub fn serve(settings: Settings) -> Result<(), ServerError> {
+    validate(&settings)?;
+    std::fs::create_dir_all(&settings.data).map_err(|source| ServerError::Io {
+        what: format!("creating data directory {}", settings.data.display()),
+        source,
+    })?;
+    install_signal_handlers()?;
+    let settings = Arc::new(settings);
+    let wiring = shard::Wiring::new(settings.cores)?;
+    let mut threads = Vec::new();
+    for index in 0..settings.cores {
+        let settings = Arc::clone(&settings);
+        let wiring = wiring.for_core(index);
+        let thread = std::thread::Builder::new()
+            .name(format!("rast-core-{index}"))
+            .spawn(move || -> Result<(), ServerError> {
+                pin_to_core(index);
+                shard::Shard::new(index, settings, wiring)?.run()
+            })
+            .map_err(|source| ServerError::Io {
+                what: "spawning a core thread".into(),
+                source,
+            })?;
+        threads.push(thread);
+    }
+    tracing::info!(id = %settings.id, listen = %settings.listen, cores = settings.cores, "serving");
+    let mut outcome = Ok(());
+    for (index, thread) in threads.into_iter().enumerate() {
+        match thread.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                // One core failing to start stops the others.
+                crate::io::signal::request_stop();
+                outcome = Err(error);
+            }
+            Err(_) => {
+                crate::io::signal::request_stop();
+                outcome = Err(ServerError::Panicked(index as u32));
+            }
+        }
+    }
+    outcome
+}
+
+fn validate(settings: &Settings) -> Result<(), ServerError> {
+    if settings.id == NodeId::ZERO {
+        return Err(ServerError::Settings("--id must be at least 1".into()));
+    }
+    if !settings.peers.iter().any(|(id, _)| *id == settings.id) {
+        return Err(ServerError::Settings(format!(
+            "--peers must include this node ({})",
+            settings.id
+        )));
+    }
+    if settings.peers.len() > crate::constants::NODES_MAX {
+        return Err(ServerError::Settings(format!(
+            "at most {} nodes",
+            crate::constants::NODES_MAX
+        )));
+    }
+    if settings.cores == 0 || settings.cores > 256 {
+        return Err(ServerError::Settings("--cores must be 1..=256".into()));
+    }
+    Ok(())
+}
+
+fn install_signal_handlers() -> Result<(), ServerError> {
+    crate::io::signal::install_stop_handlers().map_err(|source| ServerError::Io {
+        what: "installing signal handlers".into(),
+        source,
+    })
+}
+
+/// Pins the calling thread to `core` (modulo the CPUs present); a failure
+/// is logged, not fatal (a container may forbid it).
+fn pin_to_core(core: u32) {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let mut set = nix::sched::CpuSet::new();
+    if set.set(core as usize % cpus).is_ok()
+        && let Err(error) = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+    {
+        tracing::warn!(core, %error, "could not pin the core thread");
+    }
+}

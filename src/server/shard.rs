@@ -1,0 +1,935 @@
+//! One core's event loop: its ring, connections, peer links and groups.
+//!
+//! A loop turn:
+//!
+//! ```text
+//!  submit_and_wait(1) ─► drain ready ops ─► accept / recv / send / connect / tick / wake
+//!        ▲                                   │ frames → groups (step, propose, read, tail)
+//!        │                                   ▼
+//!  post recvs & sends ◄─ deliver outbound ◄─ each group: flush (one sync per file), poll durability
+//! ```
+//!
+//! Storage completions arrive on the same ring; the groups collect them in
+//! their `turn`. Nothing here blocks except `submit_and_wait`.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use super::connection::{Connection, Role};
+use super::group::{Group, Outbound, ReplyTo};
+use super::{ServerError, Settings, StorageMode, stopping};
+use crate::constants::TICK_MS;
+use crate::io::{OpId, Ring, SharedRing};
+use crate::net::codec::{self, PeerBody};
+use crate::raft::{self, BatchSummary};
+use crate::storage::LogStorage;
+use crate::storage::memory::{MemoryLog, SyncMode};
+use crate::storage::segment::{SegmentLog, SegmentOptions};
+use crate::types::{LogId, LogIndex, NodeId};
+use crate::wire::client::{
+    self as protocol, ErrorKind, Hello, HelloResponse, Request, RequestBody, ResponseBody,
+};
+use crate::wire::{BatchView, FrameLength, WireError, frame_length};
+
+/// Connections waiting in a core's handoff queue, at most.
+const HANDOFF_QUEUE_MAX: usize = 1024;
+
+/// Longest wait between reconnect attempts to a peer.
+const RECONNECT_MS_MAX: u64 = 1000;
+
+/// A connection moving to the core that owns its traffic.
+#[derive(Debug)]
+pub struct Handoff {
+    socket: OwnedFd,
+    unread: Vec<u8>,
+    role: Role,
+}
+
+/// The channels and wake-up descriptors between cores.
+#[derive(Debug)]
+pub struct Wiring {
+    senders: Vec<Sender<Handoff>>,
+    receivers: Vec<Receiver<Handoff>>,
+    eventfds: Vec<Arc<OwnedFd>>,
+}
+
+/// One core's end of the wiring.
+#[derive(Debug)]
+pub struct CoreWiring {
+    senders: Vec<Sender<Handoff>>,
+    receiver: Receiver<Handoff>,
+    eventfds: Vec<Arc<OwnedFd>>,
+}
+
+impl Wiring {
+    /// Channels and eventfds for `cores` cores.
+    pub fn new(cores: u32) -> Result<Self, ServerError> {
+        let mut senders = Vec::new();
+        let mut receivers = Vec::new();
+        let mut eventfds = Vec::new();
+        for _ in 0..cores {
+            let (sender, receiver) = crossbeam_channel::bounded(HANDOFF_QUEUE_MAX);
+            senders.push(sender);
+            receivers.push(receiver);
+            let eventfd =
+                nix::sys::eventfd::EventFd::from_flags(nix::sys::eventfd::EfdFlags::EFD_CLOEXEC)
+                    .map_err(|errno| ServerError::Io {
+                        what: "creating an eventfd".into(),
+                        source: errno.into(),
+                    })?;
+            eventfds.push(Arc::new(OwnedFd::from(eventfd)));
+        }
+        Ok(Self {
+            senders,
+            receivers,
+            eventfds,
+        })
+    }
+
+    /// Core `index`'s end.
+    pub fn for_core(&self, index: u32) -> CoreWiring {
+        CoreWiring {
+            senders: self.senders.clone(),
+            receiver: self.receivers[index as usize].clone(),
+            eventfds: self.eventfds.clone(),
+        }
+    }
+}
+
+/// Who owns an operation in flight.
+#[derive(Clone, Copy, Debug)]
+enum Owner {
+    Accept,
+    Timer,
+    Wake,
+    Recv(usize),
+    Send(usize),
+    Connect(usize),
+}
+
+/// A connection slot: the connection and its generation.
+#[derive(Debug)]
+struct Slot {
+    connection: Connection,
+    generation: u64,
+    /// Hand to this core once idle.
+    handoff_to: Option<u32>,
+}
+
+/// Our outgoing link to one peer.
+#[derive(Debug)]
+struct PeerLink {
+    id: NodeId,
+    address: String,
+    connection: Option<usize>,
+    connecting: bool,
+    retry_at_ms: u64,
+    backoff_ms: u64,
+}
+
+/// One core's server state.
+pub struct Shard {
+    index: u32,
+    settings: Arc<Settings>,
+    ring: SharedRing,
+    listener: Rc<File>,
+    wake: Rc<File>,
+    wiring: CoreWiring,
+    slots: Vec<Option<Slot>>,
+    free_slots: Vec<usize>,
+    next_generation: u64,
+    ops: HashMap<OpId, Owner>,
+    groups: HashMap<LogId, Group>,
+    links: Vec<PeerLink>,
+    started: Instant,
+    ready: Vec<OpId>,
+    summaries: Vec<BatchSummary>,
+    out: Outbound,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Shard")
+            .field("index", &self.index)
+            .field("groups", &self.groups.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shard {
+    /// Sets up core `index`: its listener, ring, and the logs it owns.
+    pub fn new(
+        index: u32,
+        settings: Arc<Settings>,
+        wiring: CoreWiring,
+    ) -> Result<Self, ServerError> {
+        let listener =
+            crate::io::listen_reuseport(settings.listen).map_err(|source| ServerError::Io {
+                what: format!("listening on {}", settings.listen),
+                source,
+            })?;
+        let ring = Ring::new().map_err(|source| ServerError::Io {
+            what: "creating an io_uring".into(),
+            source,
+        })?;
+        let wake = wiring.eventfds[index as usize]
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|source| ServerError::Io {
+                what: "duplicating the eventfd".into(),
+                source,
+            })?;
+        let links = settings
+            .peers
+            .iter()
+            .filter(|(id, _)| *id != settings.id)
+            .map(|(id, address)| PeerLink {
+                id: *id,
+                address: address.clone(),
+                connection: None,
+                connecting: false,
+                retry_at_ms: 0,
+                backoff_ms: 50,
+            })
+            .collect();
+        let mut shard = Self {
+            index,
+            ring: Rc::new(std::cell::RefCell::new(ring)),
+            listener: Rc::new(File::from(listener)),
+            wake: Rc::new(File::from(wake)),
+            wiring,
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            next_generation: 1,
+            ops: HashMap::new(),
+            groups: HashMap::new(),
+            links,
+            started: Instant::now(),
+            ready: Vec::new(),
+            summaries: Vec::new(),
+            out: Outbound::default(),
+            settings,
+        };
+        for name in shard.settings.logs.clone() {
+            let id = LogId::from_name(&name);
+            if shard.owner_of(id) == index {
+                shard
+                    .group(id, Some(&name))
+                    .map_err(ServerError::Settings)?;
+            }
+        }
+        Ok(shard)
+    }
+
+    /// Runs until a stop signal, then syncs every log and returns.
+    pub fn run(mut self) -> Result<(), ServerError> {
+        let io_error = |what: &str| {
+            let what = what.to_owned();
+            move |source| ServerError::Io { what, source }
+        };
+        self.arm(Owner::Accept).map_err(io_error("arming accept"))?;
+        self.arm(Owner::Timer)
+            .map_err(io_error("arming the tick"))?;
+        self.arm(Owner::Wake)
+            .map_err(io_error("arming the wake-up"))?;
+        while !stopping() {
+            self.ring
+                .borrow_mut()
+                .submit_and_wait(1)
+                .map_err(io_error("waiting on the ring"))?;
+            self.ring.borrow_mut().drain_ready(&mut self.ready);
+            let ready = std::mem::take(&mut self.ready);
+            for op in &ready {
+                if let Some(owner) = self.ops.remove(op) {
+                    self.complete(owner, *op);
+                }
+            }
+            self.ready = ready;
+            self.ready.clear();
+            self.end_turn();
+        }
+        self.shutdown();
+        Ok(())
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn owner_of(&self, id: LogId) -> u32 {
+        (id.get() % u64::from(self.settings.cores)) as u32
+    }
+
+    /// Arms the accept, tick or wake-up operation.
+    fn arm(&mut self, owner: Owner) -> std::io::Result<()> {
+        let op = {
+            let mut ring = self.ring.borrow_mut();
+            match owner {
+                Owner::Accept => ring.accept(&self.listener)?,
+                Owner::Timer => ring.timeout(Duration::from_millis(TICK_MS))?,
+                Owner::Wake => ring.read_eventfd(&self.wake)?,
+                _ => unreachable!("only loop operations are armed"),
+            }
+        };
+        self.ops.insert(op, owner);
+        Ok(())
+    }
+
+    fn complete(&mut self, owner: Owner, op: OpId) {
+        let Some((result, buffer)) = self.ring.borrow_mut().take_owned(op) else {
+            return;
+        };
+        match owner {
+            Owner::Accept => {
+                if result >= 0 {
+                    let socket = crate::io::adopt_socket(result);
+                    self.insert(Connection::new(Rc::new(socket), Role::Handshake, &[]), None);
+                } else {
+                    tracing::warn!(errno = -result, "accept failed");
+                }
+                self.rearm(Owner::Accept);
+            }
+            Owner::Timer => {
+                self.tick();
+                self.rearm(Owner::Timer);
+            }
+            Owner::Wake => {
+                self.receive_handoffs();
+                self.rearm(Owner::Wake);
+            }
+            Owner::Recv(slot) => self.received(slot, result, buffer),
+            Owner::Send(slot) => {
+                if let Some(entry) = self.slots[slot].as_mut()
+                    && !entry.connection.send_done(result, buffer)
+                {
+                    tracing::debug!(slot, errno = -result, "send failed; closing");
+                }
+            }
+            Owner::Connect(slot) => self.connected(slot, result),
+        }
+    }
+
+    fn rearm(&mut self, owner: Owner) {
+        if let Err(error) = self.arm(owner) {
+            tracing::error!(%error, ?owner, "could not re-arm a loop operation");
+        }
+    }
+
+    fn insert(&mut self, connection: Connection, link: Option<usize>) -> usize {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let slot = Slot {
+            connection,
+            generation,
+            handoff_to: None,
+        };
+        let index = if let Some(index) = self.free_slots.pop() {
+            self.slots[index] = Some(slot);
+            index
+        } else {
+            self.slots.push(Some(slot));
+            self.slots.len() - 1
+        };
+        if let Some(link) = link {
+            self.links[link].connection = Some(index);
+        }
+        index
+    }
+
+    fn tick(&mut self) {
+        let now = self.now_ms();
+        for group in self.groups.values_mut() {
+            group.tick(now, &mut self.out);
+        }
+        for link in 0..self.links.len() {
+            let entry = &self.links[link];
+            if entry.connection.is_none() && !entry.connecting && now >= entry.retry_at_ms {
+                self.connect(link);
+            }
+        }
+    }
+
+    /// Opens our outgoing connection to a peer.
+    fn connect(&mut self, link: usize) {
+        let address: SocketAddr = match self.links[link].address.parse() {
+            Ok(address) => address,
+            Err(error) => {
+                tracing::error!(peer = %self.links[link].id, address = %self.links[link].address, %error, "bad peer address");
+                self.links[link].retry_at_ms = u64::MAX;
+                return;
+            }
+        };
+        let socket = match crate::io::tcp_socket(address) {
+            Ok(socket) => Rc::new(socket),
+            Err(error) => {
+                tracing::warn!(%error, "could not create a socket");
+                self.backoff(link);
+                return;
+            }
+        };
+        let role = Role::PeerOut(self.links[link].id.get());
+        let slot = self.insert(Connection::new(Rc::clone(&socket), role, &[]), Some(link));
+        let submitted = self.ring.borrow_mut().connect(&socket, address);
+        match submitted {
+            Ok(op) => {
+                self.ops.insert(op, Owner::Connect(slot));
+                self.links[link].connecting = true;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not submit a connect");
+                self.links[link].connection = None;
+                self.slots[slot] = None;
+                self.free_slots.push(slot);
+                self.backoff(link);
+            }
+        }
+    }
+
+    fn backoff(&mut self, link: usize) {
+        let now = self.now_ms();
+        let entry = &mut self.links[link];
+        entry.connecting = false;
+        entry.connection = None;
+        entry.retry_at_ms = now + entry.backoff_ms;
+        entry.backoff_ms = (entry.backoff_ms * 2).min(RECONNECT_MS_MAX);
+    }
+
+    fn connected(&mut self, slot: usize, result: i32) {
+        let Some(link) = self
+            .links
+            .iter()
+            .position(|link| link.connection == Some(slot))
+        else {
+            return;
+        };
+        self.links[link].connecting = false;
+        if result < 0 {
+            tracing::debug!(peer = %self.links[link].id, errno = -result, "connect failed");
+            if let Some(entry) = self.slots[slot].as_mut() {
+                entry.connection.closed = true;
+            }
+            self.backoff(link);
+            return;
+        }
+        self.links[link].backoff_ms = 50;
+        tracing::info!(peer = %self.links[link].id, core = self.index, "connected to peer");
+        let hello = protocol::encode_hello(&Hello {
+            protocol_version: protocol::PROTOCOL_VERSION,
+            cluster_id: self.settings.cluster_id.clone(),
+            node_id: self.settings.id.get(),
+            token: self.settings.token.clone(),
+            core: self.index,
+            cores: self.settings.cores,
+        });
+        if let Some(entry) = self.slots[slot].as_mut() {
+            entry.connection.queue(&hello);
+        }
+    }
+
+    fn received(&mut self, slot: usize, result: i32, buffer: Option<Vec<u8>>) {
+        let Some(entry) = self.slots[slot].as_mut() else {
+            return;
+        };
+        if !entry.connection.recv_done(result, buffer) {
+            return;
+        }
+        if let Err(reason) = self.process(slot) {
+            let Some(entry) = self.slots[slot].as_mut() else {
+                return;
+            };
+            tracing::warn!(slot, role = ?entry.connection.role, %reason, "closing connection");
+            entry.connection.closed = true;
+        }
+    }
+
+    /// Handles every complete frame in a connection's inbox.
+    fn process(&mut self, slot: usize) -> Result<(), String> {
+        loop {
+            let Some(entry) = self.slots[slot].as_ref() else {
+                return Ok(());
+            };
+            if entry.connection.closed || entry.handoff_to.is_some() {
+                return Ok(());
+            }
+            let role = entry.connection.role;
+            let consumed = match role {
+                Role::Handshake => self.process_hello(slot)?,
+                Role::Client => self.process_client(slot)?,
+                Role::PeerIn(_) => self.process_peer(slot)?,
+                Role::PeerOut(_) => self.process_hello_response(slot)?,
+            };
+            if consumed == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The next complete frame (and `extra` bytes after it): its length, or
+    /// `None` when more bytes are needed.
+    fn complete_frame(connection: &Connection) -> Result<Option<usize>, String> {
+        match frame_length(connection.unread()).map_err(|error| error.to_string())? {
+            FrameLength::Complete { frame_bytes, .. }
+                if connection.unread().len() >= frame_bytes =>
+            {
+                Ok(Some(frame_bytes))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn process_hello(&mut self, slot: usize) -> Result<usize, String> {
+        let entry = self.slots[slot].as_mut().expect("present");
+        let Some(length) = Self::complete_frame(&entry.connection)? else {
+            return Ok(0);
+        };
+        let hello = protocol::decode_hello(&entry.connection.unread()[..length])
+            .map_err(|error| format!("bad hello: {error}"))?;
+        entry.connection.consume(length);
+        let refusal = if hello.protocol_version != protocol::PROTOCOL_VERSION {
+            Some(format!(
+                "protocol version {} (this node speaks {})",
+                hello.protocol_version,
+                protocol::PROTOCOL_VERSION
+            ))
+        } else if hello.cluster_id != self.settings.cluster_id {
+            Some(format!(
+                "cluster id {:?} does not match this node's {:?}",
+                hello.cluster_id, self.settings.cluster_id
+            ))
+        } else if hello.token != self.settings.token {
+            Some("wrong token".to_owned())
+        } else if hello.node_id != 0 && hello.cores != self.settings.cores {
+            Some(format!(
+                "peer runs {} cores, this node {}: every node needs the same --cores",
+                hello.cores, self.settings.cores
+            ))
+        } else if hello.node_id != 0
+            && !self
+                .settings
+                .peers
+                .iter()
+                .any(|(id, _)| id.get() == hello.node_id)
+        {
+            Some(format!(
+                "node {} is not a member of this cluster",
+                hello.node_id
+            ))
+        } else {
+            None
+        };
+        let answer = match &refusal {
+            Some(reason) => HelloResponse::Refused(reason.clone()),
+            None => HelloResponse::Ok(self.settings.id.get()),
+        };
+        entry
+            .connection
+            .queue(&protocol::encode_hello_response(&answer));
+        if let Some(reason) = refusal {
+            tracing::warn!(%reason, "refused a connection");
+            entry.connection.close_after_flush = true;
+            return Ok(0);
+        }
+        if hello.node_id == 0 {
+            entry.connection.role = Role::Client;
+        } else {
+            entry.connection.role = Role::PeerIn(hello.node_id);
+            if hello.core != self.index {
+                entry.handoff_to = Some(hello.core);
+            }
+        }
+        Ok(length)
+    }
+
+    fn process_hello_response(&mut self, slot: usize) -> Result<usize, String> {
+        let entry = self.slots[slot].as_mut().expect("present");
+        let Some(length) = Self::complete_frame(&entry.connection)? else {
+            return Ok(0);
+        };
+        let answer = protocol::decode_hello_response(&entry.connection.unread()[..length])
+            .map_err(|error| format!("bad hello response: {error}"))?;
+        entry.connection.consume(length);
+        match answer {
+            HelloResponse::Ok(_) => Ok(length),
+            HelloResponse::Refused(reason) => Err(format!("peer refused us: {reason}")),
+        }
+    }
+
+    fn process_peer(&mut self, slot: usize) -> Result<usize, String> {
+        let entry = self.slots[slot].as_mut().expect("present");
+        let Some(length) = Self::complete_frame(&entry.connection)? else {
+            return Ok(0);
+        };
+        let header = codec::decode(&entry.connection.unread()[..length], &mut self.summaries)
+            .map_err(|error| format!("bad peer message: {error}"))?;
+        let trailing = match header.body {
+            PeerBody::AppendEntries { batch_bytes, .. } => batch_bytes,
+            _ => 0,
+        };
+        let need = entry
+            .connection
+            .need(trailing)
+            .map_err(|error| error.to_string())?;
+        if entry.connection.unread().len() < need {
+            return Ok(0);
+        }
+        let Role::PeerIn(node) = entry.connection.role else {
+            unreachable!("peer frames come on peer connections");
+        };
+        if header.from.get() != node || header.to != self.settings.id {
+            return Err(format!(
+                "message from {} to {} on the connection of node {node}",
+                header.from, header.to
+            ));
+        }
+        if (header.group.get() % u64::from(self.settings.cores)) as u32 != self.index {
+            return Err(format!(
+                "group {:x} belongs to another core",
+                header.group.get()
+            ));
+        }
+        let bytes = entry.connection.unread()[length..need].to_vec();
+        entry.connection.consume(need);
+        let summaries = std::mem::take(&mut self.summaries);
+        let mut out = std::mem::take(&mut self.out);
+        let outcome = match self.group(header.group, None) {
+            Ok(group) => group
+                .step(&header, &summaries, &bytes, &mut out)
+                .map_err(|error| format!("bad batches: {error}")),
+            Err(reason) => {
+                tracing::warn!(%reason, "dropping a peer message");
+                Ok(())
+            }
+        };
+        self.out = out;
+        self.summaries = summaries;
+        outcome.map(|()| need)
+    }
+
+    fn process_client(&mut self, slot: usize) -> Result<usize, String> {
+        let entry = self.slots[slot].as_mut().expect("present");
+        let Some(length) = Self::complete_frame(&entry.connection)? else {
+            return Ok(0);
+        };
+        let request = protocol::decode_request(&entry.connection.unread()[..length])
+            .map_err(|error| format!("bad request: {error}"))?;
+        // An append carries its batch frame right after the request.
+        let mut batch = None;
+        if request.body == RequestBody::Append {
+            let rest = &entry.connection.unread()[length..];
+            match frame_length(rest) {
+                Ok(FrameLength::Complete { frame_bytes, .. }) if rest.len() >= frame_bytes => {
+                    batch = Some(rest[..frame_bytes].to_vec());
+                }
+                Ok(_) => return Ok(0),
+                Err(error) => return Err(format!("bad batch frame: {error}")),
+            }
+        }
+        let name = if request.log.is_empty() {
+            "default".to_owned()
+        } else {
+            request.log.clone()
+        };
+        let id = LogId::from_name(&name);
+        let owner = (id.get() % u64::from(self.settings.cores)) as u32;
+        if owner != self.index {
+            entry.handoff_to = Some(owner);
+            return Ok(0);
+        }
+        let consumed = length + batch.as_ref().map_or(0, Vec::len);
+        entry.connection.consume(consumed);
+        let reply = ReplyTo {
+            connection: slot,
+            generation: entry.generation,
+            request_id: request.request_id,
+        };
+        self.handle_request(&name, id, &request, batch, reply);
+        Ok(consumed)
+    }
+
+    fn handle_request(
+        &mut self,
+        name: &str,
+        id: LogId,
+        request: &Request,
+        batch: Option<Vec<u8>>,
+        reply: ReplyTo,
+    ) {
+        let mut out = std::mem::take(&mut self.out);
+        match self.group(id, Some(name)) {
+            Ok(group) => Self::serve_request(group, request, batch, reply, &mut out),
+            Err(reason) => out.error(reply, ErrorKind::Unavailable, reason),
+        }
+        self.out = out;
+    }
+
+    fn serve_request(
+        group: &mut Group,
+        request: &Request,
+        batch: Option<Vec<u8>>,
+        reply: ReplyTo,
+        out: &mut Outbound,
+    ) {
+        match &request.body {
+            RequestBody::Append => {
+                let mut frame = batch.expect("append carries a batch");
+                match check_client_batch(&mut frame) {
+                    Ok(()) => group.propose(&mut frame, reply, out),
+                    Err(error) => out.error(reply, ErrorKind::Invalid, error.to_string()),
+                }
+            }
+            RequestBody::Read {
+                from_index,
+                max_entries,
+            } => group.read(LogIndex(*from_index), *max_entries, reply, out),
+            RequestBody::Tail {
+                from_index,
+                max_entries,
+            } => group.tail(LogIndex(*from_index), *max_entries, reply, out),
+            RequestBody::Status => {
+                let status = group.status();
+                out.reply(reply, ResponseBody::Status(status));
+            }
+            RequestBody::Get { .. } | RequestBody::Write(_) | RequestBody::Admin(_) => {
+                out.error(
+                    reply,
+                    ErrorKind::Invalid,
+                    "this request is not served by this version yet",
+                );
+            }
+        }
+    }
+
+    /// The group `id`, created (and its storage opened) on first use.
+    fn group(&mut self, id: LogId, name: Option<&str>) -> Result<&mut Group, String> {
+        if !self.groups.contains_key(&id) {
+            let name = name.map_or_else(|| format!("{:016x}", id.get()), str::to_owned);
+            let storage: Box<dyn LogStorage> = match self.settings.storage {
+                StorageMode::Memory => Box::new(MemoryLog::new(SyncMode::Immediate)),
+                StorageMode::Disk => Box::new(
+                    SegmentLog::open(
+                        &self.settings.data.join(format!("{:016x}", id.get())),
+                        SegmentOptions::default(),
+                        Rc::clone(&self.ring),
+                    )
+                    .map_err(|error| format!("opening log {name}: {error}"))?,
+                ),
+            };
+            let voters: Vec<NodeId> = self.settings.peers.iter().map(|(id, _)| *id).collect();
+            let seed = id.get() ^ self.settings.id.get().rotate_left(17);
+            let config = raft::Config::new(self.settings.id, seed);
+            let group = Group::open(
+                id,
+                name.clone(),
+                config,
+                &voters,
+                self.settings.peers.clone(),
+                storage,
+                self.now_ms(),
+            )
+            .map_err(|error| format!("opening log {name}: {error}"))?;
+            tracing::info!(log = %name, core = self.index, "log opened");
+            self.groups.insert(id, group);
+        }
+        Ok(self.groups.get_mut(&id).expect("inserted above"))
+    }
+
+    /// End of a turn: groups flush and learn durability; outbound frames go
+    /// to their connections; recvs and sends are posted; idle connections
+    /// are closed or handed off.
+    fn end_turn(&mut self) {
+        for group in self.groups.values_mut() {
+            group.turn(&mut self.out);
+        }
+        self.deliver();
+        for slot in 0..self.slots.len() {
+            self.service(slot);
+        }
+    }
+
+    fn deliver(&mut self) {
+        let mut out = std::mem::take(&mut self.out);
+        for (peer, frame) in out.peers.drain(..) {
+            let Some(link) = self.links.iter().position(|link| link.id == peer) else {
+                continue;
+            };
+            let Some(slot) = self.links[link].connection else {
+                continue; // Not connected: Raft tolerates the loss.
+            };
+            if self.links[link].connecting {
+                continue;
+            }
+            if let Some(entry) = self.slots[slot].as_mut() {
+                entry.connection.queue(&frame);
+            }
+        }
+        for (to, frame) in out.clients.drain(..) {
+            if let Some(entry) = self.slots.get_mut(to.connection).and_then(Option::as_mut)
+                && entry.generation == to.generation
+            {
+                entry.connection.queue(&frame);
+            }
+        }
+        self.out = out;
+    }
+
+    /// Posts what a connection needs, and retires it when it is done.
+    fn service(&mut self, slot: usize) {
+        let Some(entry) = self.slots[slot].as_mut() else {
+            return;
+        };
+        let mut ring = self.ring.borrow_mut();
+        if !entry.connection.closed {
+            match entry.connection.post_send(&mut ring) {
+                Ok(Some(op)) => {
+                    self.ops.insert(op, Owner::Send(slot));
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "could not post a send");
+                    entry.connection.closed = true;
+                }
+            }
+        }
+        let flushed = entry.connection.queued() == 0 && entry.connection.send.is_none();
+        if entry.connection.close_after_flush && flushed {
+            entry.connection.closed = true;
+        }
+        let connecting = matches!(entry.connection.role, Role::PeerOut(_))
+            && self
+                .links
+                .iter()
+                .any(|link| link.connection == Some(slot) && link.connecting);
+        if !entry.connection.closed && entry.handoff_to.is_none() && !connecting {
+            let want = entry.connection.need(0).unwrap_or(0);
+            match entry.connection.post_recv(&mut ring, want) {
+                Ok(Some(op)) => {
+                    self.ops.insert(op, Owner::Recv(slot));
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "could not post a recv");
+                    entry.connection.closed = true;
+                }
+            }
+        }
+        drop(ring);
+        self.retire(slot);
+    }
+
+    /// Drops a closed idle connection, or hands an idle one to its core.
+    fn retire(&mut self, slot: usize) {
+        let Some(entry) = self.slots[slot].as_ref() else {
+            return;
+        };
+        if !entry.connection.idle() {
+            if entry.connection.closed || entry.handoff_to.is_some() {
+                // Stop reading so the connection becomes idle.
+                if let Some(op) = entry.connection.recv {
+                    self.ring.borrow_mut().cancel(op);
+                }
+            }
+            return;
+        }
+        let flushed = entry.connection.queued() == 0;
+        if entry.connection.closed {
+            let entry = self.slots[slot].take().expect("present");
+            self.free_slots.push(slot);
+            for group in self.groups.values_mut() {
+                group.forget_connection(slot, entry.generation);
+            }
+            if let Some(link) = self
+                .links
+                .iter()
+                .position(|link| link.connection == Some(slot))
+            {
+                tracing::info!(peer = %self.links[link].id, "peer connection closed");
+                self.backoff(link);
+            }
+            return;
+        }
+        if let Some(core) = entry.handoff_to
+            && flushed
+        {
+            let entry = self.slots[slot].take().expect("present");
+            self.free_slots.push(slot);
+            self.hand_off(core, entry.connection);
+        }
+    }
+
+    fn hand_off(&mut self, core: u32, connection: Connection) {
+        let unread = connection.unread().to_vec();
+        let role = connection.role;
+        let Ok(file) = Rc::try_unwrap(connection.socket) else {
+            tracing::error!("connection still referenced at handoff; dropping it");
+            return;
+        };
+        let handoff = Handoff {
+            socket: OwnedFd::from(file),
+            unread,
+            role,
+        };
+        let Some(sender) = self.wiring.senders.get(core as usize) else {
+            tracing::warn!(
+                core,
+                "handoff to a core that does not exist; dropping the connection"
+            );
+            return;
+        };
+        match sender.try_send(handoff) {
+            Ok(()) => {
+                let eventfd = &self.wiring.eventfds[core as usize];
+                if let Err(error) = nix::unistd::write(eventfd.as_fd(), &1u64.to_ne_bytes()) {
+                    tracing::error!(%error, "could not wake core {core}");
+                }
+            }
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                tracing::warn!(core, "handoff queue full; dropping the connection");
+            }
+        }
+    }
+
+    fn receive_handoffs(&mut self) {
+        while let Ok(handoff) = self.wiring.receiver.try_recv() {
+            let socket = Rc::new(File::from(handoff.socket));
+            let slot = self.insert(Connection::new(socket, handoff.role, &handoff.unread), None);
+            if let Err(reason) = self.process(slot)
+                && let Some(entry) = self.slots[slot].as_mut()
+            {
+                tracing::warn!(%reason, "closing a handed-off connection");
+                entry.connection.closed = true;
+            }
+        }
+    }
+
+    /// Stops: syncs every log so nothing written is left unsynced.
+    fn shutdown(&mut self) {
+        for group in self.groups.values_mut() {
+            if let Err(error) = group.sync_all() {
+                tracing::error!(log = %group.name, %error, "final sync failed");
+            }
+        }
+        tracing::info!(core = self.index, "core stopped");
+    }
+}
+
+/// Checks a client's batch at the edge: one valid frame whose payloads are
+/// well formed; seals it if the client left the checksum zero, verifies it
+/// otherwise.
+fn check_client_batch(frame: &mut [u8]) -> Result<(), WireError> {
+    let view = BatchView::parse(frame)?;
+    view.validate()?;
+    if view.checksum() == 0 {
+        crate::wire::BatchMut::parse(frame)?.seal();
+    } else {
+        view.verify_checksum()?;
+    }
+    Ok(())
+}
