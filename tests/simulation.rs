@@ -76,12 +76,14 @@ fn seeds_keep_safety_and_liveness() {
         match run(seed, &Options::for_seed(seed)) {
             Ok(report) => println!(
                 "seed {seed}: ok, {} events, {} committed, {} appends acknowledged, \
-                 {} reads, {} crashes, leader after {} ms, probes committed after {} ms",
+                 {} reads, {} crashes, {} elections, {} committed before the heal, leader after {} ms, probes committed after {} ms",
                 report.events,
                 report.committed,
                 report.appends_acknowledged,
                 report.reads_answered,
                 report.crashes,
+                report.elections,
+                report.committed_before_heal,
                 report.liveness_leader_ms,
                 report.liveness_commit_ms
             ),

@@ -496,9 +496,17 @@ impl Core {
         let start = actions.len();
         self.transfer_to = to;
         self.elapsed_ms_election = 0;
-        if self.peers[position].progress.match_index == self.log.last_index() {
+        let last = self.log.last_index();
+        let progress = &mut self.peers[position].progress;
+        if progress.match_index == last {
             self.send(to, OutgoingBody::TimeoutNow, actions);
         } else {
+            // Whatever is in flight may be lost: resend from what matches,
+            // so the transfer does not wait for stall detection.
+            if progress.next_index > last {
+                let next = progress.match_index.next();
+                progress.become_probe(self.log.batch_start(next));
+            }
             self.replicate_to(position, actions);
         }
         self.finish(start, actions);
@@ -1412,8 +1420,14 @@ impl Core {
         }
     }
 
+    /// Asks storage for the current hard state. Consecutive requests
+    /// coalesce: a newer hard state supersedes one not yet handed over.
     fn persist_hard_state(&mut self, actions: &mut Vec<Action>) {
-        actions.push(Action::PersistHardState(self.hard_state()));
+        let hard_state = self.hard_state();
+        match actions.last_mut() {
+            Some(Action::PersistHardState(pending)) => *pending = hard_state,
+            _ => actions.push(Action::PersistHardState(hard_state)),
+        }
     }
 
     fn hard_state_pending(&self) -> bool {

@@ -13,6 +13,8 @@
 //! * **state machine safety** — when a node applies an index: the entry
 //!   equals the one every other node applied there;
 //! * **commit never regresses** — on every apply, per node life;
+//! * **a leader commits only entries of its term** — on every apply at a
+//!   leader (Raft §5.4.2; earlier entries commit with one of its term);
 //! * **committed entries survive crashes** — after every crash: every
 //!   committed entry is durable on a majority of voters.
 //!

@@ -66,7 +66,7 @@ impl Options {
     pub fn for_seed(seed: u64) -> Self {
         Self {
             nodes: if seed.is_multiple_of(2) { 3 } else { 5 },
-            nemesis_ms: 3_000,
+            nemesis_ms: 4_000,
             liveness_bound_ms: 5_000,
             clients: 3,
             #[cfg(feature = "planted-bugs")]
@@ -92,6 +92,10 @@ pub struct Report {
     pub reads_answered: u64,
     /// Crashes injected.
     pub crashes: u64,
+    /// Leaders elected (terms led).
+    pub elections: u64,
+    /// Entries committed before the heal.
+    pub committed_before_heal: u64,
     /// Heal to a leader with a commit of its term, simulated ms.
     pub liveness_leader_ms: u64,
     /// Heal to every probe append committed, simulated ms.
@@ -159,6 +163,7 @@ enum Event {
     Tick(usize),
     Deliver(Box<Envelope>),
     SyncDone { node: usize, life: u64 },
+    Crash { node: usize, life: u64 },
     Restart(usize),
     Client(u32),
     ClientTimeout(usize),
@@ -251,6 +256,8 @@ struct Simulation {
     probes: Vec<Option<usize>>,
     probes_done_ms: Option<u64>,
     crashes: u64,
+    elections: u64,
+    committed_before_heal: u64,
     events: u64,
     actions: Vec<Action>,
 }
@@ -302,6 +309,8 @@ impl Simulation {
             probes: vec![None; PROBE_APPENDS],
             probes_done_ms: None,
             crashes: 0,
+            elections: 0,
+            committed_before_heal: 0,
             events: 0,
             actions: Vec::with_capacity(crate::constants::ACTIONS_PER_STEP_MAX),
         }
@@ -323,6 +332,8 @@ impl Simulation {
                 .filter(|entry| matches!(entry.outcome, Outcome::Read { .. }))
                 .count() as u64,
             crashes: self.crashes,
+            elections: self.elections,
+            committed_before_heal: self.committed_before_heal,
             liveness_leader_ms: self.leader_ms.unwrap_or(u64::MAX),
             liveness_commit_ms: self.probes_done_ms.unwrap_or(u64::MAX),
             history: history.clone(),
@@ -376,6 +387,11 @@ impl Simulation {
             }
             Event::Deliver(envelope) => self.deliver(&envelope)?,
             Event::SyncDone { node, life } => self.sync_done(node, life)?,
+            Event::Crash { node, life } => {
+                if !self.healed && self.nodes[node].life == life {
+                    self.crash_for_a_while(node)?;
+                }
+            }
             Event::Restart(node) => {
                 if self.nodes[node].core.is_none() {
                     self.restart(node);
@@ -386,7 +402,7 @@ impl Simulation {
             Event::Nemesis => {
                 if !self.healed {
                     self.nemesis()?;
-                    let delay = self.random.between(50, 300);
+                    let delay = self.random.between(20, 200);
                     self.schedule(delay, Event::Nemesis);
                 }
             }
@@ -402,8 +418,19 @@ impl Simulation {
         let mut config = Config::new(id, self.seed.wrapping_mul(31).wrapping_add(id.get()));
         config.timeout_ms_election = ELECTION_MS;
         config.interval_ms_heartbeat = HEARTBEAT_MS;
-        config.append_message_batches_max = 1 + (self.seed % 4) as usize * 5;
-        config.inflight_messages_max = 2 + (self.seed % 7) as usize;
+        // Per-seed shape, drawn from its own stream so it is independent of
+        // the cluster size: one-batch messages (which split a new leader's
+        // catch-up from its no-op) in a third of the seeds; pre-vote and
+        // check-quorum each on in three seeds of four.
+        let mut shape = Random::new(self.seed ^ 0x5eed_5a9e);
+        config.append_message_batches_max = match shape.below(3) {
+            0 => 1,
+            1 => 2 + shape.below(6) as usize,
+            _ => 64,
+        };
+        config.inflight_messages_max = 1 + shape.below(8) as usize;
+        config.pre_vote = !shape.chance(1, 4);
+        config.check_quorum = !shape.chance(1, 4);
         #[cfg(feature = "planted-bugs")]
         {
             config.planted_bug = self.options.planted_bug;
@@ -693,6 +720,24 @@ impl Simulation {
                 detail: format!("node {id} applied up to {from}, then told to apply up to {up_to}"),
             });
         }
+        if let Some(core) = &self.nodes[node].core
+            && core.role() == Role::Leader
+        {
+            let term = self.nodes[node]
+                .disk
+                .written()
+                .entry(up_to)
+                .map(|(term, _)| term);
+            if term != Some(core.term()) {
+                return Err(Violation {
+                    property: "a leader commits only entries of its term",
+                    detail: format!(
+                        "leader {id} of term {} committed up to {up_to}, of term {term:?}",
+                        core.term()
+                    ),
+                });
+            }
+        }
         for index in from.get() + 1..=up_to.get() {
             let entry = self.nodes[node]
                 .disk
@@ -767,7 +812,9 @@ impl Simulation {
         leader: NodeId,
     ) -> Result<(), Violation> {
         let id = self.nodes[node].id;
+        self.nemesis_on_role_change(node, role);
         if role == Role::Leader {
+            self.elections += 1;
             self.checker.leader_elected(term, id)?;
             self.checker
                 .leader_log(id, term, self.nodes[node].disk.written())?;
@@ -992,9 +1039,7 @@ impl Simulation {
                 } else {
                     node
                 };
-                self.crash(target)?;
-                let downtime = self.random.between(20, 800);
-                self.schedule(downtime, Event::Restart(target));
+                self.crash_for_a_while(target)?;
             }
             8 => {
                 let slow = self.random.between(10, 150);
@@ -1021,6 +1066,49 @@ impl Simulation {
         Ok(())
     }
 
+    /// Crashes `node` and schedules its restart: half the time at once (a
+    /// process restart, which races with elections), else after a while.
+    fn crash_for_a_while(&mut self, node: usize) -> Result<(), Violation> {
+        self.crash(node)?;
+        let downtime = if self.random.chance(1, 2) {
+            self.random.between(1, 40)
+        } else {
+            self.random.between(40, 800)
+        };
+        self.schedule(downtime, Event::Restart(node));
+        Ok(())
+    }
+
+    /// Faults aimed at elections, the most delicate moments: a new leader
+    /// is sometimes crashed before it replicates its first entries (which
+    /// makes the figure 8 histories of Raft §5.4.2 common), and a node is
+    /// sometimes restarted while a candidate collects votes.
+    fn nemesis_on_role_change(&mut self, node: usize, role: Role) {
+        if self.healed {
+            return;
+        }
+        let life = self.nodes[node].life;
+        match role {
+            Role::Leader if self.random.chance(1, 3) => {
+                let delay = self.random.between(1, 30);
+                self.schedule(delay, Event::Crash { node, life });
+            }
+            Role::Candidate if self.random.chance(1, 4) => {
+                let victim = self.random.below(self.nodes.len() as u64) as usize;
+                let victim_life = self.nodes[victim].life;
+                let delay = self.random.between(0, 5);
+                self.schedule(
+                    delay,
+                    Event::Crash {
+                        node: victim,
+                        life: victim_life,
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+
     fn partition_symmetric(&mut self) {
         let nodes = self.nodes.len();
         let mut side = [false; NODES_MAX];
@@ -1045,6 +1133,7 @@ impl Simulation {
 
     fn heal(&mut self) {
         self.healed = true;
+        self.committed_before_heal = self.checker.committed_length().get();
         self.faults = Faults::calm();
         for node in 0..self.nodes.len() {
             self.nodes[node].disk_latency_ms = (1, 3);

@@ -1,0 +1,64 @@
+//! The checkers can fail: each test plants one known Raft bug in every node
+//! and asserts the simulator catches it within a bounded number of seeds.
+//!
+//! Run with `cargo test --features planted-bugs --test planted_bugs`.
+
+use rast::raft::PlantedBug;
+use rast::sim::{Options, run};
+
+/// Seeds tried per bug before the test gives up (each run is about a
+/// millisecond; the bugs below are caught far sooner).
+const SEEDS_MAX: u64 = 3_000;
+
+/// Runs seeds with `bug` planted until one fails; returns that seed and the
+/// violated property.
+fn first_catch(bug: PlantedBug) -> Option<(u64, String)> {
+    (0..SEEDS_MAX).find_map(|seed| {
+        let mut options = Options::for_seed(seed);
+        options.planted_bug = Some(bug);
+        let outcome = std::panic::catch_unwind(|| run(seed, &options));
+        match outcome {
+            Ok(Ok(_)) => None,
+            Ok(Err(failure)) => Some((seed, failure.to_string())),
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                    .unwrap_or_default();
+                Some((seed, format!("seed {seed} panicked: {message}")))
+            }
+        }
+    })
+}
+
+fn assert_caught(bug: PlantedBug) {
+    match first_catch(bug) {
+        Some((seed, failure)) => println!("{bug:?} caught at seed {seed}: {failure}"),
+        None => panic!("{bug:?} not caught in {SEEDS_MAX} seeds"),
+    }
+}
+
+/// Committing an earlier term's entry by counting replicas (figure 8).
+#[test]
+fn catches_commit_of_previous_term_by_counting() {
+    assert_caught(PlantedBug::CommitPreviousTermByCounting);
+}
+
+/// Granting a vote without the up-to-date-log check.
+#[test]
+fn catches_vote_without_log_check() {
+    assert_caught(PlantedBug::VoteWithoutLogCheck);
+}
+
+/// Acknowledging entries before they are durable.
+#[test]
+fn catches_acknowledge_before_durable() {
+    assert_caught(PlantedBug::AcknowledgeBeforeDurable);
+}
+
+/// Forgetting the vote on restart.
+#[test]
+fn catches_forgotten_vote_on_restart() {
+    assert_caught(PlantedBug::ForgetVoteOnRestart);
+}
