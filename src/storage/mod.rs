@@ -169,6 +169,9 @@ pub enum StorageError {
     /// A truncation point that is not the first index of a batch.
     #[error("index {0} is not the first index of a batch")]
     NotBatchBoundary(LogIndex),
+    /// A reservation for spliced bytes is open: appends wait for it.
+    #[error("a reservation is open: complete or abort it first")]
+    Reserved,
     /// Too many bytes are queued or in flight: poll, then try again.
     #[error("write queue full ({bytes} bytes queued or in flight)")]
     Backpressure {

@@ -167,6 +167,9 @@ enum ChunkState {
     Writing(OpId),
     /// In the file.
     Written,
+    /// Written into the file by someone else (a splice into a
+    /// reservation); needs only its sync.
+    Spliced,
 }
 
 /// Bytes bound for one segment, from one turn.
@@ -174,14 +177,43 @@ enum ChunkState {
 struct Chunk {
     segment: u64,
     offset: u64,
+    /// Bytes (the buffer's length, or a splice's).
+    len: u64,
     last: LogIndex,
+    /// Empty for spliced bytes.
     buffer: Rc<Vec<u8>>,
     state: ChunkState,
 }
 
 impl Chunk {
     fn end(&self) -> u64 {
-        self.offset + self.buffer.len() as u64
+        self.offset + self.len
+    }
+}
+
+/// The next bytes of the active segment, handed to a caller that writes
+/// whole batches there itself (a follower splicing socket → pipe → file).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Reservation {
+    segment: u64,
+    offset: u64,
+    len: u64,
+}
+
+impl Reservation {
+    /// Where in the file the bytes go.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// How many bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True for an empty reservation.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 
@@ -229,6 +261,8 @@ pub struct SegmentLog {
     hard_state_write: Option<HardStateWrite>,
     durability: Durability,
     failed: Option<String>,
+    /// An open reservation (segment id, offset, length).
+    reserved: Option<(u64, u64, u64)>,
 }
 
 impl SegmentLog {
@@ -279,6 +313,7 @@ impl SegmentLog {
                 hard_state,
             },
             failed: None,
+            reserved: None,
         };
         log.recover()?;
         Ok(log)
@@ -533,11 +568,140 @@ impl SegmentLog {
         let chunk = Chunk {
             segment: active.id,
             offset: active.end - buffer.len() as u64,
+            len: buffer.len() as u64,
             last: self.staging_last,
             buffer: Rc::new(buffer),
             state: ChunkState::Staged,
         };
         self.chunks.push_back(chunk);
+    }
+
+    /// Reserves the next `len` bytes of the active segment (of a new one if
+    /// they do not fit) for whole batches the caller writes there itself —
+    /// a follower splicing socket → pipe → file — starting at the next
+    /// index. Returns the file and the reservation (its offset). Appends are
+    /// refused until [`Self::complete_reservation`] or
+    /// [`Self::abort_reservation`].
+    ///
+    /// Blocks only when it starts a new segment: the earlier ones must be
+    /// durable before anything lands in it.
+    pub fn reserve(&mut self, len: u64) -> Result<(Rc<File>, Reservation), StorageError> {
+        self.check_failed()?;
+        if self.reserved.is_some() {
+            return Err(StorageError::Reserved);
+        }
+        if len == 0 || len > self.options.segment_bytes {
+            return Err(StorageError::InvalidBatch(
+                crate::wire::WireError::FrameTooLarge {
+                    bytes: len,
+                    limit: self.options.segment_bytes as usize,
+                },
+            ));
+        }
+        if self.active().end + len > self.options.segment_bytes {
+            self.roll(self.last_index().next())?;
+        }
+        self.stage();
+        if !self.active().named {
+            self.sync_all()?;
+            let mut segment = self.segments.pop_back().expect("at least one segment");
+            let named = self.name_segment(&mut segment);
+            self.segments.push_back(segment);
+            named?;
+        }
+        let active = self.active();
+        let reservation = Reservation {
+            segment: active.id,
+            offset: active.end,
+            len,
+        };
+        let file = Rc::clone(&active.file);
+        self.reserved = Some((reservation.segment, reservation.offset, reservation.len));
+        Ok((file, reservation))
+    }
+
+    /// The reserved bytes are written: verifies every batch in them (frame,
+    /// checksum, index chain, term order, exactly filling the reservation)
+    /// and adds them to the log. They are readable at once and durable once
+    /// a later flush's sync completes. On a bad batch the bytes are zeroed,
+    /// the reservation is closed and the error says what was wrong.
+    pub fn complete_reservation(
+        &mut self,
+        reservation: Reservation,
+    ) -> Result<LogIndex, StorageError> {
+        self.check_failed()?;
+        assert_eq!(
+            self.reserved,
+            Some((reservation.segment, reservation.offset, reservation.len)),
+            "completing a reservation that is not the open one"
+        );
+        let metas = {
+            let active = self.active();
+            let start = reservation.offset as usize;
+            let bytes = &active.mapping()?.bytes()[start..start + reservation.len as usize];
+            let mut metas = Vec::new();
+            let mut next = self.last_index().next();
+            let mut floor = self.last_term();
+            let mut offset = 0usize;
+            while offset < bytes.len() {
+                match record::check(&bytes[offset..], (start + offset) as u64, next, floor) {
+                    Ok(meta) => {
+                        next = meta.last.next();
+                        floor = meta.term;
+                        offset += meta.bytes as usize;
+                        metas.push(meta);
+                    }
+                    Err(fault) => {
+                        let error = StorageError::Corrupt {
+                            path: active.path.clone(),
+                            offset: (start + offset) as u64,
+                            reason: format!("spliced batch refused: {fault:?}"),
+                        };
+                        self.abort_reservation(reservation)?;
+                        return Err(error);
+                    }
+                }
+            }
+            metas
+        };
+        self.reserved = None;
+        let last = metas.last().expect("a non-empty reservation").last;
+        for meta in &metas {
+            self.note_term(meta.first, meta.term);
+        }
+        let segment = self.segments.back_mut().expect("at least one segment");
+        for meta in &metas {
+            segment.batches.push(BatchEntry {
+                offset: meta.offset as u32,
+                delta: (meta.first.get() - segment.first.get()) as u32,
+            });
+        }
+        segment.end += reservation.len;
+        segment.last = last;
+        self.chunks.push_back(Chunk {
+            segment: reservation.segment,
+            offset: reservation.offset,
+            len: reservation.len,
+            last,
+            buffer: Rc::new(Vec::new()),
+            state: ChunkState::Spliced,
+        });
+        Ok(last)
+    }
+
+    /// Gives a reservation up: whatever was written into it is zeroed.
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "consumes the reservation so it cannot be used again"
+    )]
+    pub fn abort_reservation(&mut self, reservation: Reservation) -> Result<(), StorageError> {
+        assert_eq!(
+            self.reserved,
+            Some((reservation.segment, reservation.offset, reservation.len)),
+            "aborting a reservation that is not the open one"
+        );
+        self.reserved = None;
+        clear_tail(self.active(), reservation.offset)
     }
 
     /// Starts a new segment for a batch that does not fit the active one.
@@ -563,7 +727,7 @@ impl SegmentLog {
     fn submit_chunks(&mut self, ring: &mut Ring) -> Result<(), StorageError> {
         for position in 0..self.chunks.len() {
             let chunk = &self.chunks[position];
-            if chunk.state != ChunkState::Staged {
+            if !matches!(chunk.state, ChunkState::Staged | ChunkState::Spliced) {
                 continue;
             }
             if !self.older_segments_durable(chunk.segment) {
@@ -586,18 +750,23 @@ impl SegmentLog {
                 .expect("chunk of a live segment");
             let io = |error| StorageError::io("submit", &segment.path, error);
             ring.reserve(2).map_err(io)?;
-            let write = ring
-                .write_at(
-                    &segment.file,
-                    &chunk.buffer,
-                    0..chunk.buffer.len(),
-                    chunk.offset,
-                    Link::Next,
-                )
-                .map_err(io)?;
+            let state = if chunk.state == ChunkState::Spliced {
+                ChunkState::Written
+            } else {
+                let write = ring
+                    .write_at(
+                        &segment.file,
+                        &chunk.buffer,
+                        0..chunk.buffer.len(),
+                        chunk.offset,
+                        Link::Next,
+                    )
+                    .map_err(io)?;
+                ChunkState::Writing(write)
+            };
             let sync = ring.fdatasync(&segment.file, Link::None).map_err(io)?;
             let (segment_id, last) = (chunk.segment, chunk.last);
-            self.chunks[position].state = ChunkState::Writing(write);
+            self.chunks[position].state = state;
             self.syncs.push_back(Sync {
                 op: sync,
                 segment: segment_id,
@@ -810,6 +979,10 @@ impl SegmentLog {
                 chunk.segment == segment.id && chunk.offset <= offset && offset < chunk.end()
             })
             .expect("unwritten bytes are queued");
+        if chunk.buffer.is_empty() {
+            // Spliced: already in the file.
+            return (None, 0, chunk.end());
+        }
         (Some(&chunk.buffer), chunk.offset, chunk.end())
     }
 }
@@ -817,6 +990,9 @@ impl SegmentLog {
 impl LogStorage for SegmentLog {
     fn append(&mut self, frame: &[u8]) -> Result<LogIndex, StorageError> {
         self.check_failed()?;
+        if self.reserved.is_some() {
+            return Err(StorageError::Reserved);
+        }
         let (first, last, term) = check_append(frame, self.last_index().next(), self.last_term())?;
         let bytes = frame.len() as u64;
         if bytes > self.options.segment_bytes {

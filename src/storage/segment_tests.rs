@@ -321,3 +321,56 @@ fn reads_name_the_file_once_written() {
     assert_eq!(span.offset, frames[0].len() as u64);
     assert_eq!(range.bytes, &frames[1][..]);
 }
+
+/// Batches spliced from a pipe into a reservation (as a follower moves
+/// them from its socket) join the log: readable, durable after a flush,
+/// there after a reopen; a bad spliced batch is refused and zeroed.
+#[test]
+fn spliced_batches_join_the_log() {
+    use std::io::Write as _;
+    let dir = TempDir::new("splice");
+    let mut log = SegmentLog::open_standalone(&dir.0, SMALL).unwrap();
+    let mut frames = append_batches(&mut log, 1, &[2], 64);
+    let spliced = [make_batch(2, 3, 4, 64), make_batch(2, 7, 1, 64)];
+    let bytes: Vec<u8> = spliced.concat();
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    writer.write_all(&bytes).unwrap();
+    let reader = Rc::new(File::from(std::os::fd::OwnedFd::from(reader)));
+    let (file, reservation) = log.reserve(bytes.len() as u64).unwrap();
+    assert!(matches!(
+        log.append(&make_batch(2, 3, 1, 8)),
+        Err(StorageError::Reserved)
+    ));
+    let ring = Rc::clone(log.ring());
+    let op = ring
+        .borrow_mut()
+        .splice(
+            &reader,
+            None,
+            &file,
+            Some(reservation.offset()),
+            bytes.len() as u32,
+            Link::None,
+        )
+        .unwrap();
+    assert_eq!(ring.borrow_mut().wait(op).unwrap(), bytes.len() as i32);
+    assert_eq!(log.complete_reservation(reservation).unwrap(), LogIndex(7));
+    frames.extend(spliced.iter().cloned());
+    assert_eq!(read_all(&log, 1 << 20), frames);
+    assert_eq!(log.sync_all().unwrap().index, LogIndex(7));
+    // A damaged batch is refused and leaves no trace.
+    let mut bad = make_batch(2, 8, 1, 64);
+    let at = bad.len() - 1;
+    bad[at] ^= 1;
+    let (file, reservation) = log.reserve(bad.len() as u64).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&*file, &bad, reservation.offset()).unwrap();
+    assert!(matches!(
+        log.complete_reservation(reservation),
+        Err(StorageError::Corrupt { .. })
+    ));
+    frames.extend(append_batches(&mut log, 2, &[1], 64));
+    log.sync_all().unwrap();
+    drop(log);
+    let log = SegmentLog::open_standalone(&dir.0, SMALL).unwrap();
+    assert_eq!(read_all(&log, 1 << 20), frames);
+}
