@@ -28,7 +28,7 @@
 //! operations; for longer ones, [`log`](super::log) checks the log-specific
 //! invariants in near-linear time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 
@@ -431,7 +431,30 @@ impl Hints for LogSpec {
 
 /// The search input for a log's history, and for each call the index of
 /// the operation it came from.
+///
+/// Payloads no read observed are all replaced by one placeholder: such an
+/// append matters only by the index it takes, so two of them are
+/// interchangeable, and the search then sees them as twins and their
+/// orders as one state. Without this, `k` unacknowledged appends cost `k!`.
 pub fn log_calls(operations: &[Operation<LogOp>]) -> (Vec<Call<LogCall>>, Vec<usize>) {
+    let observed: HashSet<u64> = operations
+        .iter()
+        .filter_map(|operation| match operation.outcome {
+            Outcome::Ok(LogOp::Read { payload, .. }) => payload,
+            _ => None,
+        })
+        .collect();
+    let placeholder = (0..=u64::MAX)
+        .rev()
+        .find(|payload| !observed.contains(payload))
+        .expect("fewer reads than payload values");
+    let payload_seen = |payload: u64| {
+        if observed.contains(&payload) {
+            payload
+        } else {
+            placeholder
+        }
+    };
     convert(operations, |operation| {
         let (op, effect) = match (operation.invoke, &operation.outcome) {
             (LogOp::Append { payload, .. }, Outcome::Ok(done)) => {
@@ -439,6 +462,7 @@ pub fn log_calls(operations: &[Operation<LogOp>]) -> (Vec<Call<LogCall>>, Vec<us
                     LogOp::Append { index, .. } => index,
                     LogOp::Read { .. } => None,
                 };
+                let payload = payload_seen(payload);
                 (LogOp::Append { payload, index }, Effect::Ok)
             }
             (LogOp::Read { index, .. }, Outcome::Ok(done)) => {
@@ -448,7 +472,16 @@ pub fn log_calls(operations: &[Operation<LogOp>]) -> (Vec<Call<LogCall>>, Vec<us
                 };
                 (LogOp::Read { index, payload }, Effect::Ok)
             }
-            (LogOp::Append { .. }, Outcome::Unknown) => (operation.invoke, Effect::Unknown),
+            (LogOp::Append { payload, .. }, Outcome::Unknown) => {
+                let payload = payload_seen(payload);
+                (
+                    LogOp::Append {
+                        payload,
+                        index: None,
+                    },
+                    Effect::Unknown,
+                )
+            }
             (_, Outcome::Fail(_) | Outcome::Unknown) => return None,
         };
         Some(LogCall { op, effect })
