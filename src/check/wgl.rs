@@ -167,6 +167,19 @@ impl<S> Verdict<S> {
     }
 }
 
+impl<S: fmt::Debug> fmt::Display for Verdict<S> {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Linearizable => formatter.write_str("linearizable"),
+            Self::NotLinearizable(dead_end) => write!(formatter, "not linearizable: {dead_end}"),
+            Self::Unknown(exhausted) => write!(
+                formatter,
+                "unknown: search budget exhausted ({exhausted:?})"
+            ),
+        }
+    }
+}
+
 /// The longest linearization the search built before every continuation
 /// failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -598,6 +611,10 @@ mod tests {
         assert_eq!(dead_end.blocked, 2);
         assert_eq!(dead_end.linearized, 2);
         assert_eq!(dead_end.state, 2);
+        assert_eq!(
+            Verdict::NotLinearizable(dead_end).to_string(),
+            "not linearizable: after linearizing 2 operations (state 2), operation #2 cannot be placed"
+        );
     }
 
     /// An unknown-outcome write may take effect late (after later ops) or
