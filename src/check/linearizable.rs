@@ -3,7 +3,7 @@
 //! Each object is a sequential specification (a `todc_utils::Specification`
 //! impl, so the reference checker can run it too) plus an entry point that
 //! turns a recorded history into the search's input and runs the bounded
-//! [`wgl`](super::wgl) search.
+//! [`super::wgl`] search.
 //!
 //! Turning a history into search input is where the meaning of outcomes
 //! lives:
@@ -25,7 +25,7 @@
 //!
 //! The append-only log spec is exact but its state is the whole log (cloned
 //! and hashed per step), so it suits histories of up to a few thousand
-//! operations; for longer ones, [`log`](super::log) checks the log-specific
+//! operations; for longer ones, [`super::log`] checks the log-specific
 //! invariants in near-linear time.
 
 use std::collections::{BTreeMap, HashSet};

@@ -30,16 +30,23 @@
 //! The cache of (linearized set, state) is what makes the search practical:
 //! two orders of the same operations that reach the same state have the same
 //! future. It is also what costs memory, so the search is bounded by a
-//! [`Budget`] of steps (each fresh cache entry is one step) and wall time,
-//! and answers [`Verdict::Unknown`] when it runs out rather than hanging a
-//! simulator run.
+//! [`Budget`] of steps, estimated cache bytes and wall time, and answers
+//! [`Verdict::Unknown`] when it runs out rather than hanging a simulator run.
+//!
+//! Two prunings on top (see [`check`]), each proven sound in its doc and
+//! checked against the reference on random histories
+//! (tests/linearizable_reference.rs): read-only operations are linearized
+//! greedily, and identical unknown-outcome operations are tried in
+//! invocation order only. On the Jepsen etcd corpus they cut the hardest
+//! history (etcd_002) from 1.36 M steps to 0.42 M.
 //!
 //! Why not call `todc_utils::WGLChecker` directly: it cannot be bounded (no
 //! step or time limit, and a thread cannot be killed), its history is a
 //! `Vec` searched and shifted linearly on every step, it clones a
 //! `Vec<bool>` per attempt, and its `History` panics on an empty or
-//! incomplete history. It stays the reference: our specifications implement
-//! its `Specification` trait and the tests run both on the Jepsen corpus.
+//! incomplete history. It gets the corpus right, in about 2 s where this
+//! search takes about 0.2 s. It stays the reference: our specifications
+//! implement its `Specification` trait and the tests run both.
 
 use std::collections::HashSet;
 use std::fmt;
