@@ -28,7 +28,7 @@
 //! operations; for longer ones, [`super::log`] checks the log-specific
 //! invariants in near-linear time.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
 
@@ -37,6 +37,7 @@ use todc_utils::Specification;
 use super::history::{OpParseError, Operation, Optional, Outcome, parse_optional};
 use super::log::LogOp;
 use super::wgl::{self, Budget, Call, Hints, Search, Verdict};
+use crate::types::LogIndex;
 
 /// An operation on one register holding an optional `u64` (`None`: never
 /// written, or deleted).
@@ -381,7 +382,9 @@ pub struct LogCall {
 
 /// Sequential specification of an append-only log: an append goes to the
 /// next index (the first entry is at index 1) and returns it; a read at an
-/// index returns the payload there, or nothing past the end.
+/// index returns the payload there, or nothing past the end. An append that
+/// carries an index (acknowledged, or pinned by [`log_calls`]) is valid only
+/// at that index.
 #[derive(Clone, Copy, Debug)]
 pub struct LogSpec;
 
@@ -398,8 +401,7 @@ impl Specification for LogSpec {
         match (call.op, call.effect) {
             (LogOp::Append { payload, index }, Effect::Ok | Effect::Unknown) => {
                 let next = state.len() as u64 + 1;
-                let valid = call.effect == Effect::Unknown || index.is_none_or(|i| i.get() == next);
-                if !valid {
+                if index.is_some_and(|i| i.get() != next) {
                     return (false, state.clone());
                 }
                 let mut after = state.clone();
@@ -432,24 +434,37 @@ impl Hints for LogSpec {
 /// The search input for a log's history, and for each call the index of
 /// the operation it came from.
 ///
-/// Payloads no read observed are all replaced by one placeholder: such an
-/// append matters only by the index it takes, so two of them are
-/// interchangeable, and the search then sees them as twins and their
-/// orders as one state. Without this, `k` unacknowledged appends cost `k!`.
+/// Two rewrites keep the search small; both change no verdict (payloads
+/// are unique per append):
+///
+/// * payloads no read observed are all replaced by one placeholder: such an
+///   append matters only by the index it takes, so two of them are
+///   interchangeable, and the search sees them as twins and their orders as
+///   one state. Without this, `k` unacknowledged appends cost `k!`;
+/// * an unknown-outcome append whose payload a read observed at index `i`
+///   took index `i` if it took effect at all (else the read could not have
+///   seen it), so it is pinned there, like an acknowledged append, instead
+///   of being tried at every point.
 pub fn log_calls(operations: &[Operation<LogOp>]) -> (Vec<Call<LogCall>>, Vec<usize>) {
-    let observed: HashSet<u64> = operations
-        .iter()
-        .filter_map(|operation| match operation.outcome {
-            Outcome::Ok(LogOp::Read { payload, .. }) => payload,
-            _ => None,
-        })
-        .collect();
+    let mut observed: HashMap<u64, LogIndex> = HashMap::new();
+    for operation in operations {
+        if let (
+            LogOp::Read { index, .. },
+            Outcome::Ok(LogOp::Read {
+                payload: Some(payload),
+                ..
+            }),
+        ) = (operation.invoke, operation.outcome)
+        {
+            observed.entry(payload).or_insert(index);
+        }
+    }
     let placeholder = (0..=u64::MAX)
         .rev()
-        .find(|payload| !observed.contains(payload))
+        .find(|payload| !observed.contains_key(payload))
         .expect("fewer reads than payload values");
     let payload_seen = |payload: u64| {
-        if observed.contains(&payload) {
+        if observed.contains_key(&payload) {
             payload
         } else {
             placeholder
@@ -473,14 +488,9 @@ pub fn log_calls(operations: &[Operation<LogOp>]) -> (Vec<Call<LogCall>>, Vec<us
                 (LogOp::Read { index, payload }, Effect::Ok)
             }
             (LogOp::Append { payload, .. }, Outcome::Unknown) => {
+                let index = observed.get(&payload).copied();
                 let payload = payload_seen(payload);
-                (
-                    LogOp::Append {
-                        payload,
-                        index: None,
-                    },
-                    Effect::Unknown,
-                )
+                (LogOp::Append { payload, index }, Effect::Unknown)
             }
             (_, Outcome::Fail(_) | Outcome::Unknown) => return None,
         };
@@ -554,7 +564,6 @@ mod tests {
     use super::*;
     use crate::check::history::{EventKind, History, ProcessId};
     use crate::check::wgl::Exhausted;
-    use crate::types::LogIndex;
 
     /// Records a history with one tick per event.
     struct Recorder<O>(History<O>);
