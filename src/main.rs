@@ -189,6 +189,9 @@ struct ServeArgs {
     /// Logs to create at start (others are created on first use).
     #[arg(long, default_value = "default")]
     logs: String,
+    /// Serve Prometheus metrics on this address (GET /metrics).
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Options of `rast cluster`.
@@ -341,6 +344,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .filter(|name| !name.is_empty())
             .map(str::to_owned)
             .collect(),
+        metrics_addr: args.metrics_addr,
     })?;
     Ok(())
 }

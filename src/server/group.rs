@@ -20,6 +20,7 @@ use crate::raft::{
     self, Action, AppendEntries, BatchSummary, Body, Core, Membership, Message, NodeSet,
     OutgoingBody, ProposeError, Restart, Role,
 };
+use crate::storage::segment::Reservation;
 use crate::storage::{self, LogStorage, StorageError};
 use crate::types::{LogId, LogIndex, NodeId, Term};
 use crate::wire::client::{ErrorKind, ErrorReply, Response, ResponseBody};
@@ -43,6 +44,10 @@ pub struct Outbound {
     pub peers: Vec<(NodeId, Vec<u8>)>,
     /// Frames for clients: a response, maybe followed by batch frames.
     pub clients: Vec<(ReplyTo, Vec<u8>)>,
+    /// Leader changes seen (for metrics).
+    pub leader_changes: u64,
+    /// Syncs completed: (latency µs, entries made durable).
+    pub syncs: Vec<(u64, u64)>,
 }
 
 impl Outbound {
@@ -116,6 +121,12 @@ pub struct Group {
     addresses: Vec<(NodeId, String)>,
     /// Reused for decoding config batches.
     configs: Vec<Membership>,
+    /// Spliced batches waiting for the core's verdict (see `step_spliced`).
+    spliced: Option<Reservation>,
+    /// When the oldest write not yet durable was flushed (sync latency).
+    flushed_at: Option<std::time::Instant>,
+    /// The leader last reported.
+    leader: NodeId,
 }
 
 impl std::fmt::Debug for Group {
@@ -174,6 +185,9 @@ impl Group {
             failed: None,
             addresses,
             configs: Vec::new(),
+            spliced: None,
+            flushed_at: None,
+            leader: NodeId::ZERO,
         })
     }
 
@@ -255,6 +269,118 @@ impl Group {
         self.actions = actions;
         self.configs = configs;
         Ok(())
+    }
+
+    /// Reserves `len` bytes of the log file for batches a follower splices
+    /// from the socket; `None` when the store cannot (in memory) or the
+    /// group failed.
+    pub fn reserve(&mut self, len: u64) -> Option<(std::rc::Rc<std::fs::File>, Reservation)> {
+        if self.failed.is_some() {
+            return None;
+        }
+        match self.storage.reserve(len) {
+            Ok(reserved) => reserved,
+            Err(error) => {
+                tracing::debug!(log = %self.name, %error, "no reservation; receiving into a buffer");
+                None
+            }
+        }
+    }
+
+    /// Steps an AppendEntries whose batch frames were spliced into the
+    /// `reservation` of `file`. In the steady state (the core appends every
+    /// batch, nothing truncated) the reservation is completed — verified and
+    /// added — without the bytes ever entering user space. Otherwise the
+    /// bytes are read back, the reservation aborted, and the message handled
+    /// as if buffered.
+    pub fn step_spliced(
+        &mut self,
+        header: &PeerHeader,
+        batches: &[BatchSummary],
+        file: &std::fs::File,
+        reservation: Reservation,
+        out: &mut Outbound,
+    ) -> Result<(), WireError> {
+        let simple_kinds = !batches.iter().any(|batch| batch.kind == BatchKind::Config);
+        if simple_kinds
+            && let PeerBody::AppendEntries {
+                prev_index,
+                prev_term,
+                leader_commit,
+                ..
+            } = header.body
+        {
+            let message = Message {
+                from: header.from,
+                to: header.to,
+                term: header.term,
+                body: Body::AppendEntries(AppendEntries {
+                    prev_index,
+                    prev_term,
+                    leader_commit,
+                    batches,
+                    configs: &[],
+                }),
+            };
+            let mut actions = std::mem::take(&mut self.actions);
+            self.core.step(&message, &mut actions);
+            let last = batches.last().map(BatchSummary::last_index);
+            let first = batches.first().map(|batch| batch.first_index);
+            let appends_all = actions.iter().any(|action| {
+                matches!(action, Action::AppendReceived { skip: 0, first_index, last_index }
+                    if Some(*first_index) == first && Some(*last_index) == last)
+            });
+            let truncates = actions
+                .iter()
+                .any(|action| matches!(action, Action::Truncate { .. }));
+            if appends_all && !truncates {
+                self.spliced = Some(reservation);
+                self.execute(&mut actions, None, None, out);
+                if let Some(reservation) = self.spliced.take() {
+                    // No AppendReceived consumed it (cannot happen: checked).
+                    let _ = self.storage.abort_reservation(reservation);
+                }
+            } else {
+                let bytes = self.take_back(file, reservation, out);
+                self.execute(&mut actions, None, bytes.as_deref(), out);
+            }
+            self.actions = actions;
+            return Ok(());
+        }
+        match self.take_back(file, reservation, out) {
+            Some(bytes) => self.step(header, batches, &bytes, out),
+            None => Ok(()),
+        }
+    }
+
+    /// Drops a reservation whose splice failed.
+    pub fn abort_splice(&mut self, reservation: Reservation, out: &mut Outbound) {
+        if let Err(error) = self.storage.abort_reservation(reservation) {
+            self.fail(&error.to_string(), out);
+        }
+    }
+
+    /// Reads a reservation's bytes back and aborts it.
+    fn take_back(
+        &mut self,
+        file: &std::fs::File,
+        reservation: Reservation,
+        out: &mut Outbound,
+    ) -> Option<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let mut bytes = vec![0u8; reservation.len() as usize];
+        let read = file.read_exact_at(&mut bytes, reservation.offset());
+        if let Err(error) = self.storage.abort_reservation(reservation) {
+            self.fail(&error.to_string(), out);
+            return None;
+        }
+        match read {
+            Ok(()) => Some(bytes),
+            Err(error) => {
+                tracing::warn!(log = %self.name, %error, "reading spliced bytes back");
+                None
+            }
+        }
     }
 
     /// Proposes a client's batch frame (validated, sealed, unstamped); the
@@ -375,6 +501,9 @@ impl Group {
             return;
         }
         let durability = self.storage.flush().and_then(|()| self.storage.poll());
+        if self.flushed_at.is_none() && self.storage.last_index() > self.durable_index {
+            self.flushed_at = Some(std::time::Instant::now());
+        }
         match durability {
             Ok(durability) => self.feed_durability(durability, out),
             Err(error) => self.fail(&error.to_string(), out),
@@ -393,6 +522,13 @@ impl Group {
             self.core.hard_state_persisted(hard_state, &mut actions);
         }
         if durability.index != self.durable_index {
+            if durability.index > self.durable_index
+                && let Some(flushed_at) = self.flushed_at.take()
+            {
+                let micros = flushed_at.elapsed().as_micros() as u64;
+                out.syncs
+                    .push((micros, durability.index.get() - self.durable_index.get()));
+            }
             self.durable_index = durability.index;
             if let Some(term) = self.storage.term_at(durability.index) {
                 self.core.persisted(durability.index, term, &mut actions);
@@ -486,7 +622,19 @@ impl Group {
                 first_index,
                 last_index,
             } => {
-                let mut rest = received.expect("AppendReceived comes from step");
+                if let Some(reservation) = self.spliced.take() {
+                    let last = self.storage.complete_reservation(reservation)?;
+                    debug_assert_eq!(last, last_index);
+                    return Ok(());
+                }
+                let Some(mut rest) = received else {
+                    // The message's bytes are gone (a failed read-back of
+                    // spliced bytes): the core's log and storage would part.
+                    return Err(StorageError::Failed(
+                        "received batches could not be read back".into(),
+                    )
+                    .into());
+                };
                 let mut position = 0u32;
                 while let Some((frame, tail)) = split_frame(rest)? {
                     rest = tail;
@@ -507,6 +655,10 @@ impl Group {
             }
             Action::RoleChanged { role, term, leader } => {
                 tracing::info!(log = %self.name, ?role, %term, %leader, "role changed");
+                if leader != self.leader && leader != NodeId::ZERO {
+                    out.leader_changes += 1;
+                }
+                self.leader = leader;
             }
         }
         Ok(())
@@ -647,6 +799,23 @@ impl Group {
             .find(|(id, _)| *id == node)
             .map(|(_, address)| address.clone())
             .unwrap_or_default()
+    }
+
+    /// Gauges for the metrics endpoint.
+    pub fn gauges(&self) -> super::metrics::LogGauges {
+        let status = self.status();
+        super::metrics::LogGauges {
+            name: self.name.clone(),
+            role: status.role,
+            term: status.term,
+            commit: status.commit_index,
+            last: status.last_index,
+            lag: status
+                .peers
+                .iter()
+                .map(|peer| (peer.id, status.last_index.saturating_sub(peer.match_index)))
+                .collect(),
+        }
     }
 
     /// Status for `rast status`.

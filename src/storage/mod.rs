@@ -294,4 +294,35 @@ pub trait LogStorage {
 
     /// The last hard state stored (durable or not).
     fn hard_state(&self) -> HardState;
+
+    /// Reserves the next `len` bytes of the log file for whole batches the
+    /// caller writes there itself (a follower splicing socket → pipe →
+    /// file); `None` when this store has no file (in memory). Appends are
+    /// refused until the reservation is completed or aborted.
+    fn reserve(
+        &mut self,
+        len: u64,
+    ) -> Result<Option<(std::rc::Rc<std::fs::File>, segment::Reservation)>, StorageError> {
+        let _ = len;
+        Ok(None)
+    }
+
+    /// The reserved bytes are written: verifies and adds their batches.
+    fn complete_reservation(
+        &mut self,
+        reservation: segment::Reservation,
+    ) -> Result<LogIndex, StorageError> {
+        let _ = reservation;
+        Err(StorageError::Failed(
+            "this store takes no reservations".into(),
+        ))
+    }
+
+    /// Gives a reservation up; its bytes are zeroed.
+    fn abort_reservation(&mut self, reservation: segment::Reservation) -> Result<(), StorageError> {
+        let _ = reservation;
+        Err(StorageError::Failed(
+            "this store takes no reservations".into(),
+        ))
+    }
 }

@@ -988,6 +988,18 @@ impl SegmentLog {
 }
 
 impl LogStorage for SegmentLog {
+    fn reserve(&mut self, len: u64) -> Result<Option<(Rc<File>, Reservation)>, StorageError> {
+        SegmentLog::reserve(self, len).map(Some)
+    }
+
+    fn complete_reservation(&mut self, reservation: Reservation) -> Result<LogIndex, StorageError> {
+        SegmentLog::complete_reservation(self, reservation)
+    }
+
+    fn abort_reservation(&mut self, reservation: Reservation) -> Result<(), StorageError> {
+        SegmentLog::abort_reservation(self, reservation)
+    }
+
     fn append(&mut self, frame: &[u8]) -> Result<LogIndex, StorageError> {
         self.check_failed()?;
         if self.reserved.is_some() {

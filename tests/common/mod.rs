@@ -13,15 +13,22 @@ use rast::wire::client::Status;
 /// A local cluster; every process is killed when it drops.
 pub struct Cluster {
     pub addresses: Vec<String>,
+    pub metrics: Vec<String>,
     pub data: PathBuf,
     children: Vec<Option<Child>>,
     peers: String,
     cores: u32,
+    extra: Vec<String>,
 }
 
 impl Cluster {
     /// Starts `nodes` nodes with `cores` cores each.
     pub fn start(name: &str, nodes: usize, cores: u32) -> Self {
+        Self::start_with(name, nodes, cores, &[])
+    }
+
+    /// Starts nodes with extra `rast serve` arguments.
+    pub fn start_with(name: &str, nodes: usize, cores: u32, extra: &[&str]) -> Self {
         let data = std::env::temp_dir().join(format!("rast-it-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data);
         std::fs::create_dir_all(&data).unwrap();
@@ -34,12 +41,17 @@ impl Cluster {
             .map(|(node, address)| format!("{}={address}", node + 1))
             .collect::<Vec<_>>()
             .join(",");
+        let metrics = (0..nodes)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
         let mut cluster = Self {
             addresses,
+            metrics,
             data,
             children: (0..nodes).map(|_| None).collect(),
             peers,
             cores,
+            extra: extra.iter().map(|arg| (*arg).to_owned()).collect(),
         };
         for node in 0..nodes {
             cluster.restart(node);
@@ -53,7 +65,9 @@ impl Cluster {
         let child = Command::new(env!("CARGO_BIN_EXE_rast"))
             .args(["serve", "--id", &(node + 1).to_string()])
             .args(["--listen", &self.addresses[node], "--peers", &self.peers])
+            .args(["--metrics-addr", &self.metrics[node]])
             .args(["--cores", &self.cores.to_string()])
+            .args(&self.extra)
             .arg("--data")
             .arg(self.data.join(format!("node{}", node + 1)))
             .env("RAST_LOG", "warn")
@@ -87,6 +101,19 @@ impl Cluster {
             ..ClientOptions::default()
         };
         Client::new(&self.addresses, options).unwrap()
+    }
+
+    /// The value of metric `name` (first sample) at node `node`.
+    pub fn metric(&self, node: usize, name: &str) -> Option<f64> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&self.metrics[node]).ok()?;
+        stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        text.lines()
+            .find(|line| line.split([' ', '{']).next() == Some(name))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse().ok())
     }
 
     /// Status of node `node`, if it answers.
