@@ -566,12 +566,10 @@ impl Group {
                 break;
             }
             if let Err(error) = self.execute_one(action, proposal, received, out) {
-                let reason = error.to_string();
-                if matches!(error, GroupError::Storage(StorageError::NoSpace)) {
-                    tracing::warn!(log = %self.name, "disk full: append refused");
-                    continue;
-                }
-                self.fail(&reason, out);
+                // Any storage refusal after the core accepted an entry (a
+                // full disk included) would part the core's log from the
+                // stored one: stop the group (fail-stop) rather than diverge.
+                self.fail(&error.to_string(), out);
             }
         }
     }

@@ -654,6 +654,13 @@ impl Shard {
         if !buffered {
             return Ok(0);
         }
+        if let Some(group) = self.groups.get(&header.group)
+            && group.storage().writable_bytes() < trailing
+        {
+            let entry = self.slots[slot].as_mut().expect("present");
+            entry.blocked = true;
+            return Ok(0);
+        }
         let entry = self.slots[slot].as_mut().expect("present");
         let bytes = entry.connection.unread()[length..need].to_vec();
         super::metrics::Counters::add(&self.metrics.counters.bytes_copied, bytes.len() as u64);
@@ -705,6 +712,17 @@ impl Shard {
             return Ok(0);
         }
         let consumed = length + batch.as_ref().map_or(0, Vec::len);
+        if let Some(frame) = &batch
+            && let Some(group) = self.groups.get(&id)
+            && group.storage().writable_bytes() < frame.len() as u64
+        {
+            // The write queue is full: stop reading this client until a
+            // sync frees room (TCP pushes back on it meanwhile).
+            let entry = self.slots[slot].as_mut().expect("present");
+            entry.blocked = true;
+            return Ok(0);
+        }
+        let entry = self.slots[slot].as_mut().expect("present");
         entry.connection.consume(consumed);
         let reply = ReplyTo {
             connection: slot,
@@ -1005,6 +1023,16 @@ impl Shard {
     fn end_turn(&mut self) {
         for group in self.groups.values_mut() {
             group.turn(&mut self.out);
+        }
+        // Connections that waited for room (or a splice) try again; those
+        // still waiting block themselves anew.
+        for slot in 0..self.slots.len() {
+            if let Some(entry) = self.slots[slot].as_mut()
+                && entry.blocked
+            {
+                entry.blocked = false;
+                self.resume(slot);
+            }
         }
         self.deliver();
         for slot in 0..self.slots.len() {

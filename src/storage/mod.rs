@@ -295,6 +295,13 @@ pub trait LogStorage {
     /// The last hard state stored (durable or not).
     fn hard_state(&self) -> HardState;
 
+    /// Bytes `append` accepts right now before refusing with
+    /// [`StorageError::Backpressure`]; callers wait for a `poll` to free
+    /// room instead of asking.
+    fn writable_bytes(&self) -> u64 {
+        u64::MAX
+    }
+
     /// Reserves the next `len` bytes of the log file for whole batches the
     /// caller writes there itself (a follower splicing socket → pipe →
     /// file); `None` when this store has no file (in memory). Appends are

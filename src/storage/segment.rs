@@ -988,6 +988,13 @@ impl SegmentLog {
 }
 
 impl LogStorage for SegmentLog {
+    fn writable_bytes(&self) -> u64 {
+        if self.reserved.is_some() || self.failed.is_some() {
+            return 0;
+        }
+        WRITE_QUEUE_BYTES_MAX.saturating_sub(self.queued_bytes) as u64
+    }
+
     fn reserve(&mut self, len: u64) -> Result<Option<(Rc<File>, Reservation)>, StorageError> {
         SegmentLog::reserve(self, len).map(Some)
     }
