@@ -72,6 +72,14 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         count: u32,
     },
+    /// Follow a log: print `index<TAB>payload` lines as entries commit.
+    Tail {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// First index.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+    },
     /// Print each node's role, term, last and commit index, per-peer match.
     Status {
         #[command(flatten)]
@@ -256,6 +264,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut out = std::io::stdout().lock();
             for (index, payload) in entries {
                 writeln!(out, "{index}\t{}", String::from_utf8_lossy(&payload))?;
+            }
+            Ok(())
+        }
+        Command::Tail { client, from } => {
+            let mut connection = connect(&client)?;
+            let mut out = std::io::stdout().lock();
+            for entry in connection.tail(&client.log, LogIndex(from))? {
+                let (index, payload) = entry?;
+                writeln!(out, "{index}\t{}", String::from_utf8_lossy(&payload))?;
+                out.flush()?;
             }
             Ok(())
         }
