@@ -14,6 +14,7 @@
 
 use std::collections::VecDeque;
 
+use super::connection::FileSpan;
 use crate::constants::APPEND_MESSAGE_BYTES_MAX;
 use crate::net::codec::{self, PeerBody, PeerHeader};
 use crate::raft::{
@@ -37,13 +38,23 @@ pub struct ReplyTo {
     pub request_id: u64,
 }
 
+/// One piece of what a client is sent.
+#[derive(Debug)]
+pub enum ClientOut {
+    /// Bytes (a response frame; batches still in the write queue).
+    Bytes(Vec<u8>),
+    /// Stored batch frames, straight from the log file.
+    File(FileSpan),
+}
+
 /// What a group wants sent, collected during a call.
 #[derive(Debug, Default)]
 pub struct Outbound {
     /// Frames for peers (an AppendEntries header followed by its batches).
     pub peers: Vec<(NodeId, Vec<u8>)>,
-    /// Frames for clients: a response, maybe followed by batch frames.
-    pub clients: Vec<(ReplyTo, Vec<u8>)>,
+    /// For clients, in order: response frames, and stored batch frames as
+    /// file spans (sent by splice) or bytes.
+    pub clients: Vec<(ReplyTo, ClientOut)>,
     /// Leader changes seen (for metrics).
     pub leader_changes: u64,
     /// Syncs completed: (latency µs, entries made durable).
@@ -57,7 +68,7 @@ impl Outbound {
             request_id: to.request_id,
             body,
         });
-        self.clients.push((to, frame));
+        self.clients.push((to, ClientOut::Bytes(frame)));
     }
 
     /// Queues a client error.
@@ -450,13 +461,10 @@ impl Group {
     /// Serves a read of committed entries from `from`.
     pub fn read(&mut self, from: LogIndex, max_entries: u32, reply: ReplyTo, out: &mut Outbound) {
         match self.committed_batches(from, max_entries) {
-            Ok((_, frames, count)) => {
-                let mut response = crate::wire::client::encode_response(&Response {
-                    request_id: reply.request_id,
-                    body: ResponseBody::Batches(count),
-                });
-                response.extend_from_slice(&frames);
-                out.clients.push((reply, response));
+            Ok((_, pieces, count)) => {
+                out.reply(reply, ResponseBody::Batches(count));
+                out.clients
+                    .extend(pieces.into_iter().map(|piece| (reply, piece)));
             }
             Err(GroupError::Storage(StorageError::Compacted { first, .. })) => {
                 out.error(
@@ -722,13 +730,10 @@ impl Group {
                 continue;
             }
             match self.committed_batches(tail.next, tail.max_entries) {
-                Ok((next, frames, count)) if count > 0 => {
-                    let mut response = crate::wire::client::encode_response(&Response {
-                        request_id: tail.reply.request_id,
-                        body: ResponseBody::Batches(count),
-                    });
-                    response.extend_from_slice(&frames);
-                    out.clients.push((tail.reply, response));
+                Ok((next, pieces, count)) if count > 0 => {
+                    out.reply(tail.reply, ResponseBody::Batches(count));
+                    out.clients
+                        .extend(pieces.into_iter().map(|piece| (tail.reply, piece)));
                     tail.next = next;
                 }
                 Ok(_) => {}
@@ -739,33 +744,57 @@ impl Group {
     }
 
     /// Whole committed batches from the one holding `from`: (next index,
-    /// frames, batch count).
+    /// the frames as file spans where they are in a file, batch count).
     fn committed_batches(
         &self,
         from: LogIndex,
         max_entries: u32,
-    ) -> Result<(LogIndex, Vec<u8>, u32), GroupError> {
+    ) -> Result<(LogIndex, Vec<ClientOut>, u32), GroupError> {
         let commit = self.core.commit_index();
-        let mut frames = Vec::new();
+        let mut pieces = Vec::new();
         let mut count = 0u32;
         let mut entries = 0u64;
-        let mut next = from.max(LogIndex(1));
-        if next > commit {
-            return Ok((next, frames, count));
-        }
-        visit_batches(self.storage.as_ref(), next, |view, frame| {
-            let full = frames.len() >= APPEND_MESSAGE_BYTES_MAX as usize
-                || (max_entries > 0 && entries >= u64::from(max_entries));
-            if view.last_index() > commit || full {
-                return Ok(false);
+        let mut bytes_total = 0usize;
+        let mut next = from.max(LogIndex(1)).max(self.storage.first_index());
+        while next <= commit
+            && bytes_total < APPEND_MESSAGE_BYTES_MAX as usize
+            && (max_entries == 0 || entries < u64::from(max_entries))
+        {
+            let read = self.storage.read(next, APPEND_MESSAGE_BYTES_MAX as usize)?;
+            // The prefix of whole committed batches within the limits.
+            let mut rest = read.bytes;
+            let mut taken = 0usize;
+            while let Some((frame, tail)) = split_frame(rest)? {
+                let view = BatchView::parse(frame)?;
+                let full = bytes_total + taken >= APPEND_MESSAGE_BYTES_MAX as usize
+                    || (max_entries > 0 && entries >= u64::from(max_entries));
+                if view.last_index() > commit || full {
+                    break;
+                }
+                rest = tail;
+                taken += frame.len();
+                count += 1;
+                entries += u64::from(view.count());
+                next = view.last_index().next();
             }
-            frames.extend_from_slice(frame);
-            count += 1;
-            entries += u64::from(view.count());
-            next = view.last_index().next();
-            Ok(true)
-        })?;
-        Ok((next, frames, count))
+            if taken == 0 {
+                break;
+            }
+            bytes_total += taken;
+            pieces.push(match read.file {
+                Some(span) => ClientOut::File(FileSpan {
+                    file: std::rc::Rc::new(std::fs::File::from(
+                        span.fd
+                            .try_clone_to_owned()
+                            .map_err(|error| StorageError::io("dup", "log file", error))?,
+                    )),
+                    offset: span.offset,
+                    len: taken as u64,
+                }),
+                None => ClientOut::Bytes(read.bytes[..taken].to_vec()),
+            });
+        }
+        Ok((next, pieces, count))
     }
 
     /// Decodes the memberships of config batches carried by a message.

@@ -31,6 +31,8 @@ pub struct Counters {
     pub bytes_spliced: AtomicU64,
     /// Batch bytes a follower received into a buffer and wrote.
     pub bytes_copied: AtomicU64,
+    /// Stored batch bytes sent to readers straight from the log file.
+    pub bytes_read_from_file: AtomicU64,
     /// Times a group of this node changed leader.
     pub leader_changes: AtomicU64,
     /// Log syncs completed, and the entries they covered.

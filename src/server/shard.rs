@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::connection::{Connection, Role};
-use super::group::{Group, Outbound, ReplyTo};
+use super::group::{ClientOut, Group, Outbound, ReplyTo};
 use super::{ServerError, Settings, StorageMode, stopping};
 use crate::constants::TICK_MS;
 use crate::io::{OpId, Ring, SharedRing};
@@ -121,6 +121,10 @@ enum Owner {
     SpliceIn(usize, u64),
     /// Pipe → file.
     SpliceOut(usize, u64),
+    /// Stored batches, file → pipe, for a client.
+    FileIn(usize, u64),
+    /// Pipe → socket.
+    FileOut(usize, u64),
 }
 
 /// An AppendEntries whose batch bytes are being spliced into the log file.
@@ -352,6 +356,8 @@ impl Shard {
             Owner::Connect(slot) => self.connected(slot, result),
             Owner::SpliceIn(slot, generation) => self.spliced_in(slot, generation, result),
             Owner::SpliceOut(slot, generation) => self.spliced_out(slot, generation, result),
+            Owner::FileIn(slot, generation) => self.file_in(slot, generation, result),
+            Owner::FileOut(slot, generation) => self.file_out(slot, generation, result),
         }
     }
 
@@ -1017,6 +1023,103 @@ impl Shard {
         }
     }
 
+    /// Posts the next step of a file span's trip to a client: file → pipe,
+    /// then pipe → socket, until the span is sent.
+    fn file_next(&mut self, slot: usize) {
+        let Some(entry) = self.slots[slot].as_mut() else {
+            return;
+        };
+        if entry.pipe.is_none() {
+            match crate::io::splice_pipe() {
+                Ok((read, write)) => entry.pipe = Some((Rc::new(read), Rc::new(write))),
+                Err(error) => {
+                    tracing::warn!(%error, "no pipe for a read; closing the connection");
+                    entry.connection.closed = true;
+                    entry.connection.file_send = None;
+                    return;
+                }
+            }
+        }
+        let generation = entry.generation;
+        let (pipe_read, pipe_write) = entry.pipe.clone().expect("made above");
+        let socket = Rc::clone(&entry.connection.socket);
+        let Some(send) = entry.connection.file_send.as_ref() else {
+            return;
+        };
+        let submitted = if send.in_pipe > 0 {
+            self.ring
+                .borrow_mut()
+                .splice_notify(&pipe_read, &socket, None, send.in_pipe as u32)
+                .map(|op| (op, Owner::FileOut(slot, generation)))
+        } else if send.span.len > 0 {
+            let len = send.span.len.min(crate::io::PIPE_BYTES as u64) as u32;
+            let file = Rc::clone(&send.span.file);
+            self.ring
+                .borrow_mut()
+                .splice_at(&file, send.span.offset, &pipe_write, len)
+                .map(|op| (op, Owner::FileIn(slot, generation)))
+        } else {
+            entry.connection.file_send = None;
+            return;
+        };
+        match submitted {
+            Ok((op, owner)) => {
+                self.ops.insert(op, owner);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not submit a read splice; closing the connection");
+                entry.connection.closed = true;
+                entry.connection.file_send = None;
+            }
+        }
+    }
+
+    fn file_in(&mut self, slot: usize, generation: u64, result: i32) {
+        let Some(entry) = self.slots[slot]
+            .as_mut()
+            .filter(|entry| entry.generation == generation)
+        else {
+            return;
+        };
+        let Some(send) = entry.connection.file_send.as_mut() else {
+            return;
+        };
+        if result <= 0 {
+            tracing::warn!(
+                errno = -result,
+                "splice from the log failed; closing the connection"
+            );
+            entry.connection.closed = true;
+            entry.connection.file_send = None;
+            return;
+        }
+        let moved = result as u64;
+        send.in_pipe += moved;
+        send.span.offset += moved;
+        send.span.len -= moved;
+        self.file_next(slot);
+    }
+
+    fn file_out(&mut self, slot: usize, generation: u64, result: i32) {
+        let Some(entry) = self.slots[slot]
+            .as_mut()
+            .filter(|entry| entry.generation == generation)
+        else {
+            return;
+        };
+        let Some(send) = entry.connection.file_send.as_mut() else {
+            return;
+        };
+        if result <= 0 {
+            tracing::debug!(errno = -result, "client went away mid-read");
+            entry.connection.closed = true;
+            entry.connection.file_send = None;
+            return;
+        }
+        send.in_pipe -= result as u64;
+        self.file_next(slot);
+    }
+
     /// End of a turn: groups flush and learn durability; outbound frames go
     /// to their connections; recvs and sends are posted; idle connections
     /// are closed or handed off.
@@ -1064,11 +1167,20 @@ impl Shard {
                 entry.connection.queue(&frame);
             }
         }
-        for (to, frame) in out.clients.drain(..) {
+        for (to, piece) in out.clients.drain(..) {
             if let Some(entry) = self.slots.get_mut(to.connection).and_then(Option::as_mut)
                 && entry.generation == to.generation
             {
-                entry.connection.queue(&frame);
+                match piece {
+                    ClientOut::Bytes(bytes) => entry.connection.queue(&bytes),
+                    ClientOut::File(span) => {
+                        super::metrics::Counters::add(
+                            &self.metrics.counters.bytes_read_from_file,
+                            span.len,
+                        );
+                        entry.connection.queue_file(span);
+                    }
+                }
             }
         }
         self.out = out;
@@ -1076,6 +1188,12 @@ impl Shard {
 
     /// Posts what a connection needs, and retires it when it is done.
     fn service(&mut self, slot: usize) {
+        let Some(entry) = self.slots[slot].as_mut() else {
+            return;
+        };
+        if !entry.connection.closed && entry.connection.next_file_span().is_some() {
+            self.file_next(slot);
+        }
         let Some(entry) = self.slots[slot].as_mut() else {
             return;
         };

@@ -125,6 +125,22 @@ impl Ring {
         Ok(op)
     }
 
+    /// Splices `len` bytes of `file` from `offset` into a pipe, reported
+    /// through `drain_ready` (the first leg of sending stored bytes).
+    pub fn splice_at(
+        &mut self,
+        file: &Rc<File>,
+        offset: u64,
+        pipe: &Rc<File>,
+        len: u32,
+    ) -> io::Result<OpId> {
+        let op = self.splice(file, Some(offset), pipe, None, len, Link::None)?;
+        if let SlotState::InFlight { notify, .. } = &mut self.slots[op.slot()].state {
+            *notify = true;
+        }
+        Ok(op)
+    }
+
     /// Asks the kernel to cancel `op` (a recv on a connection being closed
     /// or handed off); its completion still arrives and must be taken.
     pub fn cancel(&mut self, op: OpId) {
