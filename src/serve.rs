@@ -178,7 +178,7 @@ fn choice<T: ValueEnum>(value: Option<&str>, default: T, name: &str) -> anyhow::
         Some(text) => T::from_str(text, true).map_err(|_| {
             let options: Vec<String> = T::value_variants()
                 .iter()
-                .filter_map(|variant| variant.to_possible_value())
+                .filter_map(ValueEnum::to_possible_value)
                 .map(|value| value.get_name().to_owned())
                 .collect();
             anyhow::anyhow!("--{name} {text:?}: expected one of {}", options.join(", "))
