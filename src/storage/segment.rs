@@ -257,7 +257,10 @@ pub struct SegmentLog {
     queued_bytes: usize,
     spare_buffers: Vec<Vec<u8>>,
     hard_state: HardState,
+    /// Stored since the last flush.
     hard_state_queued: Option<HardState>,
+    /// Flushed, waiting for the write in flight to finish.
+    hard_state_flushed: Option<HardState>,
     hard_state_write: Option<HardStateWrite>,
     durability: Durability,
     failed: Option<String>,
@@ -307,6 +310,7 @@ impl SegmentLog {
             spare_buffers: Vec::new(),
             hard_state,
             hard_state_queued: None,
+            hard_state_flushed: None,
             hard_state_write: None,
             durability: Durability {
                 index: LogIndex::ZERO,
@@ -724,7 +728,48 @@ impl SegmentLog {
                 .is_none_or(|sync| sync.segment >= segment)
     }
 
-    fn submit_chunks(&mut self, ring: &mut Ring) -> Result<(), StorageError> {
+    /// Collects finished completions and issues the flushed work they
+    /// unblock (a new segment's bytes once the older segments are durable,
+    /// a hard state once the previous write finished), until nothing more
+    /// can be issued.
+    ///
+    /// Afterwards, flushed work still pending has an operation of its own in
+    /// flight whose completion no one has reaped: the one it waits for. So a
+    /// caller that waits on the ring after `flush` or `poll` is woken, and
+    /// its next `poll` moves on. (Deciding on stale completions, and issuing
+    /// only at `flush`, is what hung the 4 GiB benchmark at its first roll:
+    /// the new segment's bytes waited for a sync whose completion had
+    /// already been reaped, with nothing left in flight.)
+    fn advance(&mut self, ring: &mut Ring) -> Result<(), StorageError> {
+        loop {
+            ring.reap();
+            self.collect(ring)?;
+            let issued = self.submit_chunks(ring)? + self.submit_hard_state(ring)?;
+            if issued == 0 {
+                break;
+            }
+            ring.submit()
+                .map_err(|error| StorageError::io("io_uring_enter", &self.dir, error))?;
+        }
+        debug_assert!(
+            !self.flushed_work_pending() || ring.in_flight() > 0,
+            "flushed work pending with nothing in flight"
+        );
+        Ok(())
+    }
+
+    /// Flushed writes, syncs or hard state not yet finished.
+    fn flushed_work_pending(&self) -> bool {
+        !self.chunks.is_empty()
+            || !self.syncs.is_empty()
+            || self.hard_state_flushed.is_some()
+            || self.hard_state_write.is_some()
+    }
+
+    /// Issues the chunks whose older segments are durable; returns how
+    /// many operations it queued.
+    fn submit_chunks(&mut self, ring: &mut Ring) -> Result<usize, StorageError> {
+        let mut issued = 0;
         for position in 0..self.chunks.len() {
             let chunk = &self.chunks[position];
             if !matches!(chunk.state, ChunkState::Staged | ChunkState::Spliced) {
@@ -765,6 +810,7 @@ impl SegmentLog {
                 ChunkState::Writing(write)
             };
             let sync = ring.fdatasync(&segment.file, Link::None).map_err(io)?;
+            issued += if state == ChunkState::Written { 1 } else { 2 };
             let (segment_id, last) = (chunk.segment, chunk.last);
             self.chunks[position].state = state;
             self.syncs.push_back(Sync {
@@ -774,15 +820,17 @@ impl SegmentLog {
                 done: false,
             });
         }
-        Ok(())
+        Ok(issued)
     }
 
-    fn submit_hard_state(&mut self, ring: &mut Ring) -> Result<(), StorageError> {
+    /// Issues the flushed hard state unless a write is in flight; returns
+    /// how many operations it queued.
+    fn submit_hard_state(&mut self, ring: &mut Ring) -> Result<usize, StorageError> {
         if self.hard_state_write.is_some() {
-            return Ok(());
+            return Ok(0);
         }
-        let Some(state) = self.hard_state_queued.take() else {
-            return Ok(());
+        let Some(state) = self.hard_state_flushed.take() else {
+            return Ok(0);
         };
         let temp = self.dir.join(hard_state::TEMP_NAME);
         let path = self.dir.join(hard_state::FILE_NAME);
@@ -809,7 +857,7 @@ impl SegmentLog {
             ops: [write, sync, rename, sync_dir],
             results: [None; 4],
         });
-        Ok(())
+        Ok(4)
     }
 
     /// Takes finished completions and advances the marks.
@@ -895,7 +943,9 @@ impl SegmentLog {
         } else if no_space {
             // The old file is intact (the rename never ran): try again at
             // the next flush unless a newer state replaced this one.
-            self.hard_state_queued.get_or_insert(state);
+            if self.hard_state_flushed.is_none() {
+                self.hard_state_queued.get_or_insert(state);
+            }
             Err(StorageError::NoSpace)
         } else {
             let reason = format!("hard state replacement failed: {results:?}");
@@ -930,11 +980,7 @@ impl SegmentLog {
 
     /// Anything queued, in flight or waiting.
     fn busy(&self) -> bool {
-        !self.staging.is_empty()
-            || !self.chunks.is_empty()
-            || !self.syncs.is_empty()
-            || self.hard_state_queued.is_some()
-            || self.hard_state_write.is_some()
+        !self.staging.is_empty() || self.hard_state_queued.is_some() || self.flushed_work_pending()
     }
 
     /// Abandons every pending write and sync (their results no longer
@@ -1041,37 +1087,34 @@ impl LogStorage for SegmentLog {
     fn flush(&mut self) -> Result<(), StorageError> {
         self.check_failed()?;
         self.stage();
+        if let Some(state) = self.hard_state_queued.take() {
+            self.hard_state_flushed = Some(state);
+        }
         let ring = Rc::clone(&self.ring);
         let mut ring = ring.borrow_mut();
-        self.submit_chunks(&mut ring)?;
-        self.submit_hard_state(&mut ring)?;
-        ring.submit()
-            .map_err(|error| StorageError::io("io_uring_enter", &self.dir, error))
+        self.advance(&mut ring)
     }
 
     fn poll(&mut self) -> Result<Durability, StorageError> {
         self.check_failed()?;
         let ring = Rc::clone(&self.ring);
         let mut ring = ring.borrow_mut();
-        ring.reap();
-        self.collect(&mut ring)?;
+        self.advance(&mut ring)?;
         Ok(self.durability)
     }
 
     fn sync_all(&mut self) -> Result<Durability, StorageError> {
-        loop {
-            self.flush()?;
+        self.flush()?;
+        // After a flush or poll, pending work has an operation in flight
+        // (see `advance`), so each wait returns.
+        while self.busy() {
+            self.ring
+                .borrow_mut()
+                .submit_and_wait(1)
+                .map_err(|error| StorageError::io("io_uring_enter", &self.dir, error))?;
             self.poll()?;
-            if !self.busy() {
-                return Ok(self.durability);
-            }
-            let ring = Rc::clone(&self.ring);
-            let mut ring = ring.borrow_mut();
-            if ring.in_flight() > 0 {
-                ring.submit_and_wait(1)
-                    .map_err(|error| StorageError::io("io_uring_enter", &self.dir, error))?;
-            }
         }
+        Ok(self.durability)
     }
 
     fn durability(&self) -> Durability {

@@ -374,3 +374,62 @@ fn spliced_batches_join_the_log() {
     let log = SegmentLog::open_standalone(&dir.0, SMALL).unwrap();
     assert_eq!(read_all(&log, 1 << 20), frames);
 }
+
+/// Appending through many segment rolls in turns shaped like the server's
+/// event loop (wait for a completion, append a few batches, flush, poll)
+/// never leaves the store with flushed work unfinished while nothing of it
+/// is in flight — the state in which the 4 GiB benchmark hung at its first
+/// roll — and durability reaches the last index and the last hard state.
+/// Another ring user's submit between flush and poll (the network's) is
+/// part of each turn, and so is a new hard state (a commit index).
+#[test]
+fn turns_through_rolls_keep_work_in_flight() {
+    let dir = TempDir::new("turns");
+    let mut log = SegmentLog::open_standalone(&dir.0, SMALL).unwrap();
+    let ring = Rc::clone(log.ring());
+    let check = |log: &SegmentLog, when: &str, turn: usize| {
+        assert!(
+            !log.busy() || ring.borrow().in_flight() > 0,
+            "turn {turn}, after {when}: unfinished work and nothing in flight \
+             ({} chunks, {} syncs)",
+            log.chunks.len(),
+            log.syncs.len(),
+        );
+    };
+    // About 4.4 KiB per batch: 14 batches per 64 KiB segment, so three
+    // per turn roll a segment every five turns or so.
+    let turns = 150;
+    let hard_state = |turn: usize| HardState {
+        term: Term(1),
+        vote: crate::types::NodeId(1),
+        commit: LogIndex(turn as u64),
+    };
+    for turn in 0..turns {
+        if ring.borrow().in_flight() > 0 {
+            ring.borrow_mut().submit_and_wait(1).unwrap();
+        }
+        append_batches(&mut log, 1, &[8, 8, 8], 512);
+        log.store_hard_state(hard_state(turn)).unwrap();
+        log.flush().unwrap();
+        check(&log, "flush", turn);
+        ring.borrow_mut().submit().unwrap();
+        check(&log, "another submit", turn);
+        log.poll().unwrap();
+        check(&log, "poll", turn);
+    }
+    assert!(log.segments.len() > 25, "{} segments", log.segments.len());
+    let last = log.last_index();
+    let done = Durability {
+        index: last,
+        hard_state: hard_state(turns - 1),
+    };
+    for _ in 0..1000 {
+        if log.poll().unwrap() == done {
+            break;
+        }
+        check(&log, "final poll", turns);
+        ring.borrow_mut().submit_and_wait(1).unwrap();
+    }
+    assert_eq!(log.durability(), done);
+    assert!(!log.busy());
+}
