@@ -24,9 +24,15 @@
 //! Appends are copied into a staging buffer; `flush` hands it to one io_uring
 //! write linked to one `fdatasync` of the file (the link makes the sync start
 //! after the write, so it covers it). Durability is reported over the prefix
-//! of finished syncs in flush order. Buffers are recycled: the heap holds at
-//! most [`WRITE_QUEUE_BYTES_MAX`] of queued and in-flight bytes, never the
-//! log.
+//! of finished syncs in flush order.
+//!
+//! Memory is bounded by what the buffers hold, not by the bytes in them:
+//! the staging buffer, the buffers of chunks queued or in flight and the
+//! spare buffers kept for reuse together have at most
+//! [`WRITE_QUEUE_BYTES_MAX`] of capacity (appends beyond it are refused with
+//! back-pressure), never the log. A turn that fills less than half of its
+//! staging buffer is copied into a buffer of its own size, so many small
+//! turns in flight do not each pin a large buffer.
 //!
 //! A new segment receives data only once every earlier segment is durable
 //! (its writes wait in the queue for that), so a torn record can only be in
@@ -253,8 +259,7 @@ pub struct SegmentLog {
     staging_last: LogIndex,
     chunks: VecDeque<Chunk>,
     syncs: VecDeque<Sync>,
-    /// Bytes in `staging` and `chunks` not yet written.
-    queued_bytes: usize,
+    /// Empty buffers kept for reuse (at most [`BUFFERS_SPARE_MAX`]).
     spare_buffers: Vec<Vec<u8>>,
     hard_state: HardState,
     /// Stored since the last flush.
@@ -306,7 +311,6 @@ impl SegmentLog {
             staging_last: LogIndex::ZERO,
             chunks: VecDeque::new(),
             syncs: VecDeque::new(),
-            queued_bytes: 0,
             spare_buffers: Vec::new(),
             hard_state,
             hard_state_queued: None,
@@ -558,16 +562,22 @@ impl SegmentLog {
             .expect("chunk of a live segment")
     }
 
-    /// Moves the staging buffer into a chunk for the active segment.
+    /// Moves the staged bytes into a chunk for the active segment: the
+    /// staging buffer itself when they fill at least half of it, else a
+    /// copy of their own size (the staging buffer stays for the next turn)
+    /// if the budget has room for it.
     fn stage(&mut self) {
         if self.staging.is_empty() {
             return;
         }
-        let fresh = self
-            .spare_buffers
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(WRITE_BUFFER_BYTES_INITIAL));
-        let buffer = std::mem::replace(&mut self.staging, fresh);
+        let small = self.staging.len() * 2 < self.staging.capacity();
+        let buffer = if small && self.buffer_bytes() + self.staging.len() <= WRITE_QUEUE_BYTES_MAX {
+            let copy = self.staging.clone();
+            self.staging.clear();
+            copy
+        } else {
+            std::mem::take(&mut self.staging)
+        };
         let active = self.active();
         let chunk = Chunk {
             segment: active.id,
@@ -891,12 +901,8 @@ impl SegmentLog {
             let segment = self.segment_by_id(chunk.segment);
             debug_assert_eq!(segment.written, chunk.offset);
             segment.written = end;
-            self.queued_bytes -= chunk.buffer.len();
-            if let Ok(mut buffer) = Rc::try_unwrap(chunk.buffer)
-                && self.spare_buffers.len() < BUFFERS_SPARE_MAX
-            {
-                buffer.clear();
-                self.spare_buffers.push(buffer);
+            if let Ok(buffer) = Rc::try_unwrap(chunk.buffer) {
+                self.recycle(buffer);
             }
         }
         let mut failure = None;
@@ -999,7 +1005,67 @@ impl SegmentLog {
             }
         }
         self.staging.clear();
-        self.queued_bytes = 0;
+    }
+
+    /// Keeps a written buffer for reuse if it is a full-size one and there
+    /// is room among the spares; frees it otherwise.
+    fn recycle(&mut self, mut buffer: Vec<u8>) {
+        if buffer.capacity() >= WRITE_BUFFER_BYTES_INITIAL
+            && self.spare_buffers.len() < BUFFERS_SPARE_MAX
+        {
+            buffer.clear();
+            self.spare_buffers.push(buffer);
+        }
+    }
+
+    /// Capacity of every buffer held for writing: staging, queued and in
+    /// flight, spare. Bounded by [`WRITE_QUEUE_BYTES_MAX`].
+    fn buffer_bytes(&self) -> usize {
+        self.staging.capacity()
+            + self
+                .chunks
+                .iter()
+                .map(|chunk| chunk.buffer.capacity())
+                .sum::<usize>()
+            + self.spare_buffers.iter().map(Vec::capacity).sum::<usize>()
+    }
+
+    /// Makes room in the staging buffer for `bytes` more, within the
+    /// buffer budget: takes a spare or allocates when there is no staging
+    /// buffer, grows it (doubling) when full, and frees spares to pay for
+    /// that; back-pressure when the budget cannot.
+    fn staging_room(&mut self, bytes: usize) -> Result<(), StorageError> {
+        let needed = self.staging.len() + bytes;
+        if needed <= self.staging.capacity() {
+            return Ok(());
+        }
+        if self.staging.capacity() == 0
+            && let Some(spare) = self.spare_buffers.pop()
+        {
+            self.staging = spare;
+            if needed <= self.staging.capacity() {
+                return Ok(());
+            }
+        }
+        let wanted = needed
+            .max(2 * self.staging.capacity())
+            .max(WRITE_BUFFER_BYTES_INITIAL);
+        let mut others = self.buffer_bytes() - self.staging.capacity();
+        while others + wanted > WRITE_QUEUE_BYTES_MAX
+            && let Some(spare) = self.spare_buffers.pop()
+        {
+            others -= spare.capacity();
+        }
+        let room = WRITE_QUEUE_BYTES_MAX.saturating_sub(others);
+        if needed > room {
+            return Err(StorageError::Backpressure {
+                bytes: others as u64,
+            });
+        }
+        self.staging
+            .reserve_exact(wanted.min(room) - self.staging.len());
+        debug_assert!(self.buffer_bytes() <= WRITE_QUEUE_BYTES_MAX);
+        Ok(())
     }
 
     fn remove_segment_file(path: &Path) -> Result<(), StorageError> {
@@ -1049,14 +1115,10 @@ impl LogStorage for SegmentLog {
                 },
             ));
         }
-        if self.queued_bytes + frame.len() > WRITE_QUEUE_BYTES_MAX {
-            return Err(StorageError::Backpressure {
-                bytes: self.queued_bytes as u64,
-            });
-        }
         if self.active().end + bytes > self.options.segment_bytes {
             self.roll(first)?;
         }
+        self.staging_room(frame.len())?;
         let segment = self.segments.back_mut().expect("at least one segment");
         segment.batches.push(BatchEntry {
             offset: segment.end as u32,
@@ -1064,15 +1126,9 @@ impl LogStorage for SegmentLog {
         });
         segment.end += bytes;
         segment.last = last;
-        if self.staging.capacity() == 0 {
-            self.staging = self
-                .spare_buffers
-                .pop()
-                .unwrap_or_else(|| Vec::with_capacity(WRITE_BUFFER_BYTES_INITIAL));
-        }
+        debug_assert!(self.staging.len() + frame.len() <= self.staging.capacity());
         self.staging.extend_from_slice(frame);
         self.staging_last = last;
-        self.queued_bytes += frame.len();
         self.note_term(first, term);
         Ok(last)
     }

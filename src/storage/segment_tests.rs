@@ -433,3 +433,39 @@ fn turns_through_rolls_keep_work_in_flight() {
     assert_eq!(log.durability(), done);
     assert!(!log.busy());
 }
+
+/// The write buffers never hold more than their budget, counted in
+/// capacity: a small turn's chunk gets a buffer of its own size; appends
+/// without a flush grow the staging buffer until the budget cannot pay for
+/// more, are then refused with back-pressure (having taken at least a
+/// largest frame's worth), and work again once the writes complete.
+#[test]
+fn write_buffers_stay_within_their_budget() {
+    use crate::constants::FRAME_BYTES_MAX;
+    let dir = TempDir::new("budget");
+    let mut log = SegmentLog::open_standalone(&dir.0, SegmentOptions::default()).unwrap();
+    let frames = append_batches(&mut log, 1, &[1], 64);
+    log.stage();
+    let chunk = log.chunks.back().unwrap();
+    assert_eq!(chunk.buffer.capacity(), frames[0].len());
+    assert!(log.staging.is_empty());
+    assert!(log.staging.capacity() >= WRITE_BUFFER_BYTES_INITIAL);
+    log.sync_all().unwrap();
+    let mut appended = 0;
+    let refused = loop {
+        let frame = make_batch(1, log.last_index().next().get(), 8, 8192);
+        match log.append(&frame) {
+            Ok(_) => appended += frame.len(),
+            Err(error) => break error,
+        }
+        assert!(log.buffer_bytes() <= WRITE_QUEUE_BYTES_MAX);
+    };
+    assert!(
+        matches!(refused, StorageError::Backpressure { .. }),
+        "{refused}"
+    );
+    assert!(appended >= FRAME_BYTES_MAX, "only {appended} bytes taken");
+    log.sync_all().unwrap();
+    append_batches(&mut log, 1, &[8], 8192);
+    assert_eq!(log.sync_all().unwrap().index, log.last_index());
+}
