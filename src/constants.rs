@@ -70,9 +70,11 @@ pub const SEGMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// segments to exercise rolling and a full disk quickly).
 pub const SEGMENT_BYTES_MIN: u64 = 64 * 1024;
 
-/// Bytes a log store may hold queued or in flight (copied from appended
-/// frames, not yet written). Appends beyond it are refused with
-/// back-pressure until writes complete.
+/// Capacity of the buffers a log store may hold for writing: staging,
+/// queued or in flight (copied from appended frames, not yet written) and
+/// spare. Appends beyond it are refused with back-pressure until writes
+/// complete. It counts capacity, not bytes held, because capacity is what
+/// the heap pays.
 ///
 /// It bounds the store's heap: the whole budget of a process appending
 /// 4 GiB is 64 MiB of RSS, and the largest frame must fit, twice over so a
