@@ -76,7 +76,8 @@ fn seeds_keep_safety_and_liveness() {
         match run(seed, &Options::for_seed(seed)) {
             Ok(report) => println!(
                 "seed {seed}: ok, {} events, {} committed, {} appends acknowledged, \
-                 {} reads, {} crashes, {} elections, {} committed before the heal, leader after {} ms, probes committed after {} ms",
+                 {} reads, {} crashes, {} elections, {} committed before the heal, \
+                 linearizable proven: {}, leader after {} ms, probes committed after {} ms",
                 report.events,
                 report.committed,
                 report.appends_acknowledged,
@@ -84,6 +85,7 @@ fn seeds_keep_safety_and_liveness() {
                 report.crashes,
                 report.elections,
                 report.committed_before_heal,
+                report.linearizable,
                 report.liveness_leader_ms,
                 report.liveness_commit_ms
             ),
@@ -109,10 +111,21 @@ fn seeds_keep_safety_and_liveness() {
     let acknowledged: u64 = reports.iter().map(|r| r.appends_acknowledged).sum();
     let reads: u64 = reports.iter().map(|r| r.reads_answered).sum();
     let crashes: u64 = reports.iter().map(|r| r.crashes).sum();
+    let proven = reports.iter().filter(|r| r.linearizable).count();
+    let searched = reports
+        .iter()
+        .filter(|r| {
+            r.seed
+                .is_multiple_of(Options::for_seed(r.seed).exact_search_every)
+        })
+        .count();
+    let operations: usize = reports.iter().map(|r| r.history_operations).sum();
     println!(
         "{count} seeds from {first} passed in {:.1} s on {threads} threads: \
          {committed} entries committed, {acknowledged} appends acknowledged, \
-         {reads} reads, {crashes} crashes",
+         {reads} reads, {crashes} crashes; {operations} operations passed the log checker; \
+         the exact search proved {proven} of {searched} histories linearizable \
+         (the rest exhausted its budget)",
         started.elapsed().as_secs_f64()
     );
     for (name, sorted) in [("leader", &leader), ("probes committed", &commit)] {

@@ -56,6 +56,9 @@ pub struct Options {
     pub liveness_bound_ms: u64,
     /// Concurrent clients.
     pub clients: u32,
+    /// Run the exact (exponential, budgeted) linearizability search on the
+    /// seeds that are multiples of this; the fast log checker runs on all.
+    pub exact_search_every: u64,
     /// The bug planted in every node, if any.
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<crate::raft::PlantedBug>,
@@ -69,6 +72,7 @@ impl Options {
             nemesis_ms: 4_000,
             liveness_bound_ms: 5_000,
             clients: 3,
+            exact_search_every: 16,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
@@ -100,7 +104,12 @@ pub struct Report {
     pub liveness_leader_ms: u64,
     /// Heal to every probe append committed, simulated ms.
     pub liveness_commit_ms: u64,
-    /// The client history (for the linearizability checkers).
+    /// Operations judged by the `check` checkers.
+    pub history_operations: usize,
+    /// The exact search proved the history linearizable (false: it ran out
+    /// of budget; the fast log checker passed either way).
+    pub linearizable: bool,
+    /// The client history.
     pub history: Vec<HistoryEntry>,
 }
 
@@ -258,6 +267,7 @@ struct Simulation {
     crashes: u64,
     elections: u64,
     committed_before_heal: u64,
+    verdict: crate::sim::history::HistoryVerdict,
     events: u64,
     actions: Vec<Action>,
 }
@@ -311,6 +321,7 @@ impl Simulation {
             crashes: 0,
             elections: 0,
             committed_before_heal: 0,
+            verdict: crate::sim::history::HistoryVerdict::default(),
             events: 0,
             actions: Vec::with_capacity(crate::constants::ACTIONS_PER_STEP_MAX),
         }
@@ -336,6 +347,8 @@ impl Simulation {
             committed_before_heal: self.committed_before_heal,
             liveness_leader_ms: self.leader_ms.unwrap_or(u64::MAX),
             liveness_commit_ms: self.probes_done_ms.unwrap_or(u64::MAX),
+            history_operations: self.verdict.operations,
+            linearizable: self.verdict.linearizable,
             history: history.clone(),
         }
     }
@@ -1203,7 +1216,12 @@ impl Simulation {
         }
         let durable: Vec<&DiskState> = self.nodes.iter().map(|node| node.disk.durable()).collect();
         self.checker.committed_durable(&durable)?;
-        self.checker.check_history()
+        self.checker.check_history()?;
+        let exact = self
+            .seed
+            .is_multiple_of(self.options.exact_search_every.max(1));
+        self.verdict = crate::sim::history::check_history(&self.checker, exact)?;
+        Ok(())
     }
 }
 
