@@ -26,7 +26,7 @@ use crate::raft::{
     Restart, Role,
 };
 use crate::sim::checker::{Checker, HistoryEntry, Operation, Outcome, Violation};
-use crate::sim::disk::{BatchRef, DiskOperation, DiskState, SimBatch, SimDisk};
+use crate::sim::disk::{BatchRef, DiskOperation, DurableView, SimBatch, SimDisk};
 use crate::types::{LogIndex, NodeId, Term};
 use crate::wire::BatchKind;
 
@@ -38,8 +38,6 @@ const ELECTION_MS: u64 = 100;
 const HEARTBEAT_MS: u64 = 10;
 /// A client gives up on an operation after this long (outcome: info).
 const CLIENT_TIMEOUT_MS: u64 = 600;
-/// Bytes the simulation accounts per entry.
-const ENTRY_BYTES: u32 = 128;
 /// Appends the liveness probe must get committed after the heal.
 const PROBE_APPENDS: usize = 3;
 /// Events one run may take: a bound on a run that stopped making progress.
@@ -56,6 +54,9 @@ pub struct Options {
     pub liveness_bound_ms: u64,
     /// Concurrent clients.
     pub clients: u32,
+    /// Run the exact (exponential, budgeted) linearizability search on the
+    /// seeds that are multiples of this; the fast log checker runs on all.
+    pub exact_search_every: u64,
     /// The bug planted in every node, if any.
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<crate::raft::PlantedBug>,
@@ -69,6 +70,7 @@ impl Options {
             nemesis_ms: 4_000,
             liveness_bound_ms: 5_000,
             clients: 3,
+            exact_search_every: 16,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
@@ -100,7 +102,12 @@ pub struct Report {
     pub liveness_leader_ms: u64,
     /// Heal to every probe append committed, simulated ms.
     pub liveness_commit_ms: u64,
-    /// The client history (for the linearizability checkers).
+    /// Operations judged by the `check` checkers.
+    pub history_operations: usize,
+    /// The exact search proved the history linearizable (false: it ran out
+    /// of budget; the fast log checker passed either way).
+    pub linearizable: bool,
+    /// The client history.
     pub history: Vec<HistoryEntry>,
 }
 
@@ -258,6 +265,7 @@ struct Simulation {
     crashes: u64,
     elections: u64,
     committed_before_heal: u64,
+    verdict: crate::sim::history::HistoryVerdict,
     events: u64,
     actions: Vec<Action>,
 }
@@ -311,6 +319,7 @@ impl Simulation {
             crashes: 0,
             elections: 0,
             committed_before_heal: 0,
+            verdict: crate::sim::history::HistoryVerdict::default(),
             events: 0,
             actions: Vec::with_capacity(crate::constants::ACTIONS_PER_STEP_MAX),
         }
@@ -336,6 +345,8 @@ impl Simulation {
             committed_before_heal: self.committed_before_heal,
             liveness_leader_ms: self.leader_ms.unwrap_or(u64::MAX),
             liveness_commit_ms: self.probes_done_ms.unwrap_or(u64::MAX),
+            history_operations: self.verdict.operations,
+            linearizable: self.verdict.linearizable,
             history: history.clone(),
         }
     }
@@ -441,10 +452,15 @@ impl Simulation {
     fn restart(&mut self, node: usize) {
         let id = self.nodes[node].id;
         let config = self.config(id);
-        let durable = self.nodes[node].disk.durable();
-        let summaries: Vec<_> = durable.batches.iter().map(|batch| batch.summary).collect();
+        // After a crash the written state is what recovery found.
+        let recovered = self.nodes[node].disk.written();
+        let summaries: Vec<_> = recovered
+            .batches
+            .iter()
+            .map(|batch| batch.summary)
+            .collect();
         let restart = Restart {
-            hard_state: durable.hard_state,
+            hard_state: recovered.hard_state,
             snapshot_index: LogIndex::ZERO,
             snapshot_term: Term::ZERO,
             membership: self.membership,
@@ -478,7 +494,8 @@ impl Simulation {
             self.complete(operation, Outcome::Fail);
         }
         self.crashes += 1;
-        let durable: Vec<&DiskState> = self.nodes.iter().map(|node| node.disk.durable()).collect();
+        let durable: Vec<DurableView<'_>> =
+            self.nodes.iter().map(|node| node.disk.durable()).collect();
         self.checker.committed_durable(&durable)
     }
 
@@ -599,17 +616,7 @@ impl Simulation {
                     self.store(node, std::slice::from_ref(batch))?;
                 }
                 Action::AppendNoop { term, index } => {
-                    let batch = Rc::new(SimBatch {
-                        summary: crate::raft::BatchSummary {
-                            term,
-                            first_index: index,
-                            count: 1,
-                            bytes: crate::constants::NOOP_BATCH_BYTES,
-                            kind: BatchKind::Noop,
-                        },
-                        values: Box::new([0]),
-                        membership: None,
-                    });
+                    let batch = Rc::new(SimBatch::new(BatchKind::Noop, term, index, &[0]));
                     self.store(node, &[batch])?;
                 }
                 Action::AppendReceived { skip, .. } => {
@@ -665,19 +672,13 @@ impl Simulation {
     fn send(&mut self, node: usize, outgoing: crate::raft::Outgoing) {
         let body = match outgoing.body {
             OutgoingBody::AppendEntries(range) => {
-                let written = self.nodes[node].disk.written();
-                let mut batches = Vec::with_capacity(range.batches as usize);
-                if range.batches > 0 {
-                    let start = written
-                        .position(range.first_index)
-                        .expect("range is stored");
-                    for batch in &written.batches[start..] {
-                        if batch.summary.first_index > range.last_index {
-                            break;
-                        }
-                        batches.push(Rc::clone(batch));
-                    }
-                }
+                let batches = if range.batches > 0 {
+                    self.nodes[node]
+                        .disk
+                        .read(range.first_index, range.last_index)
+                } else {
+                    Vec::new()
+                };
                 assert_eq!(batches.len(), range.batches as usize, "range {range:?}");
                 EnvelopeBody::Append {
                     prev_index: range.prev_index,
@@ -944,21 +945,26 @@ impl Simulation {
         assert!(count <= BATCH_ENTRIES_MAX);
         let mut actions = std::mem::take(&mut self.actions);
         actions.clear();
+        // The frame's size does not depend on the stamped term and index:
+        // encode it first, tell the core its size, stamp what it assigns.
+        let values: Vec<u64> = (first_value..first_value + u64::from(count)).collect();
+        let unstamped = SimBatch::new(BatchKind::Data, Term::ZERO, LogIndex::ZERO, &values);
         let core = self.nodes[node].core.as_mut().expect("leader is up");
-        let result = core.propose(BatchKind::Data, count, count * ENTRY_BYTES, &mut actions);
+        let result = core.propose(
+            BatchKind::Data,
+            count,
+            unstamped.summary.bytes,
+            &mut actions,
+        );
         let executed = match result {
             Ok((term, first_index)) => {
-                let batch = Rc::new(SimBatch {
-                    summary: crate::raft::BatchSummary {
-                        term,
-                        first_index,
-                        count,
-                        bytes: count * ENTRY_BYTES,
-                        kind: BatchKind::Data,
-                    },
-                    values: (first_value..first_value + u64::from(count)).collect(),
-                    membership: None,
-                });
+                let mut batch = unstamped;
+                crate::wire::BatchMut::parse(&mut batch.frame)
+                    .expect("our own frame")
+                    .stamp(term, first_index);
+                batch.summary.term = term;
+                batch.summary.first_index = first_index;
+                let batch = Rc::new(batch);
                 self.nodes[node].proposals.push((index, term, first_index));
                 self.execute(node, &actions, None, Some(&batch))
             }
@@ -1201,9 +1207,15 @@ impl Simulation {
                 ),
             });
         }
-        let durable: Vec<&DiskState> = self.nodes.iter().map(|node| node.disk.durable()).collect();
+        let durable: Vec<DurableView<'_>> =
+            self.nodes.iter().map(|node| node.disk.durable()).collect();
         self.checker.committed_durable(&durable)?;
-        self.checker.check_history()
+        self.checker.check_history()?;
+        let exact = self
+            .seed
+            .is_multiple_of(self.options.exact_search_every.max(1));
+        self.verdict = crate::sim::history::check_history(&self.checker, exact)?;
+        Ok(())
     }
 }
 
