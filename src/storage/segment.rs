@@ -1104,7 +1104,14 @@ impl LogStorage for SegmentLog {
         if self.reserved.is_some() || self.failed.is_some() {
             return 0;
         }
-        WRITE_QUEUE_BYTES_MAX.saturating_sub(self.queued_bytes) as u64
+        // What `staging_room` could find: everything but the buffers of
+        // writes in flight (spares are freed on demand).
+        let in_flight: usize = self
+            .chunks
+            .iter()
+            .map(|chunk| chunk.buffer.capacity())
+            .sum();
+        WRITE_QUEUE_BYTES_MAX.saturating_sub(in_flight + self.staging.len()) as u64
     }
 
     fn reserve(&mut self, len: u64) -> Result<Option<(Rc<File>, Reservation)>, StorageError> {
