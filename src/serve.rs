@@ -59,7 +59,7 @@ pub struct ServeArgs {
     /// Follower receive path: splice or buffer [default: splice].
     #[arg(long)]
     zero_copy: Option<String>,
-    /// Logs to create at start, comma-separated [default: default].
+    /// Logs to create at start, comma-separated [default: default,kv].
     #[arg(long)]
     logs: Option<String>,
     /// Serve Prometheus metrics on this address (GET /metrics).
@@ -139,7 +139,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         logs: args
             .logs
             .as_deref()
-            .unwrap_or("default")
+            .unwrap_or("default,kv")
             .split(',')
             .map(str::trim)
             .filter(|name| !name.is_empty())

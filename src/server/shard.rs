@@ -706,10 +706,15 @@ impl Shard {
                 Err(error) => return Err(format!("bad batch frame: {error}")),
             }
         }
-        let name = if request.log.is_empty() {
-            "default".to_owned()
-        } else {
+        let name = if !request.log.is_empty() {
             request.log.clone()
+        } else if matches!(
+            request.body,
+            RequestBody::Get { .. } | RequestBody::Write(_)
+        ) {
+            super::group::KV_LOG.to_owned()
+        } else {
+            "default".to_owned()
         };
         let id = LogId::from_name(&name);
         let owner = (id.get() % u64::from(self.settings.cores)) as u32;
@@ -789,7 +794,9 @@ impl Shard {
                 let status = group.status();
                 out.reply(reply, ResponseBody::Status(status));
             }
-            RequestBody::Get { .. } | RequestBody::Write(_) | RequestBody::Admin(_) => {
+            RequestBody::Get { key, stale } => group.get(key.clone(), *stale, reply, out),
+            RequestBody::Write(command) => group.write(command.clone(), reply, out),
+            RequestBody::Admin(_) => {
                 out.error(
                     reply,
                     ErrorKind::Invalid,
