@@ -329,3 +329,131 @@ fn wall_clock_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft;
+    use crate::storage::memory::{MemoryLog, SyncMode};
+    use crate::types::{LogId, NodeId};
+    use crate::wire::client::ResponseBody;
+
+    fn reply(request_id: u64) -> ReplyTo {
+        ReplyTo {
+            connection: 0,
+            generation: 1,
+            request_id,
+        }
+    }
+
+    /// A single-node kv group that has elected itself.
+    fn leader_group() -> (Group, u64) {
+        let mut group = Group::open(
+            LogId::from_name(KV_LOG),
+            KV_LOG.to_owned(),
+            raft::Config::new(NodeId(1), 7),
+            &[NodeId(1)],
+            vec![(NodeId(1), "127.0.0.1:1".to_owned())],
+            Box::new(MemoryLog::new(SyncMode::Immediate)),
+            0,
+        )
+        .unwrap();
+        let mut out = Outbound::default();
+        let mut now = 0;
+        while group.core().role() != raft::Role::Leader {
+            now += 50;
+            assert!(now < 60_000, "a single node elects itself");
+            group.tick(now, &mut out);
+            group.turn(&mut out);
+        }
+        (group, now)
+    }
+
+    /// Runs turns (durability, commit, apply) until `request_id` is
+    /// answered; returns the answer.
+    fn answer(group: &mut Group, out: &mut Outbound, request_id: u64) -> ResponseBody {
+        for _ in 0..100 {
+            group.turn(out);
+            if let Some(position) = out
+                .clients
+                .iter()
+                .position(|(to, _)| to.request_id == request_id)
+            {
+                let (_, piece) = out.clients.remove(position);
+                let super::super::ClientOut::Bytes(bytes) = piece else {
+                    panic!("a kv answer is bytes");
+                };
+                return crate::wire::client::decode_response(&bytes).unwrap().body;
+            }
+        }
+        panic!("request {request_id} never answered");
+    }
+
+    fn put(key: &[u8], value: &[u8], sequence: u64) -> KvCommand {
+        KvCommand {
+            client_id: 9,
+            sequence,
+            key: key.to_vec(),
+            operation: KvOperation::Put(value.to_vec()),
+            time_ms: 0,
+        }
+    }
+
+    /// A write is answered from its apply, a retried sequence gets the
+    /// recorded answer without applying twice, and a linearizable read sees
+    /// the write.
+    #[test]
+    fn writes_apply_once_and_reads_see_them() {
+        let (mut group, _) = leader_group();
+        let mut out = Outbound::default();
+        group.write(put(b"k", b"v1", 1), reply(1), &mut out);
+        assert_eq!(answer(&mut group, &mut out, 1), ResponseBody::Done);
+        // The same session and sequence again, with another value: the
+        // recorded answer, and the value stays v1.
+        group.write(put(b"k", b"v2", 1), reply(2), &mut out);
+        assert_eq!(answer(&mut group, &mut out, 2), ResponseBody::Done);
+        group.get(b"k".to_vec(), false, reply(3), &mut out);
+        let ResponseBody::Value(value) = answer(&mut group, &mut out, 3) else {
+            panic!("a value");
+        };
+        assert!(value.found && !value.stale);
+        assert_eq!(value.value, b"v1");
+    }
+
+    /// An apply that panics stops the machine, not the process: the write
+    /// gets a clear error, status reports the failure, later requests are
+    /// refused, and the log itself keeps its entries.
+    #[test]
+    fn a_panicking_apply_stops_the_machine_cleanly() {
+        let (mut group, _) = leader_group();
+        let mut out = Outbound::default();
+        group.write(put(b"fine", b"1", 1), reply(1), &mut out);
+        assert_eq!(answer(&mut group, &mut out, 1), ResponseBody::Done);
+        group
+            .kv
+            .as_mut()
+            .unwrap()
+            .panic_on_key(Some(b"boom".to_vec()));
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        group.write(put(b"boom", b"2", 2), reply(2), &mut out);
+        let answered = answer(&mut group, &mut out, 2);
+        std::panic::set_hook(hook);
+        assert!(
+            matches!(&answered, ResponseBody::Error(error) if error.kind == ErrorKind::Failed),
+            "{answered:?}"
+        );
+        let status = group.status();
+        assert!(status.failed.contains("panicked"), "{}", status.failed);
+        assert!(
+            status.applied_index < status.commit_index,
+            "the entry was not skipped"
+        );
+        group.get(b"fine".to_vec(), true, reply(3), &mut out);
+        assert!(matches!(
+            answer(&mut group, &mut out, 3),
+            ResponseBody::Error(error) if error.kind == ErrorKind::Failed
+        ));
+        assert!(group.failed().is_none(), "the log itself keeps serving");
+    }
+}
