@@ -116,7 +116,7 @@ pub struct Event<O> {
 }
 
 /// How an operation ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome<O> {
     /// It took effect; the completion's operation carries the results.
     Ok(O),
@@ -129,7 +129,7 @@ pub enum Outcome<O> {
 }
 
 /// An invocation paired with its completion.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Operation<O> {
     /// Who ran it.
     pub process: ProcessId,

@@ -3,7 +3,7 @@
 //! Each object is a sequential specification (a `todc_utils::Specification`
 //! impl, so the reference checker can run it too) plus an entry point that
 //! turns a recorded history into the search's input and runs the bounded
-//! [`wgl`](super::wgl) search.
+//! [`super::wgl`] search.
 //!
 //! Turning a history into search input is where the meaning of outcomes
 //! lives:
@@ -25,10 +25,10 @@
 //!
 //! The append-only log spec is exact but its state is the whole log (cloned
 //! and hashed per step), so it suits histories of up to a few thousand
-//! operations; for longer ones, [`log`](super::log) checks the log-specific
+//! operations; for longer ones, [`super::log`] checks the log-specific
 //! invariants in near-linear time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
 
@@ -37,6 +37,7 @@ use todc_utils::Specification;
 use super::history::{OpParseError, Operation, Optional, Outcome, parse_optional};
 use super::log::LogOp;
 use super::wgl::{self, Budget, Call, Hints, Search, Verdict};
+use crate::types::LogIndex;
 
 /// An operation on one register holding an optional `u64` (`None`: never
 /// written, or deleted).
@@ -381,7 +382,9 @@ pub struct LogCall {
 
 /// Sequential specification of an append-only log: an append goes to the
 /// next index (the first entry is at index 1) and returns it; a read at an
-/// index returns the payload there, or nothing past the end.
+/// index returns the payload there, or nothing past the end. An append that
+/// carries an index (acknowledged, or pinned by [`log_calls`]) is valid only
+/// at that index.
 #[derive(Clone, Copy, Debug)]
 pub struct LogSpec;
 
@@ -398,8 +401,7 @@ impl Specification for LogSpec {
         match (call.op, call.effect) {
             (LogOp::Append { payload, index }, Effect::Ok | Effect::Unknown) => {
                 let next = state.len() as u64 + 1;
-                let valid = call.effect == Effect::Unknown || index.is_none_or(|i| i.get() == next);
-                if !valid {
+                if index.is_some_and(|i| i.get() != next) {
                     return (false, state.clone());
                 }
                 let mut after = state.clone();
@@ -431,7 +433,43 @@ impl Hints for LogSpec {
 
 /// The search input for a log's history, and for each call the index of
 /// the operation it came from.
+///
+/// Two rewrites keep the search small; both change no verdict (payloads
+/// are unique per append):
+///
+/// * payloads no read observed are all replaced by one placeholder: such an
+///   append matters only by the index it takes, so two of them are
+///   interchangeable, and the search sees them as twins and their orders as
+///   one state. Without this, `k` unacknowledged appends cost `k!`;
+/// * an unknown-outcome append whose payload a read observed at index `i`
+///   took index `i` if it took effect at all (else the read could not have
+///   seen it), so it is pinned there, like an acknowledged append, instead
+///   of being tried at every point.
 pub fn log_calls(operations: &[Operation<LogOp>]) -> (Vec<Call<LogCall>>, Vec<usize>) {
+    let mut observed: HashMap<u64, LogIndex> = HashMap::new();
+    for operation in operations {
+        if let (
+            LogOp::Read { index, .. },
+            Outcome::Ok(LogOp::Read {
+                payload: Some(payload),
+                ..
+            }),
+        ) = (operation.invoke, operation.outcome)
+        {
+            observed.entry(payload).or_insert(index);
+        }
+    }
+    let placeholder = (0..=u64::MAX)
+        .rev()
+        .find(|payload| !observed.contains_key(payload))
+        .expect("fewer reads than payload values");
+    let payload_seen = |payload: u64| {
+        if observed.contains_key(&payload) {
+            payload
+        } else {
+            placeholder
+        }
+    };
     convert(operations, |operation| {
         let (op, effect) = match (operation.invoke, &operation.outcome) {
             (LogOp::Append { payload, .. }, Outcome::Ok(done)) => {
@@ -439,6 +477,7 @@ pub fn log_calls(operations: &[Operation<LogOp>]) -> (Vec<Call<LogCall>>, Vec<us
                     LogOp::Append { index, .. } => index,
                     LogOp::Read { .. } => None,
                 };
+                let payload = payload_seen(payload);
                 (LogOp::Append { payload, index }, Effect::Ok)
             }
             (LogOp::Read { index, .. }, Outcome::Ok(done)) => {
@@ -448,7 +487,11 @@ pub fn log_calls(operations: &[Operation<LogOp>]) -> (Vec<Call<LogCall>>, Vec<us
                 };
                 (LogOp::Read { index, payload }, Effect::Ok)
             }
-            (LogOp::Append { .. }, Outcome::Unknown) => (operation.invoke, Effect::Unknown),
+            (LogOp::Append { payload, .. }, Outcome::Unknown) => {
+                let index = observed.get(&payload).copied();
+                let payload = payload_seen(payload);
+                (LogOp::Append { payload, index }, Effect::Unknown)
+            }
             (_, Outcome::Fail(_) | Outcome::Unknown) => return None,
         };
         Some(LogCall { op, effect })
@@ -514,4 +557,278 @@ fn remap<S>(mut search: Search<S>, origin: &[usize]) -> Search<S> {
         dead_end.blocked = origin[dead_end.blocked];
     }
     search
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::history::{EventKind, History, ProcessId};
+    use crate::check::wgl::Exhausted;
+
+    /// Records a history with one tick per event.
+    struct Recorder<O>(History<O>);
+
+    impl<O> Recorder<O> {
+        fn new() -> Self {
+            Self(History::new())
+        }
+
+        fn event(&mut self, process: u64, kind: EventKind, op: O) -> &mut Self {
+            let time_ns = self.0.len() as u64;
+            self.0
+                .complete(time_ns, ProcessId(process), kind, op)
+                .unwrap();
+            self
+        }
+
+        fn invoke(&mut self, process: u64, op: O) -> &mut Self {
+            self.event(process, EventKind::Invoke, op)
+        }
+
+        fn ok(&mut self, process: u64, op: O) -> &mut Self {
+            self.event(process, EventKind::Ok, op)
+        }
+    }
+
+    impl<O: Copy> Recorder<O> {
+        /// A whole operation, invoked and completed `ok` with `done`.
+        fn done(&mut self, process: u64, invoke: O, done: O) -> &mut Self {
+            self.invoke(process, invoke).ok(process, done)
+        }
+
+        fn operations(&self) -> Vec<Operation<O>> {
+            self.0.operations()
+        }
+    }
+
+    use RegisterOp::{Cas, Read, Write};
+
+    fn register(recorder: &Recorder<RegisterOp>, failed_cas: FailedCas) -> Verdict<Option<u64>> {
+        check_register(&recorder.operations(), failed_cas, &Budget::DEFAULT).verdict
+    }
+
+    /// Absent is a value like any other: cas from absent creates, write nil
+    /// deletes, a read of absent after a delete is fine, before it is not.
+    #[test]
+    fn register_absent_is_expressible() {
+        let mut recorder = Recorder::new();
+        recorder
+            .done(1, Read(None), Read(None))
+            .done(
+                1,
+                Cas {
+                    from: None,
+                    to: Some(5),
+                },
+                Cas {
+                    from: None,
+                    to: Some(5),
+                },
+            )
+            .done(2, Read(None), Read(Some(5)))
+            .done(2, Write(None), Write(None))
+            .done(1, Read(None), Read(None));
+        assert_eq!(
+            register(&recorder, FailedCas::CompareMismatch),
+            Verdict::Linearizable
+        );
+        recorder.done(
+            2,
+            Cas {
+                from: Some(5),
+                to: Some(6),
+            },
+            Cas {
+                from: Some(5),
+                to: Some(6),
+            },
+        );
+        assert!(register(&recorder, FailedCas::NoEffect).is_violation());
+    }
+
+    /// An info write may take effect after later operations, or never; but
+    /// not before it was invoked.
+    #[test]
+    fn register_info_may_apply_late_or_never() {
+        let mut recorder = Recorder::new();
+        recorder
+            .invoke(1, Write(Some(1)))
+            .event(1, EventKind::Info, Write(Some(1)))
+            .done(2, Read(None), Read(None))
+            .done(2, Read(None), Read(Some(1)));
+        assert_eq!(
+            register(&recorder, FailedCas::CompareMismatch),
+            Verdict::Linearizable
+        );
+        let mut recorder = Recorder::new();
+        recorder
+            .invoke(1, Write(Some(1)))
+            .event(1, EventKind::Info, Write(Some(1)))
+            .done(2, Read(None), Read(None));
+        assert_eq!(
+            register(&recorder, FailedCas::CompareMismatch),
+            Verdict::Linearizable
+        );
+        let mut recorder = Recorder::new();
+        recorder
+            .done(2, Read(None), Read(Some(1)))
+            .invoke(1, Write(Some(1)))
+            .event(1, EventKind::Info, Write(Some(1)));
+        assert!(register(&recorder, FailedCas::CompareMismatch).is_violation());
+    }
+
+    /// A cas that failed while the value surely was `from` is a violation
+    /// under the compare-mismatch reading, and nothing under no-effect.
+    #[test]
+    fn register_failed_cas_readings_differ() {
+        let cas = Cas {
+            from: Some(1),
+            to: Some(2),
+        };
+        let mut recorder = Recorder::new();
+        recorder
+            .done(1, Write(Some(1)), Write(Some(1)))
+            .invoke(2, cas)
+            .event(2, EventKind::Fail, cas)
+            .done(1, Read(None), Read(Some(1)));
+        assert!(register(&recorder, FailedCas::CompareMismatch).is_violation());
+        assert_eq!(
+            register(&recorder, FailedCas::NoEffect),
+            Verdict::Linearizable
+        );
+    }
+
+    /// Keys are judged independently; the verdict names the bad key and
+    /// the blocked operation by its index in the input.
+    #[test]
+    fn kv_names_the_bad_key() {
+        let put = |key, value| KvOp::Put { key, value };
+        let get = |key, value| KvOp::Get { key, value };
+        let mut recorder = Recorder::new();
+        recorder
+            .done(1, put(1, 10), put(1, 10))
+            .done(1, put(2, 20), put(2, 20))
+            .done(2, get(1, None), get(1, Some(10)))
+            .done(2, KvOp::Delete { key: 2 }, KvOp::Delete { key: 2 })
+            .done(1, get(2, None), get(2, Some(20)));
+        let search = check_kv(
+            &recorder.operations(),
+            FailedCas::CompareMismatch,
+            &Budget::DEFAULT,
+        );
+        assert_eq!(search.keys, 2);
+        assert_eq!(search.key, Some(2));
+        let Verdict::NotLinearizable(dead_end) = search.verdict else {
+            panic!("{search:?}");
+        };
+        assert_eq!(dead_end.blocked, 4);
+        assert_eq!(dead_end.state, None);
+    }
+
+    /// The log spec: an acknowledged index leaves no gap unless an
+    /// unknown-outcome append may fill it; reads see what is there.
+    #[test]
+    fn log_indices_and_reads() {
+        let append = |payload, index: Option<u64>| LogOp::Append {
+            payload,
+            index: index.map(LogIndex),
+        };
+        let read = |index, payload| LogOp::Read {
+            index: LogIndex(index),
+            payload,
+        };
+        let mut recorder = Recorder::new();
+        recorder.done(1, append(10, None), append(10, Some(2)));
+        assert!(
+            check_log(&recorder.operations(), &Budget::DEFAULT)
+                .verdict
+                .is_violation()
+        );
+        let mut recorder = Recorder::new();
+        recorder
+            .invoke(2, append(20, None))
+            .event(2, EventKind::Info, append(20, None))
+            .done(1, append(10, None), append(10, Some(2)))
+            .done(1, read(1, None), read(1, Some(20)))
+            .done(1, read(3, None), read(3, None));
+        assert_eq!(
+            check_log(&recorder.operations(), &Budget::DEFAULT).verdict,
+            Verdict::Linearizable
+        );
+        recorder.done(1, read(2, None), read(2, Some(20)));
+        assert!(
+            check_log(&recorder.operations(), &Budget::DEFAULT)
+                .verdict
+                .is_violation()
+        );
+    }
+
+    /// A budget too small for the history answers Unknown, not a verdict.
+    #[test]
+    fn small_budget_answers_unknown() {
+        let mut recorder = Recorder::new();
+        for value in 0..20 {
+            recorder.invoke(value, Write(Some(value)));
+        }
+        for value in 0..20 {
+            recorder.ok(value, Write(Some(value)));
+        }
+        let search = check_register(
+            &recorder.operations(),
+            FailedCas::NoEffect,
+            &Budget::steps(10),
+        );
+        assert_eq!(search.verdict, Verdict::Unknown(Exhausted::Steps));
+    }
+
+    /// Operation texts round-trip, and a history of them through the file
+    /// format.
+    #[test]
+    fn op_text_round_trip() {
+        let registers = [
+            Read(None),
+            Read(Some(3)),
+            Write(None),
+            Write(Some(4)),
+            Cas {
+                from: None,
+                to: Some(1),
+            },
+        ];
+        for op in registers {
+            assert_eq!(op.to_string().parse::<RegisterOp>(), Ok(op));
+        }
+        assert_eq!("read".parse::<RegisterOp>(), Ok(Read(None)));
+        assert!("cas 1".parse::<RegisterOp>().is_err());
+        let kvs = [
+            KvOp::Get {
+                key: 1,
+                value: None,
+            },
+            KvOp::Get {
+                key: 1,
+                value: Some(2),
+            },
+            KvOp::Put { key: 3, value: 4 },
+            KvOp::Delete { key: 5 },
+            KvOp::Cas {
+                key: 6,
+                from: Some(7),
+                to: None,
+            },
+        ];
+        for op in kvs {
+            assert_eq!(op.to_string().parse::<KvOp>(), Ok(op));
+        }
+        assert!("put 1 nil".parse::<KvOp>().is_err());
+        let mut recorder = Recorder::new();
+        recorder
+            .done(1, Write(Some(1)), Write(Some(1)))
+            .invoke(2, Read(None));
+        let text = recorder.0.to_text().unwrap();
+        assert_eq!(
+            History::<RegisterOp>::parse_text(&text).unwrap(),
+            recorder.0
+        );
+    }
 }

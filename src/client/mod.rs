@@ -211,6 +211,12 @@ impl Connection {
         }
     }
 
+    /// Sets the socket's read timeout (`None`: wait forever, for tails).
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) -> Result<(), ClientError> {
+        self.reader.get_ref().set_read_timeout(timeout)?;
+        Ok(())
+    }
+
     /// Reads one frame, refusing a declared size over the limit before
     /// buffering it.
     fn read_frame(&mut self) -> Result<Vec<u8>, ClientError> {
@@ -244,6 +250,37 @@ pub struct Appended {
     pub count: u32,
     /// The term they were appended in.
     pub term: Term,
+}
+
+/// Committed entries of a log as they commit (see [`Client::tail`]).
+#[derive(Debug)]
+pub struct TailStream {
+    connection: Connection,
+    next: LogIndex,
+    buffered: std::collections::VecDeque<(LogIndex, Vec<u8>)>,
+}
+
+impl Iterator for TailStream {
+    type Item = Result<(LogIndex, Vec<u8>), ClientError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.buffered.is_empty() {
+            let (response, batches) = match self.connection.receive() {
+                Ok(answer) => answer,
+                Err(error) => return Some(Err(error)),
+            };
+            match response.body {
+                ResponseBody::Batches(_) => match entries_of(&batches, self.next, 0) {
+                    Ok(entries) => self.buffered.extend(entries),
+                    Err(error) => return Some(Err(error)),
+                },
+                other => return Some(Err(unexpected(&other))),
+            }
+        }
+        let entry = self.buffered.pop_front()?;
+        self.next = entry.0.next();
+        Some(Ok(entry))
+    }
 }
 
 /// Outcome of a compare-and-put.
@@ -326,6 +363,28 @@ impl Client {
             (ResponseBody::Batches(_), batches) => entries_of(&batches, from, max_entries),
             (other, _) => Err(unexpected(&other)),
         }
+    }
+
+    /// Follows `log` from `from`: the returned stream yields committed
+    /// entries as they commit, forever (read it from a thread of its own).
+    pub fn tail(&mut self, log: &str, from: LogIndex) -> Result<TailStream, ClientError> {
+        let address = self.addresses[self.cursor % self.addresses.len()].clone();
+        let mut connection = Connection::open(&address, &self.options)?;
+        connection.send(
+            log,
+            RequestBody::Tail {
+                from_index: from.get(),
+                max_entries: 0,
+            },
+            None,
+        )?;
+        connection.flush()?;
+        connection.set_read_timeout(None)?;
+        Ok(TailStream {
+            connection,
+            next: from,
+            buffered: std::collections::VecDeque::new(),
+        })
     }
 
     /// Reads a key; `None` when absent.
@@ -417,6 +476,8 @@ impl Client {
             sequence: self.sequence,
             key: key.to_vec(),
             operation,
+            // The leader stamps the log time when it builds the entry.
+            time_ms: 0,
         };
         // The session makes a retried write apply once: safe to retry.
         Ok(self

@@ -62,3 +62,19 @@ fn family(address: SocketAddr) -> AddressFamily {
         SocketAddr::V6(_) => AddressFamily::Inet6,
     }
 }
+
+/// Bytes a splice pipe holds (`F_SETPIPE_SZ`; the kernel may round up).
+pub const PIPE_BYTES: usize = 1024 * 1024;
+
+/// A pipe for splicing socket → pipe → file: (read end, write end), sized
+/// to [`PIPE_BYTES`] when the system allows (else the default 64 KiB).
+pub fn splice_pipe() -> io::Result<(File, File)> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    if let Err(error) = nix::fcntl::fcntl(
+        &write,
+        nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_BYTES as i32),
+    ) {
+        tracing::debug!(%error, "F_SETPIPE_SZ; keeping the default pipe size");
+    }
+    Ok((File::from(read), File::from(write)))
+}

@@ -5,6 +5,8 @@
 //!  inbox:  [ consumed │ unread frames … │ free space for the next recv ]
 //!          0          consumed          filled                      len
 //!  outbox: bytes queued while a send is in flight; swapped in when it ends
+//!  later:  what follows the outbox: file spans (stored batches, sent by
+//!          splice file → pipe → socket) and the bytes queued after them
 //! ```
 //!
 //! While a recv or send is in flight its buffer belongs to the ring (moved
@@ -23,9 +25,33 @@ const INBOX_BYTES_INITIAL: usize = 64 * 1024;
 /// Largest receive buffer: a whole AppendEntries (header plus batches).
 pub const INBOX_BYTES_MAX: usize = 2 * FRAME_BYTES_MAX;
 
-/// Bytes queued for sending beyond which the connection is considered slow
-/// and its producer should back off (a tail, a flood of responses).
-pub const OUTBOX_BYTES_HIGH: usize = 8 * 1024 * 1024;
+/// Bytes of a file to send without copying them into user space.
+#[derive(Clone, Debug)]
+pub struct FileSpan {
+    /// The file (a duplicate descriptor: it stays valid whatever the log
+    /// does meanwhile).
+    pub file: Rc<File>,
+    /// Offset of the first byte.
+    pub offset: u64,
+    /// Bytes to send.
+    pub len: u64,
+}
+
+/// Something queued after the outbox.
+#[derive(Debug)]
+enum Later {
+    Bytes(Vec<u8>),
+    File(FileSpan),
+}
+
+/// A file span being spliced to the socket.
+#[derive(Debug)]
+pub struct FileSend {
+    /// What is left of the span (offset advanced past what is in the pipe).
+    pub span: FileSpan,
+    /// Bytes in the pipe not yet in the socket.
+    pub in_pipe: u64,
+}
 
 /// What the other end is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +79,9 @@ pub struct Connection {
     /// The recv in flight.
     pub recv: Option<OpId>,
     outbox: Vec<u8>,
+    later: std::collections::VecDeque<Later>,
+    /// The file span being spliced out, if any.
+    pub file_send: Option<FileSend>,
     spare: Option<Vec<u8>>,
     /// The send in flight and the bytes of its buffer not yet sent.
     pub send: Option<OpId>,
@@ -76,6 +105,8 @@ impl Connection {
             filled: buffered.len(),
             recv: None,
             outbox: Vec::new(),
+            later: std::collections::VecDeque::new(),
+            file_send: None,
             spare: None,
             send: None,
             sending: 0,
@@ -159,17 +190,65 @@ impl Connection {
 
     /// Queues bytes to send.
     pub fn queue(&mut self, bytes: &[u8]) {
-        self.outbox.extend_from_slice(bytes);
+        match self.later.back_mut() {
+            None => self.outbox.extend_from_slice(bytes),
+            Some(Later::Bytes(tail)) => tail.extend_from_slice(bytes),
+            Some(Later::File(_)) => self.later.push_back(Later::Bytes(bytes.to_vec())),
+        }
     }
 
-    /// Bytes queued and not yet handed to the kernel.
+    /// Queues a file span to send after what is queued.
+    pub fn queue_file(&mut self, span: FileSpan) {
+        if span.len > 0 {
+            self.later.push_back(Later::File(span));
+        }
+    }
+
+    /// Bytes queued and not yet handed to the kernel (file spans included).
     pub fn queued(&self) -> usize {
-        self.outbox.len()
+        let later: u64 = self
+            .later
+            .iter()
+            .map(|item| match item {
+                Later::Bytes(bytes) => bytes.len() as u64,
+                Later::File(span) => span.len,
+            })
+            .sum();
+        self.outbox.len() + later as usize
     }
 
-    /// Posts a send of the queued bytes unless one is in flight.
+    /// When nothing is being sent and a file span is next, takes it out of
+    /// the queue: the caller splices it (file → pipe → socket) and reports
+    /// progress through `file_send`.
+    pub fn next_file_span(&mut self) -> Option<&mut FileSend> {
+        if self.send.is_some() || self.file_send.is_some() || !self.outbox.is_empty() {
+            return None;
+        }
+        if let Some(Later::File(_)) = self.later.front() {
+            let Some(Later::File(span)) = self.later.pop_front() else {
+                unreachable!("checked above");
+            };
+            self.file_send = Some(FileSend { span, in_pipe: 0 });
+            return self.file_send.as_mut();
+        }
+        None
+    }
+
+    /// Posts a send of the queued bytes unless a send (or a file span) is
+    /// in flight.
     pub fn post_send(&mut self, ring: &mut Ring) -> std::io::Result<Option<OpId>> {
-        if self.send.is_some() || self.outbox.is_empty() {
+        if self.send.is_some() || self.file_send.is_some() {
+            return Ok(None);
+        }
+        if self.outbox.is_empty()
+            && let Some(Later::Bytes(_)) = self.later.front()
+        {
+            let Some(Later::Bytes(bytes)) = self.later.pop_front() else {
+                unreachable!("checked above");
+            };
+            self.outbox = bytes;
+        }
+        if self.outbox.is_empty() {
             return Ok(None);
         }
         let mut buffer = self.spare.take().unwrap_or_default();
@@ -209,6 +288,6 @@ impl Connection {
     /// No operation is in flight: the connection can be dropped or handed
     /// to another core.
     pub fn idle(&self) -> bool {
-        self.recv.is_none() && self.send.is_none()
+        self.recv.is_none() && self.send.is_none() && self.file_send.is_none()
     }
 }

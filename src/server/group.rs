@@ -14,16 +14,23 @@
 
 use std::collections::VecDeque;
 
+use super::connection::FileSpan;
 use crate::constants::APPEND_MESSAGE_BYTES_MAX;
+use crate::kv::{ReadQueue, StateMachine};
 use crate::net::codec::{self, PeerBody, PeerHeader};
 use crate::raft::{
     self, Action, AppendEntries, BatchSummary, Body, Core, Membership, Message, NodeSet,
     OutgoingBody, ProposeError, Restart, Role,
 };
+use crate::storage::segment::Reservation;
 use crate::storage::{self, LogStorage, StorageError};
 use crate::types::{LogId, LogIndex, NodeId, Term};
 use crate::wire::client::{ErrorKind, ErrorReply, Response, ResponseBody};
 use crate::wire::{BatchKind, BatchMut, BatchView, WireError, encode_batch, split_frame};
+
+mod kv;
+
+pub use kv::KV_LOG;
 
 /// Where an answer goes: a connection on this core and the request id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,13 +43,27 @@ pub struct ReplyTo {
     pub request_id: u64,
 }
 
+/// One piece of what a client is sent.
+#[derive(Debug)]
+pub enum ClientOut {
+    /// Bytes (a response frame; batches still in the write queue).
+    Bytes(Vec<u8>),
+    /// Stored batch frames, straight from the log file.
+    File(FileSpan),
+}
+
 /// What a group wants sent, collected during a call.
 #[derive(Debug, Default)]
 pub struct Outbound {
     /// Frames for peers (an AppendEntries header followed by its batches).
     pub peers: Vec<(NodeId, Vec<u8>)>,
-    /// Frames for clients: a response, maybe followed by batch frames.
-    pub clients: Vec<(ReplyTo, Vec<u8>)>,
+    /// For clients, in order: response frames, and stored batch frames as
+    /// file spans (sent by splice) or bytes.
+    pub clients: Vec<(ReplyTo, ClientOut)>,
+    /// Leader changes seen (for metrics).
+    pub leader_changes: u64,
+    /// Syncs completed: (latency µs, entries made durable).
+    pub syncs: Vec<(u64, u64)>,
 }
 
 impl Outbound {
@@ -52,7 +73,7 @@ impl Outbound {
             request_id: to.request_id,
             body,
         });
-        self.clients.push((to, frame));
+        self.clients.push((to, ClientOut::Bytes(frame)));
     }
 
     /// Queues a client error.
@@ -67,7 +88,8 @@ impl Outbound {
     }
 }
 
-/// An append waiting for its commit.
+/// An append waiting for its commit, or a key-value write waiting for its
+/// apply.
 #[derive(Clone, Copy, Debug)]
 struct PendingAppend {
     first_index: LogIndex,
@@ -75,6 +97,8 @@ struct PendingAppend {
     term: Term,
     count: u32,
     reply: ReplyTo,
+    /// A key-value write: answered with its apply's response.
+    write: bool,
 }
 
 /// A client following the log.
@@ -116,6 +140,16 @@ pub struct Group {
     addresses: Vec<(NodeId, String)>,
     /// Reused for decoding config batches.
     configs: Vec<Membership>,
+    /// Spliced batches waiting for the core's verdict (see `step_spliced`).
+    spliced: Option<Reservation>,
+    /// When the oldest write not yet durable was flushed (sync latency).
+    flushed_at: Option<std::time::Instant>,
+    /// The leader last reported.
+    leader: NodeId,
+    /// The key-value state machine, on the `kv` log only.
+    kv: Option<StateMachine>,
+    /// Linearizable reads waiting for their ReadIndex round and the apply.
+    reads: ReadQueue<(ReplyTo, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for Group {
@@ -174,6 +208,11 @@ impl Group {
             failed: None,
             addresses,
             configs: Vec::new(),
+            spliced: None,
+            flushed_at: None,
+            leader: NodeId::ZERO,
+            kv: (id == LogId::from_name(KV_LOG)).then(StateMachine::new),
+            reads: ReadQueue::new(),
         })
     }
 
@@ -257,6 +296,118 @@ impl Group {
         Ok(())
     }
 
+    /// Reserves `len` bytes of the log file for batches a follower splices
+    /// from the socket; `None` when the store cannot (in memory) or the
+    /// group failed.
+    pub fn reserve(&mut self, len: u64) -> Option<(std::rc::Rc<std::fs::File>, Reservation)> {
+        if self.failed.is_some() {
+            return None;
+        }
+        match self.storage.reserve(len) {
+            Ok(reserved) => reserved,
+            Err(error) => {
+                tracing::debug!(log = %self.name, %error, "no reservation; receiving into a buffer");
+                None
+            }
+        }
+    }
+
+    /// Steps an AppendEntries whose batch frames were spliced into the
+    /// `reservation` of `file`. In the steady state (the core appends every
+    /// batch, nothing truncated) the reservation is completed — verified and
+    /// added — without the bytes ever entering user space. Otherwise the
+    /// bytes are read back, the reservation aborted, and the message handled
+    /// as if buffered.
+    pub fn step_spliced(
+        &mut self,
+        header: &PeerHeader,
+        batches: &[BatchSummary],
+        file: &std::fs::File,
+        reservation: Reservation,
+        out: &mut Outbound,
+    ) -> Result<(), WireError> {
+        let simple_kinds = !batches.iter().any(|batch| batch.kind == BatchKind::Config);
+        if simple_kinds
+            && let PeerBody::AppendEntries {
+                prev_index,
+                prev_term,
+                leader_commit,
+                ..
+            } = header.body
+        {
+            let message = Message {
+                from: header.from,
+                to: header.to,
+                term: header.term,
+                body: Body::AppendEntries(AppendEntries {
+                    prev_index,
+                    prev_term,
+                    leader_commit,
+                    batches,
+                    configs: &[],
+                }),
+            };
+            let mut actions = std::mem::take(&mut self.actions);
+            self.core.step(&message, &mut actions);
+            let last = batches.last().map(BatchSummary::last_index);
+            let first = batches.first().map(|batch| batch.first_index);
+            let appends_all = actions.iter().any(|action| {
+                matches!(action, Action::AppendReceived { skip: 0, first_index, last_index }
+                    if Some(*first_index) == first && Some(*last_index) == last)
+            });
+            let truncates = actions
+                .iter()
+                .any(|action| matches!(action, Action::Truncate { .. }));
+            if appends_all && !truncates {
+                self.spliced = Some(reservation);
+                self.execute(&mut actions, None, None, out);
+                if let Some(reservation) = self.spliced.take() {
+                    // No AppendReceived consumed it (cannot happen: checked).
+                    let _ = self.storage.abort_reservation(reservation);
+                }
+            } else {
+                let bytes = self.take_back(file, reservation, out);
+                self.execute(&mut actions, None, bytes.as_deref(), out);
+            }
+            self.actions = actions;
+            return Ok(());
+        }
+        match self.take_back(file, reservation, out) {
+            Some(bytes) => self.step(header, batches, &bytes, out),
+            None => Ok(()),
+        }
+    }
+
+    /// Drops a reservation whose splice failed.
+    pub fn abort_splice(&mut self, reservation: Reservation, out: &mut Outbound) {
+        if let Err(error) = self.storage.abort_reservation(reservation) {
+            self.fail(&error.to_string(), out);
+        }
+    }
+
+    /// Reads a reservation's bytes back and aborts it.
+    fn take_back(
+        &mut self,
+        file: &std::fs::File,
+        reservation: Reservation,
+        out: &mut Outbound,
+    ) -> Option<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let mut bytes = vec![0u8; reservation.len() as usize];
+        let read = file.read_exact_at(&mut bytes, reservation.offset());
+        if let Err(error) = self.storage.abort_reservation(reservation) {
+            self.fail(&error.to_string(), out);
+            return None;
+        }
+        match read {
+            Ok(()) => Some(bytes),
+            Err(error) => {
+                tracing::warn!(log = %self.name, %error, "reading spliced bytes back");
+                None
+            }
+        }
+    }
+
     /// Proposes a client's batch frame (validated, sealed, unstamped); the
     /// answer comes when it commits.
     pub fn propose(&mut self, frame: &mut [u8], reply: ReplyTo, out: &mut Outbound) {
@@ -294,6 +445,7 @@ impl Group {
                     term,
                     count,
                     reply,
+                    write: kind == BatchKind::Kv && self.kv.is_some(),
                 });
                 self.execute(&mut actions, Some(frame), None, out);
             }
@@ -324,13 +476,10 @@ impl Group {
     /// Serves a read of committed entries from `from`.
     pub fn read(&mut self, from: LogIndex, max_entries: u32, reply: ReplyTo, out: &mut Outbound) {
         match self.committed_batches(from, max_entries) {
-            Ok((_, frames, count)) => {
-                let mut response = crate::wire::client::encode_response(&Response {
-                    request_id: reply.request_id,
-                    body: ResponseBody::Batches(count),
-                });
-                response.extend_from_slice(&frames);
-                out.clients.push((reply, response));
+            Ok((_, pieces, count)) => {
+                out.reply(reply, ResponseBody::Batches(count));
+                out.clients
+                    .extend(pieces.into_iter().map(|piece| (reply, piece)));
             }
             Err(GroupError::Storage(StorageError::Compacted { first, .. })) => {
                 out.error(
@@ -375,6 +524,9 @@ impl Group {
             return;
         }
         let durability = self.storage.flush().and_then(|()| self.storage.poll());
+        if self.flushed_at.is_none() && self.storage.last_index() > self.durable_index {
+            self.flushed_at = Some(std::time::Instant::now());
+        }
         match durability {
             Ok(durability) => self.feed_durability(durability, out),
             Err(error) => self.fail(&error.to_string(), out),
@@ -393,6 +545,13 @@ impl Group {
             self.core.hard_state_persisted(hard_state, &mut actions);
         }
         if durability.index != self.durable_index {
+            if durability.index > self.durable_index
+                && let Some(flushed_at) = self.flushed_at.take()
+            {
+                let micros = flushed_at.elapsed().as_micros() as u64;
+                out.syncs
+                    .push((micros, durability.index.get() - self.durable_index.get()));
+            }
             self.durable_index = durability.index;
             if let Some(term) = self.storage.term_at(durability.index) {
                 self.core.persisted(durability.index, term, &mut actions);
@@ -430,12 +589,10 @@ impl Group {
                 break;
             }
             if let Err(error) = self.execute_one(action, proposal, received, out) {
-                let reason = error.to_string();
-                if matches!(error, GroupError::Storage(StorageError::NoSpace)) {
-                    tracing::warn!(log = %self.name, "disk full: append refused");
-                    continue;
-                }
-                self.fail(&reason, out);
+                // Any storage refusal after the core accepted an entry (a
+                // full disk included) would part the core's log from the
+                // stored one: stop the group (fail-stop) rather than diverge.
+                self.fail(&error.to_string(), out);
             }
         }
     }
@@ -486,7 +643,19 @@ impl Group {
                 first_index,
                 last_index,
             } => {
-                let mut rest = received.expect("AppendReceived comes from step");
+                if let Some(reservation) = self.spliced.take() {
+                    let last = self.storage.complete_reservation(reservation)?;
+                    debug_assert_eq!(last, last_index);
+                    return Ok(());
+                }
+                let Some(mut rest) = received else {
+                    // The message's bytes are gone (a failed read-back of
+                    // spliced bytes): the core's log and storage would part.
+                    return Err(StorageError::Failed(
+                        "received batches could not be read back".into(),
+                    )
+                    .into());
+                };
                 let mut position = 0u32;
                 while let Some((frame, tail)) = split_frame(rest)? {
                     rest = tail;
@@ -501,12 +670,35 @@ impl Group {
             }
             Action::Send(message) => self.send(&message, out)?,
             Action::Apply { up_to } => self.committed(up_to, out),
-            Action::ReadReady { .. } | Action::ReadsAborted { .. } => {}
+            Action::ReadReady {
+                through_round,
+                index,
+            } => {
+                self.reads.confirmed(through_round, index);
+                self.serve_reads(out);
+            }
+            Action::ReadsAborted { through_round } => {
+                let (leader, address) = (self.core.leader(), self.address_of(self.core.leader()));
+                self.reads.abort(through_round, |(reply, _)| {
+                    out.error(
+                        reply,
+                        ErrorKind::NotLeader {
+                            leader: leader.get(),
+                            address: address.clone(),
+                        },
+                        "leadership lost before the read was confirmed",
+                    );
+                });
+            }
             Action::SendSnapshot { to } => {
                 tracing::warn!(log = %self.name, peer = %to, "peer needs a snapshot; snapshots are not served yet");
             }
             Action::RoleChanged { role, term, leader } => {
                 tracing::info!(log = %self.name, ?role, %term, %leader, "role changed");
+                if leader != self.leader && leader != NodeId::ZERO {
+                    out.leader_changes += 1;
+                }
+                self.leader = leader;
             }
         }
         Ok(())
@@ -537,12 +729,15 @@ impl Group {
 
     /// Entries up to `up_to` are committed: answer appends, feed tails.
     fn committed(&mut self, up_to: LogIndex, out: &mut Outbound) {
+        let mut responses = self.apply_kv(up_to, out);
         while let Some(pending) = self.pending.front().copied() {
             if pending.last_index > up_to {
                 break;
             }
             self.pending.pop_front();
-            if self.storage.term_at(pending.last_index) == Some(pending.term) {
+            if pending.write {
+                self.answer_write(pending, &mut responses, out);
+            } else if self.storage.term_at(pending.last_index) == Some(pending.term) {
                 out.reply(
                     pending.reply,
                     ResponseBody::Appended {
@@ -572,13 +767,10 @@ impl Group {
                 continue;
             }
             match self.committed_batches(tail.next, tail.max_entries) {
-                Ok((next, frames, count)) if count > 0 => {
-                    let mut response = crate::wire::client::encode_response(&Response {
-                        request_id: tail.reply.request_id,
-                        body: ResponseBody::Batches(count),
-                    });
-                    response.extend_from_slice(&frames);
-                    out.clients.push((tail.reply, response));
+                Ok((next, pieces, count)) if count > 0 => {
+                    out.reply(tail.reply, ResponseBody::Batches(count));
+                    out.clients
+                        .extend(pieces.into_iter().map(|piece| (tail.reply, piece)));
                     tail.next = next;
                 }
                 Ok(_) => {}
@@ -589,33 +781,57 @@ impl Group {
     }
 
     /// Whole committed batches from the one holding `from`: (next index,
-    /// frames, batch count).
+    /// the frames as file spans where they are in a file, batch count).
     fn committed_batches(
         &self,
         from: LogIndex,
         max_entries: u32,
-    ) -> Result<(LogIndex, Vec<u8>, u32), GroupError> {
+    ) -> Result<(LogIndex, Vec<ClientOut>, u32), GroupError> {
         let commit = self.core.commit_index();
-        let mut frames = Vec::new();
+        let mut pieces = Vec::new();
         let mut count = 0u32;
         let mut entries = 0u64;
-        let mut next = from.max(LogIndex(1));
-        if next > commit {
-            return Ok((next, frames, count));
-        }
-        visit_batches(self.storage.as_ref(), next, |view, frame| {
-            let full = frames.len() >= APPEND_MESSAGE_BYTES_MAX as usize
-                || (max_entries > 0 && entries >= u64::from(max_entries));
-            if view.last_index() > commit || full {
-                return Ok(false);
+        let mut bytes_total = 0usize;
+        let mut next = from.max(LogIndex(1)).max(self.storage.first_index());
+        while next <= commit
+            && bytes_total < APPEND_MESSAGE_BYTES_MAX as usize
+            && (max_entries == 0 || entries < u64::from(max_entries))
+        {
+            let read = self.storage.read(next, APPEND_MESSAGE_BYTES_MAX as usize)?;
+            // The prefix of whole committed batches within the limits.
+            let mut rest = read.bytes;
+            let mut taken = 0usize;
+            while let Some((frame, tail)) = split_frame(rest)? {
+                let view = BatchView::parse(frame)?;
+                let full = bytes_total + taken >= APPEND_MESSAGE_BYTES_MAX as usize
+                    || (max_entries > 0 && entries >= u64::from(max_entries));
+                if view.last_index() > commit || full {
+                    break;
+                }
+                rest = tail;
+                taken += frame.len();
+                count += 1;
+                entries += u64::from(view.count());
+                next = view.last_index().next();
             }
-            frames.extend_from_slice(frame);
-            count += 1;
-            entries += u64::from(view.count());
-            next = view.last_index().next();
-            Ok(true)
-        })?;
-        Ok((next, frames, count))
+            if taken == 0 {
+                break;
+            }
+            bytes_total += taken;
+            pieces.push(match read.file {
+                Some(span) => ClientOut::File(FileSpan {
+                    file: std::rc::Rc::new(std::fs::File::from(
+                        span.fd
+                            .try_clone_to_owned()
+                            .map_err(|error| StorageError::io("dup", "log file", error))?,
+                    )),
+                    offset: span.offset,
+                    len: taken as u64,
+                }),
+                None => ClientOut::Bytes(read.bytes[..taken].to_vec()),
+            });
+        }
+        Ok((next, pieces, count))
     }
 
     /// Decodes the memberships of config batches carried by a message.
@@ -647,6 +863,23 @@ impl Group {
             .find(|(id, _)| *id == node)
             .map(|(_, address)| address.clone())
             .unwrap_or_default()
+    }
+
+    /// Gauges for the metrics endpoint.
+    pub fn gauges(&self) -> super::metrics::LogGauges {
+        let status = self.status();
+        super::metrics::LogGauges {
+            name: self.name.clone(),
+            role: status.role,
+            term: status.term,
+            commit: status.commit_index,
+            last: status.last_index,
+            lag: status
+                .peers
+                .iter()
+                .map(|peer| (peer.id, status.last_index.saturating_sub(peer.match_index)))
+                .collect(),
+        }
     }
 
     /// Status for `rast status`.
@@ -681,9 +914,23 @@ impl Group {
             first_index: self.storage.first_index().get(),
             last_index: self.storage.last_index().get(),
             commit_index: core.commit_index().get(),
-            applied_index: core.commit_index().get(),
+            applied_index: self
+                .kv
+                .as_ref()
+                .map_or(core.commit_index(), StateMachine::applied_index)
+                .get(),
             peers,
-            failed: self.failed.clone().unwrap_or_default(),
+            failed: self
+                .failed
+                .clone()
+                .or_else(|| {
+                    let failure = self.kv.as_ref()?.failure()?;
+                    Some(format!(
+                        "state machine stopped at index {}: {}",
+                        failure.index, failure.reason
+                    ))
+                })
+                .unwrap_or_default(),
         }
     }
 }

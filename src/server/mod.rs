@@ -20,6 +20,7 @@
 
 pub mod connection;
 pub mod group;
+pub mod metrics;
 pub mod shard;
 
 use std::net::SocketAddr;
@@ -69,6 +70,8 @@ pub struct Settings {
     pub zero_copy: ZeroCopy,
     /// Logs created at start-up (others are created on first use).
     pub logs: Vec<String>,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Errors that stop the server from starting.
@@ -101,16 +104,24 @@ pub fn serve(settings: Settings) -> Result<(), ServerError> {
     })?;
     install_signal_handlers()?;
     let settings = Arc::new(settings);
+    let metrics = Arc::new(metrics::Metrics::new(settings.cores));
+    if let Some(address) = settings.metrics_addr {
+        metrics::serve(address, Arc::clone(&metrics)).map_err(|source| ServerError::Io {
+            what: format!("serving metrics on {address}"),
+            source,
+        })?;
+    }
     let wiring = shard::Wiring::new(settings.cores)?;
     let mut threads = Vec::new();
     for index in 0..settings.cores {
         let settings = Arc::clone(&settings);
         let wiring = wiring.for_core(index);
+        let metrics = Arc::clone(&metrics);
         let thread = std::thread::Builder::new()
             .name(format!("rast-core-{index}"))
             .spawn(move || -> Result<(), ServerError> {
                 pin_to_core(index);
-                shard::Shard::new(index, settings, wiring)?.run()
+                shard::Shard::new(index, settings, wiring, metrics)?.run()
             })
             .map_err(|source| ServerError::Io {
                 what: "spawning a core thread".into(),

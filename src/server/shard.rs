@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::connection::{Connection, Role};
-use super::group::{Group, Outbound, ReplyTo};
+use super::group::{ClientOut, Group, Outbound, ReplyTo};
 use super::{ServerError, Settings, StorageMode, stopping};
 use crate::constants::TICK_MS;
 use crate::io::{OpId, Ring, SharedRing};
@@ -43,6 +43,16 @@ const HANDOFF_QUEUE_MAX: usize = 1024;
 
 /// Longest wait between reconnect attempts to a peer.
 const RECONNECT_MS_MAX: u64 = 1000;
+
+/// Bytes queued for one connection beyond which its reader is considered
+/// gone (paused, partitioned, or never reading) and the connection is
+/// dropped instead of buffering more: twice a peer's inflight window.
+const OUTBOX_BYTES_MAX: usize = 2 * crate::constants::INFLIGHT_BYTES_MAX as usize;
+
+/// Batch bytes of an AppendEntries from which a follower splices them
+/// (socket → pipe → file) instead of receiving them into a buffer: below
+/// it, the extra system calls cost more than the copy saves.
+pub const SPLICE_BYTES_MIN: u64 = 64 * 1024;
 
 /// A connection moving to the core that owns its traffic.
 #[derive(Debug)]
@@ -112,6 +122,29 @@ enum Owner {
     Recv(usize),
     Send(usize),
     Connect(usize),
+    /// Socket → pipe, for the connection in the slot of that generation.
+    SpliceIn(usize, u64),
+    /// Pipe → file.
+    SpliceOut(usize, u64),
+    /// Stored batches, file → pipe, for a client.
+    FileIn(usize, u64),
+    /// Pipe → socket.
+    FileOut(usize, u64),
+}
+
+/// An AppendEntries whose batch bytes are being spliced into the log file.
+#[derive(Debug)]
+struct Splice {
+    header: codec::PeerHeader,
+    summaries: Vec<BatchSummary>,
+    file: Rc<File>,
+    reservation: Option<crate::storage::segment::Reservation>,
+    /// Bytes already in the file.
+    written: u64,
+    /// Bytes in the pipe, not yet in the file.
+    in_pipe: u64,
+    /// Batch bytes of the message.
+    total: u64,
 }
 
 /// A connection slot: the connection and its generation.
@@ -121,6 +154,12 @@ struct Slot {
     generation: u64,
     /// Hand to this core once idle.
     handoff_to: Option<u32>,
+    /// Waiting for a group's splice (from another connection) to finish.
+    blocked: bool,
+    /// The AppendEntries being spliced from this connection.
+    splice: Option<Box<Splice>>,
+    /// The connection's splice pipe (read end, write end), made on first use.
+    pipe: Option<(Rc<File>, Rc<File>)>,
 }
 
 /// Our outgoing link to one peer.
@@ -147,11 +186,14 @@ pub struct Shard {
     next_generation: u64,
     ops: HashMap<OpId, Owner>,
     groups: HashMap<LogId, Group>,
+    /// Groups with a splice in flight: their other messages wait.
+    splicing: std::collections::HashSet<LogId>,
     links: Vec<PeerLink>,
     started: Instant,
     ready: Vec<OpId>,
     summaries: Vec<BatchSummary>,
     out: Outbound,
+    metrics: Arc<super::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -170,6 +212,7 @@ impl Shard {
         index: u32,
         settings: Arc<Settings>,
         wiring: CoreWiring,
+        metrics: Arc<super::metrics::Metrics>,
     ) -> Result<Self, ServerError> {
         let listener =
             crate::io::listen_reuseport(settings.listen).map_err(|source| ServerError::Io {
@@ -211,12 +254,14 @@ impl Shard {
             next_generation: 1,
             ops: HashMap::new(),
             groups: HashMap::new(),
+            splicing: std::collections::HashSet::new(),
             links,
             started: Instant::now(),
             ready: Vec::new(),
             summaries: Vec::new(),
             out: Outbound::default(),
             settings,
+            metrics,
         };
         for name in shard.settings.logs.clone() {
             let id = LogId::from_name(&name);
@@ -314,6 +359,10 @@ impl Shard {
                 }
             }
             Owner::Connect(slot) => self.connected(slot, result),
+            Owner::SpliceIn(slot, generation) => self.spliced_in(slot, generation, result),
+            Owner::SpliceOut(slot, generation) => self.spliced_out(slot, generation, result),
+            Owner::FileIn(slot, generation) => self.file_in(slot, generation, result),
+            Owner::FileOut(slot, generation) => self.file_out(slot, generation, result),
         }
     }
 
@@ -330,6 +379,9 @@ impl Shard {
             connection,
             generation,
             handoff_to: None,
+            blocked: false,
+            splice: None,
+            pipe: None,
         };
         let index = if let Some(index) = self.free_slots.pop() {
             self.slots[index] = Some(slot);
@@ -349,6 +401,8 @@ impl Shard {
         for group in self.groups.values_mut() {
             group.tick(now, &mut self.out);
         }
+        let gauges = self.groups.values().map(Group::gauges).collect();
+        self.metrics.publish(self.index, gauges);
         for link in 0..self.links.len() {
             let entry = &self.links[link];
             if entry.connection.is_none() && !entry.connecting && now >= entry.retry_at_ms {
@@ -456,7 +510,11 @@ impl Shard {
             let Some(entry) = self.slots[slot].as_ref() else {
                 return Ok(());
             };
-            if entry.connection.closed || entry.handoff_to.is_some() {
+            if entry.connection.closed
+                || entry.handoff_to.is_some()
+                || entry.blocked
+                || entry.splice.is_some()
+            {
                 return Ok(());
             }
             let role = entry.connection.role;
@@ -577,9 +635,6 @@ impl Shard {
             .connection
             .need(trailing)
             .map_err(|error| error.to_string())?;
-        if entry.connection.unread().len() < need {
-            return Ok(0);
-        }
         let Role::PeerIn(node) = entry.connection.role else {
             unreachable!("peer frames come on peer connections");
         };
@@ -595,7 +650,31 @@ impl Shard {
                 header.group.get()
             ));
         }
+        if self.splicing.contains(&header.group) {
+            entry.blocked = true;
+            return Ok(0);
+        }
+        let buffered = entry.connection.unread().len() >= need;
+        if !buffered
+            && trailing >= SPLICE_BYTES_MIN
+            && self.settings.zero_copy == super::ZeroCopy::Splice
+            && self.start_splice(slot, length, header, trailing)?
+        {
+            return Ok(0);
+        }
+        if !buffered {
+            return Ok(0);
+        }
+        if let Some(group) = self.groups.get(&header.group)
+            && group.storage().writable_bytes() < trailing
+        {
+            let entry = self.slots[slot].as_mut().expect("present");
+            entry.blocked = true;
+            return Ok(0);
+        }
+        let entry = self.slots[slot].as_mut().expect("present");
         let bytes = entry.connection.unread()[length..need].to_vec();
+        super::metrics::Counters::add(&self.metrics.counters.bytes_copied, bytes.len() as u64);
         entry.connection.consume(need);
         let summaries = std::mem::take(&mut self.summaries);
         let mut out = std::mem::take(&mut self.out);
@@ -632,10 +711,15 @@ impl Shard {
                 Err(error) => return Err(format!("bad batch frame: {error}")),
             }
         }
-        let name = if request.log.is_empty() {
-            "default".to_owned()
-        } else {
+        let name = if !request.log.is_empty() {
             request.log.clone()
+        } else if matches!(
+            request.body,
+            RequestBody::Get { .. } | RequestBody::Write(_)
+        ) {
+            super::group::KV_LOG.to_owned()
+        } else {
+            "default".to_owned()
         };
         let id = LogId::from_name(&name);
         let owner = (id.get() % u64::from(self.settings.cores)) as u32;
@@ -644,6 +728,17 @@ impl Shard {
             return Ok(0);
         }
         let consumed = length + batch.as_ref().map_or(0, Vec::len);
+        if let Some(frame) = &batch
+            && let Some(group) = self.groups.get(&id)
+            && group.storage().writable_bytes() < frame.len() as u64
+        {
+            // The write queue is full: stop reading this client until a
+            // sync frees room (TCP pushes back on it meanwhile).
+            let entry = self.slots[slot].as_mut().expect("present");
+            entry.blocked = true;
+            return Ok(0);
+        }
+        let entry = self.slots[slot].as_mut().expect("present");
         entry.connection.consume(consumed);
         let reply = ReplyTo {
             connection: slot,
@@ -663,14 +758,18 @@ impl Shard {
         reply: ReplyTo,
     ) {
         let mut out = std::mem::take(&mut self.out);
+        let metrics = Arc::clone(&self.metrics);
         match self.group(id, Some(name)) {
-            Ok(group) => Self::serve_request(group, request, batch, reply, &mut out),
+            Ok(group) => {
+                Self::serve_request(&metrics.counters, group, request, batch, reply, &mut out);
+            }
             Err(reason) => out.error(reply, ErrorKind::Unavailable, reason),
         }
         self.out = out;
     }
 
     fn serve_request(
+        counters: &super::metrics::Counters,
         group: &mut Group,
         request: &Request,
         batch: Option<Vec<u8>>,
@@ -681,7 +780,10 @@ impl Shard {
             RequestBody::Append => {
                 let mut frame = batch.expect("append carries a batch");
                 match check_client_batch(&mut frame) {
-                    Ok(()) => group.propose(&mut frame, reply, out),
+                    Ok(count) => {
+                        super::metrics::Counters::add(&counters.entries_appended, u64::from(count));
+                        group.propose(&mut frame, reply, out);
+                    }
                     Err(error) => out.error(reply, ErrorKind::Invalid, error.to_string()),
                 }
             }
@@ -697,7 +799,9 @@ impl Shard {
                 let status = group.status();
                 out.reply(reply, ResponseBody::Status(status));
             }
-            RequestBody::Get { .. } | RequestBody::Write(_) | RequestBody::Admin(_) => {
+            RequestBody::Get { key, stale } => group.get(key.clone(), *stale, reply, out),
+            RequestBody::Write(command) => group.write(command.clone(), reply, out),
+            RequestBody::Admin(_) => {
                 out.error(
                     reply,
                     ErrorKind::Invalid,
@@ -741,12 +845,309 @@ impl Shard {
         Ok(self.groups.get_mut(&id).expect("inserted above"))
     }
 
+    /// Starts splicing an AppendEntries' batch bytes into its group's log
+    /// file: the bytes already received are written from the inbox, the rest
+    /// go socket → pipe → file. Returns false (receive into a buffer
+    /// instead) when the store takes no reservation.
+    fn start_splice(
+        &mut self,
+        slot: usize,
+        header_bytes: usize,
+        header: codec::PeerHeader,
+        total: u64,
+    ) -> Result<bool, String> {
+        let group = self.group(header.group, None)?;
+        let Some((file, reservation)) = group.reserve(total) else {
+            return Ok(false);
+        };
+        let entry = self.slots[slot].as_mut().expect("present");
+        if entry.pipe.is_none() {
+            let (read, write) =
+                crate::io::splice_pipe().map_err(|error| format!("pipe: {error}"))?;
+            entry.pipe = Some((Rc::new(read), Rc::new(write)));
+        }
+        entry.connection.consume(header_bytes);
+        let head = entry.connection.unread().len().min(total as usize);
+        {
+            use std::os::unix::fs::FileExt;
+            file.write_all_at(&entry.connection.unread()[..head], reservation.offset())
+                .map_err(|error| format!("writing the received head of a batch: {error}"))?;
+        }
+        entry.connection.consume(head);
+        let counters = &self.metrics.counters;
+        super::metrics::Counters::add(&counters.bytes_copied, head as u64);
+        super::metrics::Counters::add(&counters.bytes_spliced, total - head as u64);
+        entry.splice = Some(Box::new(Splice {
+            header,
+            summaries: self.summaries.clone(),
+            file,
+            reservation: Some(reservation),
+            written: head as u64,
+            in_pipe: 0,
+            total,
+        }));
+        self.splicing.insert(header.group);
+        self.splice_next(slot);
+        Ok(true)
+    }
+
+    /// Posts the next splice of a connection's transfer, or finishes it.
+    fn splice_next(&mut self, slot: usize) {
+        let Some(entry) = self.slots[slot].as_mut() else {
+            return;
+        };
+        let generation = entry.generation;
+        let (pipe_read, pipe_write) = entry.pipe.clone().expect("made at start");
+        let splice = entry.splice.as_ref().expect("splicing");
+        let submitted = if splice.in_pipe > 0 {
+            let offset = splice.reservation.as_ref().expect("open").offset() + splice.written;
+            let len = splice.in_pipe as u32;
+            let file = Rc::clone(&splice.file);
+            self.ring
+                .borrow_mut()
+                .splice_notify(&pipe_read, &file, Some(offset), len)
+                .map(|op| (op, Owner::SpliceOut(slot, generation)))
+        } else if splice.written + splice.in_pipe < splice.total {
+            let len = (splice.total - splice.written).min(crate::io::PIPE_BYTES as u64) as u32;
+            let socket = Rc::clone(&entry.connection.socket);
+            self.ring
+                .borrow_mut()
+                .splice_notify(&socket, &pipe_write, None, len)
+                .map(|op| (op, Owner::SpliceIn(slot, generation)))
+        } else {
+            self.finish_splice(slot);
+            return;
+        };
+        match submitted {
+            Ok((op, owner)) => {
+                self.ops.insert(op, owner);
+            }
+            Err(error) => self.abandon_splice(slot, &format!("submitting a splice: {error}")),
+        }
+    }
+
+    fn spliced_in(&mut self, slot: usize, generation: u64, result: i32) {
+        let Some(entry) = self.slots[slot]
+            .as_mut()
+            .filter(|entry| entry.generation == generation)
+        else {
+            return;
+        };
+        if result <= 0 {
+            let reason = if result == 0 {
+                "peer closed mid-batch".to_owned()
+            } else {
+                format!("splice from socket: errno {}", -result)
+            };
+            self.abandon_splice(slot, &reason);
+            return;
+        }
+        entry.splice.as_mut().expect("splicing").in_pipe += result as u64;
+        self.splice_next(slot);
+    }
+
+    fn spliced_out(&mut self, slot: usize, generation: u64, result: i32) {
+        let Some(entry) = self.slots[slot]
+            .as_mut()
+            .filter(|entry| entry.generation == generation)
+        else {
+            return;
+        };
+        if result <= 0 {
+            self.abandon_splice(slot, &format!("splice into the log: errno {}", -result));
+            return;
+        }
+        let splice = entry.splice.as_mut().expect("splicing");
+        splice.written += result as u64;
+        splice.in_pipe -= result as u64;
+        self.splice_next(slot);
+    }
+
+    /// Every byte is in the file: the group steps the message and completes
+    /// (or takes back) the reservation; the connection and any connection
+    /// waiting on the group resume.
+    fn finish_splice(&mut self, slot: usize) {
+        let entry = self.slots[slot].as_mut().expect("present");
+        let mut splice = entry.splice.take().expect("splicing");
+        let group_id = splice.header.group;
+        let reservation = splice.reservation.take().expect("open");
+        let mut out = std::mem::take(&mut self.out);
+        if let Some(group) = self.groups.get_mut(&group_id)
+            && let Err(error) = group.step_spliced(
+                &splice.header,
+                &splice.summaries,
+                &splice.file,
+                reservation,
+                &mut out,
+            )
+            && let Some(entry) = self.slots[slot].as_mut()
+        {
+            tracing::warn!(%error, "bad spliced batches; closing the peer connection");
+            entry.connection.closed = true;
+        }
+        self.out = out;
+        self.unsplice(group_id);
+        self.resume(slot);
+    }
+
+    /// A splice failed mid-way: the reservation is dropped (its bytes
+    /// zeroed) and the connection closed; the leader will resend.
+    fn abandon_splice(&mut self, slot: usize, reason: &str) {
+        let Some(entry) = self.slots[slot].as_mut() else {
+            return;
+        };
+        tracing::warn!(%reason, "splice abandoned; closing the peer connection");
+        entry.connection.closed = true;
+        let Some(mut splice) = entry.splice.take() else {
+            return;
+        };
+        let group_id = splice.header.group;
+        if let (Some(group), Some(reservation)) =
+            (self.groups.get_mut(&group_id), splice.reservation.take())
+        {
+            let mut out = std::mem::take(&mut self.out);
+            group.abort_splice(reservation, &mut out);
+            self.out = out;
+        }
+        self.unsplice(group_id);
+    }
+
+    /// A group's splice ended: connections blocked on it resume.
+    fn unsplice(&mut self, group: LogId) {
+        self.splicing.remove(&group);
+        for slot in 0..self.slots.len() {
+            if let Some(entry) = self.slots[slot].as_mut()
+                && entry.blocked
+            {
+                entry.blocked = false;
+                self.resume(slot);
+            }
+        }
+    }
+
+    /// Processes whatever a connection has buffered.
+    fn resume(&mut self, slot: usize) {
+        if let Err(reason) = self.process(slot)
+            && let Some(entry) = self.slots[slot].as_mut()
+        {
+            tracing::warn!(slot, %reason, "closing connection");
+            entry.connection.closed = true;
+        }
+    }
+
+    /// Posts the next step of a file span's trip to a client: file → pipe,
+    /// then pipe → socket, until the span is sent.
+    fn file_next(&mut self, slot: usize) {
+        let Some(entry) = self.slots[slot].as_mut() else {
+            return;
+        };
+        if entry.pipe.is_none() {
+            match crate::io::splice_pipe() {
+                Ok((read, write)) => entry.pipe = Some((Rc::new(read), Rc::new(write))),
+                Err(error) => {
+                    tracing::warn!(%error, "no pipe for a read; closing the connection");
+                    entry.connection.closed = true;
+                    entry.connection.file_send = None;
+                    return;
+                }
+            }
+        }
+        let generation = entry.generation;
+        let (pipe_read, pipe_write) = entry.pipe.clone().expect("made above");
+        let socket = Rc::clone(&entry.connection.socket);
+        let Some(send) = entry.connection.file_send.as_ref() else {
+            return;
+        };
+        let submitted = if send.in_pipe > 0 {
+            self.ring
+                .borrow_mut()
+                .splice_notify(&pipe_read, &socket, None, send.in_pipe as u32)
+                .map(|op| (op, Owner::FileOut(slot, generation)))
+        } else if send.span.len > 0 {
+            let len = send.span.len.min(crate::io::PIPE_BYTES as u64) as u32;
+            let file = Rc::clone(&send.span.file);
+            self.ring
+                .borrow_mut()
+                .splice_at(&file, send.span.offset, &pipe_write, len)
+                .map(|op| (op, Owner::FileIn(slot, generation)))
+        } else {
+            entry.connection.file_send = None;
+            return;
+        };
+        match submitted {
+            Ok((op, owner)) => {
+                self.ops.insert(op, owner);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not submit a read splice; closing the connection");
+                entry.connection.closed = true;
+                entry.connection.file_send = None;
+            }
+        }
+    }
+
+    fn file_in(&mut self, slot: usize, generation: u64, result: i32) {
+        let Some(entry) = self.slots[slot]
+            .as_mut()
+            .filter(|entry| entry.generation == generation)
+        else {
+            return;
+        };
+        let Some(send) = entry.connection.file_send.as_mut() else {
+            return;
+        };
+        if result <= 0 {
+            tracing::warn!(
+                errno = -result,
+                "splice from the log failed; closing the connection"
+            );
+            entry.connection.closed = true;
+            entry.connection.file_send = None;
+            return;
+        }
+        let moved = result as u64;
+        send.in_pipe += moved;
+        send.span.offset += moved;
+        send.span.len -= moved;
+        self.file_next(slot);
+    }
+
+    fn file_out(&mut self, slot: usize, generation: u64, result: i32) {
+        let Some(entry) = self.slots[slot]
+            .as_mut()
+            .filter(|entry| entry.generation == generation)
+        else {
+            return;
+        };
+        let Some(send) = entry.connection.file_send.as_mut() else {
+            return;
+        };
+        if result <= 0 {
+            tracing::debug!(errno = -result, "client went away mid-read");
+            entry.connection.closed = true;
+            entry.connection.file_send = None;
+            return;
+        }
+        send.in_pipe -= result as u64;
+        self.file_next(slot);
+    }
+
     /// End of a turn: groups flush and learn durability; outbound frames go
     /// to their connections; recvs and sends are posted; idle connections
     /// are closed or handed off.
     fn end_turn(&mut self) {
         for group in self.groups.values_mut() {
             group.turn(&mut self.out);
+        }
+        // Connections that waited for room (or a splice) try again; those
+        // still waiting block themselves anew.
+        for slot in 0..self.slots.len() {
+            if let Some(entry) = self.slots[slot].as_mut()
+                && entry.blocked
+            {
+                entry.blocked = false;
+                self.resume(slot);
+            }
         }
         self.deliver();
         for slot in 0..self.slots.len() {
@@ -756,6 +1157,14 @@ impl Shard {
 
     fn deliver(&mut self) {
         let mut out = std::mem::take(&mut self.out);
+        let counters = &self.metrics.counters;
+        super::metrics::Counters::add(
+            &counters.leader_changes,
+            std::mem::take(&mut out.leader_changes),
+        );
+        for (micros, entries) in out.syncs.drain(..) {
+            counters.record_sync(micros, entries);
+        }
         for (peer, frame) in out.peers.drain(..) {
             let Some(link) = self.links.iter().position(|link| link.id == peer) else {
                 continue;
@@ -767,14 +1176,36 @@ impl Shard {
                 continue;
             }
             if let Some(entry) = self.slots[slot].as_mut() {
+                if entry.connection.queued() > OUTBOX_BYTES_MAX {
+                    // The peer stopped reading (paused, partitioned): drop the
+                    // connection rather than buffer without bound; Raft
+                    // resends what matters after the reconnect.
+                    tracing::warn!(peer = %peer, "peer not reading; dropping its connection");
+                    entry.connection.closed = true;
+                    continue;
+                }
                 entry.connection.queue(&frame);
             }
         }
-        for (to, frame) in out.clients.drain(..) {
+        for (to, piece) in out.clients.drain(..) {
             if let Some(entry) = self.slots.get_mut(to.connection).and_then(Option::as_mut)
                 && entry.generation == to.generation
             {
-                entry.connection.queue(&frame);
+                if entry.connection.queued() > OUTBOX_BYTES_MAX {
+                    tracing::warn!("client not reading its answers; closing its connection");
+                    entry.connection.closed = true;
+                    continue;
+                }
+                match piece {
+                    ClientOut::Bytes(bytes) => entry.connection.queue(&bytes),
+                    ClientOut::File(span) => {
+                        super::metrics::Counters::add(
+                            &self.metrics.counters.bytes_read_from_file,
+                            span.len,
+                        );
+                        entry.connection.queue_file(span);
+                    }
+                }
             }
         }
         self.out = out;
@@ -782,6 +1213,12 @@ impl Shard {
 
     /// Posts what a connection needs, and retires it when it is done.
     fn service(&mut self, slot: usize) {
+        let Some(entry) = self.slots[slot].as_mut() else {
+            return;
+        };
+        if !entry.connection.closed && entry.connection.next_file_span().is_some() {
+            self.file_next(slot);
+        }
         let Some(entry) = self.slots[slot].as_mut() else {
             return;
         };
@@ -807,7 +1244,12 @@ impl Shard {
                 .links
                 .iter()
                 .any(|link| link.connection == Some(slot) && link.connecting);
-        if !entry.connection.closed && entry.handoff_to.is_none() && !connecting {
+        if !entry.connection.closed
+            && entry.handoff_to.is_none()
+            && !connecting
+            && !entry.blocked
+            && entry.splice.is_none()
+        {
             let want = entry.connection.need(0).unwrap_or(0);
             match entry.connection.post_recv(&mut ring, want) {
                 Ok(Some(op)) => {
@@ -829,7 +1271,7 @@ impl Shard {
         let Some(entry) = self.slots[slot].as_ref() else {
             return;
         };
-        if !entry.connection.idle() {
+        if !entry.connection.idle() || entry.splice.is_some() {
             if entry.connection.closed || entry.handoff_to.is_some() {
                 // Stop reading so the connection becomes idle.
                 if let Some(op) = entry.connection.recv {
@@ -923,13 +1365,14 @@ impl Shard {
 /// Checks a client's batch at the edge: one valid frame whose payloads are
 /// well formed; seals it if the client left the checksum zero, verifies it
 /// otherwise.
-fn check_client_batch(frame: &mut [u8]) -> Result<(), WireError> {
+fn check_client_batch(frame: &mut [u8]) -> Result<u32, WireError> {
     let view = BatchView::parse(frame)?;
     view.validate()?;
+    let count = view.count();
     if view.checksum() == 0 {
         crate::wire::BatchMut::parse(frame)?.seal();
     } else {
         view.verify_checksum()?;
     }
-    Ok(())
+    Ok(count)
 }

@@ -169,10 +169,14 @@ pub enum StorageError {
     /// A truncation point that is not the first index of a batch.
     #[error("index {0} is not the first index of a batch")]
     NotBatchBoundary(LogIndex),
-    /// Too many bytes are queued or in flight: poll, then try again.
-    #[error("write queue full ({bytes} bytes queued or in flight)")]
+    /// A reservation for spliced bytes is open: appends wait for it.
+    #[error("a reservation is open: complete or abort it first")]
+    Reserved,
+    /// The buffers for queued and in-flight writes are full: poll, then
+    /// try again.
+    #[error("write buffers full ({bytes} bytes held for queued or in-flight writes)")]
     Backpressure {
-        /// Bytes queued or in flight.
+        /// Buffer bytes held for queued or in-flight writes.
         bytes: u64,
     },
 }
@@ -291,4 +295,42 @@ pub trait LogStorage {
 
     /// The last hard state stored (durable or not).
     fn hard_state(&self) -> HardState;
+
+    /// Bytes `append` accepts right now before refusing with
+    /// [`StorageError::Backpressure`]; callers wait for a `poll` to free
+    /// room instead of asking.
+    fn writable_bytes(&self) -> u64 {
+        u64::MAX
+    }
+
+    /// Reserves the next `len` bytes of the log file for whole batches the
+    /// caller writes there itself (a follower splicing socket → pipe →
+    /// file); `None` when this store has no file (in memory). Appends are
+    /// refused until the reservation is completed or aborted.
+    fn reserve(
+        &mut self,
+        len: u64,
+    ) -> Result<Option<(std::rc::Rc<std::fs::File>, segment::Reservation)>, StorageError> {
+        let _ = len;
+        Ok(None)
+    }
+
+    /// The reserved bytes are written: verifies and adds their batches.
+    fn complete_reservation(
+        &mut self,
+        reservation: segment::Reservation,
+    ) -> Result<LogIndex, StorageError> {
+        let _ = reservation;
+        Err(StorageError::Failed(
+            "this store takes no reservations".into(),
+        ))
+    }
+
+    /// Gives a reservation up; its bytes are zeroed.
+    fn abort_reservation(&mut self, reservation: segment::Reservation) -> Result<(), StorageError> {
+        let _ = reservation;
+        Err(StorageError::Failed(
+            "this store takes no reservations".into(),
+        ))
+    }
 }

@@ -109,16 +109,32 @@ impl Ring {
         self.push_notify(entry, keep, None)
     }
 
-    /// Splices `len` bytes from a socket into a pipe, reported through
-    /// `drain_ready` (the file side is a plain [`Ring::splice`]).
-    pub fn splice_from_socket(
+    /// [`Ring::splice`], reported through `drain_ready`: socket → pipe
+    /// (both offsets `None`) or pipe → file (at `to_offset`).
+    pub fn splice_notify(
         &mut self,
-        socket: &Rc<File>,
+        from: &Rc<File>,
+        to: &Rc<File>,
+        to_offset: Option<u64>,
+        len: u32,
+    ) -> io::Result<OpId> {
+        let op = self.splice(from, None, to, to_offset, len, Link::None)?;
+        if let SlotState::InFlight { notify, .. } = &mut self.slots[op.slot()].state {
+            *notify = true;
+        }
+        Ok(op)
+    }
+
+    /// Splices `len` bytes of `file` from `offset` into a pipe, reported
+    /// through `drain_ready` (the first leg of sending stored bytes).
+    pub fn splice_at(
+        &mut self,
+        file: &Rc<File>,
+        offset: u64,
         pipe: &Rc<File>,
         len: u32,
-        link: Link,
     ) -> io::Result<OpId> {
-        let op = self.splice(socket, None, pipe, None, len, link)?;
+        let op = self.splice(file, Some(offset), pipe, None, len, Link::None)?;
         if let SlotState::InFlight { notify, .. } = &mut self.slots[op.slot()].state {
             *notify = true;
         }

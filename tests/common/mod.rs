@@ -1,0 +1,179 @@
+//! A cluster of real `rast serve` processes for integration tests: free
+//! loopback ports, a temporary data directory per node, SIGKILL on drop.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rast::client::{Client, ClientOptions};
+use rast::wire::client::Status;
+
+/// A local cluster; every process is killed when it drops.
+pub struct Cluster {
+    pub addresses: Vec<String>,
+    pub metrics: Vec<String>,
+    pub data: PathBuf,
+    children: Vec<Option<Child>>,
+    peers: String,
+    cores: u32,
+    extra: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts `nodes` nodes with `cores` cores each.
+    pub fn start(name: &str, nodes: usize, cores: u32) -> Self {
+        Self::start_with(name, nodes, cores, &[])
+    }
+
+    /// Starts nodes with extra `rast serve` arguments.
+    pub fn start_with(name: &str, nodes: usize, cores: u32, extra: &[&str]) -> Self {
+        let data = std::env::temp_dir().join(format!("rast-it-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data);
+        std::fs::create_dir_all(&data).unwrap();
+        let addresses: Vec<String> = (0..nodes)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let peers = addresses
+            .iter()
+            .enumerate()
+            .map(|(node, address)| format!("{}={address}", node + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let metrics = (0..nodes)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let mut cluster = Self {
+            addresses,
+            metrics,
+            data,
+            children: (0..nodes).map(|_| None).collect(),
+            peers,
+            cores,
+            extra: extra.iter().map(|arg| (*arg).to_owned()).collect(),
+        };
+        for node in 0..nodes {
+            cluster.restart(node);
+        }
+        cluster
+    }
+
+    /// (Re)starts node `node` (0-based) over its data directory.
+    pub fn restart(&mut self, node: usize) {
+        assert!(self.children[node].is_none(), "node {node} is running");
+        let child = Command::new(env!("CARGO_BIN_EXE_rast"))
+            .args(["serve", "--id", &(node + 1).to_string()])
+            .args(["--listen", &self.addresses[node], "--peers", &self.peers])
+            .args(["--metrics-addr", &self.metrics[node]])
+            .args(["--cores", &self.cores.to_string()])
+            .args(&self.extra)
+            .arg("--data")
+            .arg(self.data.join(format!("node{}", node + 1)))
+            .env("RAST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawning rast serve");
+        self.children[node] = Some(child);
+    }
+
+    /// SIGKILLs node `node` and reaps it.
+    pub fn kill(&mut self, node: usize) {
+        if let Some(mut child) = self.children[node].take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERMs node `node` and returns its exit status.
+    pub fn terminate(&mut self, node: usize) -> std::process::ExitStatus {
+        let mut child = self.children[node].take().expect("running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        child.wait().unwrap()
+    }
+
+    /// A client over every address.
+    pub fn client(&self) -> Client {
+        let options = ClientOptions {
+            deadline: Duration::from_secs(30),
+            timeout: Duration::from_secs(5),
+            ..ClientOptions::default()
+        };
+        Client::new(&self.addresses, options).unwrap()
+    }
+
+    /// The value of metric `name` (first sample) at node `node`.
+    pub fn metric(&self, node: usize, name: &str) -> Option<f64> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&self.metrics[node]).ok()?;
+        stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        text.lines()
+            .find(|line| line.split([' ', '{']).next() == Some(name))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse().ok())
+    }
+
+    /// Status of node `node`, if it answers.
+    pub fn status(&self, node: usize, log: &str) -> Option<Status> {
+        let client = self.client();
+        client.status_of(&self.addresses[node], log).ok()
+    }
+
+    /// Waits until a running node reports itself leader; returns it.
+    pub fn wait_for_leader(&self, log: &str, within: Duration) -> usize {
+        let started = Instant::now();
+        loop {
+            for node in 0..self.children.len() {
+                if self.children[node].is_some()
+                    && self
+                        .status(node, log)
+                        .is_some_and(|status| status.role == "leader")
+                {
+                    return node;
+                }
+            }
+            assert!(started.elapsed() < within, "no leader within {within:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until every running node has committed `index`.
+    pub fn wait_for_commit(&self, log: &str, index: u64, within: Duration) {
+        let started = Instant::now();
+        loop {
+            let lagging: Vec<usize> = (0..self.children.len())
+                .filter(|node| self.children[*node].is_some())
+                .filter(|node| {
+                    self.status(*node, log)
+                        .is_none_or(|status| status.commit_index < index)
+                })
+                .collect();
+            if lagging.is_empty() {
+                return;
+            }
+            assert!(
+                started.elapsed() < within,
+                "nodes {lagging:?} did not commit {index} within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in 0..self.children.len() {
+            self.kill(node);
+        }
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
