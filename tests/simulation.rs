@@ -4,6 +4,7 @@
 //! `RAST_SIM_SEEDS=N` runs N seeds (default 2,000) starting at
 //! `RAST_SIM_SEED_START` (default 0); `RAST_SIM_SEED=S` replays exactly one.
 //! `RAST_SIM_THREADS` caps the worker threads (default: available cores).
+//! `RAST_SIM_TRACE=1` (with `RAST_SIM_SEED`) prints the run's trace.
 //! `RAST_SIM_EXACT_EVERY=K` runs the exact linearizability search on every
 //! K-th seed (default 16; the fast log checker runs on every seed).
 //! A failing seed prints the command that replays it.
@@ -25,6 +26,7 @@ fn environment(name: &str) -> Option<u64> {
 /// The run shape for `seed`, with the environment's overrides.
 fn options(seed: u64) -> Options {
     let mut options = Options::for_seed(seed);
+    options.trace = environment("RAST_SIM_TRACE").is_some_and(|trace| trace != 0);
     if let Some(every) = environment("RAST_SIM_EXACT_EVERY") {
         options.exact_search_every = every.max(1);
     }

@@ -54,6 +54,9 @@ pub struct Options {
     pub liveness_bound_ms: u64,
     /// Concurrent clients.
     pub clients: u32,
+    /// Print a trace of the run (role changes, faults, node states) to
+    /// standard error: for replaying a failing seed.
+    pub trace: bool,
     /// Run the exact (exponential, budgeted) linearizability search on the
     /// seeds that are multiples of this; the fast log checker runs on all.
     pub exact_search_every: u64,
@@ -71,6 +74,7 @@ impl Options {
             liveness_bound_ms: 5_000,
             clients: 3,
             exact_search_every: 16,
+            trace: false,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
@@ -266,6 +270,7 @@ struct Simulation {
     elections: u64,
     committed_before_heal: u64,
     verdict: crate::sim::history::HistoryVerdict,
+    next_trace_ms: u64,
     events: u64,
     actions: Vec<Action>,
 }
@@ -320,6 +325,7 @@ impl Simulation {
             elections: 0,
             committed_before_heal: 0,
             verdict: crate::sim::history::HistoryVerdict::default(),
+            next_trace_ms: 0,
             events: 0,
             actions: Vec::with_capacity(crate::constants::ACTIONS_PER_STEP_MAX),
         }
@@ -382,6 +388,10 @@ impl Simulation {
             self.events += 1;
             assert!(self.events < EVENTS_MAX, "run stopped making progress");
             self.handle(scheduled.event)?;
+            if self.options.trace && self.now >= self.next_trace_ms {
+                self.trace_nodes();
+                self.next_trace_ms = self.now + 500;
+            }
             if self.healed {
                 self.liveness_step()?;
             }
@@ -450,6 +460,7 @@ impl Simulation {
     }
 
     fn restart(&mut self, node: usize) {
+        self.trace(|| format!("restart node {}", node + 1));
         let id = self.nodes[node].id;
         let config = self.config(id);
         // After a crash the written state is what recovery found.
@@ -473,10 +484,11 @@ impl Simulation {
     }
 
     fn crash(&mut self, node: usize) -> Result<(), Violation> {
-        let state = &mut self.nodes[node];
-        if state.core.is_none() {
+        if self.nodes[node].core.is_none() {
             return Ok(());
         }
+        self.trace(|| format!("crash node {}", node + 1));
+        let state = &mut self.nodes[node];
         state.core = None;
         state.life += 1;
         state.disk.crash(&mut self.random);
@@ -813,6 +825,7 @@ impl Simulation {
         leader: NodeId,
     ) -> Result<(), Violation> {
         let id = self.nodes[node].id;
+        self.trace(|| format!("node {id}: {role:?} term {term} leader {leader}"));
         self.nemesis_on_role_change(node, role);
         if role == Role::Leader {
             self.elections += 1;
@@ -1026,7 +1039,9 @@ impl Simulation {
     fn nemesis(&mut self) -> Result<(), Violation> {
         let nodes = self.nodes.len();
         let node = self.random.below(nodes as u64) as usize;
-        match self.random.below(13) {
+        let fault = self.random.below(13);
+        self.trace(|| format!("nemesis: fault {fault} at node {}", node + 1));
+        match fault {
             0 => self.faults.drop_percent = self.random.below(30),
             1 => self.faults.duplicate_percent = self.random.below(15),
             2 => {
@@ -1137,7 +1152,45 @@ impl Simulation {
             .map(|core| (core.id().get() - 1) as usize)
     }
 
+    fn trace(&self, line: impl FnOnce() -> String) {
+        if self.options.trace {
+            eprintln!("{:>6} ms  {}", self.now, line());
+        }
+    }
+
+    /// Traces every node's state.
+    fn trace_nodes(&self) {
+        if !self.options.trace {
+            return;
+        }
+        for node in &self.nodes {
+            let line = node.core.as_ref().map_or_else(
+                || format!("node {}: down", node.id),
+                |core| {
+                    format!(
+                        "node {}: {:?} term {} vote {} leader {} commit {} last {}@{} durable {} \
+                         disk {} (stalled until {})",
+                        node.id,
+                        core.role(),
+                        core.term(),
+                        core.vote(),
+                        core.leader(),
+                        core.commit_index(),
+                        core.log().last_index(),
+                        core.log().last_term(),
+                        core.log().durable_index(),
+                        node.disk.durable().index(),
+                        node.disk_stalled_until,
+                    )
+                },
+            );
+            self.trace(|| line);
+        }
+    }
+
     fn heal(&mut self) {
+        self.trace(|| "heal".to_string());
+        self.trace_nodes();
         self.healed = true;
         self.committed_before_heal = self.checker.committed_length().get();
         self.faults = Faults::calm();

@@ -149,6 +149,11 @@ pub struct DurableView<'a> {
 }
 
 impl DurableView<'_> {
+    /// The durable index.
+    pub fn index(&self) -> LogIndex {
+        self.index
+    }
+
     /// The durable entry at `index`.
     pub fn entry(&self, index: LogIndex) -> Option<(Term, u64)> {
         if index > self.index {
@@ -184,7 +189,9 @@ pub struct SimDisk {
     store: MemoryLog,
     written: DiskState,
     syncing: bool,
-    reported: storage::Durability,
+    /// The durable log position and hard state last reported to the core.
+    reported_log: (LogIndex, Term),
+    reported_hard_state: storage::HardState,
 }
 
 impl Default for SimDisk {
@@ -193,7 +200,8 @@ impl Default for SimDisk {
             store: MemoryLog::new(SyncMode::Manual),
             written: DiskState::default(),
             syncing: false,
-            reported: storage::Durability::default(),
+            reported_log: (LogIndex::ZERO, Term::ZERO),
+            reported_hard_state: storage::HardState::default(),
         }
     }
 }
@@ -285,17 +293,20 @@ impl SimDisk {
         self.syncing = false;
         let durability = self.store.poll().expect("poll");
         let mut report = SyncReport::default();
-        if durability.index != self.reported.index {
-            let term = self
-                .store
-                .term_at(durability.index)
-                .expect("durable is stored");
+        // Compare index *and* term: after a truncation the same index may
+        // be durable again with another entry, which is news to the core.
+        let term = self
+            .store
+            .term_at(durability.index)
+            .expect("durable is stored");
+        if (durability.index, term) != self.reported_log {
             report.log = Some((durability.index, term));
+            self.reported_log = (durability.index, term);
         }
-        if durability.hard_state != self.reported.hard_state {
+        if durability.hard_state != self.reported_hard_state {
             report.hard_state = Some(raft_hard_state(durability.hard_state));
+            self.reported_hard_state = durability.hard_state;
         }
-        self.reported = durability;
         report
     }
 
@@ -311,7 +322,10 @@ impl SimDisk {
         let image = self.store.crash(crash);
         self.store = MemoryLog::open(image, SyncMode::Manual).expect("recovery succeeds");
         self.syncing = false;
-        self.reported = self.store.durability();
+        let durability = self.store.durability();
+        let term = self.store.term_at(durability.index).unwrap_or(Term::ZERO);
+        self.reported_log = (durability.index, term);
+        self.reported_hard_state = durability.hard_state;
         let mut written = DiskState {
             hard_state: raft_hard_state(self.store.hard_state()),
             batches: Vec::new(),
