@@ -6,7 +6,11 @@
 //! * [`protocol`]: the JSON messages and Maelstrom's error codes.
 //! * [`node`]: the node itself, pure (lines and ticks in, lines out); the
 //!   `rast-maelstrom` binary runs it over stdin/stdout.
+//! * [`harness`]: Maelstrom's part, for machines without Maelstrom: real
+//!   `rast-maelstrom` processes, a faulty network, lin-kv clients, the
+//!   linearizability check (`tests/maelstrom.rs`).
 
+pub mod harness;
 pub mod node;
 pub mod protocol;
 
