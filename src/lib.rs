@@ -23,6 +23,7 @@ pub mod client;
 pub mod constants;
 pub mod io;
 pub mod kv;
+pub mod maelstrom;
 pub mod net;
 pub mod raft;
 pub mod server;

@@ -618,6 +618,29 @@ fn commands(steps: &[Step]) -> Vec<KvCommand> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
+    /// Arbitrary bytes as a snapshot or as an entry payload give an error
+    /// or a refusal, never a panic, and a failed restore changes nothing.
+    #[test]
+    fn arbitrary_bytes_never_panic(
+        bytes in proptest::collection::vec(any::<u8>(), 0..512),
+        with_magic in any::<bool>(),
+    ) {
+        let mut bytes = bytes;
+        if with_magic {
+            let mut framed = snapshot::MAGIC.to_vec();
+            framed.append(&mut bytes);
+            bytes = framed;
+        }
+        let mut machine = sample_machine();
+        let before = machine.clone();
+        if machine.restore_from(bytes.as_slice()).is_err() {
+            prop_assert_eq!(&machine, &before);
+        }
+        let next = LogIndex(machine.applied_index().get() + 1);
+        let _ = machine.apply_payload(next, &bytes);
+        prop_assert!(machine.failure().is_none());
+    }
+
     /// Snapshot and restore at any point of any workload: the restored
     /// machine equals the original, snapshots byte-identically, and gives the
     /// same responses for the rest of the workload (sessions survive).
