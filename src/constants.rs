@@ -106,6 +106,15 @@ pub const READS_PENDING_MAX: usize = 16_384;
 /// bounds the output buffer the runtime preallocates.
 pub const ACTIONS_PER_STEP_MAX: usize = 6 * NODES_MAX + 8;
 
+/// Largest number of logs (Raft groups) one core opens. Logs are created on
+/// first use by a client or a peer; each costs a preallocated segment file
+/// and a little memory, so a bound keeps a buggy or hostile client from
+/// exhausting the disk with names.
+pub const GROUPS_PER_CORE_MAX: usize = 1024;
+
+/// Longest log name, in bytes (names are `[A-Za-z0-9._-]`).
+pub const LOG_NAME_BYTES_MAX: usize = 128;
+
 /// Largest number of voters plus learners in one group.
 pub const NODES_MAX: usize = 9;
 

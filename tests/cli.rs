@@ -170,3 +170,21 @@ fn serve_reads_a_config_file() {
     assert!(stderr.contains("parsing config file"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A log name outside `[A-Za-z0-9._-]` is refused with a clear error and
+/// the node keeps serving.
+#[test]
+fn invalid_log_names_are_refused() {
+    let cluster = common::Cluster::start("names", 3, 1);
+    let output = rast(&cluster, &["append", "x", "--log", "../../etc"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("invalid log name"),
+        "{output:?}"
+    );
+    assert!(
+        rast(&cluster, &["append", "y", "--log", "fine.name-1"])
+            .status
+            .success()
+    );
+}

@@ -757,6 +757,10 @@ impl Shard {
         batch: Option<Vec<u8>>,
         reply: ReplyTo,
     ) {
+        if let Err(reason) = check_log_name(name) {
+            self.out.error(reply, ErrorKind::Invalid, reason);
+            return;
+        }
         let mut out = std::mem::take(&mut self.out);
         let metrics = Arc::clone(&self.metrics);
         match self.group(id, Some(name)) {
@@ -814,6 +818,15 @@ impl Shard {
     /// The group `id`, created (and its storage opened) on first use.
     fn group(&mut self, id: LogId, name: Option<&str>) -> Result<&mut Group, String> {
         if !self.groups.contains_key(&id) {
+            if self.groups.len() >= crate::constants::GROUPS_PER_CORE_MAX {
+                return Err(format!(
+                    "too many logs on this core (limit {})",
+                    crate::constants::GROUPS_PER_CORE_MAX
+                ));
+            }
+            if let Some(name) = name {
+                check_log_name(name)?;
+            }
             let name = name.map_or_else(|| format!("{:016x}", id.get()), str::to_owned);
             let storage: Box<dyn LogStorage> = match self.settings.storage {
                 StorageMode::Memory => Box::new(MemoryLog::new(SyncMode::Immediate)),
@@ -1359,6 +1372,23 @@ impl Shard {
             }
         }
         tracing::info!(core = self.index, "core stopped");
+    }
+}
+
+/// A log name is 1 to `LOG_NAME_BYTES_MAX` bytes of `[A-Za-z0-9._-]`.
+fn check_log_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= crate::constants::LOG_NAME_BYTES_MAX
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid log name {name:?}: 1 to {} characters of A-Z a-z 0-9 . _ -",
+            crate::constants::LOG_NAME_BYTES_MAX
+        ))
     }
 }
 
