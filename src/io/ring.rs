@@ -114,6 +114,29 @@ pub struct Ring {
     reaped_unwaited: usize,
     /// Completed operations that asked to be reported (see `net`).
     ready: Vec<OpId>,
+    /// Test hook: faults waiting for their next operation of a kind, and
+    /// the results operations will report instead of the kernel's.
+    #[cfg(test)]
+    faults: Faults,
+}
+
+/// Kinds of operation a test can make fail ([`Ring::inject`]).
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// The next `write_at`.
+    Write,
+    /// The next `fdatasync`.
+    Fdatasync,
+    /// The next `fsync`.
+    Fsync,
+}
+
+#[cfg(test)]
+#[derive(Debug, Default)]
+struct Faults {
+    armed: Vec<(Fault, i32)>,
+    ops: Vec<(OpId, i32)>,
 }
 
 impl std::fmt::Debug for Ring {
@@ -136,6 +159,8 @@ impl Ring {
             in_flight: 0,
             reaped_unwaited: 0,
             ready: Vec::new(),
+            #[cfg(test)]
+            faults: Faults::default(),
         })
     }
 
@@ -179,7 +204,10 @@ impl Ring {
             buffer: Some(Rc::clone(buffer)),
             ..Keep::default()
         };
-        self.push(entry, keep, link)
+        let op = self.push(entry, keep, link)?;
+        #[cfg(test)]
+        self.arm_fault(Fault::Write, op);
+        Ok(op)
     }
 
     /// `fdatasync(file)`.
@@ -187,13 +215,40 @@ impl Ring {
         let entry = opcode::Fsync::new(types::Fd(file.as_raw_fd()))
             .flags(types::FsyncFlags::DATASYNC)
             .build();
-        self.push(entry, Self::keep_file(file), link)
+        let op = self.push(entry, Self::keep_file(file), link)?;
+        #[cfg(test)]
+        self.arm_fault(Fault::Fdatasync, op);
+        Ok(op)
     }
 
     /// `fsync(file)` (directories too).
     pub fn fsync(&mut self, file: &Rc<File>, link: Link) -> io::Result<OpId> {
         let entry = opcode::Fsync::new(types::Fd(file.as_raw_fd())).build();
-        self.push(entry, Self::keep_file(file), link)
+        let op = self.push(entry, Self::keep_file(file), link)?;
+        #[cfg(test)]
+        self.arm_fault(Fault::Fsync, op);
+        Ok(op)
+    }
+
+    /// Test hook: the next operation of kind `fault` runs, but reports
+    /// `result` (`-errno`, or a short byte count) instead of the kernel's,
+    /// as a failing disk would.
+    #[cfg(test)]
+    pub(crate) fn inject(&mut self, fault: Fault, result: i32) {
+        self.faults.armed.push((fault, result));
+    }
+
+    #[cfg(test)]
+    fn arm_fault(&mut self, fault: Fault, op: OpId) {
+        if let Some(at) = self
+            .faults
+            .armed
+            .iter()
+            .position(|(kind, _)| *kind == fault)
+        {
+            let (_, result) = self.faults.armed.remove(at);
+            self.faults.ops.push((op, result));
+        }
     }
 
     /// `rename(from, to)` (absolute paths).
@@ -354,6 +409,8 @@ impl Ring {
             in_flight,
             reaped_unwaited,
             ready,
+            #[cfg(test)]
+            faults,
         } = self;
         let mut reaped = 0;
         for entry in uring.completion() {
@@ -364,7 +421,14 @@ impl Ring {
             *in_flight -= 1;
             *reaped_unwaited += 1;
             let op = OpId(entry.user_data());
-            if complete(slots, free, op, entry.result()) {
+            #[cfg(test)]
+            let result = match faults.ops.iter().position(|(faulty, _)| *faulty == op) {
+                Some(at) => faults.ops.remove(at).1,
+                None => entry.result(),
+            };
+            #[cfg(not(test))]
+            let result = entry.result();
+            if complete(slots, free, op, result) {
                 ready.push(op);
             }
         }

@@ -38,6 +38,10 @@
 //! (its writes wait in the queue for that), so a torn record can only be in
 //! the last segment; recovery refuses a torn record anywhere else.
 //!
+//! `drop_prefix` deletes whole segments and issues one fsync of the
+//! directory through the ring, collected like the data syncs: the removal
+//! is durable once it completes, and its failure is fail-stop too.
+//!
 //! # Reading
 //!
 //! Bytes already written are read through a read-only map of the segment
@@ -267,6 +271,10 @@ pub struct SegmentLog {
     /// Flushed, waiting for the write in flight to finish.
     hard_state_flushed: Option<HardState>,
     hard_state_write: Option<HardStateWrite>,
+    /// Segments were removed: the directory needs an fsync.
+    dir_sync_queued: bool,
+    /// The directory's fsync in flight.
+    dir_sync: Option<OpId>,
     durability: Durability,
     failed: Option<String>,
     /// An open reservation (segment id, offset, length).
@@ -316,6 +324,8 @@ impl SegmentLog {
             hard_state_queued: None,
             hard_state_flushed: None,
             hard_state_write: None,
+            dir_sync_queued: false,
+            dir_sync: None,
             durability: Durability {
                 index: LogIndex::ZERO,
                 hard_state,
@@ -754,7 +764,9 @@ impl SegmentLog {
         loop {
             ring.reap();
             self.collect(ring)?;
-            let issued = self.submit_chunks(ring)? + self.submit_hard_state(ring)?;
+            let issued = self.submit_chunks(ring)?
+                + self.submit_hard_state(ring)?
+                + self.submit_dir_sync(ring)?;
             if issued == 0 {
                 break;
             }
@@ -774,6 +786,23 @@ impl SegmentLog {
             || !self.syncs.is_empty()
             || self.hard_state_flushed.is_some()
             || self.hard_state_write.is_some()
+            || self.dir_sync_queued
+            || self.dir_sync.is_some()
+    }
+
+    /// Issues the directory's fsync after segments were removed, unless one
+    /// is in flight (the next covers what this one might not); returns how
+    /// many operations it queued.
+    fn submit_dir_sync(&mut self, ring: &mut Ring) -> Result<usize, StorageError> {
+        if !self.dir_sync_queued || self.dir_sync.is_some() {
+            return Ok(0);
+        }
+        let op = ring
+            .fsync(&self.dir_file, Link::None)
+            .map_err(|error| StorageError::io("submit", &self.dir, error))?;
+        self.dir_sync = Some(op);
+        self.dir_sync_queued = false;
+        Ok(1)
     }
 
     /// Issues the chunks whose older segments are durable; returns how
@@ -923,6 +952,15 @@ impl SegmentLog {
             let sync = self.syncs.pop_front().expect("front exists");
             self.durability.index = self.durability.index.max(sync.index);
         }
+        if let Some(op) = self.dir_sync
+            && let Some(result) = ring.take(op)
+        {
+            self.dir_sync = None;
+            if result < 0 {
+                let reason = format!("fsync of the log directory failed: {}", describe(result));
+                return Err(self.fail(ring, reason));
+            }
+        }
         self.collect_hard_state(ring)
     }
 
@@ -979,6 +1017,9 @@ impl SegmentLog {
                     ring.abandon(*op);
                 }
             }
+        }
+        if let Some(op) = self.dir_sync.take() {
+            ring.abandon(op);
         }
         self.failed = Some(reason.clone());
         StorageError::Failed(reason)
@@ -1314,6 +1355,7 @@ impl LogStorage for SegmentLog {
             }
             let segment = self.segments.pop_front().expect("more than one");
             Self::remove_segment_file(&segment.path)?;
+            self.dir_sync_queued = true;
         }
         let first = self.first_index();
         let keep = self.terms.partition_point(|(start, _)| *start <= first);
@@ -1323,7 +1365,10 @@ impl LogStorage for SegmentLog {
         if let Some(entry) = self.terms.first_mut() {
             entry.0 = entry.0.max(first);
         }
-        Ok(())
+        // The removal is made durable by a directory fsync issued now and
+        // collected like the other syncs (a failure is fail-stop).
+        let ring = Rc::clone(&self.ring);
+        self.advance(&mut ring.borrow_mut())
     }
 
     fn reset(&mut self, next: LogIndex) -> Result<(), StorageError> {
@@ -1385,13 +1430,16 @@ impl Drop for SegmentLog {
         // In-flight operations own their buffers and files in the ring; a
         // shared ring outlives this store and completes them on its own.
         self.abandon_pending();
+        let mut ring = self.ring.borrow_mut();
         if let Some(write) = self.hard_state_write.take() {
-            let mut ring = self.ring.borrow_mut();
             for (op, result) in write.ops.iter().zip(write.results) {
                 if result.is_none() {
                     ring.abandon(*op);
                 }
             }
+        }
+        if let Some(op) = self.dir_sync.take() {
+            ring.abandon(op);
         }
     }
 }
