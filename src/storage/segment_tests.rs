@@ -565,3 +565,79 @@ fn drop_prefix_syncs_the_directory() {
         }
     }
 }
+
+/// Once the active segment is half full, the next segment's file is made
+/// ahead (created, then preallocated and synced through the ring), so the
+/// roll takes it as is; it gets its real name through the ring, linked
+/// ahead of its first write. A reopen finds every batch and no temp file.
+#[test]
+fn rolls_take_the_segment_prepared_ahead() {
+    let dir = TempDir::new("prepared");
+    let mut log = SegmentLog::open_standalone(&dir.0, SMALL).unwrap();
+    let mut frames = Vec::new();
+    while log.active().end < SMALL.segment_bytes / 2 {
+        frames.extend(append_batches(&mut log, 1, &[4], 1000));
+        log.flush().unwrap();
+    }
+    log.sync_all().unwrap();
+    let prepared = log
+        .next
+        .as_ref()
+        .expect("prepared at half full")
+        .path
+        .clone();
+    assert!(prepared.exists());
+    let first_segment = log.segments[0].id;
+    while log.segments.len() == 1 {
+        frames.extend(append_batches(&mut log, 1, &[4], 1000));
+    }
+    let active = log.active();
+    assert_eq!(active.path, prepared, "the roll took the prepared file");
+    assert!(!active.named);
+    assert!(log.next.is_none());
+    log.sync_all().unwrap();
+    let active = log.active();
+    assert!(active.named && active.id != first_segment);
+    assert_eq!(active.path, dir.0.join(segment_name(active.first)));
+    assert!(!prepared.exists());
+    while log.segments.len() < 4 {
+        frames.extend(append_batches(&mut log, 1, &[4], 1000));
+        log.flush().unwrap();
+        log.poll().unwrap();
+    }
+    log.sync_all().unwrap();
+    drop(log);
+    let log = SegmentLog::open_standalone(&dir.0, SMALL).unwrap();
+    assert_eq!(read_all(&log, 1 << 20), frames);
+    let temps = fs::read_dir(&dir.0)
+        .unwrap()
+        .filter(|entry| {
+            let name = entry.as_ref().unwrap().file_name();
+            name.to_string_lossy().ends_with(TEMP_SUFFIX)
+        })
+        .count();
+    assert_eq!(temps, 0);
+}
+
+/// A failed rename of a new segment (reported through the ring) stops the
+/// store before anything in that segment is reported durable.
+#[test]
+fn a_failed_segment_rename_stops_the_store() {
+    use crate::io::ring::Fault;
+    let dir = TempDir::new("rename-fail");
+    let mut log = SegmentLog::open_standalone(&dir.0, SMALL).unwrap();
+    while log.segments.len() == 1 {
+        append_batches(&mut log, 1, &[4], 1000);
+    }
+    let old_last = log.segments[0].last;
+    log.ring()
+        .borrow_mut()
+        .inject(Fault::Rename, -nix::libc::EIO);
+    let error = log.sync_all().unwrap_err();
+    assert!(
+        matches!(&error, StorageError::Failed(reason) if reason.contains("naming")),
+        "{error}"
+    );
+    assert!(log.durability().index <= old_last);
+    assert!(matches!(log.poll(), Err(StorageError::Failed(_))));
+}
