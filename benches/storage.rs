@@ -15,6 +15,13 @@
 //! fdatasync), wait for durability — which is what `fio --fdatasync=1`
 //! does with one write per sync.
 //!
+//! * `paired-small`, `paired-large`, `paired-sync4k`: the same turns,
+//!   alternating one by one with what `fio --ioengine=sync --fdatasync=1`
+//!   does (`pwrite` of the same bytes, then `fdatasync`, on a preallocated
+//!   file of its own), so both see the same background load; reports the
+//!   ratio of their mean times. On a shared machine, runs of fio and of the
+//!   store seconds apart differ by more than the store's own overhead.
+//!
 //! Environment: `RAST_BENCH_DIR` (default: the temp dir),
 //! `RAST_BENCH_SECONDS` (default 8), `RAST_BENCH_WORKLOADS` (default all,
 //! comma separated).
@@ -45,6 +52,9 @@ fn main() {
             "large" => serial(&base, "large", 1024 * 1024, 1, seconds),
             "sync4k" => serial(&base, "sync4k", 128, 28, seconds),
             "memory" => memory(&base, 4 << 30),
+            "paired-small" => paired(&base, "small", 128, 256, seconds),
+            "paired-large" => paired(&base, "large", 1024 * 1024, 1, seconds),
+            "paired-sync4k" => paired(&base, "sync4k", 128, 28, seconds),
             other => eprintln!("unknown workload {other}"),
         }
         let _ = std::fs::remove_dir_all(&base);
@@ -87,6 +97,52 @@ fn serial(dir: &Path, name: &str, entry_bytes: usize, count: u32, seconds: u64) 
         bytes as f64 / elapsed,
         syncs as f64 / elapsed,
         (syncs * u64::from(count)) as f64 / elapsed,
+    );
+}
+
+/// Store turns alternating with fio-like `pwrite` + `fdatasync` pairs of
+/// the same bytes; reports both means and their ratio.
+fn paired(dir: &Path, name: &str, entry_bytes: usize, count: u32, seconds: u64) {
+    use std::os::unix::fs::FileExt;
+    let mut log = SegmentLog::open_standalone(dir, SegmentOptions::default()).expect("open");
+    let fio_path = dir.join("fio-like");
+    let fio = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&fio_path)
+        .expect("create");
+    // Like fio's default layout: the whole file reserved up front.
+    nix::fcntl::fallocate(&fio, nix::fcntl::FallocateFlags::empty(), 0, 8 << 30)
+        .expect("fallocate");
+    let mut frame = template(entry_bytes, count);
+    let (mut store_time, mut fio_time) = (Duration::ZERO, Duration::ZERO);
+    let (mut turns, mut fio_offset) = (0u64, 0u64);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < deadline {
+        let started = Instant::now();
+        let next = log.last_index().next();
+        let last = log.append(stamped(&mut frame, next)).expect("append");
+        log.flush().expect("flush");
+        wait_durable(&mut log, last);
+        store_time += started.elapsed();
+        let started = Instant::now();
+        fio.write_all_at(&frame, fio_offset).expect("pwrite");
+        fio.sync_data().expect("fdatasync");
+        fio_time += started.elapsed();
+        fio_offset += frame.len() as u64;
+        turns += 1;
+    }
+    let _ = std::fs::remove_file(&fio_path);
+    let mean_us = |time: Duration| time.as_secs_f64() * 1e6 / turns as f64;
+    println!(
+        "RESULT workload=paired-{name} bytes_per_sync={} turns={turns} store_mean_us={:.0} \
+         fio_like_mean_us={:.0} ratio={:.3}",
+        frame.len(),
+        mean_us(store_time),
+        mean_us(fio_time),
+        fio_time.as_secs_f64() / store_time.as_secs_f64(),
     );
 }
 

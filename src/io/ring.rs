@@ -1,7 +1,7 @@
 //! One io_uring and the table of its operations in flight.
 //!
 //! ```text
-//!  caller ── write_at / fdatasync / rename_at / splice ──► slot (owns buffer, fd, paths)
+//!  caller ── write_at / fdatasync / fallocate / rename / splice ──► slot (owns buffer, fd, paths)
 //!                                                  │ user_data = generation << 32 | slot
 //!                                                  ▼
 //!  kernel ◄── submit ── SQ                 CQ ── reap ──► slot: Done(result)
@@ -21,8 +21,11 @@
 //! reaped since the last wait counts towards the next one, so
 //! `submit_and_wait(1)` returns at once when something was reaped in the
 //! meantime, and the caller looks again instead of blocking on a completion
-//! that already came. `submit` only submits. Waiting for more completions
-//! than there are operations in flight would block forever: it panics.
+//! that already came. `submit` only submits. A caller waiting for its own
+//! operation in the middle of a turn uses `wait_for_completion`, which
+//! leaves the completions it reaps counted for the loop's next wait.
+//! Waiting for more completions than there are operations in flight would
+//! block forever: it panics.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -114,6 +117,31 @@ pub struct Ring {
     reaped_unwaited: usize,
     /// Completed operations that asked to be reported (see `net`).
     ready: Vec<OpId>,
+    /// Test hook: faults waiting for their next operation of a kind, and
+    /// the results operations will report instead of the kernel's.
+    #[cfg(test)]
+    faults: Faults,
+}
+
+/// Kinds of operation a test can make fail ([`Ring::inject`]).
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// The next `write_at`.
+    Write,
+    /// The next `fdatasync`.
+    Fdatasync,
+    /// The next `fsync`.
+    Fsync,
+    /// The next `rename`.
+    Rename,
+}
+
+#[cfg(test)]
+#[derive(Debug, Default)]
+struct Faults {
+    armed: Vec<(Fault, i32)>,
+    ops: Vec<(OpId, i32)>,
 }
 
 impl std::fmt::Debug for Ring {
@@ -136,6 +164,8 @@ impl Ring {
             in_flight: 0,
             reaped_unwaited: 0,
             ready: Vec::new(),
+            #[cfg(test)]
+            faults: Faults::default(),
         })
     }
 
@@ -179,7 +209,10 @@ impl Ring {
             buffer: Some(Rc::clone(buffer)),
             ..Keep::default()
         };
-        self.push(entry, keep, link)
+        let op = self.push(entry, keep, link)?;
+        #[cfg(test)]
+        self.arm_fault(Fault::Write, op);
+        Ok(op)
     }
 
     /// `fdatasync(file)`.
@@ -187,12 +220,54 @@ impl Ring {
         let entry = opcode::Fsync::new(types::Fd(file.as_raw_fd()))
             .flags(types::FsyncFlags::DATASYNC)
             .build();
-        self.push(entry, Self::keep_file(file), link)
+        let op = self.push(entry, Self::keep_file(file), link)?;
+        #[cfg(test)]
+        self.arm_fault(Fault::Fdatasync, op);
+        Ok(op)
     }
 
     /// `fsync(file)` (directories too).
     pub fn fsync(&mut self, file: &Rc<File>, link: Link) -> io::Result<OpId> {
         let entry = opcode::Fsync::new(types::Fd(file.as_raw_fd())).build();
+        let op = self.push(entry, Self::keep_file(file), link)?;
+        #[cfg(test)]
+        self.arm_fault(Fault::Fsync, op);
+        Ok(op)
+    }
+
+    /// Test hook: the next operation of kind `fault` runs, but reports
+    /// `result` (`-errno`, or a short byte count) instead of the kernel's,
+    /// as a failing disk would.
+    #[cfg(test)]
+    pub(crate) fn inject(&mut self, fault: Fault, result: i32) {
+        self.faults.armed.push((fault, result));
+    }
+
+    #[cfg(test)]
+    fn arm_fault(&mut self, fault: Fault, op: OpId) {
+        if let Some(at) = self
+            .faults
+            .armed
+            .iter()
+            .position(|(kind, _)| *kind == fault)
+        {
+            let (_, result) = self.faults.armed.remove(at);
+            self.faults.ops.push((op, result));
+        }
+    }
+
+    /// `fallocate(file, mode 0, offset, len)`: reserves blocks (and extends
+    /// the size) without writing them.
+    pub fn fallocate(
+        &mut self,
+        file: &Rc<File>,
+        offset: u64,
+        len: u64,
+        link: Link,
+    ) -> io::Result<OpId> {
+        let entry = opcode::Fallocate::new(types::Fd(file.as_raw_fd()), len)
+            .offset(offset)
+            .build();
         self.push(entry, Self::keep_file(file), link)
     }
 
@@ -210,7 +285,10 @@ impl Ring {
             paths: Some(paths),
             ..Keep::default()
         };
-        self.push(entry, keep, link)
+        let op = self.push(entry, keep, link)?;
+        #[cfg(test)]
+        self.arm_fault(Fault::Rename, op);
+        Ok(op)
     }
 
     /// `splice(from, from_offset, to, to_offset, len)`; an offset of `None`
@@ -345,6 +423,31 @@ impl Ring {
         Ok(())
     }
 
+    /// Blocks until at least one more completion arrives, then reaps what
+    /// is ready. For a caller waiting on its own operation inside a loop
+    /// turn: the completions it reaps may be someone else's, so they stay
+    /// counted as wake-ups for the next `submit_and_wait`.
+    ///
+    /// Panics with nothing in flight (the wait would never return).
+    pub fn wait_for_completion(&mut self) -> io::Result<()> {
+        assert!(
+            self.in_flight > 0,
+            "waiting for a completion with nothing in flight would block forever"
+        );
+        loop {
+            match self.uring.submit_and_wait(1) {
+                Ok(_) => break,
+                Err(error) if error.raw_os_error() == Some(libc::EINTR) => {}
+                Err(error) if error.raw_os_error() == Some(libc::EBUSY) => {
+                    self.reap();
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        self.reap();
+        Ok(())
+    }
+
     /// Moves ready completions into their slots; returns how many.
     pub fn reap(&mut self) -> usize {
         let Self {
@@ -354,6 +457,8 @@ impl Ring {
             in_flight,
             reaped_unwaited,
             ready,
+            #[cfg(test)]
+            faults,
         } = self;
         let mut reaped = 0;
         for entry in uring.completion() {
@@ -364,7 +469,14 @@ impl Ring {
             *in_flight -= 1;
             *reaped_unwaited += 1;
             let op = OpId(entry.user_data());
-            if complete(slots, free, op, entry.result()) {
+            #[cfg(test)]
+            let result = match faults.ops.iter().position(|(faulty, _)| *faulty == op) {
+                Some(at) => faults.ops.remove(at).1,
+                None => entry.result(),
+            };
+            #[cfg(not(test))]
+            let result = entry.result();
+            if complete(slots, free, op, result) {
                 ready.push(op);
             }
         }
@@ -393,7 +505,7 @@ impl Ring {
             if let Some(result) = self.take(op) {
                 return Ok(result);
             }
-            self.submit_and_wait(1)?;
+            self.wait_for_completion()?;
         }
     }
 
@@ -568,6 +680,21 @@ mod tests {
         ring.submit_and_wait(1).unwrap();
         let next = ring.fdatasync(&file, Link::None).unwrap();
         assert_eq!(ring.wait(next).unwrap(), 0);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    /// A wait inside a turn for one's own operation leaves the completions
+    /// it reaps counted: the loop's next wait returns at once.
+    #[test]
+    fn waiting_for_an_op_keeps_wake_ups_for_the_loop() {
+        let (path, file) = temp_file("keep-wake");
+        let mut ring = Ring::new().unwrap();
+        let first = ring.fdatasync(&file, Link::None).unwrap();
+        let second = ring.fdatasync(&file, Link::None).unwrap();
+        assert_eq!(ring.wait(second).unwrap(), 0);
+        assert_eq!(ring.wait(first).unwrap(), 0);
+        assert_eq!(ring.in_flight(), 0);
+        ring.submit_and_wait(1).unwrap();
         std::fs::remove_file(path).unwrap();
     }
 

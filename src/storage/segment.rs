@@ -38,6 +38,10 @@
 //! (its writes wait in the queue for that), so a torn record can only be in
 //! the last segment; recovery refuses a torn record anywhere else.
 //!
+//! `drop_prefix` deletes whole segments and issues one fsync of the
+//! directory through the ring, collected like the data syncs: the removal
+//! is durable once it completes, and its failure is fail-stop too.
+//!
 //! # Reading
 //!
 //! Bytes already written are read through a read-only map of the segment
@@ -231,6 +235,81 @@ struct Sync {
     /// Last index it covers.
     index: LogIndex,
     done: bool,
+    /// The segment's naming, linked ahead of its first write.
+    naming: Option<Naming>,
+}
+
+impl Sync {
+    /// Its own completion and its naming's are all in.
+    fn finished(&self) -> bool {
+        self.done
+            && self
+                .naming
+                .as_ref()
+                .is_none_or(|naming| naming.results.iter().all(Option::is_some))
+    }
+
+    /// Gives up on whatever of it is still in flight.
+    fn abandon(self, ring: &mut Ring) {
+        if !self.done {
+            ring.abandon(self.op);
+        }
+        if let Some(naming) = self.naming {
+            for (op, result) in naming.ops.iter().zip(naming.results) {
+                if result.is_none() {
+                    ring.abandon(*op);
+                }
+            }
+        }
+    }
+}
+
+/// A new segment's rename from its temp name to its real one and the
+/// directory fsync after it, linked ahead of its first write.
+#[derive(Debug)]
+struct Naming {
+    ops: [OpId; 2],
+    results: [Option<i32>; 2],
+}
+
+/// A segment file made ahead of its roll: created empty under a temp name,
+/// then preallocated and synced through the ring, so the roll finds it
+/// ready instead of blocking on `fallocate` and `fsync`.
+#[derive(Debug)]
+struct Prepared {
+    path: PathBuf,
+    file: Rc<File>,
+    /// fallocate, fsync.
+    ops: [OpId; 2],
+    results: [Option<i32>; 2],
+}
+
+impl Prepared {
+    /// Takes whatever results have come; true once all have.
+    fn collect(&mut self, ring: &mut Ring) -> bool {
+        for (op, result) in self.ops.iter().zip(self.results.iter_mut()) {
+            if result.is_none() {
+                *result = ring.take(*op);
+            }
+        }
+        self.results.iter().all(Option::is_some)
+    }
+
+    fn succeeded(&self) -> bool {
+        self.results
+            .iter()
+            .all(|result| result.is_some_and(|result| result >= 0))
+    }
+
+    /// Gives the file up: abandons what is in flight, removes it.
+    fn discard(self, ring: &mut Ring) {
+        for (op, result) in self.ops.iter().zip(self.results) {
+            if result.is_none() {
+                ring.abandon(*op);
+            }
+        }
+        let _ = fs::remove_file(&self.path);
+    }
 }
 
 /// A hard state replacement in flight: write temp, fsync, rename, fsync dir.
@@ -267,6 +346,17 @@ pub struct SegmentLog {
     /// Flushed, waiting for the write in flight to finish.
     hard_state_flushed: Option<HardState>,
     hard_state_write: Option<HardStateWrite>,
+    /// Segments were removed: the directory needs an fsync.
+    dir_sync_queued: bool,
+    /// The directory's fsync in flight.
+    dir_sync: Option<OpId>,
+    /// The next segment's file, made ahead (see [`Prepared`]).
+    next: Option<Prepared>,
+    /// Files prepared so far (names them apart).
+    prepared_count: u64,
+    /// A preparation failed (a full disk?): the next roll creates its
+    /// segment itself, which reports the error, and preparing resumes.
+    prepare_paused: bool,
     durability: Durability,
     failed: Option<String>,
     /// An open reservation (segment id, offset, length).
@@ -316,6 +406,11 @@ impl SegmentLog {
             hard_state_queued: None,
             hard_state_flushed: None,
             hard_state_write: None,
+            dir_sync_queued: false,
+            dir_sync: None,
+            next: None,
+            prepared_count: 0,
+            prepare_paused: false,
             durability: Durability {
                 index: LogIndex::ZERO,
                 hard_state,
@@ -718,12 +813,112 @@ impl SegmentLog {
         clear_tail(self.active(), reservation.offset)
     }
 
-    /// Starts a new segment for a batch that does not fit the active one.
+    /// Starts a new segment for a batch that does not fit the active one:
+    /// the file prepared ahead if there is one (waiting for it in the rare
+    /// case it is not ready yet), else one made now.
     fn roll(&mut self, first: LogIndex) -> Result<(), StorageError> {
         self.stage();
-        let segment = self.create_segment(first).map_err(no_space_or)?;
+        let segment = match self.take_prepared(first)? {
+            Some(segment) => segment,
+            None => self.create_segment(first).map_err(no_space_or)?,
+        };
         self.segments.push_back(segment);
+        self.prepare_paused = false;
         Ok(())
+    }
+
+    /// The prepared file as the segment starting at `first`, once its
+    /// preallocation and sync are done; `None` if there is none or it
+    /// failed (then removed).
+    fn take_prepared(&mut self, first: LogIndex) -> Result<Option<Segment>, StorageError> {
+        let Some(mut prepared) = self.next.take() else {
+            return Ok(None);
+        };
+        let ring = Rc::clone(&self.ring);
+        let mut ring = ring.borrow_mut();
+        while !prepared.collect(&mut ring) {
+            if let Err(error) = ring.wait_for_completion() {
+                prepared.discard(&mut ring);
+                return Err(StorageError::io("io_uring_enter", &self.dir, error));
+            }
+        }
+        if !prepared.succeeded() {
+            tracing::warn!(path = %prepared.path.display(), results = ?prepared.results,
+                "preparing a segment failed; creating it at the roll");
+            prepared.discard(&mut ring);
+            return Ok(None);
+        }
+        Ok(Some(Segment {
+            id: self.take_segment_id(),
+            first,
+            last: first.prev(),
+            named: false,
+            path: prepared.path,
+            file: prepared.file,
+            file_bytes: self.options.segment_bytes,
+            end: 0,
+            written: 0,
+            batches: Vec::new(),
+            map: OnceCell::new(),
+        }))
+    }
+
+    /// Makes the next segment's file ahead once the active segment is half
+    /// full: created empty now (a quick metadata call), preallocated and
+    /// synced through the ring. Returns how many operations it queued.
+    fn prepare_next(&mut self, ring: &mut Ring) -> Result<usize, StorageError> {
+        if self.next.is_some()
+            || self.prepare_paused
+            || self.active().end < self.options.segment_bytes / 2
+        {
+            return Ok(0);
+        }
+        self.prepared_count += 1;
+        let path = self
+            .dir
+            .join(format!("next-{}{TEMP_SUFFIX}", self.prepared_count));
+        let file = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+        {
+            Ok(file) => Rc::new(file),
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "could not prepare a segment");
+                self.prepare_paused = true;
+                return Ok(0);
+            }
+        };
+        let io = |error| StorageError::io("submit", &path, error);
+        ring.reserve(2).map_err(io)?;
+        let fallocate = ring
+            .fallocate(&file, 0, self.options.segment_bytes, Link::Next)
+            .map_err(io)?;
+        let sync = ring.fsync(&file, Link::None).map_err(io)?;
+        self.next = Some(Prepared {
+            path,
+            file,
+            ops: [fallocate, sync],
+            results: [None; 2],
+        });
+        Ok(2)
+    }
+
+    /// Takes the prepared file's results; a failure (a full disk) pauses
+    /// preparing until the next roll, which then creates its own segment.
+    fn collect_prepared(&mut self, ring: &mut Ring) {
+        let Some(prepared) = &mut self.next else {
+            return;
+        };
+        if prepared.collect(ring) && !prepared.succeeded() {
+            let prepared = self.next.take().expect("checked");
+            tracing::warn!(path = %prepared.path.display(), results = ?prepared.results,
+                "preparing a segment failed; the roll will create it");
+            prepared.discard(ring);
+            self.prepare_paused = true;
+        }
     }
 
     /// True when no bytes or syncs of a segment older than `segment` are
@@ -754,7 +949,10 @@ impl SegmentLog {
         loop {
             ring.reap();
             self.collect(ring)?;
-            let issued = self.submit_chunks(ring)? + self.submit_hard_state(ring)?;
+            let issued = self.submit_chunks(ring)?
+                + self.submit_hard_state(ring)?
+                + self.submit_dir_sync(ring)?
+                + self.prepare_next(ring)?;
             if issued == 0 {
                 break;
             }
@@ -774,6 +972,23 @@ impl SegmentLog {
             || !self.syncs.is_empty()
             || self.hard_state_flushed.is_some()
             || self.hard_state_write.is_some()
+            || self.dir_sync_queued
+            || self.dir_sync.is_some()
+    }
+
+    /// Issues the directory's fsync after segments were removed, unless one
+    /// is in flight (the next covers what this one might not); returns how
+    /// many operations it queued.
+    fn submit_dir_sync(&mut self, ring: &mut Ring) -> Result<usize, StorageError> {
+        if !self.dir_sync_queued || self.dir_sync.is_some() {
+            return Ok(0);
+        }
+        let op = ring
+            .fsync(&self.dir_file, Link::None)
+            .map_err(|error| StorageError::io("submit", &self.dir, error))?;
+        self.dir_sync = Some(op);
+        self.dir_sync_queued = false;
+        Ok(1)
     }
 
     /// Issues the chunks whose older segments are durable; returns how
@@ -788,15 +1003,7 @@ impl SegmentLog {
             if !self.older_segments_durable(chunk.segment) {
                 break;
             }
-            let id = chunk.segment;
-            if let Some(at) = self.segments.iter().position(|segment| segment.id == id)
-                && !self.segments[at].named
-            {
-                let mut segment = self.segments.remove(at).expect("position found");
-                let named = self.name_segment(&mut segment);
-                self.segments.insert(at, segment);
-                named?;
-            }
+            let naming = self.submit_naming(ring, chunk.segment)?;
             let chunk = &self.chunks[position];
             let segment = self
                 .segments
@@ -804,7 +1011,6 @@ impl SegmentLog {
                 .find(|segment| segment.id == chunk.segment)
                 .expect("chunk of a live segment");
             let io = |error| StorageError::io("submit", &segment.path, error);
-            ring.reserve(2).map_err(io)?;
             let state = if chunk.state == ChunkState::Spliced {
                 ChunkState::Written
             } else {
@@ -821,6 +1027,7 @@ impl SegmentLog {
             };
             let sync = ring.fdatasync(&segment.file, Link::None).map_err(io)?;
             issued += if state == ChunkState::Written { 1 } else { 2 };
+            issued += if naming.is_some() { 2 } else { 0 };
             let (segment_id, last) = (chunk.segment, chunk.last);
             self.chunks[position].state = state;
             self.syncs.push_back(Sync {
@@ -828,9 +1035,46 @@ impl SegmentLog {
                 segment: segment_id,
                 index: last,
                 done: false,
+                naming,
             });
         }
         Ok(issued)
+    }
+
+    /// Before a new segment's first write: queues its rename to its real
+    /// name and a directory fsync, linked ahead of that write (which the
+    /// caller queues next), after making room for the whole chain. Every
+    /// earlier segment is durable by then (the barrier), so a named
+    /// segment never follows a gap. Just makes room for a named one.
+    fn submit_naming(
+        &mut self,
+        ring: &mut Ring,
+        segment_id: u64,
+    ) -> Result<Option<Naming>, StorageError> {
+        let dir = &self.dir;
+        let dir_file = &self.dir_file;
+        let segment = self
+            .segments
+            .iter_mut()
+            .find(|segment| segment.id == segment_id)
+            .expect("chunk of a live segment");
+        let io = |error| StorageError::io("submit", &segment.path, error);
+        if segment.named {
+            ring.reserve(2).map_err(io)?;
+            return Ok(None);
+        }
+        ring.reserve(4).map_err(io)?;
+        let path = dir.join(segment_name(segment.first));
+        let rename = ring
+            .rename(c_path(&segment.path), c_path(&path), Link::Next)
+            .map_err(io)?;
+        let sync = ring.fsync(dir_file, Link::Next).map_err(io)?;
+        segment.path = path;
+        segment.named = true;
+        Ok(Some(Naming {
+            ops: [rename, sync],
+            results: [None; 2],
+        }))
     }
 
     /// Issues the flushed hard state unless a write is in flight; returns
@@ -872,6 +1116,31 @@ impl SegmentLog {
 
     /// Takes finished completions and advances the marks.
     fn collect(&mut self, ring: &mut Ring) -> Result<(), StorageError> {
+        self.collect_prepared(ring);
+        let mut failure = None;
+        for sync in &mut self.syncs {
+            let Some(naming) = &mut sync.naming else {
+                continue;
+            };
+            for (op, result) in naming.ops.iter().zip(naming.results.iter_mut()) {
+                if result.is_none() {
+                    *result = ring.take(*op);
+                }
+            }
+            if naming
+                .results
+                .iter()
+                .any(|result| result.is_some_and(|result| result < 0))
+            {
+                failure = Some(format!(
+                    "naming a new segment failed (rename, directory fsync): {:?}",
+                    naming.results
+                ));
+            }
+        }
+        if let Some(reason) = failure {
+            return Err(self.fail(ring, reason));
+        }
         let mut failure = None;
         for chunk in &mut self.chunks {
             if let ChunkState::Writing(op) = chunk.state
@@ -919,9 +1188,18 @@ impl SegmentLog {
         if let Some(reason) = failure {
             return Err(self.fail(ring, reason));
         }
-        while self.syncs.front().is_some_and(|sync| sync.done) {
+        while self.syncs.front().is_some_and(Sync::finished) {
             let sync = self.syncs.pop_front().expect("front exists");
             self.durability.index = self.durability.index.max(sync.index);
+        }
+        if let Some(op) = self.dir_sync
+            && let Some(result) = ring.take(op)
+        {
+            self.dir_sync = None;
+            if result < 0 {
+                let reason = format!("fsync of the log directory failed: {}", describe(result));
+                return Err(self.fail(ring, reason));
+            }
         }
         self.collect_hard_state(ring)
     }
@@ -969,9 +1247,7 @@ impl SegmentLog {
             }
         }
         for sync in self.syncs.drain(..) {
-            if !sync.done {
-                ring.abandon(sync.op);
-            }
+            sync.abandon(ring);
         }
         if let Some(write) = self.hard_state_write.take() {
             for (op, result) in write.ops.iter().zip(write.results) {
@@ -979,6 +1255,9 @@ impl SegmentLog {
                     ring.abandon(*op);
                 }
             }
+        }
+        if let Some(op) = self.dir_sync.take() {
+            ring.abandon(op);
         }
         self.failed = Some(reason.clone());
         StorageError::Failed(reason)
@@ -1000,11 +1279,29 @@ impl SegmentLog {
             }
         }
         for sync in self.syncs.drain(..) {
-            if !sync.done {
-                ring.abandon(sync.op);
-            }
+            sync.abandon(&mut ring);
         }
         self.staging.clear();
+    }
+
+    /// Drops the bytes not yet issued and waits for the operations already
+    /// issued (the log is being discarded): no rename still in flight may
+    /// name a segment after the old ones are removed.
+    fn finish_issued(&mut self) -> Result<(), StorageError> {
+        self.staging.clear();
+        self.chunks
+            .retain(|chunk| !matches!(chunk.state, ChunkState::Staged | ChunkState::Spliced));
+        let ring = Rc::clone(&self.ring);
+        let mut ring = ring.borrow_mut();
+        loop {
+            ring.reap();
+            self.collect(&mut ring)?;
+            if self.chunks.is_empty() && self.syncs.is_empty() {
+                return Ok(());
+            }
+            ring.wait_for_completion()
+                .map_err(|error| StorageError::io("io_uring_enter", &self.dir, error))?;
+        }
     }
 
     /// Keeps a written buffer for reuse if it is a full-size one and there
@@ -1192,7 +1489,7 @@ impl LogStorage for SegmentLog {
         while self.busy() {
             self.ring
                 .borrow_mut()
-                .submit_and_wait(1)
+                .wait_for_completion()
                 .map_err(|error| StorageError::io("io_uring_enter", &self.dir, error))?;
             self.poll()?;
         }
@@ -1340,6 +1637,7 @@ impl LogStorage for SegmentLog {
             }
             let segment = self.segments.pop_front().expect("more than one");
             Self::remove_segment_file(&segment.path)?;
+            self.dir_sync_queued = true;
         }
         let first = self.first_index();
         let keep = self.terms.partition_point(|(start, _)| *start <= first);
@@ -1349,7 +1647,10 @@ impl LogStorage for SegmentLog {
         if let Some(entry) = self.terms.first_mut() {
             entry.0 = entry.0.max(first);
         }
-        Ok(())
+        // The removal is made durable by a directory fsync issued now and
+        // collected like the other syncs (a failure is fail-stop).
+        let ring = Rc::clone(&self.ring);
+        self.advance(&mut ring.borrow_mut())
     }
 
     fn reset(&mut self, next: LogIndex) -> Result<(), StorageError> {
@@ -1375,7 +1676,7 @@ impl LogStorage for SegmentLog {
             let _ = fs::remove_file(&temp);
             return Err(no_space_or(error));
         }
-        self.abandon_pending();
+        self.finish_issued()?;
         while let Some(segment) = self.segments.pop_back() {
             Self::remove_segment_file(&segment.path)?;
         }
@@ -1411,13 +1712,19 @@ impl Drop for SegmentLog {
         // In-flight operations own their buffers and files in the ring; a
         // shared ring outlives this store and completes them on its own.
         self.abandon_pending();
+        let mut ring = self.ring.borrow_mut();
         if let Some(write) = self.hard_state_write.take() {
-            let mut ring = self.ring.borrow_mut();
             for (op, result) in write.ops.iter().zip(write.results) {
                 if result.is_none() {
                     ring.abandon(*op);
                 }
             }
+        }
+        if let Some(op) = self.dir_sync.take() {
+            ring.abandon(op);
+        }
+        if let Some(prepared) = self.next.take() {
+            prepared.discard(&mut ring);
         }
     }
 }

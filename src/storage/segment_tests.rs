@@ -469,3 +469,175 @@ fn write_buffers_stay_within_their_budget() {
     append_batches(&mut log, 1, &[8], 8192);
     assert_eq!(log.sync_all().unwrap().index, log.last_index());
 }
+
+/// A failed sync stops the store for good (fail-stop), whichever operation
+/// failed — an fdatasync (EIO), a write (short), the hard state's fsync
+/// (EIO), injected through the ring as a failing disk would report them:
+/// what the failure covered is never reported durable, every later call
+/// fails, the ring drains, and a reopened store holds everything reported
+/// durable before.
+#[test]
+fn a_failed_sync_or_write_stops_the_store() {
+    use crate::io::ring::Fault;
+    use nix::libc::EIO;
+    for (fault, result) in [
+        (Fault::Fdatasync, -EIO),
+        (Fault::Write, 100),
+        (Fault::Fsync, -EIO),
+    ] {
+        let dir = TempDir::new("fail-stop");
+        let mut log = SegmentLog::open_standalone(&dir.0, SMALL).unwrap();
+        let frames = append_batches(&mut log, 1, &[2, 3], 64);
+        let before = log.sync_all().unwrap();
+        assert_eq!(before.index, LogIndex(5));
+        log.ring().borrow_mut().inject(fault, result);
+        append_batches(&mut log, 1, &[4], 64);
+        log.store_hard_state(HardState {
+            term: Term(3),
+            vote: crate::types::NodeId(2),
+            commit: LogIndex(5),
+        })
+        .unwrap();
+        let error = log.sync_all().unwrap_err();
+        assert!(
+            matches!(error, StorageError::Failed(_)),
+            "{fault:?}: {error}"
+        );
+        match fault {
+            Fault::Fsync => assert_eq!(log.durability().hard_state, before.hard_state),
+            _ => assert_eq!(log.durability().index, before.index, "{fault:?}"),
+        }
+        let failed = |result: Result<(), StorageError>| {
+            assert!(
+                matches!(result, Err(StorageError::Failed(_))),
+                "{fault:?}: {result:?}"
+            );
+        };
+        let next = make_batch(1, log.last_index().next().get(), 1, 64);
+        failed(log.append(&next).map(drop));
+        failed(log.store_hard_state(HardState::default()));
+        failed(log.flush());
+        failed(log.poll().map(drop));
+        failed(log.sync_all().map(drop));
+        failed(log.read(LogIndex(1), 1 << 20).map(drop));
+        failed(log.truncate_suffix(LogIndex(3)));
+        failed(log.drop_prefix(LogIndex(5)));
+        failed(log.reset(LogIndex(100)));
+        let ring = Rc::clone(log.ring());
+        drop(log);
+        while ring.borrow().in_flight() > 0 {
+            ring.borrow_mut().submit_and_wait(1).unwrap();
+        }
+        let log = SegmentLog::open_standalone(&dir.0, SMALL).unwrap();
+        assert!(log.last_index() >= before.index, "{fault:?}");
+        assert_eq!(read_all(&log, 1 << 20)[..2], frames, "{fault:?}");
+    }
+}
+
+/// Dropping whole segments issues a directory fsync without blocking, so
+/// the removal is durable once `sync_all` (or a later `poll`) returns; a
+/// failure of that fsync stops the store like any failed sync.
+#[test]
+fn drop_prefix_syncs_the_directory() {
+    use crate::io::ring::Fault;
+    for fail in [false, true] {
+        let dir = TempDir::new("drop-sync");
+        let mut log = SegmentLog::open_standalone(&dir.0, SMALL).unwrap();
+        append_batches(&mut log, 1, &[3; 60], 1000);
+        log.sync_all().unwrap();
+        let segments = log.segments.len();
+        assert!(segments >= 3, "{segments} segments");
+        if fail {
+            log.ring()
+                .borrow_mut()
+                .inject(Fault::Fsync, -nix::libc::EIO);
+        }
+        let middle = log.segments[1].last;
+        log.drop_prefix(middle).unwrap();
+        assert_eq!(log.segments.len(), segments - 2);
+        assert!(log.dir_sync.is_some(), "the directory fsync is in flight");
+        let result = log.sync_all();
+        if fail {
+            assert!(matches!(result, Err(StorageError::Failed(_))), "{result:?}");
+        } else {
+            result.unwrap();
+            assert!(log.dir_sync.is_none() && !log.busy());
+        }
+    }
+}
+
+/// Once the active segment is half full, the next segment's file is made
+/// ahead (created, then preallocated and synced through the ring), so the
+/// roll takes it as is; it gets its real name through the ring, linked
+/// ahead of its first write. A reopen finds every batch and no temp file.
+#[test]
+fn rolls_take_the_segment_prepared_ahead() {
+    let dir = TempDir::new("prepared");
+    let mut log = SegmentLog::open_standalone(&dir.0, SMALL).unwrap();
+    let mut frames = Vec::new();
+    while log.active().end < SMALL.segment_bytes / 2 {
+        frames.extend(append_batches(&mut log, 1, &[4], 1000));
+        log.flush().unwrap();
+    }
+    log.sync_all().unwrap();
+    let prepared = log
+        .next
+        .as_ref()
+        .expect("prepared at half full")
+        .path
+        .clone();
+    assert!(prepared.exists());
+    let first_segment = log.segments[0].id;
+    while log.segments.len() == 1 {
+        frames.extend(append_batches(&mut log, 1, &[4], 1000));
+    }
+    let active = log.active();
+    assert_eq!(active.path, prepared, "the roll took the prepared file");
+    assert!(!active.named);
+    assert!(log.next.is_none());
+    log.sync_all().unwrap();
+    let active = log.active();
+    assert!(active.named && active.id != first_segment);
+    assert_eq!(active.path, dir.0.join(segment_name(active.first)));
+    assert!(!prepared.exists());
+    while log.segments.len() < 4 {
+        frames.extend(append_batches(&mut log, 1, &[4], 1000));
+        log.flush().unwrap();
+        log.poll().unwrap();
+    }
+    log.sync_all().unwrap();
+    drop(log);
+    let log = SegmentLog::open_standalone(&dir.0, SMALL).unwrap();
+    assert_eq!(read_all(&log, 1 << 20), frames);
+    let temps = fs::read_dir(&dir.0)
+        .unwrap()
+        .filter(|entry| {
+            let name = entry.as_ref().unwrap().file_name();
+            name.to_string_lossy().ends_with(TEMP_SUFFIX)
+        })
+        .count();
+    assert_eq!(temps, 0);
+}
+
+/// A failed rename of a new segment (reported through the ring) stops the
+/// store before anything in that segment is reported durable.
+#[test]
+fn a_failed_segment_rename_stops_the_store() {
+    use crate::io::ring::Fault;
+    let dir = TempDir::new("rename-fail");
+    let mut log = SegmentLog::open_standalone(&dir.0, SMALL).unwrap();
+    while log.segments.len() == 1 {
+        append_batches(&mut log, 1, &[4], 1000);
+    }
+    let old_last = log.segments[0].last;
+    log.ring()
+        .borrow_mut()
+        .inject(Fault::Rename, -nix::libc::EIO);
+    let error = log.sync_all().unwrap_err();
+    assert!(
+        matches!(&error, StorageError::Failed(reason) if reason.contains("naming")),
+        "{error}"
+    );
+    assert!(log.durability().index <= old_last);
+    assert!(matches!(log.poll(), Err(StorageError::Failed(_))));
+}
