@@ -64,7 +64,7 @@ fn lin_kv_with_faults(nodes: usize, default_seed: u64) {
     }
     assert!(report.partitions > 0, "the nemesis partitioned the network");
     assert!(report.network.lost > 0 && report.network.cut > 0);
-    assert!(report.ok > 100, "too little got done: {} ok", report.ok);
+    assert!(report.ok > 50, "too little got done: {} ok", report.ok);
     assert!(report.ok_after_heal > 0, "no progress after the heal");
     assert!(report.elapsed < RUN_TIME_MAX, "took {:?}", report.elapsed);
 }

@@ -40,8 +40,11 @@
 //!   clear error; other groups are unaffected.
 //! * **Snapshots** ([`snapshot`]): the whole state, sessions included, as a
 //!   deterministic checksummed stream.
+//! * **Answers** ([`reply`]): responses as client-protocol bodies, for the
+//!   server.
 
 pub mod reads;
+pub mod reply;
 pub mod session;
 pub mod snapshot;
 

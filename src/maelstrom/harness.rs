@@ -744,7 +744,7 @@ fn nemesis(cluster: &mut Cluster, random: &mut Random, nodes: usize, report: &mu
 
 /// The history event for an answer: `None` leaves the operation out (a
 /// definite error: it had no effect).
-fn outcome(invoked: &KvOp, answer: &Value) -> (Option<EventKind>, KvOp) {
+pub(crate) fn outcome(invoked: &KvOp, answer: &Value) -> (Option<EventKind>, KvOp) {
     let kind = answer["type"].as_str().unwrap_or("");
     match (invoked, kind) {
         (KvOp::Get { key, .. }, "read_ok") => (

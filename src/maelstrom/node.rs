@@ -500,6 +500,10 @@ impl Node {
                 BatchMut::parse(&mut frame)
                     .expect("our own batch parses")
                     .stamp(term, index);
+                debug_assert!(
+                    running.writes.range(index..).next().is_none(),
+                    "writes above the log were answered at their truncation"
+                );
                 running.writes.insert(
                     index,
                     PendingWrite {
@@ -757,6 +761,20 @@ impl Node {
             Action::Truncate { from } => {
                 let truncated = running.storage.truncate_suffix(from);
                 running.durable_index = running.durable_index.min(from.prev());
+                // A leader of a later term has other entries there, and every
+                // committed entry is in every later leader's log: ours never
+                // commit. Tell their clients now (definite), before the index
+                // is reused.
+                let replaced = running.writes.split_off(&from);
+                for (_, write) in replaced {
+                    self.reply(
+                        &write.reply,
+                        error_body(
+                            code::TEMPORARILY_UNAVAILABLE,
+                            "a new leader replaced the entry; it was not applied",
+                        ),
+                    );
+                }
                 truncated
             }
             Action::AppendProposal { .. } => running
