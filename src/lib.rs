@@ -15,12 +15,14 @@
 //!
 //!  check  ──► types only: the history checkers judge the others and share
 //!             no code with them (used by sim and the fault tests)
+//!  nemesis ──► check, client, io: the real-process fault harness
 //! ```
 
 pub mod check;
 pub mod client;
 pub mod constants;
 pub mod io;
+pub mod nemesis;
 pub mod net;
 pub mod raft;
 pub mod server;
