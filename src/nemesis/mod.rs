@@ -127,6 +127,12 @@ const POLL: Duration = Duration::from_millis(50);
 pub fn run(options: &Options) -> Result<Outcome, NemesisError> {
     assert!(options.nodes == 3 || options.nodes == 5, "3 or 5 nodes");
     let privileged = !options.no_namespace && nix::unistd::geteuid().is_root();
+    if !privileged && matches!(options.scenario, Scenario::Partition | Scenario::Disk) {
+        return Err(NemesisError::Setup(format!(
+            "the {} scenario needs root (a network namespace, a tmpfs per node)",
+            options.scenario.name()
+        )));
+    }
     if privileged {
         net::isolate()?;
     }

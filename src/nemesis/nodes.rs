@@ -14,7 +14,7 @@
 //! reaps them all and unmounts their disks.
 
 use std::fmt::Write as _;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -254,7 +254,13 @@ impl Nodes {
         assert!(self.tmpfs, "filling a disk needs the node's own tmpfs");
         let entry = &mut self.members[node];
         let path = entry.disk.join("fill");
-        let mut file = File::create(&path).map_err(|error| io("creating", &path, &error))?;
+        // Append mode: the page writes go past the preallocated space.
+        let _ = std::fs::remove_file(&path);
+        let mut file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(|error| io("creating", &path, &error))?;
         entry.disk_full = true;
         let stats = nix::sys::statvfs::statvfs(&entry.disk).map_err(|errno| {
             NemesisError::Setup(format!("statvfs {}: {errno}", entry.disk.display()))

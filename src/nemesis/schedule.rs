@@ -241,10 +241,21 @@ impl Schedule {
         let mut at = WARM_UP_MS;
         while at + FAULT_MS_MIN <= plan.duration_ms && steps.len() < STEPS_MAX {
             let room = plan.duration_ms - at;
-            let combined = plan.scenario == Scenario::Mixed && random.chance(1, 4);
+            let combined = match plan.scenario {
+                Scenario::Mixed => random.chance(1, 4),
+                // A full disk bites only when the node must allocate: a
+                // new segment, or a new term and vote to persist. Force the
+                // latter with a leader change while the disk is full.
+                Scenario::Disk => true,
+                _ => false,
+            };
             let mut longest = 0;
-            for _ in 0..if combined { 2 } else { 1 } {
-                let fault = draw_fault(&mut random, &plan);
+            for second in [false, true].into_iter().take(if combined { 2 } else { 1 }) {
+                let fault = if second && plan.scenario == Scenario::Disk {
+                    draw_leader_change(&mut random, plan.nodes)
+                } else {
+                    draw_fault(&mut random, &plan)
+                };
                 let duration_ms = match fault {
                     Fault::Restart(_) => 0,
                     _ => random.between(FAULT_MS_MIN, FAULT_MS_MAX).min(room),
@@ -309,6 +320,16 @@ fn draw_fault(random: &mut Random, plan: &Plan) -> Fault {
         Scenario::Restart => Fault::Restart(draw_target(random, nodes)),
         Scenario::Disk => Fault::DiskFull(draw_target(random, nodes)),
         Scenario::Partition | Scenario::Mixed => Fault::Partition(draw_partition(random, nodes)),
+    }
+}
+
+/// A fault that makes the cluster elect a new leader.
+fn draw_leader_change(random: &mut Random, nodes: usize) -> Fault {
+    let fallback = random.below(nodes as u64) as usize;
+    if random.chance(1, 2) {
+        Fault::Kill(Target::Leader { fallback })
+    } else {
+        Fault::Partition(Partition::IsolateLeader { fallback })
     }
 }
 

@@ -122,9 +122,27 @@ pub fn judge(evidence: &Evidence, kv_budget: &Budget) -> Verdict {
     });
     let pass = findings.iter().all(|finding| finding.pass);
     let counts = count_operations(&operations);
-    let recoveries = recoveries_ms(evidence);
-    let json = to_json(evidence, pass, &findings, &counts, &recoveries, stale_reads);
-    let summary = summarize(evidence, pass, &findings, &counts, &recoveries, stale_reads);
+    let acknowledged = acknowledged_appends(evidence);
+    let availability = Availability {
+        recoveries: recoveries_ms(evidence, &acknowledged),
+        gaps: longest_write_gaps_ms(&acknowledged),
+    };
+    let json = to_json(
+        evidence,
+        pass,
+        &findings,
+        &counts,
+        &availability,
+        stale_reads,
+    );
+    let summary = summarize(
+        evidence,
+        pass,
+        &findings,
+        &counts,
+        &availability,
+        stale_reads,
+    );
     Verdict {
         pass,
         json,
@@ -372,9 +390,8 @@ fn check_recovery(evidence: &Evidence) -> Finding {
     }
 }
 
-/// Per heal to a fault-free cluster: ms until both logs acknowledged an
-/// append invoked after it (`None`: not before the next fault or the end).
-fn recoveries_ms(evidence: &Evidence) -> Vec<Option<u64>> {
+/// Per log, (invoke ns, complete ns) of every acknowledged append.
+fn acknowledged_appends(evidence: &Evidence) -> [Vec<(u64, u64)>; 2] {
     let operations = evidence.history.operations();
     let mut acknowledged: [Vec<(u64, u64)>; 2] = [Vec::new(), Vec::new()];
     for operation in &operations {
@@ -393,12 +410,35 @@ fn recoveries_ms(evidence: &Evidence) -> Vec<Option<u64>> {
             acknowledged[log].push((operation.time_ns_invoke, complete));
         }
     }
+    acknowledged
+}
+
+/// Per log, the longest time (ms) with no append acknowledged, between the
+/// first and the last acknowledgement: how long the log was unavailable.
+fn longest_write_gaps_ms(acknowledged: &[Vec<(u64, u64)>; 2]) -> [u64; 2] {
+    let mut gaps = [0; 2];
+    for (gap, log) in gaps.iter_mut().zip(acknowledged) {
+        let mut completions: Vec<u64> = log.iter().map(|(_, complete)| *complete).collect();
+        completions.sort_unstable();
+        *gap = completions
+            .windows(2)
+            .map(|pair| pair[1] - pair[0])
+            .max()
+            .unwrap_or(0)
+            / 1_000_000;
+    }
+    gaps
+}
+
+/// Per heal to a fault-free cluster: ms until both logs acknowledged an
+/// append invoked after it (`None`: not before the next fault or the end).
+fn recoveries_ms(evidence: &Evidence, acknowledged: &[Vec<(u64, u64)>; 2]) -> Vec<Option<u64>> {
     evidence
         .heals_ns
         .iter()
         .map(|&heal| {
             let mut slowest = 0;
-            for log in &acknowledged {
+            for log in acknowledged {
                 let first = log
                     .iter()
                     .filter(|(invoked, _)| *invoked >= heal)
@@ -409,6 +449,14 @@ fn recoveries_ms(evidence: &Evidence) -> Vec<Option<u64>> {
             Some(slowest / 1_000_000)
         })
         .collect()
+}
+
+/// How available the logs were.
+struct Availability {
+    /// Per heal to a fault-free cluster, ms until writes were accepted.
+    recoveries: Vec<Option<u64>>,
+    /// Per log, the longest stretch without an acknowledged append (ms).
+    gaps: [u64; 2],
 }
 
 /// Operations by function and outcome: `append` → `ok` → count.
@@ -450,9 +498,10 @@ fn to_json(
     pass: bool,
     findings: &[Finding],
     counts: &Counts,
-    recoveries: &[Option<u64>],
+    availability: &Availability,
     stale_reads: [u64; 2],
 ) -> Json {
+    let recoveries = &availability.recoveries;
     let mut pairs: Vec<(String, Json)> = vec![(
         "verdict".into(),
         Json::text(if pass { "pass" } else { "fail" }),
@@ -511,6 +560,13 @@ fn to_json(
         ]),
     ));
     pairs.push((
+        "longest_write_gap_ms".into(),
+        Json::object([
+            ("a", Json::Number(availability.gaps[0])),
+            ("b", Json::Number(availability.gaps[1])),
+        ]),
+    ));
+    pairs.push((
         "stale_reads".into(),
         Json::object([
             ("a", Json::Number(stale_reads[0])),
@@ -528,26 +584,27 @@ fn to_json(
             KvStatus::Served => "served",
         }),
     ));
-    pairs.push((
-        "checks".into(),
-        Json::Array(
-            findings
-                .iter()
-                .map(|finding| {
-                    Json::object([
-                        ("name", Json::text(&finding.name)),
-                        ("pass", Json::Bool(finding.pass)),
-                        ("detail", Json::text(&finding.detail)),
-                        (
-                            "violations",
-                            Json::Array(finding.violations.iter().map(Json::text).collect()),
-                        ),
-                    ])
-                })
-                .collect(),
-        ),
-    ));
+    pairs.push(("checks".into(), findings_json(findings)));
     Json::Object(pairs)
+}
+
+fn findings_json(findings: &[Finding]) -> Json {
+    Json::Array(
+        findings
+            .iter()
+            .map(|finding| {
+                Json::object([
+                    ("name", Json::text(&finding.name)),
+                    ("pass", Json::Bool(finding.pass)),
+                    ("detail", Json::text(&finding.detail)),
+                    (
+                        "violations",
+                        Json::Array(finding.violations.iter().map(Json::text).collect()),
+                    ),
+                ])
+            })
+            .collect(),
+    )
 }
 
 fn summarize(
@@ -555,9 +612,10 @@ fn summarize(
     pass: bool,
     findings: &[Finding],
     counts: &Counts,
-    recoveries: &[Option<u64>],
+    availability: &Availability,
     stale_reads: [u64; 2],
 ) -> String {
+    let recoveries = &availability.recoveries;
     let mut text = String::new();
     let facts: Vec<String> = evidence
         .run
@@ -612,6 +670,11 @@ fn summarize(
     );
     let _ = writeln!(
         text,
+        "unavailable longest stretch without an acknowledged append: {} ms on log a, {} ms on log b",
+        availability.gaps[0], availability.gaps[1]
+    );
+    let _ = writeln!(
+        text,
         "stale reads {} on log a, {} on log b (allowed: reads are local)",
         stale_reads[0], stale_reads[1]
     );
@@ -638,4 +701,203 @@ fn summarize(
         let _ = writeln!(text, "replay the schedule: {}", evidence.replay);
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nemesis::workload::IDENTITY_NOOP;
+    use crate::types::NodeId;
+
+    const NOOP: u64 = IDENTITY_NOOP | (1 << 32) | 1;
+
+    fn log_op(op: LogOp) -> NemesisOp {
+        NemesisOp::Log { log: 0, op }
+    }
+
+    fn append(payload: u64, index: Option<u64>) -> NemesisOp {
+        log_op(LogOp::Append {
+            payload,
+            index: index.map(LogIndex),
+        })
+    }
+
+    fn read(index: u64, payload: Option<u64>) -> NemesisOp {
+        log_op(LogOp::Read {
+            index: LogIndex(index),
+            payload,
+        })
+    }
+
+    /// A history where process 1 appends 10 (index 2) and 20 (index 3) on
+    /// log a, then process 2 reads index 3 and sees `read_saw`.
+    fn history(read_saw: Option<u64>) -> History<NemesisOp> {
+        let mut history = History::new();
+        let mut time = 0;
+        let mut event = |process: u64, kind: EventKind, op: NemesisOp| {
+            time += 1;
+            history
+                .complete(time, ProcessId(process), kind, op)
+                .unwrap();
+        };
+        event(1, EventKind::Invoke, append(10, None));
+        event(1, EventKind::Ok, append(10, Some(2)));
+        event(1, EventKind::Invoke, append(20, None));
+        event(1, EventKind::Ok, append(20, Some(3)));
+        event(2, EventKind::Invoke, read(3, None));
+        event(2, EventKind::Ok, read(3, read_saw));
+        history
+    }
+
+    fn evidence(history: History<NemesisOp>, logs: &[&[u64]]) -> Evidence {
+        let node_logs: Vec<NodeLog> = logs
+            .iter()
+            .enumerate()
+            .map(|(node, payloads)| NodeLog {
+                node: NodeId(node as u64 + 1),
+                payloads: payloads.to_vec(),
+            })
+            .collect();
+        Evidence {
+            history,
+            final_logs: [node_logs, Vec::new()],
+            index_commit: [LogIndex(3), LogIndex(0)],
+            convergence: [None, None],
+            kv: KvStatus::NotServed("not yet".into()),
+            require_kv: false,
+            heals_ns: vec![0],
+            recovery_final: Ok(5),
+            recovery_ms_max: 1000,
+            faults: BTreeMap::new(),
+            skipped: BTreeMap::new(),
+            exits: Vec::new(),
+            run: vec![("seed".into(), Json::Number(7))],
+            replay: "scripts/nemesis --seed 7".into(),
+        }
+    }
+
+    fn failed_checks(verdict: &Verdict) -> Vec<String> {
+        let Json::Object(pairs) = &verdict.json else {
+            panic!("not an object");
+        };
+        let checks = pairs.iter().find(|(key, _)| key == "checks").unwrap();
+        let Json::Array(checks) = &checks.1 else {
+            panic!("checks is not an array");
+        };
+        checks
+            .iter()
+            .filter_map(|check| {
+                let Json::Object(fields) = check else {
+                    return None;
+                };
+                let pass = fields
+                    .iter()
+                    .any(|(key, value)| key == "pass" && *value == Json::Bool(true));
+                let name = fields
+                    .iter()
+                    .find(|(key, _)| key == "name")
+                    .map(|(_, v)| v.to_string());
+                (!pass).then(|| name.unwrap_or_default())
+            })
+            .collect()
+    }
+
+    /// A correct run passes: the leader's no-op at index 1 is nobody's
+    /// append yet is not invented; a read that lags is counted, not failed;
+    /// an unserved KV store is reported, not passed off as checked.
+    #[test]
+    fn correct_run_passes_with_noops_and_stale_reads() {
+        let logs: &[&[u64]] = &[&[NOOP, 10, 20], &[NOOP, 10, 20], &[NOOP, 10, 20]];
+        let verdict = judge(&evidence(history(Some(20)), logs), &Budget::DEFAULT);
+        assert!(verdict.pass, "{}", verdict.summary);
+        let stale = judge(&evidence(history(None), logs), &Budget::DEFAULT);
+        assert!(stale.pass, "{}", stale.summary);
+        assert!(
+            stale.summary.contains("stale reads 1 on log a"),
+            "{}",
+            stale.summary
+        );
+        assert!(stale.summary.contains("KV not served"), "{}", stale.summary);
+        assert!(verdict.json.to_string().contains("\"verdict\": \"pass\""));
+    }
+
+    /// A lost acknowledged append, a divergent node, a wrong read, a node
+    /// that exited, a slow recovery and a required but unserved KV store
+    /// each fail the run, and the summary says how to replay it.
+    #[test]
+    fn each_broken_promise_fails_the_run() {
+        let lost = judge(
+            &evidence(history(Some(20)), &[&[NOOP, 10, 30], &[NOOP, 10, 30]]),
+            &Budget::DEFAULT,
+        );
+        assert!(!lost.pass);
+        assert_eq!(failed_checks(&lost), vec!["\"log a\""]);
+        assert!(lost.summary.contains("is lost"), "{}", lost.summary);
+        assert!(
+            lost.summary
+                .contains("replay the schedule: scripts/nemesis --seed 7")
+        );
+
+        let diverged = judge(
+            &evidence(history(Some(20)), &[&[NOOP, 10, 20], &[NOOP, 20, 10]]),
+            &Budget::DEFAULT,
+        );
+        assert_eq!(failed_checks(&diverged), vec!["\"log a\""]);
+
+        let wrong_read = judge(
+            &evidence(history(Some(10)), &[&[NOOP, 10, 20]]),
+            &Budget::DEFAULT,
+        );
+        assert_eq!(failed_checks(&wrong_read), vec!["\"log a\""]);
+
+        let logs: &[&[u64]] = &[&[NOOP, 10, 20]];
+        let mut exited = evidence(history(Some(20)), logs);
+        exited.exits.push((1, "signal 6".into()));
+        exited.recovery_final = Ok(5000);
+        exited.require_kv = true;
+        let verdict = judge(&exited, &Budget::DEFAULT);
+        assert_eq!(
+            failed_checks(&verdict),
+            vec![
+                "\"kv linearizable\"",
+                "\"writes accepted after the last fault\"",
+                "\"no node exited on its own\""
+            ]
+        );
+    }
+
+    /// A key-value history is checked per key when the store is served:
+    /// a read of a value never written fails.
+    #[test]
+    fn kv_history_is_checked_when_served() {
+        let mut history = History::new();
+        let put = KvOp::Put { key: 1, value: 5 };
+        history.invoke(1, ProcessId(1), NemesisOp::Kv(put)).unwrap();
+        history
+            .complete(2, ProcessId(1), EventKind::Ok, NemesisOp::Kv(put))
+            .unwrap();
+        let get = |value| NemesisOp::Kv(KvOp::Get { key: 1, value });
+        history.invoke(3, ProcessId(2), get(None)).unwrap();
+        history
+            .complete(4, ProcessId(2), EventKind::Ok, get(Some(5)))
+            .unwrap();
+        let mut good = evidence(history.clone(), &[]);
+        good.index_commit = [LogIndex(0), LogIndex(0)];
+        good.kv = KvStatus::Served;
+        assert!(judge(&good, &Budget::DEFAULT).pass);
+        history.invoke(5, ProcessId(2), get(None)).unwrap();
+        history
+            .complete(6, ProcessId(2), EventKind::Ok, get(Some(6)))
+            .unwrap();
+        let mut bad = evidence(history, &[]);
+        bad.index_commit = [LogIndex(0), LogIndex(0)];
+        bad.kv = KvStatus::Served;
+        let verdict = judge(&bad, &Budget::DEFAULT);
+        assert_eq!(failed_checks(&verdict), vec!["\"kv linearizable\""]);
+        assert!(
+            verdict.summary.contains("key 1 is not linearizable"),
+            "{}",
+            verdict.summary
+        );
+    }
 }
