@@ -250,6 +250,12 @@ struct KvCommand {
     delete @4 :Void;
     cas @5 :Cas;
   }
+  timeMs @6 :UInt64;
+  # Log time: the leader's clock (ms since the Unix epoch) when it put the
+  # command in the log; zero from a client. The state machine's log time is
+  # the largest stamp applied so far, so it never goes backwards even when
+  # leaders' clocks disagree; client sessions expire by it (src/kv), so
+  # every replica expires them at the same entry.
   struct Cas {
     expected @0 :Data;
     expectedAbsent @1 :Bool;  # succeed only if the key is absent

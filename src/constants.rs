@@ -70,9 +70,11 @@ pub const SEGMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// segments to exercise rolling and a full disk quickly).
 pub const SEGMENT_BYTES_MIN: u64 = 64 * 1024;
 
-/// Bytes a log store may hold queued or in flight (copied from appended
-/// frames, not yet written). Appends beyond it are refused with
-/// back-pressure until writes complete.
+/// Capacity of the buffers a log store may hold for writing: staging,
+/// queued or in flight (copied from appended frames, not yet written) and
+/// spare. Appends beyond it are refused with back-pressure until writes
+/// complete. It counts capacity, not bytes held, because capacity is what
+/// the heap pays.
 ///
 /// It bounds the store's heap: the whole budget of a process appending
 /// 4 GiB is 64 MiB of RSS, and the largest frame must fit, twice over so a
@@ -112,6 +114,51 @@ pub const KEY_BYTES_MAX: usize = 4 * 1024;
 
 /// Largest value of the key-value state machine, in bytes.
 pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
+
+/// Client sessions the key-value state machine keeps (Raft thesis §6.3).
+///
+/// One per client process that wrote recently. A session costs about
+/// 100 bytes plus a recorded cas value of at most
+/// [`SESSION_VALUE_BYTES_MAX`], so the table stays under 20 MiB. When a new
+/// session would exceed the bound, the least recently active one is evicted
+/// (deterministically: by log time, then client id), and that client's next
+/// request is refused as expired rather than risk applying a retry twice.
+pub const SESSIONS_MAX: usize = 16_384;
+
+/// Log time (ms) after which an idle session expires.
+///
+/// Exactly-once holds for a retry that arrives within this much *log time*
+/// (the leaders' stamps, see `KvCommand.timeMs`) of its session's last
+/// applied request. Clients retry for seconds (the client library's deadline
+/// is 15 s); an hour covers a long partition or a leader outage as well,
+/// while idle sessions do not pile up. Expiry is decided by the log alone,
+/// so every replica expires a session at the same entry.
+pub const SESSION_EXPIRY_MS: u64 = 60 * 60 * 1000;
+
+/// Largest current value a session records with a failed cas, in bytes.
+///
+/// A retried cas that failed is answered from the record; a larger current
+/// value is recorded as "not retained" (the retry still learns that the cas
+/// failed and whether the key existed). Bounds the session table's memory.
+pub const SESSION_VALUE_BYTES_MAX: usize = 1024;
+
+/// Milliseconds per tick of a Maelstrom node (`rast-maelstrom`).
+///
+/// Maelstrom's network is in-process and fast; a short tick keeps elections
+/// and ReadIndex rounds quick without flooding the JSON pipes.
+pub const MAELSTROM_TICK_MS: u64 = 10;
+
+/// Election timeout base of a Maelstrom node, in ms (the wait is drawn from
+/// `[base, 2 * base)`).
+pub const MAELSTROM_ELECTION_MS: u64 = 300;
+
+/// Heartbeat interval of a Maelstrom node, in ms.
+pub const MAELSTROM_HEARTBEAT_MS: u64 = 50;
+
+/// How long a Maelstrom node waits for the leader to answer a request it
+/// forwarded, or for its own proposal to commit, before telling the client
+/// the outcome is unknown (Maelstrom error 0, indefinite).
+pub const MAELSTROM_REQUEST_TIMEOUT_MS: u64 = 2_000;
 
 /// Bytes of one InstallSnapshot chunk. A receiver holds at most
 /// `SNAPSHOT_CHUNKS_INFLIGHT_MAX` of them at once, whatever the snapshot size.
@@ -183,6 +230,11 @@ const _: () = assert!(
     NODES_MAX * (APPENDS_PER_PEER_PER_CALL_MAX + 1) + HELD_MESSAGES_MAX + 8 <= ACTIONS_PER_STEP_MAX
 );
 const _: () = assert!(HELD_MESSAGES_MAX >= NODES_MAX);
+const _: () = assert!(SESSION_VALUE_BYTES_MAX <= VALUE_BYTES_MAX);
+const _: () = assert!(SESSIONS_MAX * SESSION_VALUE_BYTES_MAX <= 64 * 1024 * 1024);
+const _: () = assert!(MAELSTROM_HEARTBEAT_MS < MAELSTROM_ELECTION_MS);
+const _: () = assert!(MAELSTROM_TICK_MS <= MAELSTROM_HEARTBEAT_MS);
+const _: () = assert!(MAELSTROM_REQUEST_TIMEOUT_MS > 2 * MAELSTROM_ELECTION_MS);
 const _: () = assert!(READ_ROUNDS_INFLIGHT_MAX >= 2);
 const _: () = assert!(
     PROGRESS_STALL_HEARTBEATS as usize * (HEARTBEAT_TICKS as usize) < ELECTION_TICKS as usize

@@ -9,6 +9,7 @@
 //!
 //! ```text
 //!  server ──► raft, storage, net, kv, io
+//!  kv     ──► wire, types, constants        (pure: the state machine)
 //!  storage ──► io, wire, types, constants
 //!  raft   ──► wire, types, constants        (pure: no IO, no clock)
 //!  wire   ──► rast_capnp (generated), constants
@@ -22,6 +23,8 @@ pub mod check;
 pub mod client;
 pub mod constants;
 pub mod io;
+pub mod kv;
+pub mod maelstrom;
 pub mod nemesis;
 pub mod net;
 pub mod raft;

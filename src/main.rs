@@ -13,6 +13,7 @@ use rast::types::LogIndex;
 use rast::wire::client::{AdminRequest, ResponseBody};
 
 mod cluster;
+mod serve;
 
 /// Default addresses: those `rast cluster` starts.
 const DEFAULT_CLUSTER: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
@@ -51,7 +52,7 @@ struct ClientArgs {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a node.
-    Serve(ServeArgs),
+    Serve(serve::ServeArgs),
     /// Start a local cluster of real `rast serve` processes in the foreground.
     Cluster(ClusterArgs),
     /// Append entries (arguments, or one entry per stdin line); prints each index.
@@ -168,44 +169,6 @@ enum AdminAction {
     Snapshot,
 }
 
-/// Options of `rast serve`.
-#[derive(clap::Args, Debug)]
-struct ServeArgs {
-    /// This node's id (one of --peers).
-    #[arg(long)]
-    id: u64,
-    /// Address to listen on, for peers and clients.
-    #[arg(long)]
-    listen: std::net::SocketAddr,
-    /// Every node as ID=ADDR, comma-separated, this one included.
-    #[arg(long)]
-    peers: String,
-    /// Data directory.
-    #[arg(long)]
-    data: std::path::PathBuf,
-    /// Cores (threads) to run; default: all. Every node needs the same.
-    #[arg(long)]
-    cores: Option<u32>,
-    /// Cluster id required in every handshake.
-    #[arg(long, default_value = "rast")]
-    cluster_id: String,
-    /// File holding a shared token that peers and clients must present.
-    #[arg(long)]
-    token_file: Option<std::path::PathBuf>,
-    /// Where logs are stored.
-    #[arg(long, value_enum, default_value = "disk")]
-    storage: rast::server::StorageMode,
-    /// Follower receive path.
-    #[arg(long, value_enum, default_value = "buffer")]
-    zero_copy: rast::server::ZeroCopy,
-    /// Logs to create at start (others are created on first use).
-    #[arg(long, default_value = "default")]
-    logs: String,
-    /// Serve Prometheus metrics on this address (GET /metrics).
-    #[arg(long)]
-    metrics_addr: Option<std::net::SocketAddr>,
-}
-
 /// Options of `rast cluster`.
 #[derive(clap::Args, Debug)]
 struct ClusterArgs {
@@ -256,9 +219,10 @@ struct NemesisArgs {
     /// Key-value clients (when the server serves the store).
     #[arg(long, default_value_t = 2)]
     kv_clients: usize,
-    /// Fail the run when the key-value store is not served.
+    /// Do not fail the run when the key-value store is not served (for
+    /// servers that predate it); the verdict then says "KV not served".
     #[arg(long)]
-    require_kv: bool,
+    kv_optional: bool,
     /// Seconds the cluster may take to accept writes after the last fault.
     #[arg(long, default_value_t = 30)]
     recovery_seconds: u64,
@@ -299,7 +263,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve::run(args),
         Command::Cluster(args) => cluster::run(&args),
         Command::Append { client, payloads } => append(&client, &payloads),
         Command::Read {
@@ -383,7 +347,7 @@ fn nemesis(args: NemesisArgs) -> anyhow::Result<()> {
         binary: std::env::current_exe().context("finding the rast binary")?,
         clients: args.clients,
         kv_clients: args.kv_clients,
-        require_kv: args.require_kv,
+        require_kv: !args.kv_optional,
         recovery_seconds: args.recovery_seconds,
         cores: args.cores,
         keep_data: args.keep_data,
@@ -402,54 +366,6 @@ fn nemesis(args: NemesisArgs) -> anyhow::Result<()> {
         ))
         .into())
     }
-}
-
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut peers = Vec::new();
-    for item in args
-        .peers
-        .split(',')
-        .map(str::trim)
-        .filter(|item| !item.is_empty())
-    {
-        let (id, address) = item
-            .split_once('=')
-            .with_context(|| format!("--peers item {item:?} is not ID=ADDR"))?;
-        let id: u64 = id
-            .parse()
-            .with_context(|| format!("--peers id {id:?} is not a number"))?;
-        peers.push((rast::types::NodeId(id), address.to_owned()));
-    }
-    let token = match &args.token_file {
-        Some(path) => std::fs::read(path)
-            .with_context(|| format!("reading token file {}", path.display()))?
-            .trim_ascii()
-            .to_vec(),
-        None => Vec::new(),
-    };
-    let cores = args.cores.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, |cores| cores.get() as u32)
-    });
-    rast::server::serve(rast::server::Settings {
-        id: rast::types::NodeId(args.id),
-        listen: args.listen,
-        peers,
-        data: args.data,
-        cores,
-        cluster_id: args.cluster_id,
-        token,
-        storage: args.storage,
-        zero_copy: args.zero_copy,
-        logs: args
-            .logs
-            .split(',')
-            .map(str::trim)
-            .filter(|name| !name.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        metrics_addr: args.metrics_addr,
-    })?;
-    Ok(())
 }
 
 fn options(args: &ClientArgs) -> anyhow::Result<ClientOptions> {

@@ -114,3 +114,51 @@ fn errors_are_one_line_and_non_zero() {
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("rast: "), "{stderr}");
 }
+
+/// `rast serve --config FILE` takes its settings from TOML, flags override
+/// the file, and a bad file is one clear error line.
+#[test]
+fn serve_reads_a_config_file() {
+    let dir = std::env::temp_dir().join(format!("rast-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = common::free_port();
+    let config = dir.join("rast.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "id = 1\nlisten = \"127.0.0.1:{port}\"\npeers = \"1=127.0.0.1:{port}\"\ndata = \"{}\"\ncores = 1\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_rast"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RAST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    // A single-node cluster elects itself and serves an append.
+    let output = Command::new(env!("CARGO_BIN_EXE_rast"))
+        .args([
+            "append",
+            "configured",
+            "--cluster",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .output()
+        .unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(output.status.success(), "{output:?}");
+
+    std::fs::write(&config, "id = \"one\"\n").unwrap();
+    let bad = Command::new(env!("CARGO_BIN_EXE_rast"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("parsing config file"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -15,6 +15,9 @@
 //! propose ID [count=N] | read-index ID | transfer-leadership from=ID to=ID
 //! deliver-msgs [ID..] [drop=true] | persist ID.. | stabilize
 //! isolate ID | heal | crash ID | restart ID | status ID | log ID
+//! propose-membership ID voters=ID,.. [learners=ID,..]
+//! compact ID index=N | install-snapshot ID index=N term=T
+//! snapshot-sent ID to=ID [success=false]
 //! ```
 
 use std::collections::VecDeque;
@@ -65,6 +68,8 @@ struct Harness {
     membership: Membership,
     isolated: Vec<NodeId>,
     actions: Vec<Action>,
+    /// The content of every config batch proposed: (first index, term).
+    configs: Vec<((LogIndex, Term), Membership)>,
 }
 
 impl Harness {
@@ -74,6 +79,7 @@ impl Harness {
             membership: Membership::default(),
             isolated: Vec::new(),
             actions: Vec::new(),
+            configs: Vec::new(),
         }
     }
 
@@ -199,7 +205,18 @@ impl Harness {
                     continue;
                 }
                 writeln!(output, "> {}", render_message(&envelope.outgoing)).expect("string");
-                let configs: Vec<Membership> = Vec::new();
+                let configs: Vec<Membership> = envelope
+                    .batches
+                    .iter()
+                    .filter(|batch| batch.kind == BatchKind::Config)
+                    .map(|batch| {
+                        self.configs
+                            .iter()
+                            .find(|(key, _)| *key == (batch.first_index, batch.term))
+                            .map(|(_, membership)| *membership)
+                            .expect("config content recorded at proposal")
+                    })
+                    .collect();
                 let body = match envelope.outgoing.body {
                     OutgoingBody::AppendEntries(range) => Body::AppendEntries(AppendEntries {
                         prev_index: range.prev_index,
@@ -316,21 +333,80 @@ impl Harness {
         self.call(id, |core, actions| core.tick(now, actions))
     }
 
+    /// The membership and snapshot hooks.
+    fn run_hooks(&mut self, command: &str, first: u64, arguments: &Arguments) -> String {
+        match command {
+            "propose-membership" => self.propose_membership(first, arguments),
+            "compact" => {
+                let index = LogIndex(arguments.number("index", 0));
+                match self.node(first).core.as_mut() {
+                    Some(core) => core.compact(index),
+                    None => return format!("{first} is down\n"),
+                }
+                self.log(first)
+            }
+            "install-snapshot" => {
+                let index = LogIndex(arguments.number("index", 0));
+                let term = Term(arguments.number("term", 0));
+                let membership = self.membership;
+                let node = self.node(first);
+                node.durable.batches.clear();
+                node.pending.clear();
+                self.call(first, |core, actions| {
+                    core.snapshot_installed(index, term, membership, actions);
+                })
+            }
+            "snapshot-sent" => {
+                let to = NodeId(arguments.number("to", 0));
+                let success = arguments.flag("success", true);
+                self.call(first, |core, actions| {
+                    core.snapshot_sent(to, success, actions);
+                })
+            }
+            other => panic!("unknown command {other:?}"),
+        }
+    }
+
+    fn propose_membership(&mut self, id: u64, arguments: &Arguments) -> String {
+        let ids =
+            |key: &str| -> Vec<NodeId> { arguments.list(key).into_iter().map(NodeId).collect() };
+        let membership = Membership {
+            voters: NodeSet::from_ids(&ids("voters")).expect("voters"),
+            learners: NodeSet::from_ids(&ids("learners")).expect("learners"),
+            ..Membership::default()
+        };
+        let mut result = None;
+        let mut output = self.call(id, |core, actions| {
+            result = Some(core.propose_membership(membership, 256, actions));
+        });
+        match result {
+            Some(Ok((term, index))) => self.configs.push(((index, term), membership)),
+            Some(Err(error)) => writeln!(output, "error: {error}").expect("string"),
+            None => {}
+        }
+        output
+    }
+
     fn status(&mut self, id: u64) -> String {
         let node = self.node(id);
         let Some(core) = node.core.as_ref() else {
             return format!("{id} is down\n");
         };
+        let membership = core.membership();
         let mut output = format!(
-            "{id}: {:?} term={} vote={} leader={} commit={} last={}@{} durable={}\n",
+            "{id}: {:?} term={} vote={} leader={} commit={} first={} last={}@{} durable={} \
+             voters={:?} learners={:?}\n",
             core.role(),
             core.term(),
             core.vote(),
             core.leader(),
             core.commit_index(),
+            core.log().first_index(),
             core.log().last_index(),
             core.log().last_term(),
-            core.log().durable_index()
+            core.log().durable_index(),
+            membership.voters,
+            membership.learners
         );
         if core.role() == rast::raft::Role::Leader {
             for peer in core.membership().members().as_slice() {
@@ -458,7 +534,7 @@ impl Harness {
             }
             "status" => self.status(first),
             "log" => self.log(first),
-            other => panic!("unknown command {other:?}"),
+            other => self.run_hooks(other, first, arguments),
         };
         if output.is_empty() {
             "ok\n".to_string()

@@ -12,6 +12,7 @@ import os
 import socket
 import struct
 import sys
+import time
 
 import capnp  # pycapnp
 
@@ -75,19 +76,29 @@ def append(addresses, payloads):
     for position, payload in enumerate(payloads):
         entries[position] = payload
     # checksum left 0: the leader computes it at the edge.
+    frame = batch.to_bytes()
     candidates = list(addresses)
-    for _ in range(20):
+    last = None
+    for _ in range(100):
         address = candidates.pop(0)
         candidates.append(address)
-        sock = connect(address)
+        try:
+            sock = connect(address)
+        except OSError as error:
+            last = error
+            time.sleep(0.1)
+            continue
         request = rast.ClientRequest.new_message(requestId=1, log="default", append=None)
-        kind, value = call(sock, request, batch.to_bytes())
+        kind, value = call(sock, request, frame)
         sock.close()
         if kind == "appended":
             return address, value
+        last = value
         if kind == "error" and value[1]:
-            candidates.insert(0, value[1])
-    raise RuntimeError("no leader accepted the append")
+            candidates.insert(0, value[1])  # the leader's address
+        else:
+            time.sleep(0.1)  # no leader known yet: an election is running
+    raise RuntimeError("no leader accepted the append: %s" % (last,))
 
 
 def read(address, first, count):

@@ -476,6 +476,8 @@ impl Client {
             sequence: self.sequence,
             key: key.to_vec(),
             operation,
+            // The leader stamps the log time when it builds the entry.
+            time_ms: 0,
         };
         // The session makes a retried write apply once: safe to retry.
         Ok(self

@@ -12,6 +12,17 @@
 //! is reaped, whatever the caller does meanwhile: `abandon` only marks the
 //! slot so the completion frees it, and dropping the ring cancels what can
 //! be cancelled and waits for every completion before freeing anything.
+//!
+//! # Wake-ups are never lost
+//!
+//! A ring is shared by everything on a core, and any of its users may reap
+//! completions that belong to another (a store's `poll` reaps the network's,
+//! one store's another's). A completion is a wake-up: every completion
+//! reaped since the last wait counts towards the next one, so
+//! `submit_and_wait(1)` returns at once when something was reaped in the
+//! meantime, and the caller looks again instead of blocking on a completion
+//! that already came. `submit` only submits. Waiting for more completions
+//! than there are operations in flight would block forever: it panics.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -98,6 +109,9 @@ pub struct Ring {
     slots: Vec<Slot>,
     free: Vec<u32>,
     in_flight: usize,
+    /// Completions reaped since the last wait returned: wake-ups the next
+    /// wait counts (see the module docs).
+    reaped_unwaited: usize,
     /// Completed operations that asked to be reported (see `net`).
     ready: Vec<OpId>,
 }
@@ -120,6 +134,7 @@ impl Ring {
             slots: Vec::new(),
             free: Vec::new(),
             in_flight: 0,
+            reaped_unwaited: 0,
             ready: Vec::new(),
         })
     }
@@ -283,16 +298,37 @@ impl Ring {
         release(&mut self.slots, &mut self.free, op);
     }
 
-    /// Hands queued entries to the kernel without waiting.
+    /// Hands queued entries to the kernel without waiting. Completions stay
+    /// in the completion queue for whoever reaps or waits next.
     pub fn submit(&mut self) -> io::Result<()> {
-        self.submit_and_wait(0)
+        loop {
+            match self.uring.submit() {
+                Ok(_) => return Ok(()),
+                Err(error) if error.raw_os_error() == Some(libc::EINTR) => {}
+                Err(error) if error.raw_os_error() == Some(libc::EBUSY) => {
+                    // The completion queue is full: make room and retry.
+                    self.reap();
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
-    /// Hands queued entries to the kernel and waits until at least `want`
-    /// completions are ready, then reaps them.
+    /// Hands queued entries to the kernel, waits until `want` completions
+    /// have come since the last wait returned (those already reaped by
+    /// anyone count), then reaps what is ready.
+    ///
+    /// Panics if that many can never come (fewer operations in flight):
+    /// that wait would never return.
     pub fn submit_and_wait(&mut self, want: usize) -> io::Result<()> {
+        let missing = want.saturating_sub(self.reaped_unwaited);
+        assert!(
+            missing <= self.in_flight,
+            "waiting for {missing} more completions with {} operations in flight would block forever",
+            self.in_flight
+        );
         loop {
-            match self.uring.submit_and_wait(want) {
+            match self.uring.submit_and_wait(missing) {
                 Ok(_) => break,
                 Err(error) if error.raw_os_error() == Some(libc::EINTR) => {}
                 Err(error) if error.raw_os_error() == Some(libc::EBUSY) => {
@@ -303,6 +339,9 @@ impl Ring {
             }
         }
         self.reap();
+        if want > 0 {
+            self.reaped_unwaited = 0;
+        }
         Ok(())
     }
 
@@ -313,6 +352,7 @@ impl Ring {
             slots,
             free,
             in_flight,
+            reaped_unwaited,
             ready,
         } = self;
         let mut reaped = 0;
@@ -322,6 +362,7 @@ impl Ring {
             }
             reaped += 1;
             *in_flight -= 1;
+            *reaped_unwaited += 1;
             let op = OpId(entry.user_data());
             if complete(slots, free, op, entry.result()) {
                 ready.push(op);
@@ -508,6 +549,35 @@ mod tests {
         assert_eq!(ring.wait(sync).unwrap(), -libc::ECANCELED);
         drop(file);
         std::fs::remove_file(path).unwrap();
+    }
+
+    /// A completion reaped before a wait (by another user of a shared
+    /// ring) still wakes that wait: it returns at once instead of blocking
+    /// for a completion that already came. The wait after it blocks again.
+    #[test]
+    fn completion_reaped_early_wakes_the_next_wait() {
+        let (path, file) = temp_file("wake");
+        let mut ring = Ring::new().unwrap();
+        let sync = ring.fdatasync(&file, Link::None).unwrap();
+        ring.submit().unwrap();
+        while ring.in_flight() > 0 {
+            ring.reap();
+        }
+        assert_eq!(ring.take(sync), Some(0));
+        // Nothing in flight, but a completion came since the last wait.
+        ring.submit_and_wait(1).unwrap();
+        let next = ring.fdatasync(&file, Link::None).unwrap();
+        assert_eq!(ring.wait(next).unwrap(), 0);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    /// Waiting for a completion with nothing in flight and none reaped
+    /// since the last wait would block forever: it panics instead.
+    #[test]
+    #[should_panic(expected = "would block forever")]
+    fn wait_with_nothing_in_flight_panics() {
+        let mut ring = Ring::new().unwrap();
+        ring.submit_and_wait(1).unwrap();
     }
 
     /// Dropping a ring with an operation that never completes by itself (a

@@ -34,7 +34,6 @@
 //! still sweeps leftovers of earlier runs under the same output directory
 //! at start ([`nodes::sweep_leftovers`]).
 
-pub mod json;
 pub mod net;
 pub mod nodes;
 pub mod schedule;
@@ -55,7 +54,6 @@ use crate::check::wgl::Budget;
 use crate::client::{Client, ClientOptions, Connection};
 use crate::types::{LogIndex, NodeId};
 use crate::wire::client::{RequestBody, ResponseBody, Status};
-use json::Json;
 use net::Network;
 use nodes::Nodes;
 use schedule::{Fault, Plan, Scenario, Schedule, Target};
@@ -288,23 +286,21 @@ impl Harness<'_> {
             ..Budget::DEFAULT
         };
         let verdict = verdict::judge(&evidence, &budget);
-        write(
-            &self.run_dir.join("verdict.json"),
-            &format!("{}\n", verdict.json),
-        )?;
+        let json = serde_json::to_string_pretty(&verdict.json).unwrap_or_default();
+        write(&self.run_dir.join("verdict.json"), &format!("{json}\n"))?;
         write(&self.run_dir.join("summary.txt"), &verdict.summary)?;
         Ok(verdict)
     }
 
-    fn facts(&self, schedule: &Schedule) -> Vec<(String, Json)> {
+    fn facts(&self, schedule: &Schedule) -> Vec<(String, serde_json::Value)> {
         vec![
-            ("seed".into(), Json::Number(self.options.seed)),
-            ("scenario".into(), Json::text(self.options.scenario.name())),
-            ("nodes".into(), Json::Number(self.options.nodes as u64)),
-            ("seconds".into(), Json::Number(self.options.seconds)),
-            ("namespaces".into(), Json::Bool(self.network.can_cut())),
-            ("steps".into(), Json::Number(schedule.steps.len() as u64)),
-            ("run".into(), Json::text(self.run_dir.display().to_string())),
+            ("seed".into(), self.options.seed.into()),
+            ("scenario".into(), self.options.scenario.name().into()),
+            ("nodes".into(), self.options.nodes.into()),
+            ("seconds".into(), self.options.seconds.into()),
+            ("namespaces".into(), self.network.can_cut().into()),
+            ("steps".into(), schedule.steps.len().into()),
+            ("run".into(), self.run_dir.display().to_string().into()),
         ]
     }
 

@@ -154,7 +154,7 @@ impl Nodes {
             .args(["serve", "--id", &(node + 1).to_string()])
             .args(["--listen", network.address(node), "--peers", &self.peers])
             .args(["--cores", &self.cores.to_string()])
-            .args(["--logs", &super::workload::LOGS.join(",")])
+            .args(["--logs", &format!("{},kv", super::workload::LOGS.join(","))])
             .arg("--data")
             .arg(entry.disk.join("data"))
             .env("RAST_LOG", "info")

@@ -27,7 +27,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::json::Json;
+use serde_json::{Map, Value, json};
+
 use super::workload::{LOG_LETTERS, NemesisOp, is_server_entry};
 use crate::check;
 use crate::check::history::{EventKind, History, Operation, Outcome, ProcessId};
@@ -74,7 +75,7 @@ pub struct Evidence {
     /// Nodes that exited on their own: (node, status).
     pub exits: Vec<(usize, String)>,
     /// Facts about the run for the JSON (seed, scenario, ...).
-    pub run: Vec<(String, Json)>,
+    pub run: Vec<(String, Value)>,
     /// How to replay the schedule.
     pub replay: String,
 }
@@ -85,7 +86,7 @@ pub struct Verdict {
     /// Whether every check passed.
     pub pass: bool,
     /// The JSON verdict.
-    pub json: Json,
+    pub json: Value,
     /// A short human summary.
     pub summary: String,
 }
@@ -500,111 +501,56 @@ fn to_json(
     counts: &Counts,
     availability: &Availability,
     stale_reads: [u64; 2],
-) -> Json {
+) -> Value {
     let recoveries = &availability.recoveries;
-    let mut pairs: Vec<(String, Json)> = vec![(
-        "verdict".into(),
-        Json::text(if pass { "pass" } else { "fail" }),
-    )];
-    pairs.extend(evidence.run.iter().cloned());
-    pairs.push(("replay".into(), Json::text(&evidence.replay)));
-    pairs.push((
-        "operations".into(),
-        Json::object(counts.iter().map(|(function, outcomes)| {
-            (
-                *function,
-                Json::object(
-                    outcomes
-                        .iter()
-                        .map(|(outcome, count)| (*outcome, Json::Number(*count))),
-                ),
-            )
-        })),
-    ));
-    let faults = |map: &BTreeMap<String, u64>| {
-        Json::object(
-            map.iter()
-                .map(|(kind, count)| (kind.clone(), Json::Number(*count))),
-        )
-    };
-    pairs.push(("faults".into(), faults(&evidence.faults)));
-    pairs.push(("faults_skipped".into(), faults(&evidence.skipped)));
-    let known: Vec<u64> = recoveries.iter().flatten().copied().collect();
-    pairs.push((
+    let mut object = Map::new();
+    object.insert("verdict".into(), json!(if pass { "pass" } else { "fail" }));
+    object.extend(evidence.run.iter().cloned());
+    object.insert("replay".into(), json!(evidence.replay));
+    object.insert("operations".into(), json!(counts));
+    object.insert("faults".into(), json!(evidence.faults));
+    object.insert("faults_skipped".into(), json!(evidence.skipped));
+    object.insert(
         "recovery_ms".into(),
-        Json::object([
-            (
-                "after_each_heal",
-                Json::Array(
-                    recoveries
-                        .iter()
-                        .map(|ms| ms.map_or(Json::Null, Json::Number))
-                        .collect(),
-                ),
-            ),
-            (
-                "max",
-                known
-                    .iter()
-                    .max()
-                    .map_or(Json::Null, |ms| Json::Number(*ms)),
-            ),
-            (
-                "final",
-                evidence
-                    .recovery_final
-                    .as_ref()
-                    .map_or(Json::Null, |ms| Json::Number(*ms)),
-            ),
-            ("bound", Json::Number(evidence.recovery_ms_max)),
-        ]),
-    ));
-    pairs.push((
+        json!({
+            "after_each_heal": recoveries,
+            "max": recoveries.iter().flatten().max(),
+            "final": evidence.recovery_final.as_ref().ok(),
+            "bound": evidence.recovery_ms_max,
+        }),
+    );
+    object.insert(
         "longest_write_gap_ms".into(),
-        Json::object([
-            ("a", Json::Number(availability.gaps[0])),
-            ("b", Json::Number(availability.gaps[1])),
-        ]),
-    ));
-    pairs.push((
+        json!({"a": availability.gaps[0], "b": availability.gaps[1]}),
+    );
+    object.insert(
         "stale_reads".into(),
-        Json::object([
-            ("a", Json::Number(stale_reads[0])),
-            ("b", Json::Number(stale_reads[1])),
-            (
-                "note",
-                Json::text("log reads are served from the asked node's committed prefix and may lag; counted, not failed"),
-            ),
-        ]),
-    ));
-    pairs.push((
+        json!({
+            "a": stale_reads[0],
+            "b": stale_reads[1],
+            "note": "log reads are served from the asked node's committed prefix and may lag; counted, not failed",
+        }),
+    );
+    object.insert(
         "kv".into(),
-        Json::text(match &evidence.kv {
+        json!(match &evidence.kv {
             KvStatus::NotServed(_) => "KV not served",
             KvStatus::Served => "served",
         }),
-    ));
-    pairs.push(("checks".into(), findings_json(findings)));
-    Json::Object(pairs)
-}
-
-fn findings_json(findings: &[Finding]) -> Json {
-    Json::Array(
-        findings
-            .iter()
-            .map(|finding| {
-                Json::object([
-                    ("name", Json::text(&finding.name)),
-                    ("pass", Json::Bool(finding.pass)),
-                    ("detail", Json::text(&finding.detail)),
-                    (
-                        "violations",
-                        Json::Array(finding.violations.iter().map(Json::text).collect()),
-                    ),
-                ])
+    );
+    let checks: Vec<Value> = findings
+        .iter()
+        .map(|finding| {
+            json!({
+                "name": finding.name,
+                "pass": finding.pass,
+                "detail": finding.detail,
+                "violations": finding.violations,
             })
-            .collect(),
-    )
+        })
+        .collect();
+    object.insert("checks".into(), Value::Array(checks));
+    Value::Object(object)
 }
 
 fn summarize(
@@ -771,34 +717,18 @@ mod tests {
             faults: BTreeMap::new(),
             skipped: BTreeMap::new(),
             exits: Vec::new(),
-            run: vec![("seed".into(), Json::Number(7))],
+            run: vec![("seed".into(), json!(7))],
             replay: "scripts/nemesis --seed 7".into(),
         }
     }
 
     fn failed_checks(verdict: &Verdict) -> Vec<String> {
-        let Json::Object(pairs) = &verdict.json else {
-            panic!("not an object");
-        };
-        let checks = pairs.iter().find(|(key, _)| key == "checks").unwrap();
-        let Json::Array(checks) = &checks.1 else {
-            panic!("checks is not an array");
-        };
-        checks
+        verdict.json["checks"]
+            .as_array()
+            .expect("checks is an array")
             .iter()
-            .filter_map(|check| {
-                let Json::Object(fields) = check else {
-                    return None;
-                };
-                let pass = fields
-                    .iter()
-                    .any(|(key, value)| key == "pass" && *value == Json::Bool(true));
-                let name = fields
-                    .iter()
-                    .find(|(key, _)| key == "name")
-                    .map(|(_, v)| v.to_string());
-                (!pass).then(|| name.unwrap_or_default())
-            })
+            .filter(|check| check["pass"] != Value::Bool(true))
+            .map(|check| check["name"].as_str().unwrap_or_default().to_owned())
             .collect()
     }
 
@@ -818,7 +748,7 @@ mod tests {
             stale.summary
         );
         assert!(stale.summary.contains("KV not served"), "{}", stale.summary);
-        assert!(verdict.json.to_string().contains("\"verdict\": \"pass\""));
+        assert_eq!(verdict.json["verdict"], "pass");
     }
 
     /// A lost acknowledged append, a divergent node, a wrong read, a node
@@ -831,7 +761,7 @@ mod tests {
             &Budget::DEFAULT,
         );
         assert!(!lost.pass);
-        assert_eq!(failed_checks(&lost), vec!["\"log a\""]);
+        assert_eq!(failed_checks(&lost), vec!["log a"]);
         assert!(lost.summary.contains("is lost"), "{}", lost.summary);
         assert!(
             lost.summary
@@ -842,13 +772,13 @@ mod tests {
             &evidence(history(Some(20)), &[&[NOOP, 10, 20], &[NOOP, 20, 10]]),
             &Budget::DEFAULT,
         );
-        assert_eq!(failed_checks(&diverged), vec!["\"log a\""]);
+        assert_eq!(failed_checks(&diverged), vec!["log a"]);
 
         let wrong_read = judge(
             &evidence(history(Some(10)), &[&[NOOP, 10, 20]]),
             &Budget::DEFAULT,
         );
-        assert_eq!(failed_checks(&wrong_read), vec!["\"log a\""]);
+        assert_eq!(failed_checks(&wrong_read), vec!["log a"]);
 
         let logs: &[&[u64]] = &[&[NOOP, 10, 20]];
         let mut exited = evidence(history(Some(20)), logs);
@@ -859,9 +789,9 @@ mod tests {
         assert_eq!(
             failed_checks(&verdict),
             vec![
-                "\"kv linearizable\"",
-                "\"writes accepted after the last fault\"",
-                "\"no node exited on its own\""
+                "kv linearizable",
+                "writes accepted after the last fault",
+                "no node exited on its own"
             ]
         );
     }
@@ -893,7 +823,7 @@ mod tests {
         bad.index_commit = [LogIndex(0), LogIndex(0)];
         bad.kv = KvStatus::Served;
         let verdict = judge(&bad, &Budget::DEFAULT);
-        assert_eq!(failed_checks(&verdict), vec!["\"kv linearizable\""]);
+        assert_eq!(failed_checks(&verdict), vec!["kv linearizable"]);
         assert!(
             verdict.summary.contains("key 1 is not linearizable"),
             "{}",

@@ -1,6 +1,9 @@
 //! The workload: concurrent clients appending to two logs, reading them
-//! back, and (when the server serves it) using the key-value store; every
-//! operation recorded as invoke / ok / fail / info in one history.
+//! back, and using the key-value store; every operation recorded as
+//! invoke / ok / fail / info in one history. A server that answers that it
+//! does not serve the key-value store ([`kv_not_served`]) fails the run,
+//! unless it is run with `--kv-optional` (then the verdict says "KV not
+//! served": never a pass of the key-value check).
 //!
 //! One history holds every client's events in true real-time order: an
 //! event is timestamped and appended under one lock, invokes before the

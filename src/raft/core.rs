@@ -1123,10 +1123,14 @@ impl Core {
         response: AppendResponse,
         actions: &mut Vec<Action>,
     ) {
-        let last = self.log.last_index();
-        if response.match_index > last || response.last_index > last {
-            return; // not from this leader's log: ignore
+        // An honest follower acknowledges whole batches of this leader's
+        // log; anything else is not an answer to this leader: ignore it.
+        if !self.log.is_batch_end(response.match_index)
+            || !self.log.is_batch_end(response.last_index)
+        {
+            return;
         }
+        let last = self.log.last_index();
         let progress = &mut self.peers[position].progress;
         let advanced = progress.update_match(response.match_index);
         match progress.state {
@@ -1187,7 +1191,8 @@ impl Core {
         let progress = &mut self.peers[position].progress;
         progress.recent_active = true;
         progress.read_round_acked = progress.read_round_acked.max(response.read_round);
-        let advanced = response.match_index <= last && progress.update_match(response.match_index);
+        let advanced = self.log.is_batch_end(response.match_index)
+            && progress.update_match(response.match_index);
         if progress.state == ProgressState::Probe {
             progress.probe_sent = false;
         }

@@ -201,6 +201,13 @@ impl Log {
                 .is_some_and(|batch| batch.first_index == index)
     }
 
+    /// Whether `index` ends a batch, or lies at or below the snapshot (where
+    /// the leader no longer knows boundaries and any index is a prefix end).
+    pub fn is_batch_end(&self, index: LogIndex) -> bool {
+        index <= self.snapshot_index
+            || (index <= self.last_index() && self.is_batch_start(index.next()))
+    }
+
     /// The start of the batch containing `index`; `index` itself when it is
     /// not held (past the end, or at or below the snapshot).
     pub fn batch_start(&self, index: LogIndex) -> LogIndex {
@@ -398,6 +405,10 @@ mod tests {
         assert!(!log.is_batch_start(LogIndex(3)));
         assert!(log.is_batch_start(LogIndex(9)), "one past the end");
         assert_eq!(log.batch_start(LogIndex(7)), LogIndex(5));
+        assert!(log.is_batch_end(LogIndex(3)) && log.is_batch_end(LogIndex(8)));
+        assert!(!log.is_batch_end(LogIndex(2)), "inside a batch");
+        assert!(!log.is_batch_end(LogIndex(9)), "beyond the log");
+        assert!(log.is_batch_end(LogIndex(0)), "the empty prefix");
     }
 
     /// A completion that raced with a truncation is recognized as stale.

@@ -25,7 +25,10 @@ pub struct NodeSet {
 
 impl std::fmt::Debug for NodeSet {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_set().entries(self.as_slice()).finish()
+        formatter
+            .debug_list()
+            .entries(self.as_slice().iter().map(|id| id.get()))
+            .finish()
     }
 }
 

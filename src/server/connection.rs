@@ -25,10 +25,6 @@ const INBOX_BYTES_INITIAL: usize = 64 * 1024;
 /// Largest receive buffer: a whole AppendEntries (header plus batches).
 pub const INBOX_BYTES_MAX: usize = 2 * FRAME_BYTES_MAX;
 
-/// Bytes queued for sending beyond which the connection is considered slow
-/// and its producer should back off (a tail, a flood of responses).
-pub const OUTBOX_BYTES_HIGH: usize = 8 * 1024 * 1024;
-
 /// Bytes of a file to send without copying them into user space.
 #[derive(Clone, Debug)]
 pub struct FileSpan {

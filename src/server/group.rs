@@ -16,6 +16,7 @@ use std::collections::VecDeque;
 
 use super::connection::FileSpan;
 use crate::constants::APPEND_MESSAGE_BYTES_MAX;
+use crate::kv::{ReadQueue, StateMachine};
 use crate::net::codec::{self, PeerBody, PeerHeader};
 use crate::raft::{
     self, Action, AppendEntries, BatchSummary, Body, Core, Membership, Message, NodeSet,
@@ -26,6 +27,10 @@ use crate::storage::{self, LogStorage, StorageError};
 use crate::types::{LogId, LogIndex, NodeId, Term};
 use crate::wire::client::{ErrorKind, ErrorReply, Response, ResponseBody};
 use crate::wire::{BatchKind, BatchMut, BatchView, WireError, encode_batch, split_frame};
+
+mod kv;
+
+pub use kv::KV_LOG;
 
 /// Where an answer goes: a connection on this core and the request id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,7 +88,8 @@ impl Outbound {
     }
 }
 
-/// An append waiting for its commit.
+/// An append waiting for its commit, or a key-value write waiting for its
+/// apply.
 #[derive(Clone, Copy, Debug)]
 struct PendingAppend {
     first_index: LogIndex,
@@ -91,6 +97,8 @@ struct PendingAppend {
     term: Term,
     count: u32,
     reply: ReplyTo,
+    /// A key-value write: answered with its apply's response.
+    write: bool,
 }
 
 /// A client following the log.
@@ -138,6 +146,10 @@ pub struct Group {
     flushed_at: Option<std::time::Instant>,
     /// The leader last reported.
     leader: NodeId,
+    /// The key-value state machine, on the `kv` log only.
+    kv: Option<StateMachine>,
+    /// Linearizable reads waiting for their ReadIndex round and the apply.
+    reads: ReadQueue<(ReplyTo, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for Group {
@@ -199,6 +211,8 @@ impl Group {
             spliced: None,
             flushed_at: None,
             leader: NodeId::ZERO,
+            kv: (id == LogId::from_name(KV_LOG)).then(StateMachine::new),
+            reads: ReadQueue::new(),
         })
     }
 
@@ -431,6 +445,7 @@ impl Group {
                     term,
                     count,
                     reply,
+                    write: kind == BatchKind::Kv && self.kv.is_some(),
                 });
                 self.execute(&mut actions, Some(frame), None, out);
             }
@@ -655,7 +670,26 @@ impl Group {
             }
             Action::Send(message) => self.send(&message, out)?,
             Action::Apply { up_to } => self.committed(up_to, out),
-            Action::ReadReady { .. } | Action::ReadsAborted { .. } => {}
+            Action::ReadReady {
+                through_round,
+                index,
+            } => {
+                self.reads.confirmed(through_round, index);
+                self.serve_reads(out);
+            }
+            Action::ReadsAborted { through_round } => {
+                let (leader, address) = (self.core.leader(), self.address_of(self.core.leader()));
+                self.reads.abort(through_round, |(reply, _)| {
+                    out.error(
+                        reply,
+                        ErrorKind::NotLeader {
+                            leader: leader.get(),
+                            address: address.clone(),
+                        },
+                        "leadership lost before the read was confirmed",
+                    );
+                });
+            }
             Action::SendSnapshot { to } => {
                 tracing::warn!(log = %self.name, peer = %to, "peer needs a snapshot; snapshots are not served yet");
             }
@@ -695,12 +729,15 @@ impl Group {
 
     /// Entries up to `up_to` are committed: answer appends, feed tails.
     fn committed(&mut self, up_to: LogIndex, out: &mut Outbound) {
+        let mut responses = self.apply_kv(up_to, out);
         while let Some(pending) = self.pending.front().copied() {
             if pending.last_index > up_to {
                 break;
             }
             self.pending.pop_front();
-            if self.storage.term_at(pending.last_index) == Some(pending.term) {
+            if pending.write {
+                self.answer_write(pending, &mut responses, out);
+            } else if self.storage.term_at(pending.last_index) == Some(pending.term) {
                 out.reply(
                     pending.reply,
                     ResponseBody::Appended {
@@ -877,9 +914,23 @@ impl Group {
             first_index: self.storage.first_index().get(),
             last_index: self.storage.last_index().get(),
             commit_index: core.commit_index().get(),
-            applied_index: core.commit_index().get(),
+            applied_index: self
+                .kv
+                .as_ref()
+                .map_or(core.commit_index(), StateMachine::applied_index)
+                .get(),
             peers,
-            failed: self.failed.clone().unwrap_or_default(),
+            failed: self
+                .failed
+                .clone()
+                .or_else(|| {
+                    let failure = self.kv.as_ref()?.failure()?;
+                    Some(format!(
+                        "state machine stopped at index {}: {}",
+                        failure.index, failure.reason
+                    ))
+                })
+                .unwrap_or_default(),
         }
     }
 }

@@ -112,6 +112,11 @@ pub fn serve(settings: Settings) -> Result<(), ServerError> {
         })?;
     }
     let wiring = shard::Wiring::new(settings.cores)?;
+    // Pin each core's thread to its CPU only when this node has the whole
+    // machine: nodes sharing a machine (a local cluster) would otherwise
+    // all pile onto CPU 0, 1, … and leave the rest idle.
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let pin = settings.cores as usize >= cpus;
     let mut threads = Vec::new();
     for index in 0..settings.cores {
         let settings = Arc::clone(&settings);
@@ -120,7 +125,9 @@ pub fn serve(settings: Settings) -> Result<(), ServerError> {
         let thread = std::thread::Builder::new()
             .name(format!("rast-core-{index}"))
             .spawn(move || -> Result<(), ServerError> {
-                pin_to_core(index);
+                if pin {
+                    pin_to_core(index);
+                }
                 shard::Shard::new(index, settings, wiring, metrics)?.run()
             })
             .map_err(|source| ServerError::Io {

@@ -44,6 +44,11 @@ const HANDOFF_QUEUE_MAX: usize = 1024;
 /// Longest wait between reconnect attempts to a peer.
 const RECONNECT_MS_MAX: u64 = 1000;
 
+/// Bytes queued for one connection beyond which its reader is considered
+/// gone (paused, partitioned, or never reading) and the connection is
+/// dropped instead of buffering more: twice a peer's inflight window.
+const OUTBOX_BYTES_MAX: usize = 2 * crate::constants::INFLIGHT_BYTES_MAX as usize;
+
 /// Batch bytes of an AppendEntries from which a follower splices them
 /// (socket → pipe → file) instead of receiving them into a buffer: below
 /// it, the extra system calls cost more than the copy saves.
@@ -706,10 +711,15 @@ impl Shard {
                 Err(error) => return Err(format!("bad batch frame: {error}")),
             }
         }
-        let name = if request.log.is_empty() {
-            "default".to_owned()
-        } else {
+        let name = if !request.log.is_empty() {
             request.log.clone()
+        } else if matches!(
+            request.body,
+            RequestBody::Get { .. } | RequestBody::Write(_)
+        ) {
+            super::group::KV_LOG.to_owned()
+        } else {
+            "default".to_owned()
         };
         let id = LogId::from_name(&name);
         let owner = (id.get() % u64::from(self.settings.cores)) as u32;
@@ -789,7 +799,9 @@ impl Shard {
                 let status = group.status();
                 out.reply(reply, ResponseBody::Status(status));
             }
-            RequestBody::Get { .. } | RequestBody::Write(_) | RequestBody::Admin(_) => {
+            RequestBody::Get { key, stale } => group.get(key.clone(), *stale, reply, out),
+            RequestBody::Write(command) => group.write(command.clone(), reply, out),
+            RequestBody::Admin(_) => {
                 out.error(
                     reply,
                     ErrorKind::Invalid,
@@ -1164,6 +1176,14 @@ impl Shard {
                 continue;
             }
             if let Some(entry) = self.slots[slot].as_mut() {
+                if entry.connection.queued() > OUTBOX_BYTES_MAX {
+                    // The peer stopped reading (paused, partitioned): drop the
+                    // connection rather than buffer without bound; Raft
+                    // resends what matters after the reconnect.
+                    tracing::warn!(peer = %peer, "peer not reading; dropping its connection");
+                    entry.connection.closed = true;
+                    continue;
+                }
                 entry.connection.queue(&frame);
             }
         }
@@ -1171,6 +1191,11 @@ impl Shard {
             if let Some(entry) = self.slots.get_mut(to.connection).and_then(Option::as_mut)
                 && entry.generation == to.generation
             {
+                if entry.connection.queued() > OUTBOX_BYTES_MAX {
+                    tracing::warn!("client not reading its answers; closing its connection");
+                    entry.connection.closed = true;
+                    continue;
+                }
                 match piece {
                     ClientOut::Bytes(bytes) => entry.connection.queue(&bytes),
                     ClientOut::File(span) => {

@@ -25,7 +25,7 @@
 
 use std::collections::HashMap;
 
-use crate::sim::disk::{BatchRef, DiskState};
+use crate::sim::disk::{BatchRef, DiskState, DurableView};
 use crate::types::{LogIndex, NodeId, Term};
 
 /// A violated property: what and where.
@@ -199,7 +199,7 @@ impl Checker {
 
     /// Committed entries survive crashes: each is durable on a majority of
     /// the voters, given each voter's durable state.
-    pub fn committed_durable(&self, durable: &[&DiskState]) -> Result<(), Violation> {
+    pub fn committed_durable(&self, durable: &[DurableView<'_>]) -> Result<(), Violation> {
         let majority = durable.len() / 2 + 1;
         for (position, expected) in self.committed.iter().enumerate() {
             let index = LogIndex(position as u64 + 1);

@@ -26,7 +26,7 @@ use crate::raft::{
     Restart, Role,
 };
 use crate::sim::checker::{Checker, HistoryEntry, Operation, Outcome, Violation};
-use crate::sim::disk::{BatchRef, DiskOperation, DiskState, SimBatch, SimDisk};
+use crate::sim::disk::{BatchRef, DiskOperation, DurableView, SimBatch, SimDisk};
 use crate::types::{LogIndex, NodeId, Term};
 use crate::wire::BatchKind;
 
@@ -38,8 +38,6 @@ const ELECTION_MS: u64 = 100;
 const HEARTBEAT_MS: u64 = 10;
 /// A client gives up on an operation after this long (outcome: info).
 const CLIENT_TIMEOUT_MS: u64 = 600;
-/// Bytes the simulation accounts per entry.
-const ENTRY_BYTES: u32 = 128;
 /// Appends the liveness probe must get committed after the heal.
 const PROBE_APPENDS: usize = 3;
 /// Events one run may take: a bound on a run that stopped making progress.
@@ -56,6 +54,12 @@ pub struct Options {
     pub liveness_bound_ms: u64,
     /// Concurrent clients.
     pub clients: u32,
+    /// Print a trace of the run (role changes, faults, node states) to
+    /// standard error: for replaying a failing seed.
+    pub trace: bool,
+    /// Run the exact (exponential, budgeted) linearizability search on the
+    /// seeds that are multiples of this; the fast log checker runs on all.
+    pub exact_search_every: u64,
     /// The bug planted in every node, if any.
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<crate::raft::PlantedBug>,
@@ -69,6 +73,8 @@ impl Options {
             nemesis_ms: 4_000,
             liveness_bound_ms: 5_000,
             clients: 3,
+            exact_search_every: 16,
+            trace: false,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
@@ -100,7 +106,12 @@ pub struct Report {
     pub liveness_leader_ms: u64,
     /// Heal to every probe append committed, simulated ms.
     pub liveness_commit_ms: u64,
-    /// The client history (for the linearizability checkers).
+    /// Operations judged by the `check` checkers.
+    pub history_operations: usize,
+    /// The exact search proved the history linearizable (false: it ran out
+    /// of budget; the fast log checker passed either way).
+    pub linearizable: bool,
+    /// The client history.
     pub history: Vec<HistoryEntry>,
 }
 
@@ -258,6 +269,8 @@ struct Simulation {
     crashes: u64,
     elections: u64,
     committed_before_heal: u64,
+    verdict: crate::sim::history::HistoryVerdict,
+    next_trace_ms: u64,
     events: u64,
     actions: Vec<Action>,
 }
@@ -311,6 +324,8 @@ impl Simulation {
             crashes: 0,
             elections: 0,
             committed_before_heal: 0,
+            verdict: crate::sim::history::HistoryVerdict::default(),
+            next_trace_ms: 0,
             events: 0,
             actions: Vec::with_capacity(crate::constants::ACTIONS_PER_STEP_MAX),
         }
@@ -336,6 +351,8 @@ impl Simulation {
             committed_before_heal: self.committed_before_heal,
             liveness_leader_ms: self.leader_ms.unwrap_or(u64::MAX),
             liveness_commit_ms: self.probes_done_ms.unwrap_or(u64::MAX),
+            history_operations: self.verdict.operations,
+            linearizable: self.verdict.linearizable,
             history: history.clone(),
         }
     }
@@ -371,6 +388,10 @@ impl Simulation {
             self.events += 1;
             assert!(self.events < EVENTS_MAX, "run stopped making progress");
             self.handle(scheduled.event)?;
+            if self.options.trace && self.now >= self.next_trace_ms {
+                self.trace_nodes();
+                self.next_trace_ms = self.now + 500;
+            }
             if self.healed {
                 self.liveness_step()?;
             }
@@ -439,12 +460,18 @@ impl Simulation {
     }
 
     fn restart(&mut self, node: usize) {
+        self.trace(|| format!("restart node {}", node + 1));
         let id = self.nodes[node].id;
         let config = self.config(id);
-        let durable = self.nodes[node].disk.durable();
-        let summaries: Vec<_> = durable.batches.iter().map(|batch| batch.summary).collect();
+        // After a crash the written state is what recovery found.
+        let recovered = self.nodes[node].disk.written();
+        let summaries: Vec<_> = recovered
+            .batches
+            .iter()
+            .map(|batch| batch.summary)
+            .collect();
         let restart = Restart {
-            hard_state: durable.hard_state,
+            hard_state: recovered.hard_state,
             snapshot_index: LogIndex::ZERO,
             snapshot_term: Term::ZERO,
             membership: self.membership,
@@ -457,10 +484,11 @@ impl Simulation {
     }
 
     fn crash(&mut self, node: usize) -> Result<(), Violation> {
-        let state = &mut self.nodes[node];
-        if state.core.is_none() {
+        if self.nodes[node].core.is_none() {
             return Ok(());
         }
+        self.trace(|| format!("crash node {}", node + 1));
+        let state = &mut self.nodes[node];
         state.core = None;
         state.life += 1;
         state.disk.crash(&mut self.random);
@@ -478,7 +506,8 @@ impl Simulation {
             self.complete(operation, Outcome::Fail);
         }
         self.crashes += 1;
-        let durable: Vec<&DiskState> = self.nodes.iter().map(|node| node.disk.durable()).collect();
+        let durable: Vec<DurableView<'_>> =
+            self.nodes.iter().map(|node| node.disk.durable()).collect();
         self.checker.committed_durable(&durable)
     }
 
@@ -599,17 +628,7 @@ impl Simulation {
                     self.store(node, std::slice::from_ref(batch))?;
                 }
                 Action::AppendNoop { term, index } => {
-                    let batch = Rc::new(SimBatch {
-                        summary: crate::raft::BatchSummary {
-                            term,
-                            first_index: index,
-                            count: 1,
-                            bytes: crate::constants::NOOP_BATCH_BYTES,
-                            kind: BatchKind::Noop,
-                        },
-                        values: Box::new([0]),
-                        membership: None,
-                    });
+                    let batch = Rc::new(SimBatch::new(BatchKind::Noop, term, index, &[0]));
                     self.store(node, &[batch])?;
                 }
                 Action::AppendReceived { skip, .. } => {
@@ -665,19 +684,13 @@ impl Simulation {
     fn send(&mut self, node: usize, outgoing: crate::raft::Outgoing) {
         let body = match outgoing.body {
             OutgoingBody::AppendEntries(range) => {
-                let written = self.nodes[node].disk.written();
-                let mut batches = Vec::with_capacity(range.batches as usize);
-                if range.batches > 0 {
-                    let start = written
-                        .position(range.first_index)
-                        .expect("range is stored");
-                    for batch in &written.batches[start..] {
-                        if batch.summary.first_index > range.last_index {
-                            break;
-                        }
-                        batches.push(Rc::clone(batch));
-                    }
-                }
+                let batches = if range.batches > 0 {
+                    self.nodes[node]
+                        .disk
+                        .read(range.first_index, range.last_index)
+                } else {
+                    Vec::new()
+                };
                 assert_eq!(batches.len(), range.batches as usize, "range {range:?}");
                 EnvelopeBody::Append {
                     prev_index: range.prev_index,
@@ -812,6 +825,7 @@ impl Simulation {
         leader: NodeId,
     ) -> Result<(), Violation> {
         let id = self.nodes[node].id;
+        self.trace(|| format!("node {id}: {role:?} term {term} leader {leader}"));
         self.nemesis_on_role_change(node, role);
         if role == Role::Leader {
             self.elections += 1;
@@ -944,21 +958,26 @@ impl Simulation {
         assert!(count <= BATCH_ENTRIES_MAX);
         let mut actions = std::mem::take(&mut self.actions);
         actions.clear();
+        // The frame's size does not depend on the stamped term and index:
+        // encode it first, tell the core its size, stamp what it assigns.
+        let values: Vec<u64> = (first_value..first_value + u64::from(count)).collect();
+        let unstamped = SimBatch::new(BatchKind::Data, Term::ZERO, LogIndex::ZERO, &values);
         let core = self.nodes[node].core.as_mut().expect("leader is up");
-        let result = core.propose(BatchKind::Data, count, count * ENTRY_BYTES, &mut actions);
+        let result = core.propose(
+            BatchKind::Data,
+            count,
+            unstamped.summary.bytes,
+            &mut actions,
+        );
         let executed = match result {
             Ok((term, first_index)) => {
-                let batch = Rc::new(SimBatch {
-                    summary: crate::raft::BatchSummary {
-                        term,
-                        first_index,
-                        count,
-                        bytes: count * ENTRY_BYTES,
-                        kind: BatchKind::Data,
-                    },
-                    values: (first_value..first_value + u64::from(count)).collect(),
-                    membership: None,
-                });
+                let mut batch = unstamped;
+                crate::wire::BatchMut::parse(&mut batch.frame)
+                    .expect("our own frame")
+                    .stamp(term, first_index);
+                batch.summary.term = term;
+                batch.summary.first_index = first_index;
+                let batch = Rc::new(batch);
                 self.nodes[node].proposals.push((index, term, first_index));
                 self.execute(node, &actions, None, Some(&batch))
             }
@@ -1020,7 +1039,9 @@ impl Simulation {
     fn nemesis(&mut self) -> Result<(), Violation> {
         let nodes = self.nodes.len();
         let node = self.random.below(nodes as u64) as usize;
-        match self.random.below(13) {
+        let fault = self.random.below(13);
+        self.trace(|| format!("nemesis: fault {fault} at node {}", node + 1));
+        match fault {
             0 => self.faults.drop_percent = self.random.below(30),
             1 => self.faults.duplicate_percent = self.random.below(15),
             2 => {
@@ -1131,7 +1152,45 @@ impl Simulation {
             .map(|core| (core.id().get() - 1) as usize)
     }
 
+    fn trace(&self, line: impl FnOnce() -> String) {
+        if self.options.trace {
+            eprintln!("{:>6} ms  {}", self.now, line());
+        }
+    }
+
+    /// Traces every node's state.
+    fn trace_nodes(&self) {
+        if !self.options.trace {
+            return;
+        }
+        for node in &self.nodes {
+            let line = node.core.as_ref().map_or_else(
+                || format!("node {}: down", node.id),
+                |core| {
+                    format!(
+                        "node {}: {:?} term {} vote {} leader {} commit {} last {}@{} durable {} \
+                         disk {} (stalled until {})",
+                        node.id,
+                        core.role(),
+                        core.term(),
+                        core.vote(),
+                        core.leader(),
+                        core.commit_index(),
+                        core.log().last_index(),
+                        core.log().last_term(),
+                        core.log().durable_index(),
+                        node.disk.durable().index(),
+                        node.disk_stalled_until,
+                    )
+                },
+            );
+            self.trace(|| line);
+        }
+    }
+
     fn heal(&mut self) {
+        self.trace(|| "heal".to_string());
+        self.trace_nodes();
         self.healed = true;
         self.committed_before_heal = self.checker.committed_length().get();
         self.faults = Faults::calm();
@@ -1201,9 +1260,15 @@ impl Simulation {
                 ),
             });
         }
-        let durable: Vec<&DiskState> = self.nodes.iter().map(|node| node.disk.durable()).collect();
+        let durable: Vec<DurableView<'_>> =
+            self.nodes.iter().map(|node| node.disk.durable()).collect();
         self.checker.committed_durable(&durable)?;
-        self.checker.check_history()
+        self.checker.check_history()?;
+        let exact = self
+            .seed
+            .is_multiple_of(self.options.exact_search_every.max(1));
+        self.verdict = crate::sim::history::check_history(&self.checker, exact)?;
+        Ok(())
     }
 }
 

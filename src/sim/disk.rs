@@ -1,34 +1,36 @@
-//! The simulator's disk: written versus durable, crashes that lose what was
-//! not synced, torn last writes.
+//! The simulator's disk: the storage layer's own in-memory store
+//! ([`MemoryLog`]), with sync latency in the simulator's hands, crashes that
+//! lose what was not synced, and torn last writes.
 //!
 //! ```text
-//!   issue(op) ──► written state (what reads see, at once)
-//!                 unsynced ops  [op op op op]   ◄─ a crash keeps a prefix of
-//!                                │ start_sync        these, the next append
-//!                                ▼                   maybe torn (a prefix of
-//!                 syncing ops ──► durable state      its batches survives)
+//!   issue(op) ──► MemoryLog: append (queued) / store_hard_state / truncate_suffix
+//!        │                    │ start_sync = flush: one sync covers all queued
+//!        │                    ▼ complete_sync (when the simulator says)
+//!        │                 durable ◄─ a crash keeps it, plus some flushed
+//!        │                            batches and maybe a torn one, which
+//!        ▼                            recovery (the real scan) cuts off
+//!   shadow: the same batches decoded (values per entry), for the checkers
 //! ```
 //!
-//! Storage is a queue: operations become durable in the order issued, and a
-//! sync covers every operation issued before it started (one `fdatasync` per
-//! loop turn in the server). A crash keeps the durable state plus any prefix
-//! of the unsynced operations — the kernel may have written some back — and
-//! may tear the first one it drops: an append loses a suffix of its batches
-//! (the server's recovery drops a torn record by its checksum). A hard-state
-//! write is atomic (write temp, fsync, rename).
-//!
-//! This is the small interface the simulator needs; the real
-//! `storage::LogStorage` (and its in-memory model) replaces it once merged.
+//! Because the store is the very `storage::memory::MemoryLog` that passes
+//! the storage conformance suite, the simulator exercises the real contract:
+//! real stamped and sealed `EntryBatch` frames, queued appends, group-commit
+//! syncs, durable truncation, the recovery scan. The shadow only saves the
+//! checkers from decoding frames on every lookup; it is rebuilt from the
+//! store's recovered bytes after every crash, so it never hides a loss.
 
-use std::collections::VecDeque;
 use std::rc::Rc;
 
 use crate::raft::random::Random;
 use crate::raft::{BatchSummary, HardState, Membership};
+use crate::storage::memory::{Crash, MemoryLog, SyncMode};
+use crate::storage::{self, LogStorage};
 use crate::types::{LogIndex, Term};
+use crate::wire::{BatchKind, BatchView, encode_batch};
 
-/// A stored batch: its summary and the values of its entries (the
-/// simulator's stand-in for payload bytes; 0 for a no-op).
+/// A stored batch: its summary, the values of its entries (each payload is
+/// its value, 8 bytes little-endian; a no-op's one empty entry reads 0) and
+/// the sealed frame itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SimBatch {
     /// Term, first index, count, bytes, kind.
@@ -37,15 +39,67 @@ pub struct SimBatch {
     pub values: Box<[u64]>,
     /// The configuration of a `config` batch.
     pub membership: Option<Membership>,
+    /// The stamped, sealed `EntryBatch` frame.
+    pub frame: Box<[u8]>,
+}
+
+impl SimBatch {
+    /// Encodes a batch of `values` (a no-op when `kind` is `Noop`).
+    pub fn new(kind: BatchKind, term: Term, first_index: LogIndex, values: &[u64]) -> Self {
+        let frame = if kind == BatchKind::Noop {
+            encode_batch(kind, term, first_index, &[[0u8; 0]])
+        } else {
+            let payloads: Vec<[u8; 8]> = values.iter().map(|value| value.to_le_bytes()).collect();
+            encode_batch(kind, term, first_index, &payloads)
+        };
+        Self {
+            summary: BatchSummary {
+                term,
+                first_index,
+                count: values.len() as u32,
+                bytes: frame.len() as u32,
+                kind,
+            },
+            values: values.into(),
+            membership: None,
+            frame: frame.into_boxed_slice(),
+        }
+    }
+
+    /// Decodes the stored frame at the start of `frames` (recovery).
+    fn decode(frames: &[u8]) -> Self {
+        let view = BatchView::parse(frames).expect("recovered frames are valid");
+        let kind = view.kind().expect("known kind");
+        let mut values = Vec::with_capacity(view.count() as usize);
+        view.for_each_entry(|payload| {
+            let mut bytes = [0u8; 8];
+            bytes[..payload.len().min(8)].copy_from_slice(&payload[..payload.len().min(8)]);
+            values.push(u64::from_le_bytes(bytes));
+            Ok(())
+        })
+        .expect("recovered frames are valid");
+        Self {
+            summary: BatchSummary {
+                term: view.term(),
+                first_index: view.first_index(),
+                count: view.count(),
+                bytes: view.len() as u32,
+                kind,
+            },
+            values: values.into_boxed_slice(),
+            membership: None,
+            frame: view.bytes().into(),
+        }
+    }
 }
 
 /// A shared, immutable stored batch.
 pub type BatchRef = Rc<SimBatch>;
 
-/// One state of the disk: hard state and the batches of the log.
+/// The decoded log (and hard state) of a node.
 #[derive(Clone, Debug, Default)]
 pub struct DiskState {
-    /// The hard state file.
+    /// The hard state last stored (durable or not).
     pub hard_state: HardState,
     /// The log, contiguous from index 1 (the simulator does not compact).
     pub batches: Vec<BatchRef>,
@@ -85,31 +139,31 @@ impl DiskState {
             (batch.summary.term, batch.values[offset])
         })
     }
+}
 
-    fn apply(&mut self, operation: &DiskOperation) {
-        match operation {
-            DiskOperation::HardState(hard_state) => self.hard_state = *hard_state,
-            DiskOperation::Truncate(from) => {
-                let keep = self
-                    .batches
-                    .partition_point(|batch| batch.summary.first_index < *from);
-                self.batches.truncate(keep);
-            }
-            DiskOperation::Append(batches) => {
-                for batch in batches {
-                    assert_eq!(
-                        batch.summary.first_index,
-                        self.last_index().next(),
-                        "appends are contiguous"
-                    );
-                    self.batches.push(Rc::clone(batch));
-                }
-            }
+/// The durable part of a node's log: what any crash keeps.
+#[derive(Clone, Copy, Debug)]
+pub struct DurableView<'a> {
+    written: &'a DiskState,
+    index: LogIndex,
+}
+
+impl DurableView<'_> {
+    /// The durable index.
+    pub fn index(&self) -> LogIndex {
+        self.index
+    }
+
+    /// The durable entry at `index`.
+    pub fn entry(&self, index: LogIndex) -> Option<(Term, u64)> {
+        if index > self.index {
+            return None;
         }
+        self.written.entry(index)
     }
 }
 
-/// One storage operation.
+/// One storage operation, as the core's actions ask for it.
 #[derive(Clone, Debug)]
 pub enum DiskOperation {
     /// Replace the hard state.
@@ -123,113 +177,202 @@ pub enum DiskOperation {
 /// What a finished sync made durable.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SyncReport {
-    /// The durable log's last index and term, if the sync covered a log
-    /// operation.
+    /// The log's durable index and its term, if it moved.
     pub log: Option<(LogIndex, Term)>,
-    /// The hard state made durable, if any.
+    /// The hard state made durable, if it changed.
     pub hard_state: Option<HardState>,
 }
 
 /// A node's disk.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug)]
 pub struct SimDisk {
-    durable: DiskState,
+    store: MemoryLog,
     written: DiskState,
-    unsynced: VecDeque<DiskOperation>,
-    /// Operations at the front of `unsynced` covered by the sync in flight.
-    syncing: usize,
+    syncing: bool,
+    /// The durable log position and hard state last reported to the core.
+    reported_log: (LogIndex, Term),
+    reported_hard_state: storage::HardState,
+}
+
+impl Default for SimDisk {
+    fn default() -> Self {
+        Self {
+            store: MemoryLog::new(SyncMode::Manual),
+            written: DiskState::default(),
+            syncing: false,
+            reported_log: (LogIndex::ZERO, Term::ZERO),
+            reported_hard_state: storage::HardState::default(),
+        }
+    }
 }
 
 impl SimDisk {
-    /// What reads see: every operation issued.
+    /// The log as written (every operation issued), decoded.
     pub fn written(&self) -> &DiskState {
         &self.written
     }
 
-    /// What survives a crash for sure.
-    pub fn durable(&self) -> &DiskState {
-        &self.durable
+    /// What survives any crash.
+    pub fn durable(&self) -> DurableView<'_> {
+        DurableView {
+            written: &self.written,
+            index: self.store.durability().index,
+        }
     }
 
-    /// Issues an operation (visible to reads at once, durable after a sync).
+    /// Issues an operation (readable at once, durable after a sync;
+    /// truncation is durable at once, as the storage contract says).
     pub fn issue(&mut self, operation: DiskOperation) {
-        self.written.apply(&operation);
-        self.unsynced.push_back(operation);
+        match operation {
+            DiskOperation::HardState(hard_state) => {
+                self.written.hard_state = hard_state;
+                self.store
+                    .store_hard_state(storage_hard_state(hard_state))
+                    .expect("store hard state");
+            }
+            DiskOperation::Truncate(from) => {
+                self.store.truncate_suffix(from).expect("truncate");
+                let keep = self
+                    .written
+                    .batches
+                    .partition_point(|batch| batch.summary.first_index < from);
+                self.written.batches.truncate(keep);
+            }
+            DiskOperation::Append(batches) => {
+                for batch in batches {
+                    let last = self.store.append(&batch.frame).expect("append");
+                    assert_eq!(last, batch.summary.last_index());
+                    self.written.batches.push(batch);
+                }
+            }
+        }
+        debug_assert_eq!(self.store.last_index(), self.written.last_index());
+    }
+
+    /// The stored frames of the batches `first..=last` (what a leader's
+    /// runtime attaches to an AppendEntries), checked against the shadow.
+    pub fn read(&self, first: LogIndex, last: LogIndex) -> Vec<BatchRef> {
+        let mut batches = Vec::new();
+        let mut next = first;
+        while next <= last {
+            let range = self.store.read(next, usize::MAX).expect("stored range");
+            let mut frames = range.bytes;
+            while !frames.is_empty() && next <= last {
+                let view = BatchView::parse(frames).expect("stored frames are valid");
+                let position = self.written.position(next).expect("shadow holds it");
+                let batch = &self.written.batches[position];
+                assert_eq!(&*batch.frame, view.bytes(), "store and shadow agree");
+                batches.push(Rc::clone(batch));
+                frames = &frames[view.len()..];
+                next = view.last_index().next();
+            }
+        }
+        batches
     }
 
     /// Whether a sync is in flight.
     pub fn is_syncing(&self) -> bool {
-        self.syncing > 0
+        self.syncing
     }
 
-    /// Starts a sync of everything issued so far; false if there is
-    /// nothing to sync or one is already in flight.
+    /// Starts a sync of everything issued so far (one flush: group commit);
+    /// false if one is in flight or there is nothing to sync.
     pub fn start_sync(&mut self) -> bool {
-        if self.syncing > 0 || self.unsynced.is_empty() {
+        if self.syncing {
             return false;
         }
-        self.syncing = self.unsynced.len();
-        true
+        self.store.flush().expect("flush");
+        self.syncing = self.store.pending_syncs() > 0;
+        self.syncing
     }
 
-    /// Completes the sync in flight.
+    /// Completes the sync in flight and reports what became durable.
     pub fn complete_sync(&mut self) -> SyncReport {
+        assert!(self.syncing, "a sync is in flight");
+        self.store.complete_sync();
+        self.syncing = false;
+        let durability = self.store.poll().expect("poll");
         let mut report = SyncReport::default();
-        let mut log_touched = false;
-        for _ in 0..self.syncing {
-            let operation = self.unsynced.pop_front().expect("syncing ops are queued");
-            self.durable.apply(&operation);
-            match operation {
-                DiskOperation::HardState(hard_state) => report.hard_state = Some(hard_state),
-                DiskOperation::Truncate(_) | DiskOperation::Append(_) => log_touched = true,
-            }
+        // Compare index *and* term: after a truncation the same index may
+        // be durable again with another entry, which is news to the core.
+        let term = self
+            .store
+            .term_at(durability.index)
+            .expect("durable is stored");
+        if (durability.index, term) != self.reported_log {
+            report.log = Some((durability.index, term));
+            self.reported_log = (durability.index, term);
         }
-        self.syncing = 0;
-        if log_touched {
-            report.log = Some((self.durable.last_index(), self.durable.last_term()));
+        if durability.hard_state != self.reported_hard_state {
+            report.hard_state = Some(raft_hard_state(durability.hard_state));
+            self.reported_hard_state = durability.hard_state;
         }
         report
     }
 
-    /// The machine loses power: the durable state plus a random prefix of
-    /// the unsynced operations survive, the first one lost maybe torn.
+    /// The machine loses power: the durable bytes survive, plus some
+    /// flushed batches and maybe a torn one; the store recovers with the
+    /// real scan and the shadow is rebuilt from what it recovered.
     pub fn crash(&mut self, random: &mut Random) {
-        let kept = random.below(self.unsynced.len() as u64 + 1) as usize;
-        for operation in self.unsynced.drain(..).take(kept + 1).enumerate() {
-            match operation {
-                (position, operation) if position < kept => self.durable.apply(&operation),
-                (_, DiskOperation::Append(batches)) => {
-                    // Torn: a prefix of the batches made it, the one being
-                    // written when the power went is dropped by recovery.
-                    let survived = random.below(batches.len() as u64) as usize;
-                    self.durable
-                        .apply(&DiskOperation::Append(batches[..survived].to_vec()));
-                }
-                _ => {}
+        let unsynced = self.written.batches.len() as u64;
+        let crash = Crash {
+            keep_batches: random.below(unsynced + 1) as usize,
+            torn_bytes: random.below(256) as usize,
+        };
+        let image = self.store.crash(crash);
+        self.store = MemoryLog::open(image, SyncMode::Manual).expect("recovery succeeds");
+        self.syncing = false;
+        let durability = self.store.durability();
+        let term = self.store.term_at(durability.index).unwrap_or(Term::ZERO);
+        self.reported_log = (durability.index, term);
+        self.reported_hard_state = durability.hard_state;
+        let mut written = DiskState {
+            hard_state: raft_hard_state(self.store.hard_state()),
+            batches: Vec::new(),
+        };
+        let mut next = self.store.first_index();
+        while next <= self.store.last_index() {
+            let range = self.store.read(next, usize::MAX).expect("recovered range");
+            let mut frames = range.bytes;
+            while !frames.is_empty() {
+                let batch = SimBatch::decode(frames);
+                frames = &frames[batch.frame.len()..];
+                next = batch.summary.last_index().next();
+                written.batches.push(Rc::new(batch));
             }
         }
-        self.syncing = 0;
-        self.written = self.durable.clone();
+        self.written = written;
+    }
+}
+
+fn storage_hard_state(hard_state: HardState) -> storage::HardState {
+    storage::HardState {
+        term: hard_state.term,
+        vote: hard_state.vote,
+        commit: hard_state.commit,
+    }
+}
+
+fn raft_hard_state(hard_state: storage::HardState) -> HardState {
+    HardState {
+        term: hard_state.term,
+        vote: hard_state.vote,
+        commit: hard_state.commit,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::BatchKind;
 
-    fn batch(first: u64, term: u64, count: u32) -> BatchRef {
-        Rc::new(SimBatch {
-            summary: BatchSummary {
-                term: Term(term),
-                first_index: LogIndex(first),
-                count,
-                bytes: 128,
-                kind: BatchKind::Data,
-            },
-            values: (first..first + u64::from(count)).collect(),
-            membership: None,
-        })
+    fn batch(first: u64, term: u64, count: u64) -> BatchRef {
+        let values: Vec<u64> = (first..first + count).collect();
+        Rc::new(SimBatch::new(
+            BatchKind::Data,
+            Term(term),
+            LogIndex(first),
+            &values,
+        ))
     }
 
     /// A sync makes durable only what was issued before it started.
@@ -243,12 +386,15 @@ mod tests {
         let report = disk.complete_sync();
         assert_eq!(report.log, Some((LogIndex(2), Term(1))));
         assert_eq!(disk.written().last_index(), LogIndex(4));
-        assert_eq!(disk.durable().last_index(), LogIndex(2));
+        assert_eq!(disk.durable().entry(LogIndex(2)), Some((Term(1), 2)));
+        assert_eq!(disk.durable().entry(LogIndex(3)), None);
+        assert_eq!(disk.read(LogIndex(1), LogIndex(4)).len(), 2);
     }
 
-    /// A crash never loses synced data and never keeps more than was issued.
+    /// A crash never loses synced data, and the recovered log decodes to
+    /// the values written.
     #[test]
-    fn crash_keeps_durable_and_a_prefix_of_the_rest() {
+    fn crash_keeps_durable_and_recovers_values() {
         for seed in 0..50 {
             let mut random = Random::new(seed);
             let mut disk = SimDisk::default();
@@ -256,11 +402,20 @@ mod tests {
             assert!(disk.start_sync());
             disk.complete_sync();
             disk.issue(DiskOperation::Append(vec![batch(2, 1, 1), batch(3, 1, 1)]));
-            disk.issue(DiskOperation::Truncate(LogIndex(2)));
+            assert!(disk.start_sync());
+            disk.issue(DiskOperation::Append(vec![batch(4, 2, 3)]));
             disk.crash(&mut random);
-            let last = disk.durable().last_index();
-            assert!(last >= LogIndex(1) && last <= LogIndex(3));
-            assert_eq!(disk.written().last_index(), last);
+            let last = disk.written().last_index();
+            assert!(
+                last >= LogIndex(1) && last <= LogIndex(3),
+                "seed {seed}: {last}"
+            );
+            for index in 1..=last.get() {
+                assert_eq!(
+                    disk.written().entry(LogIndex(index)),
+                    Some((Term(1), index))
+                );
+            }
         }
     }
 }

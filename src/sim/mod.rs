@@ -12,10 +12,13 @@
 //!   unsynced writes, maybe torn.
 //! * [`checker`]: one checker per Raft property, and the client history.
 //! * [`cluster`]: the event loop, the nemesis, clients, liveness.
+//! * [`history`]: hands the client history to the independent checkers of
+//!   `check` (the fast log checker and the exact linearizability search).
 
 pub mod checker;
 pub mod cluster;
 pub mod disk;
+pub mod history;
 
 pub use checker::{HistoryEntry, Operation, Outcome, Violation};
 pub use cluster::{Failure, Options, Report, run};

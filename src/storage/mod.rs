@@ -172,10 +172,11 @@ pub enum StorageError {
     /// A reservation for spliced bytes is open: appends wait for it.
     #[error("a reservation is open: complete or abort it first")]
     Reserved,
-    /// Too many bytes are queued or in flight: poll, then try again.
-    #[error("write queue full ({bytes} bytes queued or in flight)")]
+    /// The buffers for queued and in-flight writes are full: poll, then
+    /// try again.
+    #[error("write buffers full ({bytes} bytes held for queued or in-flight writes)")]
     Backpressure {
-        /// Bytes queued or in flight.
+        /// Buffer bytes held for queued or in-flight writes.
         bytes: u64,
     },
 }

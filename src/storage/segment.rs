@@ -24,9 +24,15 @@
 //! Appends are copied into a staging buffer; `flush` hands it to one io_uring
 //! write linked to one `fdatasync` of the file (the link makes the sync start
 //! after the write, so it covers it). Durability is reported over the prefix
-//! of finished syncs in flush order. Buffers are recycled: the heap holds at
-//! most [`WRITE_QUEUE_BYTES_MAX`] of queued and in-flight bytes, never the
-//! log.
+//! of finished syncs in flush order.
+//!
+//! Memory is bounded by what the buffers hold, not by the bytes in them:
+//! the staging buffer, the buffers of chunks queued or in flight and the
+//! spare buffers kept for reuse together have at most
+//! [`WRITE_QUEUE_BYTES_MAX`] of capacity (appends beyond it are refused with
+//! back-pressure), never the log. A turn that fills less than half of its
+//! staging buffer is copied into a buffer of its own size, so many small
+//! turns in flight do not each pin a large buffer.
 //!
 //! A new segment receives data only once every earlier segment is durable
 //! (its writes wait in the queue for that), so a torn record can only be in
@@ -253,11 +259,13 @@ pub struct SegmentLog {
     staging_last: LogIndex,
     chunks: VecDeque<Chunk>,
     syncs: VecDeque<Sync>,
-    /// Bytes in `staging` and `chunks` not yet written.
-    queued_bytes: usize,
+    /// Empty buffers kept for reuse (at most [`BUFFERS_SPARE_MAX`]).
     spare_buffers: Vec<Vec<u8>>,
     hard_state: HardState,
+    /// Stored since the last flush.
     hard_state_queued: Option<HardState>,
+    /// Flushed, waiting for the write in flight to finish.
+    hard_state_flushed: Option<HardState>,
     hard_state_write: Option<HardStateWrite>,
     durability: Durability,
     failed: Option<String>,
@@ -303,10 +311,10 @@ impl SegmentLog {
             staging_last: LogIndex::ZERO,
             chunks: VecDeque::new(),
             syncs: VecDeque::new(),
-            queued_bytes: 0,
             spare_buffers: Vec::new(),
             hard_state,
             hard_state_queued: None,
+            hard_state_flushed: None,
             hard_state_write: None,
             durability: Durability {
                 index: LogIndex::ZERO,
@@ -554,16 +562,22 @@ impl SegmentLog {
             .expect("chunk of a live segment")
     }
 
-    /// Moves the staging buffer into a chunk for the active segment.
+    /// Moves the staged bytes into a chunk for the active segment: the
+    /// staging buffer itself when they fill at least half of it, else a
+    /// copy of their own size (the staging buffer stays for the next turn)
+    /// if the budget has room for it.
     fn stage(&mut self) {
         if self.staging.is_empty() {
             return;
         }
-        let fresh = self
-            .spare_buffers
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(WRITE_BUFFER_BYTES_INITIAL));
-        let buffer = std::mem::replace(&mut self.staging, fresh);
+        let small = self.staging.len() * 2 < self.staging.capacity();
+        let buffer = if small && self.buffer_bytes() + self.staging.len() <= WRITE_QUEUE_BYTES_MAX {
+            let copy = self.staging.clone();
+            self.staging.clear();
+            copy
+        } else {
+            std::mem::take(&mut self.staging)
+        };
         let active = self.active();
         let chunk = Chunk {
             segment: active.id,
@@ -724,7 +738,48 @@ impl SegmentLog {
                 .is_none_or(|sync| sync.segment >= segment)
     }
 
-    fn submit_chunks(&mut self, ring: &mut Ring) -> Result<(), StorageError> {
+    /// Collects finished completions and issues the flushed work they
+    /// unblock (a new segment's bytes once the older segments are durable,
+    /// a hard state once the previous write finished), until nothing more
+    /// can be issued.
+    ///
+    /// Afterwards, flushed work still pending has an operation of its own in
+    /// flight whose completion no one has reaped: the one it waits for. So a
+    /// caller that waits on the ring after `flush` or `poll` is woken, and
+    /// its next `poll` moves on. (Deciding on stale completions, and issuing
+    /// only at `flush`, is what hung the 4 GiB benchmark at its first roll:
+    /// the new segment's bytes waited for a sync whose completion had
+    /// already been reaped, with nothing left in flight.)
+    fn advance(&mut self, ring: &mut Ring) -> Result<(), StorageError> {
+        loop {
+            ring.reap();
+            self.collect(ring)?;
+            let issued = self.submit_chunks(ring)? + self.submit_hard_state(ring)?;
+            if issued == 0 {
+                break;
+            }
+            ring.submit()
+                .map_err(|error| StorageError::io("io_uring_enter", &self.dir, error))?;
+        }
+        debug_assert!(
+            !self.flushed_work_pending() || ring.in_flight() > 0,
+            "flushed work pending with nothing in flight"
+        );
+        Ok(())
+    }
+
+    /// Flushed writes, syncs or hard state not yet finished.
+    fn flushed_work_pending(&self) -> bool {
+        !self.chunks.is_empty()
+            || !self.syncs.is_empty()
+            || self.hard_state_flushed.is_some()
+            || self.hard_state_write.is_some()
+    }
+
+    /// Issues the chunks whose older segments are durable; returns how
+    /// many operations it queued.
+    fn submit_chunks(&mut self, ring: &mut Ring) -> Result<usize, StorageError> {
+        let mut issued = 0;
         for position in 0..self.chunks.len() {
             let chunk = &self.chunks[position];
             if !matches!(chunk.state, ChunkState::Staged | ChunkState::Spliced) {
@@ -765,6 +820,7 @@ impl SegmentLog {
                 ChunkState::Writing(write)
             };
             let sync = ring.fdatasync(&segment.file, Link::None).map_err(io)?;
+            issued += if state == ChunkState::Written { 1 } else { 2 };
             let (segment_id, last) = (chunk.segment, chunk.last);
             self.chunks[position].state = state;
             self.syncs.push_back(Sync {
@@ -774,15 +830,17 @@ impl SegmentLog {
                 done: false,
             });
         }
-        Ok(())
+        Ok(issued)
     }
 
-    fn submit_hard_state(&mut self, ring: &mut Ring) -> Result<(), StorageError> {
+    /// Issues the flushed hard state unless a write is in flight; returns
+    /// how many operations it queued.
+    fn submit_hard_state(&mut self, ring: &mut Ring) -> Result<usize, StorageError> {
         if self.hard_state_write.is_some() {
-            return Ok(());
+            return Ok(0);
         }
-        let Some(state) = self.hard_state_queued.take() else {
-            return Ok(());
+        let Some(state) = self.hard_state_flushed.take() else {
+            return Ok(0);
         };
         let temp = self.dir.join(hard_state::TEMP_NAME);
         let path = self.dir.join(hard_state::FILE_NAME);
@@ -809,7 +867,7 @@ impl SegmentLog {
             ops: [write, sync, rename, sync_dir],
             results: [None; 4],
         });
-        Ok(())
+        Ok(4)
     }
 
     /// Takes finished completions and advances the marks.
@@ -843,12 +901,8 @@ impl SegmentLog {
             let segment = self.segment_by_id(chunk.segment);
             debug_assert_eq!(segment.written, chunk.offset);
             segment.written = end;
-            self.queued_bytes -= chunk.buffer.len();
-            if let Ok(mut buffer) = Rc::try_unwrap(chunk.buffer)
-                && self.spare_buffers.len() < BUFFERS_SPARE_MAX
-            {
-                buffer.clear();
-                self.spare_buffers.push(buffer);
+            if let Ok(buffer) = Rc::try_unwrap(chunk.buffer) {
+                self.recycle(buffer);
             }
         }
         let mut failure = None;
@@ -895,7 +949,9 @@ impl SegmentLog {
         } else if no_space {
             // The old file is intact (the rename never ran): try again at
             // the next flush unless a newer state replaced this one.
-            self.hard_state_queued.get_or_insert(state);
+            if self.hard_state_flushed.is_none() {
+                self.hard_state_queued.get_or_insert(state);
+            }
             Err(StorageError::NoSpace)
         } else {
             let reason = format!("hard state replacement failed: {results:?}");
@@ -930,11 +986,7 @@ impl SegmentLog {
 
     /// Anything queued, in flight or waiting.
     fn busy(&self) -> bool {
-        !self.staging.is_empty()
-            || !self.chunks.is_empty()
-            || !self.syncs.is_empty()
-            || self.hard_state_queued.is_some()
-            || self.hard_state_write.is_some()
+        !self.staging.is_empty() || self.hard_state_queued.is_some() || self.flushed_work_pending()
     }
 
     /// Abandons every pending write and sync (their results no longer
@@ -953,7 +1005,67 @@ impl SegmentLog {
             }
         }
         self.staging.clear();
-        self.queued_bytes = 0;
+    }
+
+    /// Keeps a written buffer for reuse if it is a full-size one and there
+    /// is room among the spares; frees it otherwise.
+    fn recycle(&mut self, mut buffer: Vec<u8>) {
+        if buffer.capacity() >= WRITE_BUFFER_BYTES_INITIAL
+            && self.spare_buffers.len() < BUFFERS_SPARE_MAX
+        {
+            buffer.clear();
+            self.spare_buffers.push(buffer);
+        }
+    }
+
+    /// Capacity of every buffer held for writing: staging, queued and in
+    /// flight, spare. Bounded by [`WRITE_QUEUE_BYTES_MAX`].
+    fn buffer_bytes(&self) -> usize {
+        self.staging.capacity()
+            + self
+                .chunks
+                .iter()
+                .map(|chunk| chunk.buffer.capacity())
+                .sum::<usize>()
+            + self.spare_buffers.iter().map(Vec::capacity).sum::<usize>()
+    }
+
+    /// Makes room in the staging buffer for `bytes` more, within the
+    /// buffer budget: takes a spare or allocates when there is no staging
+    /// buffer, grows it (doubling) when full, and frees spares to pay for
+    /// that; back-pressure when the budget cannot.
+    fn staging_room(&mut self, bytes: usize) -> Result<(), StorageError> {
+        let needed = self.staging.len() + bytes;
+        if needed <= self.staging.capacity() {
+            return Ok(());
+        }
+        if self.staging.capacity() == 0
+            && let Some(spare) = self.spare_buffers.pop()
+        {
+            self.staging = spare;
+            if needed <= self.staging.capacity() {
+                return Ok(());
+            }
+        }
+        let wanted = needed
+            .max(2 * self.staging.capacity())
+            .max(WRITE_BUFFER_BYTES_INITIAL);
+        let mut others = self.buffer_bytes() - self.staging.capacity();
+        while others + wanted > WRITE_QUEUE_BYTES_MAX
+            && let Some(spare) = self.spare_buffers.pop()
+        {
+            others -= spare.capacity();
+        }
+        let room = WRITE_QUEUE_BYTES_MAX.saturating_sub(others);
+        if needed > room {
+            return Err(StorageError::Backpressure {
+                bytes: others as u64,
+            });
+        }
+        self.staging
+            .reserve_exact(wanted.min(room) - self.staging.len());
+        debug_assert!(self.buffer_bytes() <= WRITE_QUEUE_BYTES_MAX);
+        Ok(())
     }
 
     fn remove_segment_file(path: &Path) -> Result<(), StorageError> {
@@ -992,7 +1104,14 @@ impl LogStorage for SegmentLog {
         if self.reserved.is_some() || self.failed.is_some() {
             return 0;
         }
-        WRITE_QUEUE_BYTES_MAX.saturating_sub(self.queued_bytes) as u64
+        // What `staging_room` could find: everything but the buffers of
+        // writes in flight (spares are freed on demand).
+        let in_flight: usize = self
+            .chunks
+            .iter()
+            .map(|chunk| chunk.buffer.capacity())
+            .sum();
+        WRITE_QUEUE_BYTES_MAX.saturating_sub(in_flight + self.staging.len()) as u64
     }
 
     fn reserve(&mut self, len: u64) -> Result<Option<(Rc<File>, Reservation)>, StorageError> {
@@ -1022,14 +1141,10 @@ impl LogStorage for SegmentLog {
                 },
             ));
         }
-        if self.queued_bytes + frame.len() > WRITE_QUEUE_BYTES_MAX {
-            return Err(StorageError::Backpressure {
-                bytes: self.queued_bytes as u64,
-            });
-        }
         if self.active().end + bytes > self.options.segment_bytes {
             self.roll(first)?;
         }
+        self.staging_room(frame.len())?;
         let segment = self.segments.back_mut().expect("at least one segment");
         segment.batches.push(BatchEntry {
             offset: segment.end as u32,
@@ -1037,15 +1152,9 @@ impl LogStorage for SegmentLog {
         });
         segment.end += bytes;
         segment.last = last;
-        if self.staging.capacity() == 0 {
-            self.staging = self
-                .spare_buffers
-                .pop()
-                .unwrap_or_else(|| Vec::with_capacity(WRITE_BUFFER_BYTES_INITIAL));
-        }
+        debug_assert!(self.staging.len() + frame.len() <= self.staging.capacity());
         self.staging.extend_from_slice(frame);
         self.staging_last = last;
-        self.queued_bytes += frame.len();
         self.note_term(first, term);
         Ok(last)
     }
@@ -1060,37 +1169,34 @@ impl LogStorage for SegmentLog {
     fn flush(&mut self) -> Result<(), StorageError> {
         self.check_failed()?;
         self.stage();
+        if let Some(state) = self.hard_state_queued.take() {
+            self.hard_state_flushed = Some(state);
+        }
         let ring = Rc::clone(&self.ring);
         let mut ring = ring.borrow_mut();
-        self.submit_chunks(&mut ring)?;
-        self.submit_hard_state(&mut ring)?;
-        ring.submit()
-            .map_err(|error| StorageError::io("io_uring_enter", &self.dir, error))
+        self.advance(&mut ring)
     }
 
     fn poll(&mut self) -> Result<Durability, StorageError> {
         self.check_failed()?;
         let ring = Rc::clone(&self.ring);
         let mut ring = ring.borrow_mut();
-        ring.reap();
-        self.collect(&mut ring)?;
+        self.advance(&mut ring)?;
         Ok(self.durability)
     }
 
     fn sync_all(&mut self) -> Result<Durability, StorageError> {
-        loop {
-            self.flush()?;
+        self.flush()?;
+        // After a flush or poll, pending work has an operation in flight
+        // (see `advance`), so each wait returns.
+        while self.busy() {
+            self.ring
+                .borrow_mut()
+                .submit_and_wait(1)
+                .map_err(|error| StorageError::io("io_uring_enter", &self.dir, error))?;
             self.poll()?;
-            if !self.busy() {
-                return Ok(self.durability);
-            }
-            let ring = Rc::clone(&self.ring);
-            let mut ring = ring.borrow_mut();
-            if ring.in_flight() > 0 {
-                ring.submit_and_wait(1)
-                    .map_err(|error| StorageError::io("io_uring_enter", &self.dir, error))?;
-            }
         }
+        Ok(self.durability)
     }
 
     fn durability(&self) -> Durability {

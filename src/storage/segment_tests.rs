@@ -374,3 +374,98 @@ fn spliced_batches_join_the_log() {
     let log = SegmentLog::open_standalone(&dir.0, SMALL).unwrap();
     assert_eq!(read_all(&log, 1 << 20), frames);
 }
+
+/// Appending through many segment rolls in turns shaped like the server's
+/// event loop (wait for a completion, append a few batches, flush, poll)
+/// never leaves the store with flushed work unfinished while nothing of it
+/// is in flight — the state in which the 4 GiB benchmark hung at its first
+/// roll — and durability reaches the last index and the last hard state.
+/// Another ring user's submit between flush and poll (the network's) is
+/// part of each turn, and so is a new hard state (a commit index).
+#[test]
+fn turns_through_rolls_keep_work_in_flight() {
+    let dir = TempDir::new("turns");
+    let mut log = SegmentLog::open_standalone(&dir.0, SMALL).unwrap();
+    let ring = Rc::clone(log.ring());
+    let check = |log: &SegmentLog, when: &str, turn: usize| {
+        assert!(
+            !log.busy() || ring.borrow().in_flight() > 0,
+            "turn {turn}, after {when}: unfinished work and nothing in flight \
+             ({} chunks, {} syncs)",
+            log.chunks.len(),
+            log.syncs.len(),
+        );
+    };
+    // About 4.4 KiB per batch: 14 batches per 64 KiB segment, so three
+    // per turn roll a segment every five turns or so.
+    let turns = 150;
+    let hard_state = |turn: usize| HardState {
+        term: Term(1),
+        vote: crate::types::NodeId(1),
+        commit: LogIndex(turn as u64),
+    };
+    for turn in 0..turns {
+        if ring.borrow().in_flight() > 0 {
+            ring.borrow_mut().submit_and_wait(1).unwrap();
+        }
+        append_batches(&mut log, 1, &[8, 8, 8], 512);
+        log.store_hard_state(hard_state(turn)).unwrap();
+        log.flush().unwrap();
+        check(&log, "flush", turn);
+        ring.borrow_mut().submit().unwrap();
+        check(&log, "another submit", turn);
+        log.poll().unwrap();
+        check(&log, "poll", turn);
+    }
+    assert!(log.segments.len() > 25, "{} segments", log.segments.len());
+    let last = log.last_index();
+    let done = Durability {
+        index: last,
+        hard_state: hard_state(turns - 1),
+    };
+    for _ in 0..1000 {
+        if log.poll().unwrap() == done {
+            break;
+        }
+        check(&log, "final poll", turns);
+        ring.borrow_mut().submit_and_wait(1).unwrap();
+    }
+    assert_eq!(log.durability(), done);
+    assert!(!log.busy());
+}
+
+/// The write buffers never hold more than their budget, counted in
+/// capacity: a small turn's chunk gets a buffer of its own size; appends
+/// without a flush grow the staging buffer until the budget cannot pay for
+/// more, are then refused with back-pressure (having taken at least a
+/// largest frame's worth), and work again once the writes complete.
+#[test]
+fn write_buffers_stay_within_their_budget() {
+    use crate::constants::FRAME_BYTES_MAX;
+    let dir = TempDir::new("budget");
+    let mut log = SegmentLog::open_standalone(&dir.0, SegmentOptions::default()).unwrap();
+    let frames = append_batches(&mut log, 1, &[1], 64);
+    log.stage();
+    let chunk = log.chunks.back().unwrap();
+    assert_eq!(chunk.buffer.capacity(), frames[0].len());
+    assert!(log.staging.is_empty());
+    assert!(log.staging.capacity() >= WRITE_BUFFER_BYTES_INITIAL);
+    log.sync_all().unwrap();
+    let mut appended = 0;
+    let refused = loop {
+        let frame = make_batch(1, log.last_index().next().get(), 8, 8192);
+        match log.append(&frame) {
+            Ok(_) => appended += frame.len(),
+            Err(error) => break error,
+        }
+        assert!(log.buffer_bytes() <= WRITE_QUEUE_BYTES_MAX);
+    };
+    assert!(
+        matches!(refused, StorageError::Backpressure { .. }),
+        "{refused}"
+    );
+    assert!(appended >= FRAME_BYTES_MAX, "only {appended} bytes taken");
+    log.sync_all().unwrap();
+    append_batches(&mut log, 1, &[8], 8192);
+    assert_eq!(log.sync_all().unwrap().index, log.last_index());
+}

@@ -64,6 +64,9 @@ pub struct KvCommand {
     pub key: Vec<u8>,
     /// What to do with it.
     pub operation: KvOperation,
+    /// Log time: the leader's clock (ms since the Unix epoch) when it put
+    /// the command in the log; zero from a client (schema `timeMs`).
+    pub time_ms: u64,
 }
 
 /// The write operations of the key-value state machine.
@@ -349,6 +352,7 @@ pub fn build_kv_command(mut builder: kv_command::Builder<'_>, command: &KvComman
     builder.set_client_id(command.client_id);
     builder.set_sequence(command.sequence);
     builder.set_key(&command.key);
+    builder.set_time_ms(command.time_ms);
     match &command.operation {
         KvOperation::Put(value) => builder.set_put(value),
         KvOperation::Delete => builder.set_delete(()),
@@ -385,6 +389,7 @@ pub fn read_kv_command(reader: kv_command::Reader<'_>) -> Result<KvCommand, Wire
         sequence: reader.get_sequence(),
         key: reader.get_key()?.to_vec(),
         operation,
+        time_ms: reader.get_time_ms(),
     })
 }
 
@@ -763,6 +768,7 @@ mod tests {
                 expected: None,
                 new: b"v".to_vec(),
             },
+            time_ms: 1_700_000_000_123,
         };
         for body in [
             RequestBody::Append,
@@ -888,6 +894,7 @@ mod tests {
             sequence: 0,
             key: b"k".to_vec(),
             operation: KvOperation::Delete,
+            time_ms: 0,
         };
         build_kv_command(root.reborrow().init_put(), &command);
         let bytes = frame::encode(&message);

@@ -1,0 +1,187 @@
+//! `rast serve`: flags, an optional TOML config file (`--config`), and the
+//! conversion into the server's settings. A flag overrides the file; the
+//! file overrides the defaults.
+//!
+//! ```toml
+//! id = 1
+//! listen = "127.0.0.1:7001"
+//! peers = "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003"
+//! data = "./data/1"
+//! cores = 2
+//! cluster_id = "rast"
+//! token_file = "/etc/rast/token"
+//! storage = "disk"          # or "memory"
+//! zero_copy = "splice"      # or "buffer"
+//! logs = "default"
+//! metrics_addr = "127.0.0.1:9101"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::ValueEnum;
+use rast::server::{Settings, StorageMode, ZeroCopy};
+use rast::types::NodeId;
+
+/// Options of `rast serve`.
+#[derive(clap::Args, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeArgs {
+    /// A TOML file with any of these options (flags override it).
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// This node's id (one of --peers).
+    #[arg(long)]
+    id: Option<u64>,
+    /// Address to listen on, for peers and clients.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Every node as ID=ADDR, comma-separated, this one included.
+    #[arg(long)]
+    peers: Option<String>,
+    /// Data directory.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Cores (threads) to run; default: all. Every node needs the same.
+    #[arg(long)]
+    cores: Option<u32>,
+    /// Cluster id required in every handshake [default: rast].
+    #[arg(long)]
+    cluster_id: Option<String>,
+    /// File holding a shared token that peers and clients must present.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Where logs are stored: disk or memory [default: disk].
+    #[arg(long)]
+    storage: Option<String>,
+    /// Follower receive path: splice or buffer [default: splice].
+    #[arg(long)]
+    zero_copy: Option<String>,
+    /// Logs to create at start, comma-separated [default: default,kv].
+    #[arg(long)]
+    logs: Option<String>,
+    /// Serve Prometheus metrics on this address (GET /metrics).
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
+}
+
+impl ServeArgs {
+    /// Fills what the flags left unset from `file`.
+    fn or(self, file: Self) -> Self {
+        Self {
+            config: self.config,
+            id: self.id.or(file.id),
+            listen: self.listen.or(file.listen),
+            peers: self.peers.or(file.peers),
+            data: self.data.or(file.data),
+            cores: self.cores.or(file.cores),
+            cluster_id: self.cluster_id.or(file.cluster_id),
+            token_file: self.token_file.or(file.token_file),
+            storage: self.storage.or(file.storage),
+            zero_copy: self.zero_copy.or(file.zero_copy),
+            logs: self.logs.or(file.logs),
+            metrics_addr: self.metrics_addr.or(file.metrics_addr),
+        }
+    }
+}
+
+/// Runs the server until SIGTERM or SIGINT.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let args = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?;
+            let file: ServeArgs = toml::from_str(&text)
+                .with_context(|| format!("parsing config file {}", path.display()))?;
+            args.or(file)
+        }
+        None => args,
+    };
+    rast::server::serve(settings(args)?)?;
+    Ok(())
+}
+
+fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
+    let Some(id) = args.id else {
+        bail!("--id is required (or `id` in the config file)")
+    };
+    let Some(listen) = args.listen else {
+        bail!("--listen is required (or `listen` in the config file)")
+    };
+    let Some(peers) = args.peers else {
+        bail!("--peers is required (or `peers` in the config file)")
+    };
+    let Some(data) = args.data else {
+        bail!("--data is required (or `data` in the config file)")
+    };
+    let token = match &args.token_file {
+        Some(path) => std::fs::read(path)
+            .with_context(|| format!("reading token file {}", path.display()))?
+            .trim_ascii()
+            .to_vec(),
+        None => Vec::new(),
+    };
+    let cores = args.cores.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, |cores| cores.get() as u32)
+    });
+    Ok(Settings {
+        id: NodeId(id),
+        listen,
+        peers: parse_peers(&peers)?,
+        data,
+        cores,
+        cluster_id: args.cluster_id.unwrap_or_else(|| "rast".to_owned()),
+        token,
+        storage: choice(args.storage.as_deref(), StorageMode::Disk, "storage")?,
+        zero_copy: choice(args.zero_copy.as_deref(), ZeroCopy::Splice, "zero-copy")?,
+        logs: args
+            .logs
+            .as_deref()
+            .unwrap_or("default,kv")
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        metrics_addr: args.metrics_addr,
+    })
+}
+
+/// Parses `ID=ADDR,ID=ADDR,…`.
+fn parse_peers(text: &str) -> anyhow::Result<Vec<(NodeId, String)>> {
+    let mut peers = Vec::new();
+    for item in text
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+    {
+        let (id, address) = item
+            .split_once('=')
+            .with_context(|| format!("--peers item {item:?} is not ID=ADDR"))?;
+        let id: u64 = id
+            .parse()
+            .with_context(|| format!("--peers id {id:?} is not a number"))?;
+        if peers.iter().any(|(known, _)| *known == NodeId(id)) {
+            bail!("--peers names node {id} twice");
+        }
+        peers.push((NodeId(id), address.to_owned()));
+    }
+    Ok(peers)
+}
+
+/// A value-enum option, or its default.
+fn choice<T: ValueEnum>(value: Option<&str>, default: T, name: &str) -> anyhow::Result<T> {
+    match value {
+        None => Ok(default),
+        Some(text) => T::from_str(text, true).map_err(|_| {
+            let options: Vec<String> = T::value_variants()
+                .iter()
+                .filter_map(ValueEnum::to_possible_value)
+                .map(|value| value.get_name().to_owned())
+                .collect();
+            anyhow::anyhow!("--{name} {text:?}: expected one of {}", options.join(", "))
+        }),
+    }
+}

@@ -1,0 +1,218 @@
+//! The key-value state machine through real processes: the CLI verbs, and
+//! concurrent clients doing put/get/cas while the leader is killed and
+//! restarted, with the recorded history checked for linearizability.
+
+mod common;
+
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rast::check::history::{EventKind, History, ProcessId};
+use rast::check::linearizable::{FailedCas, KvOp, check_kv};
+use rast::check::wgl::{Budget, Verdict};
+use rast::client::{CasOutcome, Client, ClientError, ClientOptions};
+
+fn rast(cluster: &common::Cluster, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_rast"))
+        .args(args)
+        .args(["--cluster", &cluster.addresses.join(",")])
+        .output()
+        .unwrap()
+}
+
+fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout)
+        .trim_end()
+        .to_owned()
+}
+
+/// put / get / cas / delete as users script them: exit codes and output.
+#[test]
+fn cli_put_get_cas_delete() {
+    let cluster = common::Cluster::start("kvcli", 3, 1);
+    assert!(rast(&cluster, &["put", "color", "red"]).status.success());
+    let got = rast(&cluster, &["get", "color"]);
+    assert!(got.status.success());
+    assert_eq!(stdout(&got), "red");
+
+    let missing = rast(&cluster, &["get", "shape"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
+
+    assert!(
+        rast(&cluster, &["cas", "color", "red", "blue"])
+            .status
+            .success()
+    );
+    let mismatch = rast(&cluster, &["cas", "color", "red", "green"]);
+    assert_eq!(mismatch.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&mismatch.stderr).contains("current value: blue"),
+        "{mismatch:?}"
+    );
+    assert!(
+        rast(&cluster, &["cas", "--absent", "shape", "", "round"])
+            .status
+            .success()
+    );
+    assert_eq!(stdout(&rast(&cluster, &["get", "shape"])), "round");
+
+    assert!(rast(&cluster, &["delete", "color"]).status.success());
+    assert_eq!(rast(&cluster, &["get", "color"]).status.code(), Some(1));
+    let stale = rast(&cluster, &["get", "--stale", "shape"]);
+    assert!(stale.status.success());
+}
+
+/// Concurrent clients on a few keys while the leader is SIGKILLed and later
+/// restarted: every acknowledged write survives and the history is
+/// linearizable (per key, with failed cas meaning "did not match").
+#[test]
+fn kv_history_is_linearizable_across_leader_crash() {
+    let mut cluster = common::Cluster::start("kvlin", 3, 1);
+    // Make sure the kv log has a leader before the clock starts.
+    cluster.client().put(b"warmup", b"0").unwrap();
+    let history = Arc::new(Mutex::new(History::<KvOp>::default()));
+    let started = Instant::now();
+    let run_for = Duration::from_secs(6);
+    let mut workers = Vec::new();
+    for worker in 0..4u64 {
+        let history = Arc::clone(&history);
+        let addresses = cluster.addresses.clone();
+        workers.push(std::thread::spawn(move || {
+            let options = ClientOptions {
+                deadline: Duration::from_secs(5),
+                timeout: Duration::from_secs(2),
+                ..ClientOptions::default()
+            };
+            let mut client = Client::new(&addresses, options).unwrap();
+            let mut counter = 0u64;
+            while started.elapsed() < run_for {
+                counter += 1;
+                let key = (worker + counter) % 3;
+                let value = worker * 1_000_000 + counter;
+                let choice = (worker * 7 + counter * 13) % 4;
+                run_one(&history, &mut client, worker, key, value, choice, started);
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let leader = cluster.wait_for_leader("kv", Duration::from_secs(10));
+    cluster.kill(leader);
+    std::thread::sleep(Duration::from_secs(2));
+    cluster.restart(leader);
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let history = history.lock().unwrap();
+    let operations = history.operations();
+    let completed = operations
+        .iter()
+        .filter(|operation| matches!(operation.outcome, rast::check::history::Outcome::Ok(_)))
+        .count();
+    assert!(completed > 50, "too few operations completed: {completed}");
+    let search = check_kv(&operations, FailedCas::CompareMismatch, &Budget::DEFAULT);
+    assert!(
+        matches!(search.verdict, Verdict::Linearizable),
+        "not linearizable on key {:?}: {}\nhistory:\n{}",
+        search.key,
+        search.verdict,
+        history.to_text().unwrap_or_default()
+    );
+}
+
+fn record(
+    history: &Mutex<History<KvOp>>,
+    started: Instant,
+    worker: u64,
+    kind: Option<EventKind>,
+    op: KvOp,
+) {
+    let mut history = history.lock().unwrap();
+    let time_ns = started.elapsed().as_nanos() as u64;
+    let process = ProcessId(worker);
+    match kind {
+        None => history.invoke(time_ns, process, op).unwrap(),
+        Some(kind) => history.complete(time_ns, process, kind, op).unwrap(),
+    }
+}
+
+/// Runs one operation and records its invocation and completion.
+fn run_one(
+    history: &Mutex<History<KvOp>>,
+    client: &mut Client,
+    worker: u64,
+    key: u64,
+    value: u64,
+    choice: u64,
+    started: Instant,
+) {
+    let key_bytes = key.to_string().into_bytes();
+    let parse = |bytes: Vec<u8>| {
+        String::from_utf8(bytes)
+            .ok()
+            .and_then(|text| text.parse().ok())
+    };
+    match choice {
+        0 | 1 => {
+            let op = KvOp::Get { key, value: None };
+            record(history, started, worker, None, op);
+            match client.get(&key_bytes, false) {
+                Ok(found) => {
+                    let op = KvOp::Get {
+                        key,
+                        value: found.and_then(parse),
+                    };
+                    record(history, started, worker, Some(EventKind::Ok), op);
+                }
+                Err(_) => record(history, started, worker, Some(EventKind::Fail), op),
+            }
+        }
+        2 => {
+            let op = KvOp::Put { key, value };
+            record(history, started, worker, None, op);
+            let kind = match client.put(&key_bytes, value.to_string().as_bytes()) {
+                Ok(()) => EventKind::Ok,
+                Err(error) => indeterminate(&error),
+            };
+            record(history, started, worker, Some(kind), op);
+        }
+        _ => {
+            // cas from the last value this worker might have seen: read first.
+            let current = client.get(&key_bytes, true).ok().flatten().and_then(parse);
+            let op = KvOp::Cas {
+                key,
+                from: current,
+                to: Some(value),
+            };
+            record(history, started, worker, None, op);
+            let expected = current.map(|value| value.to_string().into_bytes());
+            let kind = match client.cas(
+                &key_bytes,
+                expected.as_deref(),
+                value.to_string().as_bytes(),
+            ) {
+                Ok(CasOutcome::Swapped) => EventKind::Ok,
+                Ok(CasOutcome::Mismatch(_)) => EventKind::Fail,
+                Err(error) => indeterminate(&error),
+            };
+            record(history, started, worker, Some(kind), op);
+        }
+    }
+}
+
+/// A write whose outcome the client cannot know is `info`; one refused
+/// before it reached the log is `fail`.
+fn indeterminate(error: &ClientError) -> EventKind {
+    match error {
+        ClientError::Reply(reply)
+            if matches!(
+                reply.kind,
+                rast::wire::client::ErrorKind::TooLarge(_) | rast::wire::client::ErrorKind::Invalid
+            ) =>
+        {
+            EventKind::Fail
+        }
+        _ => EventKind::Info,
+    }
+}
