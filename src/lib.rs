@@ -16,6 +16,7 @@
 //!
 //!  check  ──► types only: the history checkers judge the others and share
 //!             no code with them (used by sim and the fault tests)
+//!  nemesis ──► check, client, io: the real-process fault harness
 //! ```
 
 pub mod check;
@@ -24,6 +25,7 @@ pub mod constants;
 pub mod io;
 pub mod kv;
 pub mod maelstrom;
+pub mod nemesis;
 pub mod net;
 pub mod raft;
 pub mod server;

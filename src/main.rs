@@ -126,6 +126,10 @@ enum Command {
         /// The key.
         key: String,
     },
+    /// Fault-test a local cluster of real processes: a seeded schedule of
+    /// kills, pauses, partitions and full disks under a recorded workload,
+    /// then an independent check of the history (exit 1 when a check fails).
+    Nemesis(NemesisArgs),
     /// Membership and maintenance.
     Admin {
         #[command(flatten)]
@@ -186,6 +190,51 @@ struct ClusterArgs {
     /// Start, show one append and read, then stop (for scripts and CI).
     #[arg(long)]
     demo_only: bool,
+}
+
+/// Options of `rast nemesis`.
+#[derive(clap::Args, Debug)]
+struct NemesisArgs {
+    /// Seed of the fault schedule and the clients' choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// What to stress.
+    #[arg(long, value_enum, default_value = "mixed")]
+    scenario: rast::nemesis::schedule::Scenario,
+    /// Cluster size: 3 or 5.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Seconds of workload and faults (default 60).
+    #[arg(long, conflicts_with = "minutes")]
+    seconds: Option<u64>,
+    /// Minutes of workload and faults.
+    #[arg(long)]
+    minutes: Option<u64>,
+    /// Directory for the run's directory (history, verdict, node logs).
+    #[arg(long, default_value = "target/nemesis")]
+    out: std::path::PathBuf,
+    /// Log clients (each appends to both logs and reads them back).
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Key-value clients (when the server serves the store).
+    #[arg(long, default_value_t = 2)]
+    kv_clients: usize,
+    /// Do not fail the run when the key-value store is not served (for
+    /// servers that predate it); the verdict then says "KV not served".
+    #[arg(long)]
+    kv_optional: bool,
+    /// Seconds the cluster may take to accept writes after the last fault.
+    #[arg(long, default_value_t = 30)]
+    recovery_seconds: u64,
+    /// Cores per node.
+    #[arg(long, default_value_t = 1)]
+    cores: u32,
+    /// Copy the nodes' data directories into the run directory on failure.
+    #[arg(long)]
+    keep_data: bool,
+    /// Stay on loopback even as root (no partitions, no full disks).
+    #[arg(long)]
+    no_namespace: bool,
 }
 
 /// A "no" answer that is not a failure of the tool (exit 1).
@@ -279,6 +328,43 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin { client, action } => admin(&client, action),
+        Command::Nemesis(args) => nemesis(args),
+    }
+}
+
+fn nemesis(args: NemesisArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.nodes == 3 || args.nodes == 5, "--nodes must be 3 or 5");
+    let seconds = args
+        .seconds
+        .or(args.minutes.map(|minutes| minutes * 60))
+        .unwrap_or(60);
+    let options = rast::nemesis::Options {
+        seed: args.seed,
+        scenario: args.scenario,
+        nodes: args.nodes,
+        seconds,
+        out: args.out,
+        binary: std::env::current_exe().context("finding the rast binary")?,
+        clients: args.clients,
+        kv_clients: args.kv_clients,
+        require_kv: !args.kv_optional,
+        recovery_seconds: args.recovery_seconds,
+        cores: args.cores,
+        keep_data: args.keep_data,
+        no_namespace: args.no_namespace,
+    };
+    let outcome = rast::nemesis::run(&options)?;
+    print!("{}", outcome.verdict.summary);
+    println!("files       {}", outcome.run.display());
+    if outcome.verdict.pass {
+        Ok(())
+    } else {
+        Err(Negative(format!(
+            "a check failed (seed {}); replay: {}",
+            options.seed,
+            rast::nemesis::replay_command(&options)
+        ))
+        .into())
     }
 }
 

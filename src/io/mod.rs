@@ -8,12 +8,15 @@
 //!   by `user_data` = (generation << 32) | slot.
 //! * [`mapping::Mapping`]: a read-only memory map of a log file, for
 //!   zero-copy reads of bytes already written.
+//! * [`process`]: child processes of the fault harness that die with it and
+//!   start in another network namespace (code between fork and exec).
 //!
 //! A server core owns one ring and shares it (`Rc<RefCell<Ring>>`, see
 //! [`SharedRing`]) between its network and its storage; tests and
 //! benchmarks give each store a ring of its own.
 
 pub mod mapping;
+pub mod process;
 pub mod ring;
 pub mod signal;
 pub mod socket;

@@ -1,0 +1,141 @@
+//! Short seeded fault-injection runs against real `rast serve` processes
+//! (`rast nemesis`, see `src/nemesis`), as CI runs them: each scenario is
+//! one child process bounded in time, whose verdict must pass and which
+//! must leave no process and no mount behind.
+//!
+//! As root the runs use a network namespace per node (partitions) and a
+//! tmpfs per node (full disks); otherwise loopback and process faults only.
+//! Long runs: `scripts/nemesis --minutes 30 --seed S`.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The runs share two cores with everything else: one at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Seconds of faults per scenario; with start-up, healing and the checks a
+/// run takes about 10 s more.
+const SECONDS: u64 = 25;
+/// A run that takes longer than this is killed and fails the test.
+const RUN_MAX: Duration = Duration::from_mins(1);
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// What a run left to look at.
+struct Run {
+    verdict: serde_json::Value,
+    history: String,
+    timeline: String,
+}
+
+/// Runs one scenario and returns its files; panics with the summary and the
+/// replay command if the verdict is not a pass.
+fn run_scenario(scenario: &str, nodes: u32, seed: u64) -> Run {
+    let _guard = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let out =
+        std::env::temp_dir().join(format!("rast-nemesis-it-{scenario}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rast"))
+        .args(["nemesis", "--scenario", scenario])
+        .args(["--nodes", &nodes.to_string(), "--seed", &seed.to_string()])
+        .args(["--seconds", &SECONDS.to_string()])
+        .arg("--out")
+        .arg(&out)
+        .env("RAST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting rast nemesis");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > RUN_MAX {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{scenario} seed {seed}: no verdict within {RUN_MAX:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut summary = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut summary).unwrap();
+    println!("{summary}");
+    assert!(
+        status.success(),
+        "{scenario} seed {seed} failed ({status}); replay: scripts/nemesis --scenario {scenario} \
+         --nodes {nodes} --seed {seed} --seconds {SECONDS}\n{summary}"
+    );
+    let run = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| path.is_dir())
+        .expect("a run directory");
+    let read = |name: &str| std::fs::read_to_string(run.join(name)).unwrap();
+    let files = Run {
+        verdict: serde_json::from_str(&read("verdict.json")).expect("verdict.json is JSON"),
+        history: read("history.txt"),
+        timeline: read("nemesis.txt"),
+    };
+    assert_eq!(files.verdict["verdict"], "pass", "{:#}", files.verdict);
+    assert_nothing_left(&out);
+    files
+}
+
+/// No process names the run's directory and nothing is mounted under it
+/// (the tmpfs disks lived in the harness's own mount namespace).
+fn assert_nothing_left(out: &Path) {
+    let needle = out.to_string_lossy().into_owned();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let command_line = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&command_line).contains(&needle),
+            "process {} outlived its run",
+            entry.file_name().display()
+        );
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&needle), "a mount outlived its run");
+    let _ = std::fs::remove_dir_all(out);
+}
+
+/// Every kind of fault the machine allows, sometimes two at once, on a
+/// 3-node cluster: the verdict passes and every fault kind was injected.
+#[test]
+fn mixed_faults_three_nodes() {
+    let run = run_scenario("mixed", 3, 1);
+    assert!(
+        run.history.contains("\tok\tkv cas ") && run.history.contains("\tok\tkv get "),
+        "the key-value workload ran"
+    );
+    for kind in ["kill", "pause"] {
+        assert!(
+            run.verdict["faults"][kind].as_u64() > Some(0),
+            "no {kind} in {:#}",
+            run.verdict
+        );
+    }
+}
+
+/// Partitions (the leader alone, halves, a bridge, one-way) on 5 nodes, or
+/// kills without root.
+#[test]
+fn partitions_five_nodes() {
+    let scenario = if is_root() { "partition" } else { "kill" };
+    let run = run_scenario(scenario, 5, 2);
+    assert!(run.history.lines().count() > 1000, "too little workload");
+}
+
+/// Full disks while the leader changes (needs root), or pauses without.
+#[test]
+fn full_disks_three_nodes() {
+    let scenario = if is_root() { "disk" } else { "pause" };
+    let run = run_scenario(scenario, 3, 3);
+    assert!(run.timeline.contains("start "), "{}", run.timeline);
+}
