@@ -34,6 +34,12 @@
 //! staging buffer is copied into a buffer of its own size, so many small
 //! turns in flight do not each pin a large buffer.
 //!
+//! Writes into one file are issued one at a time, in offset order (the
+//! next once the previous completed, which is usually during its own
+//! submit): a killed process then never leaves a hole before bytes it
+//! wrote, which recovery could not tell from corruption. A power cut can
+//! still reorder unsynced pages: recovery then refuses to open (safe).
+//!
 //! A new segment receives data only once every earlier segment is durable
 //! (its writes wait in the queue for that), so a torn record can only be in
 //! the last segment; recovery refuses a torn record anywhere else.
@@ -692,8 +698,9 @@ impl SegmentLog {
     /// refused until [`Self::complete_reservation`] or
     /// [`Self::abort_reservation`].
     ///
-    /// Blocks only when it starts a new segment: the earlier ones must be
-    /// durable before anything lands in it.
+    /// Blocks when it starts a new segment (the earlier ones must be
+    /// durable before anything lands in it) and until the active segment's
+    /// queued writes are in the file (usually at once).
     pub fn reserve(&mut self, len: u64) -> Result<(Rc<File>, Reservation), StorageError> {
         self.check_failed()?;
         if self.reserved.is_some() {
@@ -718,6 +725,7 @@ impl SegmentLog {
             self.segments.push_back(segment);
             named?;
         }
+        self.wait_active_written()?;
         let active = self.active();
         let reservation = Reservation {
             segment: active.id,
@@ -727,6 +735,26 @@ impl SegmentLog {
         let file = Rc::clone(&active.file);
         self.reserved = Some((reservation.segment, reservation.offset, reservation.len));
         Ok((file, reservation))
+    }
+
+    /// Issues and waits for every write queued into the active segment:
+    /// the caller of `reserve` writes into the file at once, and its bytes
+    /// must not land before earlier ones (a killed process would leave a
+    /// hole before them).
+    fn wait_active_written(&mut self) -> Result<(), StorageError> {
+        let id = self.active().id;
+        self.flush()?;
+        while self.chunks.iter().any(|chunk| {
+            chunk.segment == id
+                && matches!(chunk.state, ChunkState::Staged | ChunkState::Writing(_))
+        }) {
+            self.ring
+                .borrow_mut()
+                .wait_for_completion()
+                .map_err(|error| StorageError::io("io_uring_enter", &self.dir, error))?;
+            self.poll()?;
+        }
+        Ok(())
     }
 
     /// The reserved bytes are written: verifies every batch in them (frame,
@@ -933,6 +961,20 @@ impl SegmentLog {
                 .is_none_or(|sync| sync.segment >= segment)
     }
 
+    /// True when every write queued before the chunk at `position` into the
+    /// same segment has completed: writes into a file are issued one after
+    /// the other in offset order, so a killed process never leaves a hole
+    /// before bytes it wrote (the page cache keeps what was written, and a
+    /// hole followed by records reads as corruption, not as a torn tail).
+    /// A new segment's naming is linked ahead of its first write, so this
+    /// also holds its later writes until it is named.
+    fn earlier_writes_done(&self, position: usize) -> bool {
+        let segment = self.chunks[position].segment;
+        self.chunks
+            .range(..position)
+            .all(|chunk| chunk.segment != segment || !matches!(chunk.state, ChunkState::Writing(_)))
+    }
+
     /// Collects finished completions and issues the flushed work they
     /// unblock (a new segment's bytes once the older segments are durable,
     /// a hard state once the previous write finished), until nothing more
@@ -1000,7 +1042,7 @@ impl SegmentLog {
             if !matches!(chunk.state, ChunkState::Staged | ChunkState::Spliced) {
                 continue;
             }
-            if !self.older_segments_durable(chunk.segment) {
+            if !self.older_segments_durable(chunk.segment) || !self.earlier_writes_done(position) {
                 break;
             }
             let naming = self.submit_naming(ring, chunk.segment)?;

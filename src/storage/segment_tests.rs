@@ -381,7 +381,9 @@ fn spliced_batches_join_the_log() {
 /// is in flight — the state in which the 4 GiB benchmark hung at its first
 /// roll — and durability reaches the last index and the last hard state.
 /// Another ring user's submit between flush and poll (the network's) is
-/// part of each turn, and so is a new hard state (a commit index).
+/// part of each turn, and so is a new hard state (a commit index). Writes
+/// into one segment are never in flight two at a time (a killed process
+/// could leave a hole before bytes it wrote).
 #[test]
 fn turns_through_rolls_keep_work_in_flight() {
     let dir = TempDir::new("turns");
@@ -395,6 +397,20 @@ fn turns_through_rolls_keep_work_in_flight() {
             log.chunks.len(),
             log.syncs.len(),
         );
+        // Writes into one file go one at a time, in offset order.
+        for segment in &log.segments {
+            let writing = log
+                .chunks
+                .iter()
+                .filter(|chunk| {
+                    chunk.segment == segment.id && matches!(chunk.state, ChunkState::Writing(_))
+                })
+                .count();
+            assert!(
+                writing <= 1,
+                "turn {turn}, after {when}: {writing} writes in flight"
+            );
+        }
     };
     // About 4.4 KiB per batch: 14 batches per 64 KiB segment, so three
     // per turn roll a segment every five turns or so.
