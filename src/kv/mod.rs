@@ -192,6 +192,10 @@ pub struct StateMachine {
     /// Test hook: applying a command on this key panics.
     #[cfg(any(test, feature = "planted-bugs"))]
     panic_on_key: Option<Vec<u8>>,
+    /// Planted bug: a duplicate is applied again instead of answered from
+    /// its session.
+    #[cfg(any(test, feature = "planted-bugs"))]
+    apply_duplicates: bool,
 }
 
 impl StateMachine {
@@ -371,6 +375,8 @@ impl StateMachine {
             return self.execute(command);
         }
         match self.sessions.check(client_id, command.sequence) {
+            #[cfg(any(test, feature = "planted-bugs"))]
+            session::Check::Duplicate(_) if self.apply_duplicates => self.execute(command),
             session::Check::Duplicate(response) => {
                 self.sessions.touch(client_id, self.log_time_ms);
                 response
@@ -476,6 +482,14 @@ impl StateMachine {
     #[cfg(any(test, feature = "planted-bugs"))]
     pub fn panic_on_key(&mut self, key: Option<Vec<u8>>) {
         self.panic_on_key = key;
+    }
+
+    /// Plants a bug: retried requests are applied again instead of being
+    /// answered from their session (test builds and `planted-bugs` only),
+    /// so tests can show they would catch it.
+    #[cfg(any(test, feature = "planted-bugs"))]
+    pub fn plant_duplicate_applies(&mut self) {
+        self.apply_duplicates = true;
     }
 }
 

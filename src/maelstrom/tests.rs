@@ -10,6 +10,7 @@ use crate::check::history::{Event, EventKind, History, ProcessId};
 use crate::check::linearizable::{FailedCas, KvOp, check_kv};
 use crate::check::wgl::Budget;
 use crate::constants::MAELSTROM_TICK_MS;
+use crate::kv::StateMachine;
 use crate::raft::Role;
 use crate::raft::random::Random;
 
@@ -277,7 +278,9 @@ fn session_retry_is_applied_once() {
 /// runtime.
 #[test]
 fn state_machine_panic_stops_applying_but_not_the_node() {
-    let mut cluster = Cluster::new(3, |node| node.panic_on_key(b"\"boom\"".to_vec()));
+    let mut cluster = Cluster::new(3, |node| {
+        node.prepare_machine(|machine| machine.panic_on_key(Some(b"\"boom\"".to_vec())));
+    });
     let leader = format!("n{}", cluster.run_until_leader() + 1);
     assert_eq!(
         cluster.call(&leader, json!({"type": "write", "key": "ok", "value": 1}))["type"],
@@ -387,17 +390,21 @@ struct Simulation {
 }
 
 impl Simulation {
-    /// `nodes` in-process nodes, `loss_per_mille` loss and up to
-    /// `delay_ms_max` delay between nodes; every choice is the seed's, so
-    /// a failing seed replays exactly.
+    /// `nodes` in-process nodes, 5% loss and up to 20 ms delay between
+    /// nodes, `prepare` run on each state machine; every choice is the
+    /// seed's, so a failing seed replays exactly.
     fn new(
         seed: u64,
         nodes: usize,
-        loss_per_mille: u64,
-        delay_ms_max: u64,
         sessions: bool,
+        prepare: Option<fn(&mut StateMachine)>,
     ) -> Self {
-        let mut cluster = Cluster::new(nodes, |_| {});
+        let (loss_per_mille, delay_ms_max) = (50, 20);
+        let mut cluster = Cluster::new(nodes, |node| {
+            if let Some(prepare) = prepare {
+                node.prepare_machine(prepare);
+            }
+        });
         cluster.random = Random::new(seed);
         cluster.loss_per_mille = loss_per_mille;
         cluster.delay_ms_max = delay_ms_max;
@@ -581,7 +588,7 @@ fn check_seeds(sessions: bool) {
     };
     for seed in seeds {
         let nodes = if seed.is_multiple_of(2) { 3 } else { 5 };
-        let (history, ok_after_heal) = Simulation::new(seed, nodes, 50, 20, sessions).run();
+        let (history, ok_after_heal) = Simulation::new(seed, nodes, sessions, None).run();
         let search = check_kv(
             &history.operations(),
             FailedCas::CompareMismatch,
@@ -633,4 +640,23 @@ fn simulated_faulty_runs_are_linearizable() {
 #[test]
 fn simulated_session_retries_are_exactly_once() {
     check_seeds(true);
+}
+
+/// The session runs can fail: with a state machine that applies retried
+/// requests again (a planted bug), some default seed's history is not
+/// linearizable.
+#[test]
+fn simulated_session_runs_catch_duplicate_applies() {
+    let caught = (0..8).find(|seed| {
+        let nodes = if seed % 2 == 0 { 3 } else { 5 };
+        let prepare: fn(&mut StateMachine) = StateMachine::plant_duplicate_applies;
+        let (history, _) = Simulation::new(*seed, nodes, true, Some(prepare)).run();
+        let search = check_kv(
+            &history.operations(),
+            FailedCas::CompareMismatch,
+            &Budget::DEFAULT,
+        );
+        search.verdict.is_violation()
+    });
+    assert!(caught.is_some(), "no seed caught duplicate applies");
 }
