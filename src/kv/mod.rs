@@ -43,6 +43,33 @@
 //! * **Answers** ([`reply`]): responses as client-protocol bodies, for the
 //!   server.
 
+//! # How a runtime drives it (the server's groups; `src/maelstrom/node.rs`
+//! does exactly this)
+//!
+//! 1. **Propose.** Build each client write as a `KvCommand` with
+//!    `time_ms` set to the leader's wall clock now (overwrite whatever the
+//!    client sent), encode it with `encode_kv_command` as one entry of a
+//!    `kv` batch, propose the batch, and remember (index, term, client).
+//! 2. **Apply.** On `Action::Apply { up_to }`, hand each committed batch up
+//!    to `up_to`, in order, to [`StateMachine::apply_batch`]. Answer a
+//!    remembered write when its index comes back: with
+//!    [`reply::response_body`] if the batch's term is the one it was
+//!    proposed in, else "not leader" (another entry was committed there, so
+//!    it never will be). On `Action::Truncate { from }`, answer the writes at
+//!    and above `from` the same way.
+//! 3. **Read.** `Core::read_index` → [`ReadQueue::push`];
+//!    `Action::ReadReady` → [`ReadQueue::confirmed`]; after each apply,
+//!    [`ReadQueue::serve`] with [`reply::read_body`];
+//!    `Action::ReadsAborted` → [`ReadQueue::abort`] ("retry"). A stale read
+//!    is [`reply::read_body`] at once, with `stale: true`.
+//! 4. **Fail.** An `Err` from `apply_batch` means the machine stopped:
+//!    report [`StateMachine::failure`] in status and metrics, answer
+//!    waiting writes "failed", refuse new requests; keep the group's Raft
+//!    running (it still votes and replicates), and the other groups.
+//! 5. **Snapshot.** [`StateMachine::snapshot_to`] at the applied index;
+//!    [`StateMachine::restore_from`] on restart or install (then apply the
+//!    log after the snapshot's [`StateMachine::applied_index`]).
+
 pub mod reads;
 pub mod reply;
 pub mod session;
