@@ -480,9 +480,20 @@ impl Client {
             time_ms: 0,
         };
         // The session makes a retried write apply once: safe to retry.
-        Ok(self
-            .request("", &RequestBody::Write(command), None, true)?
-            .0)
+        let answer = self.request("", &RequestBody::Write(command), None, true);
+        if let Err(ClientError::Reply(ErrorReply {
+            kind: ErrorKind::SessionExpired,
+            ..
+        })) = &answer
+        {
+            // The state machine no longer knows this session (it expired, or
+            // its first request never applied): later writes open a new one.
+            // This write's outcome is the caller's to judge (an earlier
+            // attempt may have applied).
+            self.options.client_id = random_client_id();
+            self.sequence = 0;
+        }
+        Ok(answer?.0)
     }
 
     /// Sends `body` to the leader, following redirects; retries on another

@@ -43,6 +43,33 @@
 //! * **Answers** ([`reply`]): responses as client-protocol bodies, for the
 //!   server.
 
+//! # How a runtime drives it (the server's groups; `src/maelstrom/node.rs`
+//! does exactly this)
+//!
+//! 1. **Propose.** Build each client write as a `KvCommand` with
+//!    `time_ms` set to the leader's wall clock now (overwrite whatever the
+//!    client sent), encode it with `encode_kv_command` as one entry of a
+//!    `kv` batch, propose the batch, and remember (index, term, client).
+//! 2. **Apply.** On `Action::Apply { up_to }`, hand each committed batch up
+//!    to `up_to`, in order, to [`StateMachine::apply_batch`]. Answer a
+//!    remembered write when its index comes back: with
+//!    [`reply::response_body`] if the batch's term is the one it was
+//!    proposed in, else "not leader" (another entry was committed there, so
+//!    it never will be). On `Action::Truncate { from }`, answer the writes at
+//!    and above `from` the same way.
+//! 3. **Read.** `Core::read_index` → [`ReadQueue::push`];
+//!    `Action::ReadReady` → [`ReadQueue::confirmed`]; after each apply,
+//!    [`ReadQueue::serve`] with [`reply::read_body`];
+//!    `Action::ReadsAborted` → [`ReadQueue::abort`] ("retry"). A stale read
+//!    is [`reply::read_body`] at once, with `stale: true`.
+//! 4. **Fail.** An `Err` from `apply_batch` means the machine stopped:
+//!    report [`StateMachine::failure`] in status and metrics, answer
+//!    waiting writes "failed", refuse new requests; keep the group's Raft
+//!    running (it still votes and replicates), and the other groups.
+//! 5. **Snapshot.** [`StateMachine::snapshot_to`] at the applied index;
+//!    [`StateMachine::restore_from`] on restart or install (then apply the
+//!    log after the snapshot's [`StateMachine::applied_index`]).
+
 pub mod reads;
 pub mod reply;
 pub mod session;
@@ -192,6 +219,10 @@ pub struct StateMachine {
     /// Test hook: applying a command on this key panics.
     #[cfg(any(test, feature = "planted-bugs"))]
     panic_on_key: Option<Vec<u8>>,
+    /// Planted bug: a duplicate is applied again instead of answered from
+    /// its session.
+    #[cfg(any(test, feature = "planted-bugs"))]
+    apply_duplicates: bool,
 }
 
 impl StateMachine {
@@ -371,6 +402,8 @@ impl StateMachine {
             return self.execute(command);
         }
         match self.sessions.check(client_id, command.sequence) {
+            #[cfg(any(test, feature = "planted-bugs"))]
+            session::Check::Duplicate(_) if self.apply_duplicates => self.execute(command),
             session::Check::Duplicate(response) => {
                 self.sessions.touch(client_id, self.log_time_ms);
                 response
@@ -476,6 +509,14 @@ impl StateMachine {
     #[cfg(any(test, feature = "planted-bugs"))]
     pub fn panic_on_key(&mut self, key: Option<Vec<u8>>) {
         self.panic_on_key = key;
+    }
+
+    /// Plants a bug: retried requests are applied again instead of being
+    /// answered from their session (test builds and `planted-bugs` only),
+    /// so tests can show they would catch it.
+    #[cfg(any(test, feature = "planted-bugs"))]
+    pub fn plant_duplicate_applies(&mut self) {
+        self.apply_duplicates = true;
     }
 }
 

@@ -20,6 +20,11 @@
 //! unknown client means its session was evicted, and applying the request
 //! could apply a retry twice, so it is refused instead.
 //!
+//! A client told `SessionExpired` opens a new session: a new id, sequence
+//! 1 (the client library does). That also covers a session whose first
+//! request never applied: its second request is refused, not applied
+//! without a session.
+//!
 //! The guarantee, exactly: a retry is answered from the record, never
 //! applied twice, while its session lives — that is, when it arrives within
 //! [`SESSION_EXPIRY_MS`] of log time after the session's last request and

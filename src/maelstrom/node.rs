@@ -123,9 +123,9 @@ pub struct Node {
     next_msg_id: u64,
     output: Vec<String>,
     now: Now,
-    /// Test hook: the state machine panics on this key.
+    /// Test hook: prepares the state machine at `init` (plant a bug).
     #[cfg(any(test, feature = "planted-bugs"))]
-    panic_on_key: Option<Vec<u8>>,
+    prepare_machine: Option<fn(&mut StateMachine)>,
 }
 
 impl std::fmt::Debug for Node {
@@ -152,14 +152,15 @@ impl Node {
             output: Vec::new(),
             now: Now::default(),
             #[cfg(any(test, feature = "planted-bugs"))]
-            panic_on_key: None,
+            prepare_machine: None,
         }
     }
 
-    /// Makes the state machine panic on `key` (test hook).
+    /// Runs `prepare` on the state machine when it is created at `init`
+    /// (test hook: plants a bug).
     #[cfg(any(test, feature = "planted-bugs"))]
-    pub fn panic_on_key(&mut self, key: Vec<u8>) {
-        self.panic_on_key = Some(key);
+    pub fn prepare_machine(&mut self, prepare: fn(&mut StateMachine)) {
+        self.prepare_machine = Some(prepare);
     }
 
     /// Lines to write to stdout, in order.
@@ -316,7 +317,9 @@ impl Node {
         #[allow(unused_mut)]
         let mut machine = StateMachine::new();
         #[cfg(any(test, feature = "planted-bugs"))]
-        machine.panic_on_key(self.panic_on_key.clone());
+        if let Some(prepare) = self.prepare_machine {
+            prepare(&mut machine);
+        }
         Ok(Running {
             me: me.to_owned(),
             ids,
