@@ -7,10 +7,12 @@
 //! turn queues writes, `flush` issues them with one sync per file, and a
 //! later turn's `poll` reports how far they are durable.
 //!
-//! Client appends are answered only when their last index is committed
-//! *and* still holds the term they were appended in; an entry overwritten
-//! by a new leader is answered "not leader" (it was never committed, so a
-//! retry cannot duplicate it).
+//! Client appends are answered only when their last index is committed:
+//! "appended" if it still holds the term they were appended in, else "not
+//! leader" (another entry committed at that index, so theirs never will,
+//! and a retry cannot duplicate it). An entry overwritten here by a new
+//! leader is not answered then: the nodes it reached may still elect a
+//! leader that commits it.
 
 use std::collections::VecDeque;
 
@@ -29,6 +31,8 @@ use crate::wire::client::{ErrorKind, ErrorReply, Response, ResponseBody};
 use crate::wire::{BatchKind, BatchMut, BatchView, WireError, encode_batch, split_frame};
 
 mod kv;
+#[cfg(test)]
+mod tests;
 
 pub use kv::KV_LOG;
 
@@ -439,14 +443,23 @@ impl Group {
                 if let Ok(mut batch) = BatchMut::parse(frame) {
                     batch.stamp(term, first_index);
                 }
-                self.pending.push_back(PendingAppend {
-                    first_index,
-                    last_index: LogIndex(first_index.get() + u64::from(count) - 1),
-                    term,
-                    count,
-                    reply,
-                    write: kind == BatchKind::Kv && self.kv.is_some(),
-                });
+                let last_index = LogIndex(first_index.get() + u64::from(count) - 1);
+                // In index order: an append kept across a truncation may sit
+                // above the indexes a later term hands out.
+                let at = self
+                    .pending
+                    .partition_point(|pending| pending.last_index <= last_index);
+                self.pending.insert(
+                    at,
+                    PendingAppend {
+                        first_index,
+                        last_index,
+                        term,
+                        count,
+                        reply,
+                        write: kind == BatchKind::Kv && self.kv.is_some(),
+                    },
+                );
                 self.execute(&mut actions, Some(frame), None, out);
             }
             Err(ProposeError::NotLeader { leader }) => {
@@ -615,20 +628,10 @@ impl Group {
             Action::Truncate { from } => {
                 self.storage.truncate_suffix(from)?;
                 self.durable_index = self.durable_index.min(from.prev());
-                while let Some(pending) = self.pending.back() {
-                    if pending.last_index < from {
-                        break;
-                    }
-                    let pending = self.pending.pop_back().expect("checked");
-                    out.error(
-                        pending.reply,
-                        ErrorKind::NotLeader {
-                            leader: self.core.leader().get(),
-                            address: self.address_of(self.core.leader()),
-                        },
-                        "the entry was replaced by a new leader; it was not committed",
-                    );
-                }
+                // Appends overwritten here stay pending: other nodes may hold
+                // them and elect a leader that commits them. They are
+                // answered when their index commits (`committed`): with
+                // them, or with another entry (then they never will).
             }
             Action::AppendProposal { .. } => {
                 let frame = proposal.expect("AppendProposal comes from propose");

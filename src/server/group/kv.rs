@@ -179,13 +179,22 @@ impl Group {
         responses: &mut BTreeMap<LogIndex, (Term, KvResponse)>,
         out: &mut Outbound,
     ) {
-        match responses.remove(&pending.first_index) {
-            Some((term, response)) if term == pending.term => out.reply_kv(pending.reply, response),
-            Some(_) | None
-                if self
-                    .kv
-                    .as_ref()
-                    .is_some_and(|machine| machine.failure().is_some()) =>
+        // Two writes may wait on one index (one was overwritten there): the
+        // response goes to the one of the entry's term.
+        let applied = responses
+            .get(&pending.first_index)
+            .is_some_and(|(term, _)| *term == pending.term);
+        let response = if applied {
+            responses.remove(&pending.first_index)
+        } else {
+            None
+        };
+        match response {
+            Some((_, response)) => out.reply_kv(pending.reply, response),
+            None if self
+                .kv
+                .as_ref()
+                .is_some_and(|machine| machine.failure().is_some()) =>
             {
                 out.error(
                     pending.reply,

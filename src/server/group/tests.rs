@@ -1,0 +1,257 @@
+//! Groups of five nodes wired in process: the peer frames a group emits are
+//! decoded and stepped into their target group, unless the link is cut, so
+//! a test scripts elections and partitions message by message.
+
+use std::collections::HashSet;
+
+use super::{ClientOut, Group, Outbound, ReplyTo};
+use crate::net::codec::{self, PeerBody, PeerHeader};
+use crate::raft::{self, Role};
+use crate::storage::memory::{MemoryLog, SyncMode};
+use crate::types::{LogId, LogIndex, NodeId, Term};
+use crate::wire::client::ResponseBody;
+use crate::wire::{BatchKind, encode_batch, split_frame};
+
+/// Five groups of one log and the links between them.
+struct Cluster {
+    groups: Vec<Group>,
+    /// Links that drop everything.
+    cut: HashSet<(usize, usize)>,
+    /// Links that drop what a leader sends (entries, heartbeats) but carry
+    /// elections.
+    votes_only: HashSet<(usize, usize)>,
+    /// Client answers: (node, request id, answer).
+    answers: Vec<(usize, u64, ResponseBody)>,
+    now_ms: u64,
+}
+
+const LOG: &str = "truncation";
+
+/// The nodes of the test, by index.
+const A: usize = 0;
+const B: usize = 1;
+const C: usize = 2;
+const D: usize = 3;
+const E: usize = 4;
+
+impl Cluster {
+    fn new(nodes: usize) -> Self {
+        let ids: Vec<NodeId> = (1..=nodes as u64).map(NodeId).collect();
+        let addresses: Vec<(NodeId, String)> = ids
+            .iter()
+            .map(|id| (*id, format!("127.0.0.1:{}", 7000 + id.get())))
+            .collect();
+        let groups = ids
+            .iter()
+            .map(|id| {
+                Group::open(
+                    LogId::from_name(LOG),
+                    LOG.to_owned(),
+                    raft::Config::new(*id, id.get()),
+                    &ids,
+                    addresses.clone(),
+                    Box::new(MemoryLog::new(SyncMode::Immediate)),
+                    0,
+                )
+                .unwrap()
+            })
+            .collect();
+        Self {
+            groups,
+            cut: HashSet::new(),
+            votes_only: HashSet::new(),
+            answers: Vec::new(),
+            now_ms: 0,
+        }
+    }
+
+    /// Cuts every link from `from` to each of `to`.
+    fn cut(&mut self, from: usize, to: &[usize]) {
+        for &node in to {
+            self.cut.insert((from, node));
+        }
+    }
+
+    /// Lets only election messages from `from` to each of `to` through.
+    fn votes_only(&mut self, from: usize, to: &[usize]) {
+        for &node in to {
+            self.votes_only.insert((from, node));
+        }
+    }
+
+    /// Runs turns and delivers messages until nothing moves.
+    fn settle(&mut self) {
+        for _ in 0..200 {
+            let mut moved = false;
+            for node in 0..self.groups.len() {
+                let mut out = Outbound::default();
+                self.groups[node].turn(&mut out);
+                moved |= self.route(node, out);
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the cluster did not settle");
+    }
+
+    /// Delivers `out` of `node`; whether anything was delivered.
+    fn route(&mut self, node: usize, out: Outbound) -> bool {
+        for (reply, piece) in out.clients {
+            let ClientOut::Bytes(bytes) = piece else {
+                continue;
+            };
+            let response = crate::wire::client::decode_response(&bytes).unwrap();
+            self.answers.push((node, reply.request_id, response.body));
+        }
+        let mut moved = false;
+        for (to, bytes) in out.peers {
+            let target = to.get() as usize - 1;
+            if self.cut.contains(&(node, target)) {
+                continue;
+            }
+            let (header, rest) = split_frame(&bytes).unwrap().unwrap();
+            let mut batches = Vec::new();
+            let header = codec::decode(header, &mut batches).unwrap();
+            let from_leader = matches!(
+                header.body,
+                PeerBody::AppendEntries { .. } | PeerBody::Heartbeat(_)
+            );
+            if from_leader && self.votes_only.contains(&(node, target)) {
+                continue;
+            }
+            self.step(target, &header, &batches, rest);
+            moved = true;
+        }
+        moved
+    }
+
+    fn step(
+        &mut self,
+        node: usize,
+        header: &PeerHeader,
+        batches: &[raft::BatchSummary],
+        bytes: &[u8],
+    ) {
+        let mut out = Outbound::default();
+        self.groups[node]
+            .step(header, batches, bytes, &mut out)
+            .unwrap();
+        self.route(node, out);
+    }
+
+    /// Makes `node` campaign now, as a leadership transfer does (voters in
+    /// a leader's lease still answer), in a term above `term`.
+    fn campaign(&mut self, node: usize, from: usize, term: Term) {
+        let header = PeerHeader {
+            group: LogId::from_name(LOG),
+            from: NodeId(from as u64 + 1),
+            to: NodeId(node as u64 + 1),
+            term,
+            body: PeerBody::TimeoutNow,
+        };
+        self.step(node, &header, &[], &[]);
+        self.settle();
+    }
+
+    /// Ticks every node by `ms`.
+    fn tick(&mut self, ms: u64) {
+        self.now_ms += ms;
+        for node in 0..self.groups.len() {
+            let mut out = Outbound::default();
+            self.groups[node].tick(self.now_ms, &mut out);
+            self.route(node, out);
+        }
+        self.settle();
+    }
+
+    fn role(&self, node: usize) -> Role {
+        self.groups[node].core().role()
+    }
+
+    fn term(&self, node: usize) -> Term {
+        self.groups[node].core().term()
+    }
+
+    fn answer(&self, node: usize, request_id: u64) -> Option<&ResponseBody> {
+        self.answers
+            .iter()
+            .find(|(at, id, _)| *at == node && *id == request_id)
+            .map(|(_, _, body)| body)
+    }
+}
+
+/// An append whose entry a new leader overwrote on the node that took it is
+/// not necessarily lost: the nodes it reached may still elect a leader that
+/// commits it. So the node answers only once the entry's index commits (with
+/// the entry: ok; with another: not committed), never at the truncation,
+/// or a client told "not committed" retries and the log holds it twice.
+///
+/// Five nodes: A leads term 1 and takes append X at index 2, which reaches
+/// only B. C is elected in term 2 by C, D, E (their logs end at index 1)
+/// and its no-op reaches only A, which truncates X. Then B, whose log ends
+/// with X, is elected in term 3 by B, D, E and commits X with its own
+/// no-op.
+#[test]
+fn an_overwritten_append_is_answered_when_its_index_commits() {
+    let mut cluster = Cluster::new(5);
+    cluster.campaign(A, B, Term(0));
+    assert_eq!(cluster.role(A), Role::Leader);
+    cluster.tick(50);
+    let term_a = cluster.term(A);
+
+    cluster.cut(A, &[C, D, E]);
+    let mut frame = encode_batch(BatchKind::Data, Term(0), LogIndex(0), &[b"X"]);
+    let reply = ReplyTo {
+        connection: 0,
+        generation: 1,
+        request_id: 7,
+    };
+    let mut out = Outbound::default();
+    cluster.groups[A].propose(&mut frame, reply, &mut out);
+    cluster.route(A, out);
+    cluster.settle();
+    let index_x = cluster.groups[B].storage().last_index();
+    assert_eq!(cluster.groups[B].storage().term_at(index_x), Some(term_a));
+    assert!(cluster.answer(A, 7).is_none(), "X is not committed yet");
+
+    // C leads term 2 (D and E vote for it but hear nothing more from it);
+    // only A hears from it, and truncates X.
+    cluster.cut(C, &[B]);
+    cluster.votes_only(C, &[D, E]);
+    cluster.cut(A, &[B]);
+    cluster.cut(B, &[A, C, D, E]);
+    cluster.campaign(C, A, term_a);
+    assert_eq!(cluster.role(C), Role::Leader);
+    let term_c = cluster.term(C);
+    cluster.tick(50);
+    assert_eq!(cluster.groups[A].storage().term_at(index_x), Some(term_c));
+    assert!(
+        cluster.answer(A, 7).is_none(),
+        "A answered at the truncation: {:?}",
+        cluster.answer(A, 7)
+    );
+
+    // B leads term 3 with D and E, and commits X with its no-op.
+    cluster.cut.clear();
+    cluster.votes_only.clear();
+    cluster.cut(C, &[A, B, D, E]);
+    cluster.cut(A, &[B, C, D, E]);
+    cluster.cut(B, &[C]);
+    cluster.campaign(B, C, term_c);
+    assert_eq!(cluster.role(B), Role::Leader);
+    cluster.tick(50);
+    assert!(cluster.groups[B].core().commit_index() > index_x);
+    assert_eq!(cluster.groups[B].storage().term_at(index_x), Some(term_a));
+
+    // A hears from B, takes X back, learns it committed: X was appended.
+    cluster.cut.clear();
+    cluster.cut(C, &[A, B, D, E]);
+    cluster.tick(50);
+    cluster.tick(50);
+    assert!(cluster.groups[A].core().commit_index() > index_x);
+    match cluster.answer(A, 7) {
+        Some(ResponseBody::Appended { first_index, .. }) => assert_eq!(*first_index, index_x.get()),
+        other => panic!("X is committed at {index_x} but A answered {other:?}"),
+    }
+}
