@@ -107,20 +107,9 @@ pub struct KvVerdict {
     pub linearizable: bool,
 }
 
-/// Checks the key-value history: exactly-once effects, then
-/// linearizability with the independent checker.
+/// Checks the key-value history: linearizability with the independent
+/// checker, then that each request took effect at most once.
 pub fn check(entries: &[KvEntry]) -> Result<KvVerdict, Violation> {
-    for entry in entries {
-        if entry.effects > 1 {
-            return Err(Violation {
-                property: "a kv request takes effect at most once",
-                detail: format!(
-                    "client {} sequence {} ({}) took effect {} times",
-                    entry.client, entry.sequence, entry.op, entry.effects
-                ),
-            });
-        }
-    }
     let mut events: Vec<(u64, bool, u64, EventKind, KvOp)> = Vec::new();
     for (number, entry) in entries.iter().enumerate() {
         let process = number as u64;
@@ -159,14 +148,25 @@ pub fn check(entries: &[KvEntry]) -> Result<KvVerdict, Violation> {
         FailedCas::CompareMismatch,
         &Budget::steps(SEARCH_STEPS_MAX),
     );
-    match search.verdict {
-        Verdict::NotLinearizable(dead_end) => Err(Violation {
+    if let Verdict::NotLinearizable(dead_end) = &search.verdict {
+        return Err(Violation {
             property: "kv linearizability (check::linearizable::check_kv)",
             detail: format!("key {:?}: {dead_end:?}", search.key),
-        }),
-        verdict => Ok(KvVerdict {
-            operations: operations.len(),
-            linearizable: verdict.is_linearizable(),
-        }),
+        });
     }
+    for entry in entries {
+        if entry.effects > 1 {
+            return Err(Violation {
+                property: "a kv request takes effect at most once",
+                detail: format!(
+                    "client {} sequence {} ({}) took effect {} times",
+                    entry.client, entry.sequence, entry.op, entry.effects
+                ),
+            });
+        }
+    }
+    Ok(KvVerdict {
+        operations: operations.len(),
+        linearizable: search.verdict.is_linearizable(),
+    })
 }
