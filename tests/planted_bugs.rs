@@ -62,3 +62,33 @@ fn catches_acknowledge_before_durable() {
 fn catches_forgotten_vote_on_restart() {
     assert_caught(PlantedBug::ForgetVoteOnRestart);
 }
+
+/// The key-value runtime applying a retried request again (no session
+/// check): a retry of a write that was committed and applied, but not
+/// answered, takes effect twice.
+#[test]
+fn catches_double_apply_of_a_retried_request() {
+    assert_caught(PlantedBug::DoubleApply);
+}
+
+/// The independent checker alone catches the double apply too: the
+/// history check runs `check::linearizable::check_kv` before the
+/// simulator's own count of each request's effects, so a failure reported
+/// as a linearizability violation is the independent checker's.
+#[test]
+fn check_kv_catches_double_apply() {
+    let caught = (0..SEEDS_MAX).find_map(|seed| {
+        let mut options = Options::for_seed(seed);
+        options.planted_bug = Some(PlantedBug::DoubleApply);
+        match run(seed, &options) {
+            Err(failure) if failure.violation.property.starts_with("kv linearizability") => {
+                Some(failure.to_string())
+            }
+            _ => None,
+        }
+    });
+    match caught {
+        Some(failure) => println!("check_kv caught DoubleApply: {failure}"),
+        None => panic!("check_kv did not catch DoubleApply in {SEEDS_MAX} seeds"),
+    }
+}

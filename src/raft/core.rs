@@ -42,6 +42,10 @@ pub enum PlantedBug {
     AcknowledgeBeforeDurable,
     /// Forget the vote of the current term on restart.
     ForgetVoteOnRestart,
+    /// Not a core bug: the simulator's key-value runtime applies every
+    /// committed request without its session check, so a retried request
+    /// that was already applied is applied again.
+    DoubleApply,
 }
 
 /// How a core behaves; fixed for its life.

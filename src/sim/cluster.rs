@@ -19,7 +19,9 @@ use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
 use std::rc::Rc;
 
+use crate::check::linearizable::KvOp;
 use crate::constants::{BATCH_ENTRIES_MAX, NODES_MAX};
+use crate::kv::{KvResponse, StateMachine};
 use crate::raft::random::Random;
 use crate::raft::{
     Action, AppendEntries, Body, Config, Core, Membership, Message, OutgoingBody, ProposeError,
@@ -27,8 +29,13 @@ use crate::raft::{
 };
 use crate::sim::checker::{Checker, HistoryEntry, Operation, Outcome, Violation};
 use crate::sim::disk::{BatchRef, DiskOperation, DurableView, SimBatch, SimDisk};
+use crate::sim::kv::{KvEntry, KvOutcome};
 use crate::types::{LogIndex, NodeId, Term};
-use crate::wire::BatchKind;
+use crate::wire::client::{KvCommand, KvOperation, decode_kv_command, encode_kv_command};
+use crate::wire::{BatchKind, BatchView};
+
+/// Operation numbers at or above this are key-value operations (minus it).
+const KV_TAG: usize = 1 << 40;
 
 /// Simulated milliseconds between a node's ticks.
 const TICK_MS: u64 = 10;
@@ -54,6 +61,8 @@ pub struct Options {
     pub liveness_bound_ms: u64,
     /// Concurrent clients.
     pub clients: u32,
+    /// Concurrent key-value clients (each with its own session).
+    pub kv_clients: u32,
     /// Print a trace of the run (role changes, faults, node states) to
     /// standard error: for replaying a failing seed.
     pub trace: bool,
@@ -73,6 +82,7 @@ impl Options {
             nemesis_ms: 4_000,
             liveness_bound_ms: 5_000,
             clients: 3,
+            kv_clients: 3,
             exact_search_every: 16,
             trace: false,
             #[cfg(feature = "planted-bugs")]
@@ -113,6 +123,17 @@ pub struct Report {
     pub linearizable: bool,
     /// The client history.
     pub history: Vec<HistoryEntry>,
+    /// Key-value operations that completed ok.
+    pub kv_ok: u64,
+    /// Key-value operations judged by `check_kv`.
+    pub kv_operations: usize,
+    /// `check_kv` proved the key-value history linearizable.
+    pub kv_linearizable: bool,
+    /// Cas operations answered ok whose request was committed more than
+    /// once (a retry after the first copy was applied) and took effect once.
+    pub kv_cas_retried_applied_once: u64,
+    /// The key-value history.
+    pub kv_history: Vec<KvEntry>,
 }
 
 /// A failed run: the property violated and when.
@@ -178,6 +199,9 @@ enum Event {
     Restart(usize),
     Client(u32),
     ClientTimeout(usize),
+    KvClient(u32),
+    KvAttempt(usize),
+    KvGiveUp(usize),
     Nemesis,
     Heal,
 }
@@ -222,6 +246,10 @@ struct Node {
     reads_waiting: VecDeque<(u64, usize)>,
     /// (read index, operation) of reads waiting for apply.
     reads_ready: Vec<(LogIndex, usize)>,
+    /// The key-value machine, fed the committed entries in order.
+    kv: StateMachine,
+    /// (kv operation, term, index) of key-value writes proposed here.
+    kv_proposals: Vec<(usize, Term, LogIndex)>,
 }
 
 struct Faults {
@@ -244,6 +272,13 @@ impl Faults {
 }
 
 struct Client {
+    operation: Option<usize>,
+    leader_guess: usize,
+}
+
+struct KvClient {
+    /// Session sequence of the last write.
+    sequence: u64,
     operation: Option<usize>,
     leader_guess: usize,
 }
@@ -273,6 +308,18 @@ struct Simulation {
     next_trace_ms: u64,
     events: u64,
     actions: Vec<Action>,
+    kv_clients: Vec<KvClient>,
+    kv_history: Vec<KvEntry>,
+    /// The next value a put or cas writes.
+    kv_next_value: u64,
+    /// State hash of the key-value machine at each applied index seen.
+    kv_states: std::collections::HashMap<u64, u64>,
+    /// Highest index any node applied (entries above it are applied for
+    /// the first time: their effects are counted).
+    kv_applied_max: LogIndex,
+    /// (session id, sequence) → kv operation.
+    kv_requests: std::collections::HashMap<(u64, u64), usize>,
+    kv_verdict: crate::sim::kv::KvVerdict,
 }
 
 impl Simulation {
@@ -295,10 +342,19 @@ impl Simulation {
                 proposals: Vec::new(),
                 reads_waiting: VecDeque::new(),
                 reads_ready: Vec::new(),
+                kv: StateMachine::new(),
+                kv_proposals: Vec::new(),
             })
             .collect();
         let clients = (0..options.clients)
             .map(|_| Client {
+                operation: None,
+                leader_guess: random.below(options.nodes as u64) as usize,
+            })
+            .collect();
+        let kv_clients = (0..options.kv_clients)
+            .map(|_| KvClient {
+                sequence: 0,
                 operation: None,
                 leader_guess: random.below(options.nodes as u64) as usize,
             })
@@ -328,6 +384,13 @@ impl Simulation {
             next_trace_ms: 0,
             events: 0,
             actions: Vec::with_capacity(crate::constants::ACTIONS_PER_STEP_MAX),
+            kv_clients,
+            kv_history: Vec::new(),
+            kv_next_value: 1,
+            kv_states: std::collections::HashMap::new(),
+            kv_applied_max: LogIndex::ZERO,
+            kv_requests: std::collections::HashMap::new(),
+            kv_verdict: crate::sim::kv::KvVerdict::default(),
         }
     }
 
@@ -354,6 +417,23 @@ impl Simulation {
             history_operations: self.verdict.operations,
             linearizable: self.verdict.linearizable,
             history: history.clone(),
+            kv_ok: self
+                .kv_history
+                .iter()
+                .filter(|entry| matches!(entry.outcome, KvOutcome::Ok(_)))
+                .count() as u64,
+            kv_operations: self.kv_verdict.operations,
+            kv_linearizable: self.kv_verdict.linearizable,
+            kv_cas_retried_applied_once: self
+                .kv_history
+                .iter()
+                .filter(|entry| {
+                    matches!(entry.outcome, KvOutcome::Ok(KvOp::Cas { .. }))
+                        && entry.answered_from_session
+                        && entry.effects == 1
+                })
+                .count() as u64,
+            kv_history: self.kv_history.clone(),
         }
     }
 
@@ -375,6 +455,10 @@ impl Simulation {
         for client in 0..self.options.clients {
             let delay = self.random.between(50, 300);
             self.schedule(delay, Event::Client(client));
+        }
+        for client in 0..self.options.kv_clients {
+            let delay = self.random.between(50, 300);
+            self.schedule(delay, Event::KvClient(client));
         }
         let first_fault = self.random.between(100, 400);
         self.schedule(first_fault, Event::Nemesis);
@@ -420,6 +504,9 @@ impl Simulation {
             }
             Event::Client(client) => self.client_invoke(client)?,
             Event::ClientTimeout(operation) => self.complete(operation, Outcome::Info),
+            Event::KvClient(client) => self.kv_invoke(client)?,
+            Event::KvAttempt(operation) => self.kv_attempt(operation)?,
+            Event::KvGiveUp(operation) => self.kv_complete(operation, KvOutcome::Info),
             Event::Nemesis => {
                 if !self.healed {
                     self.nemesis()?;
@@ -481,6 +568,7 @@ impl Simulation {
         let state = &mut self.nodes[node];
         state.core = Some(Core::new(config, &restart));
         state.applied = LogIndex::ZERO;
+        state.kv = StateMachine::new();
     }
 
     fn crash(&mut self, node: usize) -> Result<(), Violation> {
@@ -493,6 +581,7 @@ impl Simulation {
         state.life += 1;
         state.disk.crash(&mut self.random);
         let proposals = std::mem::take(&mut state.proposals);
+        let kv_proposals = std::mem::take(&mut state.kv_proposals);
         let reads: Vec<usize> = state
             .reads_waiting
             .drain(..)
@@ -501,6 +590,9 @@ impl Simulation {
             .collect();
         for (operation, _, _) in proposals {
             self.complete(operation, Outcome::Info);
+        }
+        for (operation, _, _) in kv_proposals {
+            self.kv_retry(operation);
         }
         for operation in reads {
             self.complete(operation, Outcome::Fail);
@@ -759,7 +851,26 @@ impl Simulation {
                 .expect("committed entries are stored");
             self.checker.applied(id, LogIndex(index), entry)?;
         }
+        let answers = self.apply_kv(node, from, up_to)?;
         self.nodes[node].applied = up_to;
+        let kv_proposals = std::mem::take(&mut self.nodes[node].kv_proposals);
+        let mut kv_still = Vec::with_capacity(kv_proposals.len());
+        for (operation, term, index) in kv_proposals {
+            if index > up_to {
+                kv_still.push((operation, term, index));
+                continue;
+            }
+            let entry = self.nodes[node].disk.written().entry(index);
+            let answer = answers.iter().find(|(at, _)| *at == index);
+            match answer {
+                Some((_, response)) if entry.map(|(entry_term, _)| entry_term) == Some(term) => {
+                    let outcome = self.kv_outcome(operation, response);
+                    self.kv_complete(operation, outcome);
+                }
+                _ => self.kv_retry(operation),
+            }
+        }
+        self.nodes[node].kv_proposals = kv_still;
         let proposals = std::mem::take(&mut self.nodes[node].proposals);
         let mut still = Vec::with_capacity(proposals.len());
         for (operation, term, first_index) in proposals {
@@ -801,6 +912,17 @@ impl Simulation {
                 still.push((index, operation));
                 continue;
             }
+            if operation >= KV_TAG {
+                let operation = operation - KV_TAG;
+                if let KvOp::Get { key, .. } = self.kv_history[operation].op {
+                    let value = self.nodes[node]
+                        .kv
+                        .get(&key.to_le_bytes())
+                        .map(crate::sim::kv::decode_value);
+                    self.kv_complete(operation, KvOutcome::Ok(KvOp::Get { key, value }));
+                }
+                continue;
+            }
             let last_value = self.nodes[node]
                 .disk
                 .written()
@@ -836,9 +958,17 @@ impl Simulation {
             for (operation, _, _) in std::mem::take(&mut self.nodes[node].proposals) {
                 self.complete(operation, Outcome::Info);
             }
+            for (operation, _, _) in std::mem::take(&mut self.nodes[node].kv_proposals) {
+                self.kv_retry(operation);
+            }
         }
         if leader != NodeId::ZERO {
             for client in &mut self.clients {
+                if client.leader_guess == node {
+                    client.leader_guess = (leader.get() - 1) as usize;
+                }
+            }
+            for client in &mut self.kv_clients {
                 if client.leader_guess == node {
                     client.leader_guess = (leader.get() - 1) as usize;
                 }
@@ -1009,6 +1139,12 @@ impl Simulation {
     /// Records the outcome of an operation (the first one only) and lets
     /// its client go on.
     fn complete(&mut self, operation: usize, outcome: Outcome) {
+        if operation >= KV_TAG {
+            // A key-value get's attempt failed (its reads are answered in
+            // `serve_reads`): try again.
+            self.kv_retry(operation - KV_TAG);
+            return;
+        }
         let entry = &mut self.checker.history[operation];
         if entry.completed_ms != u64::MAX {
             return;
@@ -1030,6 +1166,298 @@ impl Simulation {
             self.clients[client as usize].operation = None;
             let think = self.random.between(1, 30);
             self.schedule(think, Event::Client(client));
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Key-value clients.
+
+    /// Applies the committed entries `from + 1 ..= up_to` to the node's
+    /// key-value machine; returns the answer of each kv entry. Checks that
+    /// every machine has the same state at the same index, and counts each
+    /// request's effects the first time any node applies its entry.
+    fn apply_kv(
+        &mut self,
+        node: usize,
+        from: LogIndex,
+        up_to: LogIndex,
+    ) -> Result<Vec<(LogIndex, KvResponse)>, Violation> {
+        let batches: Vec<BatchRef> = self.nodes[node]
+            .disk
+            .written()
+            .batches
+            .iter()
+            .filter(|batch| batch.summary.last_index() > from && batch.summary.first_index <= up_to)
+            .cloned()
+            .collect();
+        #[cfg(feature = "planted-bugs")]
+        let skip_sessions = self.options.planted_bug == Some(crate::raft::PlantedBug::DoubleApply);
+        #[cfg(not(feature = "planted-bugs"))]
+        let skip_sessions = false;
+        let first_time = self.kv_applied_max;
+        let mut answers = Vec::new();
+        let mut seen = Vec::new();
+        let kv = &mut self.nodes[node].kv;
+        let failed = |error: crate::kv::ApplyError| Violation {
+            property: "kv state machine applies every committed entry",
+            detail: error.to_string(),
+        };
+        for batch in &batches {
+            if batch.summary.kind != BatchKind::Kv {
+                let last = batch.summary.last_index().min(up_to);
+                if last > kv.applied_index() {
+                    kv.advance(last).map_err(failed)?;
+                }
+                continue;
+            }
+            let view = BatchView::parse(&batch.frame).expect("stored frames are valid");
+            let mut index = batch.summary.first_index;
+            let mut error = None;
+            view.for_each_entry(|payload| {
+                if error.is_none() && index > kv.applied_index() && index <= up_to {
+                    let mut command = decode_kv_command(payload).expect("our own commands");
+                    let request = (command.client_id, command.sequence);
+                    let duplicate = matches!(
+                        kv.sessions().check(command.client_id, command.sequence),
+                        crate::kv::session::Check::Duplicate(_)
+                    );
+                    if skip_sessions {
+                        // The planted bug: no session check at all.
+                        command.client_id = 0;
+                    }
+                    match kv.apply(index, &command) {
+                        Ok(response) => {
+                            seen.push((index, request, duplicate, response.clone()));
+                            answers.push((index, response));
+                        }
+                        Err(apply_error) => error = Some(apply_error),
+                    }
+                }
+                index = index.next();
+                Ok(())
+            })
+            .expect("stored frames are valid");
+            if let Some(error) = error {
+                return Err(failed(error));
+            }
+        }
+        let hash = crate::sim::kv::state_hash(kv)?;
+        if let Some(previous) = self.kv_states.insert(up_to.get(), hash)
+            && previous != hash
+        {
+            return Err(Violation {
+                property: "kv state machine safety",
+                detail: format!(
+                    "node {} has a different key-value state at index {up_to}",
+                    node + 1
+                ),
+            });
+        }
+        for (index, request, duplicate, response) in seen {
+            let Some(&operation) = self.kv_requests.get(&request) else {
+                continue;
+            };
+            let entry = &mut self.kv_history[operation];
+            if duplicate {
+                entry.answered_from_session = true;
+            }
+            if index > first_time && !duplicate && crate::sim::kv::took_effect(&response) {
+                entry.effects += 1;
+            }
+        }
+        self.kv_applied_max = self.kv_applied_max.max(up_to);
+        Ok(answers)
+    }
+
+    fn kv_invoke(&mut self, client: u32) -> Result<(), Violation> {
+        if self.healed || self.kv_clients[client as usize].operation.is_some() {
+            return Ok(());
+        }
+        let key = self.random.between(1, crate::sim::kv::KEYS);
+        let op = match self.random.below(10) {
+            0..4 => KvOp::Get { key, value: None },
+            4..7 => {
+                let value = self.kv_next_value;
+                self.kv_next_value += 1;
+                KvOp::Put { key, value }
+            }
+            _ => {
+                let to = self.kv_next_value;
+                self.kv_next_value += 1;
+                // Expect a recent value (often the current one), or absent.
+                let from = if self.random.chance(1, 5) || to < 2 {
+                    None
+                } else {
+                    Some(to - 1 - self.random.below(3.min(to - 1)))
+                };
+                KvOp::Cas {
+                    key,
+                    from,
+                    to: Some(to),
+                }
+            }
+        };
+        let state = &mut self.kv_clients[client as usize];
+        let sequence = if matches!(op, KvOp::Get { .. }) {
+            0
+        } else {
+            state.sequence += 1;
+            state.sequence
+        };
+        self.kv_history.push(KvEntry {
+            client,
+            op,
+            sequence,
+            invoked_ms: self.now,
+            completed_ms: u64::MAX,
+            outcome: KvOutcome::Info,
+            attempts: 0,
+            effects: 0,
+            answered_from_session: false,
+        });
+        let operation = self.kv_history.len() - 1;
+        if sequence != 0 {
+            self.kv_requests
+                .insert((kv_session(client), sequence), operation);
+        }
+        self.kv_clients[client as usize].operation = Some(operation);
+        self.schedule(crate::sim::kv::GIVE_UP_MS, Event::KvGiveUp(operation));
+        self.kv_attempt(operation)
+    }
+
+    /// One attempt of a key-value operation at the client's guess of the
+    /// leader; a refused or lost attempt is retried (`kv_retry`).
+    fn kv_attempt(&mut self, operation: usize) -> Result<(), Violation> {
+        let entry = &mut self.kv_history[operation];
+        if entry.completed_ms != u64::MAX || self.healed {
+            return Ok(());
+        }
+        entry.attempts += 1;
+        let (client, op, sequence) = (entry.client, entry.op, entry.sequence);
+        let node = self.kv_clients[client as usize].leader_guess;
+        let is_leader = self.nodes[node]
+            .core
+            .as_ref()
+            .is_some_and(|core| core.role() == Role::Leader);
+        if !is_leader {
+            let leader = self.nodes[node].core.as_ref().map(Core::leader);
+            self.kv_redirect(client, leader);
+            self.kv_retry(operation);
+            return Ok(());
+        }
+        let command = match op {
+            KvOp::Get { .. } => {
+                let mut actions = std::mem::take(&mut self.actions);
+                actions.clear();
+                let core = self.nodes[node].core.as_mut().expect("leader is up");
+                let result = core.read_index(&mut actions);
+                if let Ok(round) = result {
+                    self.nodes[node]
+                        .reads_waiting
+                        .push_back((round, operation + KV_TAG));
+                }
+                let executed = self.execute(node, &actions, None, None);
+                self.actions = actions;
+                if result.is_err() {
+                    self.kv_retry(operation);
+                }
+                return executed;
+            }
+            KvOp::Put { key, value } => {
+                (key, KvOperation::Put(crate::sim::kv::encode_value(value)))
+            }
+            KvOp::Cas { key, from, to } => (
+                key,
+                KvOperation::Cas {
+                    expected: from.map(crate::sim::kv::encode_value),
+                    new: crate::sim::kv::encode_value(to.unwrap_or(0)),
+                },
+            ),
+            KvOp::Delete { key } => (key, KvOperation::Delete),
+        };
+        let command = KvCommand {
+            client_id: kv_session(client),
+            sequence,
+            key: command.0.to_le_bytes().to_vec(),
+            operation: command.1,
+            time_ms: self.now + self.nodes[node].clock_offset_ms,
+        };
+        let payload = encode_kv_command(&command);
+        let unstamped = SimBatch::kv(Term::ZERO, LogIndex::ZERO, &[payload]);
+        let mut actions = std::mem::take(&mut self.actions);
+        actions.clear();
+        let core = self.nodes[node].core.as_mut().expect("leader is up");
+        let result = core.propose(BatchKind::Kv, 1, unstamped.summary.bytes, &mut actions);
+        let executed = match result {
+            Ok((term, first_index)) => {
+                let mut batch = unstamped;
+                crate::wire::BatchMut::parse(&mut batch.frame)
+                    .expect("our own frame")
+                    .stamp(term, first_index);
+                batch.summary.term = term;
+                batch.summary.first_index = first_index;
+                let batch = Rc::new(batch);
+                self.nodes[node]
+                    .kv_proposals
+                    .push((operation, term, first_index));
+                self.execute(node, &actions, None, Some(&batch))
+            }
+            Err(error) => {
+                let leader = match error {
+                    ProposeError::NotLeader { leader } => Some(leader),
+                    _ => None,
+                };
+                self.kv_redirect(client, leader);
+                self.kv_retry(operation);
+                self.execute(node, &actions, None, None)
+            }
+        };
+        self.actions = actions;
+        executed
+    }
+
+    /// Schedules another attempt of the operation (same session sequence).
+    fn kv_retry(&mut self, operation: usize) {
+        if self.kv_history[operation].completed_ms != u64::MAX {
+            return;
+        }
+        let delay = self.random.between(5, 40);
+        self.schedule(delay, Event::KvAttempt(operation));
+    }
+
+    fn kv_redirect(&mut self, client: u32, leader: Option<NodeId>) {
+        let guess = match leader {
+            Some(leader) if leader != NodeId::ZERO => (leader.get() - 1) as usize,
+            _ => self.random.below(self.nodes.len() as u64) as usize,
+        };
+        self.kv_clients[client as usize].leader_guess = guess;
+    }
+
+    /// The outcome a write's answer means.
+    fn kv_outcome(&self, operation: usize, response: &KvResponse) -> KvOutcome {
+        let op = self.kv_history[operation].op;
+        match response {
+            KvResponse::Done | KvResponse::CasApplied => KvOutcome::Ok(op),
+            KvResponse::CasMismatch(_) => KvOutcome::Fail,
+            // Expired or stale session: the request's fate is unknown.
+            KvResponse::Refused(_) => KvOutcome::Info,
+        }
+    }
+
+    /// Records the outcome of a key-value operation (the first one only)
+    /// and lets its client go on.
+    fn kv_complete(&mut self, operation: usize, outcome: KvOutcome) {
+        let entry = &mut self.kv_history[operation];
+        if entry.completed_ms != u64::MAX {
+            return;
+        }
+        entry.completed_ms = self.now;
+        entry.outcome = outcome;
+        let client = entry.client as usize;
+        if self.kv_clients[client].operation == Some(operation) {
+            self.kv_clients[client].operation = None;
+            let think = self.random.between(1, 30);
+            self.schedule(think, Event::KvClient(client as u32));
         }
     }
 
@@ -1264,12 +1692,18 @@ impl Simulation {
             self.nodes.iter().map(|node| node.disk.durable()).collect();
         self.checker.committed_durable(&durable)?;
         self.checker.check_history()?;
+        self.kv_verdict = crate::sim::kv::check(&self.kv_history)?;
         let exact = self
             .seed
             .is_multiple_of(self.options.exact_search_every.max(1));
         self.verdict = crate::sim::history::check_history(&self.checker, exact)?;
         Ok(())
     }
+}
+
+/// The session id of key-value client `client` (never 0: no session).
+fn kv_session(client: u32) -> u64 {
+    u64::from(client) + 1
 }
 
 /// An outgoing body as the receiver steps it.

@@ -14,11 +14,14 @@
 //! * [`cluster`]: the event loop, the nemesis, clients, liveness.
 //! * [`history`]: hands the client history to the independent checkers of
 //!   `check` (the fast log checker and the exact linearizability search).
+//! * [`kv`]: the key-value workload (sessions, retries, linearizable
+//!   reads) over the real `kv::StateMachine`, and its checks.
 
 pub mod checker;
 pub mod cluster;
 pub mod disk;
 pub mod history;
+pub mod kv;
 
 pub use checker::{HistoryEntry, Operation, Outcome, Violation};
 pub use cluster::{Failure, Options, Report, run};
