@@ -132,6 +132,8 @@ pub struct Report {
     /// Cas operations answered ok whose request was committed more than
     /// once (a retry after the first copy was applied) and took effect once.
     pub kv_cas_retried_applied_once: u64,
+    /// Of those, the ones retried after their leader crashed.
+    pub kv_cas_retried_after_crash: u64,
     /// The key-value history.
     pub kv_history: Vec<KvEntry>,
 }
@@ -433,6 +435,16 @@ impl Simulation {
                         && entry.effects == 1
                 })
                 .count() as u64,
+            kv_cas_retried_after_crash: self
+                .kv_history
+                .iter()
+                .filter(|entry| {
+                    matches!(entry.outcome, KvOutcome::Ok(KvOp::Cas { .. }))
+                        && entry.answered_from_session
+                        && entry.lost_to_crash
+                        && entry.effects == 1
+                })
+                .count() as u64,
             kv_history: self.kv_history.clone(),
         }
     }
@@ -592,6 +604,7 @@ impl Simulation {
             self.complete(operation, Outcome::Info);
         }
         for (operation, _, _) in kv_proposals {
+            self.kv_history[operation].lost_to_crash = true;
             self.kv_retry(operation);
         }
         for operation in reads {
@@ -1314,6 +1327,7 @@ impl Simulation {
             attempts: 0,
             effects: 0,
             answered_from_session: false,
+            lost_to_crash: false,
         });
         let operation = self.kv_history.len() - 1;
         if sequence != 0 {

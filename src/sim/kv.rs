@@ -66,6 +66,8 @@ pub struct KvEntry {
     /// Some node answered a committed copy of it from the session record
     /// (a retry of a request that had been applied).
     pub answered_from_session: bool,
+    /// An attempt was lost to the crash of the node it was proposed at.
+    pub lost_to_crash: bool,
 }
 
 /// The value `value` as stored (8 bytes little-endian).
