@@ -106,7 +106,10 @@ struct Running {
     actions: Vec<Action>,
     durable_index: LogIndex,
     durable_hard_state: storage::HardState,
-    writes: BTreeMap<LogIndex, PendingWrite>,
+    /// Writes by (index, term proposed in): after a truncation the same
+    /// index may be proposed again in a later term while the earlier
+    /// proposal still waits for its answer.
+    writes: BTreeMap<(LogIndex, Term), PendingWrite>,
     reads: ReadQueue<PendingRead>,
     forwards: HashMap<u64, Forward>,
     next_forward_id: u64,
@@ -503,12 +506,8 @@ impl Node {
                 BatchMut::parse(&mut frame)
                     .expect("our own batch parses")
                     .stamp(term, index);
-                debug_assert!(
-                    running.writes.range(index..).next().is_none(),
-                    "writes above the log were answered at their truncation"
-                );
                 running.writes.insert(
-                    index,
+                    (index, term),
                     PendingWrite {
                         term,
                         reply,
@@ -764,20 +763,10 @@ impl Node {
             Action::Truncate { from } => {
                 let truncated = running.storage.truncate_suffix(from);
                 running.durable_index = running.durable_index.min(from.prev());
-                // A leader of a later term has other entries there, and every
-                // committed entry is in every later leader's log: ours never
-                // commit. Tell their clients now (definite), before the index
-                // is reused.
-                let replaced = running.writes.split_off(&from);
-                for (_, write) in replaced {
-                    self.reply(
-                        &write.reply,
-                        error_body(
-                            code::TEMPORARILY_UNAVAILABLE,
-                            "a new leader replaced the entry; it was not applied",
-                        ),
-                    );
-                }
+                // Writes proposed here at or above `from` stay pending: the
+                // nodes they reached may still elect a leader that commits
+                // them (Raft figure 8), so "not applied" is known only once
+                // another entry is committed at their index (see `apply`).
                 truncated
             }
             Action::AppendProposal { .. } => running
@@ -921,13 +910,14 @@ impl Node {
         let mut answers = answers.into_iter().peekable();
         let mut replies = Vec::new();
         for (first, last, term, kind) in applied {
-            let indexes: Vec<LogIndex> = running
+            let keys: Vec<(LogIndex, Term)> = running
                 .writes
-                .range(first..=last)
-                .map(|(index, _)| *index)
+                .range((first, Term::ZERO)..=(last, Term(u64::MAX)))
+                .map(|(key, _)| *key)
                 .collect();
-            for index in indexes {
-                let write = running.writes.remove(&index).expect("listed");
+            for key in keys {
+                let write = running.writes.remove(&key).expect("listed");
+                let index = key.0;
                 while answers.peek().is_some_and(|(at, _)| *at < index) {
                     answers.next();
                 }
