@@ -235,6 +235,10 @@ struct NemesisArgs {
     /// Stay on loopback even as root (no partitions, no full disks).
     #[arg(long)]
     no_namespace: bool,
+    /// Run no cluster: judge the run in this directory again from its
+    /// files (history and final logs) with this build's checkers.
+    #[arg(long)]
+    check: Option<std::path::PathBuf>,
 }
 
 /// A "no" answer that is not a failure of the tool (exit 1).
@@ -333,6 +337,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn nemesis(args: NemesisArgs) -> anyhow::Result<()> {
+    if let Some(run) = &args.check {
+        let verdict = rast::nemesis::recheck(run)?;
+        print!("{}", verdict.summary);
+        anyhow::ensure!(verdict.pass, Negative("a check failed".into()));
+        return Ok(());
+    }
     anyhow::ensure!(args.nodes == 3 || args.nodes == 5, "--nodes must be 3 or 5");
     let seconds = args
         .seconds

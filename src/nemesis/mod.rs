@@ -208,7 +208,8 @@ struct Harness<'a> {
     timeline: Timeline,
     faults: BTreeMap<String, u64>,
     skipped: BTreeMap<String, u64>,
-    heals_ns: Vec<u64>,
+    /// When the cluster became fault-free, and when the next fault started.
+    heals_ns: Vec<(u64, Option<u64>)>,
 }
 
 /// How to undo a fault that started.
@@ -264,7 +265,11 @@ impl Harness<'_> {
         self.nodes.reap();
         let history = self.shared.recorder.history();
         write_history(&self.run_dir.join("history.txt"), &history)?;
-        write_final_logs(&self.run_dir.join("final-logs.txt"), &final_logs)?;
+        write_final_logs(
+            &self.run_dir.join("final-logs.txt"),
+            &final_logs,
+            index_commit,
+        )?;
         let evidence = Evidence {
             history,
             final_logs,
@@ -280,6 +285,7 @@ impl Harness<'_> {
             exits: self.nodes.exits.clone(),
             run: self.facts(schedule),
             replay: replay_command(self.options),
+            from_files: false,
         };
         let budget = Budget {
             time_max: Some(Duration::from_mins(1)),
@@ -355,11 +361,14 @@ impl Harness<'_> {
                 if let Some(undo) = self.start(fault) {
                     active.insert(index, undo);
                     started_any = true;
+                    if let Some((_, next @ None)) = self.heals_ns.last_mut() {
+                        *next = Some(self.shared.recorder.now_ns());
+                    }
                 }
             } else if let Some(undo) = active.remove(&index) {
                 self.heal(fault, undo);
                 if active.is_empty() && started_any {
-                    self.heals_ns.push(self.shared.recorder.now_ns());
+                    self.heals_ns.push((self.shared.recorder.now_ns(), None));
                 }
             }
         }
@@ -844,9 +853,16 @@ fn write_history(
         .map_err(|error| NemesisError::Setup(format!("writing {}: {error}", path.display())))
 }
 
-/// `log node index identity` per line.
-fn write_final_logs(path: &Path, final_logs: &[Vec<NodeLog>; 2]) -> Result<(), NemesisError> {
-    let mut text = String::from("# log node index identity\n");
+/// `log node index identity` per line, after the commit indexes.
+fn write_final_logs(
+    path: &Path,
+    final_logs: &[Vec<NodeLog>; 2],
+    index_commit: [LogIndex; 2],
+) -> Result<(), NemesisError> {
+    let mut text = format!(
+        "# commit {} {}\n# log node index identity\n",
+        index_commit[0], index_commit[1]
+    );
     for (log, node_logs) in final_logs.iter().enumerate() {
         for node_log in node_logs {
             for (offset, identity) in node_log.payloads.iter().enumerate() {
@@ -861,6 +877,105 @@ fn write_final_logs(path: &Path, final_logs: &[Vec<NodeLog>; 2]) -> Result<(), N
         }
     }
     write(path, &text)
+}
+
+/// Judges a finished run again from its files (`history.txt`,
+/// `final-logs.txt`): the log and key-value checks, with this build's
+/// checkers. For runs whose checks changed, or to look at a failure again.
+pub fn recheck(run: &Path) -> Result<Verdict, NemesisError> {
+    let read = |name: &str| {
+        std::fs::read_to_string(run.join(name)).map_err(|error| {
+            NemesisError::Setup(format!("reading {}: {error}", run.join(name).display()))
+        })
+    };
+    let history =
+        crate::check::history::History::<workload::NemesisOp>::parse_text(&read("history.txt")?)
+            .map_err(|error| NemesisError::Setup(format!("history.txt: {error}")))?;
+    let (final_logs, index_commit) = parse_final_logs(&read("final-logs.txt")?)?;
+    let kv = if history
+        .events()
+        .iter()
+        .any(|event| matches!(event.op, workload::NemesisOp::Kv(_)))
+    {
+        KvStatus::Served
+    } else {
+        KvStatus::NotServed("no key-value operation in the history".into())
+    };
+    let evidence = Evidence {
+        history,
+        final_logs,
+        index_commit,
+        convergence: [None, None],
+        kv,
+        require_kv: false,
+        heals_ns: Vec::new(),
+        recovery_final: Ok(0),
+        recovery_ms_max: 0,
+        faults: BTreeMap::new(),
+        skipped: BTreeMap::new(),
+        exits: Vec::new(),
+        run: vec![("rechecked".into(), run.display().to_string().into())],
+        replay: format!("rast nemesis --check {}", run.display()),
+        from_files: true,
+    };
+    Ok(verdict::judge(&evidence, &Budget::DEFAULT))
+}
+
+/// Reads what [`write_final_logs`] wrote (files without the commit line
+/// take each log's longest node log as its commit index).
+fn parse_final_logs(text: &str) -> Result<([Vec<NodeLog>; 2], [LogIndex; 2]), NemesisError> {
+    let bad = |line: &str| NemesisError::Setup(format!("final-logs.txt: bad line {line:?}"));
+    let mut logs: [BTreeMap<u64, Vec<u64>>; 2] = [BTreeMap::new(), BTreeMap::new()];
+    let mut commit: Option<[LogIndex; 2]> = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# commit ") {
+            let numbers: Vec<u64> = rest
+                .split_whitespace()
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .map_err(|_| bad(line))?;
+            let [a, b] = numbers[..] else {
+                return Err(bad(line));
+            };
+            commit = Some([LogIndex(a), LogIndex(b)]);
+            continue;
+        }
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [letter, node, _index, identity] = fields[..] else {
+            return Err(bad(line));
+        };
+        let log = workload::LOG_LETTERS
+            .iter()
+            .position(|name| *name == letter)
+            .ok_or_else(|| bad(line))?;
+        let node: u64 = node.parse().map_err(|_| bad(line))?;
+        let identity: u64 = identity.parse().map_err(|_| bad(line))?;
+        logs[log].entry(node).or_default().push(identity);
+    }
+    let index_commit = commit.unwrap_or_else(|| {
+        [0, 1].map(|log| {
+            LogIndex(
+                logs[log]
+                    .values()
+                    .map(|payloads| payloads.len() as u64)
+                    .max()
+                    .unwrap_or(0),
+            )
+        })
+    });
+    let final_logs = logs.map(|nodes| {
+        nodes
+            .into_iter()
+            .map(|(node, payloads)| NodeLog {
+                node: NodeId(node),
+                payloads,
+            })
+            .collect()
+    });
+    Ok((final_logs, index_commit))
 }
 
 /// The command that replays `options`' schedule.
