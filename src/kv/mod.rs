@@ -55,8 +55,8 @@
 //!    remembered write when its index comes back: with
 //!    [`reply::response_body`] if the batch's term is the one it was
 //!    proposed in, else "not leader" (another entry was committed there, so
-//!    it never will be). On `Action::Truncate { from }`, answer the writes at
-//!    and above `from` the same way.
+//!    it never will be). Not at an `Action::Truncate`: the nodes the write
+//!    reached may still elect a leader that commits it (Raft figure 8).
 //! 3. **Read.** `Core::read_index` → [`ReadQueue::push`];
 //!    `Action::ReadReady` → [`ReadQueue::confirmed`]; after each apply,
 //!    [`ReadQueue::serve`] with [`reply::read_body`];
