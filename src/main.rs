@@ -117,6 +117,9 @@ enum Command {
         /// The key.
         key: String,
     },
+    /// Measure throughput and latency against a cluster (started here, or
+    /// --cluster), with the machine's limits and ratios; see BENCHMARKS.md.
+    Bench(rast::bench::Args),
     /// Membership and maintenance.
     Admin {
         #[command(flatten)]
@@ -298,6 +301,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin { client, action } => admin(&client, action),
+        Command::Bench(args) => {
+            let command = std::env::args().collect::<Vec<_>>().join(" ");
+            Ok(rast::bench::run(&args, &command)?)
+        }
     }
 }
 
