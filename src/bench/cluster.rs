@@ -89,12 +89,12 @@ impl LocalCluster {
 
     /// Fails if a node process has exited.
     pub fn check_alive(&mut self) -> Result<(), BenchError> {
-        for (node, child) in self.children.iter_mut().enumerate() {
-            if let Ok(Some(status)) = child.try_wait() {
+        for node in 0..self.children.len() {
+            if let Ok(Some(status)) = self.children[node].try_wait() {
+                let tail = self.log_tail(node);
                 return Err(BenchError::Setup(format!(
-                    "node {} exited ({status}); see {}",
+                    "node {} exited ({status}); its log ends:\n{tail}",
                     node + 1,
-                    self.data.join(format!("node{}.log", node + 1)).display()
                 )));
             }
         }
@@ -161,32 +161,50 @@ impl LocalCluster {
         Ok(())
     }
 
-    /// Spreads the in-process nodes' core threads over every CPU: each
-    /// `serve` pins its core 0 to CPU 0, which would put all three nodes on
-    /// one CPU of the two.
+    /// Lets the scheduler spread the nodes over every CPU. Each node pins
+    /// its core *i* to CPU *i*, which is right for one node per machine but
+    /// puts all of a local cluster's `--cores 1` nodes (and their io_uring
+    /// workers, which inherit the mask) on CPU 0, leaving the other CPUs to
+    /// the load generator. Only the nodes this benchmark started are touched.
     pub fn unpin_threads(&self) {
-        if !self.in_process() {
-            return;
-        }
         let mut all = nix::sched::CpuSet::new();
         let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         for cpu in 0..cpus {
             let _ = all.set(cpu);
         }
-        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-            return;
+        let tasks: Vec<(PathBuf, bool)> = if self.in_process() {
+            vec![(PathBuf::from("/proc/self/task"), true)]
+        } else {
+            self.children
+                .iter()
+                .map(|child| (PathBuf::from(format!("/proc/{}/task", child.id())), false))
+                .collect()
         };
-        for task in tasks.flatten() {
-            let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-            if let (true, Some(tid)) = (
-                name.starts_with("rast-core"),
-                task.file_name()
+        for (directory, only_cores) in tasks {
+            let Ok(entries) = std::fs::read_dir(&directory) else {
+                continue;
+            };
+            for task in entries.flatten() {
+                let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+                let tid = task
+                    .file_name()
                     .to_str()
-                    .and_then(|tid| tid.parse::<i32>().ok()),
-            ) {
-                let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(tid), &all);
+                    .and_then(|tid| tid.parse::<i32>().ok());
+                if let Some(tid) = tid
+                    && (!only_cores || name.starts_with("rast-core") || name.starts_with("iou-wrk"))
+                {
+                    let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(tid), &all);
+                }
             }
         }
+    }
+
+    /// The last lines of node `node`'s log (0-based), for an error message.
+    fn log_tail(&self, node: usize) -> String {
+        let text = std::fs::read_to_string(self.data.join(format!("node{}.log", node + 1)))
+            .unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(8)..].join("\n")
     }
 
     /// Stops every node and removes the data.

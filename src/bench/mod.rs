@@ -48,8 +48,9 @@ pub enum BenchError {
     Setup(String),
 }
 
-/// Options of `rast bench`.
+/// Options of `rast bench` (command-line switches, hence the bools).
 #[derive(clap::Args, Clone, Debug)]
+#[allow(clippy::struct_excessive_bools)]
 pub struct Args {
     /// A running cluster's comma-separated addresses; without it the
     /// benchmark starts its own cluster and stops it at the end.
@@ -138,6 +139,11 @@ pub struct Args {
     /// Do not measure the machine's limits.
     #[arg(long)]
     pub no_limits: bool,
+    /// Keep the nodes' own CPU pinning (by default the benchmark lets the
+    /// scheduler spread the local nodes over all CPUs; see
+    /// `cluster::LocalCluster::unpin_threads`).
+    #[arg(long)]
+    pub keep_pinning: bool,
     /// Do not print the live progress line.
     #[arg(long)]
     pub quiet: bool,
@@ -235,7 +241,9 @@ fn run_points(
         }
         leaders.push(leader?);
     }
-    if let Some(local) = &local {
+    if let Some(local) = &local
+        && !args.keep_pinning
+    {
         local.unpin_threads();
     }
     let mut points = Vec::new();
