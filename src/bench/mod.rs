@@ -294,7 +294,12 @@ fn run_points(
                 |json| json.with_extension("png"),
             )
         });
-        plot::write(&path, &report.plot_title(), name, &report.plot_points())?;
+        let caption = if name == "inflight" {
+            format!("in flight per client, {} clients", args.clients)
+        } else {
+            name.clone()
+        };
+        plot::write(&path, &report.plot_title(), &caption, &report.plot_points())?;
         eprintln!("rast bench: plot written to {}", path.display());
     }
     Ok(())
@@ -427,8 +432,8 @@ pub struct Measured {
     pub disk_bytes: u64,
     /// Bytes the nodes sent on TCP sockets.
     pub network_bytes: u64,
-    /// Peak RSS of each node, KiB.
-    pub rss_peak_kib: Vec<u64>,
+    /// Peak resident memory of each node.
+    pub rss_peak: Vec<stats::Rss>,
     /// Node counters summed over nodes, over the measured time.
     pub counters: Option<stats::NodeCounters>,
     /// Whether the node figures include the load generator (in-process).
@@ -509,7 +514,7 @@ fn measure_point(
             .collect();
         Ok::<_, BenchError>((before, after, outcomes))
     })?;
-    let rss_peak_kib = rss.finish();
+    let rss_peak = rss.finish();
     let mut latencies = load::histogram();
     let mut last_error = None;
     for outcome in outcomes {
@@ -553,7 +558,7 @@ fn measure_point(
             .zip(&before.sockets)
             .map(|(after, before)| after.saturating_sub(*before))
             .sum(),
-        rss_peak_kib,
+        rss_peak,
         counters,
         in_process: target.in_process,
         last_error,

@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `p50_vs_fio_sync_p50` | latency p50 ÷ fio's 4 KiB write + fdatasync p50 (W1: goal ≤ 2) |
 //! | `p99_vs_fio_sync_p50` | latency p99 ÷ the same (W1: goal ≤ 4) |
+//! | `p50_vs_fio_overwrite_sync_p50` | latency p50 ÷ fio's fdatasync p50 over already-written blocks |
 //! | `p99_vs_fio_sync_p99` | latency p99 ÷ fio's fdatasync p99 |
 //! | `disk_vs_fio_durable` | node disk writes/s (all nodes) ÷ fio's 1 MiB durable bandwidth (W2: goal ≥ 0.7) |
 //! | `payload_vs_fio_durable_third` | payload bytes/s ÷ (fio durable bandwidth ÷ 3) (W3: goal ≥ 0.8) |
@@ -86,7 +87,33 @@ impl Point {
             ),
             (
                 "rss_peak_mib",
-                measured.rss_peak_kib.iter().copied().max().unwrap_or(0) as f64 / 1024.0,
+                measured
+                    .rss_peak
+                    .iter()
+                    .map(|rss| rss.total_kib)
+                    .max()
+                    .unwrap_or(0) as f64
+                    / 1024.0,
+            ),
+            (
+                "rss_anon_peak_mib",
+                measured
+                    .rss_peak
+                    .iter()
+                    .map(|rss| rss.anon_kib)
+                    .max()
+                    .unwrap_or(0) as f64
+                    / 1024.0,
+            ),
+            (
+                "rss_file_peak_mib",
+                measured
+                    .rss_peak
+                    .iter()
+                    .map(|rss| rss.file_kib)
+                    .max()
+                    .unwrap_or(0) as f64
+                    / 1024.0,
             ),
         ];
         if let Some(counters) = &measured.counters {
@@ -99,6 +126,14 @@ impl Point {
                 },
             ));
             figures.push(("fsyncs_per_s", counters.syncs / seconds));
+            figures.push((
+                "node_sync_mean_us",
+                if counters.syncs > 0.0 {
+                    counters.sync_seconds / counters.syncs * 1e6
+                } else {
+                    f64::NAN
+                },
+            ));
             figures.push(("spliced_mb_per_s", counters.bytes_spliced / seconds / 1e6));
             figures.push(("copied_mb_per_s", counters.bytes_copied / seconds / 1e6));
             figures.push(("leader_changes", counters.leader_changes));
@@ -127,6 +162,11 @@ impl Point {
             "p99_vs_fio_sync_p50",
             figure("p99_us"),
             limit("sync4k.op_p50_us"),
+        );
+        ratio(
+            "p50_vs_fio_overwrite_sync_p50",
+            figure("p50_us"),
+            limit("sync4k_overwrite.sync_p50_us"),
         );
         ratio(
             "p99_vs_fio_sync_p99",
@@ -205,9 +245,15 @@ impl Point {
                 "rss_peak_mib_per_node",
                 Json::Array(
                     self.measured
-                        .rss_peak_kib
+                        .rss_peak
                         .iter()
-                        .map(|kib| Json::from(*kib as f64 / 1024.0))
+                        .map(|rss| {
+                            let mut node = Json::object();
+                            node.set("total", rss.total_kib as f64 / 1024.0)
+                                .set("anon", rss.anon_kib as f64 / 1024.0)
+                                .set("file", rss.file_kib as f64 / 1024.0);
+                            node
+                        })
                         .collect(),
                 ),
             )
@@ -336,7 +382,7 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "{:>10} {:>10} {:>11} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>7} {:>9} {:>9} {:>9} {:>7}",
+            "{:>10} {:>10} {:>11} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>7} {:>9} {:>9} {:>9} {:>11}",
             "load",
             "ops/s",
             "entries/s",
@@ -350,7 +396,7 @@ impl Report {
             "cpu s/M",
             "disk B/e",
             "net B/e",
-            "RSS MiB"
+            "RSS/anon MiB"
         );
         for point in &self.points {
             let load = point.load.map_or_else(
@@ -359,7 +405,7 @@ impl Report {
             );
             let _ = writeln!(
                 out,
-                "{load:>10} {:>10.0} {:>11.0} {:>8.2} {:>8.3} {:>8.3} {:>8.3} {:>8.2} {:>6.0} {:>7.1} {:>9.1} {:>9.0} {:>9.0} {:>7.1}",
+                "{load:>10} {:>10.0} {:>11.0} {:>8.2} {:>8.3} {:>8.3} {:>8.3} {:>8.2} {:>6.0} {:>7.1} {:>9.1} {:>9.0} {:>9.0} {:>11}",
                 point.figure("ops_per_s"),
                 point.figure("entries_per_s"),
                 point.figure("payload_mb_per_s"),
@@ -372,7 +418,11 @@ impl Report {
                 point.figure("node_cpu_s_per_million_entries"),
                 point.figure("disk_bytes_per_entry"),
                 point.figure("network_bytes_per_entry"),
-                point.figure("rss_peak_mib"),
+                format!(
+                    "{:.0}/{:.0}",
+                    point.figure("rss_peak_mib"),
+                    point.figure("rss_anon_peak_mib")
+                ),
             );
             if !point.ratios.is_empty() {
                 let ratios: Vec<String> = point

@@ -51,13 +51,33 @@ pub fn sample_process(pid: u32) -> Option<ProcessSample> {
     })
 }
 
-/// Resident set size of `pid` in KiB.
-pub fn rss_kib(pid: u32) -> Option<u64> {
+/// Resident memory of one process, KiB.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rss {
+    /// VmRSS: everything resident.
+    pub total_kib: u64,
+    /// RssAnon: heap and stacks (what the process itself holds).
+    pub anon_kib: u64,
+    /// RssFile: mapped file pages (the log segments read through mmap);
+    /// page cache the kernel can drop.
+    pub file_kib: u64,
+}
+
+/// Resident memory of `pid`.
+pub fn rss(pid: u32) -> Option<Rss> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    Some(Rss {
+        total_kib: field("VmRSS:"),
+        anon_kib: field("RssAnon:"),
+        file_kib: field("RssFile:"),
+    })
 }
 
 /// Samples the RSS of some processes every 100 ms on a thread of its own
@@ -65,7 +85,7 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 #[derive(Debug)]
 pub struct RssSampler {
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<Vec<u64>>>,
+    thread: Option<std::thread::JoinHandle<Vec<Rss>>>,
 }
 
 impl RssSampler {
@@ -76,10 +96,13 @@ impl RssSampler {
         let thread = std::thread::Builder::new()
             .name("rast-bench-rss".into())
             .spawn(move || {
-                let mut peaks = vec![0u64; pids.len()];
+                let mut peaks = vec![Rss::default(); pids.len()];
                 while !flag.load(Ordering::Relaxed) {
                     for (peak, pid) in peaks.iter_mut().zip(&pids) {
-                        *peak = (*peak).max(rss_kib(*pid).unwrap_or(0));
+                        let now = rss(*pid).unwrap_or_default();
+                        peak.total_kib = peak.total_kib.max(now.total_kib);
+                        peak.anon_kib = peak.anon_kib.max(now.anon_kib);
+                        peak.file_kib = peak.file_kib.max(now.file_kib);
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 }
@@ -89,8 +112,8 @@ impl RssSampler {
         Self { stop, thread }
     }
 
-    /// Stops sampling; the peak RSS of each process in KiB.
-    pub fn finish(mut self) -> Vec<u64> {
+    /// Stops sampling; the peaks of each process (each field its own peak).
+    pub fn finish(mut self) -> Vec<Rss> {
         self.stop.store(true, Ordering::Relaxed);
         self.thread
             .take()
@@ -172,6 +195,8 @@ pub struct NodeCounters {
     pub bytes_copied: f64,
     /// `rast_leader_changes_total`.
     pub leader_changes: f64,
+    /// `rast_sync_seconds_sum`.
+    pub sync_seconds: f64,
 }
 
 impl NodeCounters {
@@ -184,6 +209,7 @@ impl NodeCounters {
             bytes_spliced: self.bytes_spliced - earlier.bytes_spliced,
             bytes_copied: self.bytes_copied - earlier.bytes_copied,
             leader_changes: self.leader_changes - earlier.leader_changes,
+            sync_seconds: self.sync_seconds - earlier.sync_seconds,
         }
     }
 
@@ -195,6 +221,7 @@ impl NodeCounters {
             bytes_spliced: total.bytes_spliced + one.bytes_spliced,
             bytes_copied: total.bytes_copied + one.bytes_copied,
             leader_changes: total.leader_changes + one.leader_changes,
+            sync_seconds: total.sync_seconds + one.sync_seconds,
         })
     }
 }
@@ -219,6 +246,7 @@ pub fn scrape(address: &str) -> Option<NodeCounters> {
         bytes_spliced: value("rast_bytes_spliced_total"),
         bytes_copied: value("rast_bytes_copied_total"),
         leader_changes: value("rast_leader_changes_total"),
+        sync_seconds: value("rast_sync_seconds_sum"),
     })
 }
 
