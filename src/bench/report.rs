@@ -8,8 +8,11 @@
 //! | `p50_vs_fio_sync_p50` | latency p50 ÷ fio's 4 KiB write + fdatasync p50 (W1: goal ≤ 2) |
 //! | `p99_vs_fio_sync_p50` | latency p99 ÷ the same (W1: goal ≤ 4) |
 //! | `p50_vs_fio_overwrite_sync_p50` | latency p50 ÷ fio's fdatasync p50 over already-written blocks |
+//! | `p50_vs_fio_3jobs_sync_p50`, `p99_vs_fio_3jobs_sync_p50` | the same against three fio writers at once (one per node on one disk) |
+//! | `syncs_vs_fio_3jobs_sync_rate` | node fdatasyncs/s ÷ the three writers' syncs/s |
 //! | `p99_vs_fio_sync_p99` | latency p99 ÷ fio's fdatasync p99 |
 //! | `disk_vs_fio_durable` | node disk writes/s (all nodes) ÷ fio's 1 MiB durable bandwidth (W2: goal ≥ 0.7) |
+//! | `disk_vs_fio_3jobs_durable` | the same against three 1 MiB fio writers at once |
 //! | `payload_vs_fio_durable_third` | payload bytes/s ÷ (fio durable bandwidth ÷ 3) (W3: goal ≥ 0.8) |
 //! | `syncs_vs_fio_sync_rate` | node fdatasyncs/s (all nodes) ÷ fio's 4 KiB syncs/s |
 //! | `network_vs_loopback` | node bytes sent/s ÷ iperf3's loopback bandwidth |
@@ -169,6 +172,31 @@ impl Point {
             limit("sync4k_overwrite.sync_p50_us"),
         );
         ratio(
+            "p50_vs_fio_3jobs_sync_p50",
+            figure("p50_us"),
+            limit("sync4k_3jobs.sync_p50_us").map(|sync| {
+                sync + limits
+                    .get("sync4k_3jobs.write_p50_us")
+                    .copied()
+                    .unwrap_or(0.0)
+            }),
+        );
+        ratio(
+            "p99_vs_fio_3jobs_sync_p50",
+            figure("p99_us"),
+            limit("sync4k_3jobs.sync_p50_us").map(|sync| {
+                sync + limits
+                    .get("sync4k_3jobs.write_p50_us")
+                    .copied()
+                    .unwrap_or(0.0)
+            }),
+        );
+        ratio(
+            "syncs_vs_fio_3jobs_sync_rate",
+            figure("fsyncs_per_s"),
+            limit("sync4k_3jobs.iops"),
+        );
+        ratio(
             "p99_vs_fio_sync_p99",
             figure("p99_us"),
             limit("sync4k.sync_p99_us"),
@@ -177,6 +205,11 @@ impl Point {
             "disk_vs_fio_durable",
             figure("disk_mb_per_s").map(|value| value * 1e6),
             limit("durable1m.bytes_per_s"),
+        );
+        ratio(
+            "disk_vs_fio_3jobs_durable",
+            figure("disk_mb_per_s").map(|value| value * 1e6),
+            limit("durable1m_3jobs.bytes_per_s"),
         );
         ratio(
             "payload_vs_fio_durable_third",
