@@ -79,6 +79,8 @@ pub struct Shared {
     pub errors: AtomicU64,
     /// Latencies since the progress line last looked, per client.
     pub interval: Vec<Mutex<Histogram<u64>>>,
+    /// The first error answer, for the report.
+    pub first_error: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -92,6 +94,7 @@ impl Shared {
             entries: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             interval: (0..clients).map(|_| Mutex::new(histogram())).collect(),
+            first_error: Mutex::new(None),
         }
     }
 }
@@ -299,8 +302,11 @@ fn record(
         _ => None,
     };
     if sent.measured {
-        if failed.is_some() {
+        if let Some(reply) = failed {
             shared.errors.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut first) = shared.first_error.lock() {
+                first.get_or_insert_with(|| reply.message.clone());
+            }
         } else {
             let nanos = (sent.at.elapsed().as_nanos() as u64).clamp(1, LATENCY_NS_MAX);
             latencies.saturating_record(nanos);

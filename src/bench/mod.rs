@@ -440,6 +440,8 @@ pub struct Measured {
     pub in_process: bool,
     /// The last connection error a client saw.
     pub last_error: Option<String>,
+    /// The first error answer a node gave.
+    pub first_error_reply: Option<String>,
 }
 
 /// Resource counters at one moment.
@@ -562,6 +564,11 @@ fn measure_point(
         counters,
         in_process: target.in_process,
         last_error,
+        first_error_reply: shared
+            .first_error
+            .lock()
+            .ok()
+            .and_then(|first| first.clone()),
     })
 }
 

@@ -294,7 +294,8 @@ impl Point {
                 "node_figures_include_load_generator",
                 self.measured.in_process,
             )
-            .set("last_client_error", self.measured.last_error.clone());
+            .set("last_client_error", self.measured.last_error.clone())
+            .set("first_error_reply", self.measured.first_error_reply.clone());
         let mut ratios = Json::object();
         for (name, value) in &self.ratios {
             ratios.set(name, *value);
@@ -457,6 +458,12 @@ impl Report {
                     point.figure("rss_anon_peak_mib")
                 ),
             );
+            if let Some(reply) = &point.measured.first_error_reply {
+                let _ = writeln!(out, "{:>10} first error answer: {reply}", "");
+            }
+            if let Some(error) = &point.measured.last_error {
+                let _ = writeln!(out, "{:>10} last connection error: {error}", "");
+            }
             if !point.ratios.is_empty() {
                 let ratios: Vec<String> = point
                     .ratios
