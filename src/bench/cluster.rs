@@ -44,6 +44,7 @@ pub struct LocalCluster {
     children: Vec<Child>,
     threads: Vec<std::thread::JoinHandle<Result<(), server::ServerError>>>,
     data: PathBuf,
+    killed: Vec<bool>,
 }
 
 impl LocalCluster {
@@ -62,6 +63,7 @@ impl LocalCluster {
             children: Vec::new(),
             threads: Vec::new(),
             data: plan.data.clone(),
+            killed: vec![false; usize::from(plan.nodes)],
         };
         for node in 0..usize::from(plan.nodes) {
             if plan.in_process {
@@ -90,6 +92,9 @@ impl LocalCluster {
     /// Fails if a node process has exited.
     pub fn check_alive(&mut self) -> Result<(), BenchError> {
         for node in 0..self.children.len() {
+            if self.killed[node] {
+                continue;
+            }
             if let Ok(Some(status)) = self.children[node].try_wait() {
                 let tail = self.log_tail(node);
                 return Err(BenchError::Setup(format!(
@@ -99,6 +104,21 @@ impl LocalCluster {
             }
         }
         Ok(())
+    }
+
+    /// SIGKILLs the node listening on `address` (W6); false if it is not
+    /// one of this cluster's node processes.
+    pub fn kill(&mut self, address: &str) -> bool {
+        let Some(node) = self.addresses.iter().position(|known| known == address) else {
+            return false;
+        };
+        let Some(child) = self.children.get_mut(node) else {
+            return false;
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        self.killed[node] = true;
+        true
     }
 
     fn peers(&self) -> String {

@@ -139,6 +139,11 @@ pub struct Args {
     /// Do not measure the machine's limits.
     #[arg(long)]
     pub no_limits: bool,
+    /// W6: SIGKILL the leader of the first log this many seconds into each
+    /// measurement (a cluster this benchmark started, as processes), and
+    /// report the time to a new leader and to recover throughput.
+    #[arg(long)]
+    pub kill_leader_after: Option<f64>,
     /// Keep the nodes' own CPU pinning (by default the benchmark lets the
     /// scheduler spread the local nodes over all CPUs; see
     /// `cluster::LocalCluster::unpin_threads`).
@@ -202,15 +207,9 @@ struct Target {
     in_process: bool,
 }
 
-fn run_points(
-    args: &Args,
-    sweep: &Sweep,
-    logs: &[String],
-    mut local: Option<&mut cluster::LocalCluster>,
-    limits: &limits::Limits,
-    command: &str,
-) -> Result<(), BenchError> {
-    let target = if let Some(local) = &local {
+/// The nodes a run talks to and watches.
+fn target_of(args: &Args, local: Option<&cluster::LocalCluster>) -> Target {
+    if let Some(local) = local {
         Target {
             addresses: local.addresses.clone(),
             metrics: local.metrics.clone(),
@@ -228,7 +227,18 @@ fn run_points(
             addresses,
             in_process: false,
         }
-    };
+    }
+}
+
+fn run_points(
+    args: &Args,
+    sweep: &Sweep,
+    logs: &[String],
+    mut local: Option<&mut cluster::LocalCluster>,
+    limits: &limits::Limits,
+    command: &str,
+) -> Result<(), BenchError> {
+    let target = target_of(args, local.as_deref());
     let options = ClientOptions {
         timeout: Duration::from_secs(10),
         ..ClientOptions::default()
@@ -246,6 +256,11 @@ fn run_points(
     {
         local.unpin_threads();
     }
+    if args.kill_leader_after.is_some() && (local.is_none() || target.in_process) {
+        return Err(BenchError::Setup(
+            "--kill-leader-after needs a cluster this benchmark starts as processes".into(),
+        ));
+    }
     let mut points = Vec::new();
     let values = sweep.values.clone().unwrap_or_else(|| vec![f64::NAN]);
     for value in values {
@@ -254,7 +269,15 @@ fn run_points(
             apply_sweep(&mut point_args, name, value);
         }
         let workload = workload(&point_args, logs);
-        let measured = measure_point(&workload, &target, &leaders, &options, args.quiet)?;
+        let mut kill_leader = |addresses: &[String]| -> Option<String> {
+            let leader = find_leader(addresses, &logs[0], &options, Duration::from_secs(2)).ok()?;
+            local.as_mut()?.kill(&leader).then_some(leader)
+        };
+        let fault = args.kill_leader_after.map(|after| Fault {
+            after: Duration::from_secs_f64(after.max(0.0)),
+            kill: &mut kill_leader,
+        });
+        let measured = measure_point(&workload, &target, &leaders, &options, args.quiet, fault)?;
         if let Some(local) = local.as_mut() {
             local.check_alive()?;
         }
@@ -442,33 +465,31 @@ pub struct Measured {
     pub last_error: Option<String>,
     /// The first error answer a node gave.
     pub first_error_reply: Option<String>,
+    /// W6's figures, when a leader was killed.
+    pub fault: Option<FaultFigures>,
 }
 
 /// Resource counters at one moment.
 struct Snapshot {
-    processes: Vec<stats::ProcessSample>,
+    processes: Vec<Option<stats::ProcessSample>>,
     sockets: Vec<u64>,
-    counters: Option<Vec<stats::NodeCounters>>,
+    counters: Vec<Option<stats::NodeCounters>>,
     own_cpu: f64,
     at: Instant,
 }
 
 impl Snapshot {
     fn take(target: &Target) -> Self {
-        let counters: Option<Vec<_>> = if target.metrics.is_empty() {
-            None
-        } else {
-            target
-                .metrics
-                .iter()
-                .map(|address| stats::scrape(address))
-                .collect()
-        };
+        let counters = target
+            .metrics
+            .iter()
+            .map(|address| stats::scrape(address))
+            .collect();
         Self {
             processes: target
                 .pids
                 .iter()
-                .map(|pid| stats::sample_process(*pid).unwrap_or_default())
+                .map(|pid| stats::sample_process(*pid))
                 .collect(),
             sockets: stats::socket_bytes_sent(&target.pids),
             counters,
@@ -478,12 +499,32 @@ impl Snapshot {
     }
 }
 
+/// W6: when to kill the leader, and how (returns the killed address).
+struct Fault<'a> {
+    after: Duration,
+    kill: &'a mut dyn FnMut(&[String]) -> Option<String>,
+}
+
+/// What W6 measured, in ms from the kill.
+#[derive(Clone, Debug, Default)]
+pub struct FaultFigures {
+    /// The node killed.
+    pub killed: String,
+    /// Until another node reported itself leader of the first log.
+    pub to_new_leader_ms: Option<f64>,
+    /// Until answers flowed again (end of the longest silence after the kill).
+    pub to_first_answer_ms: Option<f64>,
+    /// Until a 200 ms window reached 90 % of the second before the kill.
+    pub to_recovered_ms: Option<f64>,
+}
+
 fn measure_point(
     workload: &load::Workload,
     target: &Target,
     leaders: &[String],
     options: &ClientOptions,
     quiet: bool,
+    fault: Option<Fault<'_>>,
 ) -> Result<Measured, BenchError> {
     let shared = load::Shared::new(workload.clients);
     let plans: Vec<load::ClientPlan> = (0..workload.clients)
@@ -499,7 +540,7 @@ fn measure_point(
         })
         .collect();
     let rss = stats::RssSampler::start(target.pids.clone());
-    let (before, after, outcomes) = std::thread::scope(|scope| {
+    let (before, after, outcomes, fault) = std::thread::scope(|scope| {
         let handles: Vec<_> = plans
             .iter()
             .map(|plan| {
@@ -509,12 +550,12 @@ fn measure_point(
                     .spawn_scoped(scope, move || load::run_client(plan, workload, shared))
             })
             .collect::<Result<_, _>>()?;
-        let (before, after) = drive(workload, target, &shared, &handles, quiet);
+        let (before, after, fault) = drive(workload, target, &shared, &handles, quiet, fault);
         let outcomes: Vec<_> = handles
             .into_iter()
             .map(|handle| handle.join().expect("client thread"))
             .collect();
-        Ok::<_, BenchError>((before, after, outcomes))
+        Ok::<_, BenchError>((before, after, outcomes, fault))
     })?;
     let rss_peak = rss.finish();
     let mut latencies = load::histogram();
@@ -526,23 +567,21 @@ fn measure_point(
             .expect("same histogram bounds");
         last_error = last_error.or(outcome.last_error);
     }
-    let counters = match (&before.counters, &after.counters) {
-        (Some(before), Some(after)) => Some(stats::NodeCounters::sum(
-            after
-                .iter()
-                .zip(before)
-                .map(|(after, before)| after.since(before))
-                .collect::<Vec<_>>()
-                .iter(),
-        )),
-        _ => None,
-    };
+    // Nodes that answered both times (a node killed by W6 drops out).
+    let deltas: Vec<stats::NodeCounters> = after
+        .counters
+        .iter()
+        .zip(&before.counters)
+        .filter_map(|(after, before)| Some(after.as_ref()?.since(before.as_ref()?)))
+        .collect();
+    let counters = (!deltas.is_empty()).then(|| stats::NodeCounters::sum(deltas.iter()));
+    // A node killed mid-run (W6) has no "after": it drops out of the sums.
     let delta = |pick: fn(&stats::ProcessSample) -> f64| -> f64 {
         after
             .processes
             .iter()
             .zip(&before.processes)
-            .map(|(after, before)| pick(after) - pick(before))
+            .filter_map(|(after, before)| Some(pick(&(*after)?) - pick(&(*before)?)))
             .sum()
     };
     Ok(Measured {
@@ -569,19 +608,21 @@ fn measure_point(
             .lock()
             .ok()
             .and_then(|first| first.clone()),
+        fault,
     })
 }
 
 /// Runs the clock of one point: warm-up, measuring, stop; prints the live
-/// progress line once a second. Returns the snapshots at the start and end
-/// of measuring.
+/// progress line once a second, and kills the leader when W6 asks. Returns
+/// the snapshots at the start and end of measuring, and W6's figures.
 fn drive<T>(
     workload: &load::Workload,
     target: &Target,
     shared: &load::Shared,
     handles: &[std::thread::ScopedJoinHandle<'_, T>],
     quiet: bool,
-) -> (Snapshot, Snapshot) {
+    mut fault: Option<Fault<'_>>,
+) -> (Snapshot, Snapshot, Option<FaultFigures>) {
     let all_done = || {
         handles
             .iter()
@@ -601,10 +642,28 @@ fn drive<T>(
     let mut progress = report::Progress::new(quiet);
     let mut last_tick = Instant::now();
     let mut last_completed = 0;
+    // (time since start, completed) every ~20 ms, for W6.
+    let mut series: Vec<(Duration, u64)> = Vec::new();
+    let mut killed: Option<(Duration, String)> = None;
+    let mut new_leader_at: Option<Duration> = None;
     loop {
         std::thread::sleep(Duration::from_millis(20));
         let finished = all_done();
         let over = started.elapsed() >= limit || crate::io::signal::stopping();
+        series.push((started.elapsed(), shared.completed.load(Ordering::Relaxed)));
+        if let Some(fault) = fault.as_mut()
+            && killed.is_none()
+            && started.elapsed() >= fault.after
+            && let Some(address) = (fault.kill)(&target.addresses)
+        {
+            killed = Some((started.elapsed(), address));
+        }
+        if let Some((_, address)) = &killed
+            && new_leader_at.is_none()
+        {
+            new_leader_at =
+                probe_new_leader(target, address, &workload.logs[0]).then(|| started.elapsed());
+        }
         if last_tick.elapsed() >= Duration::from_secs(1) {
             let completed = shared.completed.load(Ordering::Relaxed);
             let mut interval = load::histogram();
@@ -631,7 +690,75 @@ fn drive<T>(
     shared.measuring.store(false, Ordering::Relaxed);
     shared.stop.store(true, Ordering::Relaxed);
     progress.finish();
-    (before, after)
+    let figures = killed.map(|(at, address)| fault_figures(&series, at, address, new_leader_at));
+    (before, after, figures)
+}
+
+/// Whether a node other than the killed one leads `log` now (one quick
+/// round of status requests).
+fn probe_new_leader(target: &Target, killed: &str, log: &str) -> bool {
+    let others: Vec<String> = target
+        .addresses
+        .iter()
+        .filter(|other| *other != killed)
+        .cloned()
+        .collect();
+    let quick = ClientOptions {
+        timeout: Duration::from_millis(200),
+        ..ClientOptions::default()
+    };
+    find_leader(&others, log, &quick, Duration::ZERO).is_ok()
+}
+
+/// W6's figures from the completion series around the kill at `at`.
+fn fault_figures(
+    series: &[(Duration, u64)],
+    at: Duration,
+    killed: String,
+    new_leader_at: Option<Duration>,
+) -> FaultFigures {
+    let ms = |duration: Duration| duration.as_secs_f64() * 1e3;
+    let completed_at = |time: Duration| {
+        series
+            .iter()
+            .take_while(|(when, _)| *when <= time)
+            .last()
+            .map_or(0, |(_, completed)| *completed)
+    };
+    let second = Duration::from_secs(1);
+    let before_rate = (completed_at(at) - completed_at(at.saturating_sub(second))) as f64
+        / at.min(second).as_secs_f64().max(1e-3);
+    let after: Vec<(Duration, u64)> = series
+        .iter()
+        .copied()
+        .filter(|(when, _)| *when >= at)
+        .collect();
+    // The end of the longest stretch without a new answer after the kill.
+    let mut longest: (Duration, Option<Duration>) = (Duration::ZERO, None);
+    let mut silent_since: Option<Duration> = None;
+    for pair in after.windows(2) {
+        let ((earlier_when, earlier), (when, later)) = (pair[0], pair[1]);
+        if later == earlier {
+            silent_since.get_or_insert(earlier_when);
+        } else if let Some(since) = silent_since.take()
+            && when.saturating_sub(since) > longest.0
+        {
+            longest = (when.saturating_sub(since), Some(when));
+        }
+    }
+    let window = Duration::from_millis(200);
+    let recovered = after.iter().find(|(when, completed)| {
+        *when >= at + window
+            && (*completed - completed_at(when.saturating_sub(window))) as f64
+                / window.as_secs_f64()
+                >= 0.9 * before_rate
+    });
+    FaultFigures {
+        killed,
+        to_new_leader_ms: new_leader_at.map(|when| ms(when.saturating_sub(at))),
+        to_first_answer_ms: longest.1.map(|when| ms(when.saturating_sub(at))),
+        to_recovered_ms: recovered.map(|(when, _)| ms(when.saturating_sub(at))),
+    }
 }
 
 #[cfg(test)]

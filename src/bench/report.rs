@@ -296,6 +296,14 @@ impl Point {
             )
             .set("last_client_error", self.measured.last_error.clone())
             .set("first_error_reply", self.measured.first_error_reply.clone());
+        if let Some(fault) = &self.measured.fault {
+            let mut w6 = Json::object();
+            w6.set("killed", fault.killed.as_str())
+                .set("to_new_leader_ms", fault.to_new_leader_ms)
+                .set("to_first_answer_ms", fault.to_first_answer_ms)
+                .set("to_recovered_ms", fault.to_recovered_ms);
+            figures.set("leader_killed", w6);
+        }
         let mut ratios = Json::object();
         for (name, value) in &self.ratios {
             ratios.set(name, *value);
@@ -458,12 +466,7 @@ impl Report {
                     point.figure("rss_anon_peak_mib")
                 ),
             );
-            if let Some(reply) = &point.measured.first_error_reply {
-                let _ = writeln!(out, "{:>10} first error answer: {reply}", "");
-            }
-            if let Some(error) = &point.measured.last_error {
-                let _ = writeln!(out, "{:>10} last connection error: {error}", "");
-            }
+            notes(&mut out, point);
             if !point.ratios.is_empty() {
                 let ratios: Vec<String> = point
                     .ratios
@@ -512,6 +515,30 @@ impl Report {
                 })
             })
             .collect()
+    }
+}
+
+/// The lines under a point's row: W6's figures and errors seen.
+fn notes(out: &mut String, point: &Point) {
+    if let Some(fault) = &point.measured.fault {
+        let show = |value: Option<f64>| {
+            value.map_or_else(|| "never".to_owned(), |ms| format!("{ms:.0} ms"))
+        };
+        let _ = writeln!(
+            out,
+            "{:>10} leader {} killed: new leader after {}, answers again after {}, throughput back to 90 % after {}",
+            "",
+            fault.killed,
+            show(fault.to_new_leader_ms),
+            show(fault.to_first_answer_ms),
+            show(fault.to_recovered_ms)
+        );
+    }
+    if let Some(reply) = &point.measured.first_error_reply {
+        let _ = writeln!(out, "{:>10} first error answer: {reply}", "");
+    }
+    if let Some(error) = &point.measured.last_error {
+        let _ = writeln!(out, "{:>10} last connection error: {error}", "");
     }
 }
 
