@@ -776,4 +776,31 @@ mod tests {
         assert!(parse_sweep(Some("clients")).is_err());
         assert!(parse_sweep(None).unwrap().name.is_none());
     }
+
+    /// The kill at 1 s is followed by 300 ms of silence, then full speed:
+    /// answers resume at 1.32 s and throughput is back once a 200 ms window
+    /// after the kill holds 90 % of the rate before it (nine of ten ticks: 1.48 s).
+    #[test]
+    fn fault_figures_from_a_series() {
+        let step = Duration::from_millis(20);
+        let mut series = Vec::new();
+        let mut completed = 0u64;
+        for tick in 1..=100u32 {
+            let when = step * tick;
+            let silent = when > Duration::from_secs(1) && when <= Duration::from_millis(1300);
+            if !silent {
+                completed += 100; // 5,000 per second
+            }
+            series.push((when, completed));
+        }
+        let figures = fault_figures(
+            &series,
+            Duration::from_secs(1),
+            "node".into(),
+            Some(Duration::from_millis(1250)),
+        );
+        assert_eq!(figures.to_new_leader_ms.map(f64::round), Some(250.0));
+        assert_eq!(figures.to_first_answer_ms.map(f64::round), Some(320.0));
+        assert_eq!(figures.to_recovered_ms.map(f64::round), Some(480.0));
+    }
 }

@@ -125,11 +125,15 @@ impl RssSampler {
 /// Bytes sent so far on the TCP sockets of each process (0 when `ss` is
 /// missing or a process has none).
 pub fn socket_bytes_sent(pids: &[u32]) -> Vec<u64> {
-    let mut sent: HashMap<u32, u64> = HashMap::new();
     let Ok(output) = Command::new("ss").args(["-tinpH"]).output() else {
         return vec![0; pids.len()];
     };
-    let text = String::from_utf8_lossy(&output.stdout);
+    parse_socket_bytes(&String::from_utf8_lossy(&output.stdout), pids)
+}
+
+/// Sums `bytes_sent` of `ss -tinpH` output per owning pid.
+fn parse_socket_bytes(text: &str, pids: &[u32]) -> Vec<u64> {
+    let mut sent: HashMap<u32, u64> = HashMap::new();
     let mut owner: Option<u32> = None;
     for line in text.lines() {
         if !line.starts_with([' ', '\t']) {
@@ -253,4 +257,17 @@ pub fn scrape(address: &str) -> Option<NodeCounters> {
 /// CPU seconds this process (the load generator) has used.
 pub fn own_cpu_seconds() -> f64 {
     sample_process(std::process::id()).map_or(0.0, |sample| sample.cpu_seconds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes sent are summed per owner; sockets of other processes and
+    /// sockets without an owner are ignored.
+    #[test]
+    fn sums_socket_bytes_per_process() {
+        let text = "ESTAB 0 0 127.0.0.1:7001 127.0.0.1:5000 users:((\"rast\",pid=10,fd=9))\n\t cubic bytes_sent:100 bytes_acked:101 bytes_received:7\nESTAB 0 0 127.0.0.1:7001 127.0.0.1:5001 users:((\"rast\",pid=10,fd=10))\n\t cubic bytes_sent:50 bytes_received:3\nESTAB 0 0 127.0.0.1:9 127.0.0.1:5002 users:((\"other\",pid=11,fd=3))\n\t cubic bytes_sent:999\nESTAB 0 0 127.0.0.1:8 127.0.0.1:5003\n\t cubic bytes_sent:777\n";
+        assert_eq!(parse_socket_bytes(text, &[10, 12]), vec![150, 0]);
+    }
 }
