@@ -14,11 +14,13 @@
 //!  raft   ──► wire, types, constants        (pure: no IO, no clock)
 //!  wire   ──► rast_capnp (generated), constants
 //!
+//!  bench  ──► client, wire, server (the load generator and its report)
 //!  check  ──► types only: the history checkers judge the others and share
 //!             no code with them (used by sim and the fault tests)
 //!  nemesis ──► check, client, io: the real-process fault harness
 //! ```
 
+pub mod bench;
 pub mod check;
 pub mod client;
 pub mod constants;

@@ -130,6 +130,9 @@ enum Command {
     /// kills, pauses, partitions and full disks under a recorded workload,
     /// then an independent check of the history (exit 1 when a check fails).
     Nemesis(NemesisArgs),
+    /// Measure throughput and latency against a cluster (started here, or
+    /// --cluster), with the machine's limits and ratios; see BENCHMARKS.md.
+    Bench(rast::bench::Args),
     /// Membership and maintenance.
     Admin {
         #[command(flatten)]
@@ -247,14 +250,20 @@ struct NemesisArgs {
 struct Negative(String);
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A benchmark's table should not drown in its in-process nodes' logs.
+    let default_filter = if matches!(cli.command, Command::Bench(_)) {
+        "warn"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RAST_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -333,6 +342,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Admin { client, action } => admin(&client, action),
         Command::Nemesis(args) => nemesis(args),
+        Command::Bench(args) => {
+            let command = std::env::args().collect::<Vec<_>>().join(" ");
+            Ok(rast::bench::run(&args, &command)?)
+        }
     }
 }
 

@@ -1,0 +1,293 @@
+//! The cluster `rast bench` starts when it is given none: real `rast serve`
+//! processes on free loopback ports, each with its own data directory and
+//! metrics address, stopped (SIGTERM, then SIGKILL) when it drops — on
+//! success, on error and on panic alike.
+//!
+//! `--in-process` instead runs the nodes as threads of the benchmark
+//! process itself (W5): each node is a whole `server::serve` with its own
+//! io_uring core and in-memory storage, talking over loopback TCP.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::BenchError;
+use crate::server::{self, Settings, StorageMode, ZeroCopy};
+use crate::types::NodeId;
+
+/// How to start the nodes.
+#[derive(Clone, Debug)]
+pub struct ClusterPlan {
+    /// Nodes.
+    pub nodes: u16,
+    /// Cores per node.
+    pub cores: u32,
+    /// Storage of every node.
+    pub storage: StorageMode,
+    /// Follower receive path.
+    pub zero_copy: ZeroCopy,
+    /// Logs to create at start.
+    pub logs: Vec<String>,
+    /// Parent data directory (one subdirectory per node), removed at the end.
+    pub data: PathBuf,
+    /// Threads of this process instead of processes.
+    pub in_process: bool,
+}
+
+/// A running local cluster.
+#[derive(Debug)]
+pub struct LocalCluster {
+    /// Client addresses.
+    pub addresses: Vec<String>,
+    /// Metrics addresses.
+    pub metrics: Vec<String>,
+    children: Vec<Child>,
+    threads: Vec<std::thread::JoinHandle<Result<(), server::ServerError>>>,
+    data: PathBuf,
+    killed: Vec<bool>,
+}
+
+impl LocalCluster {
+    /// Starts the nodes; returns once they are spawned (not yet elected).
+    pub fn start(plan: &ClusterPlan) -> Result<Self, BenchError> {
+        std::fs::create_dir_all(&plan.data)?;
+        let addresses: Vec<String> = (0..plan.nodes)
+            .map(|_| free_port().map(|port| format!("127.0.0.1:{port}")))
+            .collect::<Result<_, _>>()?;
+        let metrics: Vec<String> = (0..plan.nodes)
+            .map(|_| free_port().map(|port| format!("127.0.0.1:{port}")))
+            .collect::<Result<_, _>>()?;
+        let mut cluster = Self {
+            addresses,
+            metrics,
+            children: Vec::new(),
+            threads: Vec::new(),
+            data: plan.data.clone(),
+            killed: vec![false; usize::from(plan.nodes)],
+        };
+        for node in 0..usize::from(plan.nodes) {
+            if plan.in_process {
+                cluster.start_thread(plan, node)?;
+            } else {
+                cluster.start_process(plan, node)?;
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// The process ids of the nodes (this process, once, when in-process).
+    pub fn pids(&self) -> Vec<u32> {
+        if self.children.is_empty() {
+            vec![std::process::id()]
+        } else {
+            self.children.iter().map(Child::id).collect()
+        }
+    }
+
+    /// Whether the nodes are threads of this process.
+    pub fn in_process(&self) -> bool {
+        !self.threads.is_empty()
+    }
+
+    /// Fails if a node process has exited.
+    pub fn check_alive(&mut self) -> Result<(), BenchError> {
+        for node in 0..self.children.len() {
+            if self.killed[node] {
+                continue;
+            }
+            if let Ok(Some(status)) = self.children[node].try_wait() {
+                let tail = self.log_tail(node);
+                return Err(BenchError::Setup(format!(
+                    "node {} exited ({status}); its log ends:\n{tail}",
+                    node + 1,
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGKILLs the node listening on `address` (W6); false if it is not
+    /// one of this cluster's node processes.
+    pub fn kill(&mut self, address: &str) -> bool {
+        let Some(node) = self.addresses.iter().position(|known| known == address) else {
+            return false;
+        };
+        let Some(child) = self.children.get_mut(node) else {
+            return false;
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        self.killed[node] = true;
+        true
+    }
+
+    fn peers(&self) -> String {
+        self.addresses
+            .iter()
+            .enumerate()
+            .map(|(node, address)| format!("{}={address}", node + 1))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn start_process(&mut self, plan: &ClusterPlan, node: usize) -> Result<(), BenchError> {
+        let executable = std::env::current_exe()?;
+        let log = std::fs::File::create(self.data.join(format!("node{}.log", node + 1)))?;
+        let child = Command::new(executable)
+            .args(["serve", "--id", &(node + 1).to_string()])
+            .args(["--listen", &self.addresses[node], "--peers", &self.peers()])
+            .args(["--metrics-addr", &self.metrics[node]])
+            .args(["--cores", &plan.cores.to_string()])
+            .args(["--storage", storage_name(plan.storage)])
+            .args(["--zero-copy", zero_copy_name(plan.zero_copy)])
+            .args(["--logs", &plan.logs.join(",")])
+            .arg("--data")
+            .arg(self.data.join(format!("node{}", node + 1)))
+            .env("RAST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        self.children.push(child);
+        Ok(())
+    }
+
+    fn start_thread(&mut self, plan: &ClusterPlan, node: usize) -> Result<(), BenchError> {
+        let peers = self
+            .addresses
+            .iter()
+            .enumerate()
+            .map(|(index, address)| (NodeId(index as u64 + 1), address.clone()))
+            .collect();
+        let settings = Settings {
+            id: NodeId(node as u64 + 1),
+            listen: self.addresses[node]
+                .parse()
+                .map_err(|_| BenchError::Setup("bad loopback address".into()))?,
+            peers,
+            data: self.data.join(format!("node{}", node + 1)),
+            cores: plan.cores,
+            cluster_id: "rast".into(),
+            token: Vec::new(),
+            storage: plan.storage,
+            zero_copy: plan.zero_copy,
+            logs: plan.logs.clone(),
+            metrics_addr: self.metrics[node].parse().ok(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("rast-bench-node-{}", node + 1))
+            .spawn(move || server::serve(settings))?;
+        self.threads.push(thread);
+        Ok(())
+    }
+
+    /// Lets the scheduler spread the nodes over every CPU. Each node pins
+    /// its core *i* to CPU *i*, which is right for one node per machine but
+    /// puts all of a local cluster's `--cores 1` nodes (and their io_uring
+    /// workers, which inherit the mask) on CPU 0, leaving the other CPUs to
+    /// the load generator. Only the nodes this benchmark started are touched.
+    pub fn unpin_threads(&self) {
+        let mut all = nix::sched::CpuSet::new();
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        for cpu in 0..cpus {
+            let _ = all.set(cpu);
+        }
+        let tasks: Vec<(PathBuf, bool)> = if self.in_process() {
+            vec![(PathBuf::from("/proc/self/task"), true)]
+        } else {
+            self.children
+                .iter()
+                .map(|child| (PathBuf::from(format!("/proc/{}/task", child.id())), false))
+                .collect()
+        };
+        for (directory, only_cores) in tasks {
+            let Ok(entries) = std::fs::read_dir(&directory) else {
+                continue;
+            };
+            for task in entries.flatten() {
+                let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+                let tid = task
+                    .file_name()
+                    .to_str()
+                    .and_then(|tid| tid.parse::<i32>().ok());
+                if let Some(tid) = tid
+                    && (!only_cores || name.starts_with("rast-core") || name.starts_with("iou-wrk"))
+                {
+                    let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(tid), &all);
+                }
+            }
+        }
+    }
+
+    /// The last lines of node `node`'s log (0-based), for an error message.
+    fn log_tail(&self, node: usize) -> String {
+        let text = std::fs::read_to_string(self.data.join(format!("node{}.log", node + 1)))
+            .unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(8)..].join("\n")
+    }
+
+    /// Stops every node and removes the data.
+    pub fn stop(&mut self) {
+        for child in &self.children {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for child in &mut self.children {
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+        self.children.clear();
+        if !self.threads.is_empty() {
+            // The in-process nodes watch the process-wide stop flag.
+            crate::io::signal::request_stop();
+            for thread in self.threads.drain(..) {
+                let _ = thread.join();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn storage_name(mode: StorageMode) -> &'static str {
+    match mode {
+        StorageMode::Disk => "disk",
+        StorageMode::Memory => "memory",
+    }
+}
+
+fn zero_copy_name(mode: ZeroCopy) -> &'static str {
+    match mode {
+        ZeroCopy::Splice => "splice",
+        ZeroCopy::Buffer => "buffer",
+    }
+}
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A fresh data directory under `base`.
+pub fn data_directory(base: &Path) -> PathBuf {
+    base.join(format!(
+        "rast-bench-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_millis())
+    ))
+}
