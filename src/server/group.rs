@@ -882,6 +882,7 @@ impl Group {
                 .iter()
                 .map(|peer| (peer.id, status.last_index.saturating_sub(peer.match_index)))
                 .collect(),
+            failed: !status.failed.is_empty(),
         }
     }
 

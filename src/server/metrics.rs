@@ -79,6 +79,8 @@ pub struct LogGauges {
     pub last: u64,
     /// (peer id, entries behind the leader's last index), leader only.
     pub lag: Vec<(u64, u64)>,
+    /// The log or its state machine stopped (see `rast status`).
+    pub failed: bool,
 }
 
 /// Everything the metrics thread exports.
@@ -173,7 +175,7 @@ impl Metrics {
         let _ = writeln!(text, "rast_sync_seconds_count {cumulative}");
         let _ = writeln!(
             text,
-            "# TYPE rast_term gauge\n# TYPE rast_commit_index gauge\n# TYPE rast_last_index gauge\n# TYPE rast_is_leader gauge\n# TYPE rast_peer_lag_entries gauge"
+            "# TYPE rast_term gauge\n# TYPE rast_commit_index gauge\n# TYPE rast_last_index gauge\n# TYPE rast_is_leader gauge\n# TYPE rast_peer_lag_entries gauge\n# TYPE rast_failed gauge"
         );
         for slot in &self.gauges {
             let Ok(logs) = slot.lock() else { continue };
@@ -182,6 +184,7 @@ impl Metrics {
                 let _ = writeln!(text, "rast_term{{{label}}} {}", log.term);
                 let _ = writeln!(text, "rast_commit_index{{{label}}} {}", log.commit);
                 let _ = writeln!(text, "rast_last_index{{{label}}} {}", log.last);
+                let _ = writeln!(text, "rast_failed{{{label}}} {}", u8::from(log.failed));
                 let _ = writeln!(
                     text,
                     "rast_is_leader{{{label},role=\"{}\"}} {}",
