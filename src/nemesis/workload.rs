@@ -301,11 +301,10 @@ fn append_error_kind(error: &ClientError) -> EventKind {
         // connection): the server said it did not take the request.
         ClientError::NoLeader { .. } => EventKind::Fail,
         ClientError::Reply(reply) => match reply.kind {
-            // Refused before it was proposed (a stopped log, a bad batch).
-            ErrorKind::Failed
-            | ErrorKind::Invalid
-            | ErrorKind::TooLarge(_)
-            | ErrorKind::NoSpace => EventKind::Fail,
+            // Refused before it was proposed (a bad batch, no room).
+            ErrorKind::Invalid | ErrorKind::TooLarge(_) | ErrorKind::NoSpace => EventKind::Fail,
+            // `Failed`: the log stopped after it was proposed; it may
+            // commit elsewhere.
             _ => EventKind::Info,
         },
         _ => EventKind::Info,

@@ -416,7 +416,12 @@ impl Group {
     /// answer comes when it commits.
     pub fn propose(&mut self, frame: &mut [u8], reply: ReplyTo, out: &mut Outbound) {
         if let Some(reason) = &self.failed {
-            out.error(reply, ErrorKind::Failed, format!("log failed: {reason}"));
+            // Refused before anything is written: another node may take it.
+            out.error(
+                reply,
+                ErrorKind::Unavailable,
+                format!("log failed on this node: {reason}"),
+            );
             return;
         }
         let (kind, count) = match BatchView::parse(frame) {
@@ -579,11 +584,23 @@ impl Group {
         tracing::error!(log = %self.name, %reason, "log storage failed; the group stops (fail-stop)");
         self.failed = Some(reason.to_owned());
         for pending in self.pending.drain(..) {
-            out.error(
-                pending.reply,
-                ErrorKind::Unavailable,
-                format!("log failed: {reason}"),
-            );
+            if pending.write {
+                // Sessions make a retried write apply once: retry is safe.
+                out.error(
+                    pending.reply,
+                    ErrorKind::Unavailable,
+                    format!("log failed: {reason}"),
+                );
+            } else {
+                // The entry may have reached other nodes, which may commit
+                // it without us: its outcome is unknown, and a retry could
+                // append it twice. `Failed` is not retried by clients.
+                out.error(
+                    pending.reply,
+                    ErrorKind::Failed,
+                    format!("log failed after this append was proposed: it may or may not be committed ({reason})"),
+                );
+            }
         }
     }
 

@@ -113,7 +113,12 @@ impl Group {
                     return false;
                 }
                 if let Some(reason) = &self.failed {
-                    out.error(reply, ErrorKind::Failed, format!("log failed: {reason}"));
+                    // This node's copy stopped; another node can serve.
+                    out.error(
+                        reply,
+                        ErrorKind::Unavailable,
+                        format!("log failed on this node: {reason}"),
+                    );
                     return false;
                 }
                 true

@@ -2,14 +2,17 @@
 //! decoded and stepped into their target group, unless the link is cut, so
 //! a test scripts elections and partitions message by message.
 
+use std::cell::Cell;
 use std::collections::HashSet;
+use std::rc::Rc;
 
 use super::{ClientOut, Group, Outbound, ReplyTo};
 use crate::net::codec::{self, PeerBody, PeerHeader};
 use crate::raft::{self, Role};
 use crate::storage::memory::{MemoryLog, SyncMode};
+use crate::storage::{Durability, HardState, LogStorage, ReadRange, StorageError};
 use crate::types::{LogId, LogIndex, NodeId, Term};
-use crate::wire::client::ResponseBody;
+use crate::wire::client::{ErrorKind, ResponseBody};
 use crate::wire::{BatchKind, encode_batch, split_frame};
 
 /// Five groups of one log and the links between them.
@@ -34,8 +37,69 @@ const C: usize = 2;
 const D: usize = 3;
 const E: usize = 4;
 
+/// A store in memory whose `poll` fails once told to: a disk that fills up
+/// under writes already queued (and already sent to followers), as the
+/// io_uring store reports ENOSPC at completion.
+struct FailingStore {
+    inner: MemoryLog,
+    fail: Rc<Cell<bool>>,
+}
+
+impl LogStorage for FailingStore {
+    fn append(&mut self, frame: &[u8]) -> Result<LogIndex, StorageError> {
+        self.inner.append(frame)
+    }
+    fn store_hard_state(&mut self, state: HardState) -> Result<(), StorageError> {
+        self.inner.store_hard_state(state)
+    }
+    fn flush(&mut self) -> Result<(), StorageError> {
+        self.inner.flush()
+    }
+    fn poll(&mut self) -> Result<Durability, StorageError> {
+        if self.fail.get() {
+            return Err(StorageError::NoSpace);
+        }
+        self.inner.poll()
+    }
+    fn sync_all(&mut self) -> Result<Durability, StorageError> {
+        self.inner.sync_all()
+    }
+    fn durability(&self) -> Durability {
+        self.inner.durability()
+    }
+    fn first_index(&self) -> LogIndex {
+        self.inner.first_index()
+    }
+    fn last_index(&self) -> LogIndex {
+        self.inner.last_index()
+    }
+    fn term_at(&self, index: LogIndex) -> Option<Term> {
+        self.inner.term_at(index)
+    }
+    fn read(&self, from: LogIndex, max_bytes: usize) -> Result<ReadRange<'_>, StorageError> {
+        self.inner.read(from, max_bytes)
+    }
+    fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), StorageError> {
+        self.inner.truncate_suffix(from)
+    }
+    fn drop_prefix(&mut self, up_to: LogIndex) -> Result<(), StorageError> {
+        self.inner.drop_prefix(up_to)
+    }
+    fn reset(&mut self, next: LogIndex) -> Result<(), StorageError> {
+        self.inner.reset(next)
+    }
+    fn hard_state(&self) -> HardState {
+        self.inner.hard_state()
+    }
+}
+
 impl Cluster {
     fn new(nodes: usize) -> Self {
+        Self::with_stores(nodes, |_| Box::new(MemoryLog::new(SyncMode::Immediate)))
+    }
+
+    /// A cluster whose node `node` gets its store from `store(node)`.
+    fn with_stores(nodes: usize, mut store: impl FnMut(usize) -> Box<dyn LogStorage>) -> Self {
         let ids: Vec<NodeId> = (1..=nodes as u64).map(NodeId).collect();
         let addresses: Vec<(NodeId, String)> = ids
             .iter()
@@ -50,7 +114,7 @@ impl Cluster {
                     raft::Config::new(*id, id.get()),
                     &ids,
                     addresses.clone(),
-                    Box::new(MemoryLog::new(SyncMode::Immediate)),
+                    store(id.get() as usize - 1),
                     0,
                 )
                 .unwrap()
@@ -140,6 +204,20 @@ impl Cluster {
         self.route(node, out);
     }
 
+    /// Proposes a one-entry batch `payload` at `node` for request
+    /// `request_id`.
+    fn propose(&mut self, node: usize, payload: &[u8], request_id: u64) {
+        let mut frame = encode_batch(BatchKind::Data, Term(0), LogIndex(0), &[payload]);
+        let reply = ReplyTo {
+            connection: 0,
+            generation: 1,
+            request_id,
+        };
+        let mut out = Outbound::default();
+        self.groups[node].propose(&mut frame, reply, &mut out);
+        self.route(node, out);
+    }
+
     /// Makes `node` campaign now, as a leadership transfer does (voters in
     /// a leader's lease still answer), in a term above `term`.
     fn campaign(&mut self, node: usize, from: usize, term: Term) {
@@ -201,15 +279,7 @@ fn an_overwritten_append_is_answered_when_its_index_commits() {
     let term_a = cluster.term(A);
 
     cluster.cut(A, &[C, D, E]);
-    let mut frame = encode_batch(BatchKind::Data, Term(0), LogIndex(0), &[b"X"]);
-    let reply = ReplyTo {
-        connection: 0,
-        generation: 1,
-        request_id: 7,
-    };
-    let mut out = Outbound::default();
-    cluster.groups[A].propose(&mut frame, reply, &mut out);
-    cluster.route(A, out);
+    cluster.propose(A, b"X", 7);
     cluster.settle();
     let index_x = cluster.groups[B].storage().last_index();
     assert_eq!(cluster.groups[B].storage().term_at(index_x), Some(term_a));
@@ -254,4 +324,71 @@ fn an_overwritten_append_is_answered_when_its_index_commits() {
         Some(ResponseBody::Appended { first_index, .. }) => assert_eq!(*first_index, index_x.get()),
         other => panic!("X is committed at {index_x} but A answered {other:?}"),
     }
+}
+
+/// A log that stops on a storage error (fail-stop) must not tell the
+/// clients of appends it already sent to followers to retry: those may
+/// commit without it. They hear the outcome is unknown (`Failed`, which
+/// clients do not retry); a later append, refused before anything is
+/// written, hears `Unavailable` and goes to another node.
+///
+/// Three nodes: A leads; its disk fails just after append X went out to B
+/// and C; B is elected and commits X.
+#[test]
+fn a_log_that_stops_does_not_disown_appends_it_sent() {
+    let fail = Rc::new(Cell::new(false));
+    let fail_a = Rc::clone(&fail);
+    let mut cluster = Cluster::with_stores(3, move |node| {
+        let inner = MemoryLog::new(SyncMode::Immediate);
+        if node == A {
+            Box::new(FailingStore {
+                inner,
+                fail: Rc::clone(&fail_a),
+            })
+        } else {
+            Box::new(inner)
+        }
+    });
+    cluster.campaign(A, B, Term(0));
+    assert_eq!(cluster.role(A), Role::Leader);
+    cluster.tick(50);
+    fail.set(true);
+    cluster.propose(A, b"X", 7);
+    let index_x = cluster.groups[A].storage().last_index();
+    cluster.settle();
+    assert!(cluster.groups[A].failed().is_some(), "A's log stopped");
+    assert_eq!(
+        cluster.groups[B].storage().last_index(),
+        index_x,
+        "X reached B"
+    );
+    match cluster.answer(A, 7) {
+        Some(ResponseBody::Error(error)) => assert_eq!(
+            error.kind,
+            ErrorKind::Failed,
+            "a retryable answer for an append that may commit: {error:?}"
+        ),
+        other => panic!("A answered {other:?}"),
+    }
+    cluster.propose(A, b"Y", 8);
+    assert!(
+        matches!(cluster.answer(A, 8), Some(ResponseBody::Error(error)) if error.kind == ErrorKind::Unavailable),
+        "a refused append goes elsewhere: {:?}",
+        cluster.answer(A, 8)
+    );
+
+    // B leads term 2 and commits X.
+    cluster.cut(A, &[B, C]);
+    let term = cluster.term(B);
+    cluster.campaign(B, A, term);
+    assert_eq!(cluster.role(B), Role::Leader);
+    cluster.tick(50);
+    assert!(
+        cluster.groups[B].core().commit_index() >= index_x,
+        "X committed"
+    );
+    assert_eq!(
+        cluster.groups[B].storage().term_at(index_x),
+        cluster.groups[A].storage().term_at(index_x)
+    );
 }
