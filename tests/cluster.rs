@@ -301,3 +301,88 @@ fn spliced_batches_reach_every_follower_intact() {
         "spliced {spliced}, copied {copied}"
     );
 }
+
+/// A peer (here: a socket claiming to be node 2, with the right cluster id)
+/// whose AppendEntries header promises a batch the bytes do not hold is
+/// disconnected before the core or the disk sees anything; the cluster
+/// keeps committing and the follower's log stays intact.
+#[test]
+fn corrupt_batches_from_a_peer_are_refused() {
+    use rast::raft::{AppendRange, BatchSummary, Outgoing, OutgoingBody};
+    use rast::types::{LogId, NodeId, Term};
+    let cluster = Cluster::start("peerbytes", 3, 1);
+    let mut client = cluster.client();
+    client.append("default", &[b"before".as_slice()]).unwrap();
+    let mut stream = std::net::TcpStream::connect(&cluster.addresses[0]).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(&rast::wire::client::encode_hello(
+            &rast::wire::client::Hello {
+                protocol_version: rast::wire::client::PROTOCOL_VERSION,
+                cluster_id: "rast".into(),
+                node_id: 2,
+                token: Vec::new(),
+                core: 0,
+                cores: 1,
+            },
+        ))
+        .unwrap();
+    let genuine = rast::wire::encode_batch(
+        rast::wire::BatchKind::Data,
+        Term(1),
+        LogIndex(1_000_000),
+        &[b"forged"],
+    );
+    let summary = BatchSummary {
+        term: Term(1),
+        first_index: LogIndex(1_000_000),
+        count: 1,
+        bytes: genuine.len() as u32,
+        kind: rast::wire::BatchKind::Data,
+    };
+    let header = rast::net::codec::encode(
+        LogId::from_name("default"),
+        &Outgoing {
+            from: NodeId(2),
+            to: NodeId(1),
+            term: Term(1),
+            body: OutgoingBody::AppendEntries(AppendRange {
+                prev_index: LogIndex(999_999),
+                prev_term: Term(1),
+                leader_commit: LogIndex(0),
+                first_index: LogIndex(1_000_000),
+                last_index: LogIndex(1_000_000),
+                batches: 1,
+                bytes: genuine.len() as u64,
+            }),
+        },
+        &[summary],
+    );
+    let mut corrupt = genuine.clone();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff; // the payload's last byte: the checksum no longer holds
+    stream.write_all(&header).unwrap();
+    stream.write_all(&corrupt).unwrap();
+    // The node closes the connection (end of stream, not the 10 s timeout):
+    // without the check the core would merely reject the header and keep
+    // the connection open.
+    let mut sink = Vec::new();
+    assert!(
+        stream.read_to_end(&mut sink).is_ok(),
+        "the node kept a peer connection that sent corrupt batches"
+    );
+    let appended = client.append("default", &[b"after".as_slice()]).unwrap();
+    cluster.wait_for_commit("default", appended.first_index.get(), LEADER_WITHIN);
+    let status = cluster.status(0, "default").unwrap();
+    assert!(
+        status.failed.is_empty(),
+        "the log failed: {}",
+        status.failed
+    );
+    assert!(
+        status.last_index < 1_000_000,
+        "forged entries reached the log"
+    );
+}

@@ -260,6 +260,7 @@ impl Group {
                 leader_commit,
                 ..
             } => {
+                check_received(batches, batch_bytes)?;
                 self.decode_configs(batches, batch_bytes)?;
                 Body::AppendEntries(AppendEntries {
                     prev_index,
@@ -954,6 +955,37 @@ impl Group {
                 .unwrap_or_default(),
         }
     }
+}
+
+/// Checks the batch frames that followed an AppendEntries against its
+/// summaries before the core sees the message: each frame parses, carries
+/// a valid checksum and says what its summary says, and together they fill
+/// the bytes exactly. Bad bytes from a peer close its connection; they never
+/// reach storage, where a refusal would have to stop the group.
+fn check_received(batches: &[BatchSummary], bytes: &[u8]) -> Result<(), WireError> {
+    let mut rest = bytes;
+    for summary in batches {
+        let Some((frame, tail)) = split_frame(rest)? else {
+            return Err(WireError::Malformed(
+                "AppendEntries batches end early".into(),
+            ));
+        };
+        rest = tail;
+        let view = BatchView::parse(frame)?;
+        view.verify_checksum()?;
+        if summary_of(&view)? != *summary {
+            return Err(WireError::Malformed(format!(
+                "batch at index {} disagrees with its summary",
+                view.first_index()
+            )));
+        }
+    }
+    if !rest.is_empty() {
+        return Err(WireError::Malformed(
+            "bytes after the AppendEntries batches".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The summary of a stored batch.
