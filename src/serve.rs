@@ -66,6 +66,11 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics on this address (GET /metrics).
     #[arg(long)]
     metrics_addr: Option<SocketAddr>,
+    /// Fault injection, for testing: the key-value state machine panics
+    /// whenever it applies a write to KEY. The kv log then stops applying
+    /// (reported by `rast status` and metrics) while other logs serve on.
+    #[arg(long, value_name = "KEY")]
+    fault_kv_panic_key: Option<String>,
 }
 
 impl ServeArgs {
@@ -84,6 +89,7 @@ impl ServeArgs {
             zero_copy: self.zero_copy.or(file.zero_copy),
             logs: self.logs.or(file.logs),
             metrics_addr: self.metrics_addr.or(file.metrics_addr),
+            fault_kv_panic_key: self.fault_kv_panic_key.or(file.fault_kv_panic_key),
         }
     }
 }
@@ -147,6 +153,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
             .map(str::to_owned)
             .collect(),
         metrics_addr: args.metrics_addr,
+        fault_kv_panic_key: args.fault_kv_panic_key.map(String::into_bytes),
     })
 }
 

@@ -216,3 +216,123 @@ fn indeterminate(error: &ClientError) -> EventKind {
         _ => EventKind::Info,
     }
 }
+
+/// Waits until `check` holds for the status of every node's kv log.
+fn wait_for_kv_status(
+    cluster: &common::Cluster,
+    what: &str,
+    check: impl Fn(&rast::wire::client::Status) -> bool,
+) -> Vec<rast::wire::client::Status> {
+    let started = Instant::now();
+    loop {
+        let statuses: Vec<_> = (0..cluster.addresses.len())
+            .filter_map(|node| cluster.status(node, "kv"))
+            .collect();
+        if statuses.len() == cluster.addresses.len() && statuses.iter().all(&check) {
+            return statuses;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "kv logs never {what}: {statuses:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A state machine that panics on a chosen key (real processes, fault
+/// injected with `--fault-kv-panic-key`): the write is answered "failed",
+/// every node's kv log stops at the same index and says why in its status,
+/// the other logs keep serving, and after a restart without the fault
+/// every node applies the same entries, the panicking one included (it
+/// was never skipped).
+#[test]
+fn state_machine_panic_stops_only_its_log_and_nothing_diverges() {
+    let mut cluster =
+        common::Cluster::start_with("kvpanic", 3, 1, &["--fault-kv-panic-key", "boom"]);
+    let mut client = cluster.client();
+    client.put(b"before", b"1").unwrap();
+    match client.put(b"boom", b"x") {
+        Err(ClientError::Reply(reply)) => {
+            assert_eq!(
+                reply.kind,
+                rast::wire::client::ErrorKind::Failed,
+                "{reply:?}"
+            );
+        }
+        other => panic!("a panicking apply answered {other:?}"),
+    }
+    let failed = wait_for_kv_status(&cluster, "failed", |status| !status.failed.is_empty());
+    let stopped_at = failed[0].applied_index;
+    for status in &failed {
+        assert!(status.failed.contains("panic"), "{status:?}");
+        assert_eq!(
+            status.applied_index, stopped_at,
+            "nodes stopped apart: {failed:?}"
+        );
+        assert!(status.commit_index > stopped_at, "{status:?}");
+    }
+    // The stopped log refuses new work clearly; the others serve on.
+    match client.put(b"after", b"2") {
+        Err(ClientError::Reply(reply)) => {
+            assert_eq!(
+                reply.kind,
+                rast::wire::client::ErrorKind::Failed,
+                "{reply:?}"
+            );
+        }
+        other => panic!("a stopped kv log answered {other:?}"),
+    }
+    let appended = client.append("default", &[b"still serving"]).unwrap();
+    let entries = client.read("default", appended.first_index, 1).unwrap();
+    assert_eq!(entries[0].1, b"still serving");
+
+    // Restarted with the fault still injected, the log stops again at the
+    // same entry: it never skips it.
+    cluster.kill(0);
+    cluster.restart(0);
+    wait_for_kv_status(&cluster, "stopped again", |status| {
+        !status.failed.is_empty() && status.applied_index == stopped_at
+    });
+
+    // Restarted without the fault, every node applies the same entries.
+    cluster.set_extra(&[]);
+    for node in 0..3 {
+        cluster.kill(node);
+        cluster.restart(node);
+    }
+    let healed = wait_for_kv_status(&cluster, "healed", |status| {
+        status.failed.is_empty() && status.applied_index > stopped_at
+    });
+    let mut client = cluster.client();
+    assert_eq!(
+        client.get(b"boom", false).unwrap().as_deref(),
+        Some(&b"x"[..])
+    );
+    assert_eq!(
+        client.get(b"before", false).unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+    let applied = healed
+        .iter()
+        .map(|status| status.applied_index)
+        .max()
+        .unwrap();
+    wait_for_kv_status(&cluster, "caught up", |status| {
+        status.applied_index >= applied
+    });
+    for address in &cluster.addresses {
+        let options = ClientOptions {
+            deadline: Duration::from_secs(10),
+            ..ClientOptions::default()
+        };
+        let mut local = Client::new(&[address], options).unwrap();
+        for key in [&b"before"[..], b"boom"] {
+            assert_eq!(
+                local.get(key, true).unwrap(),
+                client.get(key, false).unwrap(),
+                "node {address} diverges on {:?}",
+                String::from_utf8_lossy(key)
+            );
+        }
+    }
+}

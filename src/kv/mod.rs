@@ -216,8 +216,7 @@ pub struct StateMachine {
     applied_index: LogIndex,
     log_time_ms: u64,
     failure: Option<Failure>,
-    /// Test hook: applying a command on this key panics.
-    #[cfg(any(test, feature = "planted-bugs"))]
+    /// Fault injection: applying a command on this key panics.
     panic_on_key: Option<Vec<u8>>,
     /// Planted bug: a duplicate is applied again instead of answered from
     /// its session.
@@ -424,10 +423,9 @@ impl StateMachine {
 
     /// Runs the operation on the map.
     fn execute(&mut self, command: &KvCommand) -> KvResponse {
-        #[cfg(any(test, feature = "planted-bugs"))]
         assert!(
             self.panic_on_key.as_deref() != Some(command.key.as_slice()),
-            "planted panic on key {:?}",
+            "injected panic on key {:?}",
             String::from_utf8_lossy(&command.key)
         );
         match &command.operation {
@@ -504,9 +502,8 @@ impl StateMachine {
     // ------------------------------------------------------------------
     // Test hooks.
 
-    /// Makes every later apply of a command on `key` panic (test builds and
-    /// the `planted-bugs` feature only).
-    #[cfg(any(test, feature = "planted-bugs"))]
+    /// Makes every later apply of a command on `key` panic: fault injection
+    /// for tests and `rast serve --fault-kv-panic-key`.
     pub fn panic_on_key(&mut self, key: Option<Vec<u8>>) {
         self.panic_on_key = key;
     }

@@ -220,6 +220,15 @@ impl Group {
         })
     }
 
+    /// Fault injection: makes this group's state machine (if it has one)
+    /// panic whenever it applies a write to `key`.
+    pub fn inject_kv_panic(&mut self, key: Vec<u8>) {
+        if let Some(machine) = &mut self.kv {
+            tracing::warn!(log = %self.name, "fault injection: the state machine panics on a key");
+            machine.panic_on_key(Some(key));
+        }
+    }
+
     /// The core (for status).
     pub fn core(&self) -> &Core {
         &self.core

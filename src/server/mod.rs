@@ -72,6 +72,10 @@ pub struct Settings {
     pub logs: Vec<String>,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics_addr: Option<SocketAddr>,
+    /// Fault injection: the key-value state machine panics when it applies
+    /// a write to this key (to exercise the failed-group path on real
+    /// processes). `None` in production.
+    pub fault_kv_panic_key: Option<Vec<u8>>,
 }
 
 /// Errors that stop the server from starting.

@@ -852,6 +852,10 @@ impl Shard {
                 self.now_ms(),
             )
             .map_err(|error| format!("opening log {name}: {error}"))?;
+            let mut group = group;
+            if let Some(key) = &self.settings.fault_kv_panic_key {
+                group.inject_kv_panic(key.clone());
+            }
             tracing::info!(log = %name, core = self.index, "log opened");
             self.groups.insert(id, group);
         }

@@ -77,6 +77,11 @@ impl Cluster {
         self.children[node] = Some(child);
     }
 
+    /// Replaces the extra `rast serve` arguments of later (re)starts.
+    pub fn set_extra(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|arg| (*arg).to_owned()).collect();
+    }
+
     /// SIGKILLs node `node` and reaps it.
     pub fn kill(&mut self, node: usize) {
         if let Some(mut child) = self.children[node].take() {
