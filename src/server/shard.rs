@@ -842,7 +842,7 @@ impl Shard {
             let voters: Vec<NodeId> = self.settings.peers.iter().map(|(id, _)| *id).collect();
             let seed = id.get() ^ self.settings.id.get().rotate_left(17);
             let config = raft::Config::new(self.settings.id, seed);
-            let group = Group::open(
+            let mut group = Group::open(
                 id,
                 name.clone(),
                 config,
@@ -852,7 +852,6 @@ impl Shard {
                 self.now_ms(),
             )
             .map_err(|error| format!("opening log {name}: {error}"))?;
-            let mut group = group;
             if let Some(key) = &self.settings.fault_kv_panic_key {
                 group.inject_kv_panic(key.clone());
             }
