@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 
 use rast::check::history::Operation;
 use rast::check::jepsen;
-use rast::check::linearizable::{self, FailedCas, RegisterCall, RegisterOp, RegisterSpec};
-use rast::check::wgl::{Budget, Call, Verdict};
+use rast::check::linearizable::{self, FailedCas, RegisterOp, RegisterSpec};
+use rast::check::wgl::{Budget, Verdict};
 use todc_utils::linearizability::WGLChecker;
-use todc_utils::linearizability::history::{Action, History as TodcHistory};
 
 /// The corpus lives beside the project checkout (as in CI).
 fn corpus() -> PathBuf {
@@ -130,32 +129,10 @@ fn reference_checker_agrees() {
         let operations = operations(&file);
         for failed_cas in [FailedCas::CompareMismatch, FailedCas::NoEffect] {
             let (calls, _) = linearizable::register_calls(&operations, failed_cas);
-            let verdict = WGLChecker::<RegisterSpec>::is_linearizable(todc_history(&calls));
+            let verdict = WGLChecker::<RegisterSpec>::is_linearizable(
+                linearizable::reference_history(&calls),
+            );
             assert_eq!(verdict, linearizable, "{file} {failed_cas:?}");
         }
     }
-}
-
-/// The calls as a todc history: each call its own process, unknown outcomes
-/// answered after everything else.
-fn todc_history(calls: &[Call<RegisterCall>]) -> TodcHistory<RegisterCall> {
-    let mut events: Vec<(usize, bool, usize)> = Vec::new();
-    for (index, call) in calls.iter().enumerate() {
-        events.push((call.position_invoke, false, index));
-        events.push((call.position_complete.unwrap_or(usize::MAX), true, index));
-    }
-    events.sort_unstable();
-    let actions = events
-        .iter()
-        .map(|&(_, is_return, index)| {
-            let op = calls[index].op;
-            let action = if is_return {
-                Action::Response(op)
-            } else {
-                Action::Call(op)
-            };
-            (index, action)
-        })
-        .collect();
-    TodcHistory::from_actions(actions)
 }

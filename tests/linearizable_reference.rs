@@ -19,7 +19,6 @@ use rast::check::wgl::{Budget, Call, Verdict};
 use rast::types::LogIndex;
 use todc_utils::Specification;
 use todc_utils::linearizability::WGLChecker;
-use todc_utils::linearizability::history::{Action, History as TodcHistory};
 
 /// A small deterministic generator (xorshift64*), so a failing case is
 /// reproduced from its seed alone.
@@ -273,25 +272,7 @@ where
     if calls.is_empty() {
         return true;
     }
-    let mut events: Vec<(usize, bool, usize)> = Vec::new();
-    for (index, call) in calls.iter().enumerate() {
-        events.push((call.position_invoke, false, index));
-        events.push((call.position_complete.unwrap_or(usize::MAX), true, index));
-    }
-    events.sort_unstable();
-    let actions = events
-        .iter()
-        .map(|&(_, is_return, index)| {
-            let op = calls[index].op.clone();
-            let action = if is_return {
-                Action::Response(op)
-            } else {
-                Action::Call(op)
-            };
-            (index, action)
-        })
-        .collect();
-    WGLChecker::<S>::is_linearizable(TodcHistory::from_actions(actions))
+    WGLChecker::<S>::is_linearizable(linearizable::reference_history(calls))
 }
 
 fn decided<S>(verdict: &Verdict<S>) -> bool {

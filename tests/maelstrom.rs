@@ -11,7 +11,11 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use rast::check::linearizable::{FailedCas, check_kv_reference};
 use rast::maelstrom::harness::{self, Options};
+
+/// Keys with more calls than this are left to our own checker alone.
+const REFERENCE_CALLS_PER_KEY_MAX: usize = 400;
 
 /// One harness at a time: elections are timed, and the nodes of two runs
 /// would compete for two cores.
@@ -62,6 +66,28 @@ fn lin_kv_with_faults(nodes: usize, default_seed: u64) {
             path.display()
         );
     }
+    // A second, independent opinion: the reference checker (todc-utils'
+    // WGL, no budget, none of our prunings) on every key small enough for
+    // its exponential search.
+    let started = Instant::now();
+    let reference = check_kv_reference(
+        &report.history.operations(),
+        FailedCas::CompareMismatch,
+        REFERENCE_CALLS_PER_KEY_MAX,
+    );
+    eprintln!(
+        "reference checker: linearizable {}, {} keys checked, {} skipped (over \
+         {REFERENCE_CALLS_PER_KEY_MAX} calls), {:.1} s",
+        reference.linearizable,
+        reference.keys_checked,
+        reference.keys_skipped,
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        reference.linearizable,
+        "the reference checker disagrees: {reference:?}"
+    );
+    assert!(reference.keys_checked > 0, "{reference:?}");
     assert!(report.partitions > 0, "the nemesis partitioned the network");
     assert!(report.network.lost > 0 && report.network.cut > 0);
     assert!(report.ok > 50, "too little got done: {} ok", report.ok);
@@ -122,5 +148,14 @@ fn stale_reads_are_caught() {
     assert!(
         report.search.verdict.is_violation(),
         "seed {seed}: stale reads passed as linearizable"
+    );
+    let reference = check_kv_reference(
+        &report.history.operations(),
+        FailedCas::CompareMismatch,
+        REFERENCE_CALLS_PER_KEY_MAX,
+    );
+    assert!(
+        !reference.linearizable,
+        "seed {seed}: the reference checker passed stale reads: {reference:?}"
     );
 }

@@ -321,26 +321,7 @@ pub fn check_kv(
     failed_cas: FailedCas,
     budget: &Budget,
 ) -> KvSearch {
-    let mut per_key: BTreeMap<u64, (Vec<Operation<RegisterOp>>, Vec<usize>)> = BTreeMap::new();
-    for (index, operation) in operations.iter().enumerate() {
-        let (key, invoke) = operation.invoke.split();
-        let outcome = match operation.outcome {
-            Outcome::Ok(done) => Outcome::Ok(done.split().1),
-            Outcome::Fail(done) => Outcome::Fail(done.split().1),
-            Outcome::Unknown => Outcome::Unknown,
-        };
-        let (key_operations, key_origin) = per_key.entry(key).or_default();
-        key_operations.push(Operation {
-            process: operation.process,
-            invoke,
-            outcome,
-            position_invoke: operation.position_invoke,
-            position_complete: operation.position_complete,
-            time_ns_invoke: operation.time_ns_invoke,
-            time_ns_complete: operation.time_ns_complete,
-        });
-        key_origin.push(index);
-    }
+    let per_key = split_by_key(operations);
     let mut answer = KvSearch {
         verdict: Verdict::Linearizable,
         key: None,
@@ -369,6 +350,112 @@ pub fn check_kv(
         }
     }
     answer
+}
+
+/// Each key's sub-history as register operations, with the index in
+/// `operations` each came from.
+fn split_by_key(
+    operations: &[Operation<KvOp>],
+) -> BTreeMap<u64, (Vec<Operation<RegisterOp>>, Vec<usize>)> {
+    let mut per_key: BTreeMap<u64, (Vec<Operation<RegisterOp>>, Vec<usize>)> = BTreeMap::new();
+    for (index, operation) in operations.iter().enumerate() {
+        let (key, invoke) = operation.invoke.split();
+        let outcome = match operation.outcome {
+            Outcome::Ok(done) => Outcome::Ok(done.split().1),
+            Outcome::Fail(done) => Outcome::Fail(done.split().1),
+            Outcome::Unknown => Outcome::Unknown,
+        };
+        let (key_operations, key_origin) = per_key.entry(key).or_default();
+        key_operations.push(Operation {
+            process: operation.process,
+            invoke,
+            outcome,
+            position_invoke: operation.position_invoke,
+            position_complete: operation.position_complete,
+            time_ns_invoke: operation.time_ns_invoke,
+            time_ns_complete: operation.time_ns_complete,
+        });
+        key_origin.push(index);
+    }
+    per_key
+}
+
+/// The reference checker's answer on a key-value history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvReference {
+    /// Every key checked is linearizable.
+    pub linearizable: bool,
+    /// The first key (in key order) found not linearizable.
+    pub key: Option<u64>,
+    /// Keys checked.
+    pub keys_checked: usize,
+    /// Keys left unchecked: more calls than the limit asked for.
+    pub keys_skipped: usize,
+}
+
+/// Checks a key-value history with the reference checker
+/// (`todc_utils::WGLChecker`, which has no budget and none of our
+/// prunings), one key at a time, skipping keys with more than
+/// `calls_per_key_max` calls (its search is exponential in the worst case).
+/// An independent second opinion on [`check_kv`]'s verdict.
+pub fn check_kv_reference(
+    operations: &[Operation<KvOp>],
+    failed_cas: FailedCas,
+    calls_per_key_max: usize,
+) -> KvReference {
+    let mut answer = KvReference {
+        linearizable: true,
+        key: None,
+        keys_checked: 0,
+        keys_skipped: 0,
+    };
+    for (key, (key_operations, _)) in split_by_key(operations) {
+        let (calls, _) = register_calls(&key_operations, failed_cas);
+        if calls.len() > calls_per_key_max {
+            answer.keys_skipped += 1;
+            continue;
+        }
+        answer.keys_checked += 1;
+        if calls.is_empty() {
+            continue;
+        }
+        let history = reference_history(&calls);
+        if !todc_utils::linearizability::WGLChecker::<RegisterSpec>::is_linearizable(history) {
+            answer.linearizable = false;
+            answer.key = Some(key);
+            return answer;
+        }
+    }
+    answer
+}
+
+/// Search input as a history for the reference checker: each call its own
+/// process, an unknown outcome answered after everything else (equivalent
+/// to "any time after its invocation, or never": the specifications accept
+/// such a call anywhere, as a no-op when it cannot apply).
+pub fn reference_history<T: Clone>(
+    calls: &[Call<T>],
+) -> todc_utils::linearizability::history::History<T> {
+    use todc_utils::linearizability::history::{Action, History};
+    let mut events: Vec<(usize, bool, usize)> = Vec::with_capacity(calls.len() * 2);
+    for (index, call) in calls.iter().enumerate() {
+        events.push((call.position_invoke, false, index));
+        events.push((call.position_complete.unwrap_or(usize::MAX), true, index));
+    }
+    events.sort_unstable();
+    let actions = events
+        .iter()
+        .map(|&(_, is_return, index)| {
+            let op = calls[index].op.clone();
+            let action = if is_return {
+                Action::Response(op)
+            } else {
+                Action::Call(op)
+            };
+            (index, action)
+        })
+        .collect();
+    History::from_actions(actions)
 }
 
 /// A log operation as the search applies it.

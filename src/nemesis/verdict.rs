@@ -7,7 +7,7 @@
 //! | check | how |
 //! |---|---|
 //! | no acknowledged append lost, one entry per index, no duplicates, no invention, real-time order, logs identical up to the commit index | [`check::log::check`] per log |
-//! | key-value history linearizable | [`check::linearizable::check_kv`], per key |
+//! | key-value history linearizable | [`check::linearizable::check_kv`], per key, and again with the reference checker ([`check::linearizable::check_kv_reference`], todc-utils) on every key of up to 400 calls |
 //! | writes accepted again within a bound after the last fault | the history: first acknowledged append invoked after the last heal, per log |
 //! | no node exited on its own | the harness reaps its children |
 //!
@@ -114,6 +114,9 @@ pub fn judge(evidence: &Evidence, kv_budget: &Budget) -> Verdict {
         findings.push(finding);
     }
     findings.push(check_kv(evidence, &operations, kv_budget));
+    if !matches!(evidence.kv, KvStatus::NotServed(_)) {
+        findings.push(check_kv_by_reference(&operations));
+    }
     if !evidence.from_files {
         findings.push(check_recovery(evidence));
         findings.push(Finding {
@@ -317,21 +320,9 @@ fn describe(violation: &Violation, operations: &[Operation<LogOp>]) -> String {
     text
 }
 
-fn check_kv(evidence: &Evidence, operations: &[Operation<NemesisOp>], budget: &Budget) -> Finding {
-    let name = "kv linearizable".to_owned();
-    if let KvStatus::NotServed(reason) = &evidence.kv {
-        return Finding {
-            name,
-            pass: !evidence.require_kv,
-            detail: format!("KV not served: {reason}"),
-            violations: if evidence.require_kv {
-                vec!["the key-value store is required but not served".into()]
-            } else {
-                Vec::new()
-            },
-        };
-    }
-    let selected: Vec<Operation<KvOp>> = operations
+/// The key-value operations of the history.
+fn kv_operations(operations: &[Operation<NemesisOp>]) -> Vec<Operation<KvOp>> {
+    operations
         .iter()
         .filter_map(|operation| {
             let NemesisOp::Kv(invoke) = operation.invoke else {
@@ -352,7 +343,51 @@ fn check_kv(evidence: &Evidence, operations: &[Operation<NemesisOp>], budget: &B
                 time_ns_complete: operation.time_ns_complete,
             })
         })
-        .collect();
+        .collect()
+}
+
+/// Keys with more calls than this are left to [`check_kv`] alone: the
+/// reference checker has no budget and its search is exponential.
+const REFERENCE_CALLS_PER_KEY_MAX: usize = 400;
+
+/// A second, independent opinion on the key-value history: the reference
+/// checker (`todc_utils::WGLChecker`, none of our prunings), per key.
+fn check_kv_by_reference(operations: &[Operation<NemesisOp>]) -> Finding {
+    let selected = kv_operations(operations);
+    let reference = check::linearizable::check_kv_reference(
+        &selected,
+        FailedCas::CompareMismatch,
+        REFERENCE_CALLS_PER_KEY_MAX,
+    );
+    Finding {
+        name: "kv linearizable (reference checker)".into(),
+        pass: reference.linearizable,
+        detail: format!(
+            "{} keys checked, {} with over {REFERENCE_CALLS_PER_KEY_MAX} calls left out",
+            reference.keys_checked, reference.keys_skipped
+        ),
+        violations: match reference.key {
+            Some(key) => vec![format!("key {key} is not linearizable")],
+            None => Vec::new(),
+        },
+    }
+}
+
+fn check_kv(evidence: &Evidence, operations: &[Operation<NemesisOp>], budget: &Budget) -> Finding {
+    let name = "kv linearizable".to_owned();
+    if let KvStatus::NotServed(reason) = &evidence.kv {
+        return Finding {
+            name,
+            pass: !evidence.require_kv,
+            detail: format!("KV not served: {reason}"),
+            violations: if evidence.require_kv {
+                vec!["the key-value store is required but not served".into()]
+            } else {
+                Vec::new()
+            },
+        };
+    }
+    let selected = kv_operations(operations);
     let search = check::linearizable::check_kv(&selected, FailedCas::CompareMismatch, budget);
     let detail = format!(
         "{} operations on {} keys, {} search steps",
@@ -864,8 +899,9 @@ mod tests {
         assert!(lost.summary.contains("is lost"), "{}", lost.summary);
     }
 
-    /// A key-value history is checked per key when the store is served:
-    /// a read of a value never written fails.
+    /// A key-value history is checked per key when the store is served, by
+    /// our checker and by the reference one: a read of a value never
+    /// written fails both.
     #[test]
     fn kv_history_is_checked_when_served() {
         let mut history = History::new();
@@ -891,7 +927,11 @@ mod tests {
         bad.index_commit = [LogIndex(0), LogIndex(0)];
         bad.kv = KvStatus::Served;
         let verdict = judge(&bad, &Budget::DEFAULT);
-        assert_eq!(failed_checks(&verdict), vec!["kv linearizable"]);
+        // Both checkers, independently.
+        assert_eq!(
+            failed_checks(&verdict),
+            vec!["kv linearizable", "kv linearizable (reference checker)"]
+        );
         assert!(
             verdict.summary.contains("key 1 is not linearizable"),
             "{}",
