@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rast::check::history::{EventKind, History, ProcessId};
-use rast::check::linearizable::{FailedCas, KvOp, check_kv};
+use rast::check::linearizable::{FailedCas, KvOp, check_kv, check_kv_reference};
 use rast::check::wgl::{Budget, Verdict};
 use rast::client::{CasOutcome, Client, ClientError, ClientOptions};
 
@@ -118,6 +118,11 @@ fn kv_history_is_linearizable_across_leader_crash() {
         search.key,
         search.verdict,
         history.to_text().unwrap_or_default()
+    );
+    let reference = check_kv_reference(&operations, FailedCas::CompareMismatch, 1000);
+    assert!(
+        reference.linearizable && reference.keys_checked > 0,
+        "the reference checker disagrees: {reference:?}"
     );
 }
 
