@@ -119,7 +119,7 @@ fn kv_history_is_linearizable_across_leader_crash() {
         search.verdict,
         history.to_text().unwrap_or_default()
     );
-    let reference = check_kv_reference(&operations, FailedCas::CompareMismatch, 1000);
+    let reference = check_kv_reference(&operations, FailedCas::CompareMismatch, 20_000);
     assert!(
         reference.linearizable && reference.keys_checked > 0,
         "the reference checker disagrees: {reference:?}"
