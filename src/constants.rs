@@ -66,6 +66,11 @@ pub const APPEND_MESSAGE_BATCHES_MAX: usize = 1024;
 /// tail). 64 MiB keeps both cheap.
 pub const SEGMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
+/// Bytes a log reads through its segment maps (replication, client reads)
+/// before it unmaps their pages from the process (they stay in the page
+/// cache): bounds the file-backed part of a node's resident memory per log.
+pub const MAPPED_READ_BYTES_RELEASE: u64 = 32 * 1024 * 1024;
+
 /// Smallest log segment a store may be configured with (tests use small
 /// segments to exercise rolling and a full disk quickly).
 pub const SEGMENT_BYTES_MIN: u64 = 64 * 1024;

@@ -40,6 +40,22 @@ impl Mapping {
         self.map.as_deref().unwrap_or(&[])
     }
 
+    /// Drops this process's page-table entries for the mapped pages. The
+    /// pages stay in the page cache, so the process's resident memory no
+    /// longer counts them and the next access maps them back from the
+    /// cache (a minor fault, no disk read while the cache holds them).
+    pub fn release_resident(&self) {
+        if let Some(map) = &self.map {
+            // SAFETY: the map is shared and read-only (`MmapOptions::map`),
+            // so MADV_DONTNEED only unmaps pages: the next access reads the
+            // same file bytes back (for a private map it would zero them,
+            // which this map never is). Bytes borrowed from the map keep
+            // their value; the log never rewrites bytes it has handed out.
+            // Advice only: a failure leaves the pages resident.
+            let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        }
+    }
+
     /// Tells the kernel the mapped pages will be read in order once
     /// (recovery scans), so it reads ahead and drops them early.
     pub fn advise_sequential(&self) {

@@ -60,7 +60,7 @@
 //! segment's (two `u32`s); per log, the indexes where the term changes. Both
 //! are rebuilt on open by scanning (and verifying) every segment.
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::collections::VecDeque;
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
@@ -71,7 +71,8 @@ use std::rc::Rc;
 use nix::fcntl::{FallocateFlags, fallocate};
 
 use crate::constants::{
-    SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, WRITE_BUFFER_BYTES_INITIAL, WRITE_QUEUE_BYTES_MAX,
+    MAPPED_READ_BYTES_RELEASE, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, WRITE_BUFFER_BYTES_INITIAL,
+    WRITE_QUEUE_BYTES_MAX,
 };
 use crate::io::{Link, Mapping, OpId, Ring, SharedRing};
 use crate::storage::hard_state::{self, sync_directory};
@@ -367,6 +368,9 @@ pub struct SegmentLog {
     failed: Option<String>,
     /// An open reservation (segment id, offset, length).
     reserved: Option<(u64, u64, u64)>,
+    /// Bytes read through segment maps since their pages were last
+    /// released (see [`MAPPED_READ_BYTES_RELEASE`]).
+    mapped_reads: Cell<u64>,
 }
 
 impl SegmentLog {
@@ -423,6 +427,7 @@ impl SegmentLog {
             },
             failed: None,
             reserved: None,
+            mapped_reads: Cell::new(0),
         };
         log.recover()?;
         Ok(log)
@@ -652,6 +657,24 @@ impl SegmentLog {
         self.terms.last().map_or(Term::ZERO, |(_, term)| *term)
     }
 
+    /// Counts `bytes` about to be read through a segment map; past
+    /// [`MAPPED_READ_BYTES_RELEASE`], unmaps every segment's pages from the
+    /// process first, so replication and reads never make the log's whole
+    /// files resident in its memory.
+    fn note_mapped_read(&self, bytes: u64) {
+        let total = self.mapped_reads.get() + bytes;
+        if total <= MAPPED_READ_BYTES_RELEASE {
+            self.mapped_reads.set(total);
+            return;
+        }
+        for segment in &self.segments {
+            if let Some(map) = segment.map.get() {
+                map.release_resident();
+            }
+        }
+        self.mapped_reads.set(bytes);
+    }
+
     fn active(&self) -> &Segment {
         self.segments.back().expect("at least one segment")
     }
@@ -773,6 +796,7 @@ impl SegmentLog {
             "completing a reservation that is not the open one"
         );
         let metas = {
+            self.note_mapped_read(reservation.len);
             let active = self.active();
             let start = reservation.offset as usize;
             let bytes = &active.mapping()?.bytes()[start..start + reservation.len as usize];
@@ -1603,6 +1627,7 @@ impl LogStorage for SegmentLog {
                 file: None,
             });
         }
+        self.note_mapped_read(end - start);
         let bytes = &segment.mapping()?.bytes()[start as usize..end as usize];
         verify_read(bytes, segment, start, first)?;
         Ok(ReadRange {

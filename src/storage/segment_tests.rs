@@ -657,3 +657,78 @@ fn a_failed_segment_rename_stops_the_store() {
     assert!(log.durability().index <= old_last);
     assert!(matches!(log.poll(), Err(StorageError::Failed(_))));
 }
+
+/// Resident kilobytes of the mapping holding `address`, from
+/// /proc/self/smaps (`None` when no mapping holds it).
+fn resident_kib_of_mapping(address: usize) -> Option<u64> {
+    let smaps = fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((start, end)) = first.split_once('-')
+            && let (Ok(start), Ok(end)) = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            )
+        {
+            inside = (start..end).contains(&address);
+            continue;
+        }
+        if inside && let Some(rest) = line.strip_prefix("Rss:") {
+            return rest.trim().trim_end_matches("kB").trim().parse().ok();
+        }
+    }
+    None
+}
+
+/// Reads through the segment maps do not pile up in the process's
+/// resident memory: past `MAPPED_READ_BYTES_RELEASE` read bytes the maps'
+/// pages are released, and every read still returns the stored bytes.
+#[test]
+fn mapped_reads_release_their_pages() {
+    let dir = TempDir::new("mapped-release");
+    let mut log = SegmentLog::open_standalone(&dir.0, SegmentOptions::default()).unwrap();
+    // About 16 MiB in one segment, in batches of 64 KiB.
+    let frames = append_batches(&mut log, 1, &[16; 256], 4096);
+    log.sync_all().unwrap();
+    let total: usize = frames.iter().map(Vec::len).sum();
+    let range = log.read(LogIndex(1), usize::MAX).unwrap();
+    assert!(range.file.is_some(), "read through the map");
+    assert_eq!(range.bytes.len(), total);
+    let address = range.bytes.as_ptr() as usize;
+    let touched: u64 = range
+        .bytes
+        .iter()
+        .step_by(4096)
+        .map(|b| u64::from(*b))
+        .sum();
+    assert!(touched > 0);
+    let resident_full = resident_kib_of_mapping(address).expect("mapped");
+    assert!(
+        resident_full * 1024 >= total as u64 / 2,
+        "{resident_full} KiB resident after reading {total} bytes"
+    );
+    // Read it again and again, past the release threshold: each read
+    // still returns the stored frames.
+    let rounds = MAPPED_READ_BYTES_RELEASE / total as u64 + 1;
+    for _ in 0..rounds {
+        assert_eq!(read_all(&log, usize::MAX), frames);
+    }
+    // A release happens at the start of a read, which then maps only its
+    // own range again (the kernel maps a large folio at a time: up to 2 MiB
+    // around it).
+    let mut resident_after = resident_kib_of_mapping(address).expect("mapped");
+    assert!(
+        resident_after <= resident_full,
+        "{resident_after} > {resident_full}"
+    );
+    let before = log.mapped_reads.get();
+    log.mapped_reads.set(MAPPED_READ_BYTES_RELEASE);
+    let small = log.read(LogIndex(1), 1).unwrap();
+    assert_eq!(small.bytes, &frames[0][..]);
+    resident_after = resident_kib_of_mapping(address).expect("mapped");
+    assert!(
+        resident_after <= 4096 && resident_after < resident_full / 2,
+        "{resident_after} KiB still resident after a release (read {before} bytes since)"
+    );
+}
