@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rast::check::history::{EventKind, History, ProcessId};
-use rast::check::linearizable::{FailedCas, KvOp, check_kv, check_kv_reference};
+use rast::check::linearizable::{FailedCas, KvOp, ReferenceLimits, check_kv, check_kv_reference};
 use rast::check::wgl::{Budget, Verdict};
 use rast::client::{CasOutcome, Client, ClientError, ClientOptions};
 
@@ -119,7 +119,14 @@ fn kv_history_is_linearizable_across_leader_crash() {
         search.verdict,
         history.to_text().unwrap_or_default()
     );
-    let reference = check_kv_reference(&operations, FailedCas::CompareMismatch, 20_000);
+    let reference = check_kv_reference(
+        &operations,
+        FailedCas::CompareMismatch,
+        ReferenceLimits {
+            calls_max: 20_000,
+            unknown_max: 8,
+        },
+    );
     assert!(
         reference.linearizable && reference.keys_checked > 0,
         "the reference checker disagrees: {reference:?}"

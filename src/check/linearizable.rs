@@ -389,19 +389,30 @@ pub struct KvReference {
     pub key: Option<u64>,
     /// Keys checked.
     pub keys_checked: usize,
-    /// Keys left unchecked: more calls than the limit asked for.
+    /// Keys left unchecked: over a [`ReferenceLimits`] bound.
     pub keys_skipped: usize,
+}
+
+/// Which keys the reference checker is given. Its search has no budget
+/// and is exponential in the operations that overlap, and an operation of
+/// unknown outcome overlaps everything after its invocation: keys with
+/// many of those are left to [`check_kv`] (which prunes them) alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReferenceLimits {
+    /// Most calls on one key.
+    pub calls_max: usize,
+    /// Most calls of unknown outcome on one key.
+    pub unknown_max: usize,
 }
 
 /// Checks a key-value history with the reference checker
 /// (`todc_utils::WGLChecker`, which has no budget and none of our
-/// prunings), one key at a time, skipping keys with more than
-/// `calls_per_key_max` calls (its search is exponential in the worst case).
-/// An independent second opinion on [`check_kv`]'s verdict.
+/// prunings), one key at a time, skipping keys over `limits`. An
+/// independent second opinion on [`check_kv`]'s verdict.
 pub fn check_kv_reference(
     operations: &[Operation<KvOp>],
     failed_cas: FailedCas,
-    calls_per_key_max: usize,
+    limits: ReferenceLimits,
 ) -> KvReference {
     let mut answer = KvReference {
         linearizable: true,
@@ -411,7 +422,11 @@ pub fn check_kv_reference(
     };
     for (key, (key_operations, _)) in split_by_key(operations) {
         let (calls, _) = register_calls(&key_operations, failed_cas);
-        if calls.len() > calls_per_key_max {
+        let unknown = calls
+            .iter()
+            .filter(|call| call.op.effect == Effect::Unknown)
+            .count();
+        if calls.len() > limits.calls_max || unknown > limits.unknown_max {
             answer.keys_skipped += 1;
             continue;
         }
