@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::Cluster;
 use rast::types::LogIndex;
@@ -384,5 +384,123 @@ fn corrupt_batches_from_a_peer_are_refused() {
     assert!(
         status.last_index < 1_000_000,
         "forged entries reached the log"
+    );
+}
+
+/// A tmpfs mounted for a test, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &std::path::Path, bytes: u64) -> Self {
+        use nix::mount::{MsFlags, mount};
+        std::fs::create_dir_all(path).unwrap();
+        let options = format!("size={bytes}");
+        mount(
+            Some("tmpfs"),
+            path,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some(options.as_str()),
+        )
+        .unwrap();
+        Self(path.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Fills the file system holding `dir` with a file `dir/fill`.
+fn fill(dir: &std::path::Path) {
+    use std::io::Write as _;
+    let mut file = std::fs::File::create(dir.join("fill")).unwrap();
+    let chunk = vec![0x55u8; 1 << 20];
+    while file.write_all(&chunk).is_ok() {}
+    let page = [0x55u8; 4096];
+    while file.write_all(&page).is_ok() {}
+}
+
+/// A follower whose disk fills up stops its log (the core accepted entries
+/// the store refused) and, once the disk has room again, reopens it from
+/// its files and catches up without a restart; the cluster serves
+/// throughout, and the follower's log ends up equal to the others'.
+/// Needs root (a tmpfs per node); without root it checks only that a
+/// plain cluster serves.
+#[test]
+fn full_disk_stops_a_log_until_space_returns() {
+    let mut cluster = Cluster::create("diskfull", 3, 1, &["--logs", "default"]);
+    let root = nix::unistd::geteuid().is_root();
+    let _disks: Vec<Tmpfs> = if root {
+        (0..3)
+            .map(|node| Tmpfs::mount(&cluster.data_dir(node), 400 << 20))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for node in 0..3 {
+        cluster.restart(node);
+    }
+    let mut client = cluster.client();
+    let first = client.append("default", &[b"before"]).unwrap();
+    cluster.wait_for_commit("default", first.first_index.get(), LEADER_WITHIN);
+    if !root {
+        eprintln!("not root: no tmpfs to fill, the full-disk part is skipped");
+        return;
+    }
+    let leader = cluster.wait_for_leader("default", LEADER_WITHIN);
+    let follower = (leader + 1) % 3;
+    let follower_failed = |cluster: &Cluster| {
+        cluster
+            .status(follower, "default")
+            .is_some_and(|status| !status.failed.is_empty())
+    };
+    fill(&cluster.data_dir(follower));
+    // Append until the follower needs a segment it has no room for.
+    let payload = vec![0xabu8; 60 * 1024];
+    let started = Instant::now();
+    let mut last = first.first_index;
+    while !follower_failed(&cluster) {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the full disk never stopped the follower's log: {:?}",
+            cluster.status(follower, "default")
+        );
+        for _ in 0..64 {
+            last = client
+                .append("default", &[&payload[..]])
+                .unwrap()
+                .first_index;
+        }
+    }
+    let status = cluster.status(follower, "default").unwrap();
+    assert!(status.failed.contains("space"), "{status:?}");
+    // The cluster serves on with two nodes.
+    let during = client.append("default", &[b"during"]).unwrap();
+    assert!(during.first_index > last);
+    std::fs::remove_file(cluster.data_dir(follower).join("fill")).unwrap();
+    // Reopened by itself, the follower catches up.
+    let started = Instant::now();
+    loop {
+        let status = cluster.status(follower, "default");
+        if status.as_ref().is_some_and(|status| {
+            status.failed.is_empty() && status.commit_index >= during.first_index.get()
+        }) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the follower's log never reopened: {status:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = client.append("default", &[b"after"]).unwrap();
+    cluster.wait_for_commit("default", after.first_index.get(), LEADER_WITHIN);
+    let expected = read_all(&cluster, leader, after.first_index.get());
+    assert_eq!(
+        read_all(&cluster, follower, after.first_index.get()),
+        expected
     );
 }

@@ -112,6 +112,8 @@ pub struct Ring {
     slots: Vec<Slot>,
     free: Vec<u32>,
     in_flight: usize,
+    /// Abandoned operations whose completion has not arrived yet.
+    abandoned_in_flight: usize,
     /// Completions reaped since the last wait returned: wake-ups the next
     /// wait counts (see the module docs).
     reaped_unwaited: usize,
@@ -162,6 +164,7 @@ impl Ring {
             slots: Vec::new(),
             free: Vec::new(),
             in_flight: 0,
+            abandoned_in_flight: 0,
             reaped_unwaited: 0,
             ready: Vec::new(),
             #[cfg(test)]
@@ -172,6 +175,13 @@ impl Ring {
     /// Operations submitted (or queued) whose completion was not reaped.
     pub fn in_flight(&self) -> usize {
         self.in_flight
+    }
+
+    /// Abandoned operations still in the kernel (a dropped store's writes):
+    /// a store reopened over the same files waits until there are none, so
+    /// no stale write lands on what it writes.
+    pub fn abandoned_in_flight(&self) -> usize {
+        self.abandoned_in_flight
     }
 
     /// Makes room for `entries` submission entries, submitting what is
@@ -455,6 +465,7 @@ impl Ring {
             slots,
             free,
             in_flight,
+            abandoned_in_flight,
             reaped_unwaited,
             ready,
             #[cfg(test)]
@@ -476,8 +487,10 @@ impl Ring {
             };
             #[cfg(not(test))]
             let result = entry.result();
-            if complete(slots, free, op, result) {
-                ready.push(op);
+            match complete(slots, free, op, result) {
+                Completed::Report => ready.push(op),
+                Completed::Kept => {}
+                Completed::Abandoned => *abandoned_in_flight -= 1,
             }
         }
         reaped
@@ -515,18 +528,33 @@ impl Ring {
         let slot = &mut self.slots[op.slot()];
         assert_eq!(slot.generation, op.generation(), "abandon of a stale op");
         match &mut slot.state {
-            SlotState::InFlight { abandoned, .. } => *abandoned = true,
+            SlotState::InFlight { abandoned, .. } => {
+                if !*abandoned {
+                    *abandoned = true;
+                    self.abandoned_in_flight += 1;
+                }
+            }
             SlotState::Done { .. } => self.release(op),
             SlotState::Free => panic!("abandon of a freed op"),
         }
     }
 }
 
+/// What became of a completion.
+enum Completed {
+    /// Its result waits for `take`, and it asked to be reported through
+    /// `drain_ready`.
+    Report,
+    /// Its result waits for `take`.
+    Kept,
+    /// It was abandoned: its slot is free again.
+    Abandoned,
+}
+
 /// Records the completion of `op`: its keep-alives are dropped (the kernel
 /// is done with them) and its result waits for `take`, or the slot is freed
-/// at once if the op was abandoned. Returns whether the op asked to be
-/// reported through `drain_ready`.
-fn complete(slots: &mut [Slot], free: &mut Vec<u32>, op: OpId, result: i32) -> bool {
+/// at once if the op was abandoned.
+fn complete(slots: &mut [Slot], free: &mut Vec<u32>, op: OpId, result: i32) -> Completed {
     let slot = &mut slots[op.slot()];
     assert_eq!(
         slot.generation,
@@ -544,11 +572,15 @@ fn complete(slots: &mut [Slot], free: &mut Vec<u32>, op: OpId, result: i32) -> b
     };
     if abandoned {
         release(slots, free, op);
-        false
+        Completed::Abandoned
     } else {
         let owned = owned.take();
         slot.state = SlotState::Done { result, owned };
-        notify
+        if notify {
+            Completed::Report
+        } else {
+            Completed::Kept
+        }
     }
 }
 
@@ -634,11 +666,14 @@ mod tests {
             .write_at(&file, &buffer, 0..4096, 0, Link::None)
             .unwrap();
         ring.abandon(write);
+        ring.abandon(write); // twice is once
         assert_eq!(Rc::strong_count(&buffer), 2);
+        assert_eq!(ring.abandoned_in_flight(), 1);
         while ring.in_flight() > 0 {
             ring.submit_and_wait(1).unwrap();
         }
         assert_eq!(Rc::strong_count(&buffer), 1);
+        assert_eq!(ring.abandoned_in_flight(), 0);
         let next = ring.fdatasync(&file, Link::None).unwrap();
         assert_ne!(next, write);
         assert_eq!(ring.wait(next).unwrap(), 0);

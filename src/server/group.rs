@@ -140,6 +140,9 @@ pub struct Group {
     durable_hard_state: storage::HardState,
     /// Set when storage failed: the group refuses work.
     failed: Option<String>,
+    /// The failure was a full disk: the store itself is intact, and the
+    /// group can be reopened from it once the disk has room again.
+    failed_for_space: bool,
     /// Address of each node, for redirects.
     addresses: Vec<(NodeId, String)>,
     /// Reused for decoding config batches.
@@ -210,6 +213,7 @@ impl Group {
             pending: VecDeque::new(),
             tails: Vec::new(),
             failed: None,
+            failed_for_space: false,
             addresses,
             configs: Vec::new(),
             spliced: None,
@@ -395,7 +399,7 @@ impl Group {
     /// Drops a reservation whose splice failed.
     pub fn abort_splice(&mut self, reservation: Reservation, out: &mut Outbound) {
         if let Err(error) = self.storage.abort_reservation(reservation) {
-            self.fail(&error.to_string(), out);
+            self.fail_storage(&error, out);
         }
     }
 
@@ -410,7 +414,7 @@ impl Group {
         let mut bytes = vec![0u8; reservation.len() as usize];
         let read = file.read_exact_at(&mut bytes, reservation.offset());
         if let Err(error) = self.storage.abort_reservation(reservation) {
-            self.fail(&error.to_string(), out);
+            self.fail_storage(&error, out);
             return None;
         }
         match read {
@@ -557,7 +561,7 @@ impl Group {
         }
         match durability {
             Ok(durability) => self.feed_durability(durability, out),
-            Err(error) => self.fail(&error.to_string(), out),
+            Err(error) => self.fail_storage(&error, out),
         }
     }
 
@@ -587,6 +591,36 @@ impl Group {
         }
         self.execute(&mut actions, None, None, out);
         self.actions = actions;
+    }
+
+    /// Stops the group after a storage error; a full disk leaves the store
+    /// intact, so the group may be reopened from it later
+    /// ([`Group::reopenable`]).
+    fn fail_storage(&mut self, error: &StorageError, out: &mut Outbound) {
+        self.failed_for_space = (self.failed.is_none() || self.failed_for_space)
+            && matches!(error, StorageError::NoSpace);
+        self.fail(&error.to_string(), out);
+    }
+
+    /// Whether the group stopped only because its disk was full: its store
+    /// is intact and reopening it (as a restart would) resumes service.
+    pub fn reopenable(&self) -> bool {
+        self.failed.is_some() && self.failed_for_space
+    }
+
+    /// Answers the clients still following the log before the group is
+    /// closed (to be reopened): they follow again from where they were.
+    pub fn close(&mut self, out: &mut Outbound) {
+        for tail in self.tails.drain(..) {
+            out.error(
+                tail.reply,
+                ErrorKind::Unavailable,
+                format!(
+                    "log {} is being reopened; tail again from {}",
+                    self.name, tail.next
+                ),
+            );
+        }
     }
 
     /// Stops the group: storage can no longer be trusted.
@@ -632,7 +666,10 @@ impl Group {
                 // Any storage refusal after the core accepted an entry (a
                 // full disk included) would part the core's log from the
                 // stored one: stop the group (fail-stop) rather than diverge.
-                self.fail(&error.to_string(), out);
+                match error {
+                    GroupError::Storage(error) => self.fail_storage(&error, out),
+                    GroupError::Wire(_) => self.fail(&error.to_string(), out),
+                }
             }
         }
     }

@@ -41,6 +41,13 @@ use crate::wire::{BatchView, FrameLength, WireError, frame_length};
 /// Connections waiting in a core's handoff queue, at most.
 const HANDOFF_QUEUE_MAX: usize = 1024;
 
+/// How often groups stopped by a full disk are considered for reopening.
+const REOPEN_INTERVAL_MS: u64 = 1000;
+
+/// Free bytes the data directory's file system needs before a group
+/// stopped by a full disk is reopened: room for two segments.
+const REOPEN_FREE_BYTES_MIN: u64 = 2 * crate::constants::SEGMENT_BYTES_MAX;
+
 /// Longest wait between reconnect attempts to a peer.
 const RECONNECT_MS_MAX: u64 = 1000;
 
@@ -189,6 +196,11 @@ pub struct Shard {
     /// Groups with a splice in flight: their other messages wait.
     splicing: std::collections::HashSet<LogId>,
     links: Vec<PeerLink>,
+    /// Groups closed after a full disk, to open again (see
+    /// `reopen_groups`), with their names.
+    reopening: Vec<(LogId, String)>,
+    /// When `reopen_groups` runs next.
+    reopen_at_ms: u64,
     started: Instant,
     ready: Vec<OpId>,
     summaries: Vec<BatchSummary>,
@@ -256,6 +268,8 @@ impl Shard {
             groups: HashMap::new(),
             splicing: std::collections::HashSet::new(),
             links,
+            reopening: Vec::new(),
+            reopen_at_ms: 0,
             started: Instant::now(),
             ready: Vec::new(),
             summaries: Vec::new(),
@@ -401,12 +415,67 @@ impl Shard {
         for group in self.groups.values_mut() {
             group.tick(now, &mut self.out);
         }
+        if now >= self.reopen_at_ms {
+            self.reopen_at_ms = now + REOPEN_INTERVAL_MS;
+            self.reopen_groups();
+        }
         let gauges = self.groups.values().map(Group::gauges).collect();
         self.metrics.publish(self.index, gauges);
         for link in 0..self.links.len() {
             let entry = &self.links[link];
             if entry.connection.is_none() && !entry.connecting && now >= entry.retry_at_ms {
                 self.connect(link);
+            }
+        }
+    }
+
+    /// Reopens the groups stopped by a full disk once it has room again, as
+    /// a restart would: the store recovers from its files, the core from
+    /// the store, and the node rejoins its cluster for that log. Waits
+    /// until no write of a dropped store is still in the kernel.
+    fn reopen_groups(&mut self) {
+        let stopped: Vec<(LogId, String)> = self
+            .groups
+            .values()
+            .filter(|group| group.reopenable())
+            .map(|group| (group.id, group.name.clone()))
+            .collect();
+        if stopped.is_empty() && self.reopening.is_empty() {
+            return;
+        }
+        if !stopped.is_empty() && !self.disk_has_room() {
+            return;
+        }
+        // Close them now; open them once no write of theirs is in flight.
+        for (id, name) in stopped {
+            if let Some(mut group) = self.groups.remove(&id) {
+                group.close(&mut self.out);
+            }
+            self.unsplice(id);
+            self.reopening.push((id, name));
+        }
+        if self.ring.borrow().abandoned_in_flight() > 0 {
+            return;
+        }
+        for (id, name) in std::mem::take(&mut self.reopening) {
+            match self.group(id, Some(&name)) {
+                Ok(_) => tracing::info!(log = %name, "log reopened: the disk has room again"),
+                Err(error) => tracing::error!(log = %name, %error, "reopening the log"),
+            }
+        }
+    }
+
+    /// Whether the data directory's file system has room to reopen a log
+    /// stopped by a full disk.
+    fn disk_has_room(&self) -> bool {
+        if self.settings.storage != StorageMode::Disk {
+            return true;
+        }
+        match nix::sys::statvfs::statvfs(&self.settings.data) {
+            Ok(stats) => stats.blocks_available() * stats.fragment_size() >= REOPEN_FREE_BYTES_MIN,
+            Err(errno) => {
+                tracing::warn!(%errno, "checking free space of the data directory");
+                false
             }
         }
     }
@@ -818,6 +887,14 @@ impl Shard {
     /// The group `id`, created (and its storage opened) on first use.
     fn group(&mut self, id: LogId, name: Option<&str>) -> Result<&mut Group, String> {
         if !self.groups.contains_key(&id) {
+            if let Some(position) = self.reopening.iter().position(|(closed, _)| *closed == id) {
+                // Closed after a full disk: opened again only once no write
+                // of the closed store is in flight.
+                if self.ring.borrow().abandoned_in_flight() > 0 {
+                    return Err("the log is being reopened; retry".into());
+                }
+                self.reopening.swap_remove(position);
+            }
             if self.groups.len() >= crate::constants::GROUPS_PER_CORE_MAX {
                 return Err(format!(
                     "too many logs on this core (limit {})",

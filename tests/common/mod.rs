@@ -29,6 +29,15 @@ impl Cluster {
 
     /// Starts nodes with extra `rast serve` arguments.
     pub fn start_with(name: &str, nodes: usize, cores: u32, extra: &[&str]) -> Self {
+        let mut cluster = Self::create(name, nodes, cores, extra);
+        for node in 0..nodes {
+            cluster.restart(node);
+        }
+        cluster
+    }
+
+    /// Prepares a cluster (ports, data directory) without starting a node.
+    pub fn create(name: &str, nodes: usize, cores: u32, extra: &[&str]) -> Self {
         let data = std::env::temp_dir().join(format!("rast-it-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data);
         std::fs::create_dir_all(&data).unwrap();
@@ -44,7 +53,7 @@ impl Cluster {
         let metrics = (0..nodes)
             .map(|_| format!("127.0.0.1:{}", free_port()))
             .collect();
-        let mut cluster = Self {
+        Self {
             addresses,
             metrics,
             data,
@@ -52,11 +61,12 @@ impl Cluster {
             peers,
             cores,
             extra: extra.iter().map(|arg| (*arg).to_owned()).collect(),
-        };
-        for node in 0..nodes {
-            cluster.restart(node);
         }
-        cluster
+    }
+
+    /// Node `node`'s data directory.
+    pub fn data_dir(&self, node: usize) -> PathBuf {
+        self.data.join(format!("node{}", node + 1))
     }
 
     /// (Re)starts node `node` (0-based) over its data directory.
@@ -69,7 +79,7 @@ impl Cluster {
             .args(["--cores", &self.cores.to_string()])
             .args(&self.extra)
             .arg("--data")
-            .arg(self.data.join(format!("node{}", node + 1)))
+            .arg(self.data_dir(node))
             .env("RAST_LOG", "warn")
             .stdin(Stdio::null())
             .spawn()
