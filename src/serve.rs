@@ -14,6 +14,7 @@
 //! zero_copy = "buffer"      # or "splice"
 //! logs = "default"
 //! metrics_addr = "127.0.0.1:9101"
+//! join = false              # true: start outside the configuration
 //! ```
 
 use std::net::SocketAddr;
@@ -66,6 +67,12 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics on this address (GET /metrics).
     #[arg(long)]
     metrics_addr: Option<SocketAddr>,
+    /// Join a running cluster: start outside every configuration (no vote,
+    /// never a candidate) and wait for `rast admin add-learner`; --peers
+    /// then names the running nodes, this one need not be among them.
+    #[arg(long)]
+    #[serde(default)]
+    join: bool,
 }
 
 impl ServeArgs {
@@ -84,6 +91,7 @@ impl ServeArgs {
             zero_copy: self.zero_copy.or(file.zero_copy),
             logs: self.logs.or(file.logs),
             metrics_addr: self.metrics_addr.or(file.metrics_addr),
+            join: self.join || file.join,
         }
     }
 }
@@ -147,6 +155,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
             .map(str::to_owned)
             .collect(),
         metrics_addr: args.metrics_addr,
+        join: args.join,
     })
 }
 

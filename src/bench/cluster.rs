@@ -173,6 +173,7 @@ impl LocalCluster {
             zero_copy: plan.zero_copy,
             logs: plan.logs.clone(),
             metrics_addr: self.metrics[node].parse().ok(),
+            join: false,
         };
         let thread = std::thread::Builder::new()
             .name(format!("rast-bench-node-{}", node + 1))

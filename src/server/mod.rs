@@ -72,6 +72,10 @@ pub struct Settings {
     pub logs: Vec<String>,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics_addr: Option<SocketAddr>,
+    /// Start outside every configuration (`--join`): `peers` are only where
+    /// to reach the cluster; this node votes in no log until a leader adds
+    /// it (as a learner, then promotes it).
+    pub join: bool,
 }
 
 /// Errors that stop the server from starting.

@@ -19,6 +19,8 @@ pub struct Cluster {
     peers: String,
     cores: u32,
     extra: Vec<String>,
+    /// Nodes started with the cluster; later ones joined (`--join`).
+    initial: usize,
 }
 
 impl Cluster {
@@ -52,6 +54,7 @@ impl Cluster {
             peers,
             cores,
             extra: extra.iter().map(|arg| (*arg).to_owned()).collect(),
+            initial: nodes,
         };
         for node in 0..nodes {
             cluster.restart(node);
@@ -67,6 +70,11 @@ impl Cluster {
             .args(["--listen", &self.addresses[node], "--peers", &self.peers])
             .args(["--metrics-addr", &self.metrics[node]])
             .args(["--cores", &self.cores.to_string()])
+            .args(if node >= self.initial {
+                &["--join"][..]
+            } else {
+                &[][..]
+            })
             .args(&self.extra)
             .arg("--data")
             .arg(self.data.join(format!("node{}", node + 1)))
@@ -75,6 +83,18 @@ impl Cluster {
             .spawn()
             .expect("spawning rast serve");
         self.children[node] = Some(child);
+    }
+
+    /// Starts one more node with `--join` (outside every configuration,
+    /// `--peers` naming the initial nodes); returns its index (0-based; its
+    /// id is the index plus one).
+    pub fn join(&mut self) -> usize {
+        let node = self.children.len();
+        self.addresses.push(format!("127.0.0.1:{}", free_port()));
+        self.metrics.push(format!("127.0.0.1:{}", free_port()));
+        self.children.push(None);
+        self.restart(node);
+        node
     }
 
     /// SIGKILLs node `node` and reaps it.
