@@ -163,8 +163,9 @@ pub struct Group {
     reads: ReadQueue<(ReplyTo, Vec<u8>)>,
     /// Admin requests waiting for their outcome.
     admin_waits: Vec<admin::AdminWait>,
-    /// The configuration last reported to the shard.
-    membership_reported: Membership,
+    /// The nodes last reported to the shard as linked (see
+    /// `linked_members`).
+    linked_reported: NodeSet,
     /// The time of the last tick.
     now_ms: u64,
 }
@@ -237,7 +238,7 @@ impl Group {
             kv: (id == LogId::from_name(KV_LOG)).then(StateMachine::new),
             reads: ReadQueue::new(),
             admin_waits: Vec::new(),
-            membership_reported: Membership::default(),
+            linked_reported: NodeSet::EMPTY,
             now_ms,
         };
         for (_, members) in &configs {

@@ -163,9 +163,11 @@ fn validate(settings: &Settings) -> Result<(), ServerError> {
     if settings.id == NodeId::ZERO {
         return Err(ServerError::Settings("--id must be at least 1".into()));
     }
-    if !settings.peers.iter().any(|(id, _)| *id == settings.id) {
+    // A joining node reaches the cluster through --peers; it becomes a
+    // member only when a leader adds it.
+    if !settings.join && !settings.peers.iter().any(|(id, _)| *id == settings.id) {
         return Err(ServerError::Settings(format!(
-            "--peers must include this node ({})",
+            "--peers must include this node ({}), or start it with --join",
             settings.id
         )));
     }

@@ -1248,7 +1248,7 @@ impl Shard {
             let member = self
                 .groups
                 .values()
-                .any(|group| group.core().membership().members().contains(id));
+                .any(|group| group.linked_members().contains(id));
             if member {
                 continue;
             }

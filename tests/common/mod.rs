@@ -78,7 +78,10 @@ impl Cluster {
             .args(&self.extra)
             .arg("--data")
             .arg(self.data.join(format!("node{}", node + 1)))
-            .env("RAST_LOG", "warn")
+            .env(
+                "RAST_LOG",
+                std::env::var("RAST_TEST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
             .stdin(Stdio::null())
             .spawn()
             .expect("spawning rast serve");

@@ -211,27 +211,39 @@ impl Group {
         }
     }
 
-    /// Tells the shard which nodes to link to when the configuration in
-    /// force changed: every member's address, and who left.
+    /// The nodes this group needs links to: the members of the
+    /// configuration in force and of the committed one. A node removed by
+    /// an entry not yet committed stays linked: it may be the leader that
+    /// still needs this node's acknowledgements to commit its removal.
+    pub fn linked_members(&self) -> NodeSet {
+        let mut linked = self.core.membership().members();
+        for id in self.core.membership_committed().members().as_slice() {
+            linked.insert(*id);
+        }
+        linked
+    }
+
+    /// Tells the shard which nodes to link to when the linked set changed:
+    /// every member's address, and who left.
     fn report_membership(&mut self, out: &mut Outbound) {
-        let membership = *self.core.membership();
-        if membership == self.membership_reported {
+        let linked = self.linked_members();
+        if linked == self.linked_reported {
             return;
         }
-        let members = membership.members();
-        for id in self.membership_reported.members().as_slice() {
-            if !members.contains(*id) {
+        for id in self.linked_reported.as_slice() {
+            if !linked.contains(*id) {
                 out.removed.push(*id);
             }
         }
-        for id in members.as_slice() {
+        for id in linked.as_slice() {
             let address = self.address_of(*id);
             if !address.is_empty() {
                 out.members.push((*id, address));
             }
         }
+        let membership = self.core.membership();
         tracing::info!(log = %self.name, ?membership, "configuration in force");
-        self.membership_reported = membership;
+        self.linked_reported = linked;
     }
 
     fn answer_admin(&mut self, out: &mut Outbound) {
