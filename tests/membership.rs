@@ -250,4 +250,42 @@ fn grow_to_five_and_shrink_to_three_under_load() {
         acknowledged.len()
     );
     check_logs(&cluster, &remaining, &acknowledged);
+    check_cli(&cluster, &remaining);
+}
+
+/// `rast admin members` prints the configuration; a refused change exits
+/// non-zero with the reason.
+fn check_cli(cluster: &Cluster, remaining: &[usize]) {
+    let addresses: Vec<&str> = remaining
+        .iter()
+        .map(|node| cluster.addresses[*node].as_str())
+        .collect();
+    let run = |arguments: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rast"))
+            .args([
+                "admin",
+                "--cluster",
+                &addresses.join(","),
+                "--timeout-seconds",
+                "10",
+            ])
+            .args(arguments)
+            .output()
+            .unwrap()
+    };
+    let members = run(&["members"]);
+    let stdout = String::from_utf8_lossy(&members.stdout);
+    assert!(members.status.success(), "{members:?}");
+    let voters: Vec<String> = remaining
+        .iter()
+        .map(|node| (node + 1).to_string())
+        .collect();
+    assert!(
+        stdout.contains(&format!("voters: [{}]", voters.join(", "))),
+        "{stdout}"
+    );
+    let refused = run(&["remove", "42"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{refused:?}");
+    assert!(stderr.contains("node 42 is not a member"), "{stderr}");
 }
