@@ -231,6 +231,7 @@ fn membership_churn_keeps_safety_and_liveness() {
     };
     assert_eq!(reports.len() as u64, count);
     let changes: u64 = reports.iter().map(|r| r.membership_changes).sum();
+    let refused: u64 = reports.iter().map(|r| r.promotions_refused).sum();
     let changed = reports.iter().filter(|r| r.membership_changes > 0).count() as u64;
     let spare_voting = reports
         .iter()
@@ -249,7 +250,7 @@ fn membership_churn_keeps_safety_and_liveness() {
     println!(
         "{count} churn seeds from {first} passed in {:.1} s: {changes} configuration entries \
          committed ({changed} runs changed membership, {spare_voting} ended with a spare \
-         voting); {acknowledged} appends acknowledged, {kv_ok} key-value operations ok; \
+         voting, {refused} promotions of a lagging learner refused); {acknowledged} appends acknowledged, {kv_ok} key-value operations ok; \
          probes committed after the heal p50 {} p99 {} max {} ms",
         started.elapsed().as_secs_f64(),
         percentile(&commit, 0.5),
@@ -258,5 +259,9 @@ fn membership_churn_keeps_safety_and_liveness() {
     );
     assert!(changed * 2 > count, "most runs changed membership");
     assert!(spare_voting > 0, "some run promoted a spare node");
+    assert!(
+        refused > 0,
+        "some promotion of a lagging learner was refused"
+    );
     assert!(acknowledged > count, "appends were acknowledged");
 }

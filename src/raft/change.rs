@@ -25,13 +25,15 @@
 //!   starts only from a committed, simple configuration; the one step
 //!   allowed from a joint configuration is leaving it);
 //! * a learner is promoted only when caught up: its match index within
-//!   [`PROMOTE_LAG_ENTRIES_MAX`] of the leader's last index;
+//!   the configured lag (by default
+//!   [`PROMOTE_LAG_ENTRIES_MAX`](crate::constants::PROMOTE_LAG_ENTRIES_MAX)) of the
+//!   leader's last index;
 //! * a change never leaves the configuration without a voter.
 //!
 //! Everything here is pure: the core supplies what it knows (configuration,
 //! progress) and proposes the result.
 
-use crate::constants::{NODES_MAX, PROMOTE_LAG_ENTRIES_MAX};
+use crate::constants::NODES_MAX;
 use crate::raft::quorum::{Membership, NodeSet};
 use crate::types::{LogIndex, NodeId};
 
@@ -115,19 +117,21 @@ pub enum ChangeError {
     Propose(#[from] crate::raft::ProposeError),
 }
 
-/// Whether a learner with `match_index` is close enough to the leader's
-/// `last_index` to be promoted.
-pub fn caught_up(match_index: LogIndex, last_index: LogIndex) -> bool {
-    last_index.get().saturating_sub(match_index.get()) <= PROMOTE_LAG_ENTRIES_MAX
+/// Whether a learner with `match_index` is within `lag_max` entries of the
+/// leader's `last_index`, close enough to be promoted.
+pub fn caught_up(match_index: LogIndex, last_index: LogIndex, lag_max: u64) -> bool {
+    last_index.get().saturating_sub(match_index.get()) <= lag_max
 }
 
 /// The configuration that `change` leads to from the committed, simple
 /// configuration `current`. `match_of` gives the leader's match index of a
-/// node (for the catch-up rule) and `last_index` the leader's last index.
+/// node (for the catch-up rule: within `lag_max` entries of the leader's
+/// `last_index`).
 pub fn next(
     current: &Membership,
     change: Change,
     last_index: LogIndex,
+    lag_max: u64,
     match_of: impl Fn(NodeId) -> LogIndex,
 ) -> Result<Membership, ChangeError> {
     if current.is_joint() {
@@ -138,12 +142,12 @@ pub fn next(
             return Err(ChangeError::NotLearner(id));
         }
         let match_index = match_of(id);
-        if !caught_up(match_index, last_index) {
+        if !caught_up(match_index, last_index, lag_max) {
             return Err(ChangeError::NotCaughtUp {
                 id,
                 match_index,
                 last_index,
-                lag_max: PROMOTE_LAG_ENTRIES_MAX,
+                lag_max,
             });
         }
         Ok(())
@@ -282,7 +286,7 @@ mod tests {
     }
 
     fn next_all_caught_up(current: &Membership, change: Change) -> Result<Membership, ChangeError> {
-        next(current, change, LogIndex(100), |_| LogIndex(100))
+        next(current, change, LogIndex(100), 10, |_| LogIndex(100))
     }
 
     /// Adding a learner is one step; promoting it enters a joint
@@ -383,19 +387,19 @@ mod tests {
     #[test]
     fn promote_only_caught_up_learners() {
         let start = config(&[1, 2, 3], &[], &[4]);
-        let last = LogIndex(1_000 + PROMOTE_LAG_ENTRIES_MAX);
-        let at_bound = next(&start, Change::Promote(NodeId(4)), last, |_| {
-            LogIndex(1_000)
-        });
+        let lag_max = crate::constants::PROMOTE_LAG_ENTRIES_MAX;
+        let last = LogIndex(1_000 + lag_max);
+        let promote = Change::Promote(NodeId(4));
+        let at_bound = next(&start, promote, last, lag_max, |_| LogIndex(1_000));
         assert!(at_bound.is_ok());
-        let behind = next(&start, Change::Promote(NodeId(4)), last, |_| LogIndex(999));
+        let behind = next(&start, promote, last, lag_max, |_| LogIndex(999));
         assert_eq!(
             behind,
             Err(ChangeError::NotCaughtUp {
                 id: NodeId(4),
                 match_index: LogIndex(999),
                 last_index: last,
-                lag_max: PROMOTE_LAG_ENTRIES_MAX,
+                lag_max,
             })
         );
     }

@@ -10,8 +10,8 @@ use crate::constants::{
     ACTIONS_PER_STEP_MAX, APPEND_MESSAGE_BATCHES_MAX, APPEND_MESSAGE_BYTES_MAX,
     APPENDS_PER_PEER_PER_CALL_MAX, BATCH_ENTRIES_MAX, ELECTION_TICKS, HEARTBEAT_TICKS,
     HELD_MESSAGES_MAX, INFLIGHT_BYTES_MAX, INFLIGHT_MESSAGES_MAX, NOOP_BATCH_BYTES,
-    PROGRESS_STALL_HEARTBEATS, PROPOSALS_PENDING_MAX, READ_ROUNDS_INFLIGHT_MAX, READS_PENDING_MAX,
-    TICK_MS,
+    PROGRESS_STALL_HEARTBEATS, PROMOTE_LAG_ENTRIES_MAX, PROPOSALS_PENDING_MAX,
+    READ_ROUNDS_INFLIGHT_MAX, READS_PENDING_MAX, TICK_MS,
 };
 use crate::raft::action::{Action, HardState, Role};
 use crate::raft::change::{self, Change, ChangeError};
@@ -74,6 +74,8 @@ pub struct Config {
     pub append_message_bytes_max: u64,
     /// Batches per AppendEntries.
     pub append_message_batches_max: usize,
+    /// Largest lag, in entries, of a learner this leader promotes.
+    pub promote_lag_entries_max: u64,
     /// The planted bug, if any (test builds only).
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<PlantedBug>,
@@ -93,6 +95,7 @@ impl Config {
             inflight_bytes_max: INFLIGHT_BYTES_MAX,
             append_message_bytes_max: APPEND_MESSAGE_BYTES_MAX,
             append_message_batches_max: APPEND_MESSAGE_BATCHES_MAX,
+            promote_lag_entries_max: PROMOTE_LAG_ENTRIES_MAX,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
@@ -413,7 +416,8 @@ impl Core {
     pub fn plan_change(&self, change: Change) -> Result<Membership, ChangeError> {
         self.check_change_allowed()?;
         let last_index = self.log.last_index();
-        change::next(&self.membership, change, last_index, |id| {
+        let lag_max = self.config.promote_lag_entries_max;
+        change::next(&self.membership, change, last_index, lag_max, |id| {
             self.progress(id)
                 .map_or(LogIndex::ZERO, |progress| progress.match_index)
         })

@@ -155,6 +155,8 @@ pub struct Report {
     pub kv_history: Vec<KvEntry>,
     /// Configuration entries committed (churn runs).
     pub membership_changes: u64,
+    /// Promotions the leader refused because the learner lagged.
+    pub promotions_refused: u64,
     /// The configuration in force at the end.
     pub membership: Membership,
 }
@@ -322,6 +324,7 @@ struct Simulation {
     /// index zero for the initial one.
     config_committed: (LogIndex, Membership),
     membership_changes: u64,
+    promotions_refused: u64,
     faults: Faults,
     clients: Vec<Client>,
     checker: Checker,
@@ -404,6 +407,7 @@ impl Simulation {
             membership,
             config_committed: (LogIndex::ZERO, membership),
             membership_changes: 0,
+            promotions_refused: 0,
             faults: Faults::calm(),
             clients,
             checker: Checker::default(),
@@ -481,6 +485,7 @@ impl Simulation {
                 .count() as u64,
             kv_history: self.kv_history.clone(),
             membership_changes: self.membership_changes,
+            promotions_refused: self.promotions_refused,
             membership: self.config_committed.1,
         }
     }
@@ -596,6 +601,9 @@ impl Simulation {
             _ => 64,
         };
         config.inflight_messages_max = 1 + shape.below(8) as usize;
+        // Promotion needs a learner close behind; the simulated logs are
+        // short, so the production bound would admit any learner.
+        config.promote_lag_entries_max = 8;
         config.pre_vote = !shape.chance(1, 4);
         config.check_quorum = !shape.chance(1, 4);
         #[cfg(feature = "planted-bugs")]
@@ -1692,6 +1700,9 @@ impl Simulation {
             }
             Err(error) => {
                 self.trace(|| format!("churn: {change:?} refused: {error}"));
+                if matches!(error, crate::raft::ChangeError::NotCaughtUp { .. }) {
+                    self.promotions_refused += 1;
+                }
                 Ok(())
             }
         }
