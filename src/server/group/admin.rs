@@ -209,6 +209,40 @@ impl Group {
         if !self.admin_waits.is_empty() {
             self.answer_admin(out);
         }
+        if !self.pending.is_empty()
+            && self.core.role() != Role::Leader
+            && !self
+                .core
+                .membership_committed()
+                .members()
+                .contains(self.core.id())
+        {
+            self.answer_pending_removed(out);
+        }
+    }
+
+    /// This node led, then a committed configuration removed it: it will
+    /// not learn what becomes of the appends it proposed (the new leader
+    /// commits or drops them without it), so they are answered now rather
+    /// than left to the client's timeout.
+    fn answer_pending_removed(&mut self, out: &mut Outbound) {
+        for pending in self.pending.drain(..) {
+            if pending.write {
+                // Sessions make a retried write apply once: retry is safe.
+                out.error(
+                    pending.reply,
+                    ErrorKind::Unavailable,
+                    "this node left the configuration; retry at the leader",
+                );
+            } else {
+                out.error(
+                    pending.reply,
+                    ErrorKind::Failed,
+                    "this node left the configuration after this append was proposed: it may \
+                     or may not be committed",
+                );
+            }
+        }
     }
 
     /// The nodes this group needs links to: the members of the
