@@ -123,6 +123,15 @@ pub const LOG_NAME_BYTES_MAX: usize = 128;
 /// Largest number of voters plus learners in one group.
 pub const NODES_MAX: usize = 9;
 
+/// Largest lag, in entries, of a learner the leader promotes to voter.
+///
+/// A voter that is far behind cannot help commit until it has caught up,
+/// so promoting it early would leave the new configuration one voter short
+/// for as long as the catch-up takes (and a single other failure would stop
+/// commits). Within this lag the learner is in steady replication: the
+/// window of in-flight appends covers the rest in a round trip or two.
+pub const PROMOTE_LAG_ENTRIES_MAX: u64 = 4_096;
+
 /// Largest key of the key-value state machine, in bytes.
 pub const KEY_BYTES_MAX: usize = 4 * 1024;
 

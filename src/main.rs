@@ -487,19 +487,35 @@ fn admin(args: &ClientArgs, action: AdminAction) -> anyhow::Result<()> {
         AdminAction::Members => AdminRequest::Members,
         AdminAction::Snapshot => AdminRequest::Snapshot,
     };
-    match connect(args)?.admin(request)? {
-        ResponseBody::Members(members) => {
-            println!("voters: {:?}", members.voters);
-            if !members.voters_outgoing.is_empty() {
-                println!("outgoing voters: {:?}", members.voters_outgoing);
+    // Each log is its own Raft group with its own configuration: the
+    // request goes to the leader of each log named by --log (a,b,...).
+    let mut client = connect(args)?;
+    let logs: Vec<&str> = args
+        .log
+        .split(',')
+        .map(str::trim)
+        .filter(|log| !log.is_empty())
+        .collect();
+    anyhow::ensure!(!logs.is_empty(), "--log names no log");
+    for log in logs {
+        let answer = client
+            .admin_on(log, request.clone())
+            .with_context(|| format!("log {log}"))?;
+        match answer {
+            ResponseBody::Members(members) => {
+                println!("log {log}:");
+                println!("  voters: {:?}", members.voters);
+                if !members.voters_outgoing.is_empty() {
+                    println!("  outgoing voters: {:?}", members.voters_outgoing);
+                }
+                println!("  learners: {:?}", members.learners);
+                for (id, address) in members.addresses {
+                    println!("  node {id} = {address}");
+                }
             }
-            println!("learners: {:?}", members.learners);
-            for (id, address) in members.addresses {
-                println!("  {id} = {address}");
-            }
-            Ok(())
+            ResponseBody::Done => println!("log {log}: done"),
+            other => anyhow::bail!("log {log}: unexpected answer: {other:?}"),
         }
-        ResponseBody::Done => Ok(()),
-        other => anyhow::bail!("unexpected answer: {other:?}"),
     }
+    Ok(())
 }

@@ -14,6 +14,7 @@
 //! zero_copy = "buffer"      # or "splice"
 //! logs = "default"
 //! metrics_addr = "127.0.0.1:9101"
+//! join = false              # true: start outside the configuration
 //! ```
 
 use std::net::SocketAddr;
@@ -71,6 +72,12 @@ pub struct ServeArgs {
     /// (reported by `rast status` and metrics) while other logs serve on.
     #[arg(long, value_name = "KEY")]
     fault_kv_panic_key: Option<String>,
+    /// Join a running cluster: start outside every configuration (no vote,
+    /// never a candidate) and wait for `rast admin add-learner`; --peers
+    /// then names the running nodes, this one need not be among them.
+    #[arg(long)]
+    #[serde(default)]
+    join: bool,
 }
 
 impl ServeArgs {
@@ -90,6 +97,7 @@ impl ServeArgs {
             logs: self.logs.or(file.logs),
             metrics_addr: self.metrics_addr.or(file.metrics_addr),
             fault_kv_panic_key: self.fault_kv_panic_key.or(file.fault_kv_panic_key),
+            join: self.join || file.join,
         }
     }
 }
@@ -154,6 +162,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
             .collect(),
         metrics_addr: args.metrics_addr,
         fault_kv_panic_key: args.fault_kv_panic_key.map(String::into_bytes),
+        join: args.join,
     })
 }
 

@@ -15,7 +15,8 @@
 //! propose ID [count=N] | read-index ID | transfer-leadership from=ID to=ID
 //! deliver-msgs [ID..] [drop=true] | persist ID.. | stabilize
 //! isolate ID | heal | crash ID | restart ID | status ID | log ID
-//! propose-membership ID voters=ID,.. [learners=ID,..]
+//! propose-membership ID voters=ID,.. [outgoing=ID,..] [learners=ID,..]
+//! leave-joint ID
 //! compact ID index=N | install-snapshot ID index=N term=T
 //! snapshot-sent ID to=ID [success=false]
 //! ```
@@ -337,6 +338,7 @@ impl Harness {
     fn run_hooks(&mut self, command: &str, first: u64, arguments: &Arguments) -> String {
         match command {
             "propose-membership" => self.propose_membership(first, arguments),
+            "leave-joint" => self.leave_joint(first),
             "compact" => {
                 let index = LogIndex(arguments.number("index", 0));
                 match self.node(first).core.as_mut() {
@@ -372,9 +374,26 @@ impl Harness {
             |key: &str| -> Vec<NodeId> { arguments.list(key).into_iter().map(NodeId).collect() };
         let membership = Membership {
             voters: NodeSet::from_ids(&ids("voters")).expect("voters"),
+            voters_outgoing: NodeSet::from_ids(&ids("outgoing")).expect("outgoing"),
             learners: NodeSet::from_ids(&ids("learners")).expect("learners"),
-            ..Membership::default()
         };
+        self.propose_config(id, membership)
+    }
+
+    /// Proposes what the leader's `leave_joint_due` asks for, if anything.
+    fn leave_joint(&mut self, id: u64) -> String {
+        let due = self
+            .node(id)
+            .core
+            .as_ref()
+            .and_then(rast::raft::Core::leave_joint_due);
+        match due {
+            Some(membership) => self.propose_config(id, membership),
+            None => "nothing due\n".to_string(),
+        }
+    }
+
+    fn propose_config(&mut self, id: u64, membership: Membership) -> String {
         let mut result = None;
         let mut output = self.call(id, |core, actions| {
             result = Some(core.propose_membership(membership, 256, actions));
@@ -395,7 +414,7 @@ impl Harness {
         let membership = core.membership();
         let mut output = format!(
             "{id}: {:?} term={} vote={} leader={} commit={} first={} last={}@{} durable={} \
-             voters={:?} learners={:?}\n",
+             voters={:?}{} learners={:?}\n",
             core.role(),
             core.term(),
             core.vote(),
@@ -406,6 +425,11 @@ impl Harness {
             core.log().last_term(),
             core.log().durable_index(),
             membership.voters,
+            if membership.is_joint() {
+                format!(" outgoing={:?}", membership.voters_outgoing)
+            } else {
+                String::new()
+            },
             membership.learners
         );
         if core.role() == rast::raft::Role::Leader {

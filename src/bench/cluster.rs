@@ -174,6 +174,7 @@ impl LocalCluster {
             logs: plan.logs.clone(),
             metrics_addr: self.metrics[node].parse().ok(),
             fault_kv_panic_key: None,
+            join: false,
         };
         let thread = std::thread::Builder::new()
             .name(format!("rast-bench-node-{}", node + 1))

@@ -462,10 +462,21 @@ impl Client {
         }
     }
 
-    /// Sends an administrative request to the leader.
+    /// Sends an administrative request to the leader of the default log.
     pub fn admin(&mut self, request: protocol::AdminRequest) -> Result<ResponseBody, ClientError> {
+        self.admin_on("", request)
+    }
+
+    /// Sends an administrative request to the leader of `log` (each log
+    /// has its own configuration). A membership change is answered once it
+    /// is committed, with the resulting configuration.
+    pub fn admin_on(
+        &mut self,
+        log: &str,
+        request: protocol::AdminRequest,
+    ) -> Result<ResponseBody, ClientError> {
         Ok(self
-            .request("", &RequestBody::Admin(request), None, false)?
+            .request(log, &RequestBody::Admin(request), None, false)?
             .0)
     }
 

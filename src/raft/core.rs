@@ -10,10 +10,11 @@ use crate::constants::{
     ACTIONS_PER_STEP_MAX, APPEND_MESSAGE_BATCHES_MAX, APPEND_MESSAGE_BYTES_MAX,
     APPENDS_PER_PEER_PER_CALL_MAX, BATCH_ENTRIES_MAX, ELECTION_TICKS, HEARTBEAT_TICKS,
     HELD_MESSAGES_MAX, INFLIGHT_BYTES_MAX, INFLIGHT_MESSAGES_MAX, NOOP_BATCH_BYTES,
-    PROGRESS_STALL_HEARTBEATS, PROPOSALS_PENDING_MAX, READ_ROUNDS_INFLIGHT_MAX, READS_PENDING_MAX,
-    TICK_MS,
+    PROGRESS_STALL_HEARTBEATS, PROMOTE_LAG_ENTRIES_MAX, PROPOSALS_PENDING_MAX,
+    READ_ROUNDS_INFLIGHT_MAX, READS_PENDING_MAX, TICK_MS,
 };
 use crate::raft::action::{Action, HardState, Role};
+use crate::raft::change::{self, Change, ChangeError};
 use crate::raft::inflights::Inflights;
 use crate::raft::log::{Boundary, Log};
 use crate::raft::message::{
@@ -73,6 +74,8 @@ pub struct Config {
     pub append_message_bytes_max: u64,
     /// Batches per AppendEntries.
     pub append_message_batches_max: usize,
+    /// Largest lag, in entries, of a learner this leader promotes.
+    pub promote_lag_entries_max: u64,
     /// The planted bug, if any (test builds only).
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<PlantedBug>,
@@ -92,6 +95,7 @@ impl Config {
             inflight_bytes_max: INFLIGHT_BYTES_MAX,
             append_message_bytes_max: APPEND_MESSAGE_BYTES_MAX,
             append_message_batches_max: APPEND_MESSAGE_BATCHES_MAX,
+            promote_lag_entries_max: PROMOTE_LAG_ENTRIES_MAX,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
@@ -405,19 +409,96 @@ impl Core {
         self.propose_batch(kind, count, bytes, None, actions)
     }
 
+    /// The configuration a membership `change` leads to from the one in
+    /// force, if this leader may start it now (see [`change`] for the
+    /// rules). Nothing is proposed: the runtime encodes the result (with
+    /// addresses) and hands it to [`Core::propose_membership`].
+    pub fn plan_change(&self, change: Change) -> Result<Membership, ChangeError> {
+        self.check_change_allowed()?;
+        let last_index = self.log.last_index();
+        let lag_max = self.config.promote_lag_entries_max;
+        change::next(&self.membership, change, last_index, lag_max, |id| {
+            self.progress(id)
+                .map_or(LogIndex::ZERO, |progress| progress.match_index)
+        })
+    }
+
     /// Proposes a configuration batch (kind `config`) whose decoded content
     /// is `membership`. It is in force as soon as it is appended (Raft
-    /// §4.1); joint-change rules are the caller's (issue 7).
+    /// §4.1). Refused unless it is one allowed step from the configuration
+    /// in force (entering or leaving a joint configuration, or a learner
+    /// change) and no other configuration entry is uncommitted.
     pub fn propose_membership(
         &mut self,
         membership: Membership,
         bytes: u32,
         actions: &mut Vec<Action>,
-    ) -> Result<(Term, LogIndex), ProposeError> {
-        if membership.voters.is_empty() {
-            return Err(ProposeError::Invalid);
+    ) -> Result<(Term, LogIndex), ChangeError> {
+        self.check_change_allowed()?;
+        change::check_transition(&self.membership, &membership)?;
+        Ok(self.propose_batch(BatchKind::Config, 1, bytes, Some(membership), actions)?)
+    }
+
+    /// The configuration that ends the joint configuration in force, when
+    /// this leader should propose it now: the joint entry has committed and
+    /// nothing else is pending. The runtime proposes it with
+    /// [`Core::propose_membership`] after each input that may commit (and
+    /// on ticks, in case a proposal was refused by back-pressure).
+    pub fn leave_joint_due(&self) -> Option<Membership> {
+        if self.role != Role::Leader
+            || self.transfer_to != NodeId::ZERO
+            || !self.memberships_uncommitted.is_empty()
+        {
+            return None;
         }
-        self.propose_batch(BatchKind::Config, 1, bytes, Some(membership), actions)
+        change::leave_joint(&self.membership_committed)
+    }
+
+    /// The latest committed configuration (the one in force may be newer).
+    pub fn membership_committed(&self) -> &Membership {
+        &self.membership_committed
+    }
+
+    /// Whether a configuration entry is in the log but not committed yet.
+    pub fn membership_pending(&self) -> bool {
+        !self.memberships_uncommitted.is_empty()
+    }
+
+    /// Tells a core just built by [`Core::new`] which recovered batches are
+    /// configuration entries: `(first index, membership)` in index order,
+    /// all above the snapshot. `Restart::membership` is then the committed
+    /// configuration as of the snapshot, and the latest of these is in
+    /// force; each becomes committed when the commit index passes it.
+    pub fn restore_configs(&mut self, configs: &[(LogIndex, Membership)]) {
+        assert!(
+            self.memberships_uncommitted.is_empty(),
+            "configs are restored once, before any input"
+        );
+        let mut previous = self.log.snapshot_index();
+        for (index, _) in configs {
+            assert!(
+                *index > previous && *index <= self.log.last_index(),
+                "recovered config at {index} out of order or outside the log"
+            );
+            previous = *index;
+        }
+        self.memberships_uncommitted.extend_from_slice(configs);
+        self.restore_membership();
+    }
+
+    fn check_change_allowed(&self) -> Result<(), ChangeError> {
+        if self.role != Role::Leader {
+            return Err(ChangeError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if self.transfer_to != NodeId::ZERO {
+            return Err(ChangeError::Transferring);
+        }
+        if !self.memberships_uncommitted.is_empty() {
+            return Err(ChangeError::InProgress);
+        }
+        Ok(())
     }
 
     /// Asks for a linearizable read. Returns the round the read joined; an
@@ -1240,9 +1321,31 @@ impl Core {
     }
 
     fn after_commit(&mut self, actions: &mut Vec<Action>) {
+        if !self.membership_committed.is_voter(self.config.id) {
+            self.step_down_removed(actions);
+            return;
+        }
         if self.reads.collecting > 0 && self.reads.rounds.is_empty() {
             self.start_read_round(actions);
         }
+    }
+
+    /// A committed configuration no longer counts this leader as a voter
+    /// (Raft §4.2.2): it stops leading. A voter of the configuration that
+    /// holds the whole log is told to campaign at once, so the cluster does
+    /// not wait an election timeout for a new leader.
+    fn step_down_removed(&mut self, actions: &mut Vec<Action>) {
+        let last = self.log.last_index();
+        let successor = self
+            .peers
+            .iter()
+            .filter(|peer| self.membership.is_voter(peer.id))
+            .find(|peer| peer.progress.match_index == last)
+            .map(|peer| peer.id);
+        if let Some(successor) = successor {
+            self.send(successor, OutgoingBody::TimeoutNow, actions);
+        }
+        self.become_follower(self.term, NodeId::ZERO, actions);
     }
 
     /// Sends to the peer at `position` as much as its state allows.

@@ -36,11 +36,13 @@
 //! payload bytes, and an AppendEntries reaches it as batch summaries.
 //!
 //! Modules, pure logic first: [`quorum`] (majorities, joint configurations),
+//! [`change`] (which configuration a membership change leads to),
 //! [`inflights`] (the per-peer window), [`progress`] (probe / replicate /
 //! snapshot), [`log`] (boundaries and durability), [`message`], [`action`],
 //! and [`core`] (the state machine itself).
 
 pub mod action;
+pub mod change;
 pub mod core;
 pub mod inflights;
 pub mod log;
@@ -50,6 +52,7 @@ pub mod quorum;
 pub mod random;
 
 pub use action::{Action, HardState, Role};
+pub use change::{Change, ChangeError};
 #[cfg(feature = "planted-bugs")]
 pub use core::PlantedBug;
 pub use core::{Config, Core, ProposeError, ReadError, Restart, TransferError};

@@ -30,6 +30,7 @@ use crate::types::{LogId, LogIndex, NodeId, Term};
 use crate::wire::client::{ErrorKind, ErrorReply, Response, ResponseBody};
 use crate::wire::{BatchKind, BatchMut, BatchView, WireError, encode_batch, split_frame};
 
+mod admin;
 mod kv;
 #[cfg(test)]
 mod tests;
@@ -68,6 +69,12 @@ pub struct Outbound {
     pub leader_changes: u64,
     /// Syncs completed: (latency µs, entries made durable).
     pub syncs: Vec<(u64, u64)>,
+    /// Members of a configuration that came into force, with addresses:
+    /// the shard keeps a link to each.
+    pub members: Vec<(NodeId, String)>,
+    /// Nodes that left a group's configuration: the shard drops its link
+    /// unless another of its groups still counts them.
+    pub removed: Vec<NodeId>,
 }
 
 impl Outbound {
@@ -157,6 +164,13 @@ pub struct Group {
     kv: Option<StateMachine>,
     /// Linearizable reads waiting for their ReadIndex round and the apply.
     reads: ReadQueue<(ReplyTo, Vec<u8>)>,
+    /// Admin requests waiting for their outcome.
+    admin_waits: Vec<admin::AdminWait>,
+    /// The nodes last reported to the shard as linked (see
+    /// `linked_members`).
+    linked_reported: NodeSet,
+    /// The time of the last tick.
+    now_ms: u64,
 }
 
 impl std::fmt::Debug for Group {
@@ -182,6 +196,7 @@ impl Group {
         now_ms: u64,
     ) -> Result<Self, GroupError> {
         let batches = recovered_batches(storage.as_ref())?;
+        let configs = recovered_configs(storage.as_ref(), &batches)?;
         let hard_state = storage.hard_state();
         let membership = Membership {
             voters: NodeSet::from_ids(voters).unwrap_or_default(),
@@ -201,8 +216,13 @@ impl Group {
             batches: &batches,
             now_ms,
         };
-        let core = Core::new(config, &restart);
-        Ok(Self {
+        let mut core = Core::new(config, &restart);
+        let mut memberships = Vec::with_capacity(configs.len());
+        for (index, members) in &configs {
+            memberships.push((*index, membership_of(members)?));
+        }
+        core.restore_configs(&memberships);
+        let mut group = Self {
             id,
             name,
             core,
@@ -221,7 +241,14 @@ impl Group {
             leader: NodeId::ZERO,
             kv: (id == LogId::from_name(KV_LOG)).then(StateMachine::new),
             reads: ReadQueue::new(),
-        })
+            admin_waits: Vec::new(),
+            linked_reported: NodeSet::EMPTY,
+            now_ms,
+        };
+        for (_, members) in &configs {
+            group.learn_addresses(members);
+        }
+        Ok(group)
     }
 
     /// Fault injection: makes this group's state machine (if it has one)
@@ -250,6 +277,7 @@ impl Group {
 
     /// Advances the clock.
     pub fn tick(&mut self, now_ms: u64, out: &mut Outbound) {
+        self.now_ms = now_ms;
         let mut actions = std::mem::take(&mut self.actions);
         self.core.tick(now_ms, &mut actions);
         self.execute(&mut actions, None, None, out);
@@ -672,6 +700,7 @@ impl Group {
                 }
             }
         }
+        self.after_input(out);
     }
 
     fn execute_one(
@@ -911,14 +940,9 @@ impl Group {
             rest = tail;
             let view = BatchView::parse(frame)?;
             if view.kind()? == BatchKind::Config {
-                let mut membership = None;
-                view.for_each_entry(|payload| {
-                    membership = Some(membership_of(payload)?);
-                    Ok(())
-                })?;
-                self.configs.push(membership.ok_or_else(|| {
-                    WireError::Malformed("config batch without a membership".into())
-                })?);
+                let members = config_members(&view)?;
+                self.configs.push(membership_of(&members)?);
+                self.learn_addresses(&members);
             }
         }
         Ok(())
@@ -1045,9 +1069,23 @@ fn summary_of(view: &BatchView<'_>) -> Result<BatchSummary, WireError> {
     })
 }
 
-/// Decodes a config entry's payload into the core's membership.
-fn membership_of(payload: &[u8]) -> Result<Membership, WireError> {
-    let members = crate::wire::client::decode_members(payload)?;
+/// The `Membership` message of a config batch (its one entry).
+fn config_members(view: &BatchView<'_>) -> Result<crate::wire::client::Members, WireError> {
+    let mut members = None;
+    view.for_each_entry(|payload| {
+        if members.is_some() {
+            return Err(WireError::Malformed(
+                "config batch with more than one entry".into(),
+            ));
+        }
+        members = Some(crate::wire::client::decode_members(payload)?);
+        Ok(())
+    })?;
+    members.ok_or_else(|| WireError::Malformed("config batch without a membership".into()))
+}
+
+/// The core's membership of a decoded configuration entry.
+fn membership_of(members: &crate::wire::client::Members) -> Result<Membership, WireError> {
     let set = |ids: &[u64]| {
         let ids: Vec<NodeId> = ids.iter().copied().map(NodeId).collect();
         NodeSet::from_ids(&ids).ok_or_else(|| WireError::Malformed("bad node set".into()))
@@ -1057,6 +1095,25 @@ fn membership_of(payload: &[u8]) -> Result<Membership, WireError> {
         voters_outgoing: set(&members.voters_outgoing)?,
         learners: set(&members.learners)?,
     })
+}
+
+/// The configuration entries among the stored batches: (index, content),
+/// for the core's restart and the addresses they carry.
+fn recovered_configs(
+    storage: &dyn LogStorage,
+    batches: &[BatchSummary],
+) -> Result<Vec<(LogIndex, crate::wire::client::Members)>, GroupError> {
+    let mut configs = Vec::new();
+    if !batches.iter().any(|batch| batch.kind == BatchKind::Config) {
+        return Ok(configs);
+    }
+    visit_batches(storage, storage.first_index(), |view, _| {
+        if view.kind()? == BatchKind::Config {
+            configs.push((view.first_index(), config_members(view)?));
+        }
+        Ok(true)
+    })?;
+    Ok(configs)
 }
 
 /// Summaries of every stored batch, for the core's restart.

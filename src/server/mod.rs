@@ -76,6 +76,10 @@ pub struct Settings {
     /// a write to this key (to exercise the failed-group path on real
     /// processes). `None` in production.
     pub fault_kv_panic_key: Option<Vec<u8>>,
+    /// Start outside every configuration (`--join`): `peers` are only where
+    /// to reach the cluster; this node votes in no log until a leader adds
+    /// it (as a learner, then promotes it).
+    pub join: bool,
 }
 
 /// Errors that stop the server from starting.
@@ -163,9 +167,11 @@ fn validate(settings: &Settings) -> Result<(), ServerError> {
     if settings.id == NodeId::ZERO {
         return Err(ServerError::Settings("--id must be at least 1".into()));
     }
-    if !settings.peers.iter().any(|(id, _)| *id == settings.id) {
+    // A joining node reaches the cluster through --peers; it becomes a
+    // member only when a leader adds it.
+    if !settings.join && !settings.peers.iter().any(|(id, _)| *id == settings.id) {
         return Err(ServerError::Settings(format!(
-            "--peers must include this node ({})",
+            "--peers must include this node ({}), or start it with --join",
             settings.id
         )));
     }

@@ -638,17 +638,11 @@ impl Shard {
                 "peer runs {} cores, this node {}: every node needs the same --cores",
                 hello.cores, self.settings.cores
             ))
-        } else if hello.node_id != 0
-            && !self
-                .settings
-                .peers
-                .iter()
-                .any(|(id, _)| id.get() == hello.node_id)
-        {
-            Some(format!(
-                "node {} is not a member of this cluster",
-                hello.node_id
-            ))
+        } else if hello.node_id == self.settings.id.get() {
+            // Membership changes at run time, so any node presenting the
+            // cluster id and token may link; only the configurations in the
+            // logs decide who votes.
+            Some(format!("node {} is this node", hello.node_id))
         } else {
             None
         };
@@ -874,13 +868,7 @@ impl Shard {
             }
             RequestBody::Get { key, stale } => group.get(key.clone(), *stale, reply, out),
             RequestBody::Write(command) => group.write(command.clone(), reply, out),
-            RequestBody::Admin(_) => {
-                out.error(
-                    reply,
-                    ErrorKind::Invalid,
-                    "this request is not served by this version yet",
-                );
-            }
+            RequestBody::Admin(request) => group.admin(request, reply, out),
         }
     }
 
@@ -916,7 +904,12 @@ impl Shard {
                     .map_err(|error| format!("opening log {name}: {error}"))?,
                 ),
             };
-            let voters: Vec<NodeId> = self.settings.peers.iter().map(|(id, _)| *id).collect();
+            // A joining node starts outside every configuration.
+            let voters: Vec<NodeId> = if self.settings.join {
+                Vec::new()
+            } else {
+                self.settings.peers.iter().map(|(id, _)| *id).collect()
+            };
             let seed = id.get() ^ self.settings.id.get().rotate_left(17);
             let config = raft::Config::new(self.settings.id, seed);
             let mut group = Group::open(
@@ -1258,6 +1251,7 @@ impl Shard {
         for (micros, entries) in out.syncs.drain(..) {
             counters.record_sync(micros, entries);
         }
+        self.follow_membership(&mut out);
         for (peer, frame) in out.peers.drain(..) {
             let Some(link) = self.links.iter().position(|link| link.id == peer) else {
                 continue;
@@ -1302,6 +1296,53 @@ impl Shard {
             }
         }
         self.out = out;
+    }
+
+    /// Keeps the peer links in step with the configurations in force: a
+    /// link to every member of a group on this core (an added node is
+    /// connected at the next tick), none to a node no group here counts.
+    fn follow_membership(&mut self, out: &mut Outbound) {
+        for (id, address) in out.members.drain(..) {
+            if id == self.settings.id {
+                continue;
+            }
+            if let Some(link) = self.links.iter_mut().find(|link| link.id == id) {
+                if link.address != address {
+                    tracing::info!(peer = %id, %address, "peer address changed");
+                    link.address = address;
+                    link.retry_at_ms = 0;
+                }
+            } else {
+                tracing::info!(peer = %id, %address, "linking to a new member");
+                self.links.push(PeerLink {
+                    id,
+                    address,
+                    connection: None,
+                    connecting: false,
+                    retry_at_ms: 0,
+                    backoff_ms: 50,
+                });
+            }
+        }
+        for id in out.removed.drain(..) {
+            let member = self
+                .groups
+                .values()
+                .any(|group| group.linked_members().contains(id));
+            if member {
+                continue;
+            }
+            let Some(link) = self.links.iter().position(|link| link.id == id) else {
+                continue;
+            };
+            tracing::info!(peer = %id, "dropping the link to a removed node");
+            let link = self.links.remove(link);
+            if let Some(slot) = link.connection
+                && let Some(entry) = self.slots[slot].as_mut()
+            {
+                entry.connection.closed = true;
+            }
+        }
     }
 
     /// Posts what a connection needs, and retires it when it is done.

@@ -200,8 +200,21 @@ impl Checker {
     /// Committed entries survive crashes: each is durable on a majority of
     /// the voters, given each voter's durable state.
     pub fn committed_durable(&self, durable: &[DurableView<'_>]) -> Result<(), Violation> {
+        self.committed_durable_through(durable, LogIndex(u64::MAX))
+    }
+
+    /// [`Checker::committed_durable`] for the committed entries up to
+    /// `through` only (a configuration's outgoing half holds what was
+    /// committed up to that configuration's entry, not what its successor
+    /// committed after it).
+    pub fn committed_durable_through(
+        &self,
+        durable: &[DurableView<'_>],
+        through: LogIndex,
+    ) -> Result<(), Violation> {
         let majority = durable.len() / 2 + 1;
-        for (position, expected) in self.committed.iter().enumerate() {
+        let count = usize::try_from(through.get()).unwrap_or(usize::MAX);
+        for (position, expected) in self.committed.iter().enumerate().take(count) {
             let index = LogIndex(position as u64 + 1);
             let holders = durable
                 .iter()

@@ -14,6 +14,16 @@
 //! clients append and read. At `Heal`, every fault stops and crashed nodes
 //! restart; from then on a leader must be elected and probe appends must
 //! commit within the liveness bound.
+//!
+//! With `churn`, the run also changes its membership during the faulty
+//! phase: spare nodes start with an empty log and a configuration that does
+//! not include them; the leader adds learners, promotes them, removes and
+//! replaces voters (itself included) and transfers leadership, each change
+//! through the core's own rules (refusals are part of the test). A removed
+//! node may be added again with its disk as it was: a node id is never
+//! reused with a wiped disk (a member that missed the removal still counts
+//! that id as a voter, and a forgotten vote would let it win an election
+//! with a stale log; etcd forbids reusing ids for the same reason).
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
@@ -24,8 +34,8 @@ use crate::constants::{BATCH_ENTRIES_MAX, NODES_MAX};
 use crate::kv::{KvResponse, StateMachine};
 use crate::raft::random::Random;
 use crate::raft::{
-    Action, AppendEntries, Body, Config, Core, Membership, Message, OutgoingBody, ProposeError,
-    Restart, Role,
+    Action, AppendEntries, Body, Change, Config, Core, Membership, Message, OutgoingBody,
+    ProposeError, Restart, Role,
 };
 use crate::sim::checker::{Checker, HistoryEntry, Operation, Outcome, Violation};
 use crate::sim::disk::{BatchRef, DiskOperation, DurableView, SimBatch, SimDisk};
@@ -69,10 +79,16 @@ pub struct Options {
     /// Run the exact (exponential, budgeted) linearizability search on the
     /// seeds that are multiples of this; the fast log checker runs on all.
     pub exact_search_every: u64,
+    /// Change the membership during the faulty phase, with
+    /// [`CHURN_SPARES`] spare nodes (see the module docs).
+    pub churn: bool,
     /// The bug planted in every node, if any.
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<crate::raft::PlantedBug>,
 }
+
+/// Nodes outside the initial configuration in a churn run.
+pub const CHURN_SPARES: usize = 2;
 
 impl Options {
     /// The default shape for `seed`: 3 nodes for even seeds, 5 for odd.
@@ -85,6 +101,7 @@ impl Options {
             kv_clients: 3,
             exact_search_every: 16,
             trace: false,
+            churn: false,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
@@ -136,6 +153,12 @@ pub struct Report {
     pub kv_cas_retried_after_crash: u64,
     /// The key-value history.
     pub kv_history: Vec<KvEntry>,
+    /// Configuration entries committed (churn runs).
+    pub membership_changes: u64,
+    /// Promotions the leader refused because the learner lagged.
+    pub promotions_refused: u64,
+    /// The configuration in force at the end.
+    pub membership: Membership,
 }
 
 /// A failed run: the property violated and when.
@@ -205,6 +228,7 @@ enum Event {
     KvAttempt(usize),
     KvGiveUp(usize),
     Nemesis,
+    Churn,
     Heal,
 }
 
@@ -252,6 +276,8 @@ struct Node {
     kv: StateMachine,
     /// (kv operation, term, index) of key-value writes proposed here.
     kv_proposals: Vec<(usize, Term, LogIndex)>,
+    /// Starts outside every configuration (a spare).
+    outside: bool,
 }
 
 struct Faults {
@@ -294,6 +320,11 @@ struct Simulation {
     queue: BinaryHeap<Scheduled>,
     nodes: Vec<Node>,
     membership: Membership,
+    /// The latest committed configuration entry: (index, configuration);
+    /// index zero for the initial one.
+    config_committed: (LogIndex, Membership),
+    membership_changes: u64,
+    promotions_refused: u64,
     faults: Faults,
     clients: Vec<Client>,
     checker: Checker,
@@ -329,8 +360,11 @@ impl Simulation {
         assert!((1..=NODES_MAX).contains(&options.nodes));
         let ids: Vec<NodeId> = (1..=options.nodes as u64).map(NodeId).collect();
         let membership = Membership::with_voters(&ids).expect("valid voters");
+        let spares = if options.churn { CHURN_SPARES } else { 0 };
+        assert!(options.nodes + spares <= NODES_MAX);
+        let all: Vec<NodeId> = (1..=(options.nodes + spares) as u64).map(NodeId).collect();
         let mut random = Random::new(seed);
-        let nodes = ids
+        let nodes = all
             .iter()
             .map(|id| Node {
                 id: *id,
@@ -346,6 +380,7 @@ impl Simulation {
                 reads_ready: Vec::new(),
                 kv: StateMachine::new(),
                 kv_proposals: Vec::new(),
+                outside: id.get() > options.nodes as u64,
             })
             .collect();
         let clients = (0..options.clients)
@@ -370,6 +405,9 @@ impl Simulation {
             queue: BinaryHeap::new(),
             nodes,
             membership,
+            config_committed: (LogIndex::ZERO, membership),
+            membership_changes: 0,
+            promotions_refused: 0,
             faults: Faults::calm(),
             clients,
             checker: Checker::default(),
@@ -446,6 +484,9 @@ impl Simulation {
                 })
                 .count() as u64,
             kv_history: self.kv_history.clone(),
+            membership_changes: self.membership_changes,
+            promotions_refused: self.promotions_refused,
+            membership: self.config_committed.1,
         }
     }
 
@@ -474,6 +515,10 @@ impl Simulation {
         }
         let first_fault = self.random.between(100, 400);
         self.schedule(first_fault, Event::Nemesis);
+        if self.options.churn {
+            let first_change = self.random.between(200, 600);
+            self.schedule(first_change, Event::Churn);
+        }
         self.schedule(self.heal_ms, Event::Heal);
         let end = self.heal_ms + self.options.liveness_bound_ms;
         while let Some(scheduled) = self.queue.pop() {
@@ -526,6 +571,13 @@ impl Simulation {
                     self.schedule(delay, Event::Nemesis);
                 }
             }
+            Event::Churn => {
+                if !self.healed {
+                    self.churn()?;
+                    let delay = self.random.between(50, 300);
+                    self.schedule(delay, Event::Churn);
+                }
+            }
             Event::Heal => self.heal(),
         }
         Ok(())
@@ -549,6 +601,9 @@ impl Simulation {
             _ => 64,
         };
         config.inflight_messages_max = 1 + shape.below(8) as usize;
+        // Promotion needs a learner close behind; the simulated logs are
+        // short, so the production bound would admit any learner.
+        config.promote_lag_entries_max = 8;
         config.pre_vote = !shape.chance(1, 4);
         config.check_quorum = !shape.chance(1, 4);
         #[cfg(feature = "planted-bugs")]
@@ -569,16 +624,34 @@ impl Simulation {
             .iter()
             .map(|batch| batch.summary)
             .collect();
+        let configs: Vec<(LogIndex, Membership)> = recovered
+            .batches
+            .iter()
+            .filter_map(|batch| {
+                batch
+                    .membership
+                    .map(|membership| (batch.summary.first_index, membership))
+            })
+            .collect();
+        // No snapshots here: the configuration "as of the snapshot" is the
+        // initial one, or none for a node that starts outside.
+        let membership = if self.nodes[node].outside {
+            Membership::default()
+        } else {
+            self.membership
+        };
         let restart = Restart {
             hard_state: recovered.hard_state,
             snapshot_index: LogIndex::ZERO,
             snapshot_term: Term::ZERO,
-            membership: self.membership,
+            membership,
             batches: &summaries,
             now_ms: self.now + self.nodes[node].clock_offset_ms,
         };
+        let mut core = Core::new(config, &restart);
+        core.restore_configs(&configs);
         let state = &mut self.nodes[node];
-        state.core = Some(Core::new(config, &restart));
+        state.core = Some(core);
         state.applied = LogIndex::ZERO;
         state.kv = StateMachine::new();
     }
@@ -611,9 +684,31 @@ impl Simulation {
             self.complete(operation, Outcome::Fail);
         }
         self.crashes += 1;
-        let durable: Vec<DurableView<'_>> =
-            self.nodes.iter().map(|node| node.disk.durable()).collect();
-        self.checker.committed_durable(&durable)
+        self.check_committed_durable()
+    }
+
+    /// Committed entries survive crashes, judged against the latest
+    /// committed configuration C (at index k; nodes outside it no longer
+    /// count): every committed entry is durable on a majority of C's
+    /// voters, and the entries up to k on a majority of its outgoing half
+    /// too. After k, entries commit under C or under the one allowed step
+    /// after it (in force once appended), whose quorums always include a
+    /// majority of C's voters but not of C's outgoing half.
+    fn check_committed_durable(&self) -> Result<(), Violation> {
+        let (index, membership) = self.config_committed;
+        let durable_of = |half: crate::raft::NodeSet| -> Vec<DurableView<'_>> {
+            half.as_slice()
+                .iter()
+                .map(|id| self.nodes[(id.get() - 1) as usize].disk.durable())
+                .collect()
+        };
+        self.checker
+            .committed_durable(&durable_of(membership.voters))?;
+        if membership.is_joint() {
+            self.checker
+                .committed_durable_through(&durable_of(membership.voters_outgoing), index)?;
+        }
+        Ok(())
     }
 
     /// Runs `input` on the node's core (if up) and executes its actions.
@@ -762,7 +857,8 @@ impl Simulation {
             }
         }
         self.start_sync(node);
-        self.check_node(node)
+        self.check_node(node)?;
+        self.leave_joint_if_due(node)
     }
 
     fn store(&mut self, node: usize, batches: &[BatchRef]) -> Result<(), Violation> {
@@ -864,6 +960,7 @@ impl Simulation {
                 .expect("committed entries are stored");
             self.checker.applied(id, LogIndex(index), entry)?;
         }
+        self.note_committed_configs(node, from, up_to);
         let answers = self.apply_kv(node, from, up_to)?;
         self.nodes[node].applied = up_to;
         let kv_proposals = std::mem::take(&mut self.nodes[node].kv_proposals);
@@ -1529,6 +1626,149 @@ impl Simulation {
         Ok(())
     }
 
+    // ------------------------------------------------------------------
+    // Membership churn.
+
+    /// One membership step at the current leader, through the core's rules:
+    /// add a learner (a spare, or a removed node), promote a learner,
+    /// remove a node (the leader too), replace a voter by a learner, or
+    /// transfer leadership. A refused change is fine (that the core
+    /// refuses is part of what runs); nothing is forced.
+    fn churn(&mut self) -> Result<(), Violation> {
+        let Some(leader) = self.leader_position() else {
+            return Ok(());
+        };
+        let core = self.nodes[leader].core.as_ref().expect("leader is up");
+        let membership = *core.membership();
+        let members = membership.members();
+        let pick = |random: &mut Random, ids: &[NodeId]| -> Option<NodeId> {
+            (!ids.is_empty()).then(|| ids[random.below(ids.len() as u64) as usize])
+        };
+        let outside: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .map(|node| node.id)
+            .filter(|id| !members.contains(*id))
+            .collect();
+        let learners = membership.learners.as_slice().to_vec();
+        let voters = membership.voters.as_slice().to_vec();
+        let change = match self.random.below(10) {
+            0..=2 => match pick(&mut self.random, &outside) {
+                Some(id) => Change::AddLearner(id),
+                None => return Ok(()),
+            },
+            3..=4 => match pick(&mut self.random, &learners) {
+                Some(id) => Change::Promote(id),
+                None => return Ok(()),
+            },
+            // Removing a voter keeps at least three, so the nemesis (which
+            // crashes one node at a time) still leaves a quorum most of
+            // the time; a learner may always go.
+            5..=6 => {
+                let removable: Vec<NodeId> = if voters.len() > 3 {
+                    members.as_slice().to_vec()
+                } else {
+                    learners.clone()
+                };
+                match pick(&mut self.random, &removable) {
+                    Some(id) => Change::Remove(id),
+                    None => return Ok(()),
+                }
+            }
+            7..=8 => match (
+                pick(&mut self.random, &learners),
+                pick(&mut self.random, &voters),
+            ) {
+                (Some(add), Some(remove)) => Change::Replace { add, remove },
+                _ => return Ok(()),
+            },
+            _ => {
+                if let Some(to) = pick(&mut self.random, &voters) {
+                    self.trace(|| format!("churn: transfer leadership to {to}"));
+                    self.with_core(leader, |core, actions| {
+                        let _ = core.transfer_leadership(to, actions);
+                    })?;
+                }
+                return Ok(());
+            }
+        };
+        let core = self.nodes[leader].core.as_ref().expect("leader is up");
+        match core.plan_change(change) {
+            Ok(next) => {
+                self.trace(|| format!("churn: {change:?} → {next:?}"));
+                self.propose_config(leader, next)
+            }
+            Err(error) => {
+                self.trace(|| format!("churn: {change:?} refused: {error}"));
+                if matches!(error, crate::raft::ChangeError::NotCaughtUp { .. }) {
+                    self.promotions_refused += 1;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// A leader whose joint configuration committed proposes leaving it.
+    fn leave_joint_if_due(&mut self, node: usize) -> Result<(), Violation> {
+        let due = self.nodes[node]
+            .core
+            .as_ref()
+            .and_then(Core::leave_joint_due);
+        match due {
+            Some(membership) => {
+                self.trace(|| format!("node {}: leave joint → {membership:?}", node + 1));
+                self.propose_config(node, membership)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Proposes configuration `membership` at leader `node`.
+    fn propose_config(&mut self, node: usize, membership: Membership) -> Result<(), Violation> {
+        let mut actions = std::mem::take(&mut self.actions);
+        actions.clear();
+        let unstamped = SimBatch::config(Term::ZERO, LogIndex::ZERO, membership);
+        let core = self.nodes[node].core.as_mut().expect("leader is up");
+        let result = core.propose_membership(membership, unstamped.summary.bytes, &mut actions);
+        let executed = match result {
+            Ok((term, first_index)) => {
+                self.trace(|| format!("node {}: config at {first_index}@{term}", node + 1));
+                let mut batch = unstamped;
+                crate::wire::BatchMut::parse(&mut batch.frame)
+                    .expect("our own frame")
+                    .stamp(term, first_index);
+                batch.summary.term = term;
+                batch.summary.first_index = first_index;
+                self.execute(node, &actions, None, Some(&Rc::new(batch)))
+            }
+            Err(error) => {
+                self.trace(|| format!("node {}: config refused: {error}", node + 1));
+                self.execute(node, &actions, None, None)
+            }
+        };
+        self.actions = actions;
+        executed
+    }
+
+    /// Notes the configuration entries that `node` just applied: the latest
+    /// committed one decides which disks must hold the committed entries.
+    fn note_committed_configs(&mut self, node: usize, from: LogIndex, up_to: LogIndex) {
+        let latest = self.nodes[node]
+            .disk
+            .written()
+            .batches
+            .iter()
+            .filter(|batch| batch.summary.first_index > from && batch.summary.first_index <= up_to)
+            .filter_map(|batch| Some((batch.summary.first_index, batch.membership?)))
+            .filter(|(index, _)| *index > self.config_committed.0)
+            .collect::<Vec<_>>();
+        if let Some(last) = latest.last() {
+            self.membership_changes += latest.len() as u64;
+            self.config_committed = *last;
+            self.trace(|| format!("node {}: configuration committed {last:?}", node + 1));
+        }
+    }
+
     /// Crashes `node` and schedules its restart: half the time at once (a
     /// process restart, which races with elections), else after a while.
     fn crash_for_a_while(&mut self, node: usize) -> Result<(), Violation> {
@@ -1702,9 +1942,7 @@ impl Simulation {
                 ),
             });
         }
-        let durable: Vec<DurableView<'_>> =
-            self.nodes.iter().map(|node| node.disk.durable()).collect();
-        self.checker.committed_durable(&durable)?;
+        self.check_committed_durable()?;
         self.checker.check_history()?;
         self.kv_verdict = crate::sim::kv::check(&self.kv_history)?;
         let exact = self

@@ -84,12 +84,38 @@ impl SimBatch {
         }
     }
 
+    /// Encodes a `config` batch: one entry, the `Membership` message (as
+    /// the server stores it, without addresses). Its value reads 0.
+    pub fn config(term: Term, first_index: LogIndex, membership: Membership) -> Self {
+        let payload = crate::wire::client::encode_members(&members_of(&membership));
+        let frame = encode_batch(BatchKind::Config, term, first_index, &[payload]);
+        Self {
+            summary: BatchSummary {
+                term,
+                first_index,
+                count: 1,
+                bytes: frame.len() as u32,
+                kind: BatchKind::Config,
+            },
+            values: vec![0].into_boxed_slice(),
+            membership: Some(membership),
+            frame: frame.into_boxed_slice(),
+        }
+    }
+
     /// Decodes the stored frame at the start of `frames` (recovery).
     fn decode(frames: &[u8]) -> Self {
         let view = BatchView::parse(frames).expect("recovered frames are valid");
         let kind = view.kind().expect("known kind");
         let mut values = Vec::with_capacity(view.count() as usize);
+        let mut membership = None;
         view.for_each_entry(|payload| {
+            if kind == BatchKind::Config {
+                let members = crate::wire::client::decode_members(payload)?;
+                membership = Some(membership_of(&members));
+                values.push(0);
+                return Ok(());
+            }
             if kind == BatchKind::Kv {
                 values.push(0);
                 return Ok(());
@@ -109,9 +135,34 @@ impl SimBatch {
                 kind,
             },
             values: values.into_boxed_slice(),
-            membership: None,
+            membership,
             frame: view.bytes().into(),
         }
+    }
+}
+
+/// The wire form of a configuration (ids only).
+fn members_of(membership: &Membership) -> crate::wire::client::Members {
+    let ids = |set: &crate::raft::NodeSet| set.as_slice().iter().map(|id| id.get()).collect();
+    crate::wire::client::Members {
+        voters: ids(&membership.voters),
+        voters_outgoing: ids(&membership.voters_outgoing),
+        learners: ids(&membership.learners),
+        addresses: Vec::new(),
+    }
+}
+
+/// The configuration of a decoded `Membership` (our own frames: valid).
+fn membership_of(members: &crate::wire::client::Members) -> Membership {
+    let set = |ids: &[u64]| {
+        let ids: Vec<crate::types::NodeId> =
+            ids.iter().copied().map(crate::types::NodeId).collect();
+        crate::raft::NodeSet::from_ids(&ids).expect("our own configuration")
+    };
+    Membership {
+        voters: set(&members.voters),
+        voters_outgoing: set(&members.voters_outgoing),
+        learners: set(&members.learners),
     }
 }
 

@@ -19,6 +19,8 @@ pub struct Cluster {
     peers: String,
     cores: u32,
     extra: Vec<String>,
+    /// Nodes started with the cluster; later ones joined (`--join`).
+    initial: usize,
 }
 
 impl Cluster {
@@ -61,6 +63,7 @@ impl Cluster {
             peers,
             cores,
             extra: extra.iter().map(|arg| (*arg).to_owned()).collect(),
+            initial: nodes,
         }
     }
 
@@ -77,10 +80,18 @@ impl Cluster {
             .args(["--listen", &self.addresses[node], "--peers", &self.peers])
             .args(["--metrics-addr", &self.metrics[node]])
             .args(["--cores", &self.cores.to_string()])
+            .args(if node >= self.initial {
+                &["--join"][..]
+            } else {
+                &[][..]
+            })
             .args(&self.extra)
             .arg("--data")
             .arg(self.data_dir(node))
-            .env("RAST_LOG", "warn")
+            .env(
+                "RAST_LOG",
+                std::env::var("RAST_TEST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
             .stdin(Stdio::null())
             .spawn()
             .expect("spawning rast serve");
@@ -90,6 +101,18 @@ impl Cluster {
     /// Replaces the extra `rast serve` arguments of later (re)starts.
     pub fn set_extra(&mut self, extra: &[&str]) {
         self.extra = extra.iter().map(|arg| (*arg).to_owned()).collect();
+    }
+
+    /// Starts one more node with `--join` (outside every configuration,
+    /// `--peers` naming the initial nodes); returns its index (0-based; its
+    /// id is the index plus one).
+    pub fn join(&mut self) -> usize {
+        let node = self.children.len();
+        self.addresses.push(format!("127.0.0.1:{}", free_port()));
+        self.metrics.push(format!("127.0.0.1:{}", free_port()));
+        self.children.push(None);
+        self.restart(node);
+        node
     }
 
     /// SIGKILLs node `node` and reaps it.
