@@ -333,7 +333,7 @@ fn panicking_apply_stops_the_machine() {
         .apply(LogIndex(2), &command(0, 0, "boom", put("1")))
         .unwrap_err();
     assert!(
-        matches!(&error, ApplyError::Panicked { index: LogIndex(2), message } if message.contains("planted panic")),
+        matches!(&error, ApplyError::Panicked { index: LogIndex(2), message } if message.contains("injected panic")),
         "{error}"
     );
     assert_eq!(

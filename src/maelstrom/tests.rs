@@ -296,7 +296,10 @@ fn state_machine_panic_stops_applying_but_not_the_node() {
     );
     let status = cluster.call(&leader, json!({"type": "rast_status"}));
     assert!(
-        status["failed"].as_str().unwrap().contains("planted panic"),
+        status["failed"]
+            .as_str()
+            .unwrap()
+            .contains("injected panic"),
         "{status}"
     );
     for _ in 0..300 {
