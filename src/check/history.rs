@@ -148,6 +148,20 @@ pub struct Operation<O> {
 }
 
 impl<O> Operation<O> {
+    /// The same call (process, positions, times) as an operation of
+    /// another type: a history taken apart per object.
+    pub fn retyped<P>(&self, invoke: P, outcome: Outcome<P>) -> Operation<P> {
+        Operation {
+            process: self.process,
+            invoke,
+            outcome,
+            position_invoke: self.position_invoke,
+            position_complete: self.position_complete,
+            time_ns_invoke: self.time_ns_invoke,
+            time_ns_complete: self.time_ns_complete,
+        }
+    }
+
     /// Whether `self` completed before `other` was invoked: then any correct
     /// system ordered `self` first.
     pub fn precedes<P>(&self, other: &Operation<P>) -> bool {

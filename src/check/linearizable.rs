@@ -366,15 +366,7 @@ fn split_by_key(
             Outcome::Unknown => Outcome::Unknown,
         };
         let (key_operations, key_origin) = per_key.entry(key).or_default();
-        key_operations.push(Operation {
-            process: operation.process,
-            invoke,
-            outcome,
-            position_invoke: operation.position_invoke,
-            position_complete: operation.position_complete,
-            time_ns_invoke: operation.time_ns_invoke,
-            time_ns_complete: operation.time_ns_complete,
-        });
+        key_operations.push(operation.retyped(invoke, outcome));
         key_origin.push(index);
     }
     per_key

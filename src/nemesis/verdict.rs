@@ -189,15 +189,7 @@ fn log_operations(
         {
             server_entries.insert(payload);
         }
-        selected.push(Operation {
-            process: operation.process,
-            invoke: op,
-            outcome,
-            position_invoke: operation.position_invoke,
-            position_complete: operation.position_complete,
-            time_ns_invoke: operation.time_ns_invoke,
-            time_ns_complete: operation.time_ns_complete,
-        });
+        selected.push(operation.retyped(op, outcome));
     }
     for node_log in &evidence.final_logs[log] {
         server_entries.extend(
@@ -333,15 +325,7 @@ fn kv_operations(operations: &[Operation<NemesisOp>]) -> Vec<Operation<KvOp>> {
                 Outcome::Fail(NemesisOp::Kv(done)) => Outcome::Fail(done),
                 _ => Outcome::Unknown,
             };
-            Some(Operation {
-                process: operation.process,
-                invoke,
-                outcome,
-                position_invoke: operation.position_invoke,
-                position_complete: operation.position_complete,
-                time_ns_invoke: operation.time_ns_invoke,
-                time_ns_complete: operation.time_ns_complete,
-            })
+            Some(operation.retyped(invoke, outcome))
         })
         .collect()
 }
