@@ -13,30 +13,6 @@ use rast::types::LogIndex;
 
 const LEADER_WITHIN: Duration = Duration::from_secs(20);
 
-/// Reads every committed entry of `log` from node `node` (through a client
-/// pinned to that node) up to `last`.
-fn read_all(cluster: &Cluster, node: usize, last: u64) -> BTreeMap<u64, Vec<u8>> {
-    let mut client = rast::client::Client::new(
-        &[cluster.addresses[node].as_str()],
-        rast::client::ClientOptions {
-            deadline: Duration::from_secs(10),
-            ..rast::client::ClientOptions::default()
-        },
-    )
-    .unwrap();
-    let mut entries = BTreeMap::new();
-    let mut next = 1;
-    while next <= last {
-        let batch = client.read("default", LogIndex(next), 0).unwrap();
-        assert!(!batch.is_empty(), "node {node} returned nothing at {next}");
-        for (index, payload) in batch {
-            entries.insert(index.get(), payload);
-            next = next.max(index.get() + 1);
-        }
-    }
-    entries
-}
-
 /// Append then read returns the same payloads at the indexes the append
 /// reported, and a tail receives entries appended after it started.
 #[test]
@@ -107,7 +83,7 @@ fn leader_killed_under_load_loses_nothing() {
     let last = *acknowledged.keys().last().unwrap();
     let new_leader = cluster.wait_for_leader("default", LEADER_WITHIN);
     cluster.wait_for_commit("default", last, LEADER_WITHIN);
-    let reference = read_all(&cluster, new_leader, last);
+    let reference = cluster.read_all(new_leader, "default", last);
     for (index, payload) in &acknowledged {
         assert_eq!(
             reference.get(index),
@@ -119,7 +95,7 @@ fn leader_killed_under_load_loses_nothing() {
         if cluster.status(node, "default").is_none() {
             continue; // the killed node
         }
-        let entries = read_all(&cluster, node, last);
+        let entries = cluster.read_all(node, "default", last);
         for (index, payload) in &entries {
             assert_eq!(
                 reference.get(index),
@@ -150,7 +126,7 @@ fn restarted_node_catches_up() {
     }
     cluster.restart(victim);
     cluster.wait_for_commit("default", last, LEADER_WITHIN);
-    let entries = read_all(&cluster, victim, last);
+    let entries = cluster.read_all(victim, "default", last);
     assert_eq!(
         entries.get(&last).map(Vec::as_slice),
         Some(b"while-down-9".as_slice())
@@ -177,7 +153,7 @@ fn rolling_restart_under_load() {
     let last = *acknowledged.keys().last().unwrap();
     cluster.wait_for_commit("default", last, LEADER_WITHIN);
     let leader = cluster.wait_for_leader("default", LEADER_WITHIN);
-    let entries = read_all(&cluster, leader, last);
+    let entries = cluster.read_all(leader, "default", last);
     for (index, payload) in &acknowledged {
         assert_eq!(entries.get(index), Some(payload), "entry {index} lost");
     }
@@ -284,7 +260,7 @@ fn spliced_batches_reach_every_follower_intact() {
     cluster.restart(follower);
     cluster.wait_for_commit("default", last, LEADER_WITHIN);
     for node in 0..3 {
-        let entries = read_all(&cluster, node, last);
+        let entries = cluster.read_all(node, "default", last);
         for (index, payload) in &expected {
             assert!(
                 entries.get(index) == Some(payload),
@@ -498,9 +474,9 @@ fn full_disk_stops_a_log_until_space_returns() {
     }
     let after = client.append("default", &[b"after"]).unwrap();
     cluster.wait_for_commit("default", after.first_index.get(), LEADER_WITHIN);
-    let expected = read_all(&cluster, leader, after.first_index.get());
+    let expected = cluster.read_all(leader, "default", after.first_index.get());
     assert_eq!(
-        read_all(&cluster, follower, after.first_index.get()),
+        cluster.read_all(follower, "default", after.first_index.get()),
         expected
     );
 }

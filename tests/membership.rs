@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use common::Cluster;
 use rast::client::{Client, ClientOptions};
-use rast::types::LogIndex;
 use rast::wire::client::{AdminRequest, Members, ResponseBody};
 
 const WITHIN: Duration = Duration::from_secs(30);
@@ -39,31 +38,6 @@ fn wait_until(what: &str, within: Duration, mut condition: impl FnMut() -> bool)
         assert!(started.elapsed() < within, "{what}: not within {within:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Every committed entry of `default` at node `node`, from 1 to `last`.
-fn read_all(cluster: &Cluster, node: usize, last: u64) -> BTreeMap<u64, Vec<u8>> {
-    let mut client = Client::new(
-        &[cluster.addresses[node].as_str()],
-        ClientOptions {
-            deadline: Duration::from_secs(10),
-            ..ClientOptions::default()
-        },
-    )
-    .unwrap();
-    let mut entries = BTreeMap::new();
-    let mut next = 1;
-    while next <= last {
-        let batch = client.read("default", LogIndex(next), 0).unwrap();
-        assert!(!batch.is_empty(), "node {node} returned nothing at {next}");
-        for (index, payload) in batch {
-            if index.get() <= last {
-                entries.insert(index.get(), payload);
-            }
-            next = next.max(index.get() + 1);
-        }
-    }
-    entries
 }
 
 /// The node among `voters` that leads `default`, and its commit index.
@@ -203,7 +177,7 @@ fn check_logs(cluster: &Cluster, remaining: &[usize], acknowledged: &[(u64, Vec<
     let commit = commits.iter().copied().min().expect("three voters");
     let logs: Vec<BTreeMap<u64, Vec<u8>>> = remaining
         .iter()
-        .map(|node| read_all(cluster, *node, commit))
+        .map(|node| cluster.read_all(*node, "default", commit))
         .collect();
     for (position, log) in logs.iter().enumerate() {
         assert_eq!(log.len() as u64, commit, "node {}", remaining[position] + 1);

@@ -160,6 +160,34 @@ impl Cluster {
         client.status_of(&self.addresses[node], log).ok()
     }
 
+    /// Every committed entry of `log` at node `node` (read through a client
+    /// pinned to it), from 1 to `last`.
+    pub fn read_all(
+        &self,
+        node: usize,
+        log: &str,
+        last: u64,
+    ) -> std::collections::BTreeMap<u64, Vec<u8>> {
+        let options = ClientOptions {
+            deadline: Duration::from_secs(10),
+            ..ClientOptions::default()
+        };
+        let mut client = Client::new(&[self.addresses[node].as_str()], options).unwrap();
+        let mut entries = std::collections::BTreeMap::new();
+        let mut next = 1;
+        while next <= last {
+            let batch = client.read(log, rast::types::LogIndex(next), 0).unwrap();
+            assert!(!batch.is_empty(), "node {node} returned nothing at {next}");
+            for (index, payload) in batch {
+                if index.get() <= last {
+                    entries.insert(index.get(), payload);
+                }
+                next = next.max(index.get() + 1);
+            }
+        }
+        entries
+    }
+
     /// Waits until a running node reports itself leader; returns it.
     pub fn wait_for_leader(&self, log: &str, within: Duration) -> usize {
         let started = Instant::now();
