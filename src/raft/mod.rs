@@ -52,7 +52,7 @@ pub mod random;
 pub use action::{Action, HardState, Role};
 #[cfg(feature = "planted-bugs")]
 pub use core::PlantedBug;
-pub use core::{Config, Core, ProposeError, ReadError, Restart, TransferError};
+pub use core::{Config, Core, ProposeError, ReadError, Restart, SnapshotInstall, TransferError};
 pub use message::{
     AppendEntries, AppendRange, AppendResponse, BatchSummary, Body, Heartbeat, HeartbeatResponse,
     InstallSnapshot, Message, Outgoing, OutgoingBody, RequestVote, SnapshotResponse, VoteResponse,
