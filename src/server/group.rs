@@ -31,6 +31,7 @@ use crate::wire::client::{ErrorKind, ErrorReply, Response, ResponseBody};
 use crate::wire::{BatchKind, BatchMut, BatchView, WireError, encode_batch, split_frame};
 
 mod kv;
+pub mod snapshot;
 #[cfg(test)]
 mod tests;
 
