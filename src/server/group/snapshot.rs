@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use super::Group;
 use crate::kv::StateMachine;
-use crate::raft::Membership;
+use crate::raft::{BatchSummary, Membership};
+use crate::storage::LogStorage;
 use crate::storage::snapshot_file::{self, SnapshotFileError, SnapshotMeta};
 use crate::types::{LogIndex, Term};
 
@@ -98,6 +99,69 @@ impl Group {
         start(machine, term, *self.core.membership(), dir).ok()
     }
 
+    /// Restarts the group from the newest valid snapshot in `dir` and the
+    /// log after it; call right after [`Group::open`], before any input.
+    /// Returns the snapshot's index (`None`: no snapshot, nothing changed).
+    /// A log that cannot continue the snapshot, or a snapshot the machine
+    /// refuses, is an error naming the file: the group must not start.
+    pub fn restore_snapshot(
+        &mut self,
+        dir: &Path,
+        now_ms: u64,
+    ) -> Result<Option<LogIndex>, String> {
+        let Some(machine) = self.kv.as_mut() else {
+            return Ok(None);
+        };
+        let Some((meta, path)) = snapshot_file::latest(dir).map_err(|error| error.to_string())?
+        else {
+            return Ok(None);
+        };
+        let batches = log_after_snapshot(self.storage.as_mut(), meta.index, meta.term)
+            .map_err(|reason| format!("{}: {reason}", path.display()))?;
+        let mut restored = StateMachine::new();
+        restored
+            .restore_from(
+                snapshot_file::body_reader(&path, &meta).map_err(|error| error.to_string())?,
+            )
+            .map_err(|error| format!("{}: {error}", path.display()))?;
+        if restored.applied_index() != meta.index {
+            return Err(format!(
+                "{}: the machine's applied index {} is not the file's {}",
+                path.display(),
+                restored.applied_index(),
+                meta.index
+            ));
+        }
+        *machine = restored;
+        // The node has seen the snapshot's term even if its hard state
+        // was lost: never start below it (no vote in it yet).
+        let stored = self.storage.hard_state();
+        let hard_state = if stored.term >= meta.term {
+            crate::raft::HardState {
+                term: stored.term,
+                vote: stored.vote,
+                commit: stored.commit,
+            }
+        } else {
+            crate::raft::HardState {
+                term: meta.term,
+                vote: crate::types::NodeId::ZERO,
+                commit: meta.index,
+            }
+        };
+        let restart = crate::raft::Restart {
+            hard_state,
+            snapshot_index: meta.index,
+            snapshot_term: meta.term,
+            membership: meta.membership,
+            batches: &batches,
+            now_ms,
+        };
+        self.core = crate::raft::Core::new(self.core.config().clone(), &restart);
+        self.durable_index = self.storage.last_index();
+        Ok(Some(meta.index))
+    }
+
     /// A snapshot is durable: drop the log below it, in the core and in
     /// storage (whole segments), if its index is durable here and ends a
     /// batch; else keep the log (a later snapshot compacts). Returns the
@@ -118,12 +182,157 @@ impl Group {
     }
 }
 
+/// How a log recovered from disk continues a snapshot up to `index` (of
+/// `term`): the summaries of its batches after the snapshot, or why the
+/// pair cannot be trusted. The log may start anywhere at or below
+/// `index + 1` (segments are dropped whole) and may end before `index` only
+/// if it holds nothing after it (then it is reset to continue the
+/// snapshot). A gap after the snapshot, or another term at its index, means
+/// entries that may have been acknowledged are missing: refused.
+pub fn log_after_snapshot(
+    storage: &mut dyn LogStorage,
+    index: LogIndex,
+    term: Term,
+) -> Result<Vec<BatchSummary>, String> {
+    if storage.first_index() > index.next() {
+        return Err(format!(
+            "the log starts at {} but the snapshot ends at {index}: entries are missing",
+            storage.first_index()
+        ));
+    }
+    if storage.last_index() <= index {
+        storage
+            .reset(index.next())
+            .map_err(|error| format!("resetting the log after the snapshot: {error}"))?;
+        return Ok(Vec::new());
+    }
+    if let Some(stored) = storage.term_at(index)
+        && index >= storage.first_index()
+        && stored != term
+    {
+        return Err(format!(
+            "the log has term {stored} at {index}, the snapshot term {term}"
+        ));
+    }
+    let mut batches = Vec::new();
+    super::visit_batches(storage, index.next(), |view, _| {
+        let summary = super::summary_of(view)?;
+        if summary.last_index() > index {
+            batches.push(summary);
+        }
+        Ok(true)
+    })
+    .map_err(|error| error.to_string())?;
+    if batches
+        .first()
+        .is_some_and(|first| first.first_index != index.next())
+    {
+        return Err(format!(
+            "the snapshot ends at {index} inside a batch of the log"
+        ));
+    }
+    Ok(batches)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::memory::{MemoryLog, SyncMode};
     use crate::storage::segment::tests::TempDir;
     use crate::types::NodeId;
     use crate::wire::client::{KvCommand, KvOperation};
+
+    fn log_of(batches: &[(u64, u64, usize)]) -> MemoryLog {
+        let mut log = MemoryLog::new(SyncMode::Immediate);
+        for (first, term, count) in batches {
+            let payloads = vec![b"x".to_vec(); *count];
+            let frame = crate::wire::encode_batch(
+                crate::wire::BatchKind::Data,
+                Term(*term),
+                LogIndex(*first),
+                &payloads,
+            );
+            log.append(&frame).expect("append");
+        }
+        log.sync_all().expect("sync");
+        log
+    }
+
+    /// A log continuing the snapshot gives its batches after it; a log
+    /// ending at or before it is reset after it; a gap or another term at
+    /// the snapshot's index is refused with a clear reason.
+    #[test]
+    fn log_after_snapshot_accepts_continuations_and_refuses_gaps() {
+        let mut log = log_of(&[(1, 1, 2), (3, 1, 2), (5, 2, 3)]);
+        let after = log_after_snapshot(&mut log, LogIndex(4), Term(1)).expect("continues");
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].first_index, LogIndex(5));
+        let error = log_after_snapshot(&mut log, LogIndex(4), Term(2)).expect_err("term");
+        assert!(error.contains("term"), "{error}");
+        let error = log_after_snapshot(&mut log, LogIndex(5), Term(2)).expect_err("inside");
+        assert!(error.contains("inside a batch"), "{error}");
+        log.drop_prefix(LogIndex(4)).expect("drop");
+        assert_eq!(log.first_index(), LogIndex(5));
+        let error = log_after_snapshot(&mut log, LogIndex(2), Term(1)).expect_err("gap");
+        assert!(error.contains("missing"), "{error}");
+        let after = log_after_snapshot(&mut log, LogIndex(9), Term(2)).expect("reset");
+        assert!(after.is_empty());
+        assert_eq!(log.first_index(), LogIndex(10));
+        assert_eq!(log.last_index(), LogIndex(9));
+    }
+
+    /// A kv group opened over an empty log restarts from the snapshot in
+    /// its directory: commit, log and machine start at the snapshot's
+    /// index, and the node goes on to lead and append after it.
+    #[test]
+    fn group_restarts_from_its_snapshot() {
+        let dir = TempDir::new("kv-restart");
+        let mut machine = StateMachine::new();
+        machine
+            .apply(
+                LogIndex(5),
+                &KvCommand {
+                    client_id: 0,
+                    sequence: 0,
+                    key: b"color".to_vec(),
+                    operation: KvOperation::Put(b"red".to_vec()),
+                    time_ms: 1,
+                },
+            )
+            .expect("apply");
+        let membership = Membership::with_voters(&[NodeId(1)]).expect("voters");
+        start(&machine, Term(2), membership, &dir.0)
+            .expect("start")
+            .wait()
+            .expect("written");
+        let mut group = Group::open(
+            crate::types::LogId::from_name(super::super::KV_LOG),
+            super::super::KV_LOG.to_owned(),
+            crate::raft::Config::new(NodeId(1), 7),
+            &[NodeId(1)],
+            vec![(NodeId(1), "127.0.0.1:1".to_owned())],
+            Box::new(MemoryLog::new(SyncMode::Immediate)),
+            0,
+        )
+        .expect("open");
+        assert_eq!(
+            group.restore_snapshot(&dir.0, 0).expect("restore"),
+            Some(LogIndex(5))
+        );
+        assert_eq!(group.core().commit_index(), LogIndex(5));
+        assert_eq!(group.storage().first_index(), LogIndex(6));
+        let kv = group.kv.as_ref().expect("kv");
+        assert_eq!(kv.get(b"color"), Some(&b"red"[..]));
+        let mut out = super::super::Outbound::default();
+        let mut now = 0;
+        while group.core().commit_index() < LogIndex(6) {
+            now += 50;
+            assert!(now < 60_000, "a single node elects itself and commits");
+            group.tick(now, &mut out);
+            group.turn(&mut out);
+        }
+        assert_eq!(group.core().log().snapshot_index(), LogIndex(5));
+    }
 
     /// The snapshot written in the background holds the machine's state
     /// at the moment of the encode (later applies do not leak into it); the
