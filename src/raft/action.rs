@@ -50,7 +50,9 @@ pub enum Role {
 /// * **`Apply { up_to }`**: entries up to `up_to` are committed. They have
 ///   been handed to storage (maybe not yet durable locally: a quorum has them
 ///   durable) and may be applied once the preceding storage actions are
-///   issued. `up_to` never decreases during the life of a core.
+///   issued. `up_to` never decreases during the life of a core, and never
+///   covers entries a `snapshot_installed` call handed over (the runtime
+///   loaded their state from the snapshot).
 /// * **`ReadReady`**: serve the reads of the rounds up to `through_round`
 ///   once the state machine has applied at least `index`.
 /// * `AppendReceived` refers to the message passed to the `step` call that

@@ -148,6 +148,20 @@ pub enum ProposeError {
     Invalid,
 }
 
+/// What installing a leader's snapshot does to this node's log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotInstall {
+    /// Nothing: the snapshot is not ahead of the commit index (or this
+    /// node leads).
+    Ignore,
+    /// The log holds the snapshot's last entry (same index and term),
+    /// durable: only the prefix up to it is dropped, the entries after it
+    /// stay.
+    KeepLog,
+    /// The log is discarded and restarts after the snapshot.
+    ResetLog,
+}
+
 /// Why a ReadIndex request was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ReadError {
@@ -627,9 +641,26 @@ impl Core {
         self.finish(start, actions);
     }
 
+    /// How a snapshot up to `index` (of `term`) received from the leader
+    /// would be installed now; the runtime asks before it touches its disk
+    /// and then calls [`Self::snapshot_installed`].
+    pub fn snapshot_install(&self, index: LogIndex, term: Term) -> SnapshotInstall {
+        if index <= self.commit || self.role == Role::Leader {
+            SnapshotInstall::Ignore
+        } else if self.log.term_at(index) == Some(term)
+            && index <= self.log.durable_index()
+            && self.log.is_batch_end(index)
+        {
+            SnapshotInstall::KeepLog
+        } else {
+            SnapshotInstall::ResetLog
+        }
+    }
+
     /// The runtime installed a snapshot up to `index` (of `term`) received
-    /// from the leader. Ignored unless it is ahead of the commit index: a
-    /// snapshot never moves commit backwards.
+    /// from the leader, as [`Self::snapshot_install`] said. Ignored unless
+    /// it is ahead of the commit index: a snapshot never moves commit
+    /// backwards.
     pub fn snapshot_installed(
         &mut self,
         index: LogIndex,
@@ -638,16 +669,36 @@ impl Core {
         actions: &mut Vec<Action>,
     ) {
         let start = actions.len();
-        if index > self.commit && self.role != Role::Leader {
-            self.log.reset_to_snapshot(index, term);
-            self.commit = index;
-            self.verified_index = self.verified_index.max(index);
-            self.membership_committed = membership;
-            self.memberships_uncommitted.clear();
-            self.set_membership(membership);
-            self.acknowledge(actions);
+        match self.snapshot_install(index, term) {
+            SnapshotInstall::Ignore => {}
+            SnapshotInstall::KeepLog => {
+                // Raft §7: the entries after a matching snapshot point stay
+                // (this node may have acknowledged them).
+                self.commit = index;
+                self.log.compact(index);
+                self.memberships_uncommitted.retain(|(at, _)| *at > index);
+                self.installed(index, membership, actions);
+            }
+            SnapshotInstall::ResetLog => {
+                // Nothing after `index` can have been acknowledged to this
+                // leader: it matched nothing past its snapshot point.
+                self.log.reset_to_snapshot(index, term);
+                self.commit = index;
+                self.memberships_uncommitted.clear();
+                self.installed(index, membership, actions);
+            }
         }
         self.finish(start, actions);
+    }
+
+    fn installed(&mut self, index: LogIndex, membership: Membership, actions: &mut Vec<Action>) {
+        // The runtime installed the state up to `index` itself: no `Apply`
+        // covers those entries (it would apply them twice).
+        self.reported_commit = index;
+        self.verified_index = self.verified_index.max(index);
+        self.membership_committed = membership;
+        self.restore_membership();
+        self.acknowledge(actions);
     }
 
     /// Forgets the log up to `index` (a batch end at or below the commit and

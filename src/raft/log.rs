@@ -262,13 +262,22 @@ impl Log {
 
     /// The largest index at or below `index` whose term is at most `term`
     /// (etcd's `findConflictByTerm`), with that term. Walks whole batches.
+    /// Below the snapshot terms are unknown: when the snapshot's own term
+    /// is above `term`, the answer is some index below it, reported as the
+    /// one just below with term zero (a leader then probes from the
+    /// snapshot index, which makes it send the snapshot).
     pub fn find_conflict_by_term(&self, index: LogIndex, term: Term) -> (LogIndex, Term) {
         let mut index = index.min(self.last_index());
         loop {
             match self.batch_at(index) {
                 Some(batch) if batch.term > term => index = batch.first_index.prev(),
                 Some(batch) => return (index, batch.term),
-                None => return (index, self.term_at(index).unwrap_or(Term::ZERO)),
+                None => {
+                    return match self.term_at(index) {
+                        Some(known) if known > term => (index.prev(), Term::ZERO),
+                        known => (index, known.unwrap_or(Term::ZERO)),
+                    };
+                }
             }
         }
     }
@@ -479,6 +488,30 @@ mod tests {
         assert_eq!(log.term_at(LogIndex(5)), Some(Term(2)));
         assert_eq!(log.term_at(LogIndex(4)), None);
         log.check();
+    }
+
+    /// A conflict below the first held entry, whose term at the snapshot
+    /// boundary is above the one asked for, is reported below the snapshot
+    /// (regression: it was reported at the snapshot index with the
+    /// snapshot's term, so a leader probed the very index the follower had
+    /// just rejected, forever, instead of sending its snapshot).
+    #[test]
+    fn find_conflict_by_term_below_the_snapshot() {
+        let mut log = log_of(&[(1, 1, 3), (4, 3, 2), (6, 3, 3)]);
+        log.mark_all_durable();
+        log.compact(LogIndex(5));
+        assert_eq!(
+            log.find_conflict_by_term(LogIndex(5), Term(1)),
+            (LogIndex(4), Term::ZERO)
+        );
+        assert_eq!(
+            log.find_conflict_by_term(LogIndex(5), Term(3)),
+            (LogIndex(5), Term(3))
+        );
+        assert_eq!(
+            log.find_conflict_by_term(LogIndex(8), Term(2)),
+            (LogIndex(4), Term::ZERO)
+        );
     }
 
     /// Truncating inside a batch would split it: refused.

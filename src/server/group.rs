@@ -32,6 +32,7 @@ use crate::wire::{BatchKind, BatchMut, BatchView, WireError, encode_batch, split
 
 mod admin;
 mod kv;
+pub mod snapshot;
 #[cfg(test)]
 mod tests;
 

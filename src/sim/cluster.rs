@@ -10,6 +10,13 @@
 //!                                        └─► Checker (after every event)
 //! ```
 //!
+//! Snapshots: in most seeds each node snapshots both its state machines
+//! every few dozen applied entries and compacts its log below the snapshot
+//! ([`super::snapshot`]); a leader whose follower needs compacted entries
+//! streams its snapshot in chunks (`Action::SendSnapshot`), resent from the
+//! follower's answered offset after loss, restarted after the follower's
+//! crash; a restarted node starts from its snapshot and the log after it.
+//!
 //! A run has two phases. Until `Heal`, the nemesis injects faults while
 //! clients append and read. At `Heal`, every fault stops and crashed nodes
 //! restart; from then on a leader must be elected and probe appends must
@@ -25,6 +32,8 @@
 //! that id as a voter, and a forgotten vote would let it win an election
 //! with a stale log; etcd forbids reusing ids for the same reason).
 
+mod snapshots;
+
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
 use std::rc::Rc;
@@ -34,12 +43,13 @@ use crate::constants::{BATCH_ENTRIES_MAX, NODES_MAX};
 use crate::kv::{KvResponse, StateMachine};
 use crate::raft::random::Random;
 use crate::raft::{
-    Action, AppendEntries, Body, Change, Config, Core, Membership, Message, OutgoingBody,
-    ProposeError, Restart, Role,
+    Action, AppendEntries, Body, Change, Config, Core, InstallSnapshot, Membership, Message,
+    OutgoingBody, ProposeError, Restart, Role, SnapshotResponse,
 };
 use crate::sim::checker::{Checker, HistoryEntry, Operation, Outcome, Violation};
 use crate::sim::disk::{BatchRef, DiskOperation, DurableView, SimBatch, SimDisk};
 use crate::sim::kv::{KvEntry, KvOutcome};
+use crate::sim::snapshot::{Chunk, Receiving, Sending};
 use crate::types::{LogIndex, NodeId, Term};
 use crate::wire::client::{KvCommand, KvOperation, decode_kv_command, encode_kv_command};
 use crate::wire::{BatchKind, BatchView};
@@ -59,6 +69,12 @@ const CLIENT_TIMEOUT_MS: u64 = 600;
 const PROBE_APPENDS: usize = 3;
 /// Events one run may take: a bound on a run that stopped making progress.
 const EVENTS_MAX: u64 = 20_000_000;
+/// A leader resends a snapshot stream from the acknowledged offset when
+/// nothing was acknowledged for this long.
+const SNAPSHOT_RESEND_MS: u64 = 60;
+/// A leader gives a snapshot stream up after this long (the core then
+/// probes again and asks for a new one if still needed).
+const SNAPSHOT_GIVE_UP_MS: u64 = 2_000;
 
 /// How a run is shaped.
 #[derive(Clone, Debug)]
@@ -80,8 +96,12 @@ pub struct Options {
     /// seeds that are multiples of this; the fast log checker runs on all.
     pub exact_search_every: u64,
     /// Change the membership during the faulty phase, with
-    /// [`CHURN_SPARES`] spare nodes (see the module docs).
+    /// [`CHURN_SPARES`] spare nodes (see the module docs). Such runs take
+    /// no snapshots: a snapshot does not record the configuration yet.
     pub churn: bool,
+    /// Snapshot every this many applied entries (0: never), instead of the
+    /// seed's own draw.
+    pub snapshot_every: Option<u64>,
     /// The bug planted in every node, if any.
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<crate::raft::PlantedBug>,
@@ -102,6 +122,7 @@ impl Options {
             exact_search_every: 16,
             trace: false,
             churn: false,
+            snapshot_every: None,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
@@ -159,6 +180,14 @@ pub struct Report {
     pub promotions_refused: u64,
     /// The configuration in force at the end.
     pub membership: Membership,
+    /// Snapshots taken (each followed by a compaction of the log).
+    pub snapshots_taken: u64,
+    /// Snapshots installed from a leader's stream.
+    pub snapshots_installed: u64,
+    /// Snapshot chunks sent.
+    pub snapshot_chunks_sent: u64,
+    /// Nodes restarted from a snapshot (not from index 1).
+    pub restarts_from_snapshot: u64,
 }
 
 /// A failed run: the property violated and when.
@@ -213,6 +242,8 @@ enum EnvelopeBody {
         batches: Vec<BatchRef>,
     },
     Other(OutgoingBody),
+    InstallSnapshot(Chunk),
+    SnapshotResponse(SnapshotResponse),
 }
 
 #[derive(Debug)]
@@ -278,6 +309,10 @@ struct Node {
     kv_proposals: Vec<(usize, Term, LogIndex)>,
     /// Starts outside every configuration (a spare).
     outside: bool,
+    /// Leader: snapshot streams to followers.
+    sending: Vec<Sending>,
+    /// Follower: the snapshot being received (memory only: a crash loses it).
+    receiving: Option<Receiving>,
 }
 
 struct Faults {
@@ -353,6 +388,15 @@ struct Simulation {
     /// (session id, sequence) → kv operation.
     kv_requests: std::collections::HashMap<(u64, u64), usize>,
     kv_verdict: crate::sim::kv::KvVerdict,
+    /// Take a snapshot once this many entries were applied past the last
+    /// one (0: never, the log is never compacted).
+    snapshot_every: u64,
+    /// Bytes per InstallSnapshot chunk.
+    snapshot_chunk_bytes: u64,
+    snapshots_taken: u64,
+    snapshots_installed: u64,
+    snapshot_chunks_sent: u64,
+    restarts_from_snapshot: u64,
 }
 
 impl Simulation {
@@ -381,8 +425,28 @@ impl Simulation {
                 kv: StateMachine::new(),
                 kv_proposals: Vec::new(),
                 outside: id.get() > options.nodes as u64,
+                sending: Vec::new(),
+                receiving: None,
             })
             .collect();
+        // Per-seed snapshot shape, from its own stream: a quarter of the
+        // seeds never compact; the rest snapshot every few to few hundred
+        // entries, with chunks small enough that a transfer takes many.
+        let mut shape = Random::new(seed ^ 0x5a95_4a07);
+        let snapshot_every = match shape.below(4) {
+            0 => 0,
+            1 => shape.between(4, 20),
+            2 => shape.between(20, 80),
+            _ => shape.between(80, 300),
+        };
+        // Snapshots do not record the configuration yet: runs that change
+        // membership take none.
+        let snapshot_every = if options.churn {
+            0
+        } else {
+            options.snapshot_every.unwrap_or(snapshot_every)
+        };
+        let snapshot_chunk_bytes = shape.between(64, 2_048);
         let clients = (0..options.clients)
             .map(|_| Client {
                 operation: None,
@@ -431,6 +495,12 @@ impl Simulation {
             kv_applied_max: LogIndex::ZERO,
             kv_requests: std::collections::HashMap::new(),
             kv_verdict: crate::sim::kv::KvVerdict::default(),
+            snapshot_every,
+            snapshot_chunk_bytes,
+            snapshots_taken: 0,
+            snapshots_installed: 0,
+            snapshot_chunks_sent: 0,
+            restarts_from_snapshot: 0,
         }
     }
 
@@ -487,6 +557,10 @@ impl Simulation {
             membership_changes: self.membership_changes,
             promotions_refused: self.promotions_refused,
             membership: self.config_committed.1,
+            snapshots_taken: self.snapshots_taken,
+            snapshots_installed: self.snapshots_installed,
+            snapshot_chunks_sent: self.snapshot_chunks_sent,
+            restarts_from_snapshot: self.restarts_from_snapshot,
         }
     }
 
@@ -527,7 +601,11 @@ impl Simulation {
             }
             self.now = scheduled.time;
             self.events += 1;
-            assert!(self.events < EVENTS_MAX, "run stopped making progress");
+            assert!(
+                self.events < EVENTS_MAX,
+                "seed {}: run stopped making progress",
+                self.seed
+            );
             self.handle(scheduled.event)?;
             if self.options.trace && self.now >= self.next_trace_ms {
                 self.trace_nodes();
@@ -546,6 +624,7 @@ impl Simulation {
                 self.schedule(TICK_MS, Event::Tick(node));
                 let now = self.now + self.nodes[node].clock_offset_ms;
                 self.with_core(node, |core, actions| core.tick(now, actions))?;
+                self.snapshot_streams_tick(node)?;
             }
             Event::Deliver(envelope) => self.deliver(&envelope)?,
             Event::SyncDone { node, life } => self.sync_done(node, life)?,
@@ -618,22 +697,38 @@ impl Simulation {
         let id = self.nodes[node].id;
         let config = self.config(id);
         // After a crash the written state is what recovery found.
+        // Start from the snapshot and the log after it.
         let recovered = self.nodes[node].disk.written();
+        let snapshot = recovered.snapshot.clone();
+        let (snapshot_index, snapshot_term) = snapshot
+            .as_ref()
+            .map_or((LogIndex::ZERO, Term::ZERO), |snapshot| {
+                (snapshot.index, snapshot.term)
+            });
         let summaries: Vec<_> = recovered
             .batches
             .iter()
             .map(|batch| batch.summary)
+            .filter(|summary| summary.first_index > snapshot_index)
             .collect();
         let configs: Vec<(LogIndex, Membership)> = recovered
             .batches
             .iter()
+            .filter(|batch| batch.summary.first_index > snapshot_index)
             .filter_map(|batch| {
                 batch
                     .membership
                     .map(|membership| (batch.summary.first_index, membership))
             })
             .collect();
-        // No snapshots here: the configuration "as of the snapshot" is the
+        assert!(
+            summaries
+                .first()
+                .is_none_or(|first| first.first_index == snapshot_index.next()),
+            "the log continues the snapshot"
+        );
+        // Runs that change membership take no snapshots (see
+        // `Options::churn`): the configuration as of a snapshot is the
         // initial one, or none for a node that starts outside.
         let membership = if self.nodes[node].outside {
             Membership::default()
@@ -642,18 +737,24 @@ impl Simulation {
         };
         let restart = Restart {
             hard_state: recovered.hard_state,
-            snapshot_index: LogIndex::ZERO,
-            snapshot_term: Term::ZERO,
+            snapshot_index,
+            snapshot_term,
             membership,
             batches: &summaries,
             now_ms: self.now + self.nodes[node].clock_offset_ms,
         };
+        let mut kv = StateMachine::new();
+        if let Some(snapshot) = &snapshot {
+            kv.restore_from(&snapshot.kv[..])
+                .expect("a stored snapshot restores");
+            self.restarts_from_snapshot += 1;
+        }
         let mut core = Core::new(config, &restart);
         core.restore_configs(&configs);
         let state = &mut self.nodes[node];
         state.core = Some(core);
-        state.applied = LogIndex::ZERO;
-        state.kv = StateMachine::new();
+        state.applied = snapshot_index;
+        state.kv = kv;
     }
 
     fn crash(&mut self, node: usize) -> Result<(), Violation> {
@@ -661,10 +762,13 @@ impl Simulation {
             return Ok(());
         }
         self.trace(|| format!("crash node {}", node + 1));
+        self.trace_nodes();
         let state = &mut self.nodes[node];
         state.core = None;
         state.life += 1;
         state.disk.crash(&mut self.random);
+        state.sending.clear();
+        state.receiving = None;
         let proposals = std::mem::take(&mut state.proposals);
         let kv_proposals = std::mem::take(&mut state.kv_proposals);
         let reads: Vec<usize> = state
@@ -752,6 +856,11 @@ impl Simulation {
                 })
             }
             EnvelopeBody::Other(other) => incoming_body(*other),
+            EnvelopeBody::InstallSnapshot(chunk) => Body::InstallSnapshot(InstallSnapshot {
+                last_index: chunk.index,
+                last_term: chunk.term,
+            }),
+            EnvelopeBody::SnapshotResponse(response) => Body::SnapshotResponse(*response),
         };
         let message = Message {
             from: envelope.from,
@@ -768,11 +877,20 @@ impl Simulation {
             .step(&message, &mut actions);
         let batches = match &envelope.body {
             EnvelopeBody::Append { batches, .. } => Some(batches.as_slice()),
-            EnvelopeBody::Other(_) => None,
+            _ => None,
         };
         let result = self.execute(node, &actions, batches, None);
         self.actions = actions;
-        result
+        result?;
+        match &envelope.body {
+            EnvelopeBody::InstallSnapshot(chunk) => {
+                self.snapshot_chunk_received(node, envelope.from, envelope.term, chunk)
+            }
+            EnvelopeBody::SnapshotResponse(response) => {
+                self.snapshot_response_received(node, envelope.from, envelope.term, *response)
+            }
+            _ => Ok(()),
+        }
     }
 
     fn sync_done(&mut self, node: usize, life: u64) -> Result<(), Violation> {
@@ -850,7 +968,7 @@ impl Simulation {
                         self.complete(operation, Outcome::Fail);
                     }
                 }
-                Action::SendSnapshot { .. } => unreachable!("the simulator never compacts"),
+                Action::SendSnapshot { to } => self.snapshot_stream_start(node, to),
                 Action::RoleChanged { role, term, leader } => {
                     self.role_changed(node, role, term, leader)?;
                 }
@@ -908,8 +1026,12 @@ impl Simulation {
             term: outgoing.term,
             body,
         };
-        let from = node;
-        let to = (outgoing.to.get() - 1) as usize;
+        self.transmit(node, envelope);
+    }
+
+    /// Puts a message on the simulated wire, through the network faults.
+    fn transmit(&mut self, from: usize, envelope: Envelope) {
+        let to = (envelope.to.get() - 1) as usize;
         if self.faults.blocked[from][to] || self.random.chance(self.faults.drop_percent, 100) {
             return;
         }
@@ -918,10 +1040,16 @@ impl Simulation {
         } else {
             1
         };
-        for _ in 0..copies {
+        let mut envelope = Some(Box::new(envelope));
+        for copy in 0..copies {
             let (low, high) = self.faults.delay_ms;
             let delay = self.random.between(low, high);
-            self.schedule(delay, Event::Deliver(Box::new(envelope.clone())));
+            let message = if copy + 1 == copies {
+                envelope.take().expect("one left")
+            } else {
+                envelope.clone().expect("one left")
+            };
+            self.schedule(delay, Event::Deliver(message));
         }
     }
 
@@ -998,7 +1126,7 @@ impl Simulation {
         }
         self.nodes[node].proposals = still;
         self.serve_reads(node);
-        Ok(())
+        self.maybe_snapshot(node)
     }
 
     fn reads_ready(&mut self, node: usize, through_round: u64, index: LogIndex) {
@@ -1065,6 +1193,8 @@ impl Simulation {
             self.checker
                 .leader_log(id, term, self.nodes[node].disk.written())?;
         } else {
+            // Streams of a former leader stop; the core forgot them.
+            self.nodes[node].sending.clear();
             for (operation, _, _) in std::mem::take(&mut self.nodes[node].proposals) {
                 self.complete(operation, Outcome::Info);
             }
@@ -1851,7 +1981,7 @@ impl Simulation {
                 |core| {
                     format!(
                         "node {}: {:?} term {} vote {} leader {} commit {} last {}@{} durable {} \
-                         disk {} (stalled until {})",
+                         disk {} snapshot {} (stalled until {})",
                         node.id,
                         core.role(),
                         core.term(),
@@ -1862,6 +1992,7 @@ impl Simulation {
                         core.log().last_term(),
                         core.log().durable_index(),
                         node.disk.durable().index(),
+                        node.disk.written().snapshot_index(),
                         node.disk_stalled_until,
                     )
                 },

@@ -10,7 +10,15 @@
 //!        │                            batches and maybe a torn one, which
 //!        ▼                            recovery (the real scan) cuts off
 //!   shadow: the same batches decoded (values per entry), for the checkers
+//!
+//!   snapshot (durable at once: written to a temp file, synced, renamed)
+//!        ├─ take_snapshot + compact: the store drops durable batches below it
+//!        └─ install_snapshot: the snapshot, then the store reset after it
 //! ```
+//!
+//! Entries at or below the snapshot's index are answered from the snapshot
+//! (which holds the plain log's values, see [`super::snapshot`]), so the
+//! checkers see one log whether or not its prefix was compacted.
 //!
 //! Because the store is the very `storage::memory::MemoryLog` that passes
 //! the storage conformance suite, the simulator exercises the real contract:
@@ -23,6 +31,7 @@ use std::rc::Rc;
 
 use crate::raft::random::Random;
 use crate::raft::{BatchSummary, HardState, Membership};
+use crate::sim::snapshot::SimSnapshot;
 use crate::storage::memory::{Crash, MemoryLog, SyncMode};
 use crate::storage::{self, LogStorage};
 use crate::types::{LogIndex, Term};
@@ -174,8 +183,10 @@ pub type BatchRef = Rc<SimBatch>;
 pub struct DiskState {
     /// The hard state last stored (durable or not).
     pub hard_state: HardState,
-    /// The log, contiguous from index 1 (the simulator does not compact).
+    /// The log after the compacted prefix, contiguous.
     pub batches: Vec<BatchRef>,
+    /// The latest snapshot (durable), covering everything before `batches`.
+    pub snapshot: Option<Rc<SimSnapshot>>,
 }
 
 impl DiskState {
@@ -183,19 +194,32 @@ impl DiskState {
     pub fn last_index(&self) -> LogIndex {
         self.batches
             .last()
-            .map_or(LogIndex::ZERO, |batch| batch.summary.last_index())
+            .map_or(self.snapshot_index(), |batch| batch.summary.last_index())
     }
 
     /// Term of the last entry.
     pub fn last_term(&self) -> Term {
-        self.batches
-            .last()
-            .map_or(Term::ZERO, |batch| batch.summary.term)
+        self.batches.last().map_or_else(
+            || {
+                self.snapshot
+                    .as_ref()
+                    .map_or(Term::ZERO, |snapshot| snapshot.term)
+            },
+            |batch| batch.summary.term,
+        )
+    }
+
+    /// Last index covered by the snapshot (zero: none).
+    pub fn snapshot_index(&self) -> LogIndex {
+        self.snapshot
+            .as_ref()
+            .map_or(LogIndex::ZERO, |snapshot| snapshot.index)
     }
 
     /// Position of the batch holding `index`.
     pub fn position(&self, index: LogIndex) -> Option<usize> {
-        if index == LogIndex::ZERO || index > self.last_index() {
+        let first = self.batches.first()?.summary.first_index;
+        if index < first || index > self.last_index() {
             return None;
         }
         let after = self
@@ -204,13 +228,15 @@ impl DiskState {
         Some(after - 1)
     }
 
-    /// The entry at `index`: its term and value.
+    /// The entry at `index`: its term and value (from the log, or from
+    /// the snapshot below it).
     pub fn entry(&self, index: LogIndex) -> Option<(Term, u64)> {
-        self.position(index).map(|position| {
+        if let Some(position) = self.position(index) {
             let batch = &self.batches[position];
             let offset = (index.get() - batch.summary.first_index.get()) as usize;
-            (batch.summary.term, batch.values[offset])
-        })
+            return Some((batch.summary.term, batch.values[offset]));
+        }
+        self.snapshot.as_ref()?.entry(index)
     }
 }
 
@@ -229,7 +255,7 @@ impl DurableView<'_> {
 
     /// The durable entry at `index`.
     pub fn entry(&self, index: LogIndex) -> Option<(Term, u64)> {
-        if index > self.index {
+        if index > self.index.max(self.written.snapshot_index()) {
             return None;
         }
         self.written.entry(index)
@@ -368,10 +394,7 @@ impl SimDisk {
         let mut report = SyncReport::default();
         // Compare index *and* term: after a truncation the same index may
         // be durable again with another entry, which is news to the core.
-        let term = self
-            .store
-            .term_at(durability.index)
-            .expect("durable is stored");
+        let term = self.term_at(durability.index).expect("durable is stored");
         if (durability.index, term) != self.reported_log {
             report.log = Some((durability.index, term));
             self.reported_log = (durability.index, term);
@@ -396,12 +419,11 @@ impl SimDisk {
         self.store = MemoryLog::open(image, SyncMode::Manual).expect("recovery succeeds");
         self.syncing = false;
         let durability = self.store.durability();
-        let term = self.store.term_at(durability.index).unwrap_or(Term::ZERO);
-        self.reported_log = (durability.index, term);
-        self.reported_hard_state = durability.hard_state;
+        let snapshot = self.written.snapshot.take();
         let mut written = DiskState {
             hard_state: raft_hard_state(self.store.hard_state()),
             batches: Vec::new(),
+            snapshot,
         };
         let mut next = self.store.first_index();
         while next <= self.store.last_index() {
@@ -415,6 +437,49 @@ impl SimDisk {
             }
         }
         self.written = written;
+        let term = self.term_at(durability.index).unwrap_or(Term::ZERO);
+        self.reported_log = (durability.index, term);
+        self.reported_hard_state = durability.hard_state;
+    }
+
+    /// Term of the entry at `index`, from the store or the snapshot.
+    fn term_at(&self, index: LogIndex) -> Option<Term> {
+        self.store
+            .term_at(index)
+            .filter(|_| index >= self.store.first_index() || index == LogIndex::ZERO)
+            .or_else(|| self.written.entry(index).map(|(term, _)| term))
+    }
+
+    /// The latest snapshot.
+    pub fn snapshot(&self) -> Option<&Rc<SimSnapshot>> {
+        self.written.snapshot.as_ref()
+    }
+
+    /// Stores a snapshot of this node's own state (durable at once) and
+    /// lets the store drop the durable batches it covers.
+    pub fn take_snapshot(&mut self, snapshot: SimSnapshot) {
+        assert!(snapshot.index > self.written.snapshot_index());
+        assert!(snapshot.index <= self.store.durability().index);
+        let index = snapshot.index;
+        self.written.snapshot = Some(Rc::new(snapshot));
+        self.store.drop_prefix(index).expect("drop prefix");
+        let first = self.store.first_index();
+        self.written
+            .batches
+            .retain(|batch| batch.summary.first_index >= first);
+    }
+
+    /// Installs a snapshot received from the leader: the snapshot durable
+    /// first, then the whole log reset after it (durable when it returns).
+    /// A crash between the two would leave a newer snapshot beside an
+    /// older log, which restart discards as it does a reset log.
+    pub fn install_snapshot(&mut self, snapshot: SimSnapshot) {
+        let next = snapshot.index.next();
+        let term = snapshot.term;
+        self.written.snapshot = Some(Rc::new(snapshot));
+        self.store.reset(next).expect("reset");
+        self.written.batches.clear();
+        self.reported_log = (next.prev(), term);
     }
 }
 

@@ -16,12 +16,15 @@
 //!   `check` (the fast log checker and the exact linearizability search).
 //! * [`kv`]: the key-value workload (sessions, retries, linearizable
 //!   reads) over the real `kv::StateMachine`, and its checks.
+//! * [`snapshot`]: snapshots of both machines, their stream format, and
+//!   both ends of a chunked InstallSnapshot transfer.
 
 pub mod checker;
 pub mod cluster;
 pub mod disk;
 pub mod history;
 pub mod kv;
+pub mod snapshot;
 
 pub use checker::{HistoryEntry, Operation, Outcome, Violation};
 pub use cluster::{Failure, Options, Report, run};

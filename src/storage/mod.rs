@@ -39,6 +39,10 @@
 //!   sync completion timing in the caller's hands (the simulator's).
 //! * [`segment::SegmentLog`]: segment files written through io_uring.
 //!
+//! Beside a log, [`snapshot_file`] keeps its state machine's snapshots
+//! (atomic, checksummed files); once one is durable the log drops the
+//! segments below it (`drop_prefix`).
+//!
 //! Both pass [`conformance`], the suite any log storage must pass.
 
 #[doc(hidden)]
@@ -47,6 +51,7 @@ pub mod hard_state;
 pub mod memory;
 pub mod record;
 pub mod segment;
+pub mod snapshot_file;
 
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;

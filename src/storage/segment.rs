@@ -1918,4 +1918,4 @@ fn describe(result: i32) -> String {
 
 #[cfg(test)]
 #[path = "segment_tests.rs"]
-mod tests;
+pub(crate) mod tests;

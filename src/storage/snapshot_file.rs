@@ -1,0 +1,438 @@
+//! Snapshot files: a state machine's snapshot beside its log, written so a
+//! crash at any point leaves either the previous snapshot or the new one,
+//! never a damaged file taken for valid.
+//!
+//! ```text
+//!  write:  snapshot-<index>.tmp ── header (checksums zero) ── body ──
+//!          header again with both checksums ── fsync ── rename to
+//!          snapshot-<index>.snap ── fsync the directory ── drop older ones
+//!  open:   delete *.tmp; newest .snap whose header and body checksums hold
+//! ```
+//!
+//! File layout (integers little-endian):
+//!
+//! ```text
+//! offset      bytes  field
+//!      0          8  magic "RASTSNP1"
+//!      8          8  last index covered
+//!     16          8  its term
+//!     24          8  voter count n (at most NODES_MAX)
+//!     32         8n  voter ids
+//!  32+8n          8  body bytes B
+//!  40+8n          4  CRC32C of the body
+//!  44+8n          4  CRC32C of every header byte before it
+//!  48+8n          B  body: the state machine's own snapshot stream
+//! ```
+//!
+//! The body is opaque here (the key-value machine's stream, which has its
+//! own checksum too); checking its CRC before trusting the header means a
+//! torn or bit-flipped file is skipped for an older valid one, and the
+//! caller gets a clear error naming the file when none is valid.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::constants::NODES_MAX;
+use crate::raft::{Membership, NodeSet};
+use crate::types::{LogIndex, NodeId, Term};
+
+/// First eight bytes of a snapshot file.
+pub const MAGIC: [u8; 8] = *b"RASTSNP1";
+/// Snapshot files kept in the directory (the newest and one before it).
+pub const SNAPSHOTS_KEPT: usize = 2;
+/// Bytes read at a time while checking a body.
+const READ_BYTES: usize = 64 * 1024;
+
+/// What a snapshot file says about itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotMeta {
+    /// Last index covered.
+    pub index: LogIndex,
+    /// Its term.
+    pub term: Term,
+    /// The configuration as of `index`.
+    pub membership: Membership,
+    /// Bytes of the body.
+    pub body_bytes: u64,
+    /// CRC32C of the body.
+    pub body_crc: u32,
+}
+
+impl SnapshotMeta {
+    /// Bytes of the header of this snapshot's file (the body starts here).
+    pub fn header_bytes(&self) -> u64 {
+        48 + 8 * self.membership.voters.as_slice().len() as u64
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let voters = self.membership.voters.as_slice();
+        let mut out = Vec::with_capacity(48 + 8 * voters.len());
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&self.index.get().to_le_bytes());
+        out.extend_from_slice(&self.term.get().to_le_bytes());
+        out.extend_from_slice(&(voters.len() as u64).to_le_bytes());
+        for voter in voters {
+            out.extend_from_slice(&voter.get().to_le_bytes());
+        }
+        out.extend_from_slice(&self.body_bytes.to_le_bytes());
+        out.extend_from_slice(&self.body_crc.to_le_bytes());
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    fn decode<R: Read>(reader: &mut R) -> Result<Self, String> {
+        let mut fixed = [0u8; 32];
+        reader
+            .read_exact(&mut fixed)
+            .map_err(|error| format!("header: {error}"))?;
+        if fixed[..8] != MAGIC {
+            return Err(format!("not a snapshot file (magic {:02x?})", &fixed[..8]));
+        }
+        let word = |at: usize| u64::from_le_bytes(fixed[at..at + 8].try_into().expect("8 bytes"));
+        let count = word(24);
+        if count == 0 || count > NODES_MAX as u64 {
+            return Err(format!("{count} voters (1 to {NODES_MAX})"));
+        }
+        let mut rest = vec![0u8; 8 * count as usize + 16];
+        reader
+            .read_exact(&mut rest)
+            .map_err(|error| format!("header: {error}"))?;
+        let mut header = fixed.to_vec();
+        header.extend_from_slice(&rest[..rest.len() - 4]);
+        let stored = u32::from_le_bytes(rest[rest.len() - 4..].try_into().expect("4 bytes"));
+        let computed = crc32c::crc32c(&header);
+        if stored != computed {
+            return Err(format!(
+                "header checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
+            ));
+        }
+        let ids: Vec<NodeId> = rest[..8 * count as usize]
+            .chunks_exact(8)
+            .map(|raw| NodeId(u64::from_le_bytes(raw.try_into().expect("8 bytes"))))
+            .collect();
+        let voters = NodeSet::from_ids(&ids).ok_or("duplicate voters")?;
+        let tail = &rest[8 * count as usize..];
+        Ok(Self {
+            index: LogIndex(word(8)),
+            term: Term(word(16)),
+            membership: Membership {
+                voters,
+                ..Membership::default()
+            },
+            body_bytes: u64::from_le_bytes(tail[..8].try_into().expect("8 bytes")),
+            body_crc: u32::from_le_bytes(tail[8..12].try_into().expect("4 bytes")),
+        })
+    }
+}
+
+/// Why a snapshot file could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotFileError {
+    /// An IO call failed.
+    #[error("{operation} {path}: {source}")]
+    Io {
+        /// What was being done.
+        operation: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// A snapshot file is damaged.
+    #[error("snapshot file {path} is damaged: {reason}")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn io_error(operation: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SnapshotFileError {
+    let path = path.to_path_buf();
+    move |source| SnapshotFileError::Io {
+        operation,
+        path,
+        source,
+    }
+}
+
+/// The final name of the snapshot up to `index`.
+pub fn file_name(index: LogIndex) -> String {
+    format!("snapshot-{:020}.snap", index.get())
+}
+
+/// Writes a snapshot into `dir` atomically: `body` writes the body into the
+/// writer it is given and returns the bytes written. Returns the file's
+/// meta and path once the file and its name are durable; then removes
+/// older snapshot files beyond [`SNAPSHOTS_KEPT`].
+pub fn write(
+    dir: &Path,
+    index: LogIndex,
+    term: Term,
+    membership: Membership,
+    body: impl FnOnce(&mut dyn Write) -> io::Result<u64>,
+) -> Result<(SnapshotMeta, PathBuf), SnapshotFileError> {
+    fs::create_dir_all(dir).map_err(io_error("create directory", dir))?;
+    let temporary = dir.join(format!("snapshot-{:020}.tmp", index.get()));
+    let path = dir.join(file_name(index));
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temporary)
+        .map_err(io_error("create", &temporary))?;
+    let mut meta = SnapshotMeta {
+        index,
+        term,
+        membership,
+        body_bytes: 0,
+        body_crc: 0,
+    };
+    let mut writer = CrcWriter {
+        inner: BufWriter::with_capacity(READ_BYTES, file),
+        crc: 0,
+        bytes: 0,
+    };
+    writer
+        .inner
+        .write_all(&meta.encode())
+        .map_err(io_error("write", &temporary))?;
+    let written = body(&mut writer).map_err(io_error("write", &temporary))?;
+    debug_assert_eq!(written, writer.bytes);
+    meta.body_bytes = writer.bytes;
+    meta.body_crc = writer.crc;
+    let mut file = writer
+        .inner
+        .into_inner()
+        .map_err(io::IntoInnerError::into_error)
+        .map_err(io_error("write", &temporary))?;
+    file.seek(SeekFrom::Start(0))
+        .and_then(|_| file.write_all(&meta.encode()))
+        .map_err(io_error("write", &temporary))?;
+    file.sync_all().map_err(io_error("fsync", &temporary))?;
+    drop(file);
+    fs::rename(&temporary, &path).map_err(io_error("rename", &temporary))?;
+    File::open(dir)
+        .and_then(|directory| directory.sync_all())
+        .map_err(io_error("fsync directory", dir))?;
+    prune(dir, SNAPSHOTS_KEPT);
+    Ok((meta, path))
+}
+
+/// The newest valid snapshot in `dir` (header and body checksums verified),
+/// after deleting leftover temporary files. Damaged files are skipped with
+/// a warning; `Ok(None)` when there is no valid one (or no directory).
+pub fn latest(dir: &Path) -> Result<Option<(SnapshotMeta, PathBuf)>, SnapshotFileError> {
+    let mut files = match list(dir) {
+        Ok(files) => files,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(io_error("list", dir)(error)),
+    };
+    files.sort_by_key(|(index, _)| std::cmp::Reverse(*index));
+    for (_, path) in files {
+        match verify(&path) {
+            Ok(meta) => return Ok(Some((meta, path))),
+            Err(error) => tracing::warn!(%error, "skipping a damaged snapshot"),
+        }
+    }
+    Ok(None)
+}
+
+/// Reads `path`'s header and checks its body against the header's CRC.
+pub fn verify(path: &Path) -> Result<SnapshotMeta, SnapshotFileError> {
+    let file = File::open(path).map_err(io_error("open", path))?;
+    let damaged = |reason: String| SnapshotFileError::Damaged {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut reader = BufReader::with_capacity(READ_BYTES, file);
+    let meta = SnapshotMeta::decode(&mut reader).map_err(damaged)?;
+    let mut crc = 0u32;
+    let mut remaining = meta.body_bytes;
+    let mut buffer = vec![0u8; READ_BYTES];
+    while remaining > 0 {
+        let want = remaining.min(READ_BYTES as u64) as usize;
+        reader
+            .read_exact(&mut buffer[..want])
+            .map_err(|error| damaged(format!("body: {error}")))?;
+        crc = crc32c::crc32c_append(crc, &buffer[..want]);
+        remaining -= want as u64;
+    }
+    if crc != meta.body_crc {
+        return Err(damaged(format!(
+            "body checksum mismatch: stored {:#010x}, computed {crc:#010x}",
+            meta.body_crc
+        )));
+    }
+    let mut extra = [0u8; 1];
+    if reader.read(&mut extra).map_err(io_error("read", path))? > 0 {
+        return Err(damaged("bytes after the body".into()));
+    }
+    Ok(meta)
+}
+
+/// A reader of `path`'s body (after `verify`), buffered.
+pub fn body_reader(
+    path: &Path,
+    meta: &SnapshotMeta,
+) -> Result<impl Read + use<>, SnapshotFileError> {
+    let mut file = File::open(path).map_err(io_error("open", path))?;
+    file.seek(SeekFrom::Start(meta.header_bytes()))
+        .map_err(io_error("seek", path))?;
+    Ok(BufReader::with_capacity(READ_BYTES, file).take(meta.body_bytes))
+}
+
+/// Snapshot files in `dir` by index; temporary files are removed.
+fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let Some(name) = path.file_name().and_then(|name| name.to_str()) else {
+            continue;
+        };
+        let Some(rest) = name.strip_prefix("snapshot-") else {
+            continue;
+        };
+        if rest.strip_suffix(".tmp").is_some() {
+            if let Err(error) = fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), %error, "removing a leftover snapshot");
+            }
+        } else if let Some(index) = rest
+            .strip_suffix(".snap")
+            .and_then(|index| index.parse::<u64>().ok())
+        {
+            files.push((index, path));
+        }
+    }
+    Ok(files)
+}
+
+/// Removes all but the `keep` newest snapshot files (best effort: an old
+/// file left behind costs disk space, never correctness).
+fn prune(dir: &Path, keep: usize) {
+    let Ok(mut files) = list(dir) else {
+        return;
+    };
+    files.sort_by_key(|(index, _)| std::cmp::Reverse(*index));
+    for (_, path) in files.into_iter().skip(keep) {
+        if let Err(error) = fs::remove_file(&path) {
+            tracing::warn!(path = %path.display(), %error, "removing an old snapshot");
+        }
+    }
+}
+
+/// A writer that keeps a CRC32C and a byte count of what passed through.
+struct CrcWriter<W> {
+    inner: W,
+    crc: u32,
+    bytes: u64,
+}
+
+impl<W: Write> Write for CrcWriter<W> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let written = self.inner.write(bytes)?;
+        self.crc = crc32c::crc32c_append(self.crc, &bytes[..written]);
+        self.bytes += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::segment::tests::TempDir;
+
+    fn membership() -> Membership {
+        Membership::with_voters(&[NodeId(1), NodeId(2), NodeId(3)]).expect("voters")
+    }
+
+    fn write_body(dir: &Path, index: u64, body: &[u8]) -> PathBuf {
+        write(dir, LogIndex(index), Term(2), membership(), |out| {
+            out.write_all(body)?;
+            Ok(body.len() as u64)
+        })
+        .expect("write")
+        .1
+    }
+
+    /// A written snapshot reads back with its meta and body; only the two
+    /// newest files stay.
+    #[test]
+    fn write_then_latest_round_trips_and_prunes() {
+        let dir = TempDir::new("snapshot-file");
+        for index in [5, 9, 12] {
+            write_body(dir.0.as_path(), index, &vec![index as u8; 100_000]);
+        }
+        let (meta, path) = latest(dir.0.as_path()).expect("list").expect("one");
+        assert_eq!(meta.index, LogIndex(12));
+        assert_eq!(meta.term, Term(2));
+        assert_eq!(meta.membership, membership());
+        let mut body = Vec::new();
+        body_reader(&path, &meta)
+            .expect("open")
+            .read_to_end(&mut body)
+            .expect("read");
+        assert_eq!(body, vec![12u8; 100_000]);
+        assert_eq!(list(dir.0.as_path()).expect("list").len(), SNAPSHOTS_KEPT);
+    }
+
+    /// A damaged newest file (any flipped byte, or a torn end) is skipped
+    /// for the older valid one; leftover temporary files are removed.
+    #[test]
+    fn damaged_files_are_skipped() {
+        let dir = TempDir::new("snapshot-file");
+        write_body(dir.0.as_path(), 3, b"older");
+        let newest = write_body(dir.0.as_path(), 7, b"newest body");
+        let good = fs::read(&newest).expect("read");
+        fs::write(
+            dir.0.as_path().join("snapshot-00000000000000000009.tmp"),
+            b"junk",
+        )
+        .expect("tmp");
+        for position in 0..good.len() {
+            let mut bad = good.clone();
+            bad[position] ^= 0x10;
+            fs::write(&newest, &bad).expect("damage");
+            let (meta, _) = latest(dir.0.as_path()).expect("list").expect("older");
+            assert_eq!(meta.index, LogIndex(3), "byte {position}");
+        }
+        fs::write(&newest, &good[..good.len() - 3]).expect("tear");
+        assert_eq!(
+            latest(dir.0.as_path())
+                .expect("list")
+                .expect("older")
+                .0
+                .index,
+            LogIndex(3)
+        );
+        assert!(
+            !dir.0
+                .as_path()
+                .join("snapshot-00000000000000000009.tmp")
+                .exists()
+        );
+        assert!(matches!(
+            verify(&newest),
+            Err(SnapshotFileError::Damaged { .. })
+        ));
+    }
+
+    /// No directory, or no snapshot in it: none.
+    #[test]
+    fn no_snapshot_is_none() {
+        let dir = TempDir::new("snapshot-file");
+        assert!(
+            latest(&dir.0.as_path().join("absent"))
+                .expect("ok")
+                .is_none()
+        );
+        assert!(latest(dir.0.as_path()).expect("ok").is_none());
+    }
+}

@@ -1,0 +1,108 @@
+//! The core's side of snapshots: installing a leader's snapshot keeps a
+//! matching log suffix (entries this node may have acknowledged) and
+//! discards a conflicting one, and never reports the installed entries for
+//! apply.
+
+use rast::raft::{
+    Action, BatchSummary, Body, Config, Core, HardState, Heartbeat, Membership, Message, Restart,
+    SnapshotInstall,
+};
+use rast::types::{LogIndex, NodeId, Term};
+use rast::wire::BatchKind;
+
+/// A follower (node 1 of 3) holding batches of two entries each, 1..=10,
+/// all of term 1, durable; it follows leader 2 in term 1.
+fn follower() -> Core {
+    let membership = Membership::with_voters(&[NodeId(1), NodeId(2), NodeId(3)]).expect("voters");
+    let batches: Vec<BatchSummary> = (0..5)
+        .map(|batch| BatchSummary {
+            term: Term(1),
+            first_index: LogIndex(1 + 2 * batch),
+            count: 2,
+            bytes: 100,
+            kind: BatchKind::Data,
+        })
+        .collect();
+    let restart = Restart {
+        hard_state: HardState {
+            term: Term(1),
+            vote: NodeId(2),
+            commit: LogIndex::ZERO,
+        },
+        snapshot_index: LogIndex::ZERO,
+        snapshot_term: Term::ZERO,
+        membership,
+        batches: &batches,
+        now_ms: 0,
+    };
+    let mut core = Core::new(Config::new(NodeId(1), 7), &restart);
+    let mut actions = Vec::new();
+    let heartbeat = Message {
+        from: NodeId(2),
+        to: NodeId(1),
+        term: Term(1),
+        body: Body::Heartbeat(Heartbeat {
+            leader_commit: LogIndex(2),
+            read_round: 0,
+        }),
+    };
+    core.step(&heartbeat, &mut actions);
+    assert_eq!(core.leader(), NodeId(2));
+    assert_eq!(core.commit_index(), LogIndex(2));
+    core
+}
+
+/// A snapshot whose last entry this node holds (same index and term) drops
+/// only the prefix: the entries after it stay, commit moves to the
+/// snapshot, and no `Apply` covers the installed entries (regression: the
+/// log was always reset, losing entries the node had acknowledged, which
+/// the simulator caught as a committed entry durable on a minority).
+#[test]
+fn matching_snapshot_keeps_the_log_after_it() {
+    let mut core = follower();
+    let membership = *core.membership();
+    assert_eq!(
+        core.snapshot_install(LogIndex(6), Term(1)),
+        SnapshotInstall::KeepLog
+    );
+    let mut actions = Vec::new();
+    core.snapshot_installed(LogIndex(6), Term(1), membership, &mut actions);
+    assert_eq!(core.commit_index(), LogIndex(6));
+    assert_eq!(core.log().snapshot_index(), LogIndex(6));
+    assert_eq!(core.log().last_index(), LogIndex(10));
+    assert!(
+        !actions
+            .iter()
+            .any(|action| matches!(action, Action::Apply { .. })),
+        "{actions:?}"
+    );
+    core.check();
+}
+
+/// A snapshot whose last entry conflicts with the log (another term)
+/// replaces the whole log; an old snapshot is ignored.
+#[test]
+fn conflicting_snapshot_resets_the_log_and_old_ones_are_ignored() {
+    let mut core = follower();
+    let membership = *core.membership();
+    assert_eq!(
+        core.snapshot_install(LogIndex(2), Term(1)),
+        SnapshotInstall::Ignore
+    );
+    assert_eq!(
+        core.snapshot_install(LogIndex(6), Term(2)),
+        SnapshotInstall::ResetLog
+    );
+    let mut actions = Vec::new();
+    core.snapshot_installed(LogIndex(6), Term(2), membership, &mut actions);
+    assert_eq!(core.commit_index(), LogIndex(6));
+    assert_eq!(core.log().last_index(), LogIndex(6));
+    assert_eq!(core.log().last_term(), Term(2));
+    assert!(
+        !actions
+            .iter()
+            .any(|action| matches!(action, Action::Apply { .. })),
+        "{actions:?}"
+    );
+    core.check();
+}
