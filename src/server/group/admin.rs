@@ -343,6 +343,17 @@ impl Group {
     fn refused(&self, error: ChangeError, reply: ReplyTo, out: &mut Outbound) {
         match error {
             ChangeError::NotLeader { .. } => self.not_leader(reply, out),
+            // Nothing was proposed and the obstacle passes by itself (the
+            // change before commits, the transfer ends): clients retry
+            // with backoff until their deadline.
+            ChangeError::InProgress
+            | ChangeError::Transferring
+            | ChangeError::Propose(ProposeError::TooMany | ProposeError::Transferring) => out
+                .error(
+                    reply,
+                    ErrorKind::Unavailable,
+                    format!("membership change not yet possible: {error}"),
+                ),
             other => out.error(
                 reply,
                 ErrorKind::Invalid,

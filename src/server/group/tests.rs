@@ -392,3 +392,56 @@ fn a_log_that_stops_does_not_disown_appends_it_sent() {
         cluster.groups[A].storage().term_at(index_x)
     );
 }
+
+/// A membership change asked for while another is uncommitted is answered
+/// `Unavailable` (nothing was proposed; clients retry until the first one
+/// commits), and then goes through; a change the rules refuse outright is
+/// `Invalid`.
+#[test]
+fn a_change_behind_another_is_retried_not_refused() {
+    use crate::wire::client::AdminRequest;
+    let mut cluster = Cluster::new(3);
+    cluster.campaign(A, B, Term(0));
+    assert_eq!(cluster.role(A), Role::Leader);
+    cluster.tick(50);
+    let admin = |cluster: &mut Cluster, request: AdminRequest, request_id: u64| {
+        let reply = ReplyTo {
+            connection: 0,
+            generation: 1,
+            request_id,
+        };
+        let mut out = Outbound::default();
+        cluster.groups[A].admin(&request, reply, &mut out);
+        cluster.route(A, out);
+    };
+    // Cut A off so its first change cannot commit yet.
+    cluster.cut(A, &[B, C]);
+    admin(&mut cluster, AdminRequest::Remove(3), 1);
+    assert!(cluster.answer(A, 1).is_none(), "not committed yet");
+    admin(&mut cluster, AdminRequest::Remove(2), 2);
+    match cluster.answer(A, 2) {
+        Some(ResponseBody::Error(error)) => {
+            assert_eq!(error.kind, ErrorKind::Unavailable, "{error:?}");
+            assert!(error.message.contains("in progress"), "{}", error.message);
+        }
+        other => panic!("a change behind another answered {other:?}"),
+    }
+    // The first one commits; the same request now goes through.
+    cluster.cut.clear();
+    for _ in 0..20 {
+        if cluster.answer(A, 1).is_some() {
+            break;
+        }
+        cluster.tick(50);
+    }
+    assert!(
+        matches!(cluster.answer(A, 1), Some(ResponseBody::Members(_))),
+        "{:?}",
+        cluster.answer(A, 1)
+    );
+    admin(&mut cluster, AdminRequest::Remove(9), 3);
+    match cluster.answer(A, 3) {
+        Some(ResponseBody::Error(error)) => assert_eq!(error.kind, ErrorKind::Invalid, "{error:?}"),
+        other => panic!("removing a stranger answered {other:?}"),
+    }
+}
