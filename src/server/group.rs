@@ -455,16 +455,25 @@ impl Group {
         }
     }
 
+    /// Answers `reply` `Unavailable` if this node's copy of the log stopped
+    /// (another node can serve it); whether it did.
+    fn refused_when_failed(&self, reply: ReplyTo, out: &mut Outbound) -> bool {
+        let Some(reason) = &self.failed else {
+            return false;
+        };
+        out.error(
+            reply,
+            ErrorKind::Unavailable,
+            format!("log failed on this node: {reason}"),
+        );
+        true
+    }
+
     /// Proposes a client's batch frame (validated, sealed, unstamped); the
     /// answer comes when it commits.
     pub fn propose(&mut self, frame: &mut [u8], reply: ReplyTo, out: &mut Outbound) {
-        if let Some(reason) = &self.failed {
-            // Refused before anything is written: another node may take it.
-            out.error(
-                reply,
-                ErrorKind::Unavailable,
-                format!("log failed on this node: {reason}"),
-            );
+        // Refused before anything is written: another node may take it.
+        if self.refused_when_failed(reply, out) {
             return;
         }
         let (kind, count) = match BatchView::parse(frame) {

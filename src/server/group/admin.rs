@@ -64,12 +64,7 @@ pub(super) enum AdminWait {
 impl Group {
     /// Serves an admin request (the leader decides; others redirect).
     pub fn admin(&mut self, request: &AdminRequest, reply: ReplyTo, out: &mut Outbound) {
-        if let Some(reason) = &self.failed {
-            out.error(
-                reply,
-                ErrorKind::Unavailable,
-                format!("log failed on this node: {reason}"),
-            );
+        if self.refused_when_failed(reply, out) {
             return;
         }
         if self.core.role() != Role::Leader && *request != AdminRequest::Snapshot {

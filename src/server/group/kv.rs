@@ -112,16 +112,7 @@ impl Group {
                     );
                     return false;
                 }
-                if let Some(reason) = &self.failed {
-                    // This node's copy stopped; another node can serve.
-                    out.error(
-                        reply,
-                        ErrorKind::Unavailable,
-                        format!("log failed on this node: {reason}"),
-                    );
-                    return false;
-                }
-                true
+                !self.refused_when_failed(reply, out)
             }
         }
     }
