@@ -437,7 +437,10 @@ impl Shard {
         let stopped: Vec<(LogId, String)> = self
             .groups
             .values()
-            .filter(|group| group.reopenable())
+            // A splice still moving bytes into the closed store's file
+            // (begun before the failure) must end first: its reservation
+            // and its writes belong to that store.
+            .filter(|group| group.reopenable() && !self.splicing.contains(&group.id))
             .map(|group| (group.id, group.name.clone()))
             .collect();
         if stopped.is_empty() && self.reopening.is_empty() {
@@ -451,7 +454,6 @@ impl Shard {
             if let Some(mut group) = self.groups.remove(&id) {
                 group.close(&mut self.out);
             }
-            self.unsplice(id);
             self.reopening.push((id, name));
         }
         if self.ring.borrow().abandoned_in_flight() > 0 {
