@@ -434,6 +434,11 @@ impl Shard {
     /// the store, and the node rejoins its cluster for that log. Waits
     /// until no write of a dropped store is still in the kernel.
     fn reopen_groups(&mut self) {
+        // A store in memory reopened would be empty: a node that forgot
+        // its log and its vote. Only files come back.
+        if self.settings.storage != StorageMode::Disk {
+            return;
+        }
         let stopped: Vec<(LogId, String)> = self
             .groups
             .values()
@@ -470,9 +475,6 @@ impl Shard {
     /// Whether the data directory's file system has room to reopen a log
     /// stopped by a full disk.
     fn disk_has_room(&self) -> bool {
-        if self.settings.storage != StorageMode::Disk {
-            return true;
-        }
         match nix::sys::statvfs::statvfs(&self.settings.data) {
             Ok(stats) => stats.blocks_available() * stats.fragment_size() >= REOPEN_FREE_BYTES_MIN,
             Err(errno) => {
