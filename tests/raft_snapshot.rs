@@ -52,6 +52,19 @@ fn follower() -> Core {
     core
 }
 
+/// Installs a snapshot up to `index` of `term`; asserts that no `Apply`
+/// covers the installed entries (the state machine loads them instead).
+fn install_without_apply(core: &mut Core, index: LogIndex, term: Term, membership: Membership) {
+    let mut actions = Vec::new();
+    core.snapshot_installed(index, term, membership, &mut actions);
+    assert!(
+        !actions
+            .iter()
+            .any(|action| matches!(action, Action::Apply { .. })),
+        "{actions:?}"
+    );
+}
+
 /// A snapshot whose last entry this node holds (same index and term) drops
 /// only the prefix: the entries after it stay, commit moves to the
 /// snapshot, and no `Apply` covers the installed entries (regression: the
@@ -65,17 +78,10 @@ fn matching_snapshot_keeps_the_log_after_it() {
         core.snapshot_install(LogIndex(6), Term(1)),
         SnapshotInstall::KeepLog
     );
-    let mut actions = Vec::new();
-    core.snapshot_installed(LogIndex(6), Term(1), membership, &mut actions);
+    install_without_apply(&mut core, LogIndex(6), Term(1), membership);
     assert_eq!(core.commit_index(), LogIndex(6));
     assert_eq!(core.log().snapshot_index(), LogIndex(6));
     assert_eq!(core.log().last_index(), LogIndex(10));
-    assert!(
-        !actions
-            .iter()
-            .any(|action| matches!(action, Action::Apply { .. })),
-        "{actions:?}"
-    );
     core.check();
 }
 
@@ -93,16 +99,9 @@ fn conflicting_snapshot_resets_the_log_and_old_ones_are_ignored() {
         core.snapshot_install(LogIndex(6), Term(2)),
         SnapshotInstall::ResetLog
     );
-    let mut actions = Vec::new();
-    core.snapshot_installed(LogIndex(6), Term(2), membership, &mut actions);
+    install_without_apply(&mut core, LogIndex(6), Term(2), membership);
     assert_eq!(core.commit_index(), LogIndex(6));
     assert_eq!(core.log().last_index(), LogIndex(6));
     assert_eq!(core.log().last_term(), Term(2));
-    assert!(
-        !actions
-            .iter()
-            .any(|action| matches!(action, Action::Apply { .. })),
-        "{actions:?}"
-    );
     core.check();
 }
