@@ -1100,8 +1100,15 @@ fn membership_of(members: &crate::wire::client::Members) -> Result<Membership, W
         let ids: Vec<NodeId> = ids.iter().copied().map(NodeId).collect();
         NodeSet::from_ids(&ids).ok_or_else(|| WireError::Malformed("bad node set".into()))
     };
+    let voters = set(&members.voters)?;
+    if voters.is_empty() {
+        // The rules never produce one; from a peer or a file it is damage.
+        return Err(WireError::Malformed(
+            "a configuration without voters".into(),
+        ));
+    }
     Ok(Membership {
-        voters: set(&members.voters)?,
+        voters,
         voters_outgoing: set(&members.voters_outgoing)?,
         learners: set(&members.learners)?,
     })

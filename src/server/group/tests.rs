@@ -445,3 +445,18 @@ fn a_change_behind_another_is_retried_not_refused() {
         other => panic!("removing a stranger answered {other:?}"),
     }
 }
+
+/// A configuration entry from outside (a peer, a file) is checked before
+/// the core sees it: no voters, or a node id 0, is malformed.
+#[test]
+fn a_configuration_without_voters_is_malformed() {
+    let members = |voters: Vec<u64>| crate::wire::client::Members {
+        voters,
+        voters_outgoing: Vec::new(),
+        learners: vec![4],
+        addresses: Vec::new(),
+    };
+    assert!(super::membership_of(&members(vec![1, 2, 3])).is_ok());
+    assert!(super::membership_of(&members(Vec::new())).is_err());
+    assert!(super::membership_of(&members(vec![0])).is_err());
+}
