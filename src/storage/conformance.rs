@@ -6,7 +6,7 @@
 //! crashes logs of one implementation; each implementation's tests call
 //! [`run_all`] (or the checks one by one) with its own harness.
 
-use crate::storage::{LogStorage, StorageError};
+use crate::storage::{LogStorage, SegmentInfo, StorageError, unix_now_ms};
 use crate::types::{LogIndex, NodeId, Term};
 use crate::wire::{BatchKind, BatchView, encode_batch};
 
@@ -38,6 +38,7 @@ pub fn run_all<H: Harness>(harness: &mut H) {
     reopen_keeps_everything_synced(harness);
     truncate_suffix_at_batch_boundaries(harness);
     drop_prefix_keeps_the_suffix(harness);
+    segments_cover_the_log(harness);
     reset_starts_after_a_snapshot(harness);
     hard_state_round_trip(harness);
     crash_keeps_everything_durable(harness);
@@ -283,6 +284,87 @@ fn check_prefix_dropped<L: LogStorage>(log: &L, frames: &[Vec<u8>], up_to: LogIn
         ));
         assert_eq!(log.term_at(first.prev()), None);
     }
+}
+
+/// `segments` are contiguous, cover `first_index..=last_index`, count the
+/// bytes of the records (queued ones too) and carry the time of their last
+/// append; `drop_prefix` up to a segment's end removes exactly the segments
+/// up to it; all of it holds across a reopen.
+pub fn segments_cover_the_log<H: Harness>(harness: &mut H) {
+    let mut log = harness.create();
+    check_segments(&log);
+    assert_eq!(log.stored_bytes(), 0);
+    let before = unix_now_ms();
+    append_batches(&mut log, 1, &[10; 40], 200);
+    log.sync_all().expect("sync");
+    append_batches(&mut log, 2, &[10; 40], 200);
+    let after = unix_now_ms();
+    // Queued batches count too.
+    let segments = check_segments(&log);
+    assert!(segments.len() >= 3, "{} segments", segments.len());
+    for segment in segments.iter().filter(|segment| !segment.is_empty()) {
+        assert!(
+            (before..=after).contains(&segment.modified_ms),
+            "{segment:?} not modified in {before}..={after}"
+        );
+    }
+    log.sync_all().expect("sync");
+    assert_eq!(check_segments(&log), segments);
+    log.drop_prefix(segments[1].last).expect("drop prefix");
+    assert_eq!(log.first_index(), segments[2].first);
+    assert_eq!(check_segments(&log), segments[2..]);
+    let log = harness.reopen(log).expect("reopen");
+    let reopened = check_segments(&log);
+    let shape = |segments: &[SegmentInfo]| -> Vec<_> {
+        segments
+            .iter()
+            .filter(|segment| !segment.is_empty())
+            .map(|segment| (segment.first, segment.last, segment.bytes))
+            .collect()
+    };
+    assert_eq!(shape(&reopened), shape(&segments[2..]));
+    // Recovered segments keep when they were written (a file's mtime:
+    // allow for a coarse file-system clock).
+    let now = unix_now_ms();
+    for segment in reopened.iter().filter(|segment| !segment.is_empty()) {
+        assert!(
+            (before.saturating_sub(2_000)..=now + 2_000).contains(&segment.modified_ms),
+            "{segment:?} not modified in {before}..={now} (±2 s)"
+        );
+    }
+}
+
+/// Checks `log.segments()` against the log and returns them.
+fn check_segments<L: LogStorage>(log: &L) -> Vec<SegmentInfo> {
+    let segments = log.segments();
+    let (first, last) = (log.first_index(), log.last_index());
+    let Some((oldest, newest)) = segments.first().zip(segments.last()) else {
+        assert!(
+            last < first,
+            "no segments for a log holding {first}..={last}"
+        );
+        assert_eq!(log.stored_bytes(), 0);
+        return segments;
+    };
+    assert_eq!(oldest.first, first, "{segments:?}");
+    assert_eq!(newest.last, last, "{segments:?}");
+    for pair in segments.windows(2) {
+        assert_eq!(pair[1].first, pair[0].last.next(), "{segments:?}");
+    }
+    for segment in &segments {
+        assert!(segment.last >= segment.first.prev(), "{segment:?}");
+        assert_eq!(segment.is_empty(), segment.bytes == 0, "{segment:?}");
+    }
+    let frame_bytes: u64 = read_all(log, 1 << 20)
+        .iter()
+        .map(|frame| frame.len() as u64)
+        .sum();
+    assert_eq!(log.stored_bytes(), frame_bytes);
+    assert_eq!(
+        segments.iter().map(|segment| segment.bytes).sum::<u64>(),
+        frame_bytes
+    );
+    segments
 }
 
 /// After a reset the log is empty and continues at the given index, across

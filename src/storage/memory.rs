@@ -27,7 +27,10 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 
 use crate::storage::record::{self, RecordMeta};
-use crate::storage::{Durability, HardState, LogStorage, ReadRange, StorageError, check_append};
+use crate::storage::{
+    Durability, HardState, LogStorage, ReadRange, SegmentInfo, StorageError, check_append,
+    unix_now_ms,
+};
 use crate::types::{LogIndex, Term};
 
 /// When flushed syncs finish.
@@ -58,6 +61,10 @@ pub struct MemoryDisk {
     pub first_index: LogIndex,
     /// The durable hard state.
     pub hard_state: HardState,
+    /// Per record, when it was appended (Unix-epoch ms), as a file's mtime
+    /// keeps it across a crash; a record without one counts as appended
+    /// at open.
+    pub modified_ms: Vec<u64>,
 }
 
 /// One sync started by `flush` and not yet finished.
@@ -78,6 +85,10 @@ pub struct MemoryLog {
     first_index: LogIndex,
     bytes: Vec<u8>,
     batches: Vec<RecordMeta>,
+    /// Per batch, the Unix-epoch ms it was appended at.
+    modified_ms: Vec<u64>,
+    /// The clock appends are stamped with; `None`: the wall clock.
+    clock_ms: Option<u64>,
     flushed_len: usize,
     flushed_index: LogIndex,
     durable_len: usize,
@@ -102,6 +113,8 @@ impl MemoryLog {
             first_index,
             bytes: Vec::new(),
             batches: Vec::new(),
+            modified_ms: Vec::new(),
+            clock_ms: None,
             flushed_len: 0,
             flushed_index: first_index.prev(),
             durable_len: 0,
@@ -137,6 +150,10 @@ impl MemoryLog {
         let last = batches
             .last()
             .map_or(disk.first_index.prev(), |meta| meta.last);
+        let now_ms = log.now_ms();
+        log.modified_ms = (0..batches.len())
+            .map(|position| disk.modified_ms.get(position).copied().unwrap_or(now_ms))
+            .collect();
         log.bytes = bytes;
         log.batches = batches;
         log.flushed_len = log.bytes.len();
@@ -156,10 +173,14 @@ impl MemoryLog {
         if let Some(next) = written.get(crash.keep_batches) {
             end += crash.torn_bytes.min(next.bytes as usize - 1);
         }
+        let records = self
+            .batches
+            .partition_point(|meta| (meta.offset as usize) < end);
         MemoryDisk {
             bytes: self.bytes[..end].to_vec(),
             first_index: self.first_index,
             hard_state: self.durability.hard_state,
+            modified_ms: self.modified_ms[..records].to_vec(),
         }
     }
 
@@ -201,9 +222,15 @@ impl MemoryLog {
         self.capacity = capacity;
     }
 
-    /// Bytes of records held.
-    pub fn stored_bytes(&self) -> usize {
-        self.bytes.len()
+    /// Pins the clock appends are stamped with (Unix-epoch ms), for a
+    /// simulator or a test of retention by age; `None` goes back to the
+    /// wall clock. Recovery (`open`) starts on the wall clock again.
+    pub fn set_clock_ms(&mut self, now_ms: Option<u64>) {
+        self.clock_ms = now_ms;
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock_ms.unwrap_or_else(unix_now_ms)
     }
 
     fn batches_between(&self, start: usize, end: usize) -> &[RecordMeta] {
@@ -255,6 +282,7 @@ impl MemoryLog {
             .get(keep_from)
             .map_or(self.last_index().next(), |meta| meta.first);
         self.batches.drain(..keep_from);
+        self.modified_ms.drain(..keep_from);
         for meta in &mut self.batches {
             meta.offset -= cut as u64;
         }
@@ -284,6 +312,7 @@ impl LogStorage for MemoryLog {
             last,
             term,
         });
+        self.modified_ms.push(self.now_ms());
         self.bytes.extend_from_slice(frame);
         Ok(last)
     }
@@ -381,6 +410,7 @@ impl LogStorage for MemoryLog {
         }
         let cut = self.batches[position].offset as usize;
         self.batches.truncate(position);
+        self.modified_ms.truncate(position);
         self.bytes.truncate(cut);
         self.flushed_len = self.flushed_len.min(cut);
         self.durable_len = self.durable_len.min(cut);
@@ -407,16 +437,31 @@ impl LogStorage for MemoryLog {
         self.check_failed()?;
         let durable_hard_state = self.durability.hard_state;
         let queued = self.hard_state_queued;
-        let (mode, capacity) = (self.mode, self.capacity);
+        let (mode, capacity, clock_ms) = (self.mode, self.capacity, self.clock_ms);
         *self = Self::empty(next, self.hard_state, mode);
         self.durability.hard_state = durable_hard_state;
         self.hard_state_queued = queued;
         self.capacity = capacity;
+        self.clock_ms = clock_ms;
         Ok(())
     }
 
     fn hard_state(&self) -> HardState {
         self.hard_state
+    }
+
+    /// One segment per batch: a memory log drops its prefix batch by batch.
+    fn segments(&self) -> Vec<SegmentInfo> {
+        self.batches
+            .iter()
+            .zip(&self.modified_ms)
+            .map(|(meta, modified_ms)| SegmentInfo {
+                first: meta.first,
+                last: meta.last,
+                bytes: u64::from(meta.bytes),
+                modified_ms: *modified_ms,
+            })
+            .collect()
     }
 }
 
@@ -548,7 +593,7 @@ mod tests {
     fn full_disk_refuses_appends_then_resumes() {
         let mut log = MemoryLog::new(SyncMode::Immediate);
         let frames = append_batches(&mut log, 1, &[2], 100);
-        log.set_capacity(Some(log.stored_bytes() + 10));
+        log.set_capacity(Some(log.stored_bytes() as usize + 10));
         let refused = make_batch(1, 3, 1, 100);
         assert!(matches!(log.append(&refused), Err(StorageError::NoSpace)));
         assert_eq!(read_all(&log, 1 << 20), frames);

@@ -106,6 +106,41 @@ pub struct FileSpan<'a> {
     pub offset: u64,
 }
 
+/// One unit a store drops its prefix by (a segment file, or a batch for a
+/// store in memory), as [`LogStorage::segments`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// First index the segment holds (or would hold, when empty).
+    pub first: LogIndex,
+    /// Last index the segment holds; `first - 1` when it is empty.
+    pub last: LogIndex,
+    /// Bytes of the records in it (queued ones included).
+    pub bytes: u64,
+    /// Unix-epoch milliseconds of the last append into it; for a segment
+    /// recovered at open and not appended to since, its file's mtime.
+    pub modified_ms: u64,
+}
+
+impl SegmentInfo {
+    /// True when the segment holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.last < self.first
+    }
+}
+
+/// Milliseconds since the Unix epoch by the wall clock (0 before it).
+pub(crate) fn unix_now_ms() -> u64 {
+    unix_ms(std::time::SystemTime::now())
+}
+
+/// `time` in milliseconds since the Unix epoch (0 before it).
+pub(crate) fn unix_ms(time: std::time::SystemTime) -> u64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
 /// Everything that can go wrong in the storage layer.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -300,6 +335,19 @@ pub trait LogStorage {
 
     /// The last hard state stored (durable or not).
     fn hard_state(&self) -> HardState;
+
+    /// The units `drop_prefix` drops whole, oldest first: contiguous, and
+    /// together covering `first_index()..=last_index()`; an empty one has
+    /// `last == first - 1`. A store without segments reports none, and then never
+    /// drops anything by retention.
+    fn segments(&self) -> Vec<SegmentInfo> {
+        Vec::new()
+    }
+
+    /// Bytes of the records stored: the sum of the segments' bytes.
+    fn stored_bytes(&self) -> u64 {
+        self.segments().iter().map(|segment| segment.bytes).sum()
+    }
 
     /// Bytes `append` accepts right now before refusing with
     /// [`StorageError::Backpressure`]; callers wait for a `poll` to free

@@ -78,7 +78,8 @@ use crate::io::{Link, Mapping, OpId, Ring, SharedRing};
 use crate::storage::hard_state::{self, sync_directory};
 use crate::storage::record::{self, RecordMeta};
 use crate::storage::{
-    Durability, FileSpan, HardState, LogStorage, ReadRange, StorageError, check_append,
+    Durability, FileSpan, HardState, LogStorage, ReadRange, SegmentInfo, StorageError,
+    check_append, unix_ms, unix_now_ms,
 };
 use crate::types::{LogIndex, Term};
 
@@ -138,6 +139,9 @@ struct Segment {
     batches: Vec<BatchEntry>,
     /// Made on the first read of written bytes.
     map: OnceCell<Mapping>,
+    /// Unix-epoch ms of the last append into it (the file's mtime for a
+    /// segment recovered and not appended to since).
+    modified_ms: u64,
 }
 
 impl Segment {
@@ -527,10 +531,13 @@ impl SegmentLog {
             .write(true)
             .open(&path)
             .map_err(|error| StorageError::io("open", &path, error))?;
-        let file_bytes = file
+        let metadata = file
             .metadata()
-            .map_err(|error| StorageError::io("stat", &path, error))?
-            .len();
+            .map_err(|error| StorageError::io("stat", &path, error))?;
+        let file_bytes = metadata.len();
+        // Read before the tail is cleared or the file preallocated, which
+        // would move it.
+        let modified_ms = metadata.modified().map_or(0, unix_ms);
         let floor = self.terms.last().map_or(Term::ZERO, |(_, term)| *term);
         let map = Mapping::new(&file, file_bytes)
             .map_err(|error| StorageError::io("mmap", &path, error))?;
@@ -568,6 +575,7 @@ impl SegmentLog {
             written: scanned.end,
             batches,
             map: OnceCell::new(),
+            modified_ms,
         };
         if let Some(reason) = scanned.torn {
             tracing::warn!(path = %segment.path.display(), offset = scanned.end, %reason,
@@ -623,6 +631,7 @@ impl SegmentLog {
             written: 0,
             batches: Vec::new(),
             map: OnceCell::new(),
+            modified_ms: unix_now_ms(),
         })
     }
 
@@ -839,6 +848,7 @@ impl SegmentLog {
         }
         segment.end += reservation.len;
         segment.last = last;
+        segment.modified_ms = unix_now_ms();
         self.chunks.push_back(Chunk {
             segment: reservation.segment,
             offset: reservation.offset,
@@ -912,6 +922,7 @@ impl SegmentLog {
             written: 0,
             batches: Vec::new(),
             map: OnceCell::new(),
+            modified_ms: unix_now_ms(),
         }))
     }
 
@@ -1515,6 +1526,7 @@ impl LogStorage for SegmentLog {
         });
         segment.end += bytes;
         segment.last = last;
+        segment.modified_ms = unix_now_ms();
         debug_assert!(self.staging.len() + frame.len() <= self.staging.capacity());
         self.staging.extend_from_slice(frame);
         self.staging_last = last;
@@ -1762,6 +1774,7 @@ impl LogStorage for SegmentLog {
             written: 0,
             batches: Vec::new(),
             map: OnceCell::new(),
+            modified_ms: unix_now_ms(),
         };
         self.segments.push_back(segment);
         self.terms.clear();
@@ -1771,6 +1784,18 @@ impl LogStorage for SegmentLog {
 
     fn hard_state(&self) -> HardState {
         self.hard_state
+    }
+
+    fn segments(&self) -> Vec<SegmentInfo> {
+        self.segments
+            .iter()
+            .map(|segment| SegmentInfo {
+                first: segment.first,
+                last: segment.last,
+                bytes: segment.end,
+                modified_ms: segment.modified_ms,
+            })
+            .collect()
     }
 }
 
