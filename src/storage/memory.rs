@@ -587,6 +587,52 @@ mod tests {
         assert_eq!(log.durability().index, LogIndex(0));
     }
 
+    /// One segment per batch, stamped with the pinned clock at its append;
+    /// the stamps survive a crash and drive retention by age and by size.
+    #[test]
+    fn batch_times_survive_a_crash_and_drive_retention() {
+        use crate::storage::retention::{Retention, retention_point};
+
+        let mut log = MemoryLog::new(SyncMode::Immediate);
+        log.set_clock_ms(Some(1_000));
+        let frames = append_batches(&mut log, 1, &[2, 2], 8);
+        log.set_clock_ms(Some(5_000));
+        append_batches(&mut log, 1, &[2, 2], 8);
+        log.sync_all().unwrap();
+        let segments = log.segments();
+        let shape: Vec<_> = segments
+            .iter()
+            .map(|segment| (segment.first.get(), segment.last.get(), segment.modified_ms))
+            .collect();
+        assert_eq!(
+            shape,
+            [(1, 2, 1_000), (3, 4, 1_000), (5, 6, 5_000), (7, 8, 5_000)]
+        );
+        assert_eq!(segments[0].bytes, frames[0].len() as u64);
+        let mut log = MemoryLog::open(log.crash(Crash::default()), SyncMode::Immediate).unwrap();
+        assert_eq!(log.segments(), segments);
+        let by_age = Retention {
+            bytes_max: None,
+            age_max_ms: Some(2_000),
+        };
+        let limit = log.durability().index;
+        let point = retention_point(&log.segments(), limit, &by_age, 6_000);
+        assert_eq!(point, Some(LogIndex(4)));
+        log.drop_prefix(point.unwrap()).unwrap();
+        assert_eq!(log.first_index(), LogIndex(5));
+        assert_eq!(log.segments(), segments[2..]);
+        // A budget smaller than the last batch keeps only that one.
+        let by_size = Retention {
+            bytes_max: Some(1),
+            age_max_ms: None,
+        };
+        let point = retention_point(&log.segments(), limit, &by_size, 6_000);
+        assert_eq!(point, Some(LogIndex(6)));
+        log.drop_prefix(point.unwrap()).unwrap();
+        assert_eq!(log.segments(), segments[3..]);
+        assert_eq!(log.stored_bytes(), segments[3].bytes);
+    }
+
     /// A full disk refuses appends without harming what is stored, and
     /// appends resume when space returns.
     #[test]

@@ -44,12 +44,17 @@
 //! segments below it (`drop_prefix`).
 //!
 //! Both pass [`conformance`], the suite any log storage must pass.
+//!
+//! A log with no state machine (a plain log) has no snapshot to drop its
+//! prefix below; [`retention`] decides from [`LogStorage::segments`] how
+//! much of it may go by size and by age.
 
 #[doc(hidden)]
 pub mod conformance;
 pub mod hard_state;
 pub mod memory;
 pub mod record;
+pub mod retention;
 pub mod segment;
 pub mod snapshot_file;
 
@@ -338,8 +343,8 @@ pub trait LogStorage {
 
     /// The units `drop_prefix` drops whole, oldest first: contiguous, and
     /// together covering `first_index()..=last_index()`; an empty one has
-    /// `last == first - 1`. A store without segments reports none, and then never
-    /// drops anything by retention.
+    /// `last == first - 1`. A store without segments reports none, and
+    /// then never drops anything by retention (see [`retention`]).
     fn segments(&self) -> Vec<SegmentInfo> {
         Vec::new()
     }

@@ -732,3 +732,51 @@ fn mapped_reads_release_their_pages() {
         "{resident_after} KiB still resident after a release (read {before} bytes since)"
     );
 }
+
+/// A segment recovered at open carries its file's mtime, so retention by
+/// age outlives a restart: segments whose files are old are dropped up to
+/// the limit, the young and the active one stay.
+#[test]
+fn recovered_segments_carry_their_mtime_into_retention() {
+    use crate::storage::retention::{Retention, retention_point};
+    use crate::storage::unix_now_ms;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    const DAY_MS: u64 = 86_400_000;
+    let dir = TempDir::new("retention-age");
+    let mut log = SegmentLog::open_standalone(&dir.0, SMALL).unwrap();
+    append_batches(&mut log, 1, &[10; 80], 200);
+    log.sync_all().unwrap();
+    let paths = log.segment_paths();
+    assert!(paths.len() >= 3, "{} segments", paths.len());
+    drop(log);
+    // Ten days ago, in whole seconds (any file system keeps those).
+    let old_ms = (unix_now_ms() - 10 * DAY_MS) / 1_000 * 1_000;
+    for path in &paths[..2] {
+        let file = OpenOptions::new().write(true).open(path).unwrap();
+        file.set_modified(UNIX_EPOCH + Duration::from_millis(old_ms))
+            .unwrap();
+    }
+    let mut log = SegmentLog::open_standalone(&dir.0, SMALL).unwrap();
+    let segments = log.segments();
+    assert_eq!(segments[0].modified_ms, old_ms);
+    assert_eq!(segments[1].modified_ms, old_ms);
+    assert!(segments[2].modified_ms > old_ms + 9 * DAY_MS);
+    let retention = Retention {
+        bytes_max: None,
+        age_max_ms: Some(DAY_MS),
+    };
+    let now = unix_now_ms();
+    // A limit inside the second segment keeps it.
+    assert_eq!(
+        retention_point(&segments, segments[1].last.prev(), &retention, now),
+        Some(segments[0].last)
+    );
+    let point = retention_point(&segments, log.durability().index, &retention, now);
+    assert_eq!(point, Some(segments[1].last));
+    log.drop_prefix(point.unwrap()).unwrap();
+    log.sync_all().unwrap();
+    assert_eq!(log.first_index(), segments[2].first);
+    assert_eq!(log.segments(), segments[2..]);
+    assert!(!paths[0].exists() && !paths[1].exists());
+}
