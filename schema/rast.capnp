@@ -195,7 +195,11 @@ struct HeartbeatResponse {
 }
 
 struct InstallSnapshot {
-  header @0 :SnapshotHeader;  # set in the first chunk only
+  # One chunk of the leader's snapshot file (src/storage/snapshot_file.rs:
+  # its own header, configuration and checksums, then the body). Every
+  # chunk's header carries lastIndex, lastTerm and totalBytes, so a
+  # follower can resume a stream on any chunk.
+  header @0 :SnapshotHeader;
   offset @1 :UInt64;
   data @2 :Data;
   done @3 :Bool;
@@ -312,6 +316,7 @@ struct Status {
   appliedIndex @7 :UInt64;
   peers @8 :List(PeerStatus);
   failed @9 :Text;          # non-empty when the group stopped applying
+  snapshotIndex @10 :UInt64;  # last index covered by the latest snapshot
 }
 
 struct PeerStatus {

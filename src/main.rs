@@ -447,11 +447,13 @@ fn status(args: &ClientArgs) -> anyhow::Result<()> {
         match client.status_of(&address, &args.log) {
             Ok(status) => {
                 println!(
-                    "node {} at {address}: {} term {} leader {} last {} commit {} applied {}{}",
+                    "node {} at {address}: {} term {} leader {} first {} snapshot {} last {} commit {} applied {}{}",
                     status.node_id,
                     status.role,
                     status.term,
                     status.leader,
+                    status.first_index,
+                    status.snapshot_index,
                     status.last_index,
                     status.commit_index,
                     status.applied_index,
@@ -514,6 +516,10 @@ fn admin(args: &ClientArgs, action: AdminAction) -> anyhow::Result<()> {
                 }
             }
             ResponseBody::Done => println!("log {log}: done"),
+            ResponseBody::Status(status) => println!(
+                "log {log}: node {} snapshot at {}; the log holds {}..={}",
+                status.node_id, status.snapshot_index, status.first_index, status.last_index
+            ),
             other => anyhow::bail!("log {log}: unexpected answer: {other:?}"),
         }
     }

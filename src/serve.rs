@@ -15,6 +15,10 @@
 //! logs = "default"
 //! metrics_addr = "127.0.0.1:9101"
 //! join = false              # true: start outside the configuration
+//! snapshot_log_bytes = 134217728  # kv log: snapshot after this much log
+//! retain_bytes = 0          # plain logs: keep about this much (0: all)
+//! retain_age_secs = 0       # plain logs: drop segments older (0: keep)
+//! segment_bytes = 67108864  # log segment file size
 //! ```
 
 use std::net::SocketAddr;
@@ -22,7 +26,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::ValueEnum;
+use rast::constants::{SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
+use rast::server::group::snapshot::SnapshotPolicy;
 use rast::server::{Settings, StorageMode, ZeroCopy};
+use rast::storage::retention::Retention;
 use rast::types::NodeId;
 
 /// Options of `rast serve`.
@@ -78,6 +85,25 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(default)]
     join: bool,
+    /// The key-value log snapshots its state and drops the log below it
+    /// each time the stored log grew by this many bytes (0: only on
+    /// `rast admin snapshot`) [default: 134217728, 128 MiB].
+    #[arg(long, value_name = "BYTES")]
+    snapshot_log_bytes: Option<u64>,
+    /// Plain logs keep about this many bytes, dropping their oldest
+    /// segments (64 MiB each) beyond it; reads below the first kept index
+    /// answer "compacted" [default: 0, keep everything].
+    #[arg(long, value_name = "BYTES")]
+    retain_bytes: Option<u64>,
+    /// Plain logs drop segments whose last write is older than this many
+    /// seconds (never the one being written) [default: 0, keep everything].
+    #[arg(long, value_name = "SECONDS")]
+    retain_age_secs: Option<u64>,
+    /// Size of each log segment file, the unit in which logs are dropped
+    /// below a snapshot or by retention [default: 67108864, 64 MiB; at
+    /// least 65536].
+    #[arg(long, value_name = "BYTES")]
+    segment_bytes: Option<u64>,
 }
 
 impl ServeArgs {
@@ -98,6 +124,10 @@ impl ServeArgs {
             metrics_addr: self.metrics_addr.or(file.metrics_addr),
             fault_kv_panic_key: self.fault_kv_panic_key.or(file.fault_kv_panic_key),
             join: self.join || file.join,
+            snapshot_log_bytes: self.snapshot_log_bytes.or(file.snapshot_log_bytes),
+            retain_bytes: self.retain_bytes.or(file.retain_bytes),
+            retain_age_secs: self.retain_age_secs.or(file.retain_age_secs),
+            segment_bytes: self.segment_bytes.or(file.segment_bytes),
         }
     }
 }
@@ -141,6 +171,12 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     let cores = args.cores.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, |cores| cores.get() as u32)
     });
+    let segment_bytes = args.segment_bytes.unwrap_or(SEGMENT_BYTES_MAX);
+    if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&segment_bytes) {
+        bail!(
+            "--segment-bytes {segment_bytes}: expected {SEGMENT_BYTES_MIN} to {SEGMENT_BYTES_MAX}"
+        );
+    }
     Ok(Settings {
         id: NodeId(id),
         listen,
@@ -163,8 +199,24 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         metrics_addr: args.metrics_addr,
         fault_kv_panic_key: args.fault_kv_panic_key.map(String::into_bytes),
         join: args.join,
+        segment_bytes,
+        snapshots: SnapshotPolicy {
+            log_bytes: args
+                .snapshot_log_bytes
+                .unwrap_or(SNAPSHOT_LOG_BYTES_DEFAULT),
+            retention: Retention {
+                bytes_max: args.retain_bytes.filter(|bytes| *bytes > 0),
+                age_max_ms: args
+                    .retain_age_secs
+                    .filter(|secs| *secs > 0)
+                    .map(|secs| secs.saturating_mul(1000)),
+            },
+        },
     })
 }
+
+/// The key-value log's default automatic snapshot interval, in log bytes.
+const SNAPSHOT_LOG_BYTES_DEFAULT: u64 = 128 * 1024 * 1024;
 
 /// Parses `ID=ADDR,ID=ADDR,…`.
 fn parse_peers(text: &str) -> anyhow::Result<Vec<(NodeId, String)>> {

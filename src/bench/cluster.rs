@@ -175,6 +175,8 @@ impl LocalCluster {
             metrics_addr: self.metrics[node].parse().ok(),
             fault_kv_panic_key: None,
             join: false,
+            segment_bytes: crate::constants::SEGMENT_BYTES_MAX,
+            snapshots: crate::server::group::snapshot::SnapshotPolicy::default(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("rast-bench-node-{}", node + 1))

@@ -134,6 +134,108 @@ pub fn encode(group: LogId, message: &Outgoing, batches: &[BatchSummary]) -> Vec
     frame::encode(&builder)
 }
 
+/// Who a snapshot-stream message is from and to (the `PeerMessage`
+/// envelope fields).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// The Raft group.
+    pub group: LogId,
+    /// Sender.
+    pub from: NodeId,
+    /// Receiver.
+    pub to: NodeId,
+    /// Sender's term.
+    pub term: Term,
+}
+
+fn envelope(root: &mut peer_message::Builder<'_>, envelope: Envelope) {
+    root.set_group(envelope.group.get());
+    root.set_from(envelope.from.get());
+    root.set_to(envelope.to.get());
+    root.set_term(envelope.term.get());
+}
+
+/// One chunk of an InstallSnapshot stream: the bytes of the snapshot file
+/// at `offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotChunk<'a> {
+    /// The snapshot's last index and term (identify the stream).
+    pub snapshot: InstallSnapshot,
+    /// Bytes of the whole stream.
+    pub total_bytes: u64,
+    /// Offset of `data` in the stream.
+    pub offset: u64,
+    /// The bytes.
+    pub data: &'a [u8],
+    /// The last chunk.
+    pub done: bool,
+}
+
+/// Encodes an InstallSnapshot chunk. Every chunk carries the header's
+/// index, term and total size, so a follower can resume a stream on any
+/// chunk after a dropped connection.
+pub fn encode_snapshot_chunk(to: Envelope, chunk: &SnapshotChunk<'_>) -> Vec<u8> {
+    let mut builder = capnp::message::Builder::new_default();
+    let mut root = builder.init_root::<peer_message::Builder<'_>>();
+    envelope(&mut root, to);
+    let mut install = root.init_install_snapshot();
+    let mut header = install.reborrow().init_header();
+    header.set_last_index(chunk.snapshot.last_index.get());
+    header.set_last_term(chunk.snapshot.last_term.get());
+    header.set_total_bytes(chunk.total_bytes);
+    install.set_offset(chunk.offset);
+    install.set_data(chunk.data);
+    install.set_done(chunk.done);
+    frame::encode(&builder)
+}
+
+/// Encodes a follower's answer to a snapshot stream.
+pub fn encode_snapshot_response(to: Envelope, response: SnapshotResponse) -> Vec<u8> {
+    let mut builder = capnp::message::Builder::new_default();
+    let mut root = builder.init_root::<peer_message::Builder<'_>>();
+    envelope(&mut root, to);
+    let mut out = root.init_snapshot_response();
+    out.set_next_offset(response.next_offset);
+    out.set_done(response.done);
+    frame::encode(&builder)
+}
+
+/// Reads the chunk of an InstallSnapshot frame (one [`decode`] said is
+/// one) and hands it to `visit`, borrowing the frame's bytes.
+pub fn with_snapshot_chunk<T>(
+    bytes: &[u8],
+    visit: impl FnOnce(SnapshotChunk<'_>) -> T,
+) -> Result<T, WireError> {
+    let message = frame::open(bytes)?;
+    let root = message.get_root::<peer_message::Reader<'_>>()?;
+    let peer_message::InstallSnapshot(install) = root.which()? else {
+        return Err(WireError::Malformed("not an InstallSnapshot".into()));
+    };
+    let install = install?;
+    let header = install.get_header()?;
+    let data = install.get_data()?;
+    let chunk = SnapshotChunk {
+        snapshot: InstallSnapshot {
+            last_index: LogIndex(header.get_last_index()),
+            last_term: Term(header.get_last_term()),
+        },
+        total_bytes: header.get_total_bytes(),
+        offset: install.get_offset(),
+        data,
+        done: install.get_done(),
+    };
+    let end = chunk.offset.checked_add(data.len() as u64);
+    if end.is_none_or(|end| end > chunk.total_bytes || (chunk.done && end != chunk.total_bytes)) {
+        return Err(WireError::Malformed(format!(
+            "snapshot chunk at {} of {} bytes outside a stream of {}",
+            chunk.offset,
+            data.len(),
+            chunk.total_bytes
+        )));
+    }
+    Ok(visit(chunk))
+}
+
 /// Decodes a `PeerMessage` frame; AppendEntries summaries are written to
 /// `batches` (cleared first), checked to be contiguous from `prev + 1` and
 /// to add up to `batchBytes`.

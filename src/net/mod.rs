@@ -2,3 +2,4 @@
 //! the Raft core's messages, and connection state.
 
 pub mod codec;
+pub mod snapshot_stream;

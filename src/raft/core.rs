@@ -232,6 +232,9 @@ pub struct Core {
     /// The committed configuration and the uncommitted config batches after
     /// it (the latest one in the log is in force, committed or not).
     membership_committed: Membership,
+    /// Where `membership_committed` came from: its entry's index, or the
+    /// snapshot's index when it came with the snapshot.
+    membership_committed_at: LogIndex,
     memberships_uncommitted: Vec<(LogIndex, Membership)>,
     peers: Vec<Peer>,
     /// This node granted itself a (pre-)vote in the current campaign.
@@ -282,6 +285,7 @@ impl Core {
             commit: restart.snapshot_index,
             membership: restart.membership,
             membership_committed: restart.membership,
+            membership_committed_at: restart.snapshot_index,
             memberships_uncommitted: Vec::new(),
             peers: Vec::with_capacity(crate::constants::NODES_MAX),
             self_granted: false,
@@ -471,6 +475,15 @@ impl Core {
     /// The latest committed configuration (the one in force may be newer).
     pub fn membership_committed(&self) -> &Membership {
         &self.membership_committed
+    }
+
+    /// The configuration as of the committed `index` (what a snapshot up to
+    /// `index` records), when the core still knows it: `None` for an index
+    /// above the commit index, or below the latest committed configuration
+    /// entry (an older configuration is forgotten once a newer commits).
+    pub fn membership_at(&self, index: LogIndex) -> Option<Membership> {
+        (index <= self.commit && index >= self.membership_committed_at)
+            .then_some(self.membership_committed)
     }
 
     /// Whether a configuration entry is in the log but not committed yet.
@@ -697,6 +710,7 @@ impl Core {
         self.reported_commit = index;
         self.verified_index = self.verified_index.max(index);
         self.membership_committed = membership;
+        self.membership_committed_at = index;
         self.restore_membership();
         self.acknowledge(actions);
     }
@@ -1578,7 +1592,8 @@ impl Core {
             let split = self
                 .memberships_uncommitted
                 .partition_point(|(index, _)| *index <= commit);
-            self.membership_committed = self.memberships_uncommitted[split - 1].1;
+            (self.membership_committed_at, self.membership_committed) =
+                self.memberships_uncommitted[split - 1];
             self.memberships_uncommitted.drain(..split);
         }
     }

@@ -31,6 +31,7 @@ use crate::wire::client::{ErrorKind, ErrorReply, Response, ResponseBody};
 use crate::wire::{BatchKind, BatchMut, BatchView, WireError, encode_batch, split_frame};
 
 mod admin;
+mod install;
 mod kv;
 pub mod snapshot;
 #[cfg(test)]
@@ -170,6 +171,8 @@ pub struct Group {
     /// The nodes last reported to the shard as linked (see
     /// `linked_members`).
     linked_reported: NodeSet,
+    /// Snapshots: taking, compacting, streaming, installing.
+    snapshots: snapshot::Snapshots,
     /// The time of the last tick.
     now_ms: u64,
 }
@@ -244,6 +247,7 @@ impl Group {
             reads: ReadQueue::new(),
             admin_waits: Vec::new(),
             linked_reported: NodeSet::EMPTY,
+            snapshots: snapshot::Snapshots::default(),
             now_ms,
         };
         for (_, members) in &configs {
@@ -340,6 +344,16 @@ impl Group {
         self.execute(&mut actions, None, Some(batch_bytes), out);
         self.actions = actions;
         self.configs = configs;
+        match header.body {
+            // The stream's bytes: `batch_bytes` is the whole frame.
+            PeerBody::InstallSnapshot(_) if self.failed.is_none() => {
+                self.snapshot_chunk(header, batch_bytes, out)?;
+            }
+            PeerBody::SnapshotResponse(response) if self.failed.is_none() => {
+                self.snapshot_response(header.from, header.term, response, out);
+            }
+            _ => {}
+        }
         Ok(())
     }
 
@@ -545,6 +559,14 @@ impl Group {
 
     /// Serves a read of committed entries from `from`.
     pub fn read(&mut self, from: LogIndex, max_entries: u32, reply: ReplyTo, out: &mut Outbound) {
+        if let Some(first) = self.compacted_below(from) {
+            out.error(
+                reply,
+                ErrorKind::Compacted(first.get()),
+                format!("entries below {first} are compacted; read from {first} on"),
+            );
+            return;
+        }
         match self.committed_batches(from, max_entries) {
             Ok((_, pieces, count)) => {
                 out.reply(reply, ResponseBody::Batches(count));
@@ -562,8 +584,23 @@ impl Group {
         }
     }
 
+    /// The first index still stored, if `from` is below it (those entries
+    /// were dropped after a snapshot or by retention).
+    fn compacted_below(&self, from: LogIndex) -> Option<LogIndex> {
+        let first = self.storage.first_index();
+        (from.max(LogIndex(1)) < first).then_some(first)
+    }
+
     /// Starts following the log from `from`.
     pub fn tail(&mut self, from: LogIndex, max_entries: u32, reply: ReplyTo, out: &mut Outbound) {
+        if let Some(first) = self.compacted_below(from) {
+            out.error(
+                reply,
+                ErrorKind::Compacted(first.get()),
+                format!("entries below {first} are compacted; tail from {first} on"),
+            );
+            return;
+        }
         self.tails.push(Tail {
             reply,
             next: from.max(LogIndex(1)),
@@ -796,9 +833,7 @@ impl Group {
                     );
                 });
             }
-            Action::SendSnapshot { to } => {
-                tracing::warn!(log = %self.name, peer = %to, "peer needs a snapshot; snapshots are not served yet");
-            }
+            Action::SendSnapshot { to } => self.stream_snapshot(to, out),
             Action::RoleChanged { role, term, leader } => {
                 tracing::info!(log = %self.name, ?role, %term, %leader, "role changed");
                 if leader != self.leader && leader != NodeId::ZERO {
@@ -1014,6 +1049,7 @@ impl Group {
             term: core.term().get(),
             leader: core.leader().get(),
             first_index: self.storage.first_index().get(),
+            snapshot_index: self.core.log().snapshot_index().get(),
             last_index: self.storage.last_index().get(),
             commit_index: core.commit_index().get(),
             applied_index: self

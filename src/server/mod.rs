@@ -80,6 +80,10 @@ pub struct Settings {
     /// to reach the cluster; this node votes in no log until a leader adds
     /// it (as a learner, then promotes it).
     pub join: bool,
+    /// Size of each log segment file.
+    pub segment_bytes: u64,
+    /// When logs snapshot themselves and how much plain logs retain.
+    pub snapshots: group::snapshot::SnapshotPolicy,
 }
 
 /// Errors that stop the server from starting.

@@ -412,8 +412,16 @@ impl Shard {
 
     fn tick(&mut self) {
         let now = self.now_ms();
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
         for group in self.groups.values_mut() {
             group.tick(now, &mut self.out);
+            // A splice still moving bytes into the log owns its tail: a
+            // snapshot install (which may reset the log) waits for it.
+            if !self.splicing.contains(&group.id) {
+                group.snapshot_tick(now, unix_ms, &mut self.out);
+            }
         }
         if now >= self.reopen_at_ms {
             self.reopen_at_ms = now + REOPEN_INTERVAL_MS;
@@ -740,7 +748,13 @@ impl Shard {
             return Ok(0);
         }
         let entry = self.slots[slot].as_mut().expect("present");
-        let bytes = entry.connection.unread()[length..need].to_vec();
+        // A snapshot chunk's bytes are inside its frame: the group reads
+        // them from the whole frame.
+        let bytes = if matches!(header.body, PeerBody::InstallSnapshot(_)) {
+            entry.connection.unread()[..need].to_vec()
+        } else {
+            entry.connection.unread()[length..need].to_vec()
+        };
         super::metrics::Counters::add(&self.metrics.counters.bytes_copied, bytes.len() as u64);
         entry.connection.consume(need);
         let summaries = std::mem::take(&mut self.summaries);
@@ -902,7 +916,9 @@ impl Shard {
                 StorageMode::Disk => Box::new(
                     SegmentLog::open(
                         &self.settings.data.join(format!("{:016x}", id.get())),
-                        SegmentOptions::default(),
+                        SegmentOptions {
+                            segment_bytes: self.settings.segment_bytes,
+                        },
                         Rc::clone(&self.ring),
                     )
                     .map_err(|error| format!("opening log {name}: {error}"))?,
@@ -926,6 +942,20 @@ impl Shard {
                 self.now_ms(),
             )
             .map_err(|error| format!("opening log {name}: {error}"))?;
+            if self.settings.storage == StorageMode::Disk {
+                let dir = self
+                    .settings
+                    .data
+                    .join(format!("{:016x}", id.get()))
+                    .join("snapshots");
+                let now = self.now_ms();
+                if let Some(index) = group
+                    .enable_snapshots(dir, self.settings.snapshots, now)
+                    .map_err(|error| format!("opening log {name}: {error}"))?
+                {
+                    tracing::info!(log = %name, %index, "restarted from a snapshot");
+                }
+            }
             if let Some(key) = &self.settings.fault_kv_panic_key {
                 group.inject_kv_panic(key.clone());
             }

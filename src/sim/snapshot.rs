@@ -30,8 +30,8 @@
 
 use std::rc::Rc;
 
-use crate::constants::SNAPSHOT_CHUNKS_INFLIGHT_MAX;
 use crate::kv::StateMachine;
+use crate::net::snapshot_stream::SendWindow;
 use crate::types::{LogIndex, NodeId, Term};
 
 /// First eight bytes of an encoded simulator snapshot.
@@ -197,62 +197,35 @@ pub struct Sending {
     pub term: Term,
     /// The encoded snapshot.
     pub bytes: Rc<[u8]>,
-    /// The follower has everything before this offset.
-    pub acknowledged: u64,
-    /// Everything before this offset was sent.
-    pub sent: u64,
-    /// Simulated time of the last progress (start, or `acknowledged` moved).
-    pub progress_ms: u64,
-    /// Simulated time the stream started.
-    pub started_ms: u64,
+    /// Which bytes go next (simulated time).
+    pub window: SendWindow,
 }
 
 impl Sending {
-    /// The next chunks to send: the window of `SNAPSHOT_CHUNKS_INFLIGHT_MAX`
-    /// chunks of `chunk_bytes` past what was acknowledged, minus what is
-    /// already in flight.
+    /// The next chunks to send (see [`SendWindow::next_ranges`]).
     pub fn next_chunks(&mut self, chunk_bytes: u64) -> Vec<Chunk> {
-        let total = self.bytes.len() as u64;
-        let window_end = self
-            .acknowledged
-            .saturating_add(chunk_bytes * SNAPSHOT_CHUNKS_INFLIGHT_MAX as u64)
-            .min(total);
-        let mut chunks = Vec::new();
-        while self.sent < window_end {
-            let end = (self.sent + chunk_bytes).min(total);
-            chunks.push(Chunk {
+        self.window
+            .next_ranges(chunk_bytes)
+            .into_iter()
+            .map(|range| Chunk {
                 index: self.index,
                 term: self.term,
-                offset: self.sent,
-                data: self.bytes[self.sent as usize..end as usize].to_vec(),
-                done: end == total,
-            });
-            self.sent = end;
-        }
-        chunks
+                offset: range.offset,
+                data: self.bytes[range.offset as usize..(range.offset + range.len) as usize]
+                    .to_vec(),
+                done: range.done,
+            })
+            .collect()
     }
 
-    /// The follower needs `next_offset` next: move the window forward, or
-    /// back to the start when the follower lost its partial copy (it asks
-    /// for 0). Any other lower offset is a stale answer (reordered or
-    /// duplicated): acting on it would resend a window per stale answer,
-    /// and answers to those resends would multiply, so it is ignored.
+    /// See [`SendWindow::acknowledge`].
     pub fn acknowledge(&mut self, next_offset: u64, now_ms: u64) {
-        let next_offset = next_offset.min(self.bytes.len() as u64);
-        if next_offset > self.acknowledged {
-            self.progress_ms = now_ms;
-            self.acknowledged = next_offset;
-            self.sent = self.sent.max(next_offset);
-        } else if next_offset == 0 && self.acknowledged > 0 {
-            self.acknowledged = 0;
-            self.sent = 0;
-        }
+        self.window.acknowledge(next_offset, now_ms);
     }
 
-    /// Nothing was acknowledged for a while: resend from what was.
+    /// See [`SendWindow::rewind`].
     pub fn rewind(&mut self, now_ms: u64) {
-        self.sent = self.acknowledged;
-        self.progress_ms = now_ms;
+        self.window.rewind(now_ms);
     }
 }
 
@@ -345,10 +318,7 @@ mod tests {
                 index: LogIndex(9),
                 term: Term(3),
                 bytes: Rc::clone(&bytes),
-                acknowledged: 0,
-                sent: 0,
-                progress_ms: 0,
-                started_ms: 0,
+                window: SendWindow::new(bytes.len() as u64, 0),
             };
             let mut partial = None;
             let mut wire: Vec<Chunk> = Vec::new();

@@ -13,46 +13,58 @@
 //!
 //! ```text
 //! offset      bytes  field
-//!      0          8  magic "RASTSNP1"
+//!      0          8  magic "RASTSNP2"
 //!      8          8  last index covered
 //!     16          8  its term
-//!     24          8  voter count n (at most NODES_MAX)
-//!     32         8n  voter ids
-//!  32+8n          8  body bytes B
-//!  40+8n          4  CRC32C of the body
-//!  44+8n          4  CRC32C of every header byte before it
-//!  48+8n          B  body: the state machine's own snapshot stream
+//!     24          8  configuration bytes M (at most MEMBERS_BYTES_MAX)
+//!     32          M  the configuration as of that index: one framed
+//!                    `Membership` message (schema/rast.capnp) with voters,
+//!                    outgoing voters, learners and every member's address
+//!   32+M          8  body bytes B
+//!   40+M          4  CRC32C of the body
+//!   44+M          4  CRC32C of every header byte before it
+//!   48+M          B  body: the state machine's own snapshot stream
+//!                    (empty for a plain log)
 //! ```
 //!
-//! The body is opaque here (the key-value machine's stream, which has its
-//! own checksum too); checking its CRC before trusting the header means a
-//! torn or bit-flipped file is skipped for an older valid one, and the
-//! caller gets a clear error naming the file when none is valid.
+//! The configuration is in the file because the log entries that carried it
+//! are dropped below the snapshot: a node restarted from the file (or one
+//! that received it from a leader) learns who the members are and where to
+//! reach them from here. The body is opaque here (the key-value machine's
+//! stream, which has its own checksum too); checking its CRC before
+//! trusting the header means a torn or bit-flipped file is skipped for an
+//! older valid one, and the caller gets a clear error naming the file when
+//! none is valid. The whole file, header included, is also what a leader
+//! streams to a follower in InstallSnapshot chunks: the receiver verifies
+//! it the same way before it replaces anything.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::constants::NODES_MAX;
-use crate::raft::{Membership, NodeSet};
-use crate::types::{LogIndex, NodeId, Term};
+use crate::types::{LogIndex, Term};
+use crate::wire::client::{Members, decode_members, encode_members};
 
 /// First eight bytes of a snapshot file.
-pub const MAGIC: [u8; 8] = *b"RASTSNP1";
+pub const MAGIC: [u8; 8] = *b"RASTSNP2";
+/// Largest configuration a header may carry (nine members with addresses
+/// take well under a kilobyte).
+pub const MEMBERS_BYTES_MAX: u64 = 64 * 1024;
 /// Snapshot files kept in the directory (the newest and one before it).
 pub const SNAPSHOTS_KEPT: usize = 2;
 /// Bytes read at a time while checking a body.
 const READ_BYTES: usize = 64 * 1024;
 
 /// What a snapshot file says about itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapshotMeta {
     /// Last index covered.
     pub index: LogIndex,
     /// Its term.
     pub term: Term,
-    /// The configuration as of `index`.
-    pub membership: Membership,
+    /// The configuration as of `index`, with the members' addresses (at
+    /// least one voter).
+    pub members: Members,
     /// Bytes of the body.
     pub body_bytes: u64,
     /// CRC32C of the body.
@@ -62,19 +74,17 @@ pub struct SnapshotMeta {
 impl SnapshotMeta {
     /// Bytes of the header of this snapshot's file (the body starts here).
     pub fn header_bytes(&self) -> u64 {
-        48 + 8 * self.membership.voters.as_slice().len() as u64
+        48 + encode_members(&self.members).len() as u64
     }
 
     fn encode(&self) -> Vec<u8> {
-        let voters = self.membership.voters.as_slice();
-        let mut out = Vec::with_capacity(48 + 8 * voters.len());
+        let members = encode_members(&self.members);
+        let mut out = Vec::with_capacity(48 + members.len());
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&self.index.get().to_le_bytes());
         out.extend_from_slice(&self.term.get().to_le_bytes());
-        out.extend_from_slice(&(voters.len() as u64).to_le_bytes());
-        for voter in voters {
-            out.extend_from_slice(&voter.get().to_le_bytes());
-        }
+        out.extend_from_slice(&(members.len() as u64).to_le_bytes());
+        out.extend_from_slice(&members);
         out.extend_from_slice(&self.body_bytes.to_le_bytes());
         out.extend_from_slice(&self.body_crc.to_le_bytes());
         let crc = crc32c::crc32c(&out);
@@ -91,11 +101,13 @@ impl SnapshotMeta {
             return Err(format!("not a snapshot file (magic {:02x?})", &fixed[..8]));
         }
         let word = |at: usize| u64::from_le_bytes(fixed[at..at + 8].try_into().expect("8 bytes"));
-        let count = word(24);
-        if count == 0 || count > NODES_MAX as u64 {
-            return Err(format!("{count} voters (1 to {NODES_MAX})"));
+        let members_bytes = word(24);
+        if members_bytes == 0 || members_bytes > MEMBERS_BYTES_MAX {
+            return Err(format!(
+                "a configuration of {members_bytes} bytes (1 to {MEMBERS_BYTES_MAX})"
+            ));
         }
-        let mut rest = vec![0u8; 8 * count as usize + 16];
+        let mut rest = vec![0u8; members_bytes as usize + 16];
         reader
             .read_exact(&mut rest)
             .map_err(|error| format!("header: {error}"))?;
@@ -108,19 +120,15 @@ impl SnapshotMeta {
                 "header checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
             ));
         }
-        let ids: Vec<NodeId> = rest[..8 * count as usize]
-            .chunks_exact(8)
-            .map(|raw| NodeId(u64::from_le_bytes(raw.try_into().expect("8 bytes"))))
-            .collect();
-        let voters = NodeSet::from_ids(&ids).ok_or("duplicate voters")?;
-        let tail = &rest[8 * count as usize..];
+        let (members, tail) = rest.split_at(members_bytes as usize);
+        let members = decode_members(members).map_err(|error| format!("configuration: {error}"))?;
+        if members.voters.is_empty() {
+            return Err("a configuration without voters".into());
+        }
         Ok(Self {
             index: LogIndex(word(8)),
             term: Term(word(16)),
-            membership: Membership {
-                voters,
-                ..Membership::default()
-            },
+            members,
             body_bytes: u64::from_le_bytes(tail[..8].try_into().expect("8 bytes")),
             body_crc: u32::from_le_bytes(tail[8..12].try_into().expect("4 bytes")),
         })
@@ -172,7 +180,7 @@ pub fn write(
     dir: &Path,
     index: LogIndex,
     term: Term,
-    membership: Membership,
+    members: Members,
     body: impl FnOnce(&mut dyn Write) -> io::Result<u64>,
 ) -> Result<(SnapshotMeta, PathBuf), SnapshotFileError> {
     fs::create_dir_all(dir).map_err(io_error("create directory", dir))?;
@@ -187,7 +195,7 @@ pub fn write(
     let mut meta = SnapshotMeta {
         index,
         term,
-        membership,
+        members,
         body_bytes: 0,
         body_crc: 0,
     };
@@ -285,6 +293,45 @@ pub fn body_reader(
     Ok(BufReader::with_capacity(READ_BYTES, file).take(meta.body_bytes))
 }
 
+/// Where a snapshot up to `index` received from a leader is written while
+/// it arrives (a name [`latest`] neither lists nor removes, so a snapshot
+/// this node writes meanwhile cannot disturb it).
+pub fn receive_path(dir: &Path, index: LogIndex) -> PathBuf {
+    dir.join(format!("snapshot-{:020}.recv", index.get()))
+}
+
+/// Removes partial received snapshots left by a crash or an abandoned
+/// stream (best effort).
+pub fn remove_partials(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path
+            .extension()
+            .is_some_and(|extension| extension == "recv")
+            && let Err(error) = fs::remove_file(&path)
+        {
+            tracing::warn!(path = %path.display(), %error, "removing a partial snapshot");
+        }
+    }
+}
+
+/// Makes a received snapshot file at `received` (complete and synced) the
+/// snapshot of `dir`: checks it as [`latest`] would, then renames it and
+/// syncs the directory. Returns its meta and final path.
+pub fn adopt(dir: &Path, received: &Path) -> Result<(SnapshotMeta, PathBuf), SnapshotFileError> {
+    let meta = verify(received)?;
+    let path = dir.join(file_name(meta.index));
+    fs::rename(received, &path).map_err(io_error("rename", received))?;
+    File::open(dir)
+        .and_then(|directory| directory.sync_all())
+        .map_err(io_error("fsync directory", dir))?;
+    prune(dir, SNAPSHOTS_KEPT);
+    Ok((meta, path))
+}
+
 /// Snapshot files in `dir` by index; temporary files are removed.
 fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     let mut files = Vec::new();
@@ -349,8 +396,15 @@ mod tests {
     use super::*;
     use crate::storage::segment::tests::TempDir;
 
-    fn membership() -> Membership {
-        Membership::with_voters(&[NodeId(1), NodeId(2), NodeId(3)]).expect("voters")
+    fn membership() -> Members {
+        Members {
+            voters: vec![1, 2, 3],
+            voters_outgoing: Vec::new(),
+            learners: vec![4],
+            addresses: (1..=4)
+                .map(|id| (id, format!("127.0.0.1:700{id}")))
+                .collect(),
+        }
     }
 
     fn write_body(dir: &Path, index: u64, body: &[u8]) -> PathBuf {
@@ -373,7 +427,7 @@ mod tests {
         let (meta, path) = latest(dir.0.as_path()).expect("list").expect("one");
         assert_eq!(meta.index, LogIndex(12));
         assert_eq!(meta.term, Term(2));
-        assert_eq!(meta.membership, membership());
+        assert_eq!(meta.members, membership());
         let mut body = Vec::new();
         body_reader(&path, &meta)
             .expect("open")

@@ -191,6 +191,8 @@ pub struct Status {
     pub leader: u64,
     /// First retained index.
     pub first_index: u64,
+    /// Last index covered by the latest snapshot (0: none).
+    pub snapshot_index: u64,
     /// Last index in the log.
     pub last_index: u64,
     /// Commit index.
@@ -587,6 +589,7 @@ fn build_status(mut builder: crate::rast_capnp::status::Builder<'_>, status: &St
     builder.set_term(status.term);
     builder.set_leader(status.leader);
     builder.set_first_index(status.first_index);
+    builder.set_snapshot_index(status.snapshot_index);
     builder.set_last_index(status.last_index);
     builder.set_commit_index(status.commit_index);
     builder.set_applied_index(status.applied_index);
@@ -617,6 +620,7 @@ fn read_status(reader: crate::rast_capnp::status::Reader<'_>) -> Result<Status, 
         term: reader.get_term(),
         leader: reader.get_leader(),
         first_index: reader.get_first_index(),
+        snapshot_index: reader.get_snapshot_index(),
         last_index: reader.get_last_index(),
         commit_index: reader.get_commit_index(),
         applied_index: reader.get_applied_index(),

@@ -115,6 +115,11 @@ impl Cluster {
         node
     }
 
+    /// The process id of node `node`, if it runs.
+    pub fn pid(&self, node: usize) -> Option<u32> {
+        self.children[node].as_ref().map(Child::id)
+    }
+
     /// SIGKILLs node `node` and reaps it.
     pub fn kill(&mut self, node: usize) {
         if let Some(mut child) = self.children[node].take() {

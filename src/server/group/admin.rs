@@ -92,11 +92,7 @@ impl Group {
             }
             AdminRequest::Remove(id) => self.change(Change::Remove(NodeId(*id)), None, reply, out),
             AdminRequest::TransferLeader(id) => self.transfer(NodeId(*id), reply, out),
-            AdminRequest::Snapshot => out.error(
-                reply,
-                ErrorKind::Invalid,
-                "snapshots are not served by this version yet",
-            ),
+            AdminRequest::Snapshot => self.admin_snapshot(reply, out),
         }
     }
 

@@ -1,5 +1,6 @@
-//! Snapshots of a group's key-value state machine to a file in the node's
-//! data directory, without stopping the group for the write.
+//! Snapshots of a group to a file in the node's data directory: taking
+//! them without stopping the group for the write, compacting the log below
+//! them, and restarting from them.
 //!
 //! ```text
 //!  shard thread:   encode the machine into one buffer (the only pause)
@@ -7,6 +8,14 @@
 //!  shard thread:   when durable: compact_to(index) drops the log below it
 //!                  (core.compact + storage.drop_prefix, whole segments)
 //! ```
+//!
+//! When: a key-value log snapshots itself each time its stored log grew by
+//! `SnapshotPolicy::log_bytes` since it was last compacted, and whenever
+//! `rast admin snapshot` asks. A plain log (no state machine) has no state
+//! to save: its "snapshot" is a header-only file recording the index, term
+//! and configuration below which entries were dropped, taken when the
+//! retention policy (size, age; off by default) or an admin asks. Either
+//! file is what a follower too far behind is sent (see `install`).
 //!
 //! Why encode into a buffer, not clone the map or copy on write: the
 //! machine is a `BTreeMap` of owned byte vectors. Cloning it allocates two
@@ -17,25 +26,62 @@
 //! run on their own thread. A persistent copy-on-write map would make the
 //! pause constant but slow every apply and read. The cost is memory: the
 //! buffer holds the snapshot's size while it is written. The pause is
-//! measured and returned (`SnapshotJob::pause`).
+//! measured and returned (`SnapshotJob::pause`) and logged.
 
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::Group;
+use super::{Group, Outbound, ReplyTo, install};
 use crate::kv::StateMachine;
-use crate::raft::{BatchSummary, Membership};
+use crate::raft::BatchSummary;
 use crate::storage::LogStorage;
+use crate::storage::retention::{Retention, retention_point};
 use crate::storage::snapshot_file::{self, SnapshotFileError, SnapshotMeta};
 use crate::types::{LogIndex, Term};
+use crate::wire::client::{ErrorKind, Members, ResponseBody};
+
+/// How often a plain log checks its retention policy.
+const RETENTION_CHECK_MS: u64 = 1_000;
+
+/// When a log takes snapshots by itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    /// A key-value log snapshots itself once its stored log grew by this
+    /// many bytes since it was last compacted (0: only when asked).
+    pub log_bytes: u64,
+    /// A plain log drops its oldest segments by size and age.
+    pub retention: Retention,
+}
+
+/// A group's snapshots: where they live, the latest, the one being written,
+/// and the streams to and from peers.
+#[derive(Debug, Default)]
+pub(super) struct Snapshots {
+    /// The directory (`None`: snapshots are off, the store is in memory).
+    pub(super) dir: Option<PathBuf>,
+    /// When to take them.
+    pub(super) policy: SnapshotPolicy,
+    /// The latest durable snapshot file.
+    pub(super) latest: Option<(SnapshotMeta, PathBuf)>,
+    /// One being written.
+    job: Option<SnapshotJob>,
+    /// Admin requests answered when the job in progress is durable.
+    waiting: Vec<ReplyTo>,
+    /// The stored log's size after the last compaction.
+    pub(super) bytes_after_compaction: u64,
+    /// When the retention policy was last checked.
+    retention_checked_ms: u64,
+    /// Streams to followers, and the one from the leader.
+    pub(super) streams: install::Streams,
+}
 
 /// A snapshot being written by its own thread.
 #[derive(Debug)]
 pub struct SnapshotJob {
     /// Last index covered.
     pub index: LogIndex,
-    /// How long the group stood still (the clone).
+    /// How long the group stood still (the encode).
     pub pause: Duration,
     writer: JoinHandle<Result<(SnapshotMeta, PathBuf), SnapshotFileError>>,
 }
@@ -57,28 +103,35 @@ impl SnapshotJob {
     }
 }
 
-/// Encodes `machine` (its applied index's entry is of `term`) into a
-/// buffer, then writes the buffer to a snapshot file in `dir` on a thread
-/// of its own. Refused once the machine stopped.
+/// Encodes `machine` (if any: a plain log's snapshot has an empty body)
+/// into a buffer, then writes the buffer to a snapshot file up to `index`
+/// (of `term`, with the configuration `members`) in `dir` on a thread of
+/// its own. Refused once the machine stopped.
 pub fn start(
-    machine: &StateMachine,
+    machine: Option<&StateMachine>,
+    index: LogIndex,
     term: Term,
-    membership: Membership,
+    members: Members,
     dir: &Path,
 ) -> Result<SnapshotJob, crate::kv::SnapshotError> {
     let started = Instant::now();
-    let length = usize::try_from(machine.snapshot_len()).unwrap_or(usize::MAX);
-    let mut bytes = Vec::with_capacity(length);
-    machine.snapshot_to(&mut bytes)?;
+    let mut bytes = Vec::new();
+    if let Some(machine) = machine {
+        debug_assert_eq!(machine.applied_index(), index);
+        bytes.reserve(usize::try_from(machine.snapshot_len()).unwrap_or(0));
+        machine.snapshot_to(&mut bytes)?;
+    }
     let pause = started.elapsed();
-    let index = machine.applied_index();
     let dir = dir.to_path_buf();
-    let writer = std::thread::spawn(move || {
-        snapshot_file::write(&dir, index, term, membership, |out| {
-            out.write_all(&bytes)?;
-            Ok(bytes.len() as u64)
+    let writer = std::thread::Builder::new()
+        .name("rast-snapshot".into())
+        .spawn(move || {
+            snapshot_file::write(&dir, index, term, members, |out| {
+                out.write_all(&bytes)?;
+                Ok(bytes.len() as u64)
+            })
         })
-    });
+        .map_err(crate::kv::SnapshotError::Io)?;
     Ok(SnapshotJob {
         index,
         pause,
@@ -87,52 +140,71 @@ pub fn start(
 }
 
 impl Group {
-    /// Starts a snapshot of the key-value machine at its applied index
-    /// into `dir`; `None` on a log without one, a stopped machine, or
-    /// nothing applied.
-    pub fn start_snapshot(&self, dir: &Path) -> Option<SnapshotJob> {
-        let machine = self.kv.as_ref()?;
-        if machine.failure().is_some() || machine.applied_index() == LogIndex::ZERO {
-            return None;
+    /// Turns snapshots on for this group, with files in `dir`, and restarts
+    /// it from the newest valid one there and the log after it; call right
+    /// after [`Group::open`], before any input. Returns the snapshot's
+    /// index (`None`: no snapshot). A log that cannot continue the
+    /// snapshot, a snapshot the machine refuses, or a compacted log without
+    /// a snapshot is an error naming the file: the group must not start.
+    pub fn enable_snapshots(
+        &mut self,
+        dir: PathBuf,
+        policy: SnapshotPolicy,
+        now_ms: u64,
+    ) -> Result<Option<LogIndex>, String> {
+        snapshot_file::remove_partials(&dir);
+        let restored = self.restore_snapshot(&dir, now_ms)?;
+        if restored.is_none() && self.storage.first_index() > LogIndex(1) {
+            return Err(format!(
+                "the log starts at {} but no snapshot in {} covers the entries before it",
+                self.storage.first_index(),
+                dir.display()
+            ));
         }
-        let term = self.core.log().term_at(machine.applied_index())?;
-        start(machine, term, *self.core.membership(), dir).ok()
+        self.snapshots.dir = Some(dir);
+        self.snapshots.policy = policy;
+        self.snapshots.bytes_after_compaction = self.storage.stored_bytes();
+        Ok(restored)
+    }
+
+    /// The first index of the log after its latest snapshot (status).
+    pub fn snapshot_index(&self) -> LogIndex {
+        self.core.log().snapshot_index()
     }
 
     /// Restarts the group from the newest valid snapshot in `dir` and the
-    /// log after it; call right after [`Group::open`], before any input.
-    /// Returns the snapshot's index (`None`: no snapshot, nothing changed).
-    /// A log that cannot continue the snapshot, or a snapshot the machine
-    /// refuses, is an error naming the file: the group must not start.
+    /// log after it. Returns the snapshot's index (`None`: no snapshot,
+    /// nothing changed).
     pub fn restore_snapshot(
         &mut self,
         dir: &Path,
         now_ms: u64,
     ) -> Result<Option<LogIndex>, String> {
-        let Some(machine) = self.kv.as_mut() else {
-            return Ok(None);
-        };
         let Some((meta, path)) = snapshot_file::latest(dir).map_err(|error| error.to_string())?
         else {
             return Ok(None);
         };
+        let membership = super::membership_of(&meta.members)
+            .map_err(|error| format!("{}: {error}", path.display()))?;
         let batches = log_after_snapshot(self.storage.as_mut(), meta.index, meta.term)
             .map_err(|reason| format!("{}: {reason}", path.display()))?;
-        let mut restored = StateMachine::new();
-        restored
-            .restore_from(
-                snapshot_file::body_reader(&path, &meta).map_err(|error| error.to_string())?,
-            )
-            .map_err(|error| format!("{}: {error}", path.display()))?;
-        if restored.applied_index() != meta.index {
-            return Err(format!(
-                "{}: the machine's applied index {} is not the file's {}",
-                path.display(),
-                restored.applied_index(),
-                meta.index
-            ));
+        if let Some(machine) = self.kv.as_mut() {
+            let mut restored = StateMachine::new();
+            restored
+                .restore_from(
+                    snapshot_file::body_reader(&path, &meta).map_err(|error| error.to_string())?,
+                )
+                .map_err(|error| format!("{}: {error}", path.display()))?;
+            if restored.applied_index() != meta.index {
+                return Err(format!(
+                    "{}: the machine's applied index {} is not the file's {}",
+                    path.display(),
+                    restored.applied_index(),
+                    meta.index
+                ));
+            }
+            *machine = restored;
         }
-        *machine = restored;
         // The node has seen the snapshot's term even if its hard state
         // was lost: never start below it (no vote in it yet).
         let stored = self.storage.hard_state();
@@ -153,13 +225,203 @@ impl Group {
             hard_state,
             snapshot_index: meta.index,
             snapshot_term: meta.term,
-            membership: meta.membership,
+            membership,
             batches: &batches,
             now_ms,
         };
         self.core = crate::raft::Core::new(self.core.config().clone(), &restart);
+        // The configuration entries after the snapshot (those at or below
+        // it are summed up by the file's configuration).
+        let configs = super::recovered_configs(self.storage.as_ref(), &batches)
+            .map_err(|error| format!("{}: {error}", path.display()))?;
+        let mut memberships = Vec::new();
+        for (index, members) in configs.iter().filter(|(index, _)| *index > meta.index) {
+            memberships.push((
+                *index,
+                super::membership_of(members).map_err(|error| error.to_string())?,
+            ));
+        }
+        self.core.restore_configs(&memberships);
+        self.learn_addresses(&meta.members);
+        for (_, members) in &configs {
+            self.learn_addresses(members);
+        }
         self.durable_index = self.storage.last_index();
-        Ok(Some(meta.index))
+        let index = meta.index;
+        self.snapshots.latest = Some((meta, path));
+        Ok(Some(index))
+    }
+
+    /// Where a snapshot taken now would end, and its term and
+    /// configuration: the applied index of a key-value log, the last
+    /// committed and durable batch end of a plain log (or `at`, if given
+    /// and lower).
+    fn snapshot_point(&self, at: Option<LogIndex>) -> Result<(LogIndex, Term, Members), String> {
+        let log = self.core.log();
+        let index = if let Some(machine) = &self.kv {
+            if let Some(failure) = machine.failure() {
+                return Err(format!(
+                    "the state machine stopped at index {}",
+                    failure.index
+                ));
+            }
+            machine.applied_index()
+        } else {
+            let limit = self
+                .core
+                .commit_index()
+                .min(log.durable_index())
+                .min(at.unwrap_or(LogIndex(u64::MAX)));
+            if limit <= log.snapshot_index() || log.is_batch_end(limit) {
+                limit
+            } else {
+                log.batch_start(limit).prev()
+            }
+        };
+        if index <= log.snapshot_index() {
+            return Err(format!(
+                "nothing to snapshot: the latest snapshot is at {}",
+                log.snapshot_index()
+            ));
+        }
+        if !log.is_batch_end(index) || index > log.durable_index() {
+            return Err(format!(
+                "index {index} is not yet durable at a batch end here; retry"
+            ));
+        }
+        let term = log
+            .term_at(index)
+            .ok_or_else(|| format!("no term at {index}"))?;
+        let membership = self
+            .core
+            .membership_at(index)
+            .ok_or_else(|| format!("the configuration at {index} is not known here yet; retry"))?;
+        Ok((index, term, self.members_of(&membership)))
+    }
+
+    /// Starts writing a snapshot (see [`Group::snapshot_point`]).
+    fn take_snapshot(&mut self, at: Option<LogIndex>) -> Result<LogIndex, String> {
+        let Some(dir) = self.snapshots.dir.clone() else {
+            return Err("snapshots are off for a log kept in memory".into());
+        };
+        let (index, term, members) = self.snapshot_point(at)?;
+        let job = start(self.kv.as_ref(), index, term, members, &dir)
+            .map_err(|error| error.to_string())?;
+        tracing::info!(log = %self.name, %index, pause = ?job.pause, "snapshot started");
+        self.snapshots.job = Some(job);
+        Ok(index)
+    }
+
+    /// `rast admin snapshot`: take one now (or join the one being written)
+    /// and answer with the status once it is durable and the log compacted.
+    pub(super) fn admin_snapshot(&mut self, reply: ReplyTo, out: &mut Outbound) {
+        if self.snapshots.job.is_none()
+            && let Err(reason) = self.take_snapshot(None)
+        {
+            if reason.starts_with("nothing to snapshot") {
+                out.reply(reply, ResponseBody::Status(self.status()));
+            } else {
+                out.error(reply, ErrorKind::Unavailable, reason);
+            }
+            return;
+        }
+        self.snapshots.waiting.push(reply);
+    }
+
+    /// Snapshot work of a tick (the shard calls it only while no splice
+    /// moves bytes into this group's log): finish a written snapshot and
+    /// compact, take automatic ones, apply retention, and move the streams
+    /// to and from peers on.
+    pub fn snapshot_tick(&mut self, now_ms: u64, unix_ms: u64, out: &mut Outbound) {
+        if self.failed.is_some() || self.snapshots.dir.is_none() {
+            return;
+        }
+        if self
+            .snapshots
+            .job
+            .as_ref()
+            .is_some_and(SnapshotJob::is_finished)
+        {
+            let job = self.snapshots.job.take().expect("checked");
+            self.snapshot_written(job, out);
+        }
+        if self.snapshots.job.is_none() && !self.snapshots.streams.receiving_any() {
+            self.maybe_snapshot(now_ms, unix_ms);
+        }
+        self.streams_tick(now_ms, out);
+    }
+
+    /// Automatic snapshots of a key-value log by size; retention of a plain
+    /// log.
+    fn maybe_snapshot(&mut self, now_ms: u64, unix_ms: u64) {
+        let policy = self.snapshots.policy;
+        let outcome = if self.kv.is_some() {
+            let grown = self
+                .storage
+                .stored_bytes()
+                .saturating_sub(self.snapshots.bytes_after_compaction);
+            if policy.log_bytes == 0 || grown < policy.log_bytes {
+                return;
+            }
+            self.take_snapshot(None)
+        } else {
+            if policy.retention.is_unlimited()
+                || now_ms < self.snapshots.retention_checked_ms + RETENTION_CHECK_MS
+            {
+                return;
+            }
+            self.snapshots.retention_checked_ms = now_ms;
+            let limit = self
+                .core
+                .commit_index()
+                .min(self.core.log().durable_index());
+            let Some(point) =
+                retention_point(&self.storage.segments(), limit, &policy.retention, unix_ms)
+            else {
+                return;
+            };
+            if point <= self.core.log().snapshot_index() {
+                return;
+            }
+            self.take_snapshot(Some(point))
+        };
+        if let Err(reason) = outcome {
+            tracing::debug!(log = %self.name, %reason, "no snapshot now");
+            // Do not retry at every tick: wait for more growth.
+            self.snapshots.bytes_after_compaction = self.storage.stored_bytes();
+        }
+    }
+
+    /// A snapshot file is durable (or failed): adopt it, compact, answer
+    /// the admin requests waiting for it.
+    fn snapshot_written(&mut self, job: SnapshotJob, out: &mut Outbound) {
+        let pause = job.pause;
+        let waiting = std::mem::take(&mut self.snapshots.waiting);
+        match job.wait() {
+            Ok((meta, path)) => {
+                let index = meta.index;
+                if self
+                    .snapshots
+                    .latest
+                    .as_ref()
+                    .is_none_or(|(latest, _)| latest.index < index)
+                {
+                    self.snapshots.latest = Some((meta, path));
+                }
+                let first = self.compact_to(index);
+                self.snapshots.bytes_after_compaction = self.storage.stored_bytes();
+                tracing::info!(log = %self.name, %index, ?pause, %first, "snapshot durable; log compacted");
+                for reply in waiting {
+                    out.reply(reply, ResponseBody::Status(self.status()));
+                }
+            }
+            Err(error) => {
+                tracing::error!(log = %self.name, %error, "writing a snapshot");
+                for reply in waiting {
+                    out.error(reply, ErrorKind::Unavailable, error.to_string());
+                }
+            }
+        }
     }
 
     /// A snapshot is durable: drop the log below it, in the core and in
@@ -185,10 +447,17 @@ impl Group {
 /// How a log recovered from disk continues a snapshot up to `index` (of
 /// `term`): the summaries of its batches after the snapshot, or why the
 /// pair cannot be trusted. The log may start anywhere at or below
-/// `index + 1` (segments are dropped whole) and may end before `index` only
-/// if it holds nothing after it (then it is reset to continue the
-/// snapshot). A gap after the snapshot, or another term at its index, means
-/// entries that may have been acknowledged are missing: refused.
+/// `index + 1` (segments are dropped whole).
+///
+/// A log that does not continue the snapshot is reset to start after it:
+/// one that ends at or before `index`, one with another term at `index`,
+/// or one with a batch across it. The last two are safe to discard because
+/// a snapshot holds only committed entries: a log whose entry at `index`
+/// is not the committed one came from a leader that never had the
+/// committed entry, and nothing such a leader appended after it can have
+/// been committed (a node is left this way by a crash between adopting a
+/// leader's snapshot and resetting its log). A gap after the snapshot
+/// means entries that may have been acknowledged are missing: refused.
 pub fn log_after_snapshot(
     storage: &mut dyn LogStorage,
     index: LogIndex,
@@ -200,19 +469,22 @@ pub fn log_after_snapshot(
             storage.first_index()
         ));
     }
-    if storage.last_index() <= index {
+    let reset = |storage: &mut dyn LogStorage| {
         storage
             .reset(index.next())
-            .map_err(|error| format!("resetting the log after the snapshot: {error}"))?;
+            .map_err(|error| format!("resetting the log after the snapshot: {error}"))
+    };
+    if storage.last_index() <= index {
+        reset(storage)?;
         return Ok(Vec::new());
     }
     if let Some(stored) = storage.term_at(index)
         && index >= storage.first_index()
         && stored != term
     {
-        return Err(format!(
-            "the log has term {stored} at {index}, the snapshot term {term}"
-        ));
+        tracing::warn!(%index, %stored, %term, "the log disagrees with the snapshot at its index: reset after it");
+        reset(storage)?;
+        return Ok(Vec::new());
     }
     let mut batches = Vec::new();
     super::visit_batches(storage, index.next(), |view, _| {
@@ -227,9 +499,9 @@ pub fn log_after_snapshot(
         .first()
         .is_some_and(|first| first.first_index != index.next())
     {
-        return Err(format!(
-            "the snapshot ends at {index} inside a batch of the log"
-        ));
+        tracing::warn!(%index, "the log has a batch across the snapshot's index: reset after it");
+        reset(storage)?;
+        return Ok(Vec::new());
     }
     Ok(batches)
 }
@@ -241,6 +513,15 @@ mod tests {
     use crate::storage::segment::tests::TempDir;
     use crate::types::NodeId;
     use crate::wire::client::{KvCommand, KvOperation};
+
+    fn members(voters: &[u64]) -> Members {
+        Members {
+            voters: voters.to_vec(),
+            voters_outgoing: Vec::new(),
+            learners: Vec::new(),
+            addresses: Vec::new(),
+        }
+    }
 
     fn log_of(batches: &[(u64, u64, usize)]) -> MemoryLog {
         let mut log = MemoryLog::new(SyncMode::Immediate);
@@ -259,18 +540,25 @@ mod tests {
     }
 
     /// A log continuing the snapshot gives its batches after it; a log
-    /// ending at or before it is reset after it; a gap or another term at
-    /// the snapshot's index is refused with a clear reason.
+    /// ending at or before it, with another term at its index or a batch
+    /// across it is reset after it; a gap is refused with a clear reason.
     #[test]
     fn log_after_snapshot_accepts_continuations_and_refuses_gaps() {
         let mut log = log_of(&[(1, 1, 2), (3, 1, 2), (5, 2, 3)]);
         let after = log_after_snapshot(&mut log, LogIndex(4), Term(1)).expect("continues");
         assert_eq!(after.len(), 1);
         assert_eq!(after[0].first_index, LogIndex(5));
-        let error = log_after_snapshot(&mut log, LogIndex(4), Term(2)).expect_err("term");
-        assert!(error.contains("term"), "{error}");
-        let error = log_after_snapshot(&mut log, LogIndex(5), Term(2)).expect_err("inside");
-        assert!(error.contains("inside a batch"), "{error}");
+        let mut other = log_of(&[(1, 1, 2), (3, 1, 2), (5, 2, 3)]);
+        let after = log_after_snapshot(&mut other, LogIndex(4), Term(2)).expect("term");
+        assert!(after.is_empty(), "another term at the index: reset");
+        assert_eq!(
+            (other.first_index(), other.last_index()),
+            (LogIndex(5), LogIndex(4))
+        );
+        let mut across = log_of(&[(1, 1, 2), (3, 1, 2), (5, 2, 3)]);
+        let after = log_after_snapshot(&mut across, LogIndex(5), Term(2)).expect("inside");
+        assert!(after.is_empty(), "a batch across the index: reset");
+        assert_eq!(across.first_index(), LogIndex(6));
         log.drop_prefix(LogIndex(4)).expect("drop");
         assert_eq!(log.first_index(), LogIndex(5));
         let error = log_after_snapshot(&mut log, LogIndex(2), Term(1)).expect_err("gap");
@@ -300,8 +588,7 @@ mod tests {
                 },
             )
             .expect("apply");
-        let membership = Membership::with_voters(&[NodeId(1)]).expect("voters");
-        start(&machine, Term(2), membership, &dir.0)
+        start(Some(&machine), LogIndex(5), Term(2), members(&[1]), &dir.0)
             .expect("start")
             .wait()
             .expect("written");
@@ -353,11 +640,17 @@ mod tests {
             machine.apply(LogIndex(index), &command).expect("apply");
         }
         let dir = TempDir::new("kv-snapshot");
-        let membership = Membership::with_voters(&[NodeId(1)]).expect("voters");
         let started = Instant::now();
         let _clone = machine.clone();
         let clone = started.elapsed();
-        let job = start(&machine, Term(3), membership, &dir.0).expect("start");
+        let job = start(
+            Some(&machine),
+            LogIndex(keys),
+            Term(3),
+            members(&[1]),
+            &dir.0,
+        )
+        .expect("start");
         let pause = job.pause;
         let later = KvCommand {
             client_id: 0,

@@ -26,6 +26,10 @@ struct Cluster {
     /// Client answers: (node, request id, answer).
     answers: Vec<(usize, u64, ResponseBody)>,
     now_ms: u64,
+    /// The log's name.
+    log: &'static str,
+    /// InstallSnapshot chunks still to lose.
+    lose_chunks: usize,
 }
 
 const LOG: &str = "truncation";
@@ -99,7 +103,16 @@ impl Cluster {
     }
 
     /// A cluster whose node `node` gets its store from `store(node)`.
-    fn with_stores(nodes: usize, mut store: impl FnMut(usize) -> Box<dyn LogStorage>) -> Self {
+    fn with_stores(nodes: usize, store: impl FnMut(usize) -> Box<dyn LogStorage>) -> Self {
+        Self::of_log(LOG, nodes, store)
+    }
+
+    /// A cluster of the log `log`.
+    fn of_log(
+        log: &'static str,
+        nodes: usize,
+        mut store: impl FnMut(usize) -> Box<dyn LogStorage>,
+    ) -> Self {
         let ids: Vec<NodeId> = (1..=nodes as u64).map(NodeId).collect();
         let addresses: Vec<(NodeId, String)> = ids
             .iter()
@@ -109,8 +122,8 @@ impl Cluster {
             .iter()
             .map(|id| {
                 Group::open(
-                    LogId::from_name(LOG),
-                    LOG.to_owned(),
+                    LogId::from_name(log),
+                    log.to_owned(),
                     raft::Config::new(*id, id.get()),
                     &ids,
                     addresses.clone(),
@@ -126,6 +139,8 @@ impl Cluster {
             votes_only: HashSet::new(),
             answers: Vec::new(),
             now_ms: 0,
+            log,
+            lose_chunks: 0,
         }
     }
 
@@ -184,6 +199,16 @@ impl Cluster {
             if from_leader && self.votes_only.contains(&(node, target)) {
                 continue;
             }
+            // A snapshot chunk's bytes are inside its frame.
+            let rest = if matches!(header.body, PeerBody::InstallSnapshot(_)) {
+                if self.lose_chunks > 0 {
+                    self.lose_chunks -= 1;
+                    continue;
+                }
+                &bytes[..]
+            } else {
+                rest
+            };
             self.step(target, &header, &batches, rest);
             moved = true;
         }
@@ -222,7 +247,7 @@ impl Cluster {
     /// a leader's lease still answer), in a term above `term`.
     fn campaign(&mut self, node: usize, from: usize, term: Term) {
         let header = PeerHeader {
-            group: LogId::from_name(LOG),
+            group: LogId::from_name(self.log),
             from: NodeId(from as u64 + 1),
             to: NodeId(node as u64 + 1),
             term,
@@ -238,9 +263,24 @@ impl Cluster {
         for node in 0..self.groups.len() {
             let mut out = Outbound::default();
             self.groups[node].tick(self.now_ms, &mut out);
+            self.groups[node].snapshot_tick(self.now_ms, self.now_ms, &mut out);
             self.route(node, out);
         }
         self.settle();
+    }
+
+    /// Ticks (1 ms at a time) until `node` answered `request_id`: a
+    /// snapshot is written by a thread of its own, which the ticks poll.
+    fn await_answer(&mut self, node: usize, request_id: u64) {
+        let started = std::time::Instant::now();
+        while self.answer(node, request_id).is_none() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "node {node} never answered request {request_id}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            self.tick(1);
+        }
     }
 
     fn role(&self, node: usize) -> Role {
@@ -459,4 +499,170 @@ fn a_configuration_without_voters_is_malformed() {
     assert!(super::membership_of(&members(vec![1, 2, 3])).is_ok());
     assert!(super::membership_of(&members(Vec::new())).is_err());
     assert!(super::membership_of(&members(vec![0])).is_err());
+}
+
+/// A follower cut off while the leader snapshots and compacts its log gets
+/// the snapshot streamed in many chunks (some lost on the way), installs it
+/// and continues the log: its key-value state equals the leader's, and a
+/// node restarted from its snapshot directory alone starts at the snapshot
+/// with the same state.
+#[test]
+#[allow(clippy::too_many_lines)]
+fn a_lagging_follower_catches_up_through_a_streamed_snapshot() {
+    use crate::storage::segment::tests::TempDir;
+    use crate::wire::client::{AdminRequest, KvCommand, KvOperation};
+    let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new("group-install")).collect();
+    let mut cluster = Cluster::of_log(super::KV_LOG, 3, |_| {
+        Box::new(MemoryLog::new(SyncMode::Immediate))
+    });
+    for (node, dir) in dirs.iter().enumerate() {
+        cluster.groups[node]
+            .enable_snapshots(dir.0.clone(), super::snapshot::SnapshotPolicy::default(), 0)
+            .expect("no snapshot yet");
+        cluster.groups[node].snapshots.streams.chunk_bytes = 256;
+    }
+    cluster.campaign(A, B, Term(0));
+    assert_eq!(cluster.role(A), Role::Leader);
+    cluster.tick(50);
+    cluster.cut(A, &[C]);
+    cluster.cut(C, &[A]);
+    let put = |cluster: &mut Cluster, key: u64, request_id: u64| {
+        let command = KvCommand {
+            client_id: 0,
+            sequence: 0,
+            key: format!("key-{key}").into_bytes(),
+            operation: KvOperation::Put(vec![key as u8; 40]),
+            time_ms: 0,
+        };
+        let reply = ReplyTo {
+            connection: 0,
+            generation: 1,
+            request_id,
+        };
+        let mut out = Outbound::default();
+        cluster.groups[A].write(command, reply, &mut out);
+        cluster.route(A, out);
+        cluster.settle();
+    };
+    for key in 0..60 {
+        put(&mut cluster, key, 100 + key);
+    }
+    let reply = ReplyTo {
+        connection: 0,
+        generation: 1,
+        request_id: 1,
+    };
+    let mut out = Outbound::default();
+    cluster.groups[A].admin(&AdminRequest::Snapshot, reply, &mut out);
+    cluster.route(A, out);
+    cluster.await_answer(A, 1);
+    let Some(ResponseBody::Status(status)) = cluster.answer(A, 1) else {
+        panic!("admin snapshot answered {:?}", cluster.answer(A, 1));
+    };
+    let snapshot_index = status.snapshot_index;
+    assert!(snapshot_index >= 60, "{status:?}");
+    assert!(
+        cluster.groups[A].storage().first_index() > LogIndex(snapshot_index),
+        "the leader dropped its log below the snapshot"
+    );
+    // C comes back; the first chunks of the stream are lost.
+    cluster.cut.clear();
+    cluster.lose_chunks = 3;
+    let started = std::time::Instant::now();
+    while cluster.groups[C].core().commit_index() < cluster.groups[A].core().commit_index() {
+        // The install runs on a thread of its own: poll it, and let the
+        // simulated clock run (resends, heartbeats).
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "C catches up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        cluster.tick(100);
+    }
+    assert_eq!(
+        cluster.groups[C].core().commit_index(),
+        cluster.groups[A].core().commit_index(),
+        "C caught up"
+    );
+    assert!(cluster.groups[C].snapshot_index() >= LogIndex(snapshot_index));
+    put(&mut cluster, 1_000, 2);
+    cluster.tick(50);
+    let (kv_a, kv_c) = (
+        cluster.groups[A].kv.as_ref().expect("kv"),
+        cluster.groups[C].kv.as_ref().expect("kv"),
+    );
+    assert_eq!(kv_c.applied_index(), kv_a.applied_index());
+    assert!(kv_c == kv_a, "C holds the leader's state");
+    assert_eq!(kv_c.get(b"key-59"), Some(&[59u8; 40][..]));
+
+    // A restart from C's snapshot directory alone.
+    let mut restarted = Group::open(
+        LogId::from_name(super::KV_LOG),
+        super::KV_LOG.to_owned(),
+        raft::Config::new(NodeId(3), 3),
+        &[NodeId(1), NodeId(2), NodeId(3)],
+        Vec::new(),
+        Box::new(MemoryLog::new(SyncMode::Immediate)),
+        0,
+    )
+    .expect("open");
+    let restored = restarted
+        .enable_snapshots(
+            dirs[C].0.clone(),
+            super::snapshot::SnapshotPolicy::default(),
+            0,
+        )
+        .expect("restore");
+    assert_eq!(restored, Some(cluster.groups[C].snapshot_index()));
+    let machine = restarted.kv.as_ref().expect("kv");
+    assert_eq!(machine.get(b"key-59"), Some(&[59u8; 40][..]));
+    assert_eq!(restarted.core().commit_index(), restored.expect("some"));
+}
+
+/// Reads and tails below the first stored index answer "compacted" with
+/// the first index still available.
+#[test]
+fn reads_below_a_compacted_prefix_answer_compacted() {
+    use crate::storage::segment::tests::TempDir;
+    let dir = TempDir::new("group-compacted");
+    let mut cluster = Cluster::new(1);
+    cluster.groups[A]
+        .enable_snapshots(dir.0.clone(), super::snapshot::SnapshotPolicy::default(), 0)
+        .expect("enable");
+    cluster.campaign(A, B, Term(0));
+    for request in 0..10 {
+        cluster.propose(A, b"entry", 10 + request);
+        cluster.settle();
+    }
+    let reply = |request_id| ReplyTo {
+        connection: 0,
+        generation: 1,
+        request_id,
+    };
+    let mut out = Outbound::default();
+    cluster.groups[A].admin(
+        &crate::wire::client::AdminRequest::Snapshot,
+        reply(1),
+        &mut out,
+    );
+    cluster.route(A, out);
+    cluster.await_answer(A, 1);
+    assert!(matches!(
+        cluster.answer(A, 1),
+        Some(ResponseBody::Status(_))
+    ));
+    let first = cluster.groups[A].storage().first_index();
+    assert!(first > LogIndex(1), "compacted");
+    let mut out = Outbound::default();
+    cluster.groups[A].read(LogIndex(1), 0, reply(2), &mut out);
+    cluster.groups[A].tail(LogIndex(1), 0, reply(3), &mut out);
+    cluster.route(A, out);
+    for request_id in [2, 3] {
+        match cluster.answer(A, request_id) {
+            Some(ResponseBody::Error(error)) => {
+                assert_eq!(error.kind, ErrorKind::Compacted(first.get()), "{error:?}");
+            }
+            other => panic!("a read below the log answered {other:?}"),
+        }
+    }
 }

@@ -16,6 +16,7 @@
 //! at that index.
 
 use super::{Envelope, EnvelopeBody, SNAPSHOT_GIVE_UP_MS, SNAPSHOT_RESEND_MS, Simulation};
+use crate::net::snapshot_stream::SendWindow;
 use crate::raft::{Core, Role, SnapshotInstall, SnapshotResponse};
 use crate::sim::checker::Violation;
 use crate::sim::snapshot::{self, Chunk, Received, Sending, SimSnapshot};
@@ -104,15 +105,13 @@ impl Simulation {
         let Some(snapshot) = self.nodes[node].disk.snapshot() else {
             unreachable!("the core asks for a snapshot only once the log is compacted")
         };
+        let bytes: std::rc::Rc<[u8]> = snapshot.encode().into();
         let sending = Sending {
             to,
             index: snapshot.index,
             term: snapshot.term,
-            bytes: snapshot.encode().into(),
-            acknowledged: 0,
-            sent: 0,
-            progress_ms: self.now,
-            started_ms: self.now,
+            window: SendWindow::new(bytes.len() as u64, self.now),
+            bytes,
         };
         self.trace(|| {
             format!(
@@ -162,11 +161,11 @@ impl Simulation {
         let mut resend = Vec::new();
         let mut abandoned = Vec::new();
         self.nodes[node].sending.retain_mut(|stream| {
-            if now - stream.started_ms >= SNAPSHOT_GIVE_UP_MS {
+            if now - stream.window.started_ms >= SNAPSHOT_GIVE_UP_MS {
                 abandoned.push(stream.to);
                 false
             } else {
-                if now - stream.progress_ms >= SNAPSHOT_RESEND_MS {
+                if now - stream.window.progress_ms >= SNAPSHOT_RESEND_MS {
                     stream.rewind(now);
                     resend.push(stream.to);
                 }
