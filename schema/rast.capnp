@@ -235,7 +235,8 @@ struct ClientRequest {
 }
 
 struct ReadRequest {
-  fromIndex @0 :UInt64;
+  fromIndex @0 :UInt64;     # below the first kept index: error `compacted`;
+                            # 0 in a tail: from the first kept index
   maxEntries @1 :UInt32;    # 0 = as many as fit one response
 }
 

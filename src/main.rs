@@ -77,8 +77,8 @@ enum Command {
     Tail {
         #[command(flatten)]
         client: ClientArgs,
-        /// First index.
-        #[arg(long, default_value_t = 1)]
+        /// First index [default: the first entry the log still keeps].
+        #[arg(long, default_value_t = 0)]
         from: u64,
     },
     /// Print each node's role, term, last and commit index, per-peer match.

@@ -591,8 +591,14 @@ impl Group {
         (from.max(LogIndex(1)) < first).then_some(first)
     }
 
-    /// Starts following the log from `from`.
+    /// Starts following the log from `from` (0: from the first entry the
+    /// log still keeps).
     pub fn tail(&mut self, from: LogIndex, max_entries: u32, reply: ReplyTo, out: &mut Outbound) {
+        let from = if from == LogIndex::ZERO {
+            self.storage.first_index()
+        } else {
+            from
+        };
         if let Some(first) = self.compacted_below(from) {
             out.error(
                 reply,
