@@ -1,8 +1,9 @@
 //! Snapshots, compaction and InstallSnapshot through real processes: a node
-//! whose disk was wiped catches up from a streamed snapshot in bounded
-//! memory and serves on as a full member; automatic snapshots compact the
-//! log and survive a rolling restart under load; plain logs drop old
-//! segments by retention and answer reads below them "compacted".
+//! whose disk was lost is replaced by a new node that catches up from a
+//! streamed snapshot in bounded memory and serves on as a full member;
+//! automatic snapshots compact the log and survive a rolling restart under
+//! load; plain logs drop old segments by retention and answer reads below
+//! them "compacted".
 
 mod common;
 
@@ -79,15 +80,16 @@ fn value_of(key: u64, bytes: usize) -> Vec<u8> {
 
 /// A follower is killed, the others take a state of `RAST_SNAPSHOT_TEST_MIB`
 /// MiB (default 48) in 64 KiB values, snapshot it and compact their logs;
-/// the follower's disk is wiped and it restarts empty. It receives the
+/// the follower's disk is lost, so it is replaced: removed, and a new node
+/// (new id, empty disk) added as a learner. The new node receives the
 /// snapshot in chunks, installs it, and ends with every key. Its peak RSS
 /// while it does stays within 64 MiB of what it holds after (the state),
 /// and that is within 10 % + 64 MiB of the state's bytes.
-/// Then it serves as a full member: with the leader killed, the cluster
-/// elects among the two others and commits on.
+/// Then it is promoted and serves as a full member: with the leader killed,
+/// the cluster elects among the two others and commits on.
 #[test]
 #[allow(clippy::too_many_lines)]
-fn a_wiped_node_catches_up_from_a_snapshot_in_bounded_memory() {
+fn a_replacement_for_a_lost_disk_catches_up_from_a_snapshot_in_bounded_memory() {
     const VALUE_BYTES: usize = 64 * 1024;
     let target_mib: u64 = std::env::var("RAST_SNAPSHOT_TEST_MIB")
         .ok()
@@ -141,26 +143,49 @@ fn a_wiped_node_catches_up_from_a_snapshot_in_bounded_memory() {
         snapshot_index = snapshot_index.max(status.snapshot_index);
     }
 
+    // Replace the dead node, whose disk is lost: it leaves the
+    // configuration, and a node with a new id and an empty disk joins as a
+    // learner. The leader's log no longer holds what it misses: it gets the
+    // snapshot.
     std::fs::remove_dir_all(cluster.data_dir(wiped)).unwrap();
+    let removed = wiped as u64 + 1;
+    match cluster
+        .client()
+        .admin_on("kv", AdminRequest::Remove(removed))
+    {
+        Ok(ResponseBody::Members(members)) => {
+            assert!(!members.voters.contains(&removed), "{members:?}");
+        }
+        other => panic!("removing node {removed}: {other:?}"),
+    }
+    let fresh = cluster.join();
+    let id = fresh as u64 + 1;
+    let pid = cluster.pid(fresh).unwrap();
     let started = Instant::now();
-    cluster.restart(wiped);
-    let pid = cluster.pid(wiped).unwrap();
+    let address = cluster.addresses[fresh].clone();
+    match cluster
+        .client()
+        .admin_on("kv", AdminRequest::AddLearner { id, address })
+    {
+        Ok(ResponseBody::Members(members)) => assert!(members.learners.contains(&id)),
+        other => panic!("adding node {id}: {other:?}"),
+    }
     let mut peak_seen = 0;
     wait_until(
         Duration::from_secs(120 + target_mib / 4),
-        "the wiped node applies the snapshot",
+        "the new node applies the snapshot",
         || {
             peak_seen = peak_seen.max(resident(pid).1);
             cluster
-                .status(wiped, "kv")
+                .status(fresh, "kv")
                 .is_some_and(|status| status.applied_index >= snapshot_index)
         },
     );
     let caught_up = started.elapsed();
     let (peak, now, anon, file) = resident(pid);
-    let status = cluster.status(wiped, "kv").unwrap();
+    let status = cluster.status(fresh, "kv").unwrap();
     println!(
-        "wiped node caught up in {caught_up:?}: state {} MiB ({keys} keys), snapshot at {}, \
+        "new node caught up in {caught_up:?}: state {} MiB ({keys} keys), snapshot at {}, \
          peak RSS {} MiB (sampled {} MiB); after: RSS {} MiB = {} anonymous + {} file-backed",
         state_bytes >> 20,
         status.snapshot_index,
@@ -187,18 +212,23 @@ fn a_wiped_node_catches_up_from_a_snapshot_in_bounded_memory() {
         now >> 20,
         state_bytes >> 20
     );
-    let mut local = pinned(&cluster, wiped);
+    let mut local = pinned(&cluster, fresh);
     for key in [0, keys / 2, keys - 1] {
         assert_eq!(
             local.get(format!("key-{key:08}").as_bytes(), true).unwrap(),
             Some(value_of(key, VALUE_BYTES)),
-            "key {key} on the rebuilt node"
+            "key {key} on the new node"
         );
     }
 
-    // A full member: the cluster commits with it and without the leader.
+    // Promoted, it is a full member: the cluster commits with it and
+    // without the leader.
+    match cluster.client().admin_on("kv", AdminRequest::Promote(id)) {
+        Ok(ResponseBody::Members(members)) => assert!(members.voters.contains(&id)),
+        other => panic!("promoting node {id}: {other:?}"),
+    }
     let leader = cluster.wait_for_leader("kv", Duration::from_secs(20));
-    if leader != wiped {
+    if leader != fresh {
         cluster.kill(leader);
     }
     cluster.client().put(b"after", b"the rebuild").unwrap();
