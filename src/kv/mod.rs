@@ -75,9 +75,9 @@ pub mod reply;
 pub mod session;
 pub mod snapshot;
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
 
 use crate::constants::{KEY_BYTES_MAX, SESSION_VALUE_BYTES_MAX, VALUE_BYTES_MAX};
 use crate::types::LogIndex;
@@ -211,7 +211,7 @@ pub struct Failure {
 /// The key-value state machine. See the module docs.
 #[derive(Clone, Debug, Default)]
 pub struct StateMachine {
-    data: BTreeMap<Vec<u8>, Vec<u8>>,
+    data: snapshot::Data,
     sessions: Sessions,
     applied_index: LogIndex,
     log_time_ms: u64,
@@ -236,7 +236,7 @@ impl StateMachine {
     /// The value of `key`. Callers check [`Self::failure`] first: a stopped
     /// machine's state is not trusted.
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        self.data.get(key).map(Vec::as_slice)
+        self.data.get(key).map(|value| &value[..])
     }
 
     /// The last entry applied.
@@ -430,21 +430,25 @@ impl StateMachine {
         );
         match &command.operation {
             KvOperation::Put(value) => {
-                self.data.insert(command.key.clone(), value.clone());
+                self.data.insert(
+                    Arc::from(command.key.as_slice()),
+                    Arc::from(value.as_slice()),
+                );
                 KvResponse::Done
             }
             KvOperation::Delete => {
-                self.data.remove(&command.key);
+                self.data.remove(command.key.as_slice());
                 KvResponse::Done
             }
             KvOperation::Cas { expected, new } => {
-                let current = self.data.get(&command.key);
-                if current == expected.as_ref() {
-                    self.data.insert(command.key.clone(), new.clone());
+                let current = self.data.get(command.key.as_slice());
+                if current.map(|value| &value[..]) == expected.as_deref() {
+                    self.data
+                        .insert(Arc::from(command.key.as_slice()), Arc::from(new.as_slice()));
                     KvResponse::CasApplied
                 } else {
                     KvResponse::CasMismatch(
-                        current.map_or(Current::Absent, |value| Current::Value(value.clone())),
+                        current.map_or(Current::Absent, |value| Current::Value(value.to_vec())),
                     )
                 }
             }
@@ -475,6 +479,22 @@ impl StateMachine {
         )?;
         debug_assert_eq!(written, self.snapshot_len());
         Ok(written)
+    }
+
+    /// The state as of now, detached from the machine for a snapshot taken
+    /// elsewhere (another thread) while the machine applies on. Keys and
+    /// values are shared, not copied: this costs a walk of the map, not a
+    /// copy of its bytes. Refused once the machine stopped.
+    pub fn freeze(&self) -> Result<Frozen, SnapshotError> {
+        if let Some(failure) = &self.failure {
+            return Err(SnapshotError::Failed(failure.reason.clone()));
+        }
+        Ok(Frozen {
+            applied_index: self.applied_index,
+            log_time_ms: self.log_time_ms,
+            data: self.data.clone(),
+            sessions: self.sessions.clone(),
+        })
     }
 
     /// Replaces the whole state with a snapshot, after checking all of it
@@ -514,6 +534,38 @@ impl StateMachine {
     #[cfg(any(test, feature = "planted-bugs"))]
     pub fn plant_duplicate_applies(&mut self) {
         self.apply_duplicates = true;
+    }
+}
+
+/// A machine's state at one applied index (see [`StateMachine::freeze`]).
+#[derive(Clone, Debug)]
+pub struct Frozen {
+    applied_index: LogIndex,
+    log_time_ms: u64,
+    data: snapshot::Data,
+    sessions: Sessions,
+}
+
+impl Frozen {
+    /// The index it is the state at.
+    pub fn applied_index(&self) -> LogIndex {
+        self.applied_index
+    }
+
+    /// Exact bytes [`Self::write_to`] writes.
+    pub fn encoded_len(&self) -> u64 {
+        snapshot::encoded_len(&self.data, &self.sessions)
+    }
+
+    /// Writes the snapshot, in the format of [`StateMachine::snapshot_to`].
+    pub fn write_to<W: Write>(&self, writer: W) -> Result<u64, SnapshotError> {
+        snapshot::write(
+            self.applied_index,
+            self.log_time_ms,
+            &self.data,
+            &self.sessions,
+            writer,
+        )
     }
 }
 

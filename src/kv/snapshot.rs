@@ -35,6 +35,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 
 use crate::constants::{KEY_BYTES_MAX, SESSION_VALUE_BYTES_MAX, SESSIONS_MAX, VALUE_BYTES_MAX};
 use crate::kv::session::{Session, Sessions};
@@ -84,17 +85,21 @@ pub enum SnapshotError {
     Failed(String),
 }
 
+/// The map: keys and values shared, so a snapshot can hold the state of
+/// one index while the machine moves on (see `StateMachine::freeze`).
+pub(crate) type Data = BTreeMap<Arc<[u8]>, Arc<[u8]>>;
+
 /// The state a snapshot holds.
 #[derive(Debug, Default)]
 pub(crate) struct Image {
     pub applied_index: LogIndex,
     pub log_time_ms: u64,
-    pub data: BTreeMap<Vec<u8>, Vec<u8>>,
+    pub data: Data,
     pub sessions: Sessions,
 }
 
 /// Exact bytes of the snapshot of `image`.
-pub(crate) fn encoded_len(data: &BTreeMap<Vec<u8>, Vec<u8>>, sessions: &Sessions) -> u64 {
+pub(crate) fn encoded_len(data: &Data, sessions: &Sessions) -> u64 {
     let entries: u64 = data
         .iter()
         .map(|(key, value)| 8 + key.len() as u64 + value.len() as u64)
@@ -115,7 +120,7 @@ pub(crate) fn encoded_len(data: &BTreeMap<Vec<u8>, Vec<u8>>, sessions: &Sessions
 pub(crate) fn write<W: Write>(
     applied_index: LogIndex,
     log_time_ms: u64,
-    data: &BTreeMap<Vec<u8>, Vec<u8>>,
+    data: &Data,
     sessions: &Sessions,
     writer: W,
 ) -> Result<u64, SnapshotError> {
@@ -193,8 +198,9 @@ pub(crate) fn read<R: Read>(reader: R) -> Result<Image, SnapshotError> {
         {
             return Err(corrupt("keys are not in strictly ascending order".into()));
         }
-        previous_key = Some(key.clone());
-        data.insert(key, value);
+        let shared = Arc::from(key.as_slice());
+        previous_key = Some(key);
+        data.insert(shared, Arc::from(value));
     }
     let mut sessions = Sessions::default();
     let mut previous_client = 0u64;

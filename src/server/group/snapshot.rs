@@ -3,8 +3,10 @@
 //! them, and restarting from them.
 //!
 //! ```text
-//!  shard thread:   encode the machine into one buffer (the only pause)
-//!  writer thread:  buffer ─► temp file ─ fsync ─ rename ─ fsync dir
+//!  shard thread:   freeze the machine: clone the map of shared keys and
+//!                  values (the only pause: a walk of the map)
+//!  writer thread:  encode the frozen state ─► temp file ─ fsync ─ rename
+//!                  ─ fsync dir
 //!  shard thread:   when durable: compact_to(index) drops the log below it
 //!                  (core.compact + storage.drop_prefix, whole segments)
 //! ```
@@ -17,16 +19,13 @@
 //! retention policy (size, age; off by default) or an admin asks. Either
 //! file is what a follower too far behind is sent (see `install`).
 //!
-//! Why encode into a buffer, not clone the map or copy on write: the
-//! machine is a `BTreeMap` of owned byte vectors. Cloning it allocates two
-//! vectors per key, while encoding writes the same bytes into one
-//! preallocated buffer with a running CRC: measured by the test below on
-//! the 2-core development machine, 200,000 keys of 100 bytes (24 MB) take
-//! 59 ms to encode and 123-150 ms to clone. The file write and the fsyncs
-//! run on their own thread. A persistent copy-on-write map would make the
-//! pause constant but slow every apply and read. The cost is memory: the
-//! buffer holds the snapshot's size while it is written. The pause is
-//! measured and returned (`SnapshotJob::pause`) and logged.
+//! Why freeze: the machine's keys and values are reference-counted, so a
+//! copy of the map shares every byte with the machine, and applies after it
+//! replace values rather than change them. The pause is a walk of the map
+//! (node allocations and count increments), whatever the values' sizes; the
+//! bytes are encoded and written on the writer thread, with no buffer of
+//! the snapshot's size. The pause is measured (`SnapshotJob::pause`),
+//! logged, and printed by the test below.
 
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
@@ -103,10 +102,10 @@ impl SnapshotJob {
     }
 }
 
-/// Encodes `machine` (if any: a plain log's snapshot has an empty body)
-/// into a buffer, then writes the buffer to a snapshot file up to `index`
-/// (of `term`, with the configuration `members`) in `dir` on a thread of
-/// its own. Refused once the machine stopped.
+/// Freezes `machine`'s state (if any: a plain log's snapshot has an empty
+/// body) and writes it to a snapshot file up to `index` (of `term`, with
+/// the configuration `members`) in `dir` on a thread of its own. Refused
+/// once the machine stopped.
 pub fn start(
     machine: Option<&StateMachine>,
     index: LogIndex,
@@ -115,20 +114,18 @@ pub fn start(
     dir: &Path,
 ) -> Result<SnapshotJob, crate::kv::SnapshotError> {
     let started = Instant::now();
-    let mut bytes = Vec::new();
-    if let Some(machine) = machine {
-        debug_assert_eq!(machine.applied_index(), index);
-        bytes.reserve(usize::try_from(machine.snapshot_len()).unwrap_or(0));
-        machine.snapshot_to(&mut bytes)?;
-    }
+    let frozen = machine.map(StateMachine::freeze).transpose()?;
     let pause = started.elapsed();
+    if let Some(frozen) = &frozen {
+        debug_assert_eq!(frozen.applied_index(), index);
+    }
     let dir = dir.to_path_buf();
     let writer = std::thread::Builder::new()
         .name("rast-snapshot".into())
         .spawn(move || {
-            snapshot_file::write(&dir, index, term, members, |out| {
-                out.write_all(&bytes)?;
-                Ok(bytes.len() as u64)
+            snapshot_file::write(&dir, index, term, members, |out| match &frozen {
+                Some(frozen) => frozen.write_to(out).map_err(std::io::Error::other),
+                None => Ok(0),
             })
         })
         .map_err(crate::kv::SnapshotError::Io)?;
@@ -622,11 +619,11 @@ mod tests {
     }
 
     /// The snapshot written in the background holds the machine's state
-    /// at the moment of the encode (later applies do not leak into it); the
-    /// pause for 200,000 keys is printed (`--nocapture`) beside the time a
-    /// clone of the machine takes.
+    /// at the moment of the freeze (later applies, even to the same keys,
+    /// do not leak into it); the pause for 200,000 keys is printed
+    /// (`--nocapture`) beside the time encoding them into a buffer takes.
     #[test]
-    fn background_snapshot_holds_the_state_at_the_clone() {
+    fn background_snapshot_holds_the_state_at_the_freeze() {
         let mut machine = StateMachine::new();
         let keys = 200_000u64;
         for index in 1..=keys {
@@ -641,8 +638,11 @@ mod tests {
         }
         let dir = TempDir::new("kv-snapshot");
         let started = Instant::now();
-        let _clone = machine.clone();
-        let clone = started.elapsed();
+        let mut buffer = Vec::new();
+        machine.snapshot_to(&mut buffer).expect("encode");
+        let encode = started.elapsed();
+        drop(buffer);
+        let before = machine.clone();
         let job = start(
             Some(&machine),
             LogIndex(keys),
@@ -652,23 +652,24 @@ mod tests {
         )
         .expect("start");
         let pause = job.pause;
-        let later = KvCommand {
-            client_id: 0,
-            sequence: 0,
-            key: b"later".to_vec(),
-            operation: KvOperation::Put(b"x".to_vec()),
-            time_ms: keys + 1,
-        };
-        let before = machine.clone();
-        machine
-            .apply(LogIndex(keys + 1), &later)
-            .expect("apply after the clone");
+        for (offset, key) in [&b"later"[..], b"key-00000001"].into_iter().enumerate() {
+            let later = KvCommand {
+                client_id: 0,
+                sequence: 0,
+                key: key.to_vec(),
+                operation: KvOperation::Put(b"x".to_vec()),
+                time_ms: keys + 1,
+            };
+            machine
+                .apply(LogIndex(keys + 1 + offset as u64), &later)
+                .expect("apply after the freeze");
+        }
         let started = Instant::now();
         let (meta, path) = job.wait().expect("written");
         let write = started.elapsed();
         println!(
-            "snapshot of {keys} keys ({} bytes): encode pause {pause:?} (a clone would take \
-             {clone:?}), then waited {write:?} for the background write",
+            "snapshot of {keys} keys ({} bytes): freeze pause {pause:?} (encoding into a \
+             buffer takes {encode:?}), then waited {write:?} for the background write",
             meta.body_bytes
         );
         assert_eq!(meta.index, LogIndex(keys));
@@ -681,8 +682,9 @@ mod tests {
             .expect("restore");
         assert!(
             restored == before,
-            "the snapshot is the state at the encode"
+            "the snapshot is the state at the freeze"
         );
         assert!(restored.get(b"later").is_none());
+        assert_eq!(restored.get(b"key-00000001"), Some(&[7u8; 100][..]));
     }
 }
