@@ -238,6 +238,10 @@ struct NemesisArgs {
     /// Stay on loopback even as root (no partitions, no full disks).
     #[arg(long)]
     no_namespace: bool,
+    /// One more `rast serve` argument for every node (repeat it), e.g.
+    /// `--serve-arg=--snapshot-log-bytes=1048576` to snapshot often.
+    #[arg(long = "serve-arg", value_name = "ARG", allow_hyphen_values = true)]
+    serve_args: Vec<String>,
     /// Run no cluster: judge the run in this directory again from its
     /// files (history and final logs) with this build's checkers.
     #[arg(long)]
@@ -375,6 +379,7 @@ fn nemesis(args: NemesisArgs) -> anyhow::Result<()> {
         cores: args.cores,
         keep_data: args.keep_data,
         no_namespace: args.no_namespace,
+        serve_args: args.serve_args.clone(),
     };
     let outcome = rast::nemesis::run(&options)?;
     print!("{}", outcome.verdict.summary);

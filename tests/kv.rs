@@ -8,10 +8,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rast::check::history::{EventKind, History, ProcessId};
-use rast::check::linearizable::{FailedCas, KvOp, ReferenceLimits, check_kv, check_kv_reference};
-use rast::check::wgl::{Budget, Verdict};
-use rast::client::{CasOutcome, Client, ClientError, ClientOptions};
+use rast::check::history::History;
+use rast::check::linearizable::KvOp;
+use rast::client::{Client, ClientError, ClientOptions};
 
 fn rast(cluster: &common::Cluster, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_rast"))
@@ -92,7 +91,15 @@ fn kv_history_is_linearizable_across_leader_crash() {
                 let key = (worker + counter) % 3;
                 let value = worker * 1_000_000 + counter;
                 let choice = (worker * 7 + counter * 13) % 4;
-                run_one(&history, &mut client, worker, key, value, choice, started);
+                common::kv_history::run_one(
+                    &history,
+                    &mut client,
+                    worker,
+                    key,
+                    value,
+                    choice,
+                    started,
+                );
             }
         }));
     }
@@ -104,129 +111,7 @@ fn kv_history_is_linearizable_across_leader_crash() {
     for worker in workers {
         worker.join().unwrap();
     }
-    let history = history.lock().unwrap();
-    let operations = history.operations();
-    let completed = operations
-        .iter()
-        .filter(|operation| matches!(operation.outcome, rast::check::history::Outcome::Ok(_)))
-        .count();
-    assert!(completed > 50, "too few operations completed: {completed}");
-    let search = check_kv(&operations, FailedCas::CompareMismatch, &Budget::DEFAULT);
-    assert!(
-        matches!(search.verdict, Verdict::Linearizable),
-        "not linearizable on key {:?}: {}\nhistory:\n{}",
-        search.key,
-        search.verdict,
-        history.to_text().unwrap_or_default()
-    );
-    let reference = check_kv_reference(
-        &operations,
-        FailedCas::CompareMismatch,
-        ReferenceLimits {
-            calls_max: 20_000,
-            unknown_max: 8,
-        },
-    );
-    assert!(
-        reference.linearizable && reference.keys_checked > 0,
-        "the reference checker disagrees: {reference:?}"
-    );
-}
-
-fn record(
-    history: &Mutex<History<KvOp>>,
-    started: Instant,
-    worker: u64,
-    kind: Option<EventKind>,
-    op: KvOp,
-) {
-    let mut history = history.lock().unwrap();
-    let time_ns = started.elapsed().as_nanos() as u64;
-    let process = ProcessId(worker);
-    match kind {
-        None => history.invoke(time_ns, process, op).unwrap(),
-        Some(kind) => history.complete(time_ns, process, kind, op).unwrap(),
-    }
-}
-
-/// Runs one operation and records its invocation and completion.
-fn run_one(
-    history: &Mutex<History<KvOp>>,
-    client: &mut Client,
-    worker: u64,
-    key: u64,
-    value: u64,
-    choice: u64,
-    started: Instant,
-) {
-    let key_bytes = key.to_string().into_bytes();
-    let parse = |bytes: Vec<u8>| {
-        String::from_utf8(bytes)
-            .ok()
-            .and_then(|text| text.parse().ok())
-    };
-    match choice {
-        0 | 1 => {
-            let op = KvOp::Get { key, value: None };
-            record(history, started, worker, None, op);
-            match client.get(&key_bytes, false) {
-                Ok(found) => {
-                    let op = KvOp::Get {
-                        key,
-                        value: found.and_then(parse),
-                    };
-                    record(history, started, worker, Some(EventKind::Ok), op);
-                }
-                Err(_) => record(history, started, worker, Some(EventKind::Fail), op),
-            }
-        }
-        2 => {
-            let op = KvOp::Put { key, value };
-            record(history, started, worker, None, op);
-            let kind = match client.put(&key_bytes, value.to_string().as_bytes()) {
-                Ok(()) => EventKind::Ok,
-                Err(error) => indeterminate(&error),
-            };
-            record(history, started, worker, Some(kind), op);
-        }
-        _ => {
-            // cas from the last value this worker might have seen: read first.
-            let current = client.get(&key_bytes, true).ok().flatten().and_then(parse);
-            let op = KvOp::Cas {
-                key,
-                from: current,
-                to: Some(value),
-            };
-            record(history, started, worker, None, op);
-            let expected = current.map(|value| value.to_string().into_bytes());
-            let kind = match client.cas(
-                &key_bytes,
-                expected.as_deref(),
-                value.to_string().as_bytes(),
-            ) {
-                Ok(CasOutcome::Swapped) => EventKind::Ok,
-                Ok(CasOutcome::Mismatch(_)) => EventKind::Fail,
-                Err(error) => indeterminate(&error),
-            };
-            record(history, started, worker, Some(kind), op);
-        }
-    }
-}
-
-/// A write whose outcome the client cannot know is `info`; one refused
-/// before it reached the log is `fail`.
-fn indeterminate(error: &ClientError) -> EventKind {
-    match error {
-        ClientError::Reply(reply)
-            if matches!(
-                reply.kind,
-                rast::wire::client::ErrorKind::TooLarge(_) | rast::wire::client::ErrorKind::Invalid
-            ) =>
-        {
-            EventKind::Fail
-        }
-        _ => EventKind::Info,
-    }
+    common::kv_history::check(&history.lock().unwrap(), 50);
 }
 
 /// Waits until `check` holds for the status of every node's kv log.

@@ -1,12 +1,13 @@
 //! Membership changes on real `rast serve` processes over loopback.
 //!
-//! A live 3-node cluster under a light append load grows to 5 (each new
-//! node started with `--join`, added as a learner, promoted once caught
-//! up), a joined node is restarted and takes leadership (so it recovered
-//! the configuration from its log), then the cluster shrinks back to 3 by
-//! removing a follower and then the leader. At the end no acknowledged
-//! append is lost and every remaining node's log is identical up to the
-//! commit index. Every wait is a condition with a deadline.
+//! A live 3-node cluster under a light append load and key-value clients
+//! grows to 5 (each new node started with `--join`, added as a learner to
+//! both logs, promoted once caught up), a joined node is restarted and
+//! takes leadership (so it recovered the configuration from its log), then
+//! the cluster shrinks back to 3 by removing a follower and then the
+//! leader. At the end no acknowledged append is lost, every remaining
+//! node's log is identical up to the commit index, and the key-value
+//! history is linearizable. Every wait is a condition with a deadline.
 
 mod common;
 
@@ -16,19 +17,37 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::Cluster;
+use rast::check::history::History;
+use rast::check::linearizable::KvOp;
 use rast::client::{Client, ClientOptions};
 use rast::wire::client::{AdminRequest, Members, ResponseBody};
 
 const WITHIN: Duration = Duration::from_secs(30);
 
-/// Sends an admin request for the `default` log to the leader; the answer
-/// must be the resulting configuration.
-fn admin(cluster: &Cluster, request: &AdminRequest) -> Members {
+/// Sends an admin request for `log` to its leader; the answer must be the
+/// resulting configuration.
+fn admin_on(cluster: &Cluster, log: &str, request: &AdminRequest) -> Members {
     let mut client = cluster.client();
-    match client.admin_on("default", request.clone()) {
+    match client.admin_on(log, request.clone()) {
         Ok(ResponseBody::Members(members)) => members,
-        other => panic!("{request:?}: {other:?}"),
+        other => panic!("{log}: {request:?}: {other:?}"),
     }
+}
+
+/// Applies a change to both logs (each is its own group); returns the
+/// `default` log's resulting configuration after checking the `kv` log's
+/// voters and learners are the same.
+fn admin(cluster: &Cluster, request: &AdminRequest) -> Members {
+    let members = admin_on(cluster, "default", request);
+    let kv = admin_on(cluster, "kv", request);
+    let sorted = |ids: &[u64]| {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids
+    };
+    assert_eq!(sorted(&kv.voters), sorted(&members.voters), "{kv:?}");
+    assert_eq!(sorted(&kv.learners), sorted(&members.learners), "{kv:?}");
+    members
 }
 
 /// Polls `condition` until it holds; fails after `within`.
@@ -40,13 +59,13 @@ fn wait_until(what: &str, within: Duration, mut condition: impl FnMut() -> bool)
     }
 }
 
-/// The node among `voters` that leads `default`, and its commit index.
-fn leader_commit(cluster: &Cluster, voters: &[usize]) -> (usize, u64) {
+/// The node among `voters` that leads `log`, and its commit index.
+fn leader_commit(cluster: &Cluster, voters: &[usize], log: &str) -> (usize, u64) {
     let mut found = None;
     wait_until("a leader among the voters", WITHIN, || {
         found = voters.iter().find_map(|node| {
             cluster
-                .status(*node, "default")
+                .status(*node, log)
                 .filter(|status| status.role == "leader")
                 .map(|status| (*node, status.commit_index))
         });
@@ -91,6 +110,46 @@ fn start_appender(
     })
 }
 
+/// Key-value clients on three keys (get, put, cas) until `stop`, each
+/// operation recorded in `history`.
+fn start_kv_workers(
+    cluster: &Cluster,
+    stop: &Arc<AtomicBool>,
+    history: &Arc<Mutex<History<KvOp>>>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let started = Instant::now();
+    (0..3u64)
+        .map(|worker| {
+            let (stop, history) = (Arc::clone(stop), Arc::clone(history));
+            let addresses = cluster.addresses.clone();
+            std::thread::spawn(move || {
+                let options = ClientOptions {
+                    deadline: Duration::from_secs(5),
+                    timeout: Duration::from_secs(2),
+                    ..ClientOptions::default()
+                };
+                let mut client = Client::new(&addresses, options).unwrap();
+                let mut counter = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    counter += 1;
+                    let key = (worker + counter) % 3;
+                    let value = worker * 1_000_000 + counter;
+                    let choice = (worker * 7 + counter * 13) % 4;
+                    common::kv_history::run_one(
+                        &history,
+                        &mut client,
+                        worker,
+                        key,
+                        value,
+                        choice,
+                        started,
+                    );
+                }
+            })
+        })
+        .collect()
+}
+
 /// Starts a node with `--join`, adds it as a learner, waits until it has
 /// caught up, promotes it; checks each answer.
 fn join_and_promote(cluster: &mut Cluster) {
@@ -101,12 +160,14 @@ fn join_and_promote(cluster: &mut Cluster) {
     assert!(members.learners.contains(&id), "{members:?}");
     assert!(!members.voters.contains(&id), "{members:?}");
     let voters: Vec<usize> = members.voters.iter().map(|v| *v as usize - 1).collect();
-    let (_, target) = leader_commit(cluster, &voters);
-    wait_until("the learner caught up", WITHIN, || {
-        cluster
-            .status(node, "default")
-            .is_some_and(|status| status.commit_index >= target)
-    });
+    for log in ["default", "kv"] {
+        let (_, target) = leader_commit(cluster, &voters, log);
+        wait_until("the learner caught up", WITHIN, || {
+            cluster
+                .status(node, log)
+                .is_some_and(|status| status.commit_index >= target)
+        });
+    }
     let members = admin(cluster, &AdminRequest::Promote(id));
     assert!(members.voters.contains(&id), "{members:?}");
     assert!(members.voters_outgoing.is_empty(), "{members:?}");
@@ -198,6 +259,8 @@ fn grow_to_five_and_shrink_to_three_under_load() {
     let stop = Arc::new(AtomicBool::new(false));
     let acknowledged = Acknowledged::default();
     let appender = start_appender(&cluster, &stop, &acknowledged);
+    let history = Arc::new(Mutex::new(History::<KvOp>::default()));
+    let kv_workers = start_kv_workers(&cluster, &stop, &history);
     let acked = || acknowledged.lock().unwrap().len();
     wait_until("first appends acknowledged", WITHIN, || acked() >= 20);
 
@@ -216,6 +279,10 @@ fn grow_to_five_and_shrink_to_three_under_load() {
     });
     stop.store(true, Ordering::Relaxed);
     appender.join().unwrap();
+    for worker in kv_workers {
+        worker.join().unwrap();
+    }
+    common::kv_history::check(&history.lock().unwrap(), 20);
 
     let acknowledged = acknowledged.lock().unwrap();
     assert!(

@@ -100,6 +100,9 @@ pub struct Options {
     pub keep_data: bool,
     /// Stay on loopback even as root (no partitions, no full disks).
     pub no_namespace: bool,
+    /// More `rast serve` arguments for every node (e.g. small snapshot
+    /// intervals, to run InstallSnapshot under the faults).
+    pub serve_args: Vec<String>,
 }
 
 /// What a run produced.
@@ -166,6 +169,7 @@ pub fn run(options: &Options) -> Result<Outcome, NemesisError> {
         &network,
         options.cores,
         privileged,
+        &options.serve_args,
     )?;
     for node in 0..options.nodes {
         nodes.start(node, &network)?;

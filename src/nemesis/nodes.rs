@@ -50,6 +50,8 @@ pub struct Nodes {
     peers: String,
     cores: u32,
     tmpfs: bool,
+    /// More `rast serve` arguments.
+    serve_args: Vec<String>,
     members: Vec<Node>,
     /// Nodes that exited on their own: (node, status), oldest first.
     pub exits: Vec<(usize, String)>,
@@ -57,13 +59,14 @@ pub struct Nodes {
 
 impl Nodes {
     /// Prepares `count` nodes under `run` (a tmpfs per node when `tmpfs`),
-    /// without starting them.
+    /// without starting them; each runs with `serve_args` too.
     pub fn new(
         binary: &Path,
         run: &Path,
         network: &Network,
         cores: u32,
         tmpfs: bool,
+        serve_args: &[String],
     ) -> Result<Self, NemesisError> {
         let peers = network
             .addresses()
@@ -78,6 +81,7 @@ impl Nodes {
             peers,
             cores,
             tmpfs,
+            serve_args: serve_args.to_vec(),
             members: Vec::new(),
             exits: Vec::new(),
         };
@@ -155,6 +159,7 @@ impl Nodes {
             .args(["--listen", network.address(node), "--peers", &self.peers])
             .args(["--cores", &self.cores.to_string()])
             .args(["--logs", &format!("{},kv", super::workload::LOGS.join(","))])
+            .args(&self.serve_args)
             .arg("--data")
             .arg(entry.disk.join("data"))
             .env("RAST_LOG", "info")

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod kv_history;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
