@@ -30,11 +30,13 @@ struct Run {
     verdict: serde_json::Value,
     history: String,
     timeline: String,
+    /// Every node's own log, one after the other.
+    node_logs: String,
 }
 
 /// Runs one scenario and returns its files; panics with the summary and the
 /// replay command if the verdict is not a pass.
-fn run_scenario(scenario: &str, nodes: u32, seed: u64) -> Run {
+fn run_scenario(scenario: &str, nodes: u32, seed: u64, serve_args: &[&str]) -> Run {
     let _guard = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -45,6 +47,7 @@ fn run_scenario(scenario: &str, nodes: u32, seed: u64) -> Run {
         .args(["nemesis", "--scenario", scenario])
         .args(["--nodes", &nodes.to_string(), "--seed", &seed.to_string()])
         .args(["--seconds", &SECONDS.to_string()])
+        .args(serve_args.iter().map(|arg| format!("--serve-arg={arg}")))
         .arg("--out")
         .arg(&out)
         .env("RAST_LOG", "warn")
@@ -82,6 +85,9 @@ fn run_scenario(scenario: &str, nodes: u32, seed: u64) -> Run {
         verdict: serde_json::from_str(&read("verdict.json")).expect("verdict.json is JSON"),
         history: read("history.txt"),
         timeline: read("nemesis.txt"),
+        node_logs: (1..=nodes)
+            .map(|node| read(&format!("node{node}.log")))
+            .collect(),
     };
     assert_eq!(files.verdict["verdict"], "pass", "{:#}", files.verdict);
     assert_nothing_left(&out);
@@ -109,7 +115,19 @@ fn assert_nothing_left(out: &Path) {
 /// 3-node cluster: the verdict passes and every fault kind was injected.
 #[test]
 fn mixed_faults_three_nodes() {
-    let run = run_scenario("mixed", 3, 1);
+    // Every node snapshots its key-value log every 64 KiB and drops 64 KiB
+    // segments below it, so followers that fell behind (killed, paused,
+    // cut off) catch up through InstallSnapshot under the faults.
+    let run = run_scenario(
+        "mixed",
+        3,
+        1,
+        &["--snapshot-log-bytes=65536", "--segment-bytes=65536"],
+    );
+    assert!(
+        run.node_logs.contains("snapshot durable"),
+        "no snapshot was taken"
+    );
     assert!(
         run.history.contains("\tok\tkv cas ") && run.history.contains("\tok\tkv get "),
         "the key-value workload ran"
@@ -128,7 +146,7 @@ fn mixed_faults_three_nodes() {
 #[test]
 fn partitions_five_nodes() {
     let scenario = if is_root() { "partition" } else { "kill" };
-    let run = run_scenario(scenario, 5, 2);
+    let run = run_scenario(scenario, 5, 2, &[]);
     assert!(run.history.lines().count() > 1000, "too little workload");
 }
 
@@ -136,6 +154,6 @@ fn partitions_five_nodes() {
 #[test]
 fn full_disks_three_nodes() {
     let scenario = if is_root() { "disk" } else { "pause" };
-    let run = run_scenario(scenario, 3, 3);
+    let run = run_scenario(scenario, 3, 3, &[]);
     assert!(run.timeline.contains("start "), "{}", run.timeline);
 }
