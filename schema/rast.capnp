@@ -16,6 +16,7 @@
 #      bytes  8..16  firstIndex  (stamped in place by the leader)
 #      bytes 16..20  count
 #      bytes 20..24  checksum    (CRC32C, see `EntryBatch.checksum`)
+#    and bytes 28..32 hold `stampCheck` (see there).
 #    The stamping code in src/wire/batch.rs writes to these offsets directly.
 # 3. `HardState` and `SnapshotHeader` are on disk: same rules as rule 2.
 # 4. A new enum value or union member must be safe to reject: old nodes answer
@@ -53,6 +54,14 @@ struct EntryBatch {
 
   entries @5 :List(Data);
   # The payloads. For `kind = kv`, each payload is a `KvCommand` message.
+
+  stampCheck @6 :UInt32;
+  # CRC32C of the 16 bytes of `term` and `firstIndex` as stamped (1 if that
+  # is 0), written by the leader with the stamp: the checksum reads those
+  # bytes as zero, so this is what catches a flipped bit in them. Zero means
+  # absent (a client's unstamped batch, or one stored before this field
+  # existed): then only the order checks of the log guard them. Lives in
+  # data bytes 28..32, the hole after `kind`.
 
   enum Kind {
     data @0;     # opaque user entries of a plain log

@@ -55,24 +55,34 @@ proptest! {
         let view = full_check(&frame).expect("stamped frame stays valid");
         prop_assert_eq!(view.term(), Term(term));
         prop_assert_eq!(view.first_index(), LogIndex(index));
-        // Only the 16 stamped bytes changed.
+        // Only the 16 stamped bytes and the 4 of their check changed.
         let changed = frame.iter().zip(&original).filter(|(a, b)| a != b).count();
-        prop_assert!(changed <= 16);
+        prop_assert!(changed <= 20);
+        prop_assert_eq!(view.stamp_check(), rast::wire::batch::stamp_check(Term(term), LogIndex(index)));
     }
 
-    /// Every single-byte change outside the stamped fields is caught (CRC32C
-    /// detects every burst of up to 32 bits), and nothing panics.
+    /// Every single-byte change of a stamped frame is caught, the stamped
+    /// term and index included (CRC32C detects every burst of up to 32
+    /// bits; the stamp has its own), and nothing panics.
     #[test]
     fn single_byte_mutations_are_caught(entries in entries_strategy(), position in any::<prop::sample::Index>(), delta in 1u8..=255) {
         let mut frame = encode_batch(BatchKind::Kv, Term(3), LogIndex(9), &entries);
-        let data_offset = BatchView::parse(&frame).unwrap().data_offset();
         let position = position.index(frame.len());
         frame[position] ^= delta;
-        let stamped = data_offset..data_offset + 16;
         let outcome = full_check(&frame);
-        if !stamped.contains(&position) {
-            prop_assert!(outcome.is_err(), "mutation at {} of {} not caught", position, frame.len());
-        }
+        prop_assert!(outcome.is_err(), "mutation at {} of {} not caught", position, frame.len());
+    }
+
+    /// A batch stamped before `stampCheck` existed (zero there) still
+    /// verifies: the field is optional, and old logs open.
+    #[test]
+    fn a_zero_stamp_check_is_absent(entries in entries_strategy(), term in 1u64.., index in 1u64..) {
+        let mut frame = encode_batch(BatchKind::Data, Term(0), LogIndex(0), &entries);
+        BatchMut::parse(&mut frame).unwrap().stamp(Term(term), LogIndex(index));
+        let data_offset = BatchView::parse(&frame).unwrap().data_offset();
+        frame[data_offset + 28..data_offset + 32].fill(0);
+        let view = full_check(&frame).expect("an old stamped batch verifies");
+        prop_assert_eq!(view.stamp_check(), 0);
     }
 
     /// Every strict prefix of a valid frame is refused as truncated or
@@ -164,4 +174,20 @@ fn nesting_bomb_is_refused() {
         .expect("root");
     assert!(root.target_size().is_err(), "nesting bomb traversed");
     assert!(BatchView::parse(&frame).is_err());
+}
+
+/// `stampCheck` is where the schema puts field @6: the generated builder's
+/// value is what the lazy reader reads.
+#[test]
+fn stamp_check_is_the_schema_field() {
+    let mut message = capnp::message::Builder::new_default();
+    {
+        let mut root = message.init_root::<rast::rast_capnp::entry_batch::Builder<'_>>();
+        root.set_count(0);
+        root.set_stamp_check(0xA1B2_C3D4);
+        root.init_entries(0);
+    }
+    let frame = rast::wire::frame::encode(&message);
+    let view = BatchView::parse(&frame).unwrap();
+    assert_eq!(view.stamp_check(), 0xA1B2_C3D4);
 }

@@ -44,7 +44,7 @@ def read_frame(sock):
 def connect(address):
     host, port = address.rsplit(":", 1)
     sock = socket.create_connection((host, int(port)), timeout=10)
-    hello = rast.Hello.new_message(protocolVersion=1, clusterId="rast", nodeId=0)
+    hello = rast.Hello.new_message(protocolVersion=2, clusterId="rast", nodeId=0)
     sock.sendall(hello.to_bytes())
     with rast.HelloResponse.from_bytes(read_frame(sock)) as answer:
         if answer.which() != "ok":

@@ -31,8 +31,10 @@
 //!   complete record with a bad checksum — is corruption, and the scan fails
 //!   with the byte offset, because entries there may be committed.
 //!
-//! The checksum does not cover the stamped term and first index; a flip
-//! there is caught by the index chain and the term order instead. A flip in
+//! The checksum reads the stamped term and first index as zero; their own
+//! CRC (`stampCheck`, written with the stamp) catches a flip there, and the
+//! index chain and the term order catch it again in batches stored before
+//! that field existed (zero: absent). A flip in
 //! the final record that leaves its bytes ending in a zero-filled sector
 //! (for instance a length that grew) reads as a torn write: the one case
 //! corruption of the very last record can be taken for a tear.

@@ -11,16 +11,19 @@
 //!  16  ├ data word 0: term         ◄─ stamped in place by the leader    │
 //!  24  ├ data word 1: firstIndex   ◄─ stamped in place by the leader    │
 //!  32  ├ data word 2: count u32 │ checksum u32                          │
-//!  40  ├ data word 3: kind u16 │ padding                                │
+//!  40  ├ data word 3: kind u16 │ padding u16 │ stampCheck u32 ◄─ stamped │
 //!  48  ├ pointer: entries List(Data)                                    │
 //!  56  └ list of pointers, then the payload bytes, word aligned ────────┘
 //! ```
 //!
 //! The checksum is CRC32C over the whole frame with the 16 bytes of term and
-//! firstIndex and the 4 bytes of the checksum read as zero. Stamping term and
-//! index therefore leaves it valid, and every other byte — the segment table,
-//! the pointers, the count, the payloads — is covered, so a torn write or a
-//! flipped bit anywhere is caught.
+//! firstIndex, the 4 bytes of the checksum and the 4 of stampCheck read as
+//! zero. Stamping term and index therefore leaves it valid (a client's
+//! checksum survives the leader's stamp), and every other byte — the segment
+//! table, the pointers, the count, the payloads — is covered. The stamp is
+//! covered by its own CRC32C, `stampCheck`, written with it: together a torn
+//! write or a flipped bit anywhere is caught. A zero `stampCheck` means
+//! absent (unstamped, or written before the field existed) and is accepted.
 
 use crate::constants::{BATCH_DATA_PREFIX_BYTES, BATCH_ENTRIES_MAX, ENTRY_BYTES_MAX, WORD_BYTES};
 use crate::rast_capnp::entry_batch;
@@ -167,20 +170,36 @@ impl<'a> BatchView<'a> {
 
     /// CRC32C of the frame with the stamped fields and the checksum as zero.
     pub fn compute_checksum(&self) -> u32 {
-        checksum_of(self.frame, self.data_offset)
+        checksum_of(self.frame, self.data_offset, self.data_words)
     }
 
-    /// Checks the stored checksum against the bytes.
+    /// The stored `stampCheck` (0: absent).
+    #[inline]
+    pub fn stamp_check(&self) -> u32 {
+        if self.data_words < 4 {
+            return 0;
+        }
+        read_u32(self.frame, self.data_offset + STAMP_CHECK_OFFSET).expect("data word 3 present")
+    }
+
+    /// Checks the stored checksum against the bytes, and the stamped term
+    /// and first index against `stampCheck` when it is present.
     pub fn verify_checksum(&self) -> Result<(), WireError> {
         let computed = self.compute_checksum();
-        if computed == self.checksum() {
-            Ok(())
-        } else {
-            Err(WireError::Checksum {
+        if computed != self.checksum() {
+            return Err(WireError::Checksum {
                 stored: self.checksum(),
                 computed,
-            })
+            });
         }
+        let stored = self.stamp_check();
+        if stored != 0 {
+            let computed = stamp_check(self.term(), self.first_index());
+            if computed != stored {
+                return Err(WireError::Checksum { stored, computed });
+            }
+        }
+        Ok(())
     }
 
     /// Walks the payloads without allocating: every pointer in bounds, the
@@ -271,15 +290,40 @@ fn struct_pointer_target(
     Ok((start as usize, data_words, pointer_words))
 }
 
-/// CRC32C of `frame` with the 24-byte data prefix at `data_offset` read with
-/// term, firstIndex and checksum as zero (count kept).
-pub fn checksum_of(frame: &[u8], data_offset: usize) -> u32 {
+/// Offset of `stampCheck` in the data section (the hole after `kind`).
+const STAMP_CHECK_OFFSET: usize = 28;
+
+/// The `stampCheck` of a batch stamped with `term` and `first_index`: CRC32C
+/// of their 16 little-endian bytes, 1 where that is 0 (0 means absent).
+pub fn stamp_check(term: Term, first_index: LogIndex) -> u32 {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&term.get().to_le_bytes());
+    bytes[8..].copy_from_slice(&first_index.get().to_le_bytes());
+    crc32c::crc32c(&bytes).max(1)
+}
+
+/// CRC32C of `frame` with the data prefix at `data_offset` read with term,
+/// firstIndex and checksum as zero (count kept), and `stampCheck` as zero
+/// when the data section (`data_words` long) holds it. Bytes that were
+/// never written are zero anyway, so frames stored before `stampCheck`
+/// existed keep their checksum.
+pub fn checksum_of(frame: &[u8], data_offset: usize, data_words: usize) -> u32 {
     const ZEROS: [u8; 16] = [0; 16];
     let mut crc = crc32c::crc32c(&frame[..data_offset]);
     crc = crc32c::crc32c_append(crc, &ZEROS);
     crc = crc32c::crc32c_append(crc, &frame[data_offset + 16..data_offset + 20]);
     crc = crc32c::crc32c_append(crc, &ZEROS[..4]);
-    crc32c::crc32c_append(crc, &frame[data_offset + BATCH_DATA_PREFIX_BYTES..])
+    let stamp_check = data_offset + STAMP_CHECK_OFFSET;
+    if data_words >= 4 {
+        crc = crc32c::crc32c_append(
+            crc,
+            &frame[data_offset + BATCH_DATA_PREFIX_BYTES..stamp_check],
+        );
+        crc = crc32c::crc32c_append(crc, &ZEROS[..4]);
+        crc32c::crc32c_append(crc, &frame[stamp_check + 4..])
+    } else {
+        crc32c::crc32c_append(crc, &frame[data_offset + BATCH_DATA_PREFIX_BYTES..])
+    }
 }
 
 /// A mutable `EntryBatch` frame the leader stamps in place.
@@ -308,17 +352,22 @@ impl<'a> BatchMut<'a> {
         })
     }
 
-    /// Writes `term` and `first_index` at their fixed data-section offsets.
-    /// The checksum stays valid: it reads those bytes as zero.
+    /// Writes `term` and `first_index` at their fixed data-section offsets,
+    /// and their `stampCheck` when the data section has room for it. The
+    /// checksum stays valid: it reads those bytes as zero.
     pub fn stamp(&mut self, term: Term, first_index: LogIndex) {
         let offset = self.data_offset;
         self.frame[offset..offset + 8].copy_from_slice(&term.get().to_le_bytes());
         self.frame[offset + 8..offset + 16].copy_from_slice(&first_index.get().to_le_bytes());
+        if self.data_words >= 4 {
+            let at = offset + STAMP_CHECK_OFFSET;
+            self.frame[at..at + 4].copy_from_slice(&stamp_check(term, first_index).to_le_bytes());
+        }
     }
 
     /// Computes the checksum and stores it (for a client that left it zero).
     pub fn seal(&mut self) {
-        let checksum = checksum_of(self.frame, self.data_offset);
+        let checksum = checksum_of(self.frame, self.data_offset, self.data_words);
         self.frame[self.data_offset + 20..self.data_offset + 24]
             .copy_from_slice(&checksum.to_le_bytes());
     }
@@ -353,8 +402,10 @@ pub fn encode_batch<P: AsRef<[u8]>>(
         }
     }
     let mut frame = frame::encode(&message);
-    BatchMut::parse(&mut frame)
-        .expect("our own builder produces a valid batch")
-        .seal();
+    let mut batch = BatchMut::parse(&mut frame).expect("our own builder produces a valid batch");
+    batch.seal();
+    if term != Term::ZERO || first_index != LogIndex::ZERO {
+        batch.stamp(term, first_index);
+    }
     frame
 }

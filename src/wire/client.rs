@@ -24,8 +24,9 @@ use crate::rast_capnp::{
 };
 use crate::wire::{WireError, frame};
 
-/// Protocol version spoken by this build (in `Hello`).
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Protocol version spoken by this build (in `Hello`). 2: batches carry
+/// `stampCheck`, which version 1 read as padding under the checksum.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The opening frame of every connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
