@@ -239,8 +239,13 @@ impl Group {
             ));
         }
         self.core.restore_configs(&memberships);
+        // Addresses in index order: entries still stored below the
+        // snapshot, the snapshot's configuration, the entries after it.
+        for (_, members) in configs.iter().filter(|(index, _)| *index <= meta.index) {
+            self.learn_addresses(members);
+        }
         self.learn_addresses(&meta.members);
-        for (_, members) in &configs {
+        for (_, members) in configs.iter().filter(|(index, _)| *index > meta.index) {
             self.learn_addresses(members);
         }
         self.durable_index = self.storage.last_index();
