@@ -1,7 +1,8 @@
 //! The core's side of snapshots: installing a leader's snapshot keeps a
 //! matching log suffix (entries this node may have acknowledged) and
 //! discards a conflicting one, and never reports the installed entries for
-//! apply.
+//! apply; and a node that started outside every configuration knows the
+//! configuration as of an index only once a configuration entry committed.
 
 use rast::raft::{
     Action, BatchSummary, Body, Config, Core, HardState, Heartbeat, Membership, Message, Restart,
@@ -103,5 +104,67 @@ fn conflicting_snapshot_resets_the_log_and_old_ones_are_ignored() {
     assert_eq!(core.commit_index(), LogIndex(6));
     assert_eq!(core.log().last_index(), LogIndex(6));
     assert_eq!(core.log().last_term(), Term(2));
+    core.check();
+}
+
+/// A node started outside every configuration (a spare or `--join` node,
+/// with an empty membership) that replicates the log from index 1 does not
+/// know the configuration as of the indexes before the entry that added
+/// it: the configuration in force there (the initial one) is in no entry
+/// it holds. `membership_at` says so (`None`), so no snapshot records the
+/// empty configuration; once the configuration entry commits, it is known
+/// from that entry on. Regression: `membership_at` answered the empty
+/// configuration, which the simulator caught as a snapshot with no voter.
+#[test]
+fn node_started_outside_knows_no_configuration_before_one_commits() {
+    let added = Membership::with_voters(&[NodeId(1), NodeId(2), NodeId(3)]).expect("voters");
+    let batch = |first: u64, count: u32, kind: BatchKind| BatchSummary {
+        term: Term(1),
+        first_index: LogIndex(first),
+        count,
+        bytes: 100,
+        kind,
+    };
+    let batches = [
+        batch(1, 2, BatchKind::Data),
+        batch(3, 2, BatchKind::Data),
+        batch(5, 1, BatchKind::Config),
+        batch(6, 2, BatchKind::Data),
+    ];
+    let restart = Restart {
+        hard_state: HardState {
+            term: Term(1),
+            vote: NodeId::ZERO,
+            commit: LogIndex::ZERO,
+        },
+        snapshot_index: LogIndex::ZERO,
+        snapshot_term: Term::ZERO,
+        membership: Membership::default(),
+        batches: &batches,
+        now_ms: 0,
+    };
+    let mut core = Core::new(Config::new(NodeId(3), 7), &restart);
+    core.restore_configs(&[(LogIndex(5), added)]);
+    let commit_to = |core: &mut Core, leader_commit: u64| {
+        let heartbeat = Message {
+            from: NodeId(2),
+            to: NodeId(3),
+            term: Term(1),
+            body: Body::Heartbeat(Heartbeat {
+                leader_commit: LogIndex(leader_commit),
+                read_round: 0,
+            }),
+        };
+        core.step(&heartbeat, &mut Vec::new());
+        assert_eq!(core.commit_index(), LogIndex(leader_commit));
+    };
+    commit_to(&mut core, 4);
+    assert_eq!(core.membership_at(LogIndex(4)), None);
+    assert_eq!(core.membership_at(LogIndex(2)), None);
+    commit_to(&mut core, 7);
+    assert_eq!(core.membership_at(LogIndex(4)), None);
+    assert_eq!(core.membership_at(LogIndex(5)), Some(added));
+    assert_eq!(core.membership_at(LogIndex(7)), Some(added));
+    assert_eq!(core.membership_at(LogIndex(8)), None);
     core.check();
 }

@@ -235,9 +235,11 @@ fn cas_retried_across_leader_crash_applies_once() {
 /// nodes that start empty and outside the configuration, or removed nodes
 /// with their disks), promotes them, removes and replaces voters (itself included)
 /// and transfers leadership, while every safety checker runs after every
-/// event and the liveness bound holds after the heal. Asserts that the
-/// churn really happened: configuration entries committed in most runs,
-/// and runs that end with a spare node voting.
+/// event and the liveness bound holds after the heal. Snapshots are drawn
+/// per seed as in the other runs, so compaction and InstallSnapshot run
+/// with the changes. Asserts that the churn really happened: configuration
+/// entries committed in most runs, runs that end with a spare node voting,
+/// and snapshots recording and installing changed configurations.
 #[test]
 fn membership_churn_keeps_safety_and_liveness() {
     let count = environment("RAST_SIM_CHURN_SEEDS").unwrap_or(200);
@@ -277,8 +279,37 @@ fn membership_churn_keeps_safety_and_liveness() {
         percentile(&commit, 0.99),
         commit.last().copied().unwrap_or(0)
     );
+    let taken: u64 = reports.iter().map(|r| r.snapshots_taken).sum();
+    let taken_changed: u64 = reports.iter().map(|r| r.snapshots_taken_changed).sum();
+    let deferred: u64 = reports.iter().map(|r| r.snapshots_deferred).sum();
+    let installed: u64 = reports.iter().map(|r| r.snapshots_installed).sum();
+    let installed_changed: u64 = reports.iter().map(|r| r.snapshots_installed_changed).sum();
+    let restarted: u64 = reports.iter().map(|r| r.restarts_from_snapshot).sum();
+    let seeds_installing_changed = reports
+        .iter()
+        .filter(|r| r.snapshots_installed_changed > 0)
+        .count() as u64;
+    println!(
+        "snapshots in churn seeds: {taken} taken ({taken_changed} recording a changed \
+         configuration, {deferred} put off until the configuration was known), {installed} \
+         installed ({installed_changed} with a changed configuration, in \
+         {seeds_installing_changed} seeds), {restarted} restarts from a snapshot"
+    );
     assert!(changed * 2 > count, "most runs changed membership");
     assert!(spare_voting > 0, "some run promoted a spare node");
+    // Snapshots, compaction and InstallSnapshot ran together with the
+    // changes: snapshots recorded changed configurations and followers
+    // installed them.
+    if count >= 100 {
+        assert!(
+            taken_changed > count,
+            "snapshots recorded changed configurations"
+        );
+        assert!(
+            seeds_installing_changed > count / 20,
+            "snapshots with a changed configuration were installed"
+        );
+    }
     assert!(
         refused > 0,
         "some promotion of a lagging learner was refused"

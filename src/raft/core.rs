@@ -480,10 +480,16 @@ impl Core {
     /// The configuration as of the committed `index` (what a snapshot up to
     /// `index` records), when the core still knows it: `None` for an index
     /// above the commit index, or below the latest committed configuration
-    /// entry (an older configuration is forgotten once a newer commits).
+    /// entry (an older configuration is forgotten once a newer commits), or
+    /// while no configuration is known at all. The last is a node started
+    /// outside every configuration (empty, no voter): before the entry that
+    /// added it commits, the configuration as of its commit index is in no
+    /// entry it holds, and a committed configuration always has voters.
     pub fn membership_at(&self, index: LogIndex) -> Option<Membership> {
-        (index <= self.commit && index >= self.membership_committed_at)
-            .then_some(self.membership_committed)
+        (index <= self.commit
+            && index >= self.membership_committed_at
+            && !self.membership_committed.voters.is_empty())
+        .then_some(self.membership_committed)
     }
 
     /// Whether a configuration entry is in the log but not committed yet.

@@ -31,6 +31,13 @@
 //! reused with a wiped disk (a member that missed the removal still counts
 //! that id as a voter, and a forgotten vote would let it win an election
 //! with a stale log; etcd forbids reusing ids for the same reason).
+//!
+//! Churn runs take snapshots too: a snapshot records the configuration
+//! committed as of its index (the core's `membership_at`; a node skips a
+//! snapshot while it does not know it), and a node that installs a snapshot
+//! or restarts from one starts from that configuration and the
+//! configuration entries after it. A spare node that joined through
+//! InstallSnapshot learns its configuration only that way.
 
 mod snapshots;
 
@@ -96,8 +103,8 @@ pub struct Options {
     /// seeds that are multiples of this; the fast log checker runs on all.
     pub exact_search_every: u64,
     /// Change the membership during the faulty phase, with
-    /// [`CHURN_SPARES`] spare nodes (see the module docs). Such runs take
-    /// no snapshots: a snapshot does not record the configuration yet.
+    /// [`CHURN_SPARES`] spare nodes (see the module docs). Snapshots are
+    /// drawn as in other runs; each records its configuration.
     pub churn: bool,
     /// Snapshot every this many applied entries (0: never), instead of the
     /// seed's own draw.
@@ -188,6 +195,15 @@ pub struct Report {
     pub snapshot_chunks_sent: u64,
     /// Nodes restarted from a snapshot (not from index 1).
     pub restarts_from_snapshot: u64,
+    /// Snapshots put off because the node's core no longer knew the
+    /// configuration as of the applied index (a later one had committed).
+    pub snapshots_deferred: u64,
+    /// Snapshots taken that record a configuration other than the initial
+    /// one.
+    pub snapshots_taken_changed: u64,
+    /// Snapshots installed that record a configuration other than the
+    /// initial one.
+    pub snapshots_installed_changed: u64,
 }
 
 /// A failed run: the property violated and when.
@@ -354,10 +370,14 @@ struct Simulation {
     sequence: u64,
     queue: BinaryHeap<Scheduled>,
     nodes: Vec<Node>,
+    /// The initial configuration.
     membership: Membership,
     /// The latest committed configuration entry: (index, configuration);
     /// index zero for the initial one.
     config_committed: (LogIndex, Membership),
+    /// Every committed configuration entry in index order, from the initial
+    /// one at index zero (what a snapshot at an index must record).
+    configs_committed: Vec<(LogIndex, Membership)>,
     membership_changes: u64,
     promotions_refused: u64,
     faults: Faults,
@@ -397,6 +417,9 @@ struct Simulation {
     snapshots_installed: u64,
     snapshot_chunks_sent: u64,
     restarts_from_snapshot: u64,
+    snapshots_deferred: u64,
+    snapshots_taken_changed: u64,
+    snapshots_installed_changed: u64,
 }
 
 impl Simulation {
@@ -439,13 +462,7 @@ impl Simulation {
             2 => shape.between(20, 80),
             _ => shape.between(80, 300),
         };
-        // Snapshots do not record the configuration yet: runs that change
-        // membership take none.
-        let snapshot_every = if options.churn {
-            0
-        } else {
-            options.snapshot_every.unwrap_or(snapshot_every)
-        };
+        let snapshot_every = options.snapshot_every.unwrap_or(snapshot_every);
         let snapshot_chunk_bytes = shape.between(64, 2_048);
         let clients = (0..options.clients)
             .map(|_| Client {
@@ -470,6 +487,7 @@ impl Simulation {
             nodes,
             membership,
             config_committed: (LogIndex::ZERO, membership),
+            configs_committed: vec![(LogIndex::ZERO, membership)],
             membership_changes: 0,
             promotions_refused: 0,
             faults: Faults::calm(),
@@ -501,6 +519,9 @@ impl Simulation {
             snapshots_installed: 0,
             snapshot_chunks_sent: 0,
             restarts_from_snapshot: 0,
+            snapshots_deferred: 0,
+            snapshots_taken_changed: 0,
+            snapshots_installed_changed: 0,
         }
     }
 
@@ -561,6 +582,9 @@ impl Simulation {
             snapshots_installed: self.snapshots_installed,
             snapshot_chunks_sent: self.snapshot_chunks_sent,
             restarts_from_snapshot: self.restarts_from_snapshot,
+            snapshots_deferred: self.snapshots_deferred,
+            snapshots_taken_changed: self.snapshots_taken_changed,
+            snapshots_installed_changed: self.snapshots_installed_changed,
         }
     }
 
@@ -727,13 +751,13 @@ impl Simulation {
                 .is_none_or(|first| first.first_index == snapshot_index.next()),
             "the log continues the snapshot"
         );
-        // Runs that change membership take no snapshots (see
-        // `Options::churn`): the configuration as of a snapshot is the
-        // initial one, or none for a node that starts outside.
-        let membership = if self.nodes[node].outside {
-            Membership::default()
-        } else {
-            self.membership
+        // The configuration as of the snapshot is the one it records;
+        // without a snapshot, the initial one, or none for a node that
+        // starts outside. `configs` (above the snapshot) carry the rest.
+        let membership = match &snapshot {
+            Some(snapshot) => snapshot.membership,
+            None if self.nodes[node].outside => Membership::default(),
+            None => self.membership,
         };
         let restart = Restart {
             hard_state: recovered.hard_state,
@@ -1894,9 +1918,22 @@ impl Simulation {
             .collect::<Vec<_>>();
         if let Some(last) = latest.last() {
             self.membership_changes += latest.len() as u64;
+            self.configs_committed.extend_from_slice(&latest);
             self.config_committed = *last;
             self.trace(|| format!("node {}: configuration committed {last:?}", node + 1));
         }
+    }
+
+    /// The configuration committed as of `index`: the latest committed
+    /// configuration entry at or below it. Complete up to any applied
+    /// index: whichever node applied an entry first noted the
+    /// configurations up to it (a node that skipped entries by installing a
+    /// snapshot got it from one that applied them).
+    fn config_committed_at(&self, index: LogIndex) -> Membership {
+        let after = self
+            .configs_committed
+            .partition_point(|(at, _)| *at <= index);
+        self.configs_committed[after - 1].1
     }
 
     /// Crashes `node` and schedules its restart: half the time at once (a

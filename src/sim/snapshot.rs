@@ -8,13 +8,23 @@
 //! `S` still answers every question the checkers ask about an entry at or
 //! below `S`.
 //!
+//! It also records the committed configuration as of `S`: once the log is
+//! compacted, the configuration entries at or below `S` are gone, and a node
+//! that restarts from the snapshot or installs it from a leader must still
+//! know who votes (a node that joined as a spare may have no other source).
+//! The entries after `S` carry the configurations that follow it.
+//!
 //! ```text
 //! offset   bytes      field (all integers u64 little-endian)
-//!      0       8      magic "RSIMSNP1"
+//!      0       8      magic "RSIMSNP2"
 //!      8       8      last index S
 //!     16       8      last term
-//!     24       8      entry count (= S)
-//!     32   16 × S     (term, value) of entries 1..=S
+//!     24       8      voters V of the configuration as of S
+//!     32       8      outgoing voters O (joint configuration; else 0)
+//!     40       8      learners L
+//!     48  8 × (V+O+L) their node ids: voters, outgoing voters, learners
+//!      .       8      entry count (= S)
+//!      .   16 × S     (term, value) of entries 1..=S
 //!      .       8      key-value snapshot bytes K
 //!      .       K      the key-value machine's own snapshot stream
 //!  end-4       4      CRC32C (u32 LE) of every byte before it
@@ -30,12 +40,14 @@
 
 use std::rc::Rc;
 
+use crate::constants::NODES_MAX;
 use crate::kv::StateMachine;
 use crate::net::snapshot_stream::SendWindow;
+use crate::raft::{Membership, NodeSet};
 use crate::types::{LogIndex, NodeId, Term};
 
 /// First eight bytes of an encoded simulator snapshot.
-const MAGIC: [u8; 8] = *b"RSIMSNP1";
+const MAGIC: [u8; 8] = *b"RSIMSNP2";
 
 /// A node's snapshot: the state of both machines at `index`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +56,8 @@ pub struct SimSnapshot {
     pub index: LogIndex,
     /// Its term.
     pub term: Term,
+    /// The committed configuration as of `index`.
+    pub membership: Membership,
     /// (term, value) of every entry `1..=index` (the plain log's state).
     pub entries: Rc<[(Term, u64)]>,
     /// The key-value machine's snapshot stream at `index`.
@@ -51,11 +65,12 @@ pub struct SimSnapshot {
 }
 
 impl SimSnapshot {
-    /// The snapshot of `kv` (applied exactly up to `index`) and the plain
-    /// log `entries`.
+    /// The snapshot of `kv` (applied exactly up to `index`), the plain log
+    /// `entries` and the configuration `membership` as of `index`.
     pub fn take(
         index: LogIndex,
         term: Term,
+        membership: Membership,
         entries: Rc<[(Term, u64)]>,
         kv: &StateMachine,
     ) -> Result<Self, String> {
@@ -66,12 +81,18 @@ impl SimSnapshot {
                 entries.len()
             ));
         }
+        if membership.voters.is_empty() {
+            return Err(format!(
+                "snapshot at {index}: configuration {membership:?} has no voter"
+            ));
+        }
         let mut bytes = Vec::new();
         kv.snapshot_to(&mut bytes)
             .map_err(|error| error.to_string())?;
         Ok(Self {
             index,
             term,
+            membership,
             entries,
             kv: bytes.into(),
         })
@@ -88,10 +109,23 @@ impl SimSnapshot {
     /// The bytes sent in an InstallSnapshot stream (layout in the module
     /// docs).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(40 + 16 * self.entries.len() + self.kv.len() + 4);
+        let sets = [
+            self.membership.voters,
+            self.membership.voters_outgoing,
+            self.membership.learners,
+        ];
+        let ids: usize = sets.iter().map(NodeSet::len).sum();
+        let mut out =
+            Vec::with_capacity(64 + 8 * ids + 16 * self.entries.len() + self.kv.len() + 4);
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&self.index.get().to_le_bytes());
         out.extend_from_slice(&self.term.get().to_le_bytes());
+        for set in &sets {
+            out.extend_from_slice(&(set.len() as u64).to_le_bytes());
+        }
+        for id in sets.iter().flat_map(NodeSet::as_slice) {
+            out.extend_from_slice(&id.get().to_le_bytes());
+        }
         out.extend_from_slice(&(self.entries.len() as u64).to_le_bytes());
         for (term, value) in self.entries.iter() {
             out.extend_from_slice(&term.get().to_le_bytes());
@@ -125,6 +159,7 @@ impl SimSnapshot {
         }
         let index = LogIndex(reader.u64()?);
         let term = Term(reader.u64()?);
+        let membership = reader.membership()?;
         let count = reader.u64()?;
         if count != index.get() || count > (reader.bytes.len() / 16) as u64 {
             return Err(format!("{count} entries for index {index}"));
@@ -143,6 +178,7 @@ impl SimSnapshot {
         Ok(Self {
             index,
             term,
+            membership,
             entries: entries.into(),
             kv: reader.bytes.into(),
         })
@@ -168,6 +204,33 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(
             self.take(8)?.try_into().expect("8 bytes"),
         ))
+    }
+
+    /// The three counts, then the ids of each set; every set valid (no zero
+    /// or repeated id, at most [`NODES_MAX`]) and at least one voter.
+    fn membership(&mut self) -> Result<Membership, String> {
+        let counts = [self.u64()?, self.u64()?, self.u64()?];
+        let mut sets = [NodeSet::EMPTY; 3];
+        for (set, count) in sets.iter_mut().zip(counts) {
+            if count > NODES_MAX as u64 {
+                return Err(format!("{count} ids in a configuration set"));
+            }
+            let mut ids = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                ids.push(NodeId(self.u64()?));
+            }
+            *set = NodeSet::from_ids(&ids)
+                .ok_or_else(|| format!("configuration set {ids:?} is not a set of node ids"))?;
+        }
+        let [voters, voters_outgoing, learners] = sets;
+        if voters.is_empty() {
+            return Err("configuration without voters".into());
+        }
+        Ok(Membership {
+            voters,
+            voters_outgoing,
+            learners,
+        })
     }
 }
 
@@ -283,19 +346,48 @@ mod tests {
     use super::*;
     use crate::raft::random::Random;
 
+    fn ids(ids: &[u64]) -> NodeSet {
+        NodeSet::from_ids(&ids.iter().copied().map(NodeId).collect::<Vec<_>>()).expect("a set")
+    }
+
+    /// A joint configuration with a learner: every set non-empty, ids not
+    /// in sorted order (the order is part of the value).
+    fn joint() -> Membership {
+        Membership {
+            voters: ids(&[3, 1, 6]),
+            voters_outgoing: ids(&[1, 2, 3]),
+            learners: ids(&[7]),
+        }
+    }
+
     fn snapshot() -> SimSnapshot {
         let mut kv = StateMachine::new();
         kv.advance(LogIndex(3)).expect("advance");
         let entries: Rc<[(Term, u64)]> = vec![(Term(1), 0), (Term(1), 7), (Term(2), 8)].into();
-        SimSnapshot::take(LogIndex(3), Term(2), entries, &kv).expect("take")
+        SimSnapshot::take(LogIndex(3), Term(2), joint(), entries, &kv).expect("take")
     }
 
-    /// Encoding round-trips, and any flipped byte is caught by the checksum.
+    /// `bytes` with the id at `position` (an index into the ids after the
+    /// three counts) replaced, and the checksum made valid again: only the
+    /// configuration checks can refuse it.
+    fn with_id(bytes: &[u8], position: usize, id: u64) -> Vec<u8> {
+        let mut body = bytes[..bytes.len() - 4].to_vec();
+        let offset = 48 + 8 * position;
+        body[offset..offset + 8].copy_from_slice(&id.to_le_bytes());
+        let crc = crc32c::crc32c(&body);
+        body.extend_from_slice(&crc.to_le_bytes());
+        body
+    }
+
+    /// Encoding round-trips (the configuration included, with its order),
+    /// and any flipped byte is caught by the checksum.
     #[test]
     fn encode_round_trips_and_damage_is_caught() {
         let snapshot = snapshot();
         let bytes = snapshot.encode();
-        assert_eq!(SimSnapshot::decode(&bytes).expect("decodes"), snapshot);
+        let decoded = SimSnapshot::decode(&bytes).expect("decodes");
+        assert_eq!(decoded.membership, joint());
+        assert_eq!(decoded, snapshot);
         for position in 0..bytes.len() {
             let mut damaged = bytes.clone();
             damaged[position] ^= 0x40;
@@ -303,6 +395,37 @@ mod tests {
         }
         assert!(SimSnapshot::decode(&bytes[..bytes.len() - 1]).is_err());
         assert!(SimSnapshot::decode(&[]).is_err());
+    }
+
+    /// A simple configuration (no outgoing voters, no learner) round-trips
+    /// as well.
+    #[test]
+    fn simple_configuration_round_trips() {
+        let mut snapshot = snapshot();
+        snapshot.membership = Membership::with_voters(&[NodeId(2)]).expect("valid");
+        let decoded = SimSnapshot::decode(&snapshot.encode()).expect("decodes");
+        assert_eq!(decoded.membership, snapshot.membership);
+    }
+
+    /// A configuration that is not one (a zero or repeated id, or no voter)
+    /// is refused even with a valid checksum; so is taking a snapshot that
+    /// would record no voter.
+    #[test]
+    fn invalid_configuration_is_refused() {
+        let bytes = snapshot().encode();
+        assert!(SimSnapshot::decode(&with_id(&bytes, 0, 4)).is_ok());
+        assert!(SimSnapshot::decode(&with_id(&bytes, 0, 0)).is_err());
+        assert!(SimSnapshot::decode(&with_id(&bytes, 0, 1)).is_err());
+        assert!(SimSnapshot::decode(&with_id(&bytes, 6, 0)).is_err());
+        let mut no_voters = snapshot();
+        no_voters.membership = Membership::default();
+        assert!(SimSnapshot::decode(&no_voters.encode()).is_err());
+        let mut kv = StateMachine::new();
+        kv.advance(LogIndex(1)).expect("advance");
+        let entries: Rc<[(Term, u64)]> = vec![(Term(1), 0)].into();
+        assert!(
+            SimSnapshot::take(LogIndex(1), Term(1), Membership::default(), entries, &kv).is_err()
+        );
     }
 
     /// A stream whose chunks are lost, duplicated and reordered at random

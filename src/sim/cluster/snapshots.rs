@@ -12,8 +12,8 @@
 //! ```
 //!
 //! Checks added here: a snapshot holds exactly the committed entries below
-//! its index, and a machine restored from it has the state every node had
-//! at that index.
+//! its index and records the configuration committed as of its index, and
+//! a machine restored from it has the state every node had at that index.
 
 use super::{Envelope, EnvelopeBody, SNAPSHOT_GIVE_UP_MS, SNAPSHOT_RESEND_MS, Simulation};
 use crate::net::snapshot_stream::SendWindow;
@@ -42,6 +42,13 @@ impl Simulation {
         if index > core.log().durable_index() || !core.log().is_batch_end(index) {
             return Ok(());
         }
+        // The configuration as of `index`: unknown to the core once a later
+        // configuration entry committed (the entries below it are applied
+        // but not yet here); the next apply past it tries again.
+        let Some(membership) = core.membership_at(index) else {
+            self.snapshots_deferred += 1;
+            return Ok(());
+        };
         let term = state
             .disk
             .written()
@@ -61,12 +68,10 @@ impl Simulation {
                     .expect("applied is stored"),
             );
         }
-        let snapshot =
-            SimSnapshot::take(index, term, entries.into(), &state.kv).map_err(|detail| {
-                Violation {
-                    property: "snapshots are taken of the applied state",
-                    detail,
-                }
+        let snapshot = SimSnapshot::take(index, term, membership, entries.into(), &state.kv)
+            .map_err(|detail| Violation {
+                property: "snapshots are taken of the applied state",
+                detail,
             })?;
         self.check_snapshot_committed(node, &snapshot)?;
         self.trace(|| format!("node {}: snapshot at {index}, compact", node + 1));
@@ -74,15 +79,29 @@ impl Simulation {
         state.disk.take_snapshot(snapshot);
         state.core.as_mut().expect("checked up").compact(index);
         self.snapshots_taken += 1;
+        self.snapshots_taken_changed += u64::from(membership != self.membership);
         Ok(())
     }
 
-    /// A snapshot holds exactly the committed entries up to its index.
+    /// A snapshot holds exactly the committed entries up to its index, and
+    /// records the configuration committed as of its index.
     fn check_snapshot_committed(
         &self,
         node: usize,
         snapshot: &SimSnapshot,
     ) -> Result<(), Violation> {
+        let committed = self.config_committed_at(snapshot.index);
+        if snapshot.membership != committed {
+            return Err(Violation {
+                property: "snapshots record the committed configuration",
+                detail: format!(
+                    "node {}: snapshot at {} records {:?}, committed as of it {committed:?}",
+                    node + 1,
+                    snapshot.index,
+                    snapshot.membership
+                ),
+            });
+        }
         for (position, entry) in snapshot.entries.iter().enumerate() {
             let index = LogIndex(position as u64 + 1);
             if self.checker.committed_entry(index) != Some(*entry) {
@@ -292,7 +311,10 @@ impl Simulation {
                 node + 1
             )
         });
-        let membership = self.membership;
+        // The configuration as of the snapshot comes from the snapshot: the
+        // entries after it (kept on `KeepLog`) carry the later ones, which
+        // the core still holds.
+        let membership = snapshot.membership;
         let state = &mut self.nodes[node];
         if install == SnapshotInstall::KeepLog {
             state.disk.take_snapshot(snapshot);
@@ -302,6 +324,7 @@ impl Simulation {
         state.kv = kv;
         state.applied = index;
         self.snapshots_installed += 1;
+        self.snapshots_installed_changed += u64::from(membership != self.membership);
         self.with_core(node, |core: &mut Core, actions| {
             core.snapshot_installed(index, term, membership, actions);
         })?;
