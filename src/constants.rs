@@ -86,6 +86,14 @@ pub const SEGMENT_BYTES_MIN: u64 = 64 * 1024;
 /// full frame can be queued while the previous one is in flight.
 pub const WRITE_QUEUE_BYTES_MAX: usize = 2 * FRAME_BYTES_MAX;
 
+/// Bytes of a store's write budget that [`crate::storage::LogStorage::writable_bytes`]
+/// keeps back from what it offers to clients' and peers' batches: room for
+/// the appends a node makes on its own, which nothing can refuse once the
+/// core has decided them (a new leader's no-op, a configuration entry).
+/// Without it a follower whose buffers were full of a leader's batches
+/// could be elected and fail its log on its first append.
+pub const WRITE_HEADROOM_BYTES: usize = 64 * 1024;
+
 /// Bytes of the first staging buffer a store allocates (buffers grow to the
 /// largest turn's worth of appends and are then recycled).
 pub const WRITE_BUFFER_BYTES_INITIAL: usize = 1024 * 1024;
@@ -242,6 +250,7 @@ const _: () = assert!(SEGMENT_BYTES_MIN <= SEGMENT_BYTES_MAX);
 const _: () = assert!(SEGMENT_BYTES_MAX <= u32::MAX as u64); // per-batch offsets are u32
 const _: () = assert!(WRITE_QUEUE_BYTES_MAX >= 2 * FRAME_BYTES_MAX);
 const _: () = assert!(WRITE_BUFFER_BYTES_INITIAL <= WRITE_QUEUE_BYTES_MAX);
+const _: () = assert!(WRITE_HEADROOM_BYTES < WRITE_QUEUE_BYTES_MAX - FRAME_BYTES_MAX);
 const _: () = assert!(RING_ENTRIES >= 16 && RING_ENTRIES.is_power_of_two());
 const _: () = assert!(APPEND_MESSAGE_BYTES_MAX <= INFLIGHT_BYTES_MAX);
 const _: () = assert!(FRAME_BYTES_MAX as u64 <= INFLIGHT_BYTES_MAX);

@@ -354,9 +354,11 @@ pub trait LogStorage {
         self.segments().iter().map(|segment| segment.bytes).sum()
     }
 
-    /// Bytes `append` accepts right now before refusing with
-    /// [`StorageError::Backpressure`]; callers wait for a `poll` to free
-    /// room instead of asking.
+    /// Bytes of outside batches (a client's, a leader's) to accept now:
+    /// `append` refuses with [`StorageError::Backpressure`] only beyond
+    /// this plus [`crate::constants::WRITE_HEADROOM_BYTES`], the room kept
+    /// for appends the node makes on its own. Callers wait for a `poll` to
+    /// free room instead of asking.
     fn writable_bytes(&self) -> u64 {
         u64::MAX
     }

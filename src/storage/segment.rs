@@ -72,7 +72,7 @@ use nix::fcntl::{FallocateFlags, fallocate};
 
 use crate::constants::{
     MAPPED_READ_BYTES_RELEASE, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, WRITE_BUFFER_BYTES_INITIAL,
-    WRITE_QUEUE_BYTES_MAX,
+    WRITE_HEADROOM_BYTES, WRITE_QUEUE_BYTES_MAX,
 };
 use crate::io::{Link, Mapping, OpId, Ring, SharedRing};
 use crate::storage::hard_state::{self, sync_directory};
@@ -1485,7 +1485,8 @@ impl LogStorage for SegmentLog {
             .iter()
             .map(|chunk| chunk.buffer.capacity())
             .sum();
-        WRITE_QUEUE_BYTES_MAX.saturating_sub(in_flight + self.staging.len()) as u64
+        WRITE_QUEUE_BYTES_MAX.saturating_sub(in_flight + self.staging.len() + WRITE_HEADROOM_BYTES)
+            as u64
     }
 
     fn reserve(&mut self, len: u64) -> Result<Option<(Rc<File>, Reservation)>, StorageError> {

@@ -487,6 +487,35 @@ fn write_buffers_stay_within_their_budget() {
     assert_eq!(log.sync_all().unwrap().index, log.last_index());
 }
 
+/// Outside batches taken only while `writable_bytes` allows them (as the
+/// server does for clients and peers) leave room for the appends a node
+/// makes on its own: with the buffers as full as the check lets them get,
+/// a new leader's no-op and a configuration-sized batch are still taken.
+#[test]
+fn the_write_budget_keeps_headroom_for_a_nodes_own_appends() {
+    use crate::constants::WRITE_HEADROOM_BYTES;
+    let dir = TempDir::new("headroom");
+    let mut log = SegmentLog::open_standalone(&dir.0, SegmentOptions::default()).unwrap();
+    // Ever smaller batches, each taken while it fits, fill the budget as
+    // far as the check allows.
+    for entry_bytes in [256 * 1024, 4096, 64, 0] {
+        loop {
+            let frame = make_batch(1, log.last_index().next().get(), 1, entry_bytes);
+            if log.writable_bytes() < frame.len() as u64 {
+                break;
+            }
+            log.append(&frame).expect("within writable_bytes");
+        }
+    }
+    for (count, bytes) in [(1, 0), (1, 1000)] {
+        let own = make_batch(2, log.last_index().next().get(), count, bytes);
+        assert!(own.len() < WRITE_HEADROOM_BYTES);
+        log.append(&own)
+            .unwrap_or_else(|error| panic!("a node's own append refused: {error}"));
+    }
+    assert_eq!(log.sync_all().unwrap().index, log.last_index());
+}
+
 /// A failed sync stops the store for good (fail-stop), whichever operation
 /// failed — an fdatasync (EIO), a write (short), the hard state's fsync
 /// (EIO), injected through the ring as a failing disk would report them:
