@@ -879,6 +879,10 @@ impl SegmentLog {
     /// the file prepared ahead if there is one (waiting for it in the rare
     /// case it is not ready yet), else one made now.
     fn roll(&mut self, first: LogIndex) -> Result<(), StorageError> {
+        // The staging buffer goes to the old segment's writes at its
+        // length, not its capacity: `writable_bytes` counted only its
+        // bytes, so an append it allowed must still fit after the roll.
+        self.staging.shrink_to_fit();
         self.stage();
         let segment = match self.take_prepared(first)? {
             Some(segment) => segment,

@@ -488,14 +488,21 @@ fn write_buffers_stay_within_their_budget() {
 }
 
 /// Outside batches taken only while `writable_bytes` allows them (as the
-/// server does for clients and peers) leave room for the appends a node
-/// makes on its own: with the buffers as full as the check lets them get,
-/// a new leader's no-op and a configuration-sized batch are still taken.
+/// server does for clients and peers) are never refused, across segment
+/// rolls too, and leave room for the appends a node makes on its own: with
+/// the buffers as full as the check lets them get, a new leader's no-op
+/// and a configuration-sized batch are still taken. (A roll once handed
+/// the grown staging buffer to the old segment at its capacity, more than
+/// `writable_bytes` had counted: 1 MiB appends were refused and the log
+/// stopped.)
 #[test]
 fn the_write_budget_keeps_headroom_for_a_nodes_own_appends() {
     use crate::constants::WRITE_HEADROOM_BYTES;
     let dir = TempDir::new("headroom");
-    let mut log = SegmentLog::open_standalone(&dir.0, SegmentOptions::default()).unwrap();
+    let options = SegmentOptions {
+        segment_bytes: 3 * 1024 * 1024,
+    };
+    let mut log = SegmentLog::open_standalone(&dir.0, options).unwrap();
     // Ever smaller batches, each taken while it fits, fill the budget as
     // far as the check allows.
     for entry_bytes in [256 * 1024, 4096, 64, 0] {
