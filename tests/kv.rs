@@ -74,35 +74,14 @@ fn kv_history_is_linearizable_across_leader_crash() {
     let history = Arc::new(Mutex::new(History::<KvOp>::default()));
     let started = Instant::now();
     let run_for = Duration::from_secs(6);
-    let mut workers = Vec::new();
-    for worker in 0..4u64 {
-        let history = Arc::clone(&history);
-        let addresses = cluster.addresses.clone();
-        workers.push(std::thread::spawn(move || {
-            let options = ClientOptions {
-                deadline: Duration::from_secs(5),
-                timeout: Duration::from_secs(2),
-                ..ClientOptions::default()
-            };
-            let mut client = Client::new(&addresses, options).unwrap();
-            let mut counter = 0u64;
-            while started.elapsed() < run_for {
-                counter += 1;
-                let key = (worker + counter) % 3;
-                let value = worker * 1_000_000 + counter;
-                let choice = (worker * 7 + counter * 13) % 4;
-                common::kv_history::run_one(
-                    &history,
-                    &mut client,
-                    worker,
-                    key,
-                    value,
-                    choice,
-                    started,
-                );
-            }
-        }));
-    }
+    let workers = common::kv_history::spawn_workers(
+        &cluster.addresses,
+        4,
+        32,
+        &history,
+        started,
+        move || started.elapsed() < run_for,
+    );
     std::thread::sleep(Duration::from_secs(2));
     let leader = cluster.wait_for_leader("kv", Duration::from_secs(10));
     cluster.kill(leader);

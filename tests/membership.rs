@@ -110,46 +110,6 @@ fn start_appender(
     })
 }
 
-/// Key-value clients on three keys (get, put, cas) until `stop`, each
-/// operation recorded in `history`.
-fn start_kv_workers(
-    cluster: &Cluster,
-    stop: &Arc<AtomicBool>,
-    history: &Arc<Mutex<History<KvOp>>>,
-) -> Vec<std::thread::JoinHandle<()>> {
-    let started = Instant::now();
-    (0..3u64)
-        .map(|worker| {
-            let (stop, history) = (Arc::clone(stop), Arc::clone(history));
-            let addresses = cluster.addresses.clone();
-            std::thread::spawn(move || {
-                let options = ClientOptions {
-                    deadline: Duration::from_secs(5),
-                    timeout: Duration::from_secs(2),
-                    ..ClientOptions::default()
-                };
-                let mut client = Client::new(&addresses, options).unwrap();
-                let mut counter = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    counter += 1;
-                    let key = (worker + counter) % 3;
-                    let value = worker * 1_000_000 + counter;
-                    let choice = (worker * 7 + counter * 13) % 4;
-                    common::kv_history::run_one(
-                        &history,
-                        &mut client,
-                        worker,
-                        key,
-                        value,
-                        choice,
-                        started,
-                    );
-                }
-            })
-        })
-        .collect()
-}
-
 /// Starts a node with `--join`, adds it as a learner, waits until it has
 /// caught up, promotes it; checks each answer.
 fn join_and_promote(cluster: &mut Cluster) {
@@ -260,7 +220,15 @@ fn grow_to_five_and_shrink_to_three_under_load() {
     let acknowledged = Acknowledged::default();
     let appender = start_appender(&cluster, &stop, &acknowledged);
     let history = Arc::new(Mutex::new(History::<KvOp>::default()));
-    let kv_workers = start_kv_workers(&cluster, &stop, &history);
+    let kv_stop = Arc::clone(&stop);
+    let kv_workers = common::kv_history::spawn_workers(
+        &cluster.addresses,
+        3,
+        3,
+        &history,
+        Instant::now(),
+        move || !kv_stop.load(Ordering::Relaxed),
+    );
     let acked = || acknowledged.lock().unwrap().len();
     wait_until("first appends acknowledged", WITHIN, || acked() >= 20);
 

@@ -1,13 +1,52 @@
 //! Key-value histories recorded by test clients and judged by both
 //! linearizability checkers (ours and todc-utils' WGL).
 
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rast::check::history::{EventKind, History, ProcessId};
 use rast::check::linearizable::{FailedCas, KvOp, ReferenceLimits, check_kv, check_kv_reference};
 use rast::check::wgl::{Budget, Verdict};
-use rast::client::{CasOutcome, Client, ClientError};
+use rast::client::{CasOutcome, Client, ClientError, ClientOptions};
+
+/// Starts `workers` client threads over `addresses`, each running get, put
+/// and cas on `keys` shared keys and recording every operation in `history`
+/// (times from `started`), for as long as `keep_going` says. More keys keep
+/// each key's history within the reference checker's limits on a fast
+/// machine.
+pub fn spawn_workers(
+    addresses: &[String],
+    workers: u64,
+    keys: u64,
+    history: &Arc<Mutex<History<KvOp>>>,
+    started: Instant,
+    keep_going: impl Fn() -> bool + Clone + Send + 'static,
+) -> Vec<JoinHandle<()>> {
+    (0..workers)
+        .map(|worker| {
+            let history = Arc::clone(history);
+            let addresses = addresses.to_vec();
+            let keep_going = keep_going.clone();
+            std::thread::spawn(move || {
+                let options = ClientOptions {
+                    deadline: Duration::from_secs(5),
+                    timeout: Duration::from_secs(2),
+                    ..ClientOptions::default()
+                };
+                let mut client = Client::new(&addresses, options).unwrap();
+                let mut counter = 0u64;
+                while keep_going() {
+                    counter += 1;
+                    let key = (worker + counter) % keys;
+                    let value = worker * 1_000_000 + counter;
+                    let choice = (worker * 7 + counter * 13) % 4;
+                    run_one(&history, &mut client, worker, key, value, choice, started);
+                }
+            })
+        })
+        .collect()
+}
 
 pub fn record(
     history: &Mutex<History<KvOp>>,
@@ -133,6 +172,7 @@ pub fn check(history: &History<KvOp>, completed_min: usize) {
             unknown_max: 8,
         },
     );
+    println!("{completed} operations completed; reference checker: {reference:?}");
     assert!(
         reference.linearizable && reference.keys_checked > 0,
         "the reference checker disagrees: {reference:?}"
