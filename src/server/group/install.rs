@@ -507,21 +507,7 @@ fn load(receiving: Receiving, dir: &std::path::Path, kv: bool) -> Result<Loaded,
         ));
     }
     let machine = if kv {
-        let mut machine = StateMachine::new();
-        machine
-            .restore_from(
-                snapshot_file::body_reader(&path, &meta).map_err(|error| error.to_string())?,
-            )
-            .map_err(|error| format!("{}: {error}", path.display()))?;
-        if machine.applied_index() != meta.index {
-            return Err(format!(
-                "{}: the machine's applied index {} is not the file's {}",
-                path.display(),
-                machine.applied_index(),
-                meta.index
-            ));
-        }
-        Some(machine)
+        Some(super::snapshot::machine_from_file(&path, &meta)?)
     } else {
         None
     };

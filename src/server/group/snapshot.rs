@@ -186,21 +186,7 @@ impl Group {
         let batches = log_after_snapshot(self.storage.as_mut(), meta.index, meta.term)
             .map_err(|reason| format!("{}: {reason}", path.display()))?;
         if let Some(machine) = self.kv.as_mut() {
-            let mut restored = StateMachine::new();
-            restored
-                .restore_from(
-                    snapshot_file::body_reader(&path, &meta).map_err(|error| error.to_string())?,
-                )
-                .map_err(|error| format!("{}: {error}", path.display()))?;
-            if restored.applied_index() != meta.index {
-                return Err(format!(
-                    "{}: the machine's applied index {} is not the file's {}",
-                    path.display(),
-                    restored.applied_index(),
-                    meta.index
-                ));
-            }
-            *machine = restored;
+            *machine = machine_from_file(&path, &meta)?;
         }
         // The node has seen the snapshot's term even if its hard state
         // was lost: never start below it (no vote in it yet).
@@ -257,8 +243,12 @@ impl Group {
     /// Where a snapshot taken now would end, and its term and
     /// configuration: the applied index of a key-value log, the last
     /// committed and durable batch end of a plain log (or `at`, if given
-    /// and lower).
-    fn snapshot_point(&self, at: Option<LogIndex>) -> Result<(LogIndex, Term, Members), String> {
+    /// and lower). `None`: nothing past the latest snapshot; an error: not
+    /// now, and why.
+    fn snapshot_point(
+        &self,
+        at: Option<LogIndex>,
+    ) -> Result<Option<(LogIndex, Term, Members)>, String> {
         let log = self.core.log();
         let index = if let Some(machine) = &self.kv {
             if let Some(failure) = machine.failure() {
@@ -281,10 +271,7 @@ impl Group {
             }
         };
         if index <= log.snapshot_index() {
-            return Err(format!(
-                "nothing to snapshot: the latest snapshot is at {}",
-                log.snapshot_index()
-            ));
+            return Ok(None);
         }
         if !log.is_batch_end(index) || index > log.durable_index() {
             return Err(format!(
@@ -298,34 +285,35 @@ impl Group {
             .core
             .membership_at(index)
             .ok_or_else(|| format!("the configuration at {index} is not known here yet; retry"))?;
-        Ok((index, term, self.members_of(&membership)))
+        Ok(Some((index, term, self.members_of(&membership))))
     }
 
-    /// Starts writing a snapshot (see [`Group::snapshot_point`]).
-    fn take_snapshot(&mut self, at: Option<LogIndex>) -> Result<LogIndex, String> {
+    /// Starts writing a snapshot (see [`Group::snapshot_point`]); false
+    /// when there is nothing past the latest one.
+    fn take_snapshot(&mut self, at: Option<LogIndex>) -> Result<bool, String> {
         let Some(dir) = self.snapshots.dir.clone() else {
             return Err("snapshots are off for a log kept in memory".into());
         };
-        let (index, term, members) = self.snapshot_point(at)?;
+        let Some((index, term, members)) = self.snapshot_point(at)? else {
+            return Ok(false);
+        };
         let job = start(self.kv.as_ref(), index, term, members, &dir)
             .map_err(|error| error.to_string())?;
         tracing::info!(log = %self.name, %index, pause = ?job.pause, "snapshot started");
         self.snapshots.job = Some(job);
-        Ok(index)
+        Ok(true)
     }
 
     /// `rast admin snapshot`: take one now (or join the one being written)
     /// and answer with the status once it is durable and the log compacted.
     pub(super) fn admin_snapshot(&mut self, reply: ReplyTo, out: &mut Outbound) {
-        if self.snapshots.job.is_none()
-            && let Err(reason) = self.take_snapshot(None)
-        {
-            if reason.starts_with("nothing to snapshot") {
-                out.reply(reply, ResponseBody::Status(self.status()));
-            } else {
-                out.error(reply, ErrorKind::Unavailable, reason);
+        if self.snapshots.job.is_none() {
+            match self.take_snapshot(None) {
+                Ok(true) => {}
+                // Nothing new: the latest snapshot is the answer.
+                Ok(false) => return out.reply(reply, ResponseBody::Status(self.status())),
+                Err(reason) => return out.error(reply, ErrorKind::Unavailable, reason),
             }
-            return;
         }
         self.snapshots.waiting.push(reply);
     }
@@ -444,6 +432,24 @@ impl Group {
         }
         self.storage.first_index()
     }
+}
+
+/// The key-value machine a verified snapshot file holds, checked to be
+/// applied exactly up to the file's index.
+pub(super) fn machine_from_file(path: &Path, meta: &SnapshotMeta) -> Result<StateMachine, String> {
+    let mut machine = StateMachine::new();
+    machine
+        .restore_from(snapshot_file::body_reader(path, meta).map_err(|error| error.to_string())?)
+        .map_err(|error| format!("{}: {error}", path.display()))?;
+    if machine.applied_index() != meta.index {
+        return Err(format!(
+            "{}: the machine's applied index {} is not the file's {}",
+            path.display(),
+            machine.applied_index(),
+            meta.index
+        ));
+    }
+    Ok(machine)
 }
 
 /// How a log recovered from disk continues a snapshot up to `index` (of
