@@ -93,28 +93,6 @@ fn kv_history_is_linearizable_across_leader_crash() {
     common::kv_history::check(&history.lock().unwrap(), 50);
 }
 
-/// Waits until `check` holds for the status of every node's kv log.
-fn wait_for_kv_status(
-    cluster: &common::Cluster,
-    what: &str,
-    check: impl Fn(&rast::wire::client::Status) -> bool,
-) -> Vec<rast::wire::client::Status> {
-    let started = Instant::now();
-    loop {
-        let statuses: Vec<_> = (0..cluster.addresses.len())
-            .filter_map(|node| cluster.status(node, "kv"))
-            .collect();
-        if statuses.len() == cluster.addresses.len() && statuses.iter().all(&check) {
-            return statuses;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "kv logs never {what}: {statuses:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A state machine that panics on a chosen key (real processes, fault
 /// injected with `--fault-kv-panic-key`): the write is answered "failed",
 /// every node's kv log stops at the same index and says why in its status,
@@ -137,7 +115,7 @@ fn state_machine_panic_stops_only_its_log_and_nothing_diverges() {
         }
         other => panic!("a panicking apply answered {other:?}"),
     }
-    let failed = wait_for_kv_status(&cluster, "failed", |status| !status.failed.is_empty());
+    let failed = cluster.wait_for_status("kv", "failed", |status| !status.failed.is_empty());
     let stopped_at = failed[0].applied_index;
     for status in &failed {
         assert!(status.failed.contains("panic"), "{status:?}");
@@ -166,7 +144,7 @@ fn state_machine_panic_stops_only_its_log_and_nothing_diverges() {
     // same entry: it never skips it.
     cluster.kill(0);
     cluster.restart(0);
-    wait_for_kv_status(&cluster, "stopped again", |status| {
+    cluster.wait_for_status("kv", "stopped again", |status| {
         !status.failed.is_empty() && status.applied_index == stopped_at
     });
 
@@ -176,7 +154,7 @@ fn state_machine_panic_stops_only_its_log_and_nothing_diverges() {
         cluster.kill(node);
         cluster.restart(node);
     }
-    let healed = wait_for_kv_status(&cluster, "healed", |status| {
+    let healed = cluster.wait_for_status("kv", "healed", |status| {
         status.failed.is_empty() && status.applied_index > stopped_at
     });
     let mut client = cluster.client();
@@ -193,9 +171,7 @@ fn state_machine_panic_stops_only_its_log_and_nothing_diverges() {
         .map(|status| status.applied_index)
         .max()
         .unwrap();
-    wait_for_kv_status(&cluster, "caught up", |status| {
-        status.applied_index >= applied
-    });
+    cluster.wait_for_status("kv", "caught up", |status| status.applied_index >= applied);
     for address in &cluster.addresses {
         let options = ClientOptions {
             deadline: Duration::from_secs(10),

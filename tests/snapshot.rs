@@ -271,17 +271,9 @@ fn automatic_snapshots_survive_a_rolling_restart_under_load() {
             })
         })
         .collect();
-    wait_until(
-        Duration::from_mins(1),
-        "every node snapshots and compacts",
-        || {
-            (0..3).all(|node| {
-                cluster
-                    .status(node, "kv")
-                    .is_some_and(|status| status.snapshot_index > 0 && status.first_index > 1)
-            })
-        },
-    );
+    cluster.wait_for_status("kv", "snapshot and compact", |status| {
+        status.snapshot_index > 0 && status.first_index > 1
+    });
     for node in 0..3 {
         assert!(cluster.terminate(node).success(), "node {node} exits 0");
         cluster.restart(node);
@@ -336,17 +328,9 @@ fn retention_drops_old_segments_and_reads_below_say_compacted() {
         let appended = client.append("default", &batch).unwrap();
         last = appended.first_index.get() + u64::from(appended.count) - 1;
     }
-    wait_until(
-        Duration::from_secs(30),
-        "every node drops old segments",
-        || {
-            (0..3).all(|node| {
-                cluster
-                    .status(node, "default")
-                    .is_some_and(|status| status.first_index > 1 && status.commit_index >= last)
-            })
-        },
-    );
+    cluster.wait_for_status("default", "drop old segments", |status| {
+        status.first_index > 1 && status.commit_index >= last
+    });
     for node in 0..3 {
         let status = cluster.status(node, "default").unwrap();
         let kept = (status.last_index - status.first_index + 1) * 1000;

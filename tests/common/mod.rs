@@ -213,6 +213,30 @@ impl Cluster {
         }
     }
 
+    /// Waits (30 s at most) until every node answers a status of `log`
+    /// for which `check` holds; returns them. `what` names the wait.
+    pub fn wait_for_status(
+        &self,
+        log: &str,
+        what: &str,
+        check: impl Fn(&Status) -> bool,
+    ) -> Vec<Status> {
+        let started = Instant::now();
+        loop {
+            let statuses: Vec<Status> = (0..self.addresses.len())
+                .filter_map(|node| self.status(node, log))
+                .collect();
+            if statuses.len() == self.addresses.len() && statuses.iter().all(&check) {
+                return statuses;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{log} logs never {what}: {statuses:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits until every running node has committed `index`.
     pub fn wait_for_commit(&self, log: &str, index: u64, within: Duration) {
         let started = Instant::now();
