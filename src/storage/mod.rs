@@ -121,8 +121,10 @@ pub struct SegmentInfo {
     pub last: LogIndex,
     /// Bytes of the records in it (queued ones included).
     pub bytes: u64,
-    /// Unix-epoch milliseconds of the last append into it; for a segment
-    /// recovered at open and not appended to since, its file's mtime.
+    /// Unix-epoch milliseconds of the last append into it (as of the turn
+    /// that queued it for writing: stores may stamp a turn at once); for a
+    /// segment recovered at open and not appended to since, its file's
+    /// mtime.
     pub modified_ms: u64,
 }
 

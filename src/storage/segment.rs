@@ -711,7 +711,12 @@ impl SegmentLog {
         } else {
             std::mem::take(&mut self.staging)
         };
-        let active = self.active();
+        // The turn's appends are stamped here, once per turn: a clock
+        // read per append would cost the hot path for a figure retention
+        // reads in seconds.
+        let active = self.segments.back_mut().expect("at least one segment");
+        active.modified_ms = unix_now_ms();
+        let active = &*active;
         let chunk = Chunk {
             segment: active.id,
             offset: active.end - buffer.len() as u64,
@@ -1531,7 +1536,6 @@ impl LogStorage for SegmentLog {
         });
         segment.end += bytes;
         segment.last = last;
-        segment.modified_ms = unix_now_ms();
         debug_assert!(self.staging.len() + frame.len() <= self.staging.capacity());
         self.staging.extend_from_slice(frame);
         self.staging_last = last;
