@@ -140,6 +140,12 @@ pub const NODES_MAX: usize = 9;
 /// window of in-flight appends covers the rest in a round trip or two.
 pub const PROMOTE_LAG_ENTRIES_MAX: u64 = 4_096;
 
+/// Committed batches ready before the core's log coalesces them into runs
+/// (each pass also waits for as many as the uncommitted records it moves):
+/// memory per batch then falls from one 32-byte record to a share of one
+/// per run.
+pub const COALESCE_READY_MIN: usize = 256;
+
 /// Largest key of the key-value state machine, in bytes.
 pub const KEY_BYTES_MAX: usize = 4 * 1024;
 

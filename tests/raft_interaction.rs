@@ -26,8 +26,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use rast::raft::{
-    Action, AppendEntries, BatchSummary, Body, Config, Core, HardState, Membership, Message,
-    NodeSet, Outgoing, OutgoingBody, Restart,
+    Action, AppendEntries, BatchSummary, Body, Boundary, Config, Core, HardState, Membership,
+    Message, NodeSet, Outgoing, OutgoingBody, Restart,
 };
 use rast::types::{LogIndex, NodeId, Term};
 use rast::wire::BatchKind;
@@ -569,12 +569,13 @@ impl Harness {
 }
 
 fn start(node: &mut Node, membership: Membership) {
+    let batches: Vec<Boundary> = node.durable.batches.iter().map(Boundary::from).collect();
     let restart = Restart {
         hard_state: node.durable.hard_state,
         snapshot_index: LogIndex::ZERO,
         snapshot_term: Term::ZERO,
         membership,
-        batches: &node.durable.batches,
+        batches: &batches,
         now_ms: node.now_ms,
     };
     node.core = Some(Core::new(node.config.clone(), &restart));

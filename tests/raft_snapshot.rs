@@ -5,7 +5,7 @@
 //! configuration as of an index only once a configuration entry committed.
 
 use rast::raft::{
-    Action, BatchSummary, Body, Config, Core, HardState, Heartbeat, Membership, Message, Restart,
+    Action, Body, Boundary, Config, Core, HardState, Heartbeat, Membership, Message, Restart,
     SnapshotInstall,
 };
 use rast::types::{LogIndex, NodeId, Term};
@@ -15,13 +15,14 @@ use rast::wire::BatchKind;
 /// all of term 1, durable; it follows leader 2 in term 1.
 fn follower() -> Core {
     let membership = Membership::with_voters(&[NodeId(1), NodeId(2), NodeId(3)]).expect("voters");
-    let batches: Vec<BatchSummary> = (0..5)
-        .map(|batch| BatchSummary {
+    let batches: Vec<Boundary> = (0..5)
+        .map(|batch| Boundary {
             term: Term(1),
             first_index: LogIndex(1 + 2 * batch),
             count: 2,
             bytes: 100,
             kind: BatchKind::Data,
+            batches: 1,
         })
         .collect();
     let restart = Restart {
@@ -118,12 +119,13 @@ fn conflicting_snapshot_resets_the_log_and_old_ones_are_ignored() {
 #[test]
 fn node_started_outside_knows_no_configuration_before_one_commits() {
     let added = Membership::with_voters(&[NodeId(1), NodeId(2), NodeId(3)]).expect("voters");
-    let batch = |first: u64, count: u32, kind: BatchKind| BatchSummary {
+    let batch = |first: u64, count: u32, kind: BatchKind| Boundary {
         term: Term(1),
         first_index: LogIndex(first),
         count,
         bytes: 100,
         kind,
+        batches: 1,
     };
     let batches = [
         batch(1, 2, BatchKind::Data),

@@ -183,6 +183,13 @@ fn seeds_keep_safety_and_liveness() {
          leader's stream in {seeds_installing} seeds ({chunks} chunks sent), \
          {restarted} restarts from a snapshot"
     );
+    let seeds_with_runs = reports.iter().filter(|r| r.run_records_max > 0).count();
+    let runs_max = reports.iter().map(|r| r.run_records_max).max().unwrap_or(0);
+    let cut: u64 = reports.iter().map(|r| r.runs_cut_seen).sum();
+    println!(
+        "coalesced logs: runs in {seeds_with_runs} seeds (at most {runs_max} in one log), \
+         {cut} checks saw a run cut by a truncation or compaction"
+    );
     // Every run made progress: the nemesis did not stop every client.
     assert!(acknowledged > count, "appends were acknowledged");
     assert!(reads > 0, "reads were answered");

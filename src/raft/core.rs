@@ -8,18 +8,18 @@
 
 use crate::constants::{
     ACTIONS_PER_STEP_MAX, APPEND_MESSAGE_BATCHES_MAX, APPEND_MESSAGE_BYTES_MAX,
-    APPENDS_PER_PEER_PER_CALL_MAX, BATCH_ENTRIES_MAX, ELECTION_TICKS, HEARTBEAT_TICKS,
-    HELD_MESSAGES_MAX, INFLIGHT_BYTES_MAX, INFLIGHT_MESSAGES_MAX, NOOP_BATCH_BYTES,
-    PROGRESS_STALL_HEARTBEATS, PROMOTE_LAG_ENTRIES_MAX, PROPOSALS_PENDING_MAX,
+    APPENDS_PER_PEER_PER_CALL_MAX, BATCH_ENTRIES_MAX, COALESCE_READY_MIN, ELECTION_TICKS,
+    HEARTBEAT_TICKS, HELD_MESSAGES_MAX, INFLIGHT_BYTES_MAX, INFLIGHT_MESSAGES_MAX,
+    NOOP_BATCH_BYTES, PROGRESS_STALL_HEARTBEATS, PROMOTE_LAG_ENTRIES_MAX, PROPOSALS_PENDING_MAX,
     READ_ROUNDS_INFLIGHT_MAX, READS_PENDING_MAX, TICK_MS,
 };
 use crate::raft::action::{Action, HardState, Role};
 use crate::raft::change::{self, Change, ChangeError};
 use crate::raft::inflights::Inflights;
-use crate::raft::log::{Boundary, Log};
+use crate::raft::log::{Boundary, Log, RunLimits};
 use crate::raft::message::{
-    AppendEntries, AppendRange, AppendResponse, BatchSummary, Body, Heartbeat, HeartbeatResponse,
-    Message, Outgoing, OutgoingBody, RequestVote, VoteResponse,
+    AppendEntries, AppendRange, AppendResponse, Body, Heartbeat, HeartbeatResponse, Message,
+    Outgoing, OutgoingBody, RequestVote, VoteResponse,
 };
 use crate::raft::progress::{Progress, ProgressState};
 use crate::raft::quorum::{Membership, VoteResult};
@@ -76,6 +76,10 @@ pub struct Config {
     pub append_message_batches_max: usize,
     /// Largest lag, in entries, of a learner this leader promotes.
     pub promote_lag_entries_max: u64,
+    /// Committed batches that must be ready before the log coalesces them
+    /// into runs (see module `log`); at least this many, and at least as
+    /// many as the uncommitted records each pass moves.
+    pub coalesce_ready_min: usize,
     /// The planted bug, if any (test builds only).
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<PlantedBug>,
@@ -96,9 +100,20 @@ impl Config {
             append_message_bytes_max: APPEND_MESSAGE_BYTES_MAX,
             append_message_batches_max: APPEND_MESSAGE_BATCHES_MAX,
             promote_lag_entries_max: PROMOTE_LAG_ENTRIES_MAX,
+            coalesce_ready_min: COALESCE_READY_MIN,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
+    }
+
+    /// How far the log coalesces old batches: runs that fit half of one
+    /// AppendEntries (see module `log`).
+    pub fn run_limits(&self) -> RunLimits {
+        RunLimits::for_messages(
+            self.append_message_batches_max,
+            self.append_message_bytes_max.min(self.inflight_bytes_max),
+            self.coalesce_ready_min,
+        )
     }
 
     fn check(&self) {
@@ -122,8 +137,9 @@ pub struct Restart<'a> {
     pub snapshot_term: Term,
     /// The membership as of the snapshot and the recovered log.
     pub membership: Membership,
-    /// The recovered batches after the snapshot, all durable.
-    pub batches: &'a [BatchSummary],
+    /// The recovered batches after the snapshot, all durable (runs of them
+    /// may come coalesced, see [`Boundary::try_merge`]).
+    pub batches: &'a [Boundary],
     /// The current time.
     pub now_ms: u64,
 }
@@ -261,10 +277,14 @@ impl Core {
     pub fn new(config: Config, restart: &Restart<'_>) -> Self {
         config.check();
         let mut log = Log::new(restart.snapshot_index, restart.snapshot_term);
+        log.set_run_limits(config.run_limits());
         for batch in restart.batches {
-            log.append(Boundary::from(batch));
+            log.append(*batch);
         }
         log.mark_all_durable();
+        // Recovered entries may be coalesced before they commit: a
+        // truncation into a run cuts it at a real boundary (module `log`).
+        log.coalesce(log.last_index());
         let mut hard_state = restart.hard_state;
         hard_state.commit = LogIndex::ZERO;
         #[cfg(feature = "planted-bugs")]
@@ -999,7 +1019,9 @@ impl Core {
                 Some(term) if term == batch.term => {
                     debug_assert!(
                         self.log.batch_at(batch.first_index).is_some_and(|stored| {
-                            stored.first_index == batch.first_index && stored.count == batch.count
+                            stored.is_run()
+                                || (stored.first_index == batch.first_index
+                                    && stored.count == batch.count)
                         }),
                         "equal (index, term) means the same batch"
                     );
@@ -1166,6 +1188,7 @@ impl Core {
             count: 1,
             bytes: NOOP_BATCH_BYTES,
             kind: BatchKind::Noop,
+            batches: 1,
         });
         actions.push(Action::AppendNoop {
             term: self.term,
@@ -1206,6 +1229,7 @@ impl Core {
             count,
             bytes,
             kind,
+            batches: 1,
         });
         actions.push(Action::AppendProposal {
             term: self.term,
@@ -1685,6 +1709,7 @@ impl Core {
         if self.commit > self.reported_commit {
             self.reported_commit = self.commit;
             actions.push(Action::Apply { up_to: self.commit });
+            self.log.coalesce(self.commit);
         }
         let role = (self.role, self.term, self.leader);
         if role != self.reported_role {

@@ -25,9 +25,40 @@
 //! * the per-entry term is the batch's term, so a binary search over batch
 //!   starts answers `term_at` without any per-entry memory.
 //!
+//! # Runs: memory that does not grow with the log
+//!
+//! One record per batch would make memory grow with the log (a client that
+//! appends one entry per request writes hundreds of thousands of batches a
+//! second). So old batches are coalesced: consecutive data batches of one
+//! term whose entries are durable and committed (or recovered from disk)
+//! merge into one *run*, which keeps its entry count, its bytes and its
+//! number of batches but forgets the boundaries inside it:
+//!
+//! ```text
+//!   before:  │ 8..8 t3 │ 9..9 t3 │ 10..12 t3 │ 13..13 t5 │ 14..14 t5 │ (uncommitted)
+//!   after:   │ 8..12 t3, 3 batches │ 13..14 t5, 2 batches │ (uncommitted, as is)
+//! ```
+//!
+//! A run is capped ([`RunLimits`]) so that it still fits one AppendEntries:
+//! a leader sends a run whole, from its start or from wherever inside it a
+//! follower's probe landed (the runtime reads the real batches from
+//! storage, which knows every boundary). Inside a run, "does a batch start
+//! here?" has no answer, and the log says *may*: every index inside a run
+//! may be a boundary. That is enough for everything the core does there:
+//! * probing sends from the start of the run holding the probed index
+//!   (lower is always safe, only slower);
+//! * a truncation or a compaction at an index inside a run splits it — the
+//!   caller's index is a real boundary (it is the end of a batch the leader
+//!   sent, or the start of one it conflicts with, and equal (index, term)
+//!   means the same batch) — and the part kept counts its batches and bytes
+//!   as an upper bound (the whole run's), which only flow control reads;
+//! * a snapshot of a plain log, whose index the runtime chooses from the
+//!   core's log, uses [`Log::is_known_batch_end`], which is exact.
+//!
 //! Invariants (checked by [`Log::check`]):
 //! * batches are contiguous: each starts at the previous one's end + 1, the
-//!   first at `snapshot_index + 1`; each has at least one entry;
+//!   first at `snapshot_index + 1`; each has at least one entry, and a run
+//!   at least as many entries as batches;
 //! * terms never decrease along the log, and none is below `snapshot_term`;
 //! * `snapshot_index <= durable_index <= last_index`.
 
@@ -50,6 +81,10 @@ pub struct Boundary {
     pub bytes: u32,
     /// What the entries mean.
     pub kind: BatchKind,
+    /// Stored batches this covers: one for a batch; more for a run of
+    /// coalesced batches whose inner boundaries are forgotten (see the
+    /// module docs). After a split, an upper bound.
+    pub batches: u32,
 }
 
 impl Boundary {
@@ -59,14 +94,115 @@ impl Boundary {
         LogIndex(self.first_index.get() + u64::from(self.count) - 1)
     }
 
-    /// The summary sent on the wire for this batch.
+    /// The summary sent on the wire for this batch (a run has none: its
+    /// batches are read from storage).
     pub fn summary(&self) -> BatchSummary {
+        debug_assert!(!self.is_run(), "a run is not one batch: {self:?}");
         BatchSummary {
             term: self.term,
             first_index: self.first_index,
             count: self.count,
             bytes: self.bytes,
             kind: self.kind,
+        }
+    }
+
+    /// Whether this is a run of several batches (inner boundaries unknown).
+    #[inline]
+    pub fn is_run(&self) -> bool {
+        self.batches > 1
+    }
+
+    /// Merges `next` (right after this one) into this run if both are data
+    /// of one term and the merged run stays within `limits`.
+    pub fn try_merge(&mut self, next: &Boundary, limits: RunLimits) -> bool {
+        let fits = self.kind == BatchKind::Data
+            && next.kind == BatchKind::Data
+            && self.term == next.term
+            && self.batches + next.batches <= limits.batches
+            && u64::from(self.bytes) + u64::from(next.bytes) <= u64::from(limits.bytes)
+            && self.count.checked_add(next.count).is_some();
+        if fits {
+            debug_assert_eq!(next.first_index, self.last_index().next());
+            self.count += next.count;
+            self.bytes += next.bytes;
+            self.batches += next.batches;
+        }
+        fits
+    }
+
+    /// The part of this run from `from` (inside it) on; batches and bytes
+    /// are upper bounds.
+    fn suffix_from(&self, from: LogIndex) -> Boundary {
+        let count = (self.last_index().get() - from.get() + 1) as u32;
+        Boundary {
+            first_index: from,
+            count,
+            batches: self.batches.min(count),
+            ..*self
+        }
+    }
+
+    /// The part of this run before `end` (inside it); batches and bytes
+    /// are upper bounds.
+    fn prefix_before(&self, end: LogIndex) -> Boundary {
+        let count = (end.get() - self.first_index.get()) as u32;
+        Boundary {
+            count,
+            batches: self.batches.min(count),
+            ..*self
+        }
+    }
+}
+
+/// How large a run of coalesced batches may grow. A run is sent whole in
+/// one AppendEntries, so it must fit one: at most half of a message's
+/// batches and bytes (the other half leaves room for the batches after it).
+/// The default is [`RunLimits::NONE`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunLimits {
+    /// Batches per run; 1 turns coalescing off.
+    pub batches: u32,
+    /// Bytes per run.
+    pub bytes: u32,
+    /// Records ready to merge before [`Log::coalesce`] runs (it also waits
+    /// for at least as many as the uncommitted records it would move, so
+    /// each record is moved O(1) times).
+    pub ready_min: usize,
+}
+
+impl Default for RunLimits {
+    fn default() -> Self {
+        Self::NONE
+    }
+}
+
+impl RunLimits {
+    /// No coalescing: one record per batch.
+    pub const NONE: RunLimits = RunLimits {
+        batches: 1,
+        bytes: 0,
+        ready_min: usize::MAX,
+    };
+
+    /// Runs that fit half of an AppendEntries of `batches_max` batches and
+    /// `bytes_max` bytes, merged once `ready_min` records are ready.
+    pub fn for_messages(batches_max: usize, bytes_max: u64, ready_min: usize) -> RunLimits {
+        RunLimits {
+            batches: (batches_max / 2).clamp(1, u32::MAX as usize) as u32,
+            bytes: (bytes_max / 2).min(u64::from(u32::MAX)) as u32,
+            ready_min,
+        }
+    }
+
+    /// Appends `batch` to `runs`, merged into the last run when it may be:
+    /// how a recovering node builds its log without one record per batch.
+    pub fn push(self, runs: &mut Vec<Boundary>, batch: Boundary) {
+        if !runs
+            .last_mut()
+            .is_some_and(|last| last.try_merge(&batch, self))
+        {
+            runs.push(batch);
         }
     }
 }
@@ -79,6 +215,7 @@ impl From<&BatchSummary> for Boundary {
             count: summary.count,
             bytes: summary.bytes,
             kind: summary.kind,
+            batches: 1,
         }
     }
 }
@@ -90,6 +227,10 @@ pub struct Log {
     snapshot_term: Term,
     batches: VecDeque<Boundary>,
     durable_index: LogIndex,
+    /// Records from the front that coalescing has passed (the last of them
+    /// may still grow).
+    settled: usize,
+    limits: RunLimits,
 }
 
 /// A run of whole batches chosen for one AppendEntries.
@@ -111,7 +252,14 @@ impl Log {
             snapshot_term,
             batches: VecDeque::new(),
             durable_index: snapshot_index,
+            settled: 0,
+            limits: RunLimits::NONE,
         }
+    }
+
+    /// Sets how far [`Self::coalesce`] may merge batches.
+    pub fn set_run_limits(&mut self, limits: RunLimits) {
+        self.limits = limits;
     }
 
     /// Last index covered by the snapshot (zero if none).
@@ -148,7 +296,7 @@ impl Log {
         self.durable_index
     }
 
-    /// Number of batches held.
+    /// Number of records held (a run counts once).
     pub fn batch_count(&self) -> usize {
         self.batches.len()
     }
@@ -185,7 +333,7 @@ impl Log {
         Some(after - 1)
     }
 
-    /// Number of batches holding entries above `index`.
+    /// Number of records (batches, or runs) holding entries above `index`.
     pub fn batches_after(&self, index: LogIndex) -> usize {
         self.batches.len()
             - self
@@ -193,19 +341,30 @@ impl Log {
                 .partition_point(|batch| batch.first_index <= index)
     }
 
-    /// Whether `index` starts a batch, or is one past the last index.
+    /// Whether `index` may start a batch: it starts one, lies inside a run
+    /// (whose inner boundaries are forgotten), or is one past the last index.
     pub fn is_batch_start(&self, index: LogIndex) -> bool {
         index == self.last_index().next()
             || self
                 .batch_at(index)
-                .is_some_and(|batch| batch.first_index == index)
+                .is_some_and(|batch| batch.first_index == index || batch.is_run())
     }
 
-    /// Whether `index` ends a batch, or lies at or below the snapshot (where
-    /// the leader no longer knows boundaries and any index is a prefix end).
+    /// Whether `index` may end a batch (see [`Self::is_batch_start`]), or
+    /// lies at or below the snapshot (where the leader no longer knows
+    /// boundaries and any index is a prefix end).
     pub fn is_batch_end(&self, index: LogIndex) -> bool {
         index <= self.snapshot_index
             || (index <= self.last_index() && self.is_batch_start(index.next()))
+    }
+
+    /// Whether `index` is known to end a batch (or a run), or lies at or
+    /// below the snapshot: never a guess inside a run.
+    pub fn is_known_batch_end(&self, index: LogIndex) -> bool {
+        index <= self.snapshot_index
+            || self
+                .batch_at(index)
+                .is_some_and(|batch| batch.last_index() == index)
     }
 
     /// The start of the batch containing `index`; `index` itself when it is
@@ -227,8 +386,8 @@ impl Log {
         self.batches.push_back(batch);
     }
 
-    /// Removes every batch from `from` on (`from` must start a batch).
-    /// Durability shrinks with it.
+    /// Removes every batch from `from` on (`from` must start a batch; inside
+    /// a run, the run is cut there). Durability shrinks with it.
     pub fn truncate_from(&mut self, from: LogIndex) {
         assert!(
             from > self.snapshot_index,
@@ -242,6 +401,12 @@ impl Log {
         {
             self.batches.pop_back();
         }
+        if let Some(last) = self.batches.back_mut()
+            && last.last_index() >= from
+        {
+            *last = last.prefix_before(from);
+        }
+        self.settled = self.settled.min(self.batches.len());
         self.durable_index = self.durable_index.min(from.prev());
         debug_assert_eq!(self.last_index(), from.prev());
     }
@@ -283,7 +448,9 @@ impl Log {
     }
 
     /// Whole batches from `first` (a batch start) on, at most `batches_max`
-    /// of them and, past the first, at most `bytes_max` bytes.
+    /// of them and, past the first record, at most `bytes_max` bytes. A run
+    /// is taken whole (from `first` when that lies inside it), counted as
+    /// its batches and bytes (upper bounds when it starts inside).
     pub fn run_from(&self, first: LogIndex, batches_max: usize, bytes_max: u64) -> BatchRun {
         let mut run = BatchRun {
             last_index: first.prev(),
@@ -293,16 +460,22 @@ impl Log {
         let Some(start) = self.position(first) else {
             return run;
         };
-        debug_assert_eq!(self.batches[start].first_index, first);
-        for batch in self.batches.range(start..) {
+        let head = self.batches[start];
+        debug_assert!(head.first_index == first || head.is_run());
+        let head = if head.first_index == first {
+            head
+        } else {
+            head.suffix_from(first)
+        };
+        for batch in std::iter::once(&head).chain(self.batches.range(start + 1..)) {
             let bytes = u64::from(batch.bytes);
-            if run.batches as usize >= batches_max
-                || (run.batches > 0 && run.bytes + bytes > bytes_max)
-            {
+            let full = run.batches as usize + batch.batches as usize > batches_max
+                || run.bytes + bytes > bytes_max;
+            if run.batches > 0 && full {
                 break;
             }
             run.last_index = batch.last_index();
-            run.batches += 1;
+            run.batches += batch.batches;
             run.bytes += bytes;
         }
         run
@@ -322,7 +495,8 @@ impl Log {
     }
 
     /// Drops every batch up to `index` (a batch end, at most the durable
-    /// index): the snapshot covers them now.
+    /// index; inside a run, the run is cut there): the snapshot covers them
+    /// now.
     pub fn compact(&mut self, index: LogIndex) {
         if index <= self.snapshot_index {
             return;
@@ -339,14 +513,48 @@ impl Log {
             .is_some_and(|first| first.last_index() <= index)
         {
             self.batches.pop_front();
+            self.settled = self.settled.saturating_sub(1);
+        }
+        if let Some(first) = self.batches.front_mut()
+            && first.first_index <= index
+        {
+            *first = first.suffix_from(index.next());
         }
         self.snapshot_index = index;
         self.snapshot_term = term;
     }
 
+    /// Coalesces the batches that end at or below `up_to` (and are durable)
+    /// into runs (see the module docs). Cheap to call often: it waits until
+    /// there are enough to merge, so each record is moved O(1) times.
+    pub fn coalesce(&mut self, up_to: LogIndex) {
+        if self.limits.batches <= 1 {
+            return;
+        }
+        let up_to = up_to.min(self.durable_index);
+        let end = self
+            .batches
+            .partition_point(|batch| batch.last_index() <= up_to);
+        let ready = end.saturating_sub(self.settled);
+        if ready == 0 || ready < self.limits.ready_min.max(self.batches.len() - end) {
+            return;
+        }
+        let mut write = self.settled.saturating_sub(1);
+        for read in write + 1..end {
+            let next = self.batches[read];
+            if !self.batches[write].try_merge(&next, self.limits) {
+                write += 1;
+                self.batches[write] = next;
+            }
+        }
+        self.batches.drain(write + 1..end);
+        self.settled = write + 1;
+    }
+
     /// Replaces the whole log by an installed snapshot.
     pub fn reset_to_snapshot(&mut self, index: LogIndex, term: Term) {
         self.batches.clear();
+        self.settled = 0;
         self.snapshot_index = index;
         self.snapshot_term = term;
         self.durable_index = index;
@@ -365,12 +573,14 @@ impl Log {
         for batch in &self.batches {
             assert_eq!(batch.first_index, expected, "contiguous batches");
             assert!(batch.count > 0);
+            assert!((1..=batch.count).contains(&batch.batches), "{batch:?}");
             assert!(batch.term >= term, "terms never decrease");
             expected = batch.last_index().next();
             term = batch.term;
         }
         assert!(self.snapshot_index <= self.durable_index);
         assert!(self.durable_index <= self.last_index());
+        assert!(self.settled <= self.batches.len());
     }
 }
 
@@ -385,6 +595,7 @@ mod tests {
             count,
             bytes: 100,
             kind: BatchKind::Data,
+            batches: 1,
         }
     }
 
@@ -512,6 +723,111 @@ mod tests {
             log.find_conflict_by_term(LogIndex(8), Term(2)),
             (LogIndex(4), Term::ZERO)
         );
+    }
+
+    /// A log of `n` one-entry data batches of term 1, coalescing into runs
+    /// of at most 4 batches, all durable and coalesced up to `up_to`.
+    fn coalesced(n: u64, up_to: u64) -> Log {
+        let mut log = Log::new(LogIndex::ZERO, Term::ZERO);
+        log.set_run_limits(RunLimits {
+            batches: 4,
+            bytes: 1000,
+            ready_min: 256,
+        });
+        for index in 1..=n {
+            log.append(batch(index, 1, 1));
+        }
+        log.mark_all_durable();
+        log.coalesce(LogIndex(up_to));
+        log.check();
+        log
+    }
+
+    /// Committed batches merge into capped runs; the rest stay as they are,
+    /// and nothing is merged until enough are ready.
+    #[test]
+    fn coalesce_merges_committed_batches_into_capped_runs() {
+        let log = coalesced(1000, 600);
+        assert_eq!(log.batch_count(), 150 + 400, "600 in runs of 4, 400 alone");
+        assert_eq!(log.batch_at(LogIndex(6)).map(|run| run.batches), Some(4));
+        assert_eq!(log.batch_at(LogIndex(6)).map(|run| run.bytes), Some(400));
+        assert_eq!(log.batch_at(LogIndex(601)).map(|run| run.count), Some(1));
+        assert_eq!(log.term_at(LogIndex(6)), Some(Term(1)));
+        assert!(log.is_batch_start(LogIndex(6)), "inside a run: may start");
+        assert!(!log.is_known_batch_end(LogIndex(6)));
+        assert!(log.is_known_batch_end(LogIndex(8)));
+        assert_eq!(log.batch_start(LogIndex(7)), LogIndex(5));
+        let few = coalesced(1000, 100);
+        assert_eq!(few.batch_count(), 1000, "too few ready: not yet");
+        let mut log = coalesced(1000, 1000);
+        assert_eq!(log.batch_count(), 250);
+        log.append(Boundary {
+            kind: BatchKind::Noop,
+            ..batch(1001, 2, 1)
+        });
+        for index in 1002..=1400 {
+            log.append(batch(index, 2, 1));
+        }
+        log.mark_all_durable();
+        log.coalesce(LogIndex(1400));
+        log.check();
+        assert_eq!(log.batch_at(LogIndex(1001)).map(|run| run.batches), Some(1));
+        assert_eq!(log.batch_at(LogIndex(1002)).map(|run| run.batches), Some(4));
+        assert_eq!(log.batch_count(), 250 + 1 + 100, "never across a kind");
+    }
+
+    /// A run is sent whole, even from inside it, and counts its batches
+    /// against the message's limit.
+    #[test]
+    fn run_from_takes_runs_whole() {
+        let log = coalesced(1000, 1000);
+        let run = log.run_from(LogIndex(1), 8, 1_000_000);
+        assert_eq!((run.last_index, run.batches), (LogIndex(8), 8));
+        let run = log.run_from(LogIndex(1), 7, 1_000_000);
+        assert_eq!((run.last_index, run.batches), (LogIndex(4), 4));
+        let run = log.run_from(LogIndex(3), 3, 1_000_000);
+        assert_eq!(run.last_index, LogIndex(4), "the rest of the run");
+        assert_eq!(run.batches, 2, "at most its entries");
+        let run = log.run_from(LogIndex(3), 1, 1);
+        assert_eq!(run.last_index, LogIndex(4), "at least the first record");
+    }
+
+    /// Truncation and compaction inside a run cut it at the given index.
+    #[test]
+    fn truncate_and_compact_cut_runs() {
+        let mut log = coalesced(1000, 1000);
+        log.truncate_from(LogIndex(7));
+        log.check();
+        assert_eq!(log.last_index(), LogIndex(6));
+        assert_eq!(log.batch_at(LogIndex(6)).map(|run| run.count), Some(2));
+        assert_eq!(log.durable_index(), LogIndex(6));
+        log.append(batch(7, 2, 1));
+        log.compact(LogIndex(2));
+        log.check();
+        assert_eq!(log.first_index(), LogIndex(3));
+        assert_eq!(log.term_at(LogIndex(2)), Some(Term(1)));
+        let head = log.batch_at(LogIndex(3)).copied().expect("held");
+        assert_eq!(
+            (head.first_index, head.count, head.batches),
+            (LogIndex(3), 2, 2)
+        );
+    }
+
+    /// Recovery builds runs as it reads, with the same limits.
+    #[test]
+    fn run_limits_push_merges_like_coalesce() {
+        let limits = RunLimits::for_messages(8, 1000, 1);
+        assert_eq!((limits.batches, limits.bytes), (4, 500));
+        let mut runs = Vec::new();
+        for index in 1..=10 {
+            limits.push(&mut runs, batch(index, 1 + index / 9, 1));
+        }
+        let shape: Vec<(u64, u32)> = runs
+            .iter()
+            .map(|run| (run.first_index.get(), run.batches))
+            .collect();
+        assert_eq!(shape, [(1, 4), (5, 4), (9, 2)]);
+        assert_eq!(RunLimits::for_messages(1, 1000, 1).batches, 1, "off");
     }
 
     /// Truncating inside a batch would split it: refused.

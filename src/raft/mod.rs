@@ -56,6 +56,7 @@ pub use change::{Change, ChangeError};
 #[cfg(feature = "planted-bugs")]
 pub use core::PlantedBug;
 pub use core::{Config, Core, ProposeError, ReadError, Restart, SnapshotInstall, TransferError};
+pub use log::{Boundary, RunLimits};
 pub use message::{
     AppendEntries, AppendRange, AppendResponse, BatchSummary, Body, Heartbeat, HeartbeatResponse,
     InstallSnapshot, Message, Outgoing, OutgoingBody, RequestVote, SnapshotResponse, VoteResponse,

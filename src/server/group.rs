@@ -21,8 +21,8 @@ use crate::constants::APPEND_MESSAGE_BYTES_MAX;
 use crate::kv::{ReadQueue, StateMachine};
 use crate::net::codec::{self, PeerBody, PeerHeader};
 use crate::raft::{
-    self, Action, AppendEntries, BatchSummary, Body, Core, Membership, Message, NodeSet,
-    OutgoingBody, ProposeError, Restart, Role,
+    self, Action, AppendEntries, BatchSummary, Body, Boundary, Core, Membership, Message, NodeSet,
+    OutgoingBody, ProposeError, Restart, Role, RunLimits,
 };
 use crate::storage::segment::Reservation;
 use crate::storage::{self, LogStorage, StorageError};
@@ -199,7 +199,7 @@ impl Group {
         storage: Box<dyn LogStorage>,
         now_ms: u64,
     ) -> Result<Self, GroupError> {
-        let batches = recovered_batches(storage.as_ref())?;
+        let batches = recovered_batches(storage.as_ref(), config.run_limits())?;
         let configs = recovered_configs(storage.as_ref(), &batches)?;
         let hard_state = storage.hard_state();
         let membership = Membership {
@@ -1160,7 +1160,7 @@ fn membership_of(members: &crate::wire::client::Members) -> Result<Membership, W
 /// for the core's restart and the addresses they carry.
 fn recovered_configs(
     storage: &dyn LogStorage,
-    batches: &[BatchSummary],
+    batches: &[Boundary],
 ) -> Result<Vec<(LogIndex, crate::wire::client::Members)>, GroupError> {
     let mut configs = Vec::new();
     if !batches.iter().any(|batch| batch.kind == BatchKind::Config) {
@@ -1175,11 +1175,15 @@ fn recovered_configs(
     Ok(configs)
 }
 
-/// Summaries of every stored batch, for the core's restart.
-fn recovered_batches(storage: &dyn LogStorage) -> Result<Vec<BatchSummary>, GroupError> {
+/// Every stored batch, coalesced into runs within `limits`, for the core's
+/// restart.
+fn recovered_batches(
+    storage: &dyn LogStorage,
+    limits: RunLimits,
+) -> Result<Vec<Boundary>, GroupError> {
     let mut batches = Vec::new();
     visit_batches(storage, storage.first_index(), |view, _| {
-        batches.push(summary_of(view)?);
+        limits.push(&mut batches, Boundary::from(&summary_of(view)?));
         Ok(true)
     })?;
     Ok(batches)

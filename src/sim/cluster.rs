@@ -195,6 +195,11 @@ pub struct Report {
     pub snapshot_chunks_sent: u64,
     /// Nodes restarted from a snapshot (not from index 1).
     pub restarts_from_snapshot: u64,
+    /// Most records of one core's log that were runs of coalesced batches.
+    pub run_records_max: u64,
+    /// Checks that found a run cut by a truncation or a compaction (its
+    /// batch count an upper bound).
+    pub runs_cut_seen: u64,
     /// Snapshots put off because the node's core no longer knew the
     /// configuration as of the applied index (a later one had committed).
     pub snapshots_deferred: u64,
@@ -417,6 +422,8 @@ struct Simulation {
     snapshots_installed: u64,
     snapshot_chunks_sent: u64,
     restarts_from_snapshot: u64,
+    run_records_max: u64,
+    runs_cut_seen: u64,
     snapshots_deferred: u64,
     snapshots_taken_changed: u64,
     snapshots_installed_changed: u64,
@@ -519,6 +526,8 @@ impl Simulation {
             snapshots_installed: 0,
             snapshot_chunks_sent: 0,
             restarts_from_snapshot: 0,
+            run_records_max: 0,
+            runs_cut_seen: 0,
             snapshots_deferred: 0,
             snapshots_taken_changed: 0,
             snapshots_installed_changed: 0,
@@ -582,6 +591,8 @@ impl Simulation {
             snapshots_installed: self.snapshots_installed,
             snapshot_chunks_sent: self.snapshot_chunks_sent,
             restarts_from_snapshot: self.restarts_from_snapshot,
+            run_records_max: self.run_records_max,
+            runs_cut_seen: self.runs_cut_seen,
             snapshots_deferred: self.snapshots_deferred,
             snapshots_taken_changed: self.snapshots_taken_changed,
             snapshots_installed_changed: self.snapshots_installed_changed,
@@ -709,6 +720,8 @@ impl Simulation {
         config.promote_lag_entries_max = 8;
         config.pre_vote = !shape.chance(1, 4);
         config.check_quorum = !shape.chance(1, 4);
+        // Simulated logs are short: coalesce them early and often.
+        config.coalesce_ready_min = 1 + shape.below(8) as usize;
         #[cfg(feature = "planted-bugs")]
         {
             config.planted_bug = self.options.planted_bug;
@@ -729,12 +742,14 @@ impl Simulation {
             .map_or((LogIndex::ZERO, Term::ZERO), |snapshot| {
                 (snapshot.index, snapshot.term)
             });
-        let summaries: Vec<_> = recovered
-            .batches
-            .iter()
-            .map(|batch| batch.summary)
-            .filter(|summary| summary.first_index > snapshot_index)
-            .collect();
+        // Coalesced as the daemon's recovery does (`RunLimits::push`).
+        let mut summaries = Vec::new();
+        for batch in &recovered.batches {
+            if batch.summary.first_index > snapshot_index {
+                let boundary = crate::raft::Boundary::from(&batch.summary);
+                config.run_limits().push(&mut summaries, boundary);
+            }
+        }
         let configs: Vec<(LogIndex, Membership)> = recovered
             .batches
             .iter()
@@ -1034,7 +1049,13 @@ impl Simulation {
                 } else {
                     Vec::new()
                 };
-                assert_eq!(batches.len(), range.batches as usize, "range {range:?}");
+                // `range.batches` counts exactly, or bounds from above when
+                // the range starts inside a coalesced run.
+                assert!(
+                    (1..=range.batches as usize).contains(&batches.len()) || range.batches == 0,
+                    "range {range:?}: {} batches",
+                    batches.len()
+                );
                 EnvelopeBody::Append {
                     prev_index: range.prev_index,
                     prev_term: range.prev_term,
@@ -1242,7 +1263,7 @@ impl Simulation {
     }
 
     /// Per-event checks of one node: the core and its storage agree.
-    fn check_node(&self, node: usize) -> Result<(), Violation> {
+    fn check_node(&mut self, node: usize) -> Result<(), Violation> {
         let state = &self.nodes[node];
         let Some(core) = &state.core else {
             return Ok(());
@@ -1263,6 +1284,44 @@ impl Simulation {
                 ),
             });
         }
+        // Every record of the core's log (a batch, or a run of coalesced
+        // ones) has real batch boundaries at both ends and one term, and
+        // counts at least the batches it covers.
+        let log = core.log();
+        log.check();
+        let (mut runs, mut cut) = (0u64, 0u64);
+        for record in log.batches_in(log.first_index(), log.last_index()) {
+            let first = written.position(record.first_index);
+            let last = written.position(record.last_index());
+            let starts = first.map(|position| {
+                let stored = &written.batches[position].summary;
+                (stored.first_index, stored.term)
+            });
+            let ends = last.map(|position| {
+                let stored = &written.batches[position].summary;
+                (stored.last_index(), stored.term)
+            });
+            let compacted = written.snapshot_index();
+            let covered = first.zip(last).map(|(first, last)| last - first + 1);
+            let agrees = (record.first_index <= compacted
+                || starts == Some((record.first_index, record.term)))
+                && (record.last_index() <= compacted
+                    || ends == Some((record.last_index(), record.term)))
+                && covered.is_none_or(|covered| covered <= record.batches as usize);
+            if !agrees {
+                return Err(Violation {
+                    property: "the core's log records storage's batches",
+                    detail: format!(
+                        "node {}: {record:?}, storage {starts:?} {ends:?}, {covered:?} batches",
+                        state.id
+                    ),
+                });
+            }
+            runs += u64::from(record.is_run());
+            cut += u64::from(covered.is_some_and(|covered| covered < record.batches as usize));
+        }
+        self.run_records_max = self.run_records_max.max(runs);
+        self.runs_cut_seen += cut;
         if core.hard_state().term < state.disk.written().hard_state.term {
             return Err(Violation {
                 property: "term never regresses",

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use super::{Group, Outbound, ReplyTo, install};
 use crate::kv::StateMachine;
-use crate::raft::BatchSummary;
+use crate::raft::{Boundary, RunLimits};
 use crate::storage::LogStorage;
 use crate::storage::retention::{Retention, retention_point};
 use crate::storage::snapshot_file::{self, SnapshotFileError, SnapshotMeta};
@@ -183,7 +183,8 @@ impl Group {
         };
         let membership = super::membership_of(&meta.members)
             .map_err(|error| format!("{}: {error}", path.display()))?;
-        let batches = log_after_snapshot(self.storage.as_mut(), meta.index, meta.term)
+        let limits = self.core.config().run_limits();
+        let batches = log_after_snapshot(self.storage.as_mut(), meta.index, meta.term, limits)
             .map_err(|reason| format!("{}: {reason}", path.display()))?;
         if let Some(machine) = self.kv.as_mut() {
             *machine = machine_from_file(&path, &meta)?;
@@ -264,7 +265,8 @@ impl Group {
                 .commit_index()
                 .min(log.durable_index())
                 .min(at.unwrap_or(LogIndex(u64::MAX)));
-            if limit <= log.snapshot_index() || log.is_batch_end(limit) {
+            // Exactly at a batch end: never a guess inside a coalesced run.
+            if log.is_known_batch_end(limit) {
                 limit
             } else {
                 log.batch_start(limit).prev()
@@ -470,7 +472,8 @@ pub fn log_after_snapshot(
     storage: &mut dyn LogStorage,
     index: LogIndex,
     term: Term,
-) -> Result<Vec<BatchSummary>, String> {
+    limits: RunLimits,
+) -> Result<Vec<Boundary>, String> {
     if storage.first_index() > index.next() {
         return Err(format!(
             "the log starts at {} but the snapshot ends at {index}: entries are missing",
@@ -498,7 +501,7 @@ pub fn log_after_snapshot(
     super::visit_batches(storage, index.next(), |view, _| {
         let summary = super::summary_of(view)?;
         if summary.last_index() > index {
-            batches.push(summary);
+            limits.push(&mut batches, Boundary::from(&summary));
         }
         Ok(true)
     })
@@ -553,25 +556,30 @@ mod tests {
     #[test]
     fn log_after_snapshot_accepts_continuations_and_refuses_gaps() {
         let mut log = log_of(&[(1, 1, 2), (3, 1, 2), (5, 2, 3)]);
-        let after = log_after_snapshot(&mut log, LogIndex(4), Term(1)).expect("continues");
+        let after =
+            log_after_snapshot(&mut log, LogIndex(4), Term(1), RunLimits::NONE).expect("continues");
         assert_eq!(after.len(), 1);
         assert_eq!(after[0].first_index, LogIndex(5));
         let mut other = log_of(&[(1, 1, 2), (3, 1, 2), (5, 2, 3)]);
-        let after = log_after_snapshot(&mut other, LogIndex(4), Term(2)).expect("term");
+        let after =
+            log_after_snapshot(&mut other, LogIndex(4), Term(2), RunLimits::NONE).expect("term");
         assert!(after.is_empty(), "another term at the index: reset");
         assert_eq!(
             (other.first_index(), other.last_index()),
             (LogIndex(5), LogIndex(4))
         );
         let mut across = log_of(&[(1, 1, 2), (3, 1, 2), (5, 2, 3)]);
-        let after = log_after_snapshot(&mut across, LogIndex(5), Term(2)).expect("inside");
+        let after =
+            log_after_snapshot(&mut across, LogIndex(5), Term(2), RunLimits::NONE).expect("inside");
         assert!(after.is_empty(), "a batch across the index: reset");
         assert_eq!(across.first_index(), LogIndex(6));
         log.drop_prefix(LogIndex(4)).expect("drop");
         assert_eq!(log.first_index(), LogIndex(5));
-        let error = log_after_snapshot(&mut log, LogIndex(2), Term(1)).expect_err("gap");
+        let error =
+            log_after_snapshot(&mut log, LogIndex(2), Term(1), RunLimits::NONE).expect_err("gap");
         assert!(error.contains("missing"), "{error}");
-        let after = log_after_snapshot(&mut log, LogIndex(9), Term(2)).expect("reset");
+        let after =
+            log_after_snapshot(&mut log, LogIndex(9), Term(2), RunLimits::NONE).expect("reset");
         assert!(after.is_empty());
         assert_eq!(log.first_index(), LogIndex(10));
         assert_eq!(log.last_index(), LogIndex(9));
