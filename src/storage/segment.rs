@@ -56,9 +56,27 @@
 //!
 //! # Index
 //!
-//! Per segment, per batch: its offset and its first index relative to the
-//! segment's (two `u32`s); per log, the indexes where the term changes. Both
-//! are rebuilt on open by scanning (and verifying) every segment.
+//! Per segment: batch starts, each its offset and its first index relative
+//! to the segment's (two `u32`s); per log, the indexes where the term
+//! changes. Both are rebuilt on open by scanning (and verifying) every
+//! segment.
+//!
+//! The index is dense (every batch) where bytes may still be in buffers and
+//! sparse where they are all in the file, so its memory does not grow with
+//! the log: a segment that is sealed and written keeps one entry per
+//! [`INDEX_STRIDE_BYTES`] of file (the first batch starting in each
+//! stride), and a read there walks the records from the entry before it,
+//! verifying each (at most a stride more than it returns):
+//!
+//! ```text
+//!   sealed, written:  ▼ stride 0      ▼ stride 1        ▼ stride 2
+//!                     │b│b│b│b│b│b│b│b│b│b│b│b│b│b│b│b│b│b│b│b│b│ ...
+//!   active:           ▼ ▼ ▼ ▼ ▼ ▼ ▼ ▼ ▼   (every batch: may be in buffers)
+//! ```
+//!
+//! A sealed segment is made sparse at the roll after the one that sealed
+//! it (by then its writes have landed), or on open; a truncation into a
+//! sparse segment cuts the index there and later appends index densely.
 
 use std::cell::{Cell, OnceCell};
 use std::collections::VecDeque;
@@ -93,6 +111,10 @@ const LOCK_NAME: &str = "lock";
 const LOCK_ATTEMPTS_MAX: u32 = 100;
 /// Staging buffers kept for reuse.
 const BUFFERS_SPARE_MAX: usize = 2;
+/// A sealed, written segment keeps one index entry per this many bytes of
+/// file: 8 bytes of memory per 64 KiB of log, and a read walks at most
+/// this much more than it returns.
+pub const INDEX_STRIDE_BYTES: u64 = 64 * 1024;
 
 /// How a [`SegmentLog`] is laid out.
 #[derive(Clone, Copy, Debug)]
@@ -136,7 +158,11 @@ struct Segment {
     end: u64,
     /// Every byte below this offset is in the file (writes completed).
     written: u64,
+    /// Batch starts: every batch from `dense_from` on, and before it
+    /// (bytes all in the file) possibly only one per stride (module docs).
     batches: Vec<BatchEntry>,
+    /// Position in `batches` from which every batch has an entry.
+    dense_from: usize,
     /// Made on the first read of written bytes.
     map: OnceCell<Mapping>,
     /// Unix-epoch ms of the last append into it (the file's mtime for a
@@ -167,6 +193,83 @@ impl Segment {
 
     fn batch_first(&self, position: usize) -> LogIndex {
         LogIndex(self.first.get() + u64::from(self.batches[position].delta))
+    }
+
+    /// Keeps one index entry per stride of the file (all of it written):
+    /// see "Index" in the module docs.
+    fn make_sparse(&mut self) {
+        debug_assert_eq!(self.written, self.end, "sparse only where written");
+        if self.dense_from == self.batches.len() {
+            return;
+        }
+        let mut stride = u64::MAX;
+        self.batches.retain(|entry| {
+            let this = u64::from(entry.offset) / INDEX_STRIDE_BYTES;
+            let first_in_stride = this != stride;
+            stride = this;
+            first_in_stride
+        });
+        self.batches.shrink_to_fit();
+        self.dense_from = self.batches.len();
+    }
+
+    /// Where the sparse part of the index ends: the offset of the first
+    /// densely indexed batch (or the end).
+    fn sparse_end(&self) -> u64 {
+        self.batches
+            .get(self.dense_from)
+            .map_or(self.end, |entry| u64::from(entry.offset))
+    }
+
+    /// Walks the written records from the index entry at `position` (in
+    /// the sparse part), verifying each, and calls `visit` with each
+    /// record's metadata until it returns false or the sparse part ends.
+    fn walk(
+        &self,
+        position: usize,
+        mut visit: impl FnMut(&RecordMeta) -> bool,
+    ) -> Result<(), StorageError> {
+        let bytes = self.mapping()?.bytes();
+        let end = self.sparse_end();
+        let mut offset = u64::from(self.batches[position].offset);
+        let mut next = self.batch_first(position);
+        while offset < end {
+            let meta = record::check(
+                &bytes[offset as usize..end as usize],
+                offset,
+                next,
+                Term::ZERO,
+            )
+            .map_err(|fault| StorageError::Corrupt {
+                path: self.path.clone(),
+                offset,
+                reason: format!("on read: {fault:?}"),
+            })?;
+            if !visit(&meta) {
+                break;
+            }
+            offset += u64::from(meta.bytes);
+            next = meta.last.next();
+        }
+        Ok(())
+    }
+
+    /// The offset of the batch that starts at `index` (held here), if one
+    /// does.
+    fn batch_offset(&self, index: LogIndex) -> Result<Option<u64>, StorageError> {
+        let position = self.position(index);
+        if position >= self.dense_from {
+            return Ok((self.batch_first(position) == index)
+                .then(|| u64::from(self.batches[position].offset)));
+        }
+        let mut found = None;
+        self.walk(position, |meta| {
+            if meta.first == index {
+                found = Some(meta.offset);
+            }
+            meta.last < index
+        })?;
+        Ok(found)
     }
 
     fn mapping(&self) -> Result<&Mapping, StorageError> {
@@ -574,6 +677,7 @@ impl SegmentLog {
             end: scanned.end,
             written: scanned.end,
             batches,
+            dense_from: 0,
             map: OnceCell::new(),
             modified_ms,
         };
@@ -581,6 +685,9 @@ impl SegmentLog {
             tracing::warn!(path = %segment.path.display(), offset = scanned.end, %reason,
                 "cutting a torn final record");
             clear_tail(&segment, scanned.end)?;
+        }
+        if !is_last {
+            segment.make_sparse();
         }
         if is_last && file_bytes < self.options.segment_bytes {
             preallocate(&segment.file, &segment.path, self.options.segment_bytes)?;
@@ -630,6 +737,7 @@ impl SegmentLog {
             end: 0,
             written: 0,
             batches: Vec::new(),
+            dense_from: 0,
             map: OnceCell::new(),
             modified_ms: unix_now_ms(),
         })
@@ -893,6 +1001,12 @@ impl SegmentLog {
             Some(segment) => segment,
             None => self.create_segment(first).map_err(no_space_or)?,
         };
+        // Sealed segments whose writes have all landed index sparsely.
+        for sealed in &mut self.segments {
+            if sealed.written == sealed.end {
+                sealed.make_sparse();
+            }
+        }
         self.segments.push_back(segment);
         self.prepare_paused = false;
         Ok(())
@@ -930,6 +1044,7 @@ impl SegmentLog {
             end: 0,
             written: 0,
             batches: Vec::new(),
+            dense_from: 0,
             map: OnceCell::new(),
             modified_ms: unix_now_ms(),
         }))
@@ -1455,6 +1570,53 @@ impl SegmentLog {
         fs::remove_file(path).map_err(|error| StorageError::io("remove", path, error))
     }
 
+    /// `read` in the sparse part of a segment's index: walks the records
+    /// from the entry at `position` to the batch holding `from`, then takes
+    /// whole batches up to `max_bytes` (at least one) or the sparse part's
+    /// end. Every record walked is verified.
+    fn read_sparse<'a>(
+        &'a self,
+        segment: &'a Segment,
+        position: usize,
+        from: LogIndex,
+        max_bytes: usize,
+    ) -> Result<ReadRange<'a>, StorageError> {
+        let mut range: Option<(u64, u64, LogIndex, LogIndex)> = None;
+        segment.walk(position, |meta| {
+            let end = meta.offset + u64::from(meta.bytes);
+            match &mut range {
+                None if meta.last < from => true,
+                None => {
+                    range = Some((meta.offset, end, meta.first, meta.last));
+                    true
+                }
+                Some((start, range_end, _, last)) => {
+                    if end - *start > max_bytes as u64 {
+                        return false;
+                    }
+                    *range_end = end;
+                    *last = meta.last;
+                    true
+                }
+            }
+        })?;
+        let (start, end, first, last) = range.ok_or_else(|| StorageError::Corrupt {
+            path: segment.path.clone(),
+            offset: u64::from(segment.batches[position].offset),
+            reason: format!("on read: no record holds index {from} where the index puts it"),
+        })?;
+        self.note_mapped_read(end - start);
+        Ok(ReadRange {
+            first,
+            last,
+            bytes: &segment.mapping()?.bytes()[start as usize..end as usize],
+            file: Some(FileSpan {
+                fd: std::os::fd::AsFd::as_fd(&*segment.file),
+                offset: start,
+            }),
+        })
+    }
+
     /// Where the bytes at `offset` of `segment` are, and how far that
     /// source reaches: the file (`None`) or a queued buffer.
     fn source(&self, segment: &Segment, offset: u64) -> (Option<&[u8]>, u64, u64) {
@@ -1626,6 +1788,9 @@ impl LogStorage for SegmentLog {
             - 1;
         let segment = &self.segments[at];
         let start_position = segment.position(from);
+        if start_position < segment.dense_from {
+            return self.read_sparse(segment, start_position, from, max_bytes);
+        }
         let start = u64::from(segment.batches[start_position].offset);
         let (buffer, buffer_offset, limit) = self.source(segment, start);
         let mut position = start_position;
@@ -1683,10 +1848,9 @@ impl LogStorage for SegmentLog {
             .segments
             .partition_point(|segment| segment.first <= from)
             - 1;
-        let segment = &self.segments[at];
-        if segment.batch_first(segment.position(from)) != from {
+        let Some(cut) = self.segments[at].batch_offset(from)? else {
             return Err(StorageError::NotBatchBoundary(from));
-        }
+        };
         // Let everything in flight land first, so nothing writes past the
         // cut afterwards.
         self.sync_all()?;
@@ -1699,10 +1863,12 @@ impl LogStorage for SegmentLog {
         sync_directory(&self.dir)?;
         let segment = self.segments.back_mut().expect("at least one segment");
         if from <= segment.last {
-            let position = segment.position(from);
-            let cut = u64::from(segment.batches[position].offset);
             clear_tail(segment, cut)?;
-            segment.batches.truncate(position);
+            let kept = segment
+                .batches
+                .partition_point(|entry| u64::from(entry.offset) < cut);
+            segment.batches.truncate(kept);
+            segment.dense_from = segment.dense_from.min(kept);
             segment.end = cut;
             segment.written = cut;
             segment.last = from.prev();
@@ -1782,6 +1948,7 @@ impl LogStorage for SegmentLog {
             end: 0,
             written: 0,
             batches: Vec::new(),
+            dense_from: 0,
             map: OnceCell::new(),
             modified_ms: unix_now_ms(),
         };

@@ -817,3 +817,97 @@ fn recovered_segments_carry_their_mtime_into_retention() {
     assert_eq!(log.segments(), segments[2..]);
     assert!(!paths[0].exists() && !paths[1].exists());
 }
+
+/// Index entries held over every segment.
+fn index_entries(log: &SegmentLog) -> usize {
+    log.segments
+        .iter()
+        .map(|segment| segment.batches.len())
+        .sum()
+}
+
+/// Segment options with room for many small batches per stride.
+const MEDIUM: SegmentOptions = SegmentOptions {
+    segment_bytes: 4 * INDEX_STRIDE_BYTES,
+};
+
+/// Sealed segments index sparsely (one entry per stride), and reads from
+/// any index, truncation at a batch start in a sparse segment (refused
+/// inside a batch) and reopening all still see every batch exactly.
+#[test]
+fn sealed_segments_index_sparsely_and_read_exactly() {
+    let dir = TempDir::new("sparse");
+    let mut log = SegmentLog::open_standalone(&dir.0, MEDIUM).unwrap();
+    // 1 to 3 entries of 40 bytes: ~100-200 bytes per batch, over a
+    // dozen segments.
+    let sizes: Vec<u32> = (0..20_000).map(|batch| 1 + batch % 3).collect();
+    let mut frames = Vec::new();
+    for chunk in sizes.chunks(100) {
+        frames.extend(append_batches(&mut log, 1, chunk, 40));
+        log.flush().unwrap();
+        log.sync_all().unwrap();
+    }
+    let segments = log.segments.len();
+    assert!(segments >= 8, "{segments} segments");
+    let dense_bound = |log: &SegmentLog| {
+        let strides = (MEDIUM.segment_bytes / INDEX_STRIDE_BYTES) as usize;
+        let active = &log.segments[log.segments.len() - 1];
+        let previous = &log.segments[log.segments.len() - 2];
+        (log.segments.len() - 2) * strides + active.batches.len() + previous.batches.len()
+    };
+    assert!(
+        index_entries(&log) <= dense_bound(&log),
+        "{} entries for {} batches",
+        index_entries(&log),
+        frames.len()
+    );
+    assert!(index_entries(&log) < frames.len() / 4);
+    assert_eq!(read_all(&log, 1), frames, "one batch per read");
+    assert_eq!(read_all(&log, 64 * 1024), frames, "many per read");
+    // Every index, not only batch starts, is found in its batch.
+    let mut first = 1u64;
+    for (frame, count) in frames.iter().zip(&sizes) {
+        for index in first..first + u64::from(*count) {
+            let range = log.read(LogIndex(index), 1).unwrap();
+            assert_eq!((range.first, range.bytes), (LogIndex(first), &frame[..]));
+        }
+        first += u64::from(*count);
+    }
+    // Truncate inside a sparse (sealed, written) segment: at a batch start.
+    let sparse = &log.segments[2];
+    assert!(sparse.dense_from == sparse.batches.len() && sparse.batches.len() < 10);
+    let starts: Vec<u64> = sizes
+        .iter()
+        .scan(1u64, |next, count| {
+            let start = *next;
+            *next += u64::from(*count);
+            Some(start)
+        })
+        .collect();
+    let cut_batch = (0..sizes.len())
+        .find(|batch| starts[*batch] > sparse.first.get() + 50 && sizes[*batch] > 1)
+        .expect("a batch of several entries");
+    let cut = starts[cut_batch];
+    assert!(matches!(
+        log.truncate_suffix(LogIndex(cut + 1)),
+        Err(StorageError::NotBatchBoundary(index)) if index == LogIndex(cut + 1)
+    ));
+    log.truncate_suffix(LogIndex(cut)).unwrap();
+    frames.truncate(cut_batch);
+    assert_eq!(log.last_index(), LogIndex(cut - 1));
+    assert_eq!(read_all(&log, 4096), frames);
+    frames.extend(append_batches(&mut log, 2, &[2; 500], 40));
+    log.flush().unwrap();
+    log.sync_all().unwrap();
+    assert_eq!(read_all(&log, 4096), frames);
+    drop(log);
+    let log = SegmentLog::open_standalone(&dir.0, MEDIUM).unwrap();
+    assert_eq!(read_all(&log, 1), frames, "after reopening");
+    let last = log.segments.len() - 1;
+    assert!(
+        log.segments.iter().take(last).all(
+            |segment| segment.dense_from == segment.batches.len() && segment.batches.len() <= 4
+        ),
+        "recovered sealed segments index sparsely"
+    );
+}
