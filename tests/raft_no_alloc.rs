@@ -206,20 +206,24 @@ impl Cluster {
         assert_eq!(self.cores[0].role(), Role::Leader, "node 1 leads");
     }
 
+    /// Proposes `WINDOW` batches of `count` entries and lets them commit.
+    fn round(&mut self, count: u32) {
+        let bytes = count * ENTRY_BYTES + BATCH_OVERHEAD_BYTES;
+        for _ in 0..WINDOW {
+            let proposed = self.cores[0].propose(BatchKind::Data, count, bytes, &mut self.actions);
+            black_box(proposed.expect("the leader accepts"));
+            self.route(0);
+        }
+        self.drain();
+    }
+
     /// Proposes `count`-entry batches for `duration`, `WINDOW` at a time;
     /// returns the entries committed and the time taken.
     fn run(&mut self, count: u32, duration: Duration) -> (u64, Duration) {
         let start_commit = self.committed;
         let started = Instant::now();
-        let bytes = count * ENTRY_BYTES + BATCH_OVERHEAD_BYTES;
         while started.elapsed() < duration {
-            for _ in 0..WINDOW {
-                let proposed =
-                    self.cores[0].propose(BatchKind::Data, count, bytes, &mut self.actions);
-                black_box(proposed.expect("the leader accepts"));
-                self.route(0);
-            }
-            self.drain();
+            self.round(count);
         }
         let elapsed = started.elapsed();
         let last = self.cores[0].log().last_index();
@@ -239,17 +243,7 @@ fn replication_hot_path_allocates_nothing_per_proposal() {
     let before = allocations();
     let committed_before = cluster.committed;
     for _ in 0..200 {
-        for _ in 0..WINDOW {
-            let proposed = cluster.cores[0].propose(
-                BatchKind::Data,
-                16,
-                16 * ENTRY_BYTES + BATCH_OVERHEAD_BYTES,
-                &mut cluster.actions,
-            );
-            black_box(proposed.expect("the leader accepts"));
-            cluster.route(0);
-        }
-        cluster.drain();
+        cluster.round(16);
     }
     let allocated = allocations() - before;
     let batches = (cluster.committed.get() - committed_before.get()) / 16;
@@ -261,4 +255,38 @@ fn replication_hot_path_allocates_nothing_per_proposal() {
     let before = allocations();
     black_box(vec![1u8; 8]);
     assert_eq!(allocations() - before, 1, "the counter counts");
+}
+
+/// Memory that does not grow with the log: after 225,000 one-entry batches
+/// commit, every core holds a few hundred records (runs of up to 512
+/// batches), not one per batch, and the last 25,000 allocated nothing.
+#[test]
+fn the_cores_log_stays_small_as_the_log_grows() {
+    let mut cluster = Cluster::new();
+    cluster.elect();
+    let rounds = 200_000 / WINDOW;
+    for _ in 0..rounds {
+        cluster.round(1);
+    }
+    assert_eq!(
+        cluster.committed.get(),
+        1 + rounds * WINDOW,
+        "the no-op, then all"
+    );
+    let before = allocations();
+    for _ in 0..rounds / 8 {
+        cluster.round(1);
+    }
+    assert_eq!(
+        allocations() - before,
+        0,
+        "coalescing reuses the log's memory"
+    );
+    for core in &cluster.cores {
+        let records = core.log().batch_count();
+        assert!(
+            records <= 225_000 / 512 + 2 * rast::constants::COALESCE_READY_MIN,
+            "{records} records for 225,000 batches"
+        );
+    }
 }

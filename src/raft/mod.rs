@@ -33,7 +33,9 @@
 //!    only an entry of its own term.
 //!
 //! The log in memory is batch boundaries (see [`log`]): the core never holds
-//! payload bytes, and an AppendEntries reaches it as batch summaries.
+//! payload bytes, and an AppendEntries reaches it as batch summaries. Old,
+//! committed batches are coalesced into runs, so that memory does not grow
+//! with the log either.
 //!
 //! Modules, pure logic first: [`quorum`] (majorities, joint configurations),
 //! [`change`] (which configuration a membership change leads to),
