@@ -94,10 +94,11 @@ impl Boundary {
         LogIndex(self.first_index.get() + u64::from(self.count) - 1)
     }
 
-    /// The summary sent on the wire for this batch (a run has none: its
-    /// batches are read from storage).
+    /// The summary sent on the wire for this batch, for harnesses that keep
+    /// no storage (the runtime reads its summaries from storage). Panics on
+    /// a run: it is not one batch.
     pub fn summary(&self) -> BatchSummary {
-        debug_assert!(!self.is_run(), "a run is not one batch: {self:?}");
+        assert!(!self.is_run(), "a run is not one batch: {self:?}");
         BatchSummary {
             term: self.term,
             first_index: self.first_index,

@@ -21,6 +21,9 @@ use crate::wire::{FrameLength, WireError, frame_length};
 
 /// Initial receive buffer; it grows to hold the largest frame seen.
 const INBOX_BYTES_INITIAL: usize = 64 * 1024;
+/// The least a frugal recv asks for (see [`Connection::post_recv`]): room
+/// for a peer message's header, or several small messages.
+pub const FRUGAL_RECV_BYTES: usize = 4096;
 
 /// Largest receive buffer: a whole AppendEntries (header plus batches).
 pub const INBOX_BYTES_MAX: usize = 2 * FRAME_BYTES_MAX;
@@ -90,6 +93,14 @@ pub struct Connection {
     pub close_after_flush: bool,
     /// Stop reading: closed by the peer, an error, or a refusal.
     pub closed: bool,
+    /// Unread bytes the next step waits for (a frame and the bytes after
+    /// it), when more than the next frame's header: what the next recv
+    /// should bring.
+    pub waiting_for: usize,
+    /// Read only what the next step needs (see [`Connection::post_recv`]):
+    /// set by a splicing follower while the batches it receives are large
+    /// enough to splice.
+    pub frugal: bool,
 }
 
 impl Connection {
@@ -112,6 +123,8 @@ impl Connection {
             sending: 0,
             close_after_flush: false,
             closed: false,
+            waiting_for: 0,
+            frugal: false,
         }
     }
 
@@ -149,8 +162,17 @@ impl Connection {
 
     /// Posts a recv unless one is in flight, the connection is closed, or
     /// the inbox is with the ring. `want` is the number of unread bytes the
-    /// next step needs (the inbox grows to hold them).
-    pub fn post_recv(&mut self, ring: &mut Ring, want: usize) -> std::io::Result<Option<OpId>> {
+    /// next step needs (the inbox grows to hold them). With `frugal`, the
+    /// recv takes only what `want` lacks (at least [`FRUGAL_RECV_BYTES`]),
+    /// leaving what follows in the socket — for a follower that splices
+    /// batch bytes socket → file, every byte read into the inbox is a byte
+    /// copied.
+    pub fn post_recv(
+        &mut self,
+        ring: &mut Ring,
+        want: usize,
+        frugal: bool,
+    ) -> std::io::Result<Option<OpId>> {
         if self.recv.is_some() || self.closed {
             return Ok(None);
         }
@@ -170,7 +192,12 @@ impl Connection {
                 0,
             );
         }
-        let op = ring.recv(&self.socket, inbox, self.filled)?;
+        let len_max = if frugal {
+            want.saturating_sub(self.filled).max(FRUGAL_RECV_BYTES)
+        } else {
+            usize::MAX
+        };
+        let op = ring.recv(&self.socket, inbox, self.filled, len_max)?;
         self.recv = Some(op);
         Ok(Some(op))
     }

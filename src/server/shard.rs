@@ -697,6 +697,7 @@ impl Shard {
 
     fn process_peer(&mut self, slot: usize) -> Result<usize, String> {
         let entry = self.slots[slot].as_mut().expect("present");
+        entry.connection.waiting_for = 0;
         let Some(length) = Self::complete_frame(&entry.connection)? else {
             return Ok(0);
         };
@@ -706,6 +707,14 @@ impl Shard {
             PeerBody::AppendEntries { batch_bytes, .. } => batch_bytes,
             _ => 0,
         };
+        // While the batches are large enough to splice, read no further
+        // than each message's header: bytes read into the inbox are bytes
+        // copied. Small batches are read greedily (one recv for many).
+        if matches!(header.body, PeerBody::AppendEntries { .. })
+            && self.settings.zero_copy == super::ZeroCopy::Splice
+        {
+            entry.connection.frugal = trailing >= SPLICE_BYTES_MIN;
+        }
         let need = entry
             .connection
             .need(trailing)
@@ -738,6 +747,8 @@ impl Shard {
             return Ok(0);
         }
         if !buffered {
+            let entry = self.slots[slot].as_mut().expect("present");
+            entry.connection.waiting_for = need;
             return Ok(0);
         }
         if let Some(group) = self.groups.get(&header.group)
@@ -1418,8 +1429,13 @@ impl Shard {
             && !entry.blocked
             && entry.splice.is_none()
         {
-            let want = entry.connection.need(0).unwrap_or(0);
-            match entry.connection.post_recv(&mut ring, want) {
+            let want = entry
+                .connection
+                .need(0)
+                .unwrap_or(0)
+                .max(entry.connection.waiting_for);
+            let frugal = entry.connection.frugal;
+            match entry.connection.post_recv(&mut ring, want, frugal) {
                 Ok(Some(op)) => {
                     self.ops.insert(op, Owner::Recv(slot));
                 }

@@ -1605,7 +1605,8 @@ impl SegmentLog {
             offset: u64::from(segment.batches[position].offset),
             reason: format!("on read: no record holds index {from} where the index puts it"),
         })?;
-        self.note_mapped_read(end - start);
+        // Count every page walked, not only those returned.
+        self.note_mapped_read(end - u64::from(segment.batches[position].offset));
         Ok(ReadRange {
             first,
             last,

@@ -31,17 +31,20 @@ impl Ring {
         self.push_notify(entry, Self::keep_file(listener), None)
     }
 
-    /// Receives into `buffer[start..]`; `take_owned` returns the byte count
-    /// (0 at end of stream) and the buffer.
+    /// Receives at most `len_max` bytes into `buffer[start..]`;
+    /// `take_owned` returns the byte count (0 at end of stream) and the
+    /// buffer.
     pub fn recv(
         &mut self,
         socket: &Rc<File>,
         mut buffer: Vec<u8>,
         start: usize,
+        len_max: usize,
     ) -> io::Result<OpId> {
         assert!(start < buffer.len(), "recv into a full buffer");
+        assert!(len_max > 0, "recv of nothing");
         let space = &mut buffer[start..];
-        let len = u32::try_from(space.len()).unwrap_or(u32::MAX);
+        let len = u32::try_from(space.len().min(len_max)).unwrap_or(u32::MAX);
         let entry =
             opcode::Recv::new(types::Fd(socket.as_raw_fd()), space.as_mut_ptr(), len).build();
         self.push_notify(entry, Self::keep_file(socket), Some(buffer))
@@ -238,7 +241,7 @@ mod tests {
         let socket = Rc::new(unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) });
 
         client.write_all(b"ping").unwrap();
-        let recv = ring.recv(&socket, vec![0u8; 64], 0).unwrap();
+        let recv = ring.recv(&socket, vec![0u8; 64], 0, usize::MAX).unwrap();
         while ring.in_flight() > 0 {
             ring.submit_and_wait(1).unwrap();
         }
