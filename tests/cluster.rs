@@ -268,12 +268,15 @@ fn spliced_batches_reach_every_follower_intact() {
             );
         }
     }
-    // The bytes went by splice: the untouched follower spliced most of them.
+    // The bytes went by splice: the untouched follower spliced nearly all
+    // of them. With large batches it reads no further than each message's
+    // header (about 27 times more spliced than copied here; reading
+    // greedily, it copied a fifth).
     let witness = (leader + 2) % 3;
     let spliced = cluster.metric(witness, "rast_bytes_spliced_total").unwrap();
     let copied = cluster.metric(witness, "rast_bytes_copied_total").unwrap();
     assert!(
-        spliced > 1_000_000.0 && spliced > 4.0 * copied,
+        spliced > 1_000_000.0 && spliced > 10.0 * copied,
         "spliced {spliced}, copied {copied}"
     );
 }
