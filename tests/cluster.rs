@@ -270,8 +270,8 @@ fn spliced_batches_reach_every_follower_intact() {
     }
     // The bytes went by splice: the untouched follower spliced nearly all
     // of them. With large batches it reads no further than each message's
-    // header (about 27 times more spliced than copied here; reading
-    // greedily, it copied a fifth).
+    // header (about 27 times more spliced than copied here; 5 times when
+    // it read greedily).
     let witness = (leader + 2) % 3;
     let spliced = cluster.metric(witness, "rast_bytes_spliced_total").unwrap();
     let copied = cluster.metric(witness, "rast_bytes_copied_total").unwrap();
