@@ -3,10 +3,12 @@
 //! discards a conflicting one, and never reports the installed entries for
 //! apply; and a node that started outside every configuration knows the
 //! configuration as of an index only once a configuration entry committed.
+//! Also: a follower drops, without panicking or changing its log, an
+//! AppendEntries no honest leader sends.
 
 use rast::raft::{
-    Action, Body, Boundary, Config, Core, HardState, Heartbeat, Membership, Message, Restart,
-    SnapshotInstall,
+    Action, AppendEntries, BatchSummary, Body, Boundary, Config, Core, HardState, Heartbeat,
+    Membership, Message, Restart, SnapshotInstall,
 };
 use rast::types::{LogIndex, NodeId, Term};
 use rast::wire::BatchKind;
@@ -169,4 +171,62 @@ fn node_started_outside_knows_no_configuration_before_one_commits() {
     assert_eq!(core.membership_at(LogIndex(7)), Some(added));
     assert_eq!(core.membership_at(LogIndex(8)), None);
     core.check();
+}
+
+/// An AppendEntries from leader 2 in term 2 after `prev` (of term 1).
+fn append(prev: u64, batches: &[BatchSummary]) -> Message<'_> {
+    Message {
+        from: NodeId(2),
+        to: NodeId(1),
+        term: Term(2),
+        body: Body::AppendEntries(AppendEntries {
+            prev_index: LogIndex(prev),
+            prev_term: Term(1),
+            leader_commit: LogIndex(2),
+            batches,
+            configs: &[],
+        }),
+    }
+}
+
+/// AppendEntries that no honest leader sends — a conflict at a committed
+/// index, a conflict inside one of the follower's batches, a batch across
+/// its last entry — are dropped: no panic, no answer, the log unchanged.
+#[test]
+fn appends_no_honest_leader_sends_are_dropped() {
+    let summary = |first: u64, term: u64, count: u32| BatchSummary {
+        term: Term(term),
+        first_index: LogIndex(first),
+        count,
+        bytes: 100,
+        kind: BatchKind::Data,
+    };
+    let cases: [(&str, u64, Vec<BatchSummary>); 3] = [
+        ("conflict at a committed index", 0, vec![summary(1, 2, 2)]),
+        (
+            "conflict inside a batch",
+            2,
+            vec![summary(3, 1, 1), summary(4, 2, 2)],
+        ),
+        ("a batch across the last entry", 8, vec![summary(9, 1, 3)]),
+    ];
+    for (case, prev, batches) in cases {
+        let mut core = follower();
+        let before = (core.log().last_index(), core.log().last_term());
+        let mut actions = Vec::new();
+        core.step(&append(prev, &batches), &mut actions);
+        assert!(
+            !actions.iter().any(|action| matches!(
+                action,
+                Action::Truncate { .. } | Action::AppendReceived { .. } | Action::Send(_)
+            )),
+            "{case}: {actions:?}"
+        );
+        assert_eq!(
+            (core.log().last_index(), core.log().last_term()),
+            before,
+            "{case}"
+        );
+        core.check();
+    }
 }

@@ -987,7 +987,9 @@ impl Core {
             self.send(self.leader, OutgoingBody::AppendResponse(response), actions);
             return;
         }
-        self.follower_store(append, actions);
+        if !self.follower_store(append, actions) {
+            return; // a leader's batches that do not fit our log: dropped
+        }
         let last = append.last_index();
         self.verified_index = self.verified_index.max(last).min(self.log.last_index());
         let commit = append.leader_commit.min(last);
@@ -1007,7 +1009,11 @@ impl Core {
 
     /// Stores the batches of an accepted AppendEntries that are not already
     /// present, truncating a conflicting suffix first. Whole batches only.
-    fn follower_store(&mut self, append: &AppendEntries<'_>, actions: &mut Vec<Action>) {
+    /// Returns false, changing nothing, when the batches cannot come from
+    /// an honest leader: a conflict at or below the commit index or inside
+    /// one of our batches, or a batch across our last entry or snapshot
+    /// (outside bytes never panic the core).
+    fn follower_store(&mut self, append: &AppendEntries<'_>, actions: &mut Vec<Action>) -> bool {
         let mut skip = 0usize;
         let mut conflict = None;
         for batch in append.batches {
@@ -1017,14 +1023,16 @@ impl Core {
             }
             match self.log.term_at(batch.first_index) {
                 Some(term) if term == batch.term => {
-                    debug_assert!(
-                        self.log.batch_at(batch.first_index).is_some_and(|stored| {
-                            stored.is_run()
-                                || (stored.first_index == batch.first_index
-                                    && stored.count == batch.count)
-                        }),
-                        "equal (index, term) means the same batch"
-                    );
+                    // Equal (index, term) means the same batch (inside a
+                    // run its bounds are not known here).
+                    let same = self.log.batch_at(batch.first_index).is_some_and(|stored| {
+                        stored.is_run()
+                            || (stored.first_index == batch.first_index
+                                && stored.count == batch.count)
+                    });
+                    if !same {
+                        return false;
+                    }
                     skip += 1;
                 }
                 Some(_) => {
@@ -1034,12 +1042,21 @@ impl Core {
                 None => break,
             }
         }
+        let honest = match conflict {
+            Some(from) => {
+                from > self.commit
+                    && from > self.log.snapshot_index()
+                    && self.log.is_batch_start(from)
+            }
+            None => append
+                .batches
+                .get(skip)
+                .is_none_or(|first| first.first_index == self.log.last_index().next()),
+        };
+        if !honest {
+            return false;
+        }
         if let Some(from) = conflict {
-            assert!(
-                from > self.commit,
-                "truncating committed entries: from {from}, commit {}",
-                self.commit
-            );
             self.log.truncate_from(from);
             self.memberships_uncommitted
                 .retain(|(index, _)| *index < from);
@@ -1047,7 +1064,7 @@ impl Core {
             actions.push(Action::Truncate { from });
         }
         let Some(first) = append.batches.get(skip) else {
-            return;
+            return true;
         };
         let mut configs = append.configs.iter();
         for (position, batch) in append.batches.iter().enumerate() {
@@ -1067,6 +1084,7 @@ impl Core {
             first_index: first.first_index,
             last_index: append.last_index(),
         });
+        true
     }
 
     fn follower_heartbeat(&mut self, heartbeat: Heartbeat, actions: &mut Vec<Action>) {
