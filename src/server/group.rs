@@ -560,11 +560,7 @@ impl Group {
     /// Serves a read of committed entries from `from`.
     pub fn read(&mut self, from: LogIndex, max_entries: u32, reply: ReplyTo, out: &mut Outbound) {
         if let Some(first) = self.compacted_below(from) {
-            out.error(
-                reply,
-                ErrorKind::Compacted(first.get()),
-                format!("entries below {first} are compacted; read from {first} on"),
-            );
+            refuse_compacted(reply, first, "read", out);
             return;
         }
         match self.committed_batches(from, max_entries) {
@@ -574,11 +570,7 @@ impl Group {
                     .extend(pieces.into_iter().map(|piece| (reply, piece)));
             }
             Err(GroupError::Storage(StorageError::Compacted { first, .. })) => {
-                out.error(
-                    reply,
-                    ErrorKind::Compacted(first.get()),
-                    format!("entries below {first} are compacted"),
-                );
+                refuse_compacted(reply, first, "read", out);
             }
             Err(error) => out.error(reply, ErrorKind::Unavailable, error.to_string()),
         }
@@ -600,11 +592,7 @@ impl Group {
             from
         };
         if let Some(first) = self.compacted_below(from) {
-            out.error(
-                reply,
-                ErrorKind::Compacted(first.get()),
-                format!("entries below {first} are compacted; tail from {first} on"),
-            );
+            refuse_compacted(reply, first, "tail", out);
             return;
         }
         self.tails.push(Tail {
@@ -1173,6 +1161,15 @@ fn recovered_configs(
         Ok(true)
     })?;
     Ok(configs)
+}
+
+/// Answers a read or tail (`verb`) below the first index still stored.
+fn refuse_compacted(reply: ReplyTo, first: LogIndex, verb: &str, out: &mut Outbound) {
+    out.error(
+        reply,
+        ErrorKind::Compacted(first.get()),
+        format!("entries below {first} are compacted; {verb} from {first} on"),
+    );
 }
 
 /// Every stored batch, coalesced into runs within `limits`, for the core's
