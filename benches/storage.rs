@@ -1,7 +1,7 @@
 //! Log append benchmark: durable bytes/s and syncs/s of the segment store,
 //! and the process's memory after appending 4 GiB.
 //!
-//! A program that reports (BENCHMARKS.md), run by `scripts/bench-limits`
+//! A program that reports (docs/benchmarks.md), run by `scripts/bench-limits`
 //! beside `fio` on the same filesystem, which prints the ratios. Each
 //! workload prints one `RESULT key=value ...` line.
 //!

@@ -131,7 +131,7 @@ enum Command {
     /// then an independent check of the history (exit 1 when a check fails).
     Nemesis(NemesisArgs),
     /// Measure throughput and latency against a cluster (started here, or
-    /// --cluster), with the machine's limits and ratios; see BENCHMARKS.md.
+    /// --cluster), with the machine's limits and ratios; see docs/benchmarks.md.
     Bench(rast::bench::Args),
     /// Membership and maintenance.
     Admin {

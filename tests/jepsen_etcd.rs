@@ -1,5 +1,5 @@
 //! The linearizability checker reproduces the verdict of every labelled
-//! Jepsen etcd history in `shared/testdata/jepsen-etcd/` (102 histories: 23
+//! Jepsen etcd history in `testdata/jepsen-etcd/` (102 histories: 23
 //! linearizable, 79 not), within budget and time; and the reference checker
 //! (`todc_utils::WGLChecker`) agrees with ours on every one of them.
 
@@ -12,9 +12,9 @@ use rast::check::linearizable::{self, FailedCas, RegisterOp, RegisterSpec};
 use rast::check::wgl::{Budget, Verdict};
 use todc_utils::linearizability::WGLChecker;
 
-/// The corpus lives beside the project checkout (as in CI).
+/// The corpus ships with the repository (see its README for its origin).
 fn corpus() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/jepsen-etcd")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/jepsen-etcd")
 }
 
 /// `(file name, linearizable?)` for every line of `labels.tsv`.

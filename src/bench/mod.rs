@@ -1,4 +1,4 @@
-//! `rast bench`: the load generator and its report (see BENCHMARKS.md).
+//! `rast bench`: the load generator and its report (see docs/benchmarks.md).
 //!
 //! ```text
 //!  limits (scripts/bench-limits --machine: fio, iperf3)      measured first

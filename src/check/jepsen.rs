@@ -1,5 +1,5 @@
 //! A parser for Jepsen's etcd register logs (the linearizability-checker
-//! corpus in `shared/testdata/jepsen-etcd/`), into a
+//! corpus in `testdata/jepsen-etcd/`), into a
 //! [`History`]`<`[`RegisterOp`]`>`.
 //!
 //! The logs are Jepsen's console output, one event per line (tabs between
