@@ -75,14 +75,13 @@ pub const MAPPED_READ_BYTES_RELEASE: u64 = 32 * 1024 * 1024;
 /// segments to exercise rolling and a full disk quickly).
 pub const SEGMENT_BYTES_MIN: u64 = 64 * 1024;
 
-/// Capacity of the buffers a log store may hold for writing: staging,
-/// queued or in flight (copied from appended frames, not yet written) and
-/// spare. Appends beyond it are refused with back-pressure until writes
-/// complete. It counts capacity, not bytes held, because capacity is what
-/// the heap pays.
+/// Bytes a log store may hold for writing: appended frames staged, queued
+/// or in flight, not yet in the file (held as the shared memory they
+/// arrived in, or copied in by `append(&[u8])`). Appends beyond it are
+/// refused with back-pressure until writes complete.
 ///
-/// It bounds the store's heap: the whole budget of a process appending
-/// 4 GiB is 64 MiB of RSS, and the largest frame must fit, twice over so a
+/// It bounds the memory appends pin: a process appending 4 GiB holds at
+/// most this much of it, and the largest frame must fit, twice over so a
 /// full frame can be queued while the previous one is in flight.
 pub const WRITE_QUEUE_BYTES_MAX: usize = 2 * FRAME_BYTES_MAX;
 
@@ -93,10 +92,6 @@ pub const WRITE_QUEUE_BYTES_MAX: usize = 2 * FRAME_BYTES_MAX;
 /// Without it a follower whose buffers were full of a leader's batches
 /// could be elected and fail its log on its first append.
 pub const WRITE_HEADROOM_BYTES: usize = 64 * 1024;
-
-/// Bytes of the first staging buffer a store allocates (buffers grow to the
-/// largest turn's worth of appends and are then recycled).
-pub const WRITE_BUFFER_BYTES_INITIAL: usize = 1024 * 1024;
 
 /// Submission queue entries of an io_uring. One log's turn needs at most a
 /// write and a sync per file (two files while rolling) plus a four-entry
@@ -255,7 +250,6 @@ const _: () = assert!((SEGMENT_BYTES_MAX as usize) >= 2 * FRAME_BYTES_MAX);
 const _: () = assert!(SEGMENT_BYTES_MIN <= SEGMENT_BYTES_MAX);
 const _: () = assert!(SEGMENT_BYTES_MAX <= u32::MAX as u64); // per-batch offsets are u32
 const _: () = assert!(WRITE_QUEUE_BYTES_MAX >= 2 * FRAME_BYTES_MAX);
-const _: () = assert!(WRITE_BUFFER_BYTES_INITIAL <= WRITE_QUEUE_BYTES_MAX);
 const _: () = assert!(WRITE_HEADROOM_BYTES < WRITE_QUEUE_BYTES_MAX - FRAME_BYTES_MAX);
 const _: () = assert!(RING_ENTRIES >= 16 && RING_ENTRIES.is_power_of_two());
 const _: () = assert!(APPEND_MESSAGE_BYTES_MAX <= INFLIGHT_BYTES_MAX);

@@ -34,6 +34,7 @@ use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
+use bytes::{Bytes, BytesMut};
 use io_uring::{IoUring, opcode, squeue, types};
 use nix::libc;
 
@@ -80,6 +81,26 @@ struct Keep {
     paths: Option<Box<(CString, CString)>>,
     timespec: Option<Box<types::Timespec>>,
     address: Option<Box<nix::sys::socket::SockaddrStorage>>,
+    /// Shared buffers a vectored write or send reads from.
+    pieces: Vec<Bytes>,
+    /// The iovecs pointing into `pieces`.
+    iovecs: Option<Box<[libc::iovec]>>,
+    /// The message header of a `sendmsg`, pointing at `iovecs`.
+    message: Option<Box<libc::msghdr>>,
+    /// A path the operation reads (`openat`, `unlinkat`).
+    path: Option<CString>,
+}
+
+/// A buffer an operation owns while the kernel may write into it, handed
+/// back with the result ([`Ring::take_owned`]).
+#[derive(Debug)]
+pub enum Owned {
+    /// A plain buffer (an eventfd's 8 bytes).
+    Vec(Vec<u8>),
+    /// A receive block: the kernel fills its spare capacity, and the
+    /// completion extends its length by the bytes received (so the bytes
+    /// it holds are always initialized).
+    Block(BytesMut),
 }
 
 #[derive(Debug)]
@@ -89,14 +110,14 @@ enum SlotState {
         #[expect(dead_code, reason = "held only to keep memory and descriptors alive")]
         keep: Keep,
         /// A buffer the kernel reads or writes, handed back with the result.
-        owned: Option<Vec<u8>>,
+        owned: Option<Owned>,
         abandoned: bool,
         /// Report the completion through `drain_ready` (event-loop ops).
         notify: bool,
     },
     Done {
         result: i32,
-        owned: Option<Vec<u8>>,
+        owned: Option<Owned>,
     },
 }
 
@@ -217,6 +238,41 @@ impl Ring {
         let keep = Keep {
             file: Some(Rc::clone(file)),
             buffer: Some(Rc::clone(buffer)),
+            ..Keep::default()
+        };
+        let op = self.push(entry, keep, link)?;
+        #[cfg(test)]
+        self.arm_fault(Fault::Write, op);
+        Ok(op)
+    }
+
+    /// Writes `pieces`, back to back, to `file` at `offset` with one
+    /// vectored write (pieces adjacent in memory share an iovec). At most
+    /// [`IOVECS_MAX`] iovecs: a caller with more splits them over several
+    /// writes, linked. The operation keeps the pieces and the file alive
+    /// until its completion is reaped; the result is the bytes written.
+    pub fn writev_at(
+        &mut self,
+        file: &Rc<File>,
+        pieces: Vec<Bytes>,
+        offset: u64,
+        link: Link,
+    ) -> io::Result<OpId> {
+        let iovecs = iovecs_of(&pieces);
+        if iovecs.len() > IOVECS_MAX {
+            return Err(io::Error::other("vectored write of too many iovecs"));
+        }
+        let entry = opcode::Writev::new(
+            types::Fd(file.as_raw_fd()),
+            iovecs.as_ptr(),
+            iovecs.len() as u32,
+        )
+        .offset(offset)
+        .build();
+        let keep = Keep {
+            file: Some(Rc::clone(file)),
+            pieces,
+            iovecs: Some(iovecs),
             ..Keep::default()
         };
         let op = self.push(entry, keep, link)?;
@@ -540,6 +596,41 @@ impl Ring {
     }
 }
 
+/// Most iovecs one vectored operation takes (Linux's `IOV_MAX`).
+pub const IOVECS_MAX: usize = 1024;
+
+/// Iovecs over `pieces` in order, skipping empty ones and merging pieces
+/// that sit back to back in memory (batches received together).
+pub fn iovecs_of(pieces: &[Bytes]) -> Box<[libc::iovec]> {
+    let mut iovecs: Vec<libc::iovec> = Vec::with_capacity(pieces.len());
+    for piece in pieces.iter().filter(|piece| !piece.is_empty()) {
+        if let Some(last) = iovecs.last_mut()
+            && last.iov_base.cast::<u8>().wrapping_add(last.iov_len) == piece.as_ptr().cast_mut()
+        {
+            last.iov_len += piece.len();
+            continue;
+        }
+        iovecs.push(libc::iovec {
+            iov_base: piece.as_ptr().cast_mut().cast(),
+            iov_len: piece.len(),
+        });
+    }
+    iovecs.into_boxed_slice()
+}
+
+/// How many iovecs `pieces` need (see [`iovecs_of`]).
+pub fn iovec_count(pieces: &[Bytes]) -> usize {
+    let mut count = 0;
+    let mut end: *const u8 = std::ptr::null();
+    for piece in pieces.iter().filter(|piece| !piece.is_empty()) {
+        if piece.as_ptr() != end {
+            count += 1;
+        }
+        end = piece.as_ptr().wrapping_add(piece.len());
+    }
+    count
+}
+
 /// What became of a completion.
 enum Completed {
     /// Its result waits for `take`, and it asked to be reported through
@@ -574,7 +665,20 @@ fn complete(slots: &mut [Slot], free: &mut Vec<u32>, op: OpId, result: i32) -> C
         release(slots, free, op);
         Completed::Abandoned
     } else {
-        let owned = owned.take();
+        let mut owned = owned.take();
+        if let Some(Owned::Block(block)) = &mut owned
+            && result > 0
+        {
+            let received = result as usize;
+            assert!(
+                received <= block.capacity() - block.len(),
+                "a recv reported more bytes than it was given room for"
+            );
+            // SAFETY: the kernel wrote `received` bytes into the spare
+            // capacity right after the block's length (the recv was given
+            // that address and at most that room), so they are initialized.
+            unsafe { block.set_len(block.len() + received) };
+        }
         slot.state = SlotState::Done { result, owned };
         if notify {
             Completed::Report

@@ -1,29 +1,57 @@
-//! One TCP connection on a core: a receive buffer the ring fills, a send
+//! One TCP connection on a core: a receive block the ring fills, a send
 //! queue the ring drains, and nothing else.
 //!
 //! ```text
-//!  inbox:  [ consumed │ unread frames … │ free space for the next recv ]
-//!          0          consumed          filled                      len
-//!  outbox: bytes queued while a send is in flight; swapped in when it ends
-//!  later:  what follows the outbox: file spans (stored batches, sent by
-//!          splice file → pipe → socket) and the bytes queued after them
+//!  inbox (one block of memory, shared):
+//!   [ frames already taken ··· │ unread │ spare capacity: the next recv ]
+//!     (each owned by the batch,   ▲
+//!      write or send holding it)  consumed / taken from here
+//!
+//!  send queue:  [ piece │ piece │ file span │ piece … ]  + tail (small frames, coalesced)
+//!               ▲ one sendmsg gathers the pieces at the front; a file span
+//!                 goes file → pipe → socket by splice
 //! ```
 //!
-//! While a recv or send is in flight its buffer belongs to the ring (moved
-//! in, handed back with the result), so the connection cannot touch it.
+//! Received bytes stay where the kernel put them: a frame is *taken* off
+//! the front of the block ([`Connection::take`]) as a handle on the same
+//! memory, which the caller stamps in place and hands on (to the log file's
+//! vectored write, to every peer's send) without copying it. The block is
+//! freed when the last handle goes. When the next step needs more room than
+//! the block has left, the connection starts a new block, and only the
+//! unread bytes — the start of a frame that did not fit — are copied into
+//! it; [`Connection::copied`] counts them. A connection that receives large
+//! frames starts a fresh block at a frame boundary instead, so in the
+//! steady state nothing is copied.
+//!
+//! While a recv is in flight the block belongs to the ring (moved in,
+//! handed back with the result), so the connection cannot touch it; a send
+//! in flight holds handles on the pieces it sends.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::rc::Rc;
 
+use bytes::{Buf, Bytes, BytesMut};
+
 use crate::constants::FRAME_BYTES_MAX;
+use crate::io::ring::{IOVECS_MAX, Owned};
 use crate::io::{OpId, Ring};
 use crate::wire::{FrameLength, WireError, frame_length};
 
-/// Initial receive buffer; it grows to hold the largest frame seen.
+/// The first receive block of a connection.
 const INBOX_BYTES_INITIAL: usize = 64 * 1024;
+/// Receive blocks grow (doubling, each time one fills) up to this size
+/// while small frames stream in: a frame that straddles two blocks is
+/// copied once, so larger blocks copy a smaller share of the bytes.
+const INBOX_BLOCK_BYTES_MAX: usize = 512 * 1024;
+/// The least room a greedy recv is posted with; below it the connection
+/// starts a new block.
+const RECV_ROOM_MIN: usize = 2048;
 /// The least a frugal recv asks for (see [`Connection::post_recv`]): room
 /// for a peer message's header, or several small messages.
 pub const FRUGAL_RECV_BYTES: usize = 4096;
+/// Most bytes one gathered send hands to the kernel.
+const SEND_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// Largest receive buffer: a whole AppendEntries (header plus batches).
 pub const INBOX_BYTES_MAX: usize = 2 * FRAME_BYTES_MAX;
@@ -31,8 +59,7 @@ pub const INBOX_BYTES_MAX: usize = 2 * FRAME_BYTES_MAX;
 /// Bytes of a file to send without copying them into user space.
 #[derive(Clone, Debug)]
 pub struct FileSpan {
-    /// The file (a duplicate descriptor: it stays valid whatever the log
-    /// does meanwhile).
+    /// The file (it stays open whatever the log does meanwhile).
     pub file: Rc<File>,
     /// Offset of the first byte.
     pub offset: u64,
@@ -40,11 +67,23 @@ pub struct FileSpan {
     pub len: u64,
 }
 
-/// Something queued after the outbox.
+/// Something queued to send.
 #[derive(Debug)]
-enum Later {
-    Bytes(Vec<u8>),
+enum Out {
+    /// Bytes in memory: a small frame, or a shared piece of a batch.
+    Bytes(Bytes),
+    /// Bytes of a file.
     File(FileSpan),
+}
+
+impl Out {
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        match self {
+            Out::Bytes(bytes) => bytes.len(),
+            Out::File(span) => span.len as usize,
+        }
+    }
 }
 
 /// A file span being spliced to the socket.
@@ -76,19 +115,31 @@ pub struct Connection {
     pub socket: Rc<File>,
     /// What the other end is.
     pub role: Role,
-    inbox: Option<Vec<u8>>,
-    consumed: usize,
-    filled: usize,
+    /// The receive block: unread bytes, then spare capacity. `None` while
+    /// a recv is in flight.
+    inbox: Option<BytesMut>,
+    /// Size of the next receive block.
+    block_bytes: usize,
+    /// The last nonzero number of unread bytes a step waited for: at a frame
+    /// boundary the block keeps room for at least that much.
+    expected: usize,
     /// The recv in flight.
     pub recv: Option<OpId>,
-    outbox: Vec<u8>,
-    later: std::collections::VecDeque<Later>,
+    /// Small frames queued since the last piece or span (coalesced).
+    tail: BytesMut,
+    /// What to send, in order, after `tail` is moved in.
+    queue: VecDeque<Out>,
+    /// Bytes in `queue` and `tail`.
+    queued: usize,
     /// The file span being spliced out, if any.
     pub file_send: Option<FileSend>,
-    spare: Option<Vec<u8>>,
-    /// The send in flight and the bytes of its buffer not yet sent.
+    /// The send in flight.
     pub send: Option<OpId>,
+    /// Bytes handed to the send in flight.
     sending: usize,
+    /// Unread bytes copied into a new block (frames that straddled two
+    /// blocks) since the counter was last taken.
+    copied: u64,
     /// Close once the outbox is flushed (after a refusal).
     pub close_after_flush: bool,
     /// Stop reading: closed by the peer, an error, or a refusal.
@@ -104,23 +155,25 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// A connection over `socket`, with `buffered` bytes already read.
+    /// A connection over `socket`, with `buffered` bytes already read (a
+    /// handed-off connection's; copied into its first block and counted).
     pub fn new(socket: Rc<File>, role: Role, buffered: &[u8]) -> Self {
-        let mut inbox = vec![0u8; INBOX_BYTES_INITIAL.max(buffered.len() * 2)];
-        inbox[..buffered.len()].copy_from_slice(buffered);
+        let mut inbox = BytesMut::with_capacity(INBOX_BYTES_INITIAL.max(buffered.len() * 2));
+        inbox.extend_from_slice(buffered);
         Self {
             socket,
             role,
             inbox: Some(inbox),
-            consumed: 0,
-            filled: buffered.len(),
+            block_bytes: INBOX_BYTES_INITIAL,
+            expected: 0,
             recv: None,
-            outbox: Vec::new(),
-            later: std::collections::VecDeque::new(),
+            tail: BytesMut::new(),
+            queue: VecDeque::new(),
+            queued: 0,
             file_send: None,
-            spare: None,
             send: None,
             sending: 0,
+            copied: buffered.len() as u64,
             close_after_flush: false,
             closed: false,
             waiting_for: 0,
@@ -130,16 +183,28 @@ impl Connection {
 
     /// The unread bytes.
     pub fn unread(&self) -> &[u8] {
-        match &self.inbox {
-            Some(inbox) => &inbox[self.consumed..self.filled],
-            None => &[],
-        }
+        self.inbox.as_deref().unwrap_or_default()
     }
 
     /// Marks `bytes` of the unread bytes as processed.
     pub fn consume(&mut self, bytes: usize) {
-        assert!(self.consumed + bytes <= self.filled);
-        self.consumed += bytes;
+        let inbox = self.inbox.as_mut().expect("unread bytes are in the inbox");
+        assert!(bytes <= inbox.len());
+        inbox.advance(bytes);
+    }
+
+    /// Takes the first `bytes` unread bytes as a handle on the same memory:
+    /// no copy. The caller may change them (stamp a batch) before sharing.
+    pub fn take(&mut self, bytes: usize) -> BytesMut {
+        let inbox = self.inbox.as_mut().expect("unread bytes are in the inbox");
+        assert!(bytes <= inbox.len());
+        inbox.split_to(bytes)
+    }
+
+    /// Bytes copied in user space since the last call (frames that
+    /// straddled two receive blocks, bytes a handed-off connection brought).
+    pub fn take_copied(&mut self) -> u64 {
+        std::mem::take(&mut self.copied)
     }
 
     /// Bytes needed before the next frame (plus `trailing` bytes after it)
@@ -162,11 +227,13 @@ impl Connection {
 
     /// Posts a recv unless one is in flight, the connection is closed, or
     /// the inbox is with the ring. `want` is the number of unread bytes the
-    /// next step needs (the inbox grows to hold them). With `frugal`, the
-    /// recv takes only what `want` lacks (at least [`FRUGAL_RECV_BYTES`]),
-    /// leaving what follows in the socket — for a follower that splices
-    /// batch bytes socket → file, every byte read into the inbox is a byte
-    /// copied.
+    /// next step needs. With `frugal`, the recv takes only what `want`
+    /// lacks (at least [`FRUGAL_RECV_BYTES`]), leaving what follows in the
+    /// socket — for a follower that splices batch bytes socket → file,
+    /// every byte read into the inbox is a byte it must write itself.
+    ///
+    /// When the block has too little room left, a new one is started (see
+    /// the module docs); only the unread bytes move, and are counted.
     pub fn post_recv(
         &mut self,
         ring: &mut Ring,
@@ -179,136 +246,180 @@ impl Connection {
         let Some(mut inbox) = self.inbox.take() else {
             return Ok(None);
         };
-        // Compact: move unread bytes to the front.
-        if self.consumed > 0 {
-            inbox.copy_within(self.consumed..self.filled, 0);
-            self.filled -= self.consumed;
-            self.consumed = 0;
+        let unread = inbox.len();
+        let lacking = want.saturating_sub(unread);
+        if want > 0 {
+            self.expected = want;
         }
-        let wanted = want.max(self.filled + 1).max(INBOX_BYTES_INITIAL);
-        if inbox.len() < wanted {
-            inbox.resize(
-                wanted.next_power_of_two().min(INBOX_BYTES_MAX.max(wanted)),
-                0,
-            );
+        let mut room_min = if lacking > 0 {
+            lacking
+        } else if frugal {
+            FRUGAL_RECV_BYTES
+        } else {
+            RECV_ROOM_MIN
+        };
+        if unread == 0 {
+            // At a frame boundary a new block costs no copy: make sure the
+            // next frame, if it is as large as the last, fits whole.
+            room_min = room_min.max(self.expected.min(INBOX_BYTES_MAX));
+        }
+        if inbox.capacity() - unread < room_min {
+            let size = (unread + room_min).max(self.block_bytes);
+            let mut block = BytesMut::with_capacity(size);
+            block.extend_from_slice(&inbox);
+            self.copied += unread as u64;
+            self.block_bytes = (self.block_bytes * 2).min(INBOX_BLOCK_BYTES_MAX);
+            inbox = block;
         }
         let len_max = if frugal {
-            want.saturating_sub(self.filled).max(FRUGAL_RECV_BYTES)
+            lacking.max(FRUGAL_RECV_BYTES)
         } else {
             usize::MAX
         };
-        let op = ring.recv(&self.socket, inbox, self.filled, len_max)?;
-        self.recv = Some(op);
-        Ok(Some(op))
+        match ring.recv_block(&self.socket, inbox, len_max) {
+            Ok(op) => {
+                self.recv = Some(op);
+                Ok(Some(op))
+            }
+            Err(error) => {
+                // The block went with the failed submission; start afresh
+                // (the connection is closed by the caller).
+                self.inbox = Some(BytesMut::new());
+                Err(error)
+            }
+        }
     }
 
     /// Takes back the inbox after a recv completed with `result`; returns
     /// false when the stream ended or failed.
-    pub fn recv_done(&mut self, result: i32, buffer: Option<Vec<u8>>) -> bool {
+    pub fn recv_done(&mut self, result: i32, buffer: Option<Owned>) -> bool {
         self.recv = None;
-        self.inbox = buffer;
+        self.inbox = match buffer {
+            Some(Owned::Block(block)) => Some(block),
+            _ => Some(BytesMut::new()),
+        };
         if result <= 0 {
             self.closed = true;
             return false;
         }
-        self.filled += result as usize;
         true
     }
 
-    /// Queues bytes to send.
+    /// Queues bytes to send (a response, a message header): copied into
+    /// the tail, where small frames are coalesced.
     pub fn queue(&mut self, bytes: &[u8]) {
-        match self.later.back_mut() {
-            None => self.outbox.extend_from_slice(bytes),
-            Some(Later::Bytes(tail)) => tail.extend_from_slice(bytes),
-            Some(Later::File(_)) => self.later.push_back(Later::Bytes(bytes.to_vec())),
+        self.tail.extend_from_slice(bytes);
+        self.queued += bytes.len();
+    }
+
+    /// Queues a shared piece (batch bytes) to send after what is queued,
+    /// without copying it.
+    pub fn queue_shared(&mut self, piece: Bytes) {
+        if piece.is_empty() {
+            return;
         }
+        self.seal_tail();
+        self.queued += piece.len();
+        self.queue.push_back(Out::Bytes(piece));
     }
 
     /// Queues a file span to send after what is queued.
     pub fn queue_file(&mut self, span: FileSpan) {
-        if span.len > 0 {
-            self.later.push_back(Later::File(span));
+        if span.len == 0 {
+            return;
+        }
+        self.seal_tail();
+        self.queued += span.len as usize;
+        self.queue.push_back(Out::File(span));
+    }
+
+    /// Moves the coalesced small frames into the queue as one piece.
+    fn seal_tail(&mut self) {
+        if !self.tail.is_empty() {
+            let piece = self.tail.split().freeze();
+            self.queue.push_back(Out::Bytes(piece));
         }
     }
 
-    /// Bytes queued and not yet handed to the kernel (file spans included).
+    /// Bytes queued and not yet sent (file spans included; the send in
+    /// flight too).
     pub fn queued(&self) -> usize {
-        let later: u64 = self
-            .later
-            .iter()
-            .map(|item| match item {
-                Later::Bytes(bytes) => bytes.len() as u64,
-                Later::File(span) => span.len,
-            })
-            .sum();
-        self.outbox.len() + later as usize
+        self.queued
     }
 
     /// When nothing is being sent and a file span is next, takes it out of
     /// the queue: the caller splices it (file → pipe → socket) and reports
     /// progress through `file_send`.
     pub fn next_file_span(&mut self) -> Option<&mut FileSend> {
-        if self.send.is_some() || self.file_send.is_some() || !self.outbox.is_empty() {
+        if self.send.is_some() || self.file_send.is_some() {
             return None;
         }
-        if let Some(Later::File(_)) = self.later.front() {
-            let Some(Later::File(span)) = self.later.pop_front() else {
+        if let Some(Out::File(_)) = self.queue.front() {
+            let Some(Out::File(span)) = self.queue.pop_front() else {
                 unreachable!("checked above");
             };
+            self.queued -= span.len as usize;
             self.file_send = Some(FileSend { span, in_pipe: 0 });
             return self.file_send.as_mut();
         }
         None
     }
 
-    /// Posts a send of the queued bytes unless a send (or a file span) is
-    /// in flight.
+    /// Posts one gathered send of the pieces at the front of the queue
+    /// unless a send (or a file span) is in flight.
     pub fn post_send(&mut self, ring: &mut Ring) -> std::io::Result<Option<OpId>> {
         if self.send.is_some() || self.file_send.is_some() {
             return Ok(None);
         }
-        if self.outbox.is_empty()
-            && let Some(Later::Bytes(_)) = self.later.front()
-        {
-            let Some(Later::Bytes(bytes)) = self.later.pop_front() else {
-                unreachable!("checked above");
-            };
-            self.outbox = bytes;
+        if matches!(self.queue.front(), None | Some(Out::Bytes(_))) {
+            self.seal_tail();
         }
-        if self.outbox.is_empty() {
+        let mut pieces = Vec::new();
+        let mut bytes = 0;
+        for out in &self.queue {
+            let Out::Bytes(piece) = out else {
+                break;
+            };
+            if pieces.len() == IOVECS_MAX || (bytes > 0 && bytes + piece.len() > SEND_BYTES_MAX) {
+                break;
+            }
+            bytes += piece.len();
+            pieces.push(piece.clone());
+        }
+        if pieces.is_empty() {
             return Ok(None);
         }
-        let mut buffer = self.spare.take().unwrap_or_default();
-        buffer.clear();
-        std::mem::swap(&mut buffer, &mut self.outbox);
-        self.sending = buffer.len();
-        let op = ring.send(&self.socket, buffer, 0, self.sending)?;
+        let op = ring.send_pieces(&self.socket, pieces)?;
+        self.sending = bytes;
         self.send = Some(op);
         Ok(Some(op))
     }
 
-    /// Takes back the send buffer; a short send puts the rest back in front
-    /// of the queue. Returns false when the socket failed.
-    pub fn send_done(&mut self, result: i32, buffer: Option<Vec<u8>>) -> bool {
+    /// Takes back the send's result: what was sent leaves the queue (a
+    /// piece sent in part keeps its rest at the front). Returns false when
+    /// the socket failed.
+    pub fn send_done(&mut self, result: i32) -> bool {
         self.send = None;
-        let Some(mut buffer) = buffer else {
-            self.closed = true;
-            return false;
-        };
         if result < 0 {
             self.closed = true;
-            self.outbox.clear();
+            self.queue.clear();
+            self.tail.clear();
+            self.queued = 0;
             return false;
         }
-        let sent = result as usize;
-        if sent < self.sending {
-            // Put the unsent tail in front of whatever was queued meanwhile.
-            let mut rest = buffer[sent..self.sending].to_vec();
-            rest.extend_from_slice(&self.outbox);
-            self.outbox = rest;
+        let mut sent = (result as usize).min(self.sending);
+        self.queued -= sent;
+        while sent > 0 {
+            let Some(Out::Bytes(front)) = self.queue.front_mut() else {
+                unreachable!("a send takes pieces from the front");
+            };
+            if front.len() > sent {
+                front.advance(sent);
+                break;
+            }
+            sent -= front.len();
+            self.queue.pop_front();
         }
-        buffer.clear();
-        self.spare = Some(buffer);
         true
     }
 
@@ -316,5 +427,126 @@ impl Connection {
     /// to another core.
     pub fn idle(&self) -> bool {
         self.recv.is_none() && self.send.is_none() && self.file_send.is_none()
+    }
+
+    /// Bytes of the queue's front item (tests).
+    #[cfg(test)]
+    fn front_len(&self) -> Option<usize> {
+        self.queue.front().map(Out::len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::OwnedFd;
+
+    /// A connected pair: our end as a `Connection`, the other as a stream.
+    fn pair(role: Role) -> (Connection, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let other = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, _) = listener.accept().unwrap();
+        let socket = Rc::new(File::from(OwnedFd::from(ours)));
+        (Connection::new(socket, role, &[]), other)
+    }
+
+    fn run(ring: &mut Ring, connection: &mut Connection) {
+        while ring.in_flight() > 0 {
+            ring.submit_and_wait(1).unwrap();
+        }
+        let mut ready = Vec::new();
+        ring.drain_ready(&mut ready);
+        for op in ready {
+            let (result, owned) = ring.take_owned(op).unwrap();
+            if Some(op) == connection.recv {
+                connection.recv_done(result, owned);
+            } else if Some(op) == connection.send {
+                assert!(connection.send_done(result));
+            }
+        }
+    }
+
+    /// Frames taken from the inbox share its memory (no copy); a frame
+    /// that does not fit the block's room moves to a new block, and only
+    /// its received part is copied and counted.
+    #[test]
+    fn taken_frames_share_the_block_and_straddles_are_counted() {
+        let mut ring = Ring::new().unwrap();
+        let (mut connection, mut other) = pair(Role::Client);
+        other.write_all(&[1u8; 1000]).unwrap();
+        connection.post_recv(&mut ring, 0, false).unwrap();
+        run(&mut ring, &mut connection);
+        while connection.unread().len() < 1000 {
+            connection.post_recv(&mut ring, 1000, false).unwrap();
+            run(&mut ring, &mut connection);
+        }
+        let first = connection.take(600).freeze();
+        let second = connection.take(400).freeze();
+        // Back to back in the same block: taken, not copied.
+        assert_eq!(first.as_ptr().wrapping_add(600), second.as_ptr());
+        assert_eq!(connection.take_copied(), 0);
+        // 100 bytes of a frame that needs more room than the block has.
+        other.write_all(&[2u8; 100]).unwrap();
+        connection.post_recv(&mut ring, 0, false).unwrap();
+        run(&mut ring, &mut connection);
+        assert_eq!(connection.unread().len(), 100);
+        connection
+            .post_recv(&mut ring, INBOX_BYTES_INITIAL * 2, false)
+            .unwrap();
+        assert_eq!(connection.take_copied(), 100, "the straddling start");
+        other.write_all(&[3u8; 50]).unwrap();
+        run(&mut ring, &mut connection);
+        assert_eq!(&connection.unread()[..100], &[2u8; 100][..]);
+        assert_eq!(&connection.unread()[100..], &[3u8; 50][..]);
+        // The frames taken earlier are intact.
+        assert!(first.iter().chain(second.iter()).all(|byte| *byte == 1));
+    }
+
+    /// Small frames and shared pieces go out in queue order, gathered into
+    /// one send; a file span waits its turn.
+    #[test]
+    fn queue_order_is_kept_across_pieces_and_spans() {
+        let mut ring = Ring::new().unwrap();
+        let (mut connection, mut other) = pair(Role::PeerOut(2));
+        connection.queue(b"head");
+        connection.queue_shared(Bytes::from_static(b"-piece-"));
+        connection.queue(b"tail");
+        let file = Rc::new(tempfile_with(b"FILE"));
+        connection.queue_file(FileSpan {
+            file,
+            offset: 0,
+            len: 4,
+        });
+        connection.queue(b"after");
+        assert_eq!(connection.queued(), 4 + 7 + 4 + 4 + 5);
+        connection.post_send(&mut ring).unwrap();
+        run(&mut ring, &mut connection);
+        let mut got = [0u8; 15];
+        other.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"head-piece-tail");
+        assert_eq!(connection.front_len(), Some(4));
+        let span = connection.next_file_span().expect("the span is next");
+        assert_eq!(span.span.len, 4);
+        connection.file_send = None;
+        connection.post_send(&mut ring).unwrap();
+        run(&mut ring, &mut connection);
+        let mut got = [0u8; 5];
+        other.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"after");
+        assert_eq!(connection.queued(), 0);
+    }
+
+    fn tempfile_with(bytes: &[u8]) -> File {
+        let path = std::env::temp_dir().join(format!(
+            "rast-connection-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::write(&path, bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        file
     }
 }

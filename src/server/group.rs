@@ -16,6 +16,8 @@
 
 use std::collections::VecDeque;
 
+use bytes::{Bytes, BytesMut};
+
 use super::connection::FileSpan;
 use crate::constants::APPEND_MESSAGE_BYTES_MAX;
 use crate::kv::{ReadQueue, StateMachine};
@@ -53,17 +55,67 @@ pub struct ReplyTo {
 /// One piece of what a client is sent.
 #[derive(Debug)]
 pub enum ClientOut {
-    /// Bytes (a response frame; batches still in the write queue).
+    /// A response frame.
     Bytes(Vec<u8>),
     /// Stored batch frames, straight from the log file.
     File(FileSpan),
+    /// Stored batch frames still in the shared memory they arrived in.
+    Shared(Bytes),
+    /// Stored batch frames copied out of a store's buffer (counted).
+    Copied(Bytes),
+}
+
+/// Batch bytes of a peer message, as the store holds them.
+#[derive(Debug)]
+pub enum Piece {
+    /// In the shared memory they arrived in: sent from there.
+    Shared(Bytes),
+    /// In the log file: spliced file → pipe → socket.
+    File(FileSpan),
+    /// Copied out of a store's buffer (counted).
+    Copied(Bytes),
+}
+
+impl Piece {
+    /// Its length in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Piece::Shared(bytes) | Piece::Copied(bytes) => bytes.len() as u64,
+            Piece::File(span) => span.len,
+        }
+    }
+
+    /// True when it holds no byte.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A message for a peer: its encoded header, then (an AppendEntries') the
+/// batch frames, sent from where they are without being copied together.
+#[derive(Debug)]
+pub struct PeerFrame {
+    /// The encoded `PeerMessage` frame.
+    pub header: Vec<u8>,
+    /// The batch frames after it, in order.
+    pub pieces: Vec<Piece>,
+}
+
+impl From<Vec<u8>> for PeerFrame {
+    /// A message with no batch frames after its header.
+    fn from(header: Vec<u8>) -> Self {
+        Self {
+            header,
+            pieces: Vec::new(),
+        }
+    }
 }
 
 /// What a group wants sent, collected during a call.
 #[derive(Debug, Default)]
 pub struct Outbound {
-    /// Frames for peers (an AppendEntries header followed by its batches).
-    pub peers: Vec<(NodeId, Vec<u8>)>,
+    /// Messages for peers.
+    pub peers: Vec<(NodeId, PeerFrame)>,
     /// For clients, in order: response frames, and stored batch frames as
     /// file spans (sent by splice) or bytes.
     pub clients: Vec<(ReplyTo, ClientOut)>,
@@ -290,12 +342,13 @@ impl Group {
     }
 
     /// Steps a peer message; `batches` are its AppendEntries summaries and
-    /// `batch_bytes` the frames that followed it.
+    /// `batch_bytes` the frames that followed it (checked here before the
+    /// core sees them; appended from this very memory).
     pub fn step(
         &mut self,
         header: &PeerHeader,
         batches: &[BatchSummary],
-        batch_bytes: &[u8],
+        batch_bytes: &Bytes,
         out: &mut Outbound,
     ) -> Result<(), WireError> {
         self.configs.clear();
@@ -427,14 +480,14 @@ impl Group {
                     let _ = self.storage.abort_reservation(reservation);
                 }
             } else {
-                let bytes = self.take_back(file, reservation, out);
-                self.execute(&mut actions, None, bytes.as_deref(), out);
+                let bytes = self.take_back(file, reservation, out).map(Bytes::from);
+                self.execute(&mut actions, None, bytes.as_ref(), out);
             }
             self.actions = actions;
             return Ok(());
         }
         match self.take_back(file, reservation, out) {
-            Some(bytes) => self.step(header, batches, &bytes, out),
+            Some(bytes) => self.step(header, batches, &Bytes::from(bytes), out),
             None => Ok(()),
         }
     }
@@ -483,14 +536,15 @@ impl Group {
         true
     }
 
-    /// Proposes a client's batch frame (validated, sealed, unstamped); the
-    /// answer comes when it commits.
-    pub fn propose(&mut self, frame: &mut [u8], reply: ReplyTo, out: &mut Outbound) {
+    /// Proposes a client's batch frame (validated, sealed, unstamped): it
+    /// is stamped in place and appended from the very memory it arrived in.
+    /// The answer comes when it commits.
+    pub fn propose(&mut self, mut frame: BytesMut, reply: ReplyTo, out: &mut Outbound) {
         // Refused before anything is written: another node may take it.
         if self.refused_when_failed(reply, out) {
             return;
         }
-        let (kind, count) = match BatchView::parse(frame) {
+        let (kind, count) = match BatchView::parse(&frame) {
             Ok(view) => (view.kind().unwrap_or(BatchKind::Data), view.count()),
             Err(error) => {
                 out.error(reply, ErrorKind::Invalid, format!("bad batch: {error}"));
@@ -511,9 +565,10 @@ impl Group {
             .propose(kind, count, frame.len() as u32, &mut actions)
         {
             Ok((term, first_index)) => {
-                if let Ok(mut batch) = BatchMut::parse(frame) {
+                if let Ok(mut batch) = BatchMut::parse(&mut frame) {
                     batch.stamp(term, first_index);
                 }
+                let frame = frame.freeze();
                 let last_index = LogIndex(first_index.get() + u64::from(count) - 1);
                 // In index order: an append kept across a truncation may sit
                 // above the indexes a later term hands out.
@@ -531,7 +586,7 @@ impl Group {
                         write: kind == BatchKind::Kv && self.kv.is_some(),
                     },
                 );
-                self.execute(&mut actions, Some(frame), None, out);
+                self.execute(&mut actions, Some(&frame), None, out);
             }
             Err(ProposeError::NotLeader { leader }) => {
                 self.execute(&mut actions, None, None, out);
@@ -723,8 +778,8 @@ impl Group {
     fn execute(
         &mut self,
         actions: &mut Vec<Action>,
-        proposal: Option<&[u8]>,
-        received: Option<&[u8]>,
+        proposal: Option<&Bytes>,
+        received: Option<&Bytes>,
         out: &mut Outbound,
     ) {
         for action in actions.drain(..) {
@@ -747,8 +802,8 @@ impl Group {
     fn execute_one(
         &mut self,
         action: Action,
-        proposal: Option<&[u8]>,
-        received: Option<&[u8]>,
+        proposal: Option<&Bytes>,
+        received: Option<&Bytes>,
         out: &mut Outbound,
     ) -> Result<(), GroupError> {
         match action {
@@ -769,11 +824,11 @@ impl Group {
             }
             Action::AppendProposal { .. } => {
                 let frame = proposal.expect("AppendProposal comes from propose");
-                self.storage.append(frame)?;
+                self.storage.append_shared(frame.clone())?;
             }
             Action::AppendNoop { term, index } => {
                 let frame = encode_batch(BatchKind::Noop, term, index, &[b""]);
-                self.storage.append(&frame)?;
+                self.storage.append_shared(Bytes::from(frame))?;
             }
             Action::AppendReceived {
                 skip,
@@ -785,7 +840,7 @@ impl Group {
                     debug_assert_eq!(last, last_index);
                     return Ok(());
                 }
-                let Some(mut rest) = received else {
+                let Some(received) = received else {
                     // The message's bytes are gone (a failed read-back of
                     // spliced bytes): the core's log and storage would part.
                     return Err(StorageError::Failed(
@@ -793,15 +848,22 @@ impl Group {
                     )
                     .into());
                 };
+                // Each batch is appended as a handle on the received
+                // memory (checked by `check_received`): no copy.
+                let mut rest: &[u8] = received;
+                let mut offset = 0usize;
                 let mut position = 0u32;
                 while let Some((frame, tail)) = split_frame(rest)? {
                     rest = tail;
+                    let len = frame.len();
                     if position >= skip {
                         let view = BatchView::parse(frame)?;
                         debug_assert!(view.first_index() >= first_index);
                         debug_assert!(view.last_index() <= last_index);
-                        self.storage.append(frame)?;
+                        self.storage
+                            .append_shared(received.slice(offset..offset + len))?;
                     }
+                    offset += len;
                     position += 1;
                 }
             }
@@ -839,26 +901,58 @@ impl Group {
         Ok(())
     }
 
-    /// Sends a message; an AppendEntries carries the stored batches.
+    /// Sends a message; an AppendEntries carries the stored batches, as
+    /// handles on the memory they arrived in, or file spans once written:
+    /// never copied together (see [`PeerFrame`]).
     fn send(&mut self, message: &raft::Outgoing, out: &mut Outbound) -> Result<(), GroupError> {
         let OutgoingBody::AppendEntries(range) = message.body else {
-            out.peers
-                .push((message.to, codec::encode(self.id, message, &[])));
+            out.peers.push((
+                message.to,
+                PeerFrame {
+                    header: codec::encode(self.id, message, &[]),
+                    pieces: Vec::new(),
+                },
+            ));
             return Ok(());
         };
         let mut summaries = Vec::with_capacity(range.batches as usize);
-        let mut frames = Vec::with_capacity(range.bytes as usize);
-        visit_batches(self.storage.as_ref(), range.first_index, |view, frame| {
-            if view.first_index() > range.last_index {
-                return Ok(false);
+        let mut pieces = Vec::new();
+        let mut next = range.first_index;
+        while next <= range.last_index {
+            let read = self.storage.read(next, APPEND_MESSAGE_BYTES_MAX as usize)?;
+            let mut rest = read.bytes;
+            let mut taken = 0usize;
+            let before = next;
+            while let Some((frame, tail)) = split_frame(rest)? {
+                let view = BatchView::parse(frame)?;
+                if view.first_index() > range.last_index {
+                    break;
+                }
+                rest = tail;
+                if view.last_index() < next {
+                    // Before the range (a read starts at the batch holding
+                    // `next`, which is a batch start: cannot happen).
+                    taken += frame.len();
+                    continue;
+                }
+                summaries.push(summary_of(&view)?);
+                taken += frame.len();
+                next = view.last_index().next();
             }
-            summaries.push(summary_of(view)?);
-            frames.extend_from_slice(frame);
-            Ok(view.last_index() < range.last_index)
-        })?;
-        let mut bytes = codec::encode(self.id, message, &summaries);
-        bytes.extend_from_slice(&frames);
-        out.peers.push((message.to, bytes));
+            if next == before {
+                break;
+            }
+            let skipped = read.bytes.len() - rest.len() - taken;
+            debug_assert_eq!(skipped, 0);
+            pieces.push(piece_of(&read, taken));
+        }
+        out.peers.push((
+            message.to,
+            PeerFrame {
+                header: codec::encode(self.id, message, &summaries),
+                pieces,
+            },
+        ));
         Ok(())
     }
 
@@ -953,17 +1047,10 @@ impl Group {
                 break;
             }
             bytes_total += taken;
-            pieces.push(match read.file {
-                Some(span) => ClientOut::File(FileSpan {
-                    file: std::rc::Rc::new(std::fs::File::from(
-                        span.fd
-                            .try_clone_to_owned()
-                            .map_err(|error| StorageError::io("dup", "log file", error))?,
-                    )),
-                    offset: span.offset,
-                    len: taken as u64,
-                }),
-                None => ClientOut::Bytes(read.bytes[..taken].to_vec()),
+            pieces.push(match piece_of(&read, taken) {
+                Piece::File(span) => ClientOut::File(span),
+                Piece::Shared(bytes) => ClientOut::Shared(bytes),
+                Piece::Copied(bytes) => ClientOut::Copied(bytes),
             });
         }
         Ok((next, pieces, count))
@@ -1096,6 +1183,22 @@ fn check_received(batches: &[BatchSummary], bytes: &[u8]) -> Result<(), WireErro
         ));
     }
     Ok(())
+}
+
+/// The first `taken` bytes of a read, as the store holds them: a file span,
+/// a handle on shared memory, or (from a store that has neither) a copy.
+fn piece_of(read: &storage::ReadRange<'_>, taken: usize) -> Piece {
+    if let Some(span) = &read.file {
+        Piece::File(FileSpan {
+            file: std::rc::Rc::clone(span.file),
+            offset: span.offset,
+            len: taken as u64,
+        })
+    } else if let Some(shared) = &read.shared {
+        Piece::Shared(shared.slice(..taken))
+    } else {
+        Piece::Copied(Bytes::copy_from_slice(&read.bytes[..taken]))
+    }
 }
 
 /// The summary of a stored batch.

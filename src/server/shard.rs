@@ -20,12 +20,14 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::connection::{Connection, Role};
-use super::group::{ClientOut, Group, Outbound, ReplyTo};
+use super::group::{ClientOut, Group, Outbound, Piece, ReplyTo};
 use super::{ServerError, Settings, StorageMode, stopping};
 use crate::constants::TICK_MS;
+use crate::io::ring::Owned;
 use crate::io::{OpId, Ring, SharedRing};
 use crate::net::codec::{self, PeerBody};
 use crate::raft::{self, BatchSummary};
@@ -367,7 +369,7 @@ impl Shard {
             Owner::Recv(slot) => self.received(slot, result, buffer),
             Owner::Send(slot) => {
                 if let Some(entry) = self.slots[slot].as_mut()
-                    && !entry.connection.send_done(result, buffer)
+                    && !entry.connection.send_done(result)
                 {
                     tracing::debug!(slot, errno = -result, "send failed; closing");
                 }
@@ -569,7 +571,7 @@ impl Shard {
         }
     }
 
-    fn received(&mut self, slot: usize, result: i32, buffer: Option<Vec<u8>>) {
+    fn received(&mut self, slot: usize, result: i32, buffer: Option<Owned>) {
         let Some(entry) = self.slots[slot].as_mut() else {
             return;
         };
@@ -759,15 +761,15 @@ impl Shard {
             return Ok(0);
         }
         let entry = self.slots[slot].as_mut().expect("present");
-        // A snapshot chunk's bytes are inside its frame: the group reads
+        // The batch bytes are taken from the inbox as they are (no copy);
+        // a snapshot chunk's bytes are inside its frame: the group reads
         // them from the whole frame.
         let bytes = if matches!(header.body, PeerBody::InstallSnapshot(_)) {
-            entry.connection.unread()[..need].to_vec()
+            entry.connection.take(need).freeze()
         } else {
-            entry.connection.unread()[length..need].to_vec()
+            entry.connection.consume(length);
+            entry.connection.take(need - length).freeze()
         };
-        super::metrics::Counters::add(&self.metrics.counters.bytes_copied, bytes.len() as u64);
-        entry.connection.consume(need);
         let summaries = std::mem::take(&mut self.summaries);
         let mut out = std::mem::take(&mut self.out);
         let outcome = match self.group(header.group, None) {
@@ -792,17 +794,27 @@ impl Shard {
         let request = protocol::decode_request(&entry.connection.unread()[..length])
             .map_err(|error| format!("bad request: {error}"))?;
         // An append carries its batch frame right after the request.
-        let mut batch = None;
+        let mut batch_bytes = None;
         if request.body == RequestBody::Append {
             let rest = &entry.connection.unread()[length..];
             match frame_length(rest) {
                 Ok(FrameLength::Complete { frame_bytes, .. }) if rest.len() >= frame_bytes => {
-                    batch = Some(rest[..frame_bytes].to_vec());
+                    batch_bytes = Some(frame_bytes);
                 }
-                Ok(_) => return Ok(0),
+                Ok(FrameLength::Complete { frame_bytes, .. }) => {
+                    // Room for the whole frame in one block: the next recv
+                    // brings the rest right after what is here.
+                    entry.connection.waiting_for = length + frame_bytes;
+                    return Ok(0);
+                }
+                Ok(FrameLength::NeedHeader(need)) => {
+                    entry.connection.waiting_for = length + need;
+                    return Ok(0);
+                }
                 Err(error) => return Err(format!("bad batch frame: {error}")),
             }
         }
+        entry.connection.waiting_for = 0;
         let name = if !request.log.is_empty() {
             request.log.clone()
         } else if matches!(
@@ -819,10 +831,10 @@ impl Shard {
             entry.handoff_to = Some(owner);
             return Ok(0);
         }
-        let consumed = length + batch.as_ref().map_or(0, Vec::len);
-        if let Some(frame) = &batch
+        let consumed = length + batch_bytes.unwrap_or(0);
+        if let Some(frame_bytes) = batch_bytes
             && let Some(group) = self.groups.get(&id)
-            && group.storage().writable_bytes() < frame.len() as u64
+            && group.storage().writable_bytes() < frame_bytes as u64
         {
             // The write queue is full: stop reading this client until a
             // sync frees room (TCP pushes back on it meanwhile).
@@ -831,7 +843,10 @@ impl Shard {
             return Ok(0);
         }
         let entry = self.slots[slot].as_mut().expect("present");
-        entry.connection.consume(consumed);
+        entry.connection.consume(length);
+        // The batch frame is taken from the inbox as it is: checked, sealed
+        // and stamped in place, then written and sent from there.
+        let batch = batch_bytes.map(|frame_bytes| entry.connection.take(frame_bytes));
         let reply = ReplyTo {
             connection: slot,
             generation: entry.generation,
@@ -846,7 +861,7 @@ impl Shard {
         name: &str,
         id: LogId,
         request: &Request,
-        batch: Option<Vec<u8>>,
+        batch: Option<BytesMut>,
         reply: ReplyTo,
     ) {
         if let Err(reason) = check_log_name(name) {
@@ -868,7 +883,7 @@ impl Shard {
         counters: &super::metrics::Counters,
         group: &mut Group,
         request: &Request,
-        batch: Option<Vec<u8>>,
+        batch: Option<BytesMut>,
         reply: ReplyTo,
         out: &mut Outbound,
     ) {
@@ -878,7 +893,7 @@ impl Shard {
                 match check_client_batch(&mut frame) {
                     Ok(count) => {
                         super::metrics::Counters::add(&counters.entries_appended, u64::from(count));
-                        group.propose(&mut frame, reply, out);
+                        group.propose(frame, reply, out);
                     }
                     Err(error) => out.error(reply, ErrorKind::Invalid, error.to_string()),
                 }
@@ -1297,7 +1312,7 @@ impl Shard {
             counters.record_sync(micros, entries);
         }
         self.follow_membership(&mut out);
-        for (peer, frame) in out.peers.drain(..) {
+        for (peer, message) in out.peers.drain(..) {
             let Some(link) = self.links.iter().position(|link| link.id == peer) else {
                 continue;
             };
@@ -1316,7 +1331,20 @@ impl Shard {
                     entry.connection.closed = true;
                     continue;
                 }
-                entry.connection.queue(&frame);
+                entry.connection.queue(&message.header);
+                for piece in message.pieces {
+                    match piece {
+                        Piece::Shared(bytes) => entry.connection.queue_shared(bytes),
+                        Piece::File(span) => entry.connection.queue_file(span),
+                        Piece::Copied(bytes) => {
+                            super::metrics::Counters::add(
+                                &self.metrics.counters.bytes_copied,
+                                bytes.len() as u64,
+                            );
+                            entry.connection.queue_shared(bytes);
+                        }
+                    }
+                }
             }
         }
         for (to, piece) in out.clients.drain(..) {
@@ -1330,6 +1358,14 @@ impl Shard {
                 }
                 match piece {
                     ClientOut::Bytes(bytes) => entry.connection.queue(&bytes),
+                    ClientOut::Shared(bytes) => entry.connection.queue_shared(bytes),
+                    ClientOut::Copied(bytes) => {
+                        super::metrics::Counters::add(
+                            &self.metrics.counters.bytes_copied,
+                            bytes.len() as u64,
+                        );
+                        entry.connection.queue_shared(bytes);
+                    }
                     ClientOut::File(span) => {
                         super::metrics::Counters::add(
                             &self.metrics.counters.bytes_read_from_file,
@@ -1444,6 +1480,11 @@ impl Shard {
                     tracing::warn!(%error, "could not post a recv");
                     entry.connection.closed = true;
                 }
+            }
+            // Frames that straddled two receive blocks were copied.
+            let copied = entry.connection.take_copied();
+            if copied > 0 {
+                super::metrics::Counters::add(&self.metrics.counters.bytes_copied, copied);
             }
         }
         drop(ring);

@@ -28,8 +28,8 @@ use std::path::PathBuf;
 
 use crate::storage::record::{self, RecordMeta};
 use crate::storage::{
-    Durability, HardState, LogStorage, ReadRange, SegmentInfo, StorageError, check_append,
-    unix_now_ms,
+    Checksum, Durability, HardState, LogStorage, ReadRange, SegmentInfo, StorageError,
+    check_append, unix_now_ms,
 };
 use crate::types::{LogIndex, Term};
 
@@ -298,7 +298,12 @@ impl MemoryLog {
 impl LogStorage for MemoryLog {
     fn append(&mut self, frame: &[u8]) -> Result<LogIndex, StorageError> {
         self.check_failed()?;
-        let (first, last, term) = check_append(frame, self.last_index().next(), self.last_term())?;
+        let (first, last, term) = check_append(
+            frame,
+            self.last_index().next(),
+            self.last_term(),
+            Checksum::Verify,
+        )?;
         if self
             .capacity
             .is_some_and(|capacity| self.bytes.len() + frame.len() > capacity)
@@ -396,6 +401,7 @@ impl LogStorage for MemoryLog {
             last: self.batches[end - 1].last,
             bytes: &self.bytes[offset..offset + bytes],
             file: None,
+            shared: None,
         })
     }
 

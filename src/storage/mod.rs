@@ -58,8 +58,11 @@ pub mod retention;
 pub mod segment;
 pub mod snapshot_file;
 
-use std::os::fd::BorrowedFd;
+use std::fs::File;
 use std::path::PathBuf;
+use std::rc::Rc;
+
+use bytes::Bytes;
 
 use crate::types::{LogIndex, NodeId, Term};
 use crate::wire::WireError;
@@ -89,8 +92,10 @@ pub struct Durability {
 ///
 /// The bytes are the stored frames back to back. When they are already in a
 /// file (written, not only queued), `file` says where, so the caller can hand
-/// the range to `sendfile` or `splice` instead of copying `bytes`.
-#[derive(Clone, Copy, Debug)]
+/// the range to `sendfile` or `splice` instead of copying `bytes`; when they
+/// are still in the shared memory they were appended from, `shared` is a
+/// handle on exactly these bytes, to send without copying.
+#[derive(Clone, Debug)]
 pub struct ReadRange<'a> {
     /// First index of the first batch (at or below the index asked for).
     pub first: LogIndex,
@@ -100,13 +105,15 @@ pub struct ReadRange<'a> {
     pub bytes: &'a [u8],
     /// Where the same bytes sit in a file, if they do.
     pub file: Option<FileSpan<'a>>,
+    /// The same bytes as a shared handle, if they are in shared memory.
+    pub shared: Option<Bytes>,
 }
 
 /// A byte range of an open file.
 #[derive(Clone, Copy, Debug)]
 pub struct FileSpan<'a> {
-    /// The file.
-    pub fd: BorrowedFd<'a>,
+    /// The file (clone the `Rc` to keep it open past the read).
+    pub file: &'a Rc<File>,
     /// Offset of the first byte.
     pub offset: u64,
 }
@@ -251,6 +258,7 @@ pub(crate) fn check_append(
     frame: &[u8],
     next: LogIndex,
     last_term: Term,
+    checksum: Checksum,
 ) -> Result<(LogIndex, LogIndex, Term), StorageError> {
     let view = crate::wire::BatchView::parse(frame)?;
     if view.len() != frame.len() {
@@ -260,7 +268,10 @@ pub(crate) fn check_append(
         }
         .into());
     }
-    view.verify_checksum()?;
+    match checksum {
+        Checksum::Verify => view.verify_checksum()?,
+        Checksum::VerifiedByCaller => debug_assert!(view.verify_checksum().is_ok()),
+    }
     if view.count() == 0 {
         return Err(WireError::Malformed("a stored batch needs at least one entry".into()).into());
     }
@@ -284,6 +295,16 @@ pub(crate) fn check_append(
     Ok((view.first_index(), view.last_index(), view.term()))
 }
 
+/// Whether [`check_append`] verifies a frame's checksum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Checksum {
+    /// Verify it (a frame from anywhere).
+    Verify,
+    /// The caller verified it where the bytes entered the node
+    /// ([`LogStorage::append_shared`]); verified again only in debug builds.
+    VerifiedByCaller,
+}
+
 /// A replicated log's storage: what the Raft runtime (and the simulator)
 /// drive. See the module docs for the pipelining contract.
 pub trait LogStorage {
@@ -292,6 +313,15 @@ pub trait LogStorage {
     /// entry, continue the log (`first_index == last_index() + 1`) and not
     /// lower the term. Readable at once; durable once `poll` says so.
     fn append(&mut self, frame: &[u8]) -> Result<LogIndex, StorageError>;
+
+    /// [`LogStorage::append`] of a shared frame whose checksum the caller
+    /// has verified (at the edge: a client's batch when it arrived, a
+    /// leader's when the message was checked): a store that can keeps the
+    /// handle and writes the file from it, copying nothing. The store still
+    /// checks the frame's structure, index and term.
+    fn append_shared(&mut self, frame: Bytes) -> Result<LogIndex, StorageError> {
+        self.append(&frame)
+    }
 
     /// Queues a new hard state, made durable by the next `flush`. Later
     /// calls before that flush replace it.

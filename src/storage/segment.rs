@@ -88,15 +88,18 @@ use std::rc::Rc;
 
 use nix::fcntl::{FallocateFlags, fallocate};
 
+use bytes::{Bytes, BytesMut};
+
 use crate::constants::{
-    MAPPED_READ_BYTES_RELEASE, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, WRITE_BUFFER_BYTES_INITIAL,
-    WRITE_HEADROOM_BYTES, WRITE_QUEUE_BYTES_MAX,
+    MAPPED_READ_BYTES_RELEASE, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, WRITE_HEADROOM_BYTES,
+    WRITE_QUEUE_BYTES_MAX,
 };
+use crate::io::ring::IOVECS_MAX;
 use crate::io::{Link, Mapping, OpId, Ring, SharedRing};
 use crate::storage::hard_state::{self, sync_directory};
 use crate::storage::record::{self, RecordMeta};
 use crate::storage::{
-    Durability, FileSpan, HardState, LogStorage, ReadRange, SegmentInfo, StorageError,
+    Checksum, Durability, FileSpan, HardState, LogStorage, ReadRange, SegmentInfo, StorageError,
     check_append, unix_ms, unix_now_ms,
 };
 use crate::types::{LogIndex, Term};
@@ -109,8 +112,6 @@ const TEMP_SUFFIX: &str = ".tmp";
 const LOCK_NAME: &str = "lock";
 /// Tries at taking the directory lock, 10 ms apart.
 const LOCK_ATTEMPTS_MAX: u32 = 100;
-/// Staging buffers kept for reuse.
-const BUFFERS_SPARE_MAX: usize = 2;
 /// A sealed, written segment keeps one index entry per this many bytes of
 /// file: 8 bytes of memory per 64 KiB of log, and a read walks at most
 /// this much more than it returns.
@@ -293,12 +294,13 @@ impl Segment {
 }
 
 /// Where a queued chunk of bytes is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum ChunkState {
     /// Waiting for a flush (or for earlier segments to become durable).
     Staged,
-    /// Its write is in flight.
-    Writing(OpId),
+    /// Its writes are in flight: a linked chain of vectored writes, each
+    /// with the bytes it must write and its result once it came.
+    Writing(Vec<(OpId, u64, Option<i32>)>),
     /// In the file.
     Written,
     /// Written into the file by someone else (a splice into a
@@ -311,11 +313,12 @@ enum ChunkState {
 struct Chunk {
     segment: u64,
     offset: u64,
-    /// Bytes (the buffer's length, or a splice's).
+    /// Bytes (the pieces', or a splice's).
     len: u64,
     last: LogIndex,
-    /// Empty for spliced bytes.
-    buffer: Rc<Vec<u8>>,
+    /// The bytes, as the shared pieces they arrived in; empty for spliced
+    /// bytes.
+    pieces: Pieces,
     state: ChunkState,
 }
 
@@ -323,7 +326,97 @@ impl Chunk {
     fn end(&self) -> u64 {
         self.offset + self.len
     }
+
+    /// Gives up on its writes still in flight.
+    fn abandon(self, ring: &mut Ring) {
+        if let ChunkState::Writing(writes) = self.state {
+            for (op, _, result) in writes {
+                if result.is_none() {
+                    ring.abandon(op);
+                }
+            }
+        }
+    }
 }
+
+/// Shared pieces of memory holding whole batches back to back, with each
+/// piece's end (in bytes from the first piece's start) for lookups.
+#[derive(Debug, Default)]
+struct Pieces {
+    pieces: Vec<Bytes>,
+    ends: Vec<u64>,
+}
+
+impl Pieces {
+    fn bytes(&self) -> u64 {
+        self.ends.last().copied().unwrap_or(0)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    fn push(&mut self, piece: Bytes) {
+        let end = self.bytes() + piece.len() as u64;
+        self.pieces.push(piece);
+        self.ends.push(end);
+    }
+
+    /// The piece holding byte `at` (from the first piece's start) and the
+    /// offset its first byte is at.
+    fn holding(&self, at: u64) -> (&Bytes, u64) {
+        let position = self.ends.partition_point(|end| *end <= at);
+        let start = if position == 0 {
+            0
+        } else {
+            self.ends[position - 1]
+        };
+        (&self.pieces[position], start)
+    }
+}
+
+/// Appended bytes not yet handed to a chunk: shared pieces in order, then
+/// the bytes copied in by `append(&[u8])` since the last piece.
+#[derive(Debug, Default)]
+struct Staging {
+    pieces: Pieces,
+    /// Copied bytes after the pieces (sealed into a piece before the next
+    /// shared one, and when staged).
+    copy: BytesMut,
+    /// Index of the last batch staged.
+    last: LogIndex,
+}
+
+impl Staging {
+    fn bytes(&self) -> u64 {
+        self.pieces.bytes() + self.copy.len() as u64
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pieces.is_empty() && self.copy.is_empty()
+    }
+
+    fn push(&mut self, piece: Bytes) {
+        self.seal_copy();
+        self.pieces.push(piece);
+    }
+
+    fn seal_copy(&mut self) {
+        if !self.copy.is_empty() {
+            let piece = self.copy.split().freeze();
+            self.pieces.push(piece);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.pieces = Pieces::default();
+        self.copy.clear();
+    }
+}
+
+/// Most linked vectored writes one chunk is written with: a turn's pieces
+/// beyond that many iovecs go into another chunk, written after it.
+const CHUNK_WRITES_MAX: usize = 8;
 
 /// The next bytes of the active segment, handed to a caller that writes
 /// whole batches there itself (a follower splicing socket → pipe → file).
@@ -457,13 +550,9 @@ pub struct SegmentLog {
     /// (first index, term) where each term starts.
     terms: Vec<(LogIndex, Term)>,
     /// Queued bytes for the active segment, ending at its `end`.
-    staging: Vec<u8>,
-    /// Index of the last batch in `staging`.
-    staging_last: LogIndex,
+    staging: Staging,
     chunks: VecDeque<Chunk>,
     syncs: VecDeque<Sync>,
-    /// Empty buffers kept for reuse (at most [`BUFFERS_SPARE_MAX`]).
-    spare_buffers: Vec<Vec<u8>>,
     hard_state: HardState,
     /// Stored since the last flush.
     hard_state_queued: Option<HardState>,
@@ -524,11 +613,9 @@ impl SegmentLog {
             segments: VecDeque::new(),
             next_segment_id: 0,
             terms: Vec::new(),
-            staging: Vec::new(),
-            staging_last: LogIndex::ZERO,
+            staging: Staging::default(),
             chunks: VecDeque::new(),
             syncs: VecDeque::new(),
-            spare_buffers: Vec::new(),
             hard_state,
             hard_state_queued: None,
             hard_state_flushed: None,
@@ -813,37 +900,50 @@ impl SegmentLog {
             .expect("chunk of a live segment")
     }
 
-    /// Moves the staged bytes into a chunk for the active segment: the
-    /// staging buffer itself when they fill at least half of it, else a
-    /// copy of their own size (the staging buffer stays for the next turn)
-    /// if the budget has room for it.
+    /// Moves the staged pieces into chunks for the active segment (each
+    /// written with at most [`CHUNK_WRITES_MAX`] linked vectored writes).
     fn stage(&mut self) {
         if self.staging.is_empty() {
             return;
         }
-        let small = self.staging.len() * 2 < self.staging.capacity();
-        let buffer = if small && self.buffer_bytes() + self.staging.len() <= WRITE_QUEUE_BYTES_MAX {
-            let copy = self.staging.clone();
-            self.staging.clear();
-            copy
-        } else {
-            std::mem::take(&mut self.staging)
-        };
+        self.staging.seal_copy();
+        let staged = std::mem::take(&mut self.staging.pieces);
         // The turn's appends are stamped here, once per turn: a clock
         // read per append would cost the hot path for a figure retention
         // reads in seconds.
         let active = self.segments.back_mut().expect("at least one segment");
         active.modified_ms = unix_now_ms();
-        let active = &*active;
-        let chunk = Chunk {
-            segment: active.id,
-            offset: active.end - buffer.len() as u64,
-            len: buffer.len() as u64,
-            last: self.staging_last,
-            buffer: Rc::new(buffer),
-            state: ChunkState::Staged,
-        };
-        self.chunks.push_back(chunk);
+        let (id, end) = (active.id, active.end);
+        let mut offset = end - staged.bytes();
+        let groups = iovec_groups(&staged.pieces, CHUNK_WRITES_MAX * IOVECS_MAX);
+        let chunks = groups.len();
+        let mut pieces = staged.pieces.into_iter();
+        for (position, group) in groups.into_iter().enumerate() {
+            let mut chunk_pieces = Pieces::default();
+            for piece in pieces.by_ref().take(group.len()) {
+                chunk_pieces.push(piece);
+            }
+            let len = chunk_pieces.bytes();
+            // Only the last chunk's end is known to be a batch end here
+            // (a piece holds whole batches, so every chunk's end is one,
+            // but only the last one's index is at hand): earlier chunks
+            // report no index of their own, and their sync is the last's.
+            let last = if position + 1 == chunks {
+                self.staging.last
+            } else {
+                LogIndex::ZERO
+            };
+            self.chunks.push_back(Chunk {
+                segment: id,
+                offset,
+                len,
+                last,
+                pieces: chunk_pieces,
+                state: ChunkState::Staged,
+            });
+            offset += len;
+        }
+        debug_assert_eq!(offset, end);
     }
 
     /// Reserves the next `len` bytes of the active segment (of a new one if
@@ -977,7 +1077,7 @@ impl SegmentLog {
             offset: reservation.offset,
             len: reservation.len,
             last,
-            buffer: Rc::new(Vec::new()),
+            pieces: Pieces::default(),
             state: ChunkState::Spliced,
         });
         Ok(last)
@@ -1005,7 +1105,6 @@ impl SegmentLog {
         // The staging buffer goes to the old segment's writes at its
         // length, not its capacity: `writable_bytes` counted only its
         // bytes, so an append it allowed must still fit after the roll.
-        self.staging.shrink_to_fit();
         self.stage();
         let segment = match self.take_prepared(first)? {
             Some(segment) => segment,
@@ -1225,19 +1324,25 @@ impl SegmentLog {
             let state = if chunk.state == ChunkState::Spliced {
                 ChunkState::Written
             } else {
-                let write = ring
-                    .write_at(
-                        &segment.file,
-                        &chunk.buffer,
-                        0..chunk.buffer.len(),
-                        chunk.offset,
-                        Link::Next,
-                    )
-                    .map_err(io)?;
-                ChunkState::Writing(write)
+                // One chain: the vectored writes in order, then the sync.
+                let groups = iovec_groups(&chunk.pieces.pieces, IOVECS_MAX);
+                ring.reserve(groups.len() + 1).map_err(io)?;
+                let mut writes = Vec::with_capacity(groups.len());
+                let mut offset = chunk.offset;
+                for group in groups {
+                    let pieces = chunk.pieces.pieces[group].to_vec();
+                    let len: u64 = pieces.iter().map(|piece| piece.len() as u64).sum();
+                    let write = ring
+                        .writev_at(&segment.file, pieces, offset, Link::Next)
+                        .map_err(io)?;
+                    writes.push((write, len, None));
+                    offset += len;
+                }
+                issued += writes.len();
+                ChunkState::Writing(writes)
             };
             let sync = ring.fdatasync(&segment.file, Link::None).map_err(io)?;
-            issued += if state == ChunkState::Written { 1 } else { 2 };
+            issued += 1;
             issued += if naming.is_some() { 2 } else { 0 };
             let (segment_id, last) = (chunk.segment, chunk.last);
             self.chunks[position].state = state;
@@ -1354,18 +1459,27 @@ impl SegmentLog {
         }
         let mut failure = None;
         for chunk in &mut self.chunks {
-            if let ChunkState::Writing(op) = chunk.state
-                && let Some(result) = ring.take(op)
-            {
-                chunk.state = ChunkState::Written;
-                if result < 0 || result as usize != chunk.buffer.len() {
-                    failure = Some(format!(
-                        "write of {} bytes at offset {} returned {}",
-                        chunk.buffer.len(),
-                        chunk.offset,
-                        describe(result)
-                    ));
+            let ChunkState::Writing(writes) = &mut chunk.state else {
+                continue;
+            };
+            for (op, _, result) in writes.iter_mut() {
+                if result.is_none() {
+                    *result = ring.take(*op);
                 }
+            }
+            if writes.iter().all(|(_, _, result)| result.is_some()) {
+                for (_, len, result) in writes.iter() {
+                    let result = result.expect("all present");
+                    if result < 0 || result as u64 != *len {
+                        failure = Some(format!(
+                            "write of {len} bytes (of {} at offset {}) returned {}",
+                            chunk.len,
+                            chunk.offset,
+                            describe(result)
+                        ));
+                    }
+                }
+                chunk.state = ChunkState::Written;
             }
         }
         if let Some(reason) = failure {
@@ -1381,9 +1495,6 @@ impl SegmentLog {
             let segment = self.segment_by_id(chunk.segment);
             debug_assert_eq!(segment.written, chunk.offset);
             segment.written = end;
-            if let Ok(buffer) = Rc::try_unwrap(chunk.buffer) {
-                self.recycle(buffer);
-            }
         }
         let mut failure = None;
         for sync in &mut self.syncs {
@@ -1453,9 +1564,7 @@ impl SegmentLog {
     fn fail(&mut self, ring: &mut Ring, reason: String) -> StorageError {
         tracing::error!(dir = %self.dir.display(), %reason, "log storage failed; stopping it");
         for chunk in self.chunks.drain(..) {
-            if let ChunkState::Writing(op) = chunk.state {
-                ring.abandon(op);
-            }
+            chunk.abandon(ring);
         }
         for sync in self.syncs.drain(..) {
             sync.abandon(ring);
@@ -1485,9 +1594,7 @@ impl SegmentLog {
         let ring = Rc::clone(&self.ring);
         let mut ring = ring.borrow_mut();
         for chunk in self.chunks.drain(..) {
-            if let ChunkState::Writing(op) = chunk.state {
-                ring.abandon(op);
-            }
+            chunk.abandon(&mut ring);
         }
         for sync in self.syncs.drain(..) {
             sync.abandon(&mut ring);
@@ -1515,64 +1622,59 @@ impl SegmentLog {
         }
     }
 
-    /// Keeps a written buffer for reuse if it is a full-size one and there
-    /// is room among the spares; frees it otherwise.
-    fn recycle(&mut self, mut buffer: Vec<u8>) {
-        if buffer.capacity() >= WRITE_BUFFER_BYTES_INITIAL
-            && self.spare_buffers.len() < BUFFERS_SPARE_MAX
-        {
-            buffer.clear();
-            self.spare_buffers.push(buffer);
+    /// Checks a frame appended next (see [`LogStorage::append`]), rolls to
+    /// a new segment if it does not fit, and indexes it; the caller stages
+    /// its bytes. Returns its last index.
+    fn admit(&mut self, frame: &[u8], checksum: Checksum) -> Result<LogIndex, StorageError> {
+        self.check_failed()?;
+        if self.reserved.is_some() {
+            return Err(StorageError::Reserved);
         }
+        let (first, last, term) =
+            check_append(frame, self.last_index().next(), self.last_term(), checksum)?;
+        let bytes = frame.len() as u64;
+        if bytes > self.options.segment_bytes {
+            return Err(StorageError::InvalidBatch(
+                crate::wire::WireError::FrameTooLarge {
+                    bytes,
+                    limit: self.options.segment_bytes as usize,
+                },
+            ));
+        }
+        self.check_budget(bytes)?;
+        if self.active().end + bytes > self.options.segment_bytes {
+            self.roll(first)?;
+        }
+        let segment = self.segments.back_mut().expect("at least one segment");
+        segment.batches.push(BatchEntry {
+            offset: segment.end as u32,
+            delta: (first.get() - segment.first.get()) as u32,
+        });
+        segment.end += bytes;
+        segment.last = last;
+        self.staging.last = last;
+        self.note_term(first, term);
+        Ok(last)
     }
 
-    /// Capacity of every buffer held for writing: staging, queued and in
-    /// flight, spare. Bounded by [`WRITE_QUEUE_BYTES_MAX`].
-    fn buffer_bytes(&self) -> usize {
-        self.staging.capacity()
+    /// Bytes held for writing: staged, and queued or in flight in chunks
+    /// (spliced bytes are in the file already). Bounded by
+    /// [`WRITE_QUEUE_BYTES_MAX`] (appends beyond it are refused).
+    fn held_bytes(&self) -> u64 {
+        self.staging.bytes()
             + self
                 .chunks
                 .iter()
-                .map(|chunk| chunk.buffer.capacity())
-                .sum::<usize>()
-            + self.spare_buffers.iter().map(Vec::capacity).sum::<usize>()
+                .map(|chunk| chunk.pieces.bytes())
+                .sum::<u64>()
     }
 
-    /// Makes room in the staging buffer for `bytes` more, within the
-    /// buffer budget: takes a spare or allocates when there is no staging
-    /// buffer, grows it (doubling) when full, and frees spares to pay for
-    /// that; back-pressure when the budget cannot.
-    fn staging_room(&mut self, bytes: usize) -> Result<(), StorageError> {
-        let needed = self.staging.len() + bytes;
-        if needed <= self.staging.capacity() {
-            return Ok(());
+    /// Refuses `bytes` more when the write budget cannot hold them.
+    fn check_budget(&self, bytes: u64) -> Result<(), StorageError> {
+        let held = self.held_bytes();
+        if held + bytes > WRITE_QUEUE_BYTES_MAX as u64 {
+            return Err(StorageError::Backpressure { bytes: held });
         }
-        if self.staging.capacity() == 0
-            && let Some(spare) = self.spare_buffers.pop()
-        {
-            self.staging = spare;
-            if needed <= self.staging.capacity() {
-                return Ok(());
-            }
-        }
-        let wanted = needed
-            .max(2 * self.staging.capacity())
-            .max(WRITE_BUFFER_BYTES_INITIAL);
-        let mut others = self.buffer_bytes() - self.staging.capacity();
-        while others + wanted > WRITE_QUEUE_BYTES_MAX
-            && let Some(spare) = self.spare_buffers.pop()
-        {
-            others -= spare.capacity();
-        }
-        let room = WRITE_QUEUE_BYTES_MAX.saturating_sub(others);
-        if needed > room {
-            return Err(StorageError::Backpressure {
-                bytes: others as u64,
-            });
-        }
-        self.staging
-            .reserve_exact(wanted.min(room) - self.staging.len());
-        debug_assert!(self.buffer_bytes() <= WRITE_QUEUE_BYTES_MAX);
         Ok(())
     }
 
@@ -1622,22 +1724,36 @@ impl SegmentLog {
             last,
             bytes: &segment.mapping()?.bytes()[start as usize..end as usize],
             file: Some(FileSpan {
-                fd: std::os::fd::AsFd::as_fd(&*segment.file),
+                file: &segment.file,
                 offset: start,
             }),
+            shared: None,
         })
     }
 
     /// Where the bytes at `offset` of `segment` are, and how far that
-    /// source reaches: the file (`None`) or a queued buffer.
-    fn source(&self, segment: &Segment, offset: u64) -> (Option<&[u8]>, u64, u64) {
+    /// source reaches.
+    fn source(&self, segment: &Segment, offset: u64) -> Source<'_> {
         if offset < segment.written {
-            return (None, 0, segment.written);
+            return Source::File {
+                limit: segment.written,
+            };
         }
         if segment.id == self.active().id && !self.staging.is_empty() {
-            let start = segment.end - self.staging.len() as u64;
+            let copy_start = segment.end - self.staging.copy.len() as u64;
+            if offset >= copy_start {
+                return Source::Copy {
+                    bytes: &self.staging.copy,
+                    start: copy_start,
+                };
+            }
+            let start = copy_start - self.staging.pieces.bytes();
             if offset >= start {
-                return (Some(&self.staging), start, segment.end);
+                let (piece, at) = self.staging.pieces.holding(offset - start);
+                return Source::Piece {
+                    piece,
+                    start: start + at,
+                };
             }
         }
         let chunk = self
@@ -1647,12 +1763,61 @@ impl SegmentLog {
                 chunk.segment == segment.id && chunk.offset <= offset && offset < chunk.end()
             })
             .expect("unwritten bytes are queued");
-        if chunk.buffer.is_empty() {
+        if chunk.pieces.is_empty() {
             // Spliced: already in the file.
-            return (None, 0, chunk.end());
+            return Source::File { limit: chunk.end() };
         }
-        (Some(&chunk.buffer), chunk.offset, chunk.end())
+        let (piece, at) = chunk.pieces.holding(offset - chunk.offset);
+        Source::Piece {
+            piece,
+            start: chunk.offset + at,
+        }
     }
+}
+
+/// Where bytes of a segment are (see `SegmentLog::source`).
+enum Source<'a> {
+    /// In the file, up to `limit`.
+    File { limit: u64 },
+    /// In a shared piece whose first byte is at offset `start`.
+    Piece { piece: &'a Bytes, start: u64 },
+    /// Copied into the staging buffer, whose first byte is at `start`.
+    Copy { bytes: &'a [u8], start: u64 },
+}
+
+impl Source<'_> {
+    /// The offset this source reaches to.
+    fn limit(&self) -> u64 {
+        match self {
+            Source::File { limit } => *limit,
+            Source::Piece { piece, start } => start + piece.len() as u64,
+            Source::Copy { bytes, start } => start + bytes.len() as u64,
+        }
+    }
+}
+
+/// Splits `pieces` into runs of at most `iovecs_max` iovecs each (see
+/// [`crate::io::ring::iovecs_of`]: pieces back to back in memory share one).
+fn iovec_groups(pieces: &[Bytes], iovecs_max: usize) -> Vec<std::ops::Range<usize>> {
+    let mut groups = Vec::new();
+    let mut start = 0;
+    let mut iovecs = 0;
+    let mut end: *const u8 = std::ptr::null();
+    for (position, piece) in pieces.iter().enumerate() {
+        if piece.as_ptr() != end || piece.is_empty() {
+            if iovecs == iovecs_max {
+                groups.push(start..position);
+                start = position;
+                iovecs = 0;
+            }
+            iovecs += 1;
+        }
+        end = piece.as_ptr().wrapping_add(piece.len());
+    }
+    if start < pieces.len() {
+        groups.push(start..pieces.len());
+    }
+    groups
 }
 
 impl LogStorage for SegmentLog {
@@ -1660,15 +1825,8 @@ impl LogStorage for SegmentLog {
         if self.reserved.is_some() || self.failed.is_some() {
             return 0;
         }
-        // What `staging_room` could find: everything but the buffers of
-        // writes in flight (spares are freed on demand).
-        let in_flight: usize = self
-            .chunks
-            .iter()
-            .map(|chunk| chunk.buffer.capacity())
-            .sum();
-        WRITE_QUEUE_BYTES_MAX.saturating_sub(in_flight + self.staging.len() + WRITE_HEADROOM_BYTES)
-            as u64
+        (WRITE_QUEUE_BYTES_MAX as u64)
+            .saturating_sub(self.held_bytes() + WRITE_HEADROOM_BYTES as u64)
     }
 
     fn reserve(&mut self, len: u64) -> Result<Option<(Rc<File>, Reservation)>, StorageError> {
@@ -1684,35 +1842,14 @@ impl LogStorage for SegmentLog {
     }
 
     fn append(&mut self, frame: &[u8]) -> Result<LogIndex, StorageError> {
-        self.check_failed()?;
-        if self.reserved.is_some() {
-            return Err(StorageError::Reserved);
-        }
-        let (first, last, term) = check_append(frame, self.last_index().next(), self.last_term())?;
-        let bytes = frame.len() as u64;
-        if bytes > self.options.segment_bytes {
-            return Err(StorageError::InvalidBatch(
-                crate::wire::WireError::FrameTooLarge {
-                    bytes,
-                    limit: self.options.segment_bytes as usize,
-                },
-            ));
-        }
-        if self.active().end + bytes > self.options.segment_bytes {
-            self.roll(first)?;
-        }
-        self.staging_room(frame.len())?;
-        let segment = self.segments.back_mut().expect("at least one segment");
-        segment.batches.push(BatchEntry {
-            offset: segment.end as u32,
-            delta: (first.get() - segment.first.get()) as u32,
-        });
-        segment.end += bytes;
-        segment.last = last;
-        debug_assert!(self.staging.len() + frame.len() <= self.staging.capacity());
-        self.staging.extend_from_slice(frame);
-        self.staging_last = last;
-        self.note_term(first, term);
+        let last = self.admit(frame, Checksum::Verify)?;
+        self.staging.copy.extend_from_slice(frame);
+        Ok(last)
+    }
+
+    fn append_shared(&mut self, frame: Bytes) -> Result<LogIndex, StorageError> {
+        let last = self.admit(&frame, Checksum::VerifiedByCaller)?;
+        self.staging.push(frame);
         Ok(last)
     }
 
@@ -1803,7 +1940,8 @@ impl LogStorage for SegmentLog {
             return self.read_sparse(segment, start_position, from, max_bytes);
         }
         let start = u64::from(segment.batches[start_position].offset);
-        let (buffer, buffer_offset, limit) = self.source(segment, start);
+        let source = self.source(segment, start);
+        let limit = source.limit();
         let mut position = start_position;
         while position + 1 < segment.batches.len() {
             let next_end = segment.batch_end(position + 1);
@@ -1815,14 +1953,27 @@ impl LogStorage for SegmentLog {
         let end = segment.batch_end(position);
         let first = segment.batch_first(start_position);
         let last = segment.batch_last(position);
-        if let Some(buffer) = buffer {
-            let bytes = &buffer[(start - buffer_offset) as usize..(end - buffer_offset) as usize];
-            return Ok(ReadRange {
-                first,
-                last,
-                bytes,
-                file: None,
-            });
+        match source {
+            Source::Piece { piece, start: at } => {
+                let range = (start - at) as usize..(end - at) as usize;
+                return Ok(ReadRange {
+                    first,
+                    last,
+                    bytes: &piece[range.clone()],
+                    file: None,
+                    shared: Some(piece.slice(range)),
+                });
+            }
+            Source::Copy { bytes, start: at } => {
+                return Ok(ReadRange {
+                    first,
+                    last,
+                    bytes: &bytes[(start - at) as usize..(end - at) as usize],
+                    file: None,
+                    shared: None,
+                });
+            }
+            Source::File { .. } => {}
         }
         self.note_mapped_read(end - start);
         segment.walk_range(start, end, first, |_| true)?;
@@ -1832,9 +1983,10 @@ impl LogStorage for SegmentLog {
             last,
             bytes,
             file: Some(FileSpan {
-                fd: std::os::fd::AsFd::as_fd(&*segment.file),
+                file: &segment.file,
                 offset: start,
             }),
+            shared: None,
         })
     }
 

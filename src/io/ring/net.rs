@@ -15,7 +15,10 @@ use std::time::Duration;
 
 use io_uring::{opcode, squeue, types};
 
-use super::{Keep, Link, OpId, Ring, SlotState};
+use bytes::{Bytes, BytesMut};
+use nix::libc;
+
+use super::{IOVECS_MAX, Keep, Link, OpId, Owned, Ring, SlotState, iovecs_of};
 
 impl Ring {
     /// Accepts one connection on `listener`; the result is the new socket's
@@ -31,40 +34,49 @@ impl Ring {
         self.push_notify(entry, Self::keep_file(listener), None)
     }
 
-    /// Receives at most `len_max` bytes into `buffer[start..]`;
-    /// `take_owned` returns the byte count (0 at end of stream) and the
-    /// buffer.
-    pub fn recv(
+    /// Receives at most `len_max` bytes into the spare capacity of
+    /// `block` (which must have some); `take_owned` returns the byte count
+    /// (0 at end of stream) and the block, its length grown by the bytes
+    /// received.
+    pub fn recv_block(
         &mut self,
         socket: &Rc<File>,
-        mut buffer: Vec<u8>,
-        start: usize,
+        mut block: BytesMut,
         len_max: usize,
     ) -> io::Result<OpId> {
-        assert!(start < buffer.len(), "recv into a full buffer");
+        let spare = block.spare_capacity_mut();
+        assert!(!spare.is_empty(), "recv into a full block");
         assert!(len_max > 0, "recv of nothing");
-        let space = &mut buffer[start..];
-        let len = u32::try_from(space.len().min(len_max)).unwrap_or(u32::MAX);
-        let entry =
-            opcode::Recv::new(types::Fd(socket.as_raw_fd()), space.as_mut_ptr(), len).build();
-        self.push_notify(entry, Self::keep_file(socket), Some(buffer))
+        let len = u32::try_from(spare.len().min(len_max)).unwrap_or(u32::MAX);
+        let address = spare.as_mut_ptr().cast::<u8>();
+        let entry = opcode::Recv::new(types::Fd(socket.as_raw_fd()), address, len).build();
+        self.push_notify(entry, Self::keep_file(socket), Some(Owned::Block(block)))
     }
 
-    /// Sends `buffer[start..end]`; `take_owned` returns the bytes sent (maybe
-    /// fewer: send the rest again) and the buffer.
-    pub fn send(
-        &mut self,
-        socket: &Rc<File>,
-        buffer: Vec<u8>,
-        start: usize,
-        end: usize,
-    ) -> io::Result<OpId> {
-        let bytes = &buffer[start..end];
-        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-        let entry = opcode::Send::new(types::Fd(socket.as_raw_fd()), bytes.as_ptr(), len)
-            .flags(nix::libc::MSG_NOSIGNAL)
+    /// Sends `pieces` back to back with one `sendmsg` (at most
+    /// [`IOVECS_MAX`] iovecs); the result is the bytes sent (maybe fewer:
+    /// send the rest again). The operation keeps the pieces alive.
+    pub fn send_pieces(&mut self, socket: &Rc<File>, pieces: Vec<Bytes>) -> io::Result<OpId> {
+        let iovecs = iovecs_of(&pieces);
+        if iovecs.is_empty() || iovecs.len() > IOVECS_MAX {
+            return Err(io::Error::other("sendmsg of no or too many iovecs"));
+        }
+        // SAFETY: an all-zero msghdr is a valid empty one (no name, no
+        // control data); the iovec fields are set below.
+        let mut message: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        message.msg_iov = iovecs.as_ptr().cast_mut();
+        message.msg_iovlen = iovecs.len();
+        let entry = opcode::SendMsg::new(types::Fd(socket.as_raw_fd()), &raw const *message)
+            .flags(libc::MSG_NOSIGNAL as u32)
             .build();
-        self.push_notify(entry, Self::keep_file(socket), Some(buffer))
+        let keep = Keep {
+            file: Some(Rc::clone(socket)),
+            pieces,
+            iovecs: Some(iovecs),
+            message: Some(message),
+            ..Keep::default()
+        };
+        self.push_notify(entry, keep, None)
     }
 
     /// Connects `socket` to `address`; the result is 0 or `-errno`.
@@ -94,7 +106,7 @@ impl Ring {
         let mut buffer = vec![0u8; 8];
         let entry =
             opcode::Read::new(types::Fd(eventfd.as_raw_fd()), buffer.as_mut_ptr(), 8).build();
-        self.push_notify(entry, Self::keep_file(eventfd), Some(buffer))
+        self.push_notify(entry, Self::keep_file(eventfd), Some(Owned::Vec(buffer)))
     }
 
     /// Completes with `-ETIME` after `after`: the loop's tick.
@@ -158,7 +170,7 @@ impl Ring {
 
     /// The result and the owned buffer of a completed event-loop op (freeing
     /// its slot); `None` while it is in flight.
-    pub fn take_owned(&mut self, op: OpId) -> Option<(i32, Option<Vec<u8>>)> {
+    pub fn take_owned(&mut self, op: OpId) -> Option<(i32, Option<Owned>)> {
         let slot = &mut self.slots[op.slot()];
         assert_eq!(slot.generation, op.generation(), "take of a stale op");
         match &mut slot.state {
@@ -184,7 +196,7 @@ impl Ring {
         &mut self,
         entry: squeue::Entry,
         keep: Keep,
-        owned: Option<Vec<u8>>,
+        owned: Option<Owned>,
     ) -> io::Result<OpId> {
         // Allocate the slot first so the owned buffer sits in it before the
         // kernel can see the entry.
@@ -201,8 +213,10 @@ impl Ring {
         }
         let entry = entry.user_data(op.0);
         // SAFETY: the entry points into the owned buffer (whose heap block
-        // does not move while the slot holds the Vec), the timespec box or
-        // nothing; the descriptors it names are kept open by the slot's
+        // does not move while the slot holds the Vec or the block: no other
+        // handle of a block can grow into its spare capacity while this one
+        // shares the allocation), into the keep's pieces, iovecs and message
+        // header, the timespec box or nothing; the descriptors it names are kept open by the slot's
         // `keep`. The slot lives until the completion is reaped.
         let pushed = unsafe { self.uring.submission().push(&entry) };
         if pushed.is_err() {
@@ -241,15 +255,27 @@ mod tests {
         let socket = Rc::new(unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) });
 
         client.write_all(b"ping").unwrap();
-        let recv = ring.recv(&socket, vec![0u8; 64], 0, usize::MAX).unwrap();
+        let mut block = BytesMut::with_capacity(64);
+        block.extend_from_slice(b">");
+        let recv = ring.recv_block(&socket, block, usize::MAX).unwrap();
         while ring.in_flight() > 0 {
             ring.submit_and_wait(1).unwrap();
         }
         let (count, buffer) = ring.take_owned(recv).unwrap();
         assert_eq!(count, 4);
-        assert_eq!(&buffer.unwrap()[..4], b"ping");
+        let Some(Owned::Block(block)) = buffer else {
+            panic!("the recv hands its block back");
+        };
+        // The received bytes follow what the block held; its length grew.
+        assert_eq!(&block[..], b">ping");
 
-        let send = ring.send(&socket, b"pong!".to_vec(), 0, 4).unwrap();
+        // Two pieces, one of them split from the same allocation as the
+        // other: one sendmsg sends them in order.
+        let mut answer = BytesMut::from(&b"pong!"[..]).freeze();
+        let head = answer.split_to(2);
+        let send = ring
+            .send_pieces(&socket, vec![head, answer.slice(..2)])
+            .unwrap();
         while ring.in_flight() > 0 {
             ring.submit_and_wait(1).unwrap();
         }

@@ -171,7 +171,7 @@ impl Group {
                 if let Ok(mut batch) = BatchMut::parse(&mut frame) {
                     batch.stamp(term, first_index);
                 }
-                self.execute(&mut actions, Some(&frame), None, out);
+                self.execute(&mut actions, Some(&bytes::Bytes::from(frame)), None, out);
             }
             Err(_) => self.execute(&mut actions, None, None, out),
         }

@@ -190,7 +190,7 @@ impl Group {
                 done: range.done,
             };
             out.peers
-                .push((to, codec::encode_snapshot_chunk(envelope, &chunk)));
+                .push((to, codec::encode_snapshot_chunk(envelope, &chunk).into()));
         }
     }
 
@@ -249,7 +249,7 @@ impl Group {
         if let Some(response) = answer {
             out.peers.push((
                 header.from,
-                codec::encode_snapshot_response(self.envelope(header.from), response),
+                codec::encode_snapshot_response(self.envelope(header.from), response).into(),
             ));
         }
         Ok(())
@@ -473,7 +473,8 @@ impl Group {
                         next_offset: total,
                         done: true,
                     },
-                ),
+                )
+                .into(),
             ));
         }
     }

@@ -43,12 +43,13 @@ impl Group {
         }
         command.time_ms = wall_clock_ms();
         let payload = encode_kv_command(&command);
-        let mut frame = encode_batch(BatchKind::Kv, Term(0), LogIndex(0), &[payload]);
+        let frame = encode_batch(BatchKind::Kv, Term(0), LogIndex(0), &[payload]);
         if self.storage.writable_bytes() < frame.len() as u64 {
             out.error(reply, ErrorKind::Unavailable, "write queue full; retry");
             return;
         }
-        self.propose(&mut frame, reply, out);
+        let frame = bytes::BytesMut::from(frame.as_slice());
+        self.propose(frame, reply, out);
     }
 
     /// Reads a key: linearizably through a ReadIndex round, or at once from

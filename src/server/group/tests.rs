@@ -6,7 +6,7 @@ use std::cell::Cell;
 use std::collections::HashSet;
 use std::rc::Rc;
 
-use super::{ClientOut, Group, Outbound, ReplyTo};
+use super::{ClientOut, Group, Outbound, PeerFrame, Piece, ReplyTo};
 use crate::net::codec::{self, PeerBody, PeerHeader};
 use crate::raft::{self, Role};
 use crate::storage::memory::{MemoryLog, SyncMode};
@@ -184,7 +184,8 @@ impl Cluster {
             self.answers.push((node, reply.request_id, response.body));
         }
         let mut moved = false;
-        for (to, bytes) in out.peers {
+        for (to, message) in out.peers {
+            let bytes = flatten(message);
             let target = to.get() as usize - 1;
             if self.cut.contains(&(node, target)) {
                 continue;
@@ -209,7 +210,8 @@ impl Cluster {
             } else {
                 rest
             };
-            self.step(target, &header, &batches, rest);
+            let rest = bytes::Bytes::copy_from_slice(rest);
+            self.step(target, &header, &batches, &rest);
             moved = true;
         }
         moved
@@ -220,7 +222,7 @@ impl Cluster {
         node: usize,
         header: &PeerHeader,
         batches: &[raft::BatchSummary],
-        bytes: &[u8],
+        bytes: &bytes::Bytes,
     ) {
         let mut out = Outbound::default();
         self.groups[node]
@@ -232,14 +234,15 @@ impl Cluster {
     /// Proposes a one-entry batch `payload` at `node` for request
     /// `request_id`.
     fn propose(&mut self, node: usize, payload: &[u8], request_id: u64) {
-        let mut frame = encode_batch(BatchKind::Data, Term(0), LogIndex(0), &[payload]);
+        let frame = encode_batch(BatchKind::Data, Term(0), LogIndex(0), &[payload]);
+        let frame = bytes::BytesMut::from(frame.as_slice());
         let reply = ReplyTo {
             connection: 0,
             generation: 1,
             request_id,
         };
         let mut out = Outbound::default();
-        self.groups[node].propose(&mut frame, reply, &mut out);
+        self.groups[node].propose(frame, reply, &mut out);
         self.route(node, out);
     }
 
@@ -253,7 +256,7 @@ impl Cluster {
             term,
             body: PeerBody::TimeoutNow,
         };
-        self.step(node, &header, &[], &[]);
+        self.step(node, &header, &[], &bytes::Bytes::new());
         self.settle();
     }
 
@@ -665,4 +668,22 @@ fn reads_below_a_compacted_prefix_answer_compacted() {
             other => panic!("a read below the log answered {other:?}"),
         }
     }
+}
+
+/// A peer message's bytes as they cross the wire: the header, then each
+/// piece (file spans read from their file).
+fn flatten(message: PeerFrame) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut bytes = message.header;
+    for piece in message.pieces {
+        match piece {
+            Piece::Shared(piece) | Piece::Copied(piece) => bytes.extend_from_slice(&piece),
+            Piece::File(span) => {
+                let mut read = vec![0u8; span.len as usize];
+                span.file.read_exact_at(&mut read, span.offset).unwrap();
+                bytes.extend_from_slice(&read);
+            }
+        }
+    }
+    bytes
 }
