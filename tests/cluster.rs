@@ -281,18 +281,66 @@ fn spliced_batches_reach_every_follower_intact() {
     );
 }
 
-/// A peer (here: a socket claiming to be node 2, with the right cluster id)
-/// whose AppendEntries header promises a batch the bytes do not hold is
-/// disconnected before the core or the disk sees anything; the cluster
-/// keeps committing and the follower's log stays intact.
+/// A peer (here: a socket claiming to be the leader, with the right
+/// cluster id) whose AppendEntries header promises a batch the bytes do not
+/// hold — a message the core would otherwise take, continuing the
+/// follower's log in the current term — is disconnected before the core or
+/// the disk takes anything; the cluster keeps committing and the
+/// follower's log holds the leader's entries, not the forged one.
 #[test]
 fn corrupt_batches_from_a_peer_are_refused() {
+    let cluster = Cluster::start("peerbytes", 3, 1);
+    let (follower, forged_at) = send_corrupt_batch(&cluster, 6);
+    assert_refused_and_serving(&cluster, follower, forged_at);
+}
+
+/// The same with a batch large enough that a follower splices it socket →
+/// file (`--zero-copy splice`): the bytes land in the log file before they
+/// can be checked, so the check runs before the core or an acknowledgement
+/// sees them; the bad batch is cut from the file and the log keeps serving
+/// (before, such a batch stopped the follower's log for good), and a
+/// restart finds the log intact.
+#[test]
+fn corrupt_spliced_batches_from_a_peer_are_cut() {
+    let mut cluster = Cluster::start_with("peersplice", 3, 1, &["--zero-copy", "splice"]);
+    let (follower, forged_at) = send_corrupt_batch(&cluster, 512 * 1024);
+    // A connection's first recv takes at most its first receive block
+    // (64 KiB): the rest of the batch is spliced.
+    let spliced = cluster
+        .metric(follower, "rast_bytes_spliced_total")
+        .unwrap();
+    assert!(
+        spliced >= 256.0 * 1024.0,
+        "the batch was not spliced ({spliced} bytes): the test did not cover the splice path"
+    );
+    assert_refused_and_serving(&cluster, follower, forged_at);
+    cluster.kill(follower);
+    cluster.restart(follower);
+    let mut client = cluster.client();
+    let appended = client.append("default", &[b"later".as_slice()]).unwrap();
+    cluster.wait_for_commit("default", appended.first_index.get(), LEADER_WITHIN);
+    assert_refused_and_serving(&cluster, follower, forged_at);
+}
+
+/// Sends a follower, as its leader, an AppendEntries of one batch of
+/// `payload` bytes that continues its log in the current term, with the
+/// batch's last byte flipped; checks the node closes the connection (end
+/// of stream, not the 10 s timeout). Returns the follower and the index the
+/// forged batch claimed.
+fn send_corrupt_batch(cluster: &Cluster, payload: usize) -> (usize, u64) {
     use rast::raft::{AppendRange, BatchSummary, Outgoing, OutgoingBody};
     use rast::types::{LogId, NodeId, Term};
-    let cluster = Cluster::start("peerbytes", 3, 1);
     let mut client = cluster.client();
-    client.append("default", &[b"before".as_slice()]).unwrap();
-    let mut stream = std::net::TcpStream::connect(&cluster.addresses[0]).unwrap();
+    let before = client.append("default", &[b"before".as_slice()]).unwrap();
+    let leader = cluster.wait_for_leader("default", LEADER_WITHIN);
+    let follower = (leader + 1) % 3;
+    // The follower has the append (and nothing after it: the cluster is idle).
+    cluster.wait_for_status("default", "took the append", |status| {
+        status.last_index >= before.first_index.get()
+    });
+    let status = cluster.status(follower, "default").unwrap();
+    let (term, last) = (Term(status.term), LogIndex(status.last_index));
+    let mut stream = std::net::TcpStream::connect(&cluster.addresses[follower]).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -301,22 +349,23 @@ fn corrupt_batches_from_a_peer_are_refused() {
             &rast::wire::client::Hello {
                 protocol_version: rast::wire::client::PROTOCOL_VERSION,
                 cluster_id: "rast".into(),
-                node_id: 2,
+                node_id: leader as u64 + 1,
                 token: Vec::new(),
                 core: 0,
                 cores: 1,
             },
         ))
         .unwrap();
+    let entry = vec![b'f'; payload];
     let genuine = rast::wire::encode_batch(
         rast::wire::BatchKind::Data,
-        Term(1),
-        LogIndex(1_000_000),
-        &[b"forged"],
+        term,
+        last.next(),
+        &[entry.as_slice()],
     );
     let summary = BatchSummary {
-        term: Term(1),
-        first_index: LogIndex(1_000_000),
+        term,
+        first_index: last.next(),
         count: 1,
         bytes: genuine.len() as u32,
         kind: rast::wire::BatchKind::Data,
@@ -324,15 +373,15 @@ fn corrupt_batches_from_a_peer_are_refused() {
     let header = rast::net::codec::encode(
         LogId::from_name("default"),
         &Outgoing {
-            from: NodeId(2),
-            to: NodeId(1),
-            term: Term(1),
+            from: NodeId(leader as u64 + 1),
+            to: NodeId(follower as u64 + 1),
+            term,
             body: OutgoingBody::AppendEntries(AppendRange {
-                prev_index: LogIndex(999_999),
-                prev_term: Term(1),
+                prev_index: last,
+                prev_term: term,
                 leader_commit: LogIndex(0),
-                first_index: LogIndex(1_000_000),
-                last_index: LogIndex(1_000_000),
+                first_index: last.next(),
+                last_index: last.next(),
                 batches: 1,
                 bytes: genuine.len() as u64,
             }),
@@ -340,29 +389,42 @@ fn corrupt_batches_from_a_peer_are_refused() {
         &[summary],
     );
     let mut corrupt = genuine.clone();
-    let last = corrupt.len() - 1;
-    corrupt[last] ^= 0xff; // the payload's last byte: the checksum no longer holds
+    let at = corrupt.len() - 1;
+    corrupt[at] ^= 0xff; // the payload's last byte: the checksum no longer holds
     stream.write_all(&header).unwrap();
-    stream.write_all(&corrupt).unwrap();
-    // The node closes the connection (end of stream, not the 10 s timeout):
-    // without the check the core would merely reject the header and keep
-    // the connection open.
+    // The node may close the connection before it takes every byte.
+    let _ = stream.write_all(&corrupt);
     let mut sink = Vec::new();
     assert!(
         stream.read_to_end(&mut sink).is_ok(),
         "the node kept a peer connection that sent corrupt batches"
     );
+    (follower, last.next().get())
+}
+
+/// The cluster commits a new append; the follower's log has not failed and
+/// holds the leader's entry where the forged one claimed to go.
+fn assert_refused_and_serving(cluster: &Cluster, follower: usize, forged_at: u64) {
+    let mut client = cluster.client();
     let appended = client.append("default", &[b"after".as_slice()]).unwrap();
     cluster.wait_for_commit("default", appended.first_index.get(), LEADER_WITHIN);
-    let status = cluster.status(0, "default").unwrap();
+    let status = cluster.status(follower, "default").unwrap();
     assert!(
         status.failed.is_empty(),
         "the log failed: {}",
         status.failed
     );
+    let entries = cluster.read_all(follower, "default", appended.first_index.get());
+    let at = &entries[&forged_at];
     assert!(
-        status.last_index < 1_000_000,
-        "forged entries reached the log"
+        !at.iter().all(|byte| *byte == b'f'),
+        "the forged entry reached the log at {forged_at}"
+    );
+    let leader = cluster.wait_for_leader("default", LEADER_WITHIN);
+    let expected = cluster.read_all(leader, "default", appended.first_index.get());
+    assert_eq!(
+        entries, expected,
+        "the follower's log differs from the leader's"
     );
 }
 

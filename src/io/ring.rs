@@ -68,6 +68,9 @@ pub enum Link {
     /// this one fails (or writes short), the next completes with
     /// `-ECANCELED`.
     Next,
+    /// The next operation pushed starts only after this one completes,
+    /// whether it succeeded or not.
+    Hard,
 }
 
 /// What an operation keeps alive for the kernel. Never read: holding it is
@@ -337,6 +340,22 @@ impl Ring {
         self.push(entry, Self::keep_file(file), link)
     }
 
+    /// `fallocate(file, mode, offset, len)` (punching a hole, say).
+    pub fn fallocate_mode(
+        &mut self,
+        file: &Rc<File>,
+        mode: i32,
+        offset: u64,
+        len: u64,
+        link: Link,
+    ) -> io::Result<OpId> {
+        let entry = opcode::Fallocate::new(types::Fd(file.as_raw_fd()), len)
+            .offset(offset)
+            .mode(mode)
+            .build();
+        self.push(entry, Self::keep_file(file), link)
+    }
+
     /// `rename(from, to)` (absolute paths).
     pub fn rename(&mut self, from: CString, to: CString, link: Link) -> io::Result<OpId> {
         let paths = Box::new((from, to));
@@ -399,6 +418,7 @@ impl Ring {
         let flags = match link {
             Link::None => squeue::Flags::empty(),
             Link::Next => squeue::Flags::IO_LINK,
+            Link::Hard => squeue::Flags::IO_HARDLINK,
         };
         let entry = entry.user_data(op.0).flags(flags);
         // SAFETY: everything the entry points at (buffer, paths) and the

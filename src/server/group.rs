@@ -129,6 +129,9 @@ pub struct Outbound {
     /// Nodes that left a group's configuration: the shard drops its link
     /// unless another of its groups still counts them.
     pub removed: Vec<NodeId>,
+    /// Spliced batch bytes a follower copied out of the file (a message
+    /// the core did not take whole).
+    pub follower_bytes_copied: u64,
 }
 
 impl Outbound {
@@ -411,35 +414,52 @@ impl Group {
     }
 
     /// Reserves `len` bytes of the log file for batches a follower splices
-    /// from the socket; `None` when the store cannot (in memory) or the
-    /// group failed.
-    pub fn reserve(&mut self, len: u64) -> Option<(std::rc::Rc<std::fs::File>, Reservation)> {
+    /// from the socket ([`storage::Reserve`]); `Unsupported` when the store
+    /// cannot (in memory) or the group failed.
+    pub fn reserve(&mut self, len: u64) -> storage::Reserve {
         if self.failed.is_some() {
-            return None;
+            return storage::Reserve::Unsupported;
         }
         match self.storage.reserve(len) {
             Ok(reserved) => reserved,
             Err(error) => {
                 tracing::debug!(log = %self.name, %error, "no reservation; receiving into a buffer");
-                None
+                storage::Reserve::Unsupported
             }
         }
     }
 
     /// Steps an AppendEntries whose batch frames were spliced into the
-    /// `reservation` of `file`. In the steady state (the core appends every
-    /// batch, nothing truncated) the reservation is completed — verified and
-    /// added — without the bytes ever entering user space. Otherwise the
-    /// bytes are read back, the reservation aborted, and the message handled
-    /// as if buffered.
+    /// `reservation` of the log file.
+    ///
+    /// The bytes are verified first, read through the file's map (checksums
+    /// and each frame against its summary, as for buffered batches): a bad
+    /// batch aborts the reservation (its bytes zeroed) and is an error (the
+    /// caller closes the connection); the core never sees it and the log
+    /// keeps serving. In the steady state (the core appends every batch,
+    /// nothing truncated) the reservation is then completed, the bytes never
+    /// entering user space; otherwise the bytes the core wants are copied
+    /// out of the map (counted), the reservation aborted, and the message
+    /// handled as if buffered.
     pub fn step_spliced(
         &mut self,
         header: &PeerHeader,
         batches: &[BatchSummary],
-        file: &std::fs::File,
         reservation: Reservation,
         out: &mut Outbound,
     ) -> Result<(), WireError> {
+        let checked = match self.storage.reserved_bytes(&reservation) {
+            Ok(bytes) => check_received(batches, bytes),
+            Err(error) => {
+                self.abort_splice(reservation, out);
+                self.fail_storage(&error, out);
+                return Ok(());
+            }
+        };
+        if let Err(error) = checked {
+            self.abort_splice(reservation, out);
+            return Err(error);
+        }
         let simple_kinds = !batches.iter().any(|batch| batch.kind == BatchKind::Config);
         if simple_kinds
             && let PeerBody::AppendEntries {
@@ -477,49 +497,43 @@ impl Group {
                 self.execute(&mut actions, None, None, out);
                 if let Some(reservation) = self.spliced.take() {
                     // No AppendReceived consumed it (cannot happen: checked).
-                    let _ = self.storage.abort_reservation(reservation);
+                    self.abort_splice(reservation, out);
                 }
             } else {
-                let bytes = self.take_back(file, reservation, out).map(Bytes::from);
+                let bytes = self.take_back(reservation, out);
                 self.execute(&mut actions, None, bytes.as_ref(), out);
             }
             self.actions = actions;
             return Ok(());
         }
-        match self.take_back(file, reservation, out) {
-            Some(bytes) => self.step(header, batches, &Bytes::from(bytes), out),
+        match self.take_back(reservation, out) {
+            Some(bytes) => self.step(header, batches, &bytes, out),
             None => Ok(()),
         }
     }
 
-    /// Drops a reservation whose splice failed.
+    /// Drops a reservation whose splice failed or whose bytes were bad.
     pub fn abort_splice(&mut self, reservation: Reservation, out: &mut Outbound) {
         if let Err(error) = self.storage.abort_reservation(reservation) {
             self.fail_storage(&error, out);
         }
     }
 
-    /// Reads a reservation's bytes back and aborts it.
-    fn take_back(
-        &mut self,
-        file: &std::fs::File,
-        reservation: Reservation,
-        out: &mut Outbound,
-    ) -> Option<Vec<u8>> {
-        use std::os::unix::fs::FileExt;
-        let mut bytes = vec![0u8; reservation.len() as usize];
-        let read = file.read_exact_at(&mut bytes, reservation.offset());
-        if let Err(error) = self.storage.abort_reservation(reservation) {
-            self.fail_storage(&error, out);
-            return None;
-        }
-        match read {
-            Ok(()) => Some(bytes),
+    /// Copies a reservation's (verified) bytes out of the file's map and
+    /// aborts it: the rare message whose batches the core does not take
+    /// whole. The copy is counted in `out`.
+    fn take_back(&mut self, reservation: Reservation, out: &mut Outbound) -> Option<Bytes> {
+        let bytes = match self.storage.reserved_bytes(&reservation) {
+            Ok(bytes) => Bytes::copy_from_slice(bytes),
             Err(error) => {
-                tracing::warn!(log = %self.name, %error, "reading spliced bytes back");
-                None
+                self.abort_splice(reservation, out);
+                self.fail_storage(&error, out);
+                return None;
             }
-        }
+        };
+        out.follower_bytes_copied += bytes.len() as u64;
+        self.abort_splice(reservation, out);
+        Some(bytes)
     }
 
     /// Answers `reply` `Unavailable` if this node's copy of the log stopped

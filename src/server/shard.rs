@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
+mod splice;
+
+use self::splice::{Splice, Start};
 use super::connection::{Connection, Role};
 use super::group::{ClientOut, Group, Outbound, Piece, ReplyTo};
 use super::{ServerError, Settings, StorageMode, stopping};
@@ -131,7 +134,10 @@ enum Owner {
     Recv(usize),
     Send(usize),
     Connect(usize),
-    /// Socket → pipe, for the connection in the slot of that generation.
+    /// The write of a spliced message's bytes already received, for the
+    /// connection in the slot of that generation.
+    SpliceHead(usize, u64),
+    /// Socket → pipe.
     SpliceIn(usize, u64),
     /// Pipe → file.
     SpliceOut(usize, u64),
@@ -139,21 +145,6 @@ enum Owner {
     FileIn(usize, u64),
     /// Pipe → socket.
     FileOut(usize, u64),
-}
-
-/// An AppendEntries whose batch bytes are being spliced into the log file.
-#[derive(Debug)]
-struct Splice {
-    header: codec::PeerHeader,
-    summaries: Vec<BatchSummary>,
-    file: Rc<File>,
-    reservation: Option<crate::storage::segment::Reservation>,
-    /// Bytes already in the file.
-    written: u64,
-    /// Bytes in the pipe, not yet in the file.
-    in_pipe: u64,
-    /// Batch bytes of the message.
-    total: u64,
 }
 
 /// A connection slot: the connection and its generation.
@@ -375,6 +366,7 @@ impl Shard {
                 }
             }
             Owner::Connect(slot) => self.connected(slot, result),
+            Owner::SpliceHead(slot, generation) => self.spliced_head(slot, generation, result),
             Owner::SpliceIn(slot, generation) => self.spliced_in(slot, generation, result),
             Owner::SpliceOut(slot, generation) => self.spliced_out(slot, generation, result),
             Owner::FileIn(slot, generation) => self.file_in(slot, generation, result),
@@ -414,6 +406,7 @@ impl Shard {
 
     fn tick(&mut self) {
         let now = self.now_ms();
+        self.abandon_stalled_splices(now);
         let unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_millis() as u64);
@@ -744,9 +737,19 @@ impl Shard {
         if !buffered
             && trailing >= SPLICE_BYTES_MIN
             && self.settings.zero_copy == super::ZeroCopy::Splice
-            && self.start_splice(slot, length, header, trailing)?
         {
-            return Ok(0);
+            match self.start_splice(slot, length, header, trailing)? {
+                Start::UnderWay => return Ok(0),
+                Start::NotYet => {
+                    // The store finishes what must land first: this
+                    // connection waits (its bytes stay in the socket) and
+                    // tries again at the end of a turn.
+                    let entry = self.slots[slot].as_mut().expect("present");
+                    entry.blocked = true;
+                    return Ok(0);
+                }
+                Start::Unsupported => {}
+            }
         }
         if !buffered {
             let entry = self.slots[slot].as_mut().expect("present");
@@ -989,173 +992,6 @@ impl Shard {
             self.groups.insert(id, group);
         }
         Ok(self.groups.get_mut(&id).expect("inserted above"))
-    }
-
-    /// Starts splicing an AppendEntries' batch bytes into its group's log
-    /// file: the bytes already received are written from the inbox, the rest
-    /// go socket → pipe → file. Returns false (receive into a buffer
-    /// instead) when the store takes no reservation.
-    fn start_splice(
-        &mut self,
-        slot: usize,
-        header_bytes: usize,
-        header: codec::PeerHeader,
-        total: u64,
-    ) -> Result<bool, String> {
-        let group = self.group(header.group, None)?;
-        let Some((file, reservation)) = group.reserve(total) else {
-            return Ok(false);
-        };
-        let entry = self.slots[slot].as_mut().expect("present");
-        if entry.pipe.is_none() {
-            let (read, write) =
-                crate::io::splice_pipe().map_err(|error| format!("pipe: {error}"))?;
-            entry.pipe = Some((Rc::new(read), Rc::new(write)));
-        }
-        entry.connection.consume(header_bytes);
-        let head = entry.connection.unread().len().min(total as usize);
-        {
-            use std::os::unix::fs::FileExt;
-            file.write_all_at(&entry.connection.unread()[..head], reservation.offset())
-                .map_err(|error| format!("writing the received head of a batch: {error}"))?;
-        }
-        entry.connection.consume(head);
-        let counters = &self.metrics.counters;
-        super::metrics::Counters::add(&counters.bytes_copied, head as u64);
-        super::metrics::Counters::add(&counters.bytes_spliced, total - head as u64);
-        entry.splice = Some(Box::new(Splice {
-            header,
-            summaries: self.summaries.clone(),
-            file,
-            reservation: Some(reservation),
-            written: head as u64,
-            in_pipe: 0,
-            total,
-        }));
-        self.splicing.insert(header.group);
-        self.splice_next(slot);
-        Ok(true)
-    }
-
-    /// Posts the next splice of a connection's transfer, or finishes it.
-    fn splice_next(&mut self, slot: usize) {
-        let Some(entry) = self.slots[slot].as_mut() else {
-            return;
-        };
-        let generation = entry.generation;
-        let (pipe_read, pipe_write) = entry.pipe.clone().expect("made at start");
-        let splice = entry.splice.as_ref().expect("splicing");
-        let submitted = if splice.in_pipe > 0 {
-            let offset = splice.reservation.as_ref().expect("open").offset() + splice.written;
-            let len = splice.in_pipe as u32;
-            let file = Rc::clone(&splice.file);
-            self.ring
-                .borrow_mut()
-                .splice_notify(&pipe_read, &file, Some(offset), len)
-                .map(|op| (op, Owner::SpliceOut(slot, generation)))
-        } else if splice.written + splice.in_pipe < splice.total {
-            let len = (splice.total - splice.written).min(crate::io::PIPE_BYTES as u64) as u32;
-            let socket = Rc::clone(&entry.connection.socket);
-            self.ring
-                .borrow_mut()
-                .splice_notify(&socket, &pipe_write, None, len)
-                .map(|op| (op, Owner::SpliceIn(slot, generation)))
-        } else {
-            self.finish_splice(slot);
-            return;
-        };
-        match submitted {
-            Ok((op, owner)) => {
-                self.ops.insert(op, owner);
-            }
-            Err(error) => self.abandon_splice(slot, &format!("submitting a splice: {error}")),
-        }
-    }
-
-    fn spliced_in(&mut self, slot: usize, generation: u64, result: i32) {
-        let Some(entry) = self.slots[slot]
-            .as_mut()
-            .filter(|entry| entry.generation == generation)
-        else {
-            return;
-        };
-        if result <= 0 {
-            let reason = if result == 0 {
-                "peer closed mid-batch".to_owned()
-            } else {
-                format!("splice from socket: errno {}", -result)
-            };
-            self.abandon_splice(slot, &reason);
-            return;
-        }
-        entry.splice.as_mut().expect("splicing").in_pipe += result as u64;
-        self.splice_next(slot);
-    }
-
-    fn spliced_out(&mut self, slot: usize, generation: u64, result: i32) {
-        let Some(entry) = self.slots[slot]
-            .as_mut()
-            .filter(|entry| entry.generation == generation)
-        else {
-            return;
-        };
-        if result <= 0 {
-            self.abandon_splice(slot, &format!("splice into the log: errno {}", -result));
-            return;
-        }
-        let splice = entry.splice.as_mut().expect("splicing");
-        splice.written += result as u64;
-        splice.in_pipe -= result as u64;
-        self.splice_next(slot);
-    }
-
-    /// Every byte is in the file: the group steps the message and completes
-    /// (or takes back) the reservation; the connection and any connection
-    /// waiting on the group resume.
-    fn finish_splice(&mut self, slot: usize) {
-        let entry = self.slots[slot].as_mut().expect("present");
-        let mut splice = entry.splice.take().expect("splicing");
-        let group_id = splice.header.group;
-        let reservation = splice.reservation.take().expect("open");
-        let mut out = std::mem::take(&mut self.out);
-        if let Some(group) = self.groups.get_mut(&group_id)
-            && let Err(error) = group.step_spliced(
-                &splice.header,
-                &splice.summaries,
-                &splice.file,
-                reservation,
-                &mut out,
-            )
-            && let Some(entry) = self.slots[slot].as_mut()
-        {
-            tracing::warn!(%error, "bad spliced batches; closing the peer connection");
-            entry.connection.closed = true;
-        }
-        self.out = out;
-        self.unsplice(group_id);
-        self.resume(slot);
-    }
-
-    /// A splice failed mid-way: the reservation is dropped (its bytes
-    /// zeroed) and the connection closed; the leader will resend.
-    fn abandon_splice(&mut self, slot: usize, reason: &str) {
-        let Some(entry) = self.slots[slot].as_mut() else {
-            return;
-        };
-        tracing::warn!(%reason, "splice abandoned; closing the peer connection");
-        entry.connection.closed = true;
-        let Some(mut splice) = entry.splice.take() else {
-            return;
-        };
-        let group_id = splice.header.group;
-        if let (Some(group), Some(reservation)) =
-            (self.groups.get_mut(&group_id), splice.reservation.take())
-        {
-            let mut out = std::mem::take(&mut self.out);
-            group.abort_splice(reservation, &mut out);
-            self.out = out;
-        }
-        self.unsplice(group_id);
     }
 
     /// A group's splice ended: connections blocked on it resume.

@@ -295,6 +295,18 @@ pub(crate) fn check_append(
     Ok((view.first_index(), view.last_index(), view.term()))
 }
 
+/// What [`LogStorage::reserve`] answers.
+#[derive(Debug)]
+pub enum Reserve {
+    /// The file and the reserved range: write there now.
+    Ready(Rc<File>, segment::Reservation),
+    /// Not now: the store is finishing what must land first (issued); ask
+    /// again after a later `poll`.
+    NotYet,
+    /// This store has no file to write into (it keeps batches in memory).
+    Unsupported,
+}
+
 /// Whether [`check_append`] verifies a frame's checksum.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Checksum {
@@ -397,17 +409,26 @@ pub trait LogStorage {
 
     /// Reserves the next `len` bytes of the log file for whole batches the
     /// caller writes there itself (a follower splicing socket → pipe →
-    /// file); `None` when this store has no file (in memory). Appends are
-    /// refused until the reservation is completed or aborted.
-    fn reserve(
-        &mut self,
-        len: u64,
-    ) -> Result<Option<(std::rc::Rc<std::fs::File>, segment::Reservation)>, StorageError> {
+    /// file); [`Reserve::Unsupported`] when this store has no file (in
+    /// memory). Appends are refused until the reservation is completed or
+    /// aborted. Never blocks: [`Reserve::NotYet`] asks to try again after a
+    /// later `poll`.
+    fn reserve(&mut self, len: u64) -> Result<Reserve, StorageError> {
         let _ = len;
-        Ok(None)
+        Ok(Reserve::Unsupported)
     }
 
-    /// The reserved bytes are written: verifies and adds their batches.
+    /// The bytes of the open reservation as they are in the file now, for
+    /// the caller to verify before they count.
+    fn reserved_bytes(&self, reservation: &segment::Reservation) -> Result<&[u8], StorageError> {
+        let _ = reservation;
+        Err(StorageError::Failed(
+            "this store takes no reservations".into(),
+        ))
+    }
+
+    /// The reserved bytes are written and verified by the caller: adds
+    /// their batches.
     fn complete_reservation(
         &mut self,
         reservation: segment::Reservation,

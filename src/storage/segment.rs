@@ -99,8 +99,8 @@ use crate::io::{Link, Mapping, OpId, Ring, SharedRing};
 use crate::storage::hard_state::{self, sync_directory};
 use crate::storage::record::{self, RecordMeta};
 use crate::storage::{
-    Checksum, Durability, FileSpan, HardState, LogStorage, ReadRange, SegmentInfo, StorageError,
-    check_append, unix_ms, unix_now_ms,
+    Checksum, Durability, FileSpan, HardState, LogStorage, ReadRange, Reserve, SegmentInfo,
+    StorageError, check_append, unix_ms, unix_now_ms,
 };
 use crate::types::{LogIndex, Term};
 
@@ -306,6 +306,9 @@ enum ChunkState {
     /// Written into the file by someone else (a splice into a
     /// reservation); needs only its sync.
     Spliced,
+    /// Zero this many bytes from the chunk's offset (an aborted
+    /// reservation's), before any later write into the file.
+    Clear(u64),
 }
 
 /// Bytes bound for one segment, from one turn.
@@ -414,6 +417,13 @@ impl Staging {
     }
 }
 
+/// The expected result of a chunk operation whose result does not matter.
+const RESULT_IGNORED: u64 = u64::MAX;
+
+/// `fallocate` mode that zeroes a range by deallocating it, keeping the
+/// file's size (so maps of it stay valid).
+const PUNCH_KEEP_SIZE: i32 = nix::libc::FALLOC_FL_PUNCH_HOLE | nix::libc::FALLOC_FL_KEEP_SIZE;
+
 /// Most linked vectored writes one chunk is written with: a turn's pieces
 /// beyond that many iovecs go into another chunk, written after it.
 const CHUNK_WRITES_MAX: usize = 8;
@@ -447,7 +457,9 @@ impl Reservation {
 /// A sync in flight.
 #[derive(Debug)]
 struct Sync {
-    op: OpId,
+    /// The fdatasync; `None` for a segment's naming issued on its own (see
+    /// `SegmentLog::reserve`), which is all such a sync waits for.
+    op: Option<OpId>,
     segment: u64,
     /// Last index it covers.
     index: LogIndex,
@@ -468,8 +480,10 @@ impl Sync {
 
     /// Gives up on whatever of it is still in flight.
     fn abandon(self, ring: &mut Ring) {
-        if !self.done {
-            ring.abandon(self.op);
+        if let Some(op) = self.op
+            && !self.done
+        {
+            ring.abandon(op);
         }
         if let Some(naming) = self.naming {
             for (op, result) in naming.ops.iter().zip(naming.results) {
@@ -949,14 +963,17 @@ impl SegmentLog {
     /// Reserves the next `len` bytes of the active segment (of a new one if
     /// they do not fit) for whole batches the caller writes there itself —
     /// a follower splicing socket → pipe → file — starting at the next
-    /// index. Returns the file and the reservation (its offset). Appends are
-    /// refused until [`Self::complete_reservation`] or
+    /// index. Appends are refused until [`Self::complete_reservation`] or
     /// [`Self::abort_reservation`].
     ///
-    /// Blocks when it starts a new segment (the earlier ones must be
-    /// durable before anything lands in it) and until the active segment's
-    /// queued writes are in the file (usually at once).
-    pub fn reserve(&mut self, len: u64) -> Result<(Rc<File>, Reservation), StorageError> {
+    /// Never blocks. The caller writes into the file at once, so the
+    /// reservation is [`Reserve::Ready`] only when nothing else is still to
+    /// land in the active segment (its queued writes are in the file: a
+    /// killed process must not leave a hole before bytes it wrote) and the
+    /// segment is named durably (bytes in a file still under its temp name
+    /// would be lost with it). Until then it issues what gets it there and
+    /// answers [`Reserve::NotYet`]: ask again after a later `poll`.
+    pub fn reserve(&mut self, len: u64) -> Result<Reserve, StorageError> {
         self.check_failed()?;
         if self.reserved.is_some() {
             return Err(StorageError::Reserved);
@@ -970,18 +987,45 @@ impl SegmentLog {
             ));
         }
         if self.active().end + len > self.options.segment_bytes {
+            if !self.next_ready()? {
+                return self.not_yet();
+            }
             self.roll(self.last_index().next())?;
         }
         self.stage();
+        let id = self.active().id;
         if !self.active().named {
-            self.sync_all()?;
-            let mut segment = self.segments.pop_back().expect("at least one segment");
-            let named = self.name_segment(&mut segment);
-            self.segments.push_back(segment);
-            named?;
+            // Named once every older segment is durable (the barrier):
+            // its own naming, not linked to a write.
+            if self.older_segments_durable(id) {
+                let ring = Rc::clone(&self.ring);
+                let mut ring = ring.borrow_mut();
+                let naming = self.submit_naming(&mut ring, id)?;
+                ring.submit()
+                    .map_err(|error| StorageError::io("io_uring_enter", &self.dir, error))?;
+                self.syncs.push_back(Sync {
+                    op: None,
+                    segment: id,
+                    index: self.durability.index.max(self.last_index()),
+                    done: true,
+                    naming,
+                });
+            }
+            return self.not_yet();
         }
-        self.wait_active_written()?;
+        let pending = self
+            .syncs
+            .iter()
+            .any(|sync| sync.segment == id && sync.op.is_none() && !sync.finished())
+            || self.chunks.iter().any(|chunk| {
+                chunk.segment == id
+                    && !matches!(chunk.state, ChunkState::Written | ChunkState::Spliced)
+            });
+        if pending {
+            return self.not_yet();
+        }
         let active = self.active();
+        debug_assert_eq!(active.written, active.end);
         let reservation = Reservation {
             segment: active.id,
             offset: active.end,
@@ -989,34 +1033,58 @@ impl SegmentLog {
         };
         let file = Rc::clone(&active.file);
         self.reserved = Some((reservation.segment, reservation.offset, reservation.len));
-        Ok((file, reservation))
+        Ok(Reserve::Ready(file, reservation))
     }
 
-    /// Issues and waits for every write queued into the active segment:
-    /// the caller of `reserve` writes into the file at once, and its bytes
-    /// must not land before earlier ones (a killed process would leave a
-    /// hole before them).
-    fn wait_active_written(&mut self) -> Result<(), StorageError> {
-        let id = self.active().id;
+    /// Issues whatever is queued (so a later `poll` finds progress) and
+    /// answers [`Reserve::NotYet`].
+    fn not_yet(&mut self) -> Result<Reserve, StorageError> {
         self.flush()?;
-        while self.chunks.iter().any(|chunk| {
-            chunk.segment == id
-                && matches!(chunk.state, ChunkState::Staged | ChunkState::Writing(_))
-        }) {
-            self.ring
-                .borrow_mut()
-                .wait_for_completion()
-                .map_err(|error| StorageError::io("io_uring_enter", &self.dir, error))?;
-            self.poll()?;
-        }
-        Ok(())
+        Ok(Reserve::NotYet)
     }
 
-    /// The reserved bytes are written: verifies every batch in them (frame,
-    /// checksum, index chain, term order, exactly filling the reservation)
-    /// and adds them to the log. They are readable at once and durable once
-    /// a later flush's sync completes. On a bad batch the bytes are zeroed,
-    /// the reservation is closed and the error says what was wrong.
+    /// Whether the next segment's file is ready for a roll; starts making
+    /// it (through the ring) when it is not under way.
+    fn next_ready(&mut self) -> Result<bool, StorageError> {
+        let ring = Rc::clone(&self.ring);
+        let mut ring = ring.borrow_mut();
+        if self.next.is_none() {
+            self.prepare_paused = false;
+            self.prepare_next(&mut ring, true)?;
+            ring.submit()
+                .map_err(|error| StorageError::io("io_uring_enter", &self.dir, error))?;
+        }
+        self.collect_prepared(&mut ring);
+        Ok(match &mut self.next {
+            Some(prepared) => prepared.collect(&mut ring),
+            // Preparing failed (a full disk?): the roll makes the file
+            // itself and reports the error.
+            None => true,
+        })
+    }
+
+    /// The bytes of the open reservation as they are in the file now (read
+    /// through the map: the page cache, no copy), for the caller to check
+    /// what it wrote there before it counts.
+    pub fn reserved_bytes(&self, reservation: &Reservation) -> Result<&[u8], StorageError> {
+        assert_eq!(
+            self.reserved,
+            Some((reservation.segment, reservation.offset, reservation.len)),
+            "reading a reservation that is not the open one"
+        );
+        self.note_mapped_read(reservation.len);
+        let active = self.active();
+        let start = reservation.offset as usize;
+        Ok(&active.mapping()?.bytes()[start..start + reservation.len as usize])
+    }
+
+    /// The reserved bytes are written, and the caller verified their
+    /// checksums ([`Self::reserved_bytes`]): checks every batch's frame,
+    /// index chain and term order and that they exactly fill the
+    /// reservation, and adds them to the log. They are readable at once and
+    /// durable once a later flush's sync completes. On a bad batch the
+    /// reservation is aborted (its bytes zeroed) and the error says what was
+    /// wrong.
     pub fn complete_reservation(
         &mut self,
         reservation: Reservation,
@@ -1037,7 +1105,13 @@ impl SegmentLog {
             let mut floor = self.last_term();
             let mut offset = 0usize;
             while offset < bytes.len() {
-                match record::check(&bytes[offset..], (start + offset) as u64, next, floor) {
+                match record::check_record(
+                    &bytes[offset..],
+                    (start + offset) as u64,
+                    next,
+                    floor,
+                    Checksum::VerifiedByCaller,
+                ) {
                     Ok(meta) => {
                         next = meta.last.next();
                         floor = meta.term;
@@ -1083,7 +1157,10 @@ impl SegmentLog {
         Ok(last)
     }
 
-    /// Gives a reservation up: whatever was written into it is zeroed.
+    /// Gives a reservation up: whatever was written into it is zeroed
+    /// (through the ring, before any later write into the file: bytes of
+    /// valid records left there could come back as log entries after a
+    /// crash). Never blocks.
     #[expect(
         clippy::needless_pass_by_value,
         reason = "consumes the reservation so it cannot be used again"
@@ -1095,7 +1172,16 @@ impl SegmentLog {
             "aborting a reservation that is not the open one"
         );
         self.reserved = None;
-        clear_tail(self.active(), reservation.offset)
+        debug_assert!(self.staging.is_empty(), "appends wait for the reservation");
+        self.chunks.push_back(Chunk {
+            segment: reservation.segment,
+            offset: reservation.offset,
+            len: 0,
+            last: LogIndex::ZERO,
+            pieces: Pieces::default(),
+            state: ChunkState::Clear(reservation.len),
+        });
+        Ok(())
     }
 
     /// Starts a new segment for a batch that does not fit the active one:
@@ -1162,10 +1248,10 @@ impl SegmentLog {
     /// Makes the next segment's file ahead once the active segment is half
     /// full: created empty now (a quick metadata call), preallocated and
     /// synced through the ring. Returns how many operations it queued.
-    fn prepare_next(&mut self, ring: &mut Ring) -> Result<usize, StorageError> {
+    fn prepare_next(&mut self, ring: &mut Ring, now: bool) -> Result<usize, StorageError> {
         if self.next.is_some()
             || self.prepare_paused
-            || self.active().end < self.options.segment_bytes / 2
+            || (!now && self.active().end < self.options.segment_bytes / 2)
         {
             return Ok(0);
         }
@@ -1262,7 +1348,7 @@ impl SegmentLog {
             let issued = self.submit_chunks(ring)?
                 + self.submit_hard_state(ring)?
                 + self.submit_dir_sync(ring)?
-                + self.prepare_next(ring)?;
+                + self.prepare_next(ring, false)?;
             if issued == 0 {
                 break;
             }
@@ -1307,7 +1393,10 @@ impl SegmentLog {
         let mut issued = 0;
         for position in 0..self.chunks.len() {
             let chunk = &self.chunks[position];
-            if !matches!(chunk.state, ChunkState::Staged | ChunkState::Spliced) {
+            if !matches!(
+                chunk.state,
+                ChunkState::Staged | ChunkState::Spliced | ChunkState::Clear(_)
+            ) {
                 continue;
             }
             if !self.older_segments_durable(chunk.segment) || !self.earlier_writes_done(position) {
@@ -1323,6 +1412,25 @@ impl SegmentLog {
             let io = |error| StorageError::io("submit", &segment.path, error);
             let state = if chunk.state == ChunkState::Spliced {
                 ChunkState::Written
+            } else if let ChunkState::Clear(len) = chunk.state {
+                // Punch the bytes out, reserve the blocks again (only a
+                // later full disk cares: its failure is tolerated, and the
+                // hard link lets the sync run anyway), then the sync.
+                ring.reserve(3).map_err(io)?;
+                let punch = ring
+                    .fallocate_mode(
+                        &segment.file,
+                        PUNCH_KEEP_SIZE,
+                        chunk.offset,
+                        len,
+                        Link::Next,
+                    )
+                    .map_err(io)?;
+                let again = ring
+                    .fallocate(&segment.file, chunk.offset, len, Link::Hard)
+                    .map_err(io)?;
+                issued += 2;
+                ChunkState::Writing(vec![(punch, 0, None), (again, RESULT_IGNORED, None)])
             } else {
                 // One chain: the vectored writes in order, then the sync.
                 let groups = iovec_groups(&chunk.pieces.pieces, IOVECS_MAX);
@@ -1347,7 +1455,7 @@ impl SegmentLog {
             let (segment_id, last) = (chunk.segment, chunk.last);
             self.chunks[position].state = state;
             self.syncs.push_back(Sync {
-                op: sync,
+                op: Some(sync),
                 segment: segment_id,
                 index: last,
                 done: false,
@@ -1470,7 +1578,7 @@ impl SegmentLog {
             if writes.iter().all(|(_, _, result)| result.is_some()) {
                 for (_, len, result) in writes.iter() {
                     let result = result.expect("all present");
-                    if result < 0 || result as u64 != *len {
+                    if *len != RESULT_IGNORED && (result < 0 || result as u64 != *len) {
                         failure = Some(format!(
                             "write of {len} bytes (of {} at offset {}) returned {}",
                             chunk.len,
@@ -1499,7 +1607,8 @@ impl SegmentLog {
         let mut failure = None;
         for sync in &mut self.syncs {
             if !sync.done
-                && let Some(result) = ring.take(sync.op)
+                && let Some(op) = sync.op
+                && let Some(result) = ring.take(op)
             {
                 sync.done = true;
                 if result < 0 {
@@ -1607,8 +1716,12 @@ impl SegmentLog {
     /// name a segment after the old ones are removed.
     fn finish_issued(&mut self) -> Result<(), StorageError> {
         self.staging.clear();
-        self.chunks
-            .retain(|chunk| !matches!(chunk.state, ChunkState::Staged | ChunkState::Spliced));
+        self.chunks.retain(|chunk| {
+            !matches!(
+                chunk.state,
+                ChunkState::Staged | ChunkState::Spliced | ChunkState::Clear(_)
+            )
+        });
         let ring = Rc::clone(&self.ring);
         let mut ring = ring.borrow_mut();
         loop {
@@ -1829,8 +1942,12 @@ impl LogStorage for SegmentLog {
             .saturating_sub(self.held_bytes() + WRITE_HEADROOM_BYTES as u64)
     }
 
-    fn reserve(&mut self, len: u64) -> Result<Option<(Rc<File>, Reservation)>, StorageError> {
-        SegmentLog::reserve(self, len).map(Some)
+    fn reserve(&mut self, len: u64) -> Result<Reserve, StorageError> {
+        SegmentLog::reserve(self, len)
+    }
+
+    fn reserved_bytes(&self, reservation: &Reservation) -> Result<&[u8], StorageError> {
+        SegmentLog::reserved_bytes(self, reservation)
     }
 
     fn complete_reservation(&mut self, reservation: Reservation) -> Result<LogIndex, StorageError> {

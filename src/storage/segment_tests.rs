@@ -327,9 +327,32 @@ fn reads_name_the_file_once_written() {
     assert_eq!(range.bytes, &frames[1][..]);
 }
 
+/// Reserves `len` bytes, waiting (as a server's loop does, a turn at a
+/// time) while the store answers `NotYet`; returns the reservation and how
+/// many times it was not ready.
+fn reserve_ready(log: &mut SegmentLog, len: u64) -> (Rc<File>, Reservation, usize) {
+    let mut waits = 0;
+    loop {
+        match log.reserve(len).unwrap() {
+            Reserve::Ready(file, reservation) => return (file, reservation, waits),
+            Reserve::NotYet => {
+                waits += 1;
+                assert!(waits < 10_000, "a reservation never became ready");
+                let ring = Rc::clone(log.ring());
+                if ring.borrow().in_flight() > 0 {
+                    ring.borrow_mut().submit_and_wait(1).unwrap();
+                }
+                log.poll().unwrap();
+            }
+            Reserve::Unsupported => panic!("the segment store takes reservations"),
+        }
+    }
+}
+
 /// Batches spliced from a pipe into a reservation (as a follower moves
 /// them from its socket) join the log: readable, durable after a flush,
-/// there after a reopen; a bad spliced batch is refused and zeroed.
+/// there after a reopen; a bad spliced batch, found by the caller's check
+/// of the reserved bytes, is aborted: zeroed, and the log goes on.
 #[test]
 fn spliced_batches_join_the_log() {
     use std::io::Write as _;
@@ -341,7 +364,7 @@ fn spliced_batches_join_the_log() {
     let (reader, mut writer) = std::io::pipe().unwrap();
     writer.write_all(&bytes).unwrap();
     let reader = Rc::new(File::from(std::os::fd::OwnedFd::from(reader)));
-    let (file, reservation) = log.reserve(bytes.len() as u64).unwrap();
+    let (file, reservation, _) = reserve_ready(&mut log, bytes.len() as u64);
     assert!(matches!(
         log.append(&make_batch(2, 3, 1, 8)),
         Err(StorageError::Reserved)
@@ -367,12 +390,17 @@ fn spliced_batches_join_the_log() {
     let mut bad = make_batch(2, 8, 1, 64);
     let at = bad.len() - 1;
     bad[at] ^= 1;
-    let (file, reservation) = log.reserve(bad.len() as u64).unwrap();
+    let (file, reservation, _) = reserve_ready(&mut log, bad.len() as u64);
     std::os::unix::fs::FileExt::write_all_at(&*file, &bad, reservation.offset()).unwrap();
-    assert!(matches!(
-        log.complete_reservation(reservation),
-        Err(StorageError::Corrupt { .. })
-    ));
+    let reserved = log.reserved_bytes(&reservation).unwrap();
+    assert_eq!(reserved, &bad[..]);
+    assert!(
+        crate::wire::BatchView::parse(reserved)
+            .unwrap()
+            .verify_checksum()
+            .is_err()
+    );
+    log.abort_reservation(reservation).unwrap();
     frames.extend(append_batches(&mut log, 2, &[1], 64));
     log.sync_all().unwrap();
     drop(log);
@@ -918,5 +946,44 @@ fn sealed_segments_index_sparsely_and_read_exactly() {
             |segment| segment.dense_from == segment.batches.len() && segment.batches.len() <= 4
         ),
         "recovered sealed segments index sparsely"
+    );
+}
+
+/// A reservation never blocks: one that needs a new segment answers
+/// `NotYet` while the next file is made and named through the ring (older
+/// segments durable first), then is ready; bytes spliced into it and
+/// aborted are zeroed before the appends after them land, so a reopen
+/// finds exactly the appended batches.
+#[test]
+fn reservations_at_a_roll_wait_without_blocking() {
+    let dir = TempDir::new("reserve-roll");
+    let mut log = SegmentLog::open_standalone(&dir.0, SMALL).unwrap();
+    // Fill the first segment nearly to its end.
+    let mut frames = append_batches(&mut log, 1, &[1; 12], 4096);
+    let big = make_batch(1, log.last_index().next().get(), 2, 12 * 1024);
+    assert!(log.active().end + big.len() as u64 > SMALL.segment_bytes);
+    let segments_before = log.segments.len();
+    let (file, reservation, waits) = reserve_ready(&mut log, big.len() as u64);
+    assert!(waits > 0, "a roll into an unnamed segment must wait");
+    assert_eq!(log.segments.len(), segments_before + 1);
+    assert_eq!(
+        reservation.offset(),
+        0,
+        "the reservation opens the new segment"
+    );
+    assert!(log.active().named);
+    // Valid bytes, given up on (the core did not take them): zeroed.
+    std::os::unix::fs::FileExt::write_all_at(&*file, &big, reservation.offset()).unwrap();
+    log.abort_reservation(reservation).unwrap();
+    let next = log.last_index().next().get();
+    frames.extend(append_batches(&mut log, 2, &[1], 64));
+    assert_eq!(log.sync_all().unwrap().index, LogIndex(next));
+    drop(log);
+    let log = SegmentLog::open_standalone(&dir.0, SMALL).unwrap();
+    assert_eq!(read_all(&log, 1 << 20), frames);
+    let tail = &log.active().mapping().unwrap().bytes()[64 * 2..big.len()];
+    assert!(
+        tail.iter().all(|byte| *byte == 0),
+        "the aborted bytes after the last batch are zeroed"
     );
 }

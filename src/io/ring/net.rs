@@ -156,6 +156,18 @@ impl Ring {
         Ok(op)
     }
 
+    /// Reports `op` (any operation) through `drain_ready` when it
+    /// completes — at once if its completion was already reaped.
+    pub fn notify(&mut self, op: OpId) {
+        let slot = &mut self.slots[op.slot()];
+        assert_eq!(slot.generation, op.generation(), "notify of a stale op");
+        match &mut slot.state {
+            SlotState::InFlight { notify, .. } => *notify = true,
+            SlotState::Done { .. } => self.ready.push(op),
+            SlotState::Free => panic!("notify of a freed op"),
+        }
+    }
+
     /// Asks the kernel to cancel `op` (a recv on a connection being closed
     /// or handed off); its completion still arrives and must be taken.
     pub fn cancel(&mut self, op: OpId) {
