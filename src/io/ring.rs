@@ -92,6 +92,9 @@ struct Keep {
     message: Option<Box<libc::msghdr>>,
     /// A path the operation reads (`openat`, `unlinkat`).
     path: Option<CString>,
+    /// The result is a new descriptor (`openat`): if the operation is
+    /// abandoned, the ring closes it.
+    result_is_fd: bool,
 }
 
 /// A buffer an operation owns while the kernel may write into it, handed
@@ -110,7 +113,6 @@ pub enum Owned {
 enum SlotState {
     Free,
     InFlight {
-        #[expect(dead_code, reason = "held only to keep memory and descriptors alive")]
         keep: Keep,
         /// A buffer the kernel reads or writes, handed back with the result.
         owned: Option<Owned>,
@@ -356,6 +358,21 @@ impl Ring {
         self.push(entry, Self::keep_file(file), link)
     }
 
+    /// `openat(AT_FDCWD, path, flags, mode)` (close-on-exec added): the
+    /// result is the new descriptor, which [`adopt_file`] takes.
+    pub fn openat(&mut self, path: CString, flags: i32, mode: u32) -> io::Result<OpId> {
+        let entry = opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr())
+            .flags(flags | libc::O_CLOEXEC)
+            .mode(mode)
+            .build();
+        let keep = Keep {
+            path: Some(path),
+            result_is_fd: true,
+            ..Keep::default()
+        };
+        self.push(entry, keep, Link::None)
+    }
+
     /// `rename(from, to)` (absolute paths).
     pub fn rename(&mut self, from: CString, to: CString, link: Link) -> io::Result<OpId> {
         let paths = Box::new((from, to));
@@ -598,6 +615,16 @@ impl Ring {
         }
     }
 
+    /// Gives up on an `openat`: the descriptor it returned (or returns
+    /// later) is closed.
+    pub fn abandon_open(&mut self, op: OpId) {
+        match self.take(op) {
+            Some(result) if result >= 0 => drop(adopt_file(result)),
+            Some(_) => {}
+            None => self.abandon(op),
+        }
+    }
+
     /// Gives up on `op`: its result is thrown away when it arrives, and
     /// what it owns stays alive until then.
     pub fn abandon(&mut self, op: OpId) {
@@ -651,6 +678,14 @@ pub fn iovec_count(pieces: &[Bytes]) -> usize {
     count
 }
 
+/// Takes ownership of the descriptor an `openat` completion returned.
+pub fn adopt_file(fd: i32) -> File {
+    assert!(fd >= 0, "adopt_file of an error result");
+    // SAFETY: the kernel just created this descriptor for us (an openat
+    // completion, taken once); nothing else owns it.
+    File::from(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
 /// What became of a completion.
 enum Completed {
     /// Its result waits for `take`, and it asked to be reported through
@@ -676,12 +711,16 @@ fn complete(slots: &mut [Slot], free: &mut Vec<u32>, op: OpId, result: i32) -> C
         abandoned,
         notify,
         ref mut owned,
-        ..
+        ref keep,
     } = slot.state
     else {
         panic!("completion for an operation not in flight");
     };
     if abandoned {
+        if keep.result_is_fd && result >= 0 {
+            // No one will take this descriptor: close it.
+            drop(adopt_file(result));
+        }
         release(slots, free, op);
         Completed::Abandoned
     } else {

@@ -503,22 +503,45 @@ struct Naming {
     results: [Option<i32>; 2],
 }
 
-/// A segment file made ahead of its roll: created empty under a temp name,
-/// then preallocated and synced through the ring, so the roll finds it
-/// ready instead of blocking on `fallocate` and `fsync`.
+/// A segment file made ahead of its roll, all through the ring: created
+/// empty under a temp name (`openat`), then preallocated and synced, so
+/// the roll finds it ready instead of blocking on `open`, `fallocate` and
+/// `fsync`.
 #[derive(Debug)]
 struct Prepared {
     path: PathBuf,
-    file: Rc<File>,
-    /// fallocate, fsync.
-    ops: [OpId; 2],
+    /// The `openat` while in flight, then its result (the descriptor or
+    /// `-errno`) until the file is adopted.
+    open: Option<OpId>,
+    file: Option<Rc<File>>,
+    /// fallocate, fsync: issued once the file is open.
+    ops: Option<[OpId; 2]>,
     results: [Option<i32>; 2],
+    /// The `openat` failed with this result.
+    open_failed: Option<i32>,
 }
 
 impl Prepared {
-    /// Takes whatever results have come; true once all have.
+    /// Takes whatever results have come; true once all have (or the open
+    /// failed).
     fn collect(&mut self, ring: &mut Ring) -> bool {
-        for (op, result) in self.ops.iter().zip(self.results.iter_mut()) {
+        if let Some(op) = self.open
+            && let Some(result) = ring.take(op)
+        {
+            self.open = None;
+            if result >= 0 {
+                self.file = Some(Rc::new(crate::io::ring::adopt_file(result)));
+            } else {
+                self.open_failed = Some(result);
+            }
+        }
+        if self.open_failed.is_some() {
+            return true;
+        }
+        let Some(ops) = self.ops else {
+            return false;
+        };
+        for (op, result) in ops.iter().zip(self.results.iter_mut()) {
             if result.is_none() {
                 *result = ring.take(*op);
             }
@@ -526,29 +549,82 @@ impl Prepared {
         self.results.iter().all(Option::is_some)
     }
 
-    fn succeeded(&self) -> bool {
-        self.results
-            .iter()
-            .all(|result| result.is_some_and(|result| result >= 0))
+    /// Once the file is open, issues its preallocation and sync (once);
+    /// returns how many operations it queued.
+    fn preallocate(&mut self, ring: &mut Ring, bytes: u64) -> Result<usize, StorageError> {
+        let Some(file) = self.file.clone() else {
+            return Ok(0);
+        };
+        if self.ops.is_some() {
+            return Ok(0);
+        }
+        let io = |error| StorageError::io("submit", &self.path, error);
+        ring.reserve(2).map_err(io)?;
+        let fallocate = ring.fallocate(&file, 0, bytes, Link::Next).map_err(io)?;
+        let sync = ring.fsync(&file, Link::None).map_err(io)?;
+        self.ops = Some([fallocate, sync]);
+        Ok(2)
     }
 
-    /// Gives the file up: abandons what is in flight, removes it.
+    fn succeeded(&self) -> bool {
+        self.open_failed.is_none()
+            && self.ops.is_some()
+            && self
+                .results
+                .iter()
+                .all(|result| result.is_some_and(|result| result >= 0))
+    }
+
+    /// Gives the file up: abandons what is in flight (the ring closes the
+    /// descriptor of an abandoned open), removes the file.
     fn discard(self, ring: &mut Ring) {
-        for (op, result) in self.ops.iter().zip(self.results) {
-            if result.is_none() {
-                ring.abandon(*op);
+        if let Some(op) = self.open {
+            ring.abandon_open(op);
+        }
+        if let Some(ops) = self.ops {
+            for (op, result) in ops.iter().zip(self.results) {
+                if result.is_none() {
+                    ring.abandon(*op);
+                }
             }
         }
         let _ = fs::remove_file(&self.path);
     }
 }
 
-/// A hard state replacement in flight: write temp, fsync, rename, fsync dir.
+/// A hard state replacement in flight, all through the ring: open the temp
+/// file, then write it, fsync, rename over the real one, fsync the
+/// directory.
 #[derive(Debug)]
 struct HardStateWrite {
     state: HardState,
-    ops: [OpId; 4],
+    /// The temp file's `openat` while in flight.
+    open: Option<OpId>,
+    /// The `openat` failed with this result.
+    open_failed: Option<i32>,
+    /// The open temp file, until the chain is issued.
+    file: Option<Rc<File>>,
+    /// Write, fsync, rename, fsync of the directory, once the file is open.
+    ops: Option<[OpId; 4]>,
     results: [Option<i32>; 4],
+}
+
+impl HardStateWrite {
+    /// Gives up on whatever of it is in flight (the ring closes the
+    /// descriptor an abandoned open returns: the store is failing or being
+    /// dropped).
+    fn abandon(self, ring: &mut Ring) {
+        if let Some(op) = self.open {
+            ring.abandon_open(op);
+        }
+        if let Some(ops) = self.ops {
+            for (op, result) in ops.iter().zip(self.results) {
+                if result.is_none() {
+                    ring.abandon(*op);
+                }
+            }
+        }
+    }
 }
 
 /// The io_uring segment store; see the module docs.
@@ -922,11 +998,7 @@ impl SegmentLog {
         }
         self.staging.seal_copy();
         let staged = std::mem::take(&mut self.staging.pieces);
-        // The turn's appends are stamped here, once per turn: a clock
-        // read per append would cost the hot path for a figure retention
-        // reads in seconds.
-        let active = self.segments.back_mut().expect("at least one segment");
-        active.modified_ms = unix_now_ms();
+        let active = self.segments.back().expect("at least one segment");
         let (id, end) = (active.id, active.end);
         let mut offset = end - staged.bytes();
         let groups = iovec_groups(&staged.pieces, CHUNK_WRITES_MAX * IOVECS_MAX);
@@ -1217,13 +1289,17 @@ impl SegmentLog {
         let ring = Rc::clone(&self.ring);
         let mut ring = ring.borrow_mut();
         while !prepared.collect(&mut ring) {
+            if let Err(error) = prepared.preallocate(&mut ring, self.options.segment_bytes) {
+                prepared.discard(&mut ring);
+                return Err(error);
+            }
             if let Err(error) = ring.wait_for_completion() {
                 prepared.discard(&mut ring);
                 return Err(StorageError::io("io_uring_enter", &self.dir, error));
             }
         }
         if !prepared.succeeded() {
-            tracing::warn!(path = %prepared.path.display(), results = ?prepared.results,
+            tracing::warn!(path = %prepared.path.display(), ?prepared,
                 "preparing a segment failed; creating it at the roll");
             prepared.discard(&mut ring);
             return Ok(None);
@@ -1234,7 +1310,7 @@ impl SegmentLog {
             last: first.prev(),
             named: false,
             path: prepared.path,
-            file: prepared.file,
+            file: prepared.file.expect("a prepared file is open"),
             file_bytes: self.options.segment_bytes,
             end: 0,
             written: 0,
@@ -1246,46 +1322,37 @@ impl SegmentLog {
     }
 
     /// Makes the next segment's file ahead once the active segment is half
-    /// full: created empty now (a quick metadata call), preallocated and
-    /// synced through the ring. Returns how many operations it queued.
+    /// full (or `now`), all through the ring: an `openat` first, then, once
+    /// it is open, `fallocate` and `fsync`. Returns how many operations it
+    /// queued.
     fn prepare_next(&mut self, ring: &mut Ring, now: bool) -> Result<usize, StorageError> {
-        if self.next.is_some()
-            || self.prepare_paused
-            || (!now && self.active().end < self.options.segment_bytes / 2)
-        {
+        if let Some(prepared) = &mut self.next {
+            prepared.collect(ring);
+            return prepared.preallocate(ring, self.options.segment_bytes);
+        }
+        if self.prepare_paused || (!now && self.active().end < self.options.segment_bytes / 2) {
             return Ok(0);
         }
         self.prepared_count += 1;
         let path = self
             .dir
             .join(format!("next-{}{TEMP_SUFFIX}", self.prepared_count));
-        let file = match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-        {
-            Ok(file) => Rc::new(file),
-            Err(error) => {
-                tracing::warn!(path = %path.display(), %error, "could not prepare a segment");
-                self.prepare_paused = true;
-                return Ok(0);
-            }
-        };
-        let io = |error| StorageError::io("submit", &path, error);
-        ring.reserve(2).map_err(io)?;
-        let fallocate = ring
-            .fallocate(&file, 0, self.options.segment_bytes, Link::Next)
-            .map_err(io)?;
-        let sync = ring.fsync(&file, Link::None).map_err(io)?;
+        let open = ring
+            .openat(
+                c_path(&path),
+                nix::libc::O_RDWR | nix::libc::O_CREAT | nix::libc::O_TRUNC,
+                0o644,
+            )
+            .map_err(|error| StorageError::io("submit", &path, error))?;
         self.next = Some(Prepared {
             path,
-            file,
-            ops: [fallocate, sync],
+            open: Some(open),
+            file: None,
+            ops: None,
             results: [None; 2],
+            open_failed: None,
         });
-        Ok(2)
+        Ok(1)
     }
 
     /// Takes the prepared file's results; a failure (a full disk) pauses
@@ -1296,7 +1363,7 @@ impl SegmentLog {
         };
         if prepared.collect(ring) && !prepared.succeeded() {
             let prepared = self.next.take().expect("checked");
-            tracing::warn!(path = %prepared.path.display(), results = ?prepared.results,
+            tracing::warn!(path = %prepared.path.display(), ?prepared,
                 "preparing a segment failed; the roll will create it");
             prepared.discard(ring);
             self.prepare_paused = true;
@@ -1504,38 +1571,50 @@ impl SegmentLog {
     /// Issues the flushed hard state unless a write is in flight; returns
     /// how many operations it queued.
     fn submit_hard_state(&mut self, ring: &mut Ring) -> Result<usize, StorageError> {
-        if self.hard_state_write.is_some() {
-            return Ok(0);
+        let temp = self.dir.join(hard_state::TEMP_NAME);
+        if let Some(write) = &mut self.hard_state_write {
+            // Its temp file is open: write, sync, rename, sync the
+            // directory, linked.
+            if write.ops.is_some() || write.open.is_some() || write.open_failed.is_some() {
+                return Ok(0);
+            }
+            let Some(file) = write.file.take() else {
+                return Ok(0);
+            };
+            let path = self.dir.join(hard_state::FILE_NAME);
+            let buffer = Rc::new(hard_state::encode(write.state));
+            let io = |error| StorageError::io("submit", &temp, error);
+            ring.reserve(4).map_err(io)?;
+            let write_op = ring
+                .write_at(&file, &buffer, 0..buffer.len(), 0, Link::Next)
+                .map_err(io)?;
+            let sync = ring.fsync(&file, Link::Next).map_err(io)?;
+            let rename = ring
+                .rename(c_path(&temp), c_path(&path), Link::Next)
+                .map_err(io)?;
+            let sync_dir = ring.fsync(&self.dir_file, Link::None).map_err(io)?;
+            write.ops = Some([write_op, sync, rename, sync_dir]);
+            return Ok(4);
         }
         let Some(state) = self.hard_state_flushed.take() else {
             return Ok(0);
         };
-        let temp = self.dir.join(hard_state::TEMP_NAME);
-        let path = self.dir.join(hard_state::FILE_NAME);
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp)
-            .map_err(|error| StorageError::io("create", &temp, error))?;
-        let file = Rc::new(file);
-        let buffer = Rc::new(hard_state::encode(state));
-        let io = |error| StorageError::io("submit", &temp, error);
-        ring.reserve(4).map_err(io)?;
-        let write = ring
-            .write_at(&file, &buffer, 0..buffer.len(), 0, Link::Next)
-            .map_err(io)?;
-        let sync = ring.fsync(&file, Link::Next).map_err(io)?;
-        let rename = ring
-            .rename(c_path(&temp), c_path(&path), Link::Next)
-            .map_err(io)?;
-        let sync_dir = ring.fsync(&self.dir_file, Link::None).map_err(io)?;
+        let open = ring
+            .openat(
+                c_path(&temp),
+                nix::libc::O_WRONLY | nix::libc::O_CREAT | nix::libc::O_TRUNC,
+                0o644,
+            )
+            .map_err(|error| StorageError::io("submit", &temp, error))?;
         self.hard_state_write = Some(HardStateWrite {
             state,
-            ops: [write, sync, rename, sync_dir],
+            open: Some(open),
+            open_failed: None,
+            file: None,
+            ops: None,
             results: [None; 4],
         });
-        Ok(4)
+        Ok(1)
     }
 
     /// Takes finished completions and advances the marks.
@@ -1639,12 +1718,30 @@ impl SegmentLog {
         let Some(write) = &mut self.hard_state_write else {
             return Ok(());
         };
-        for (op, result) in write.ops.iter().zip(write.results.iter_mut()) {
-            if result.is_none() {
-                *result = ring.take(*op);
+        if let Some(op) = write.open
+            && let Some(result) = ring.take(op)
+        {
+            write.open = None;
+            if result >= 0 {
+                write.file = Some(Rc::new(crate::io::ring::adopt_file(result)));
+            } else {
+                write.open_failed = Some(result);
             }
         }
-        let results = write.results;
+        let results = if let Some(result) = write.open_failed {
+            // As if the chain had failed at its first step: the old file
+            // is intact.
+            [Some(result), None, None, None].map(|result| result.or(Some(-nix::libc::ECANCELED)))
+        } else if let Some(ops) = write.ops {
+            for (op, result) in ops.iter().zip(write.results.iter_mut()) {
+                if result.is_none() {
+                    *result = ring.take(*op);
+                }
+            }
+            write.results
+        } else {
+            return Ok(());
+        };
         if results.iter().any(Option::is_none) {
             return Ok(());
         }
@@ -1679,11 +1776,7 @@ impl SegmentLog {
             sync.abandon(ring);
         }
         if let Some(write) = self.hard_state_write.take() {
-            for (op, result) in write.ops.iter().zip(write.results) {
-                if result.is_none() {
-                    ring.abandon(*op);
-                }
-            }
+            write.abandon(ring);
         }
         if let Some(op) = self.dir_sync.take() {
             ring.abandon(op);
@@ -1758,7 +1851,14 @@ impl SegmentLog {
         if self.active().end + bytes > self.options.segment_bytes {
             self.roll(first)?;
         }
+        let stamp = self.staging.is_empty();
         let segment = self.segments.back_mut().expect("at least one segment");
+        if stamp {
+            // A turn's appends are stamped at its first, once per turn: a
+            // clock read per append would cost the hot path for a figure
+            // retention reads in seconds.
+            segment.modified_ms = unix_now_ms();
+        }
         segment.batches.push(BatchEntry {
             offset: segment.end as u32,
             delta: (first.get() - segment.first.get()) as u32,
@@ -2262,11 +2362,7 @@ impl Drop for SegmentLog {
         self.abandon_pending();
         let mut ring = self.ring.borrow_mut();
         if let Some(write) = self.hard_state_write.take() {
-            for (op, result) in write.ops.iter().zip(write.results) {
-                if result.is_none() {
-                    ring.abandon(*op);
-                }
-            }
+            write.abandon(&mut ring);
         }
         if let Some(op) = self.dir_sync.take() {
             ring.abandon(op);
