@@ -273,8 +273,18 @@ fn spliced_batches_reach_every_follower_intact() {
     // header (about 27 times more spliced than copied here; 5 times when
     // it read greedily).
     let witness = (leader + 2) % 3;
-    let spliced = cluster.metric(witness, "rast_bytes_spliced_total").unwrap();
-    let copied = cluster.metric(witness, "rast_bytes_copied_total").unwrap();
+    let spliced = cluster
+        .metric(
+            witness,
+            "rast_payload_bytes_spliced_total{path=\"follower\"}",
+        )
+        .unwrap();
+    let copied = cluster
+        .metric(
+            witness,
+            "rast_payload_bytes_copied_total{path=\"follower\"}",
+        )
+        .unwrap();
     assert!(
         spliced > 1_000_000.0 && spliced > 10.0 * copied,
         "spliced {spliced}, copied {copied}"

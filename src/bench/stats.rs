@@ -193,9 +193,11 @@ pub struct NodeCounters {
     pub syncs: f64,
     /// `rast_synced_entries_total`.
     pub synced_entries: f64,
-    /// `rast_bytes_spliced_total`.
+    /// Batch bytes followers spliced: `rast_payload_bytes_spliced_total`
+    /// on the follower path (`rast_bytes_spliced_total` before it).
     pub bytes_spliced: f64,
-    /// `rast_bytes_copied_total`.
+    /// Batch bytes followers copied: `rast_payload_bytes_copied_total` on
+    /// the follower path (`rast_bytes_copied_total` before it).
     pub bytes_copied: f64,
     /// `rast_leader_changes_total`.
     pub leader_changes: f64,
@@ -237,21 +239,45 @@ pub fn scrape(address: &str) -> Option<NodeCounters> {
     stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
     let mut text = String::new();
     stream.read_to_string(&mut text).ok()?;
-    let value = |name: &str| {
-        text.lines()
-            .find(|line| line.split([' ', '{']).next() == Some(name))
-            .and_then(|line| line.rsplit(' ').next())
-            .and_then(|value| value.parse::<f64>().ok())
+    Some(parse_counters(&text))
+}
+
+/// The counters in a `/metrics` text; a counter it lacks reads 0.
+pub fn parse_counters(text: &str) -> NodeCounters {
+    let value = |name: &str| sample(text, name).unwrap_or(0.0);
+    // Nodes older than the per-path payload counters export the follower
+    // path's bytes under the old names.
+    let follower = |new: &str, old: &str| {
+        sample(text, &format!("{new}{{path=\"follower\"}}"))
+            .or_else(|| sample(text, old))
             .unwrap_or(0.0)
     };
-    Some(NodeCounters {
+    NodeCounters {
         syncs: value("rast_syncs_total"),
         synced_entries: value("rast_synced_entries_total"),
-        bytes_spliced: value("rast_bytes_spliced_total"),
-        bytes_copied: value("rast_bytes_copied_total"),
+        bytes_spliced: follower(
+            "rast_payload_bytes_spliced_total",
+            "rast_bytes_spliced_total",
+        ),
+        bytes_copied: follower("rast_payload_bytes_copied_total", "rast_bytes_copied_total"),
         leader_changes: value("rast_leader_changes_total"),
         sync_seconds: value("rast_sync_seconds_sum"),
-    })
+    }
+}
+
+/// The value of the sample `name` in a `/metrics` text: `name` with its
+/// labels written as the node writes them (`a_total{path="read"}`) is that
+/// sample; a bare name is the first sample of that metric.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    let separators: &[char] = if name.contains('{') {
+        &[' ']
+    } else {
+        &[' ', '{']
+    };
+    text.lines()
+        .find(|line| line.split(separators).next() == Some(name))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse::<f64>().ok())
 }
 
 /// CPU seconds this process (the load generator) has used.

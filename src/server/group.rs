@@ -17,6 +17,7 @@
 use std::collections::VecDeque;
 
 use super::connection::FileSpan;
+use super::metrics::{PayloadPath, PayloadTally};
 use crate::constants::APPEND_MESSAGE_BYTES_MAX;
 use crate::kv::{ReadQueue, StateMachine};
 use crate::net::codec::{self, PeerBody, PeerHeader};
@@ -71,6 +72,8 @@ pub struct Outbound {
     pub leader_changes: u64,
     /// Syncs completed: (latency µs, entries made durable).
     pub syncs: Vec<(u64, u64)>,
+    /// Payload bytes sent and copied (for metrics).
+    pub payload: PayloadTally,
     /// Members of a configuration that came into force, with addresses:
     /// the shard keeps a link to each.
     pub members: Vec<(NodeId, String)>,
@@ -563,7 +566,7 @@ impl Group {
             refuse_compacted(reply, first, "read", out);
             return;
         }
-        match self.committed_batches(from, max_entries) {
+        match self.committed_batches(from, max_entries, &mut out.payload) {
             Ok((_, pieces, count)) => {
                 out.reply(reply, ResponseBody::Batches(count));
                 out.clients
@@ -858,6 +861,10 @@ impl Group {
         })?;
         let mut bytes = codec::encode(self.id, message, &summaries);
         bytes.extend_from_slice(&frames);
+        // Two copies in user space: storage → `frames` → the message.
+        let replicated = out.payload.path(PayloadPath::Replicate);
+        replicated.add_payload(frames.len() as u64);
+        replicated.add_copied(2 * frames.len() as u64);
         out.peers.push((message.to, bytes));
         Ok(())
     }
@@ -901,7 +908,7 @@ impl Group {
             if tail.next > self.core.commit_index() {
                 continue;
             }
-            match self.committed_batches(tail.next, tail.max_entries) {
+            match self.committed_batches(tail.next, tail.max_entries, &mut out.payload) {
                 Ok((next, pieces, count)) if count > 0 => {
                     out.reply(tail.reply, ResponseBody::Batches(count));
                     out.clients
@@ -917,10 +924,12 @@ impl Group {
 
     /// Whole committed batches from the one holding `from`: (next index,
     /// the frames as file spans where they are in a file, batch count).
+    /// The bytes copied (those not in a file) are added to `tally`.
     fn committed_batches(
         &self,
         from: LogIndex,
         max_entries: u32,
+        tally: &mut PayloadTally,
     ) -> Result<(LogIndex, Vec<ClientOut>, u32), GroupError> {
         let commit = self.core.commit_index();
         let mut pieces = Vec::new();
@@ -953,6 +962,10 @@ impl Group {
                 break;
             }
             bytes_total += taken;
+            tally.path(PayloadPath::Read).add_payload(taken as u64);
+            if read.file.is_none() {
+                tally.path(PayloadPath::Read).add_copied(taken as u64);
+            }
             pieces.push(match read.file {
                 Some(span) => ClientOut::File(FileSpan {
                     file: std::rc::Rc::new(std::fs::File::from(

@@ -24,6 +24,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::connection::{Connection, Role};
 use super::group::{ClientOut, Group, Outbound, ReplyTo};
+use super::metrics::PayloadPath;
 use super::{ServerError, Settings, StorageMode, stopping};
 use crate::constants::TICK_MS;
 use crate::io::{OpId, Ring, SharedRing};
@@ -766,7 +767,11 @@ impl Shard {
         } else {
             entry.connection.unread()[length..need].to_vec()
         };
-        super::metrics::Counters::add(&self.metrics.counters.bytes_copied, bytes.len() as u64);
+        if matches!(header.body, PeerBody::AppendEntries { .. }) {
+            let follower = self.metrics.counters.payload(PayloadPath::Follower);
+            follower.add_payload(bytes.len() as u64);
+            follower.add_copied(bytes.len() as u64);
+        }
         entry.connection.consume(need);
         let summaries = std::mem::take(&mut self.summaries);
         let mut out = std::mem::take(&mut self.out);
@@ -798,6 +803,10 @@ impl Shard {
             match frame_length(rest) {
                 Ok(FrameLength::Complete { frame_bytes, .. }) if rest.len() >= frame_bytes => {
                     batch = Some(rest[..frame_bytes].to_vec());
+                    // Counted each time: a client blocked on a full write
+                    // queue has its batch copied again when it resumes.
+                    let ingest = self.metrics.counters.payload(PayloadPath::Ingest);
+                    ingest.add_copied(frame_bytes as u64);
                 }
                 Ok(_) => return Ok(0),
                 Err(error) => return Err(format!("bad batch frame: {error}")),
@@ -832,6 +841,10 @@ impl Shard {
         }
         let entry = self.slots[slot].as_mut().expect("present");
         entry.connection.consume(consumed);
+        if let Some(frame) = &batch {
+            let ingest = self.metrics.counters.payload(PayloadPath::Ingest);
+            ingest.add_payload(frame.len() as u64);
+        }
         let reply = ReplyTo {
             connection: slot,
             generation: entry.generation,
@@ -1005,9 +1018,10 @@ impl Shard {
                 .map_err(|error| format!("writing the received head of a batch: {error}"))?;
         }
         entry.connection.consume(head);
-        let counters = &self.metrics.counters;
-        super::metrics::Counters::add(&counters.bytes_copied, head as u64);
-        super::metrics::Counters::add(&counters.bytes_spliced, total - head as u64);
+        let follower = self.metrics.counters.payload(PayloadPath::Follower);
+        follower.add_payload(total);
+        follower.add_copied(head as u64);
+        follower.add_spliced(total - head as u64);
         entry.splice = Some(Box::new(Splice {
             header,
             summaries: self.summaries.clone(),
@@ -1296,6 +1310,7 @@ impl Shard {
         for (micros, entries) in out.syncs.drain(..) {
             counters.record_sync(micros, entries);
         }
+        counters.take_tally(&mut out.payload);
         self.follow_membership(&mut out);
         for (peer, frame) in out.peers.drain(..) {
             let Some(link) = self.links.iter().position(|link| link.id == peer) else {
@@ -1331,10 +1346,8 @@ impl Shard {
                 match piece {
                     ClientOut::Bytes(bytes) => entry.connection.queue(&bytes),
                     ClientOut::File(span) => {
-                        super::metrics::Counters::add(
-                            &self.metrics.counters.bytes_read_from_file,
-                            span.len,
-                        );
+                        let read = self.metrics.counters.payload(PayloadPath::Read);
+                        read.add_from_file(span.len);
                         entry.connection.queue_file(span);
                     }
                 }
