@@ -459,6 +459,9 @@ pub struct Measured {
     pub rss_peak: Vec<stats::Rss>,
     /// Node counters summed over nodes, over the measured time.
     pub counters: Option<stats::NodeCounters>,
+    /// Each node's counters over the measured time, in the order of the
+    /// metrics addresses (`None`: the node did not answer both scrapes).
+    pub node_counters: Vec<Option<stats::NodeCounters>>,
     /// Whether the node figures include the load generator (in-process).
     pub in_process: bool,
     /// The last connection error a client saw.
@@ -568,13 +571,16 @@ fn measure_point(
         last_error = last_error.or(outcome.last_error);
     }
     // Nodes that answered both times (a node killed by W6 drops out).
-    let deltas: Vec<stats::NodeCounters> = after
+    let node_counters: Vec<Option<stats::NodeCounters>> = after
         .counters
         .iter()
         .zip(&before.counters)
-        .filter_map(|(after, before)| Some(after.as_ref()?.since(before.as_ref()?)))
+        .map(|(after, before)| Some(after.as_ref()?.since(before.as_ref()?)))
         .collect();
-    let counters = (!deltas.is_empty()).then(|| stats::NodeCounters::sum(deltas.iter()));
+    let counters = node_counters
+        .iter()
+        .any(Option::is_some)
+        .then(|| stats::NodeCounters::sum(node_counters.iter().flatten()));
     // A node killed mid-run (W6) has no "after": it drops out of the sums.
     let delta = |pick: fn(&stats::ProcessSample) -> f64| -> f64 {
         after
@@ -601,6 +607,7 @@ fn measure_point(
             .sum(),
         rss_peak,
         counters,
+        node_counters,
         in_process: target.in_process,
         last_error,
         first_error_reply: shared
