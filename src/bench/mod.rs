@@ -74,6 +74,11 @@ pub struct Args {
     /// Run the nodes as threads of this process (W5; implies --storage memory).
     #[arg(long)]
     pub in_process: bool,
+    /// One more `rast serve` argument for every node of the cluster it
+    /// starts as processes (repeat it), e.g.
+    /// `--serve-arg=--segment-bytes=1048576` for segments that roll often.
+    #[arg(long = "serve-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub serve_args: Vec<String>,
     /// Parent directory for the nodes' data and fio's files (default: the
     /// temp dir); it decides which filesystem is measured.
     #[arg(long)]
@@ -159,6 +164,11 @@ pub struct Args {
 pub fn run(args: &Args, command: &str) -> Result<(), BenchError> {
     crate::io::signal::install_stop_handlers()?;
     let sweep = parse_sweep(args.sweep.as_deref())?;
+    if !args.serve_args.is_empty() && (args.in_process || args.cluster.is_some()) {
+        return Err(BenchError::Setup(
+            "--serve-arg is for the cluster this benchmark starts as processes".into(),
+        ));
+    }
     let base = args.data.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&base)?;
     let limits = if args.no_limits {
@@ -190,6 +200,7 @@ pub fn run(args: &Args, command: &str) -> Result<(), BenchError> {
             logs: logs.clone(),
             data: cluster::data_directory(&base),
             in_process: args.in_process,
+            serve_args: args.serve_args.clone(),
         })?),
     };
     let outcome = run_points(args, &sweep, &logs, local.as_mut(), &limits, command);
