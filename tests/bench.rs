@@ -43,6 +43,20 @@ fn bench_sweep_writes_report_and_plot() {
             .unwrap();
         assert!(value > 0.0, "a point measured no entries: {line}");
     }
+    // Every point has copies per payload byte (the nodes export the
+    // per-path counters) and each node's raw per-path bytes.
+    for figure in [
+        "leader_copies_per_payload_byte",
+        "follower_copies_per_payload_byte",
+    ] {
+        assert_eq!(report.matches(&format!("\"{figure}\": ")).count(), 2);
+        assert!(
+            !report.contains(&format!("\"{figure}\": null")),
+            "{figure} missing:\n{report}"
+        );
+    }
+    assert_eq!(report.matches("\"payload_bytes_per_node\": [").count(), 2);
+    assert!(stdout.contains("ldr cp/B"), "no copies column:\n{stdout}");
     let png = std::fs::read(json.with_extension("png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     // The nodes' data directories are gone with the nodes.

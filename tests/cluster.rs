@@ -273,8 +273,18 @@ fn spliced_batches_reach_every_follower_intact() {
     // header (about 27 times more spliced than copied here; 5 times when
     // it read greedily).
     let witness = (leader + 2) % 3;
-    let spliced = cluster.metric(witness, "rast_bytes_spliced_total").unwrap();
-    let copied = cluster.metric(witness, "rast_bytes_copied_total").unwrap();
+    let spliced = cluster
+        .metric(
+            witness,
+            "rast_payload_bytes_spliced_total{path=\"follower\"}",
+        )
+        .unwrap();
+    let copied = cluster
+        .metric(
+            witness,
+            "rast_payload_bytes_copied_total{path=\"follower\"}",
+        )
+        .unwrap();
     assert!(
         spliced > 1_000_000.0 && spliced > 10.0 * copied,
         "spliced {spliced}, copied {copied}"
@@ -307,7 +317,10 @@ fn corrupt_spliced_batches_from_a_peer_are_cut() {
     // A connection's first recv takes at most its first receive block
     // (64 KiB): the rest of the batch is spliced.
     let spliced = cluster
-        .metric(follower, "rast_bytes_spliced_total")
+        .metric(
+            follower,
+            "rast_payload_bytes_spliced_total{path=\"follower\"}",
+        )
         .unwrap();
     assert!(
         spliced >= 256.0 * 1024.0,

@@ -32,6 +32,8 @@ pub struct ClusterPlan {
     pub data: PathBuf,
     /// Threads of this process instead of processes.
     pub in_process: bool,
+    /// More `rast serve` arguments for every node process.
+    pub serve_args: Vec<String>,
 }
 
 /// A running local cluster.
@@ -143,6 +145,7 @@ impl LocalCluster {
             .args(["--logs", &plan.logs.join(",")])
             .arg("--data")
             .arg(self.data.join(format!("node{}", node + 1)))
+            .args(&plan.serve_args)
             .env("RAST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -74,6 +74,11 @@ pub struct Args {
     /// Run the nodes as threads of this process (W5; implies --storage memory).
     #[arg(long)]
     pub in_process: bool,
+    /// One more `rast serve` argument for every node of the cluster it
+    /// starts as processes (repeat it), e.g.
+    /// `--serve-arg=--segment-bytes=1048576` for segments that roll often.
+    #[arg(long = "serve-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub serve_args: Vec<String>,
     /// Parent directory for the nodes' data and fio's files (default: the
     /// temp dir); it decides which filesystem is measured.
     #[arg(long)]
@@ -159,6 +164,11 @@ pub struct Args {
 pub fn run(args: &Args, command: &str) -> Result<(), BenchError> {
     crate::io::signal::install_stop_handlers()?;
     let sweep = parse_sweep(args.sweep.as_deref())?;
+    if !args.serve_args.is_empty() && (args.in_process || args.cluster.is_some()) {
+        return Err(BenchError::Setup(
+            "--serve-arg is for the cluster this benchmark starts as processes".into(),
+        ));
+    }
     let base = args.data.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&base)?;
     let limits = if args.no_limits {
@@ -190,6 +200,7 @@ pub fn run(args: &Args, command: &str) -> Result<(), BenchError> {
             logs: logs.clone(),
             data: cluster::data_directory(&base),
             in_process: args.in_process,
+            serve_args: args.serve_args.clone(),
         })?),
     };
     let outcome = run_points(args, &sweep, &logs, local.as_mut(), &limits, command);
@@ -459,6 +470,9 @@ pub struct Measured {
     pub rss_peak: Vec<stats::Rss>,
     /// Node counters summed over nodes, over the measured time.
     pub counters: Option<stats::NodeCounters>,
+    /// Each node's counters over the measured time, in the order of the
+    /// metrics addresses (`None`: the node did not answer both scrapes).
+    pub node_counters: Vec<Option<stats::NodeCounters>>,
     /// Whether the node figures include the load generator (in-process).
     pub in_process: bool,
     /// The last connection error a client saw.
@@ -568,13 +582,16 @@ fn measure_point(
         last_error = last_error.or(outcome.last_error);
     }
     // Nodes that answered both times (a node killed by W6 drops out).
-    let deltas: Vec<stats::NodeCounters> = after
+    let node_counters: Vec<Option<stats::NodeCounters>> = after
         .counters
         .iter()
         .zip(&before.counters)
-        .filter_map(|(after, before)| Some(after.as_ref()?.since(before.as_ref()?)))
+        .map(|(after, before)| Some(after.as_ref()?.since(before.as_ref()?)))
         .collect();
-    let counters = (!deltas.is_empty()).then(|| stats::NodeCounters::sum(deltas.iter()));
+    let counters = node_counters
+        .iter()
+        .any(Option::is_some)
+        .then(|| stats::NodeCounters::sum(node_counters.iter().flatten()));
     // A node killed mid-run (W6) has no "after": it drops out of the sums.
     let delta = |pick: fn(&stats::ProcessSample) -> f64| -> f64 {
         after
@@ -601,6 +618,7 @@ fn measure_point(
             .sum(),
         rss_peak,
         counters,
+        node_counters,
         in_process: target.in_process,
         last_error,
         first_error_reply: shared

@@ -1,6 +1,13 @@
 //! The report: derived figures, ratios to the machine's limits, the table,
 //! the JSON, the live progress line.
 //!
+//! Copies per payload byte (from the nodes' `rast_payload_bytes*` counters;
+//! "—" in the table and null in the JSON when the nodes export none): on the
+//! leader, the node whose ingest payload grew most, bytes copied on the
+//! ingest, replicate and read paths ÷ bytes ingested; on the followers,
+//! bytes copied on the follower path ÷ bytes received on it, over all of
+//! them. The JSON also has each node's raw per-path deltas.
+//!
 //! Ratios (a limit missing from the run gives no ratio):
 //!
 //! | ratio | meaning |
@@ -26,6 +33,8 @@ use super::json::Json;
 use super::limits::Limits;
 use super::load::Workload;
 use super::plot;
+use super::stats::{self, CopyFigures};
+use crate::server::metrics::PayloadPath;
 
 /// One measured point with its derived figures.
 #[derive(Debug)]
@@ -40,6 +49,8 @@ pub struct Point {
     pub figures: Vec<(&'static str, f64)>,
     /// Ratios to the limits, by name.
     pub ratios: Vec<(&'static str, f64)>,
+    /// User-space copies per payload byte on the leader and the followers.
+    pub copies: CopyFigures,
 }
 
 impl Point {
@@ -141,6 +152,17 @@ impl Point {
             figures.push(("copied_mb_per_s", counters.bytes_copied / seconds / 1e6));
             figures.push(("leader_changes", counters.leader_changes));
         }
+        // NaN (shown "—", null in JSON) when the nodes export no per-path
+        // payload counters, so an older build can be measured as a baseline.
+        let copies = stats::copies_per_payload_byte(&measured.node_counters);
+        figures.push((
+            "leader_copies_per_payload_byte",
+            copies.leader.unwrap_or(f64::NAN),
+        ));
+        figures.push((
+            "follower_copies_per_payload_byte",
+            copies.followers.unwrap_or(f64::NAN),
+        ));
         let figure = |name: &str| {
             figures
                 .iter()
@@ -232,6 +254,7 @@ impl Point {
             measured,
             figures,
             ratios,
+            copies,
         }
     }
 
@@ -296,6 +319,12 @@ impl Point {
             )
             .set("last_client_error", self.measured.last_error.clone())
             .set("first_error_reply", self.measured.first_error_reply.clone());
+        figures
+            .set(
+                "leader_node",
+                self.copies.leader_node.map(|node| node as u64 + 1),
+            )
+            .set("payload_bytes_per_node", self.payload_json());
         if let Some(fault) = &self.measured.fault {
             let mut w6 = Json::object();
             w6.set("killed", fault.killed.as_str())
@@ -315,6 +344,45 @@ impl Point {
             .set("figures", figures)
             .set("ratios", ratios);
         point
+    }
+
+    /// Each node's payload byte counters over the point, per path (node 1
+    /// first, in the order of the metrics addresses; `null` for a node that
+    /// exports none or did not answer).
+    fn payload_json(&self) -> Json {
+        Json::Array(
+            self.measured
+                .node_counters
+                .iter()
+                .map(|counters| {
+                    let Some(paths) = counters.as_ref().and_then(|counters| counters.payload)
+                    else {
+                        return Json::Null;
+                    };
+                    let mut node = Json::object();
+                    for path in PayloadPath::ALL {
+                        let figures = paths[path as usize];
+                        let mut bytes = Json::object();
+                        bytes
+                            .set("payload", figures.payload)
+                            .set("copied", figures.copied)
+                            .set("spliced", figures.spliced)
+                            .set("from_file", figures.from_file);
+                        node.set(path.label(), bytes);
+                    }
+                    node
+                })
+                .collect(),
+        )
+    }
+}
+
+/// A ratio for the table: two decimals, or "—" when there is none.
+fn ratio_cell(value: f64) -> String {
+    if value.is_finite() {
+        format!("{value:.2}")
+    } else {
+        "—".to_owned()
     }
 }
 
@@ -424,7 +492,7 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "{:>10} {:>10} {:>11} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>7} {:>9} {:>9} {:>9} {:>11}",
+            "{:>10} {:>10} {:>11} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>7} {:>9} {:>8} {:>8} {:>9} {:>9} {:>11}",
             "load",
             "ops/s",
             "entries/s",
@@ -436,6 +504,8 @@ impl Report {
             "errors",
             "ent/sync",
             "cpu s/M",
+            "ldr cp/B",
+            "fol cp/B",
             "disk B/e",
             "net B/e",
             "RSS/anon MiB"
@@ -447,7 +517,7 @@ impl Report {
             );
             let _ = writeln!(
                 out,
-                "{load:>10} {:>10.0} {:>11.0} {:>8.2} {:>8.3} {:>8.3} {:>8.3} {:>8.2} {:>6.0} {:>7.1} {:>9.1} {:>9.0} {:>9.0} {:>11}",
+                "{load:>10} {:>10.0} {:>11.0} {:>8.2} {:>8.3} {:>8.3} {:>8.3} {:>8.2} {:>6.0} {:>7.1} {:>9.1} {:>8} {:>8} {:>9.0} {:>9.0} {:>11}",
                 point.figure("ops_per_s"),
                 point.figure("entries_per_s"),
                 point.figure("payload_mb_per_s"),
@@ -458,6 +528,8 @@ impl Report {
                 point.figure("errors"),
                 point.figure("entries_per_fsync"),
                 point.figure("node_cpu_s_per_million_entries"),
+                ratio_cell(point.figure("leader_copies_per_payload_byte")),
+                ratio_cell(point.figure("follower_copies_per_payload_byte")),
                 point.figure("disk_bytes_per_entry"),
                 point.figure("network_bytes_per_entry"),
                 format!(

@@ -19,6 +19,7 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 
 use super::connection::FileSpan;
+use super::metrics::{PayloadPath, PayloadTally};
 use crate::constants::APPEND_MESSAGE_BYTES_MAX;
 use crate::kv::{ReadQueue, StateMachine};
 use crate::net::codec::{self, PeerBody, PeerHeader};
@@ -123,15 +124,14 @@ pub struct Outbound {
     pub leader_changes: u64,
     /// Syncs completed: (latency µs, entries made durable).
     pub syncs: Vec<(u64, u64)>,
+    /// Payload bytes sent and copied (for metrics).
+    pub payload: PayloadTally,
     /// Members of a configuration that came into force, with addresses:
     /// the shard keeps a link to each.
     pub members: Vec<(NodeId, String)>,
     /// Nodes that left a group's configuration: the shard drops its link
     /// unless another of its groups still counts them.
     pub removed: Vec<NodeId>,
-    /// Spliced batch bytes a follower copied out of the file (a message
-    /// the core did not take whole).
-    pub follower_bytes_copied: u64,
 }
 
 impl Outbound {
@@ -531,7 +531,9 @@ impl Group {
                 return None;
             }
         };
-        out.follower_bytes_copied += bytes.len() as u64;
+        out.payload
+            .path(PayloadPath::Follower)
+            .add_copied(bytes.len() as u64);
         self.abort_splice(reservation, out);
         Some(bytes)
     }
@@ -1024,7 +1026,8 @@ impl Group {
     }
 
     /// Whole committed batches from the one holding `from`: (next index,
-    /// the frames as file spans where they are in a file, batch count).
+    /// the frames as file spans where they are in a file, else as shared
+    /// handles, batch count).
     fn committed_batches(
         &self,
         from: LogIndex,

@@ -10,6 +10,12 @@
 //!  core 0 ─ gauges per tick ────┼──► metrics thread ──► GET /metrics
 //!  core 1 ─ …                  ─┘
 //! ```
+//!
+//! Payload bytes (entry-batch frames) are counted per [`PayloadPath`]: how
+//! many a node handled on that path, how many it copied in user space (a
+//! byte copied twice counts twice), how many it spliced socket → file and
+//! how many it sent file → socket. `copied / payload` per path is what a
+//! zero-copy data path drives to zero, and `rast bench` reports it.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
@@ -22,17 +28,150 @@ pub const SYNC_BUCKETS_US: [u64; 12] = [
     50, 100, 200, 400, 800, 1_600, 3_200, 6_400, 12_800, 25_600, 51_200, 102_400,
 ];
 
+/// A way payload bytes (entry-batch frames) go through a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PayloadPath {
+    /// Batches a leader receives from clients.
+    Ingest,
+    /// Batches a leader sends to followers (AppendEntries payloads).
+    Replicate,
+    /// Batches a follower receives from its leader.
+    Follower,
+    /// Batches served to readers and tails.
+    Read,
+}
+
+impl PayloadPath {
+    /// Every path, in the order of the counter arrays and of `/metrics`.
+    pub const ALL: [Self; 4] = [Self::Ingest, Self::Replicate, Self::Follower, Self::Read];
+
+    /// The `path` label value (stable: dashboards and `rast bench` read it).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Ingest => "ingest",
+            Self::Replicate => "replicate",
+            Self::Follower => "follower",
+            Self::Read => "read",
+        }
+    }
+}
+
+/// One path's payload byte counters (relaxed atomics: the cores add, the
+/// metrics thread reads).
+#[derive(Debug, Default)]
+pub struct PathCounters {
+    payload: AtomicU64,
+    copied: AtomicU64,
+    spliced: AtomicU64,
+    from_file: AtomicU64,
+}
+
+impl PathCounters {
+    /// Payload bytes handled on this path.
+    pub fn add_payload(&self, bytes: u64) {
+        self.payload.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Payload bytes copied in user space (each copy counts).
+    pub fn add_copied(&self, bytes: u64) {
+        self.copied.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Payload bytes moved socket → pipe → file without entering user space.
+    pub fn add_spliced(&self, bytes: u64) {
+        self.spliced.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Payload bytes sent from the log file (file → pipe → socket) without
+    /// entering user space.
+    pub fn add_from_file(&self, bytes: u64) {
+        self.from_file.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Adds a tally collected without atomics (see [`PayloadTally`]).
+    pub fn add_bytes(&self, bytes: &PathBytes) {
+        for (counter, value) in [
+            (&self.payload, bytes.payload),
+            (&self.copied, bytes.copied),
+            (&self.spliced, bytes.spliced),
+            (&self.from_file, bytes.from_file),
+        ] {
+            if value > 0 {
+                counter.fetch_add(value, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The counters now.
+    pub fn load(&self) -> PathBytes {
+        PathBytes {
+            payload: self.payload.load(Ordering::Relaxed),
+            copied: self.copied.load(Ordering::Relaxed),
+            spliced: self.spliced.load(Ordering::Relaxed),
+            from_file: self.from_file.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One path's payload byte counts as plain numbers: a reading of
+/// [`PathCounters`], or a tally a group keeps while it works.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PathBytes {
+    /// Payload bytes handled.
+    pub payload: u64,
+    /// Payload bytes copied in user space (each copy counts).
+    pub copied: u64,
+    /// Payload bytes spliced socket → pipe → file.
+    pub spliced: u64,
+    /// Payload bytes sent from the log file by splice.
+    pub from_file: u64,
+}
+
+impl PathBytes {
+    /// Payload bytes handled on this path.
+    pub fn add_payload(&mut self, bytes: u64) {
+        self.payload += bytes;
+    }
+
+    /// Payload bytes copied in user space (each copy counts).
+    pub fn add_copied(&mut self, bytes: u64) {
+        self.copied += bytes;
+    }
+
+    /// Payload bytes moved socket → pipe → file.
+    pub fn add_spliced(&mut self, bytes: u64) {
+        self.spliced += bytes;
+    }
+
+    /// Payload bytes sent from the log file by splice.
+    pub fn add_from_file(&mut self, bytes: u64) {
+        self.from_file += bytes;
+    }
+}
+
+/// Payload byte counts per path, collected without atomics where the code
+/// has no handle on the counters (a group fills the one in its
+/// `Outbound`; the shard adds it to [`Counters`] when it delivers).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PayloadTally {
+    paths: [PathBytes; PayloadPath::ALL.len()],
+}
+
+impl PayloadTally {
+    /// The tally of one path.
+    pub fn path(&mut self, path: PayloadPath) -> &mut PathBytes {
+        &mut self.paths[path as usize]
+    }
+}
+
 /// Process-wide counters.
 #[derive(Debug, Default)]
 pub struct Counters {
     /// Entries appended by clients (leader side).
     pub entries_appended: AtomicU64,
-    /// Batch bytes a follower spliced socket → pipe → file.
-    pub bytes_spliced: AtomicU64,
-    /// Batch bytes a follower received into a buffer and wrote.
-    pub bytes_copied: AtomicU64,
-    /// Stored batch bytes sent to readers straight from the log file.
-    pub bytes_read_from_file: AtomicU64,
+    /// Payload bytes per path, indexed by `PayloadPath as usize` (use
+    /// [`Counters::payload`]).
+    paths: [PathCounters; PayloadPath::ALL.len()],
     /// Times a group of this node changed leader.
     pub leader_changes: AtomicU64,
     /// Log syncs completed, and the entries they covered.
@@ -49,6 +188,20 @@ impl Counters {
     /// Adds to a counter.
     pub fn add(counter: &AtomicU64, value: u64) {
         counter.fetch_add(value, Ordering::Relaxed);
+    }
+
+    /// The payload byte counters of `path`, e.g.
+    /// `counters.payload(PayloadPath::Ingest).add_copied(n)`.
+    pub fn payload(&self, path: PayloadPath) -> &PathCounters {
+        &self.paths[path as usize]
+    }
+
+    /// Adds a group's tally and empties it.
+    pub fn take_tally(&self, tally: &mut PayloadTally) {
+        for path in PayloadPath::ALL {
+            self.payload(path).add_bytes(tally.path(path));
+        }
+        *tally = PayloadTally::default();
     }
 
     /// Records one sync that took `micros` and covered `entries`.
@@ -122,16 +275,6 @@ impl Metrics {
                 load(&counters.entries_appended),
             ),
             (
-                "rast_bytes_spliced_total",
-                "Batch bytes followers spliced socket to file.",
-                load(&counters.bytes_spliced),
-            ),
-            (
-                "rast_bytes_copied_total",
-                "Batch bytes followers received into a buffer.",
-                load(&counters.bytes_copied),
-            ),
-            (
                 "rast_leader_changes_total",
                 "Leader changes seen by this node's logs.",
                 load(&counters.leader_changes),
@@ -152,6 +295,7 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
             );
         }
+        render_payload(counters, &mut text);
         let _ = writeln!(
             text,
             "# HELP rast_sync_seconds Log sync latency.\n# TYPE rast_sync_seconds histogram"
@@ -203,6 +347,40 @@ impl Metrics {
     }
 }
 
+/// Appends the per-path payload counters: one family per kind of byte,
+/// one sample per path (every path, zeros included, so the series are
+/// stable).
+fn render_payload(counters: &Counters, text: &mut String) {
+    let paths = PayloadPath::ALL.map(|path| (path.label(), counters.payload(path).load()));
+    for (name, help, pick) in [
+        (
+            "rast_payload_bytes_total",
+            "Entry-batch bytes handled, by path: ingest (from clients), replicate (to followers), follower (from the leader), read (to readers and tails).",
+            (|bytes: &PathBytes| bytes.payload) as fn(&PathBytes) -> u64,
+        ),
+        (
+            "rast_payload_bytes_copied_total",
+            "Entry-batch bytes copied in user space, by path (a byte copied twice counts twice).",
+            |bytes| bytes.copied,
+        ),
+        (
+            "rast_payload_bytes_spliced_total",
+            "Entry-batch bytes spliced socket to pipe to file, never in user space, by path.",
+            |bytes| bytes.spliced,
+        ),
+        (
+            "rast_payload_bytes_from_file_total",
+            "Entry-batch bytes sent from the log file by splice (file to pipe to socket), by path.",
+            |bytes| bytes.from_file,
+        ),
+    ] {
+        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (label, bytes) in &paths {
+            let _ = writeln!(text, "{name}{{path=\"{label}\"}} {}", pick(bytes));
+        }
+    }
+}
+
 /// Serves `GET /metrics` on `address` from a thread of its own; returns
 /// once the socket is bound.
 pub fn serve(address: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
@@ -234,4 +412,73 @@ pub fn serve(address: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> 
             }
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each payload family has its HELP and TYPE lines and one sample per
+    /// path, labelled, with the values added directly and through a tally.
+    #[test]
+    fn renders_payload_counters_per_path() {
+        let metrics = Metrics::new(1);
+        let counters = &metrics.counters;
+        counters.payload(PayloadPath::Ingest).add_payload(1_000);
+        counters.payload(PayloadPath::Ingest).add_copied(1_000);
+        counters.payload(PayloadPath::Follower).add_payload(700);
+        counters.payload(PayloadPath::Follower).add_copied(100);
+        counters.payload(PayloadPath::Follower).add_spliced(600);
+        let mut tally = PayloadTally::default();
+        tally.path(PayloadPath::Replicate).add_payload(1_000);
+        tally.path(PayloadPath::Replicate).add_copied(2_000);
+        tally.path(PayloadPath::Read).add_payload(300);
+        tally.path(PayloadPath::Read).add_from_file(300);
+        counters.take_tally(&mut tally);
+        assert_eq!(tally, PayloadTally::default(), "the tally is emptied");
+        let text = metrics.render();
+        for name in [
+            "rast_payload_bytes_total",
+            "rast_payload_bytes_copied_total",
+            "rast_payload_bytes_spliced_total",
+            "rast_payload_bytes_from_file_total",
+        ] {
+            assert!(text.contains(&format!("# HELP {name} ")), "{name} HELP");
+            assert!(
+                text.contains(&format!("# TYPE {name} counter\n")),
+                "{name} TYPE"
+            );
+            for path in ["ingest", "replicate", "follower", "read"] {
+                assert!(
+                    text.contains(&format!("{name}{{path=\"{path}\"}} ")),
+                    "{name} {path}"
+                );
+            }
+        }
+        for line in [
+            "rast_payload_bytes_total{path=\"ingest\"} 1000",
+            "rast_payload_bytes_copied_total{path=\"ingest\"} 1000",
+            "rast_payload_bytes_total{path=\"replicate\"} 1000",
+            "rast_payload_bytes_copied_total{path=\"replicate\"} 2000",
+            "rast_payload_bytes_total{path=\"follower\"} 700",
+            "rast_payload_bytes_copied_total{path=\"follower\"} 100",
+            "rast_payload_bytes_spliced_total{path=\"follower\"} 600",
+            "rast_payload_bytes_spliced_total{path=\"ingest\"} 0",
+            "rast_payload_bytes_total{path=\"read\"} 300",
+            "rast_payload_bytes_from_file_total{path=\"read\"} 300",
+            "rast_payload_bytes_copied_total{path=\"read\"} 0",
+        ] {
+            assert!(
+                text.lines().any(|got| got == line),
+                "no line {line}:\n{text}"
+            );
+        }
+        // The HELP line comes right before its TYPE line, before the samples.
+        let help = text.find("# HELP rast_payload_bytes_total ").unwrap();
+        let type_line = text
+            .find("# TYPE rast_payload_bytes_total counter")
+            .unwrap();
+        let sample = text.find("rast_payload_bytes_total{").unwrap();
+        assert!(help < type_line && type_line < sample);
+    }
 }

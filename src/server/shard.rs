@@ -28,6 +28,7 @@ mod splice;
 use self::splice::{Splice, Start};
 use super::connection::{Connection, Role};
 use super::group::{ClientOut, Group, Outbound, Piece, ReplyTo};
+use super::metrics::PayloadPath;
 use super::{ServerError, Settings, StorageMode, stopping};
 use crate::constants::TICK_MS;
 use crate::io::ring::Owned;
@@ -773,6 +774,10 @@ impl Shard {
             entry.connection.consume(length);
             entry.connection.take(need - length).freeze()
         };
+        if matches!(header.body, PeerBody::AppendEntries { .. }) {
+            let follower = self.metrics.counters.payload(PayloadPath::Follower);
+            follower.add_payload(bytes.len() as u64);
+        }
         let summaries = std::mem::take(&mut self.summaries);
         let mut out = std::mem::take(&mut self.out);
         let outcome = match self.group(header.group, None) {
@@ -850,6 +855,10 @@ impl Shard {
         // The batch frame is taken from the inbox as it is: checked, sealed
         // and stamped in place, then written and sent from there.
         let batch = batch_bytes.map(|frame_bytes| entry.connection.take(frame_bytes));
+        if let Some(frame_bytes) = batch_bytes {
+            let ingest = self.metrics.counters.payload(PayloadPath::Ingest);
+            ingest.add_payload(frame_bytes as u64);
+        }
         let reply = ReplyTo {
             connection: slot,
             generation: entry.generation,
@@ -1147,6 +1156,7 @@ impl Shard {
         for (micros, entries) in out.syncs.drain(..) {
             counters.record_sync(micros, entries);
         }
+        counters.take_tally(&mut out.payload);
         self.follow_membership(&mut out);
         for (peer, message) in out.peers.drain(..) {
             let Some(link) = self.links.iter().position(|link| link.id == peer) else {
@@ -1168,15 +1178,17 @@ impl Shard {
                     continue;
                 }
                 entry.connection.queue(&message.header);
+                let replicated = self.metrics.counters.payload(PayloadPath::Replicate);
                 for piece in message.pieces {
+                    replicated.add_payload(piece.len());
                     match piece {
                         Piece::Shared(bytes) => entry.connection.queue_shared(bytes),
-                        Piece::File(span) => entry.connection.queue_file(span),
+                        Piece::File(span) => {
+                            replicated.add_from_file(span.len);
+                            entry.connection.queue_file(span);
+                        }
                         Piece::Copied(bytes) => {
-                            super::metrics::Counters::add(
-                                &self.metrics.counters.bytes_copied,
-                                bytes.len() as u64,
-                            );
+                            replicated.add_copied(bytes.len() as u64);
                             entry.connection.queue_shared(bytes);
                         }
                     }
@@ -1192,21 +1204,21 @@ impl Shard {
                     entry.connection.closed = true;
                     continue;
                 }
+                let read = self.metrics.counters.payload(PayloadPath::Read);
                 match piece {
                     ClientOut::Bytes(bytes) => entry.connection.queue(&bytes),
-                    ClientOut::Shared(bytes) => entry.connection.queue_shared(bytes),
+                    ClientOut::Shared(bytes) => {
+                        read.add_payload(bytes.len() as u64);
+                        entry.connection.queue_shared(bytes);
+                    }
                     ClientOut::Copied(bytes) => {
-                        super::metrics::Counters::add(
-                            &self.metrics.counters.bytes_copied,
-                            bytes.len() as u64,
-                        );
+                        read.add_payload(bytes.len() as u64);
+                        read.add_copied(bytes.len() as u64);
                         entry.connection.queue_shared(bytes);
                     }
                     ClientOut::File(span) => {
-                        super::metrics::Counters::add(
-                            &self.metrics.counters.bytes_read_from_file,
-                            span.len,
-                        );
+                        read.add_payload(span.len);
+                        read.add_from_file(span.len);
                         entry.connection.queue_file(span);
                     }
                 }
@@ -1320,7 +1332,11 @@ impl Shard {
             // Frames that straddled two receive blocks were copied.
             let copied = entry.connection.take_copied();
             if copied > 0 {
-                super::metrics::Counters::add(&self.metrics.counters.bytes_copied, copied);
+                let path = match entry.connection.role {
+                    Role::PeerIn(_) => PayloadPath::Follower,
+                    _ => PayloadPath::Ingest,
+                };
+                self.metrics.counters.payload(path).add_copied(copied);
             }
         }
         drop(ring);

@@ -148,15 +148,22 @@ impl Cluster {
         Client::new(&self.addresses, options).unwrap()
     }
 
-    /// The value of metric `name` (first sample) at node `node`.
+    /// The value of metric `name` at node `node`: the sample with exactly
+    /// these labels when `name` has some (`name{path="read"}`), else the
+    /// first sample.
     pub fn metric(&self, node: usize, name: &str) -> Option<f64> {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(&self.metrics[node]).ok()?;
         stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
         let mut text = String::new();
         stream.read_to_string(&mut text).ok()?;
+        let separators: &[char] = if name.contains('{') {
+            &[' ']
+        } else {
+            &[' ', '{']
+        };
         text.lines()
-            .find(|line| line.split([' ', '{']).next() == Some(name))
+            .find(|line| line.split(separators).next() == Some(name))
             .and_then(|line| line.rsplit(' ').next())
             .and_then(|value| value.parse().ok())
     }

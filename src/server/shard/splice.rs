@@ -30,6 +30,7 @@ use super::{Owner, Shard};
 use crate::io::Link;
 use crate::net::codec;
 use crate::raft::BatchSummary;
+use crate::server::metrics::PayloadPath;
 use crate::storage::Reserve;
 use crate::storage::segment::Reservation;
 
@@ -108,8 +109,9 @@ impl Shard {
         let head = entry.connection.unread().len().min(total as usize);
         let head_bytes: Bytes = entry.connection.take(head).freeze();
         let generation = entry.generation;
-        let counters = &self.metrics.counters;
-        super::super::metrics::Counters::add(&counters.bytes_spliced, total - head as u64);
+        let follower = self.metrics.counters.payload(PayloadPath::Follower);
+        follower.add_payload(total);
+        follower.add_spliced(total - head as u64);
         let mut splice = Box::new(Splice {
             header,
             summaries: self.summaries.clone(),
