@@ -191,6 +191,8 @@ impl Cluster {
                     self.cores[0].propose(BatchKind::Data, count, bytes, &mut self.actions);
                 black_box(proposed.expect("the leader accepts"));
                 self.route(0);
+                self.cores[0].replicate(&mut self.actions);
+                self.route(0);
             }
             self.drain();
         }

@@ -1422,6 +1422,7 @@ impl Simulation {
             unstamped.summary.bytes,
             &mut actions,
         );
+        let accepted = result.is_ok();
         let executed = match result {
             Ok((term, first_index)) => {
                 let mut batch = unstamped;
@@ -1445,7 +1446,12 @@ impl Simulation {
             }
         };
         self.actions = actions;
-        executed
+        executed?;
+        if accepted {
+            // One proposal per call: send it at once.
+            self.with_core(node, Core::replicate)?;
+        }
+        Ok(())
     }
 
     fn redirect(&mut self, operation: usize, leader: Option<NodeId>) {
@@ -1712,6 +1718,7 @@ impl Simulation {
         actions.clear();
         let core = self.nodes[node].core.as_mut().expect("leader is up");
         let result = core.propose(BatchKind::Kv, 1, unstamped.summary.bytes, &mut actions);
+        let accepted = result.is_ok();
         let executed = match result {
             Ok((term, first_index)) => {
                 let mut batch = unstamped;
@@ -1737,7 +1744,12 @@ impl Simulation {
             }
         };
         self.actions = actions;
-        executed
+        executed?;
+        if accepted {
+            // One proposal per call: send it at once.
+            self.with_core(node, Core::replicate)?;
+        }
+        Ok(())
     }
 
     /// Schedules another attempt of the operation (same session sequence).
@@ -1943,6 +1955,7 @@ impl Simulation {
         let unstamped = SimBatch::config(Term::ZERO, LogIndex::ZERO, membership);
         let core = self.nodes[node].core.as_mut().expect("leader is up");
         let result = core.propose_membership(membership, unstamped.summary.bytes, &mut actions);
+        let accepted = result.is_ok();
         let executed = match result {
             Ok((term, first_index)) => {
                 self.trace(|| format!("node {}: config at {first_index}@{term}", node + 1));
@@ -1960,7 +1973,12 @@ impl Simulation {
             }
         };
         self.actions = actions;
-        executed
+        executed?;
+        if accepted {
+            // One proposal per call: send it at once.
+            self.with_core(node, Core::replicate)?;
+        }
+        Ok(())
     }
 
     /// Notes the configuration entries that `node` just applied: the latest
