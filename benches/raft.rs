@@ -9,6 +9,11 @@
 //! order. The goal: at least 2 million entries per second per core at batch
 //! 16, so the core is never the bottleneck of the server.
 //!
+//! Each size runs twice: the leader calls `replicate` after every proposal
+//! (one AppendEntries per proposal and peer), or once per `WINDOW`
+//! proposals, as the server does once per loop turn (one AppendEntries per
+//! peer for the whole window, within the message limits).
+//!
 //! Run: `cargo bench --bench raft` (`RAST_BENCH_MS` sets the time per case).
 
 use std::collections::VecDeque;
@@ -179,9 +184,10 @@ impl Cluster {
         assert_eq!(self.cores[0].role(), Role::Leader, "node 1 leads");
     }
 
-    /// Proposes `count`-entry batches for `duration`, `WINDOW` at a time;
+    /// Proposes `count`-entry batches for `duration`, `WINDOW` at a time,
+    /// calling `replicate` after each proposal or once per window (`turn`);
     /// returns the entries committed and the time taken.
-    fn run(&mut self, count: u32, duration: Duration) -> (u64, Duration) {
+    fn run(&mut self, count: u32, turn: bool, duration: Duration) -> (u64, Duration) {
         let start_commit = self.committed;
         let started = Instant::now();
         let bytes = count * ENTRY_BYTES + BATCH_OVERHEAD_BYTES;
@@ -190,6 +196,14 @@ impl Cluster {
                 let proposed =
                     self.cores[0].propose(BatchKind::Data, count, bytes, &mut self.actions);
                 black_box(proposed.expect("the leader accepts"));
+                self.route(0);
+                if !turn {
+                    self.cores[0].replicate(&mut self.actions);
+                    self.route(0);
+                }
+            }
+            if turn {
+                self.cores[0].replicate(&mut self.actions);
                 self.route(0);
             }
             self.drain();
@@ -207,23 +221,26 @@ fn main() {
         .and_then(|value| value.parse().ok())
         .unwrap_or(1_000);
     println!(
-        "{:<24} {:>16} {:>14} {:>12}",
+        "{:<44} {:>16} {:>14} {:>12}",
         "case", "entries/s/core", "batches/s", "ns/batch"
     );
     for count in [1u32, 16, 256] {
-        let mut cluster = Cluster::new();
-        cluster.elect();
-        // Warm up, then measure.
-        cluster.run(count, Duration::from_millis(100));
-        let (entries, elapsed) = cluster.run(count, Duration::from_millis(milliseconds));
-        let seconds = elapsed.as_secs_f64();
-        let batches = entries as f64 / f64::from(count);
-        println!(
-            "{:<24} {:>16.0} {:>14.0} {:>12.0}",
-            format!("3 nodes, {count} x 128 B"),
-            entries as f64 / seconds,
-            batches / seconds,
-            seconds * 1e9 / batches
-        );
+        for turn in [false, true] {
+            let mut cluster = Cluster::new();
+            cluster.elect();
+            // Warm up, then measure.
+            cluster.run(count, turn, Duration::from_millis(100));
+            let (entries, elapsed) = cluster.run(count, turn, Duration::from_millis(milliseconds));
+            let seconds = elapsed.as_secs_f64();
+            let batches = entries as f64 / f64::from(count);
+            let replicate = if turn { "per window" } else { "per proposal" };
+            println!(
+                "{:<44} {:>16.0} {:>14.0} {:>12.0}",
+                format!("3 nodes, {count} x 128 B, replicate {replicate}"),
+                entries as f64 / seconds,
+                batches / seconds,
+                seconds * 1e9 / batches
+            );
+        }
     }
 }

@@ -212,10 +212,12 @@ pub const TICK_MS: u64 = 50;
 /// Largest number of AppendEntries messages the leader sends to one peer in
 /// one call into the core.
 ///
-/// A propose or an acknowledgement normally frees room for one message; two
-/// lets a window that shrank (a lost message, a probe turned replicate) grow
-/// back, while the output of one call stays bounded by
-/// [`ACTIONS_PER_STEP_MAX`].
+/// An acknowledgement normally frees room for one message, and `replicate`
+/// sends a batch of proposals as one message unless it exceeds the message
+/// limits; two lets a window that shrank (a lost message, a probe turned
+/// replicate) grow back, while the output of one call stays bounded by
+/// [`ACTIONS_PER_STEP_MAX`]. Proposals beyond two full messages wait for
+/// the next `replicate`, tick or acknowledgement.
 pub const APPENDS_PER_PEER_PER_CALL_MAX: usize = 2;
 
 /// Largest number of outgoing messages the core holds back while its term or

@@ -10,9 +10,11 @@
 //!
 //! Commands:
 //! ```text
-//! add-nodes N [pre-vote=false] [check-quorum=false] [batches=K] [learners=ID,..]
+//! add-nodes N [pre-vote=false] [check-quorum=false] [batches=K] [bytes=K]
+//!           [inflight=K] [learners=ID,..]
 //! campaign ID | tick-election ID | tick-heartbeat ID
-//! propose ID [count=N] | read-index ID | transfer-leadership from=ID to=ID
+//! propose ID [count=N] [replicate=false] | replicate ID
+//! read-index ID | transfer-leadership from=ID to=ID
 //! deliver-msgs [ID..] [drop=true] | persist ID.. | stabilize
 //! isolate ID | heal | crash ID | restart ID | status ID | log ID
 //! propose-membership ID voters=ID,.. [outgoing=ID,..] [learners=ID,..]
@@ -20,6 +22,12 @@
 //! compact ID index=N | install-snapshot ID index=N term=T
 //! snapshot-sent ID to=ID [success=false]
 //! ```
+//!
+//! `propose` (and `propose-membership`, `leave-joint`) call the core's
+//! `replicate` right after the proposal, as a runtime does for a turn with
+//! one proposal; with `replicate=false` the proposal waits for an explicit
+//! `replicate ID` (or the leader's tick), so a script can show several
+//! proposals leaving as one AppendEntries per peer.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -106,6 +114,10 @@ impl Harness {
             config.pre_vote = arguments.flag("pre-vote", true);
             config.check_quorum = arguments.flag("check-quorum", true);
             config.append_message_batches_max = arguments.number("batches", 64) as usize;
+            config.append_message_bytes_max =
+                arguments.number("bytes", config.append_message_bytes_max);
+            config.inflight_messages_max =
+                arguments.number("inflight", config.inflight_messages_max as u64) as usize;
             let mut node = Node {
                 id: *id,
                 core: None,
@@ -338,7 +350,7 @@ impl Harness {
     fn run_hooks(&mut self, command: &str, first: u64, arguments: &Arguments) -> String {
         match command {
             "propose-membership" => self.propose_membership(first, arguments),
-            "leave-joint" => self.leave_joint(first),
+            "leave-joint" => self.leave_joint(first, arguments),
             "compact" => {
                 let index = LogIndex(arguments.number("index", 0));
                 match self.node(first).core.as_mut() {
@@ -369,6 +381,21 @@ impl Harness {
         }
     }
 
+    /// Runs `propose` on node `id`, then `replicate` unless the script
+    /// says `replicate=false`.
+    fn propose_then_replicate(
+        &mut self,
+        id: u64,
+        arguments: &Arguments,
+        propose: impl FnOnce(&mut Core, &mut Vec<Action>),
+    ) -> String {
+        let mut output = self.call(id, propose);
+        if arguments.flag("replicate", true) {
+            output += &self.call(id, Core::replicate);
+        }
+        output
+    }
+
     fn propose_membership(&mut self, id: u64, arguments: &Arguments) -> String {
         let ids =
             |key: &str| -> Vec<NodeId> { arguments.list(key).into_iter().map(NodeId).collect() };
@@ -377,25 +404,25 @@ impl Harness {
             voters_outgoing: NodeSet::from_ids(&ids("outgoing")).expect("outgoing"),
             learners: NodeSet::from_ids(&ids("learners")).expect("learners"),
         };
-        self.propose_config(id, membership)
+        self.propose_config(id, membership, arguments)
     }
 
     /// Proposes what the leader's `leave_joint_due` asks for, if anything.
-    fn leave_joint(&mut self, id: u64) -> String {
+    fn leave_joint(&mut self, id: u64, arguments: &Arguments) -> String {
         let due = self
             .node(id)
             .core
             .as_ref()
             .and_then(rast::raft::Core::leave_joint_due);
         match due {
-            Some(membership) => self.propose_config(id, membership),
+            Some(membership) => self.propose_config(id, membership, arguments),
             None => "nothing due\n".to_string(),
         }
     }
 
-    fn propose_config(&mut self, id: u64, membership: Membership) -> String {
+    fn propose_config(&mut self, id: u64, membership: Membership, arguments: &Arguments) -> String {
         let mut result = None;
-        let mut output = self.call(id, |core, actions| {
+        let mut output = self.propose_then_replicate(id, arguments, |core, actions| {
             result = Some(core.propose_membership(membership, 256, actions));
         });
         match result {
@@ -489,7 +516,7 @@ impl Harness {
             "propose" => {
                 let count = arguments.number("count", 1) as u32;
                 let mut result = None;
-                let mut output = self.call(first, |core, actions| {
+                let mut output = self.propose_then_replicate(first, arguments, |core, actions| {
                     result = Some(core.propose(BatchKind::Data, count, 128 * count, actions));
                 });
                 if let Some(Err(error)) = result {
@@ -497,6 +524,7 @@ impl Harness {
                 }
                 output
             }
+            "replicate" => self.call(first, Core::replicate),
             "read-index" => {
                 let mut result = None;
                 let mut output = self.call(first, |core, actions| {

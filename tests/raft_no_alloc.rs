@@ -206,7 +206,8 @@ impl Cluster {
         assert_eq!(self.cores[0].role(), Role::Leader, "node 1 leads");
     }
 
-    /// Proposes `WINDOW` batches of `count` entries and lets them commit.
+    /// Proposes `WINDOW` batches of `count` entries in one turn (one
+    /// `replicate` sends them all) and lets them commit.
     fn round(&mut self, count: u32) {
         let bytes = count * ENTRY_BYTES + BATCH_OVERHEAD_BYTES;
         for _ in 0..WINDOW {
@@ -214,6 +215,8 @@ impl Cluster {
             black_box(proposed.expect("the leader accepts"));
             self.route(0);
         }
+        self.cores[0].replicate(&mut self.actions);
+        self.route(0);
         self.drain();
     }
 

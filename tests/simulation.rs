@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use rast::sim::cluster::Replication;
 use rast::sim::{Failure, Options, Report, run};
 
 fn environment(name: &str) -> Option<u64> {
@@ -95,6 +96,30 @@ fn run_seeds(
     match failures.into_iter().next() {
         Some(failure) => Err(failure),
         None => Ok(reports.into_inner().expect("no poison")),
+    }
+}
+
+/// Prints how the seeds called `Core::replicate` (see
+/// `rast::sim::cluster::Replication`); over 100 seeds or more, asserts that
+/// every pattern ran and that some turn sent several proposals at once.
+fn report_replication(reports: &[Report]) {
+    let patterns = [
+        Replication::EachProposal,
+        Replication::Turn,
+        Replication::TickOnly,
+    ];
+    let seeds = patterns.map(|pattern| reports.iter().filter(|r| r.replication == pattern).count());
+    let grouped: u64 = reports.iter().map(|r| r.replicates_grouped).sum();
+    println!(
+        "replication: {} seeds replicate after each proposal, {} once per turn \
+         ({grouped} turns sent several proposals together), {} only on ticks",
+        seeds[0], seeds[1], seeds[2]
+    );
+    if reports.len() >= 100 {
+        for (pattern, seeds) in patterns.iter().zip(seeds) {
+            assert!(seeds > 0, "no seed ran {pattern:?}");
+        }
+        assert!(grouped > 0, "some turn sent several proposals at once");
     }
 }
 
@@ -190,6 +215,7 @@ fn seeds_keep_safety_and_liveness() {
         "coalesced logs: runs in {seeds_with_runs} seeds (at most {runs_max} in one log), \
          {cut} checks saw a run cut by a truncation or compaction"
     );
+    report_replication(&reports);
     // Every run made progress: the nemesis did not stop every client.
     assert!(acknowledged > count, "appends were acknowledged");
     assert!(reads > 0, "reads were answered");

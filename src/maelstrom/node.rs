@@ -2,8 +2,10 @@
 //! state machine, with Maelstrom's network as the transport.
 //!
 //! Pure like the core: the caller feeds it lines and ticks with the time and
-//! collects the lines it wants written ([`Node::take_output`]). The binary
-//! (`src/bin/rast-maelstrom.rs`) does the IO; tests drive it in-process.
+//! collects the lines it wants written ([`Node::take_output`], which also
+//! ends the turn: the writes of the lines handled since the last call go to
+//! the other nodes together). The binary (`src/bin/rast-maelstrom.rs`) does
+//! the IO; tests drive it in-process.
 //!
 //! ```text
 //!  client cN ──read/write/cas──► any node ──(not leader)──forward──► leader
@@ -166,8 +168,20 @@ impl Node {
         self.prepare_machine = Some(prepare);
     }
 
-    /// Lines to write to stdout, in order.
+    /// Ends a turn (the lines handled since the last call) and returns the
+    /// lines to write to stdout, in order. The turn's writes are sent to
+    /// the other nodes here, together: one `raft` message per peer rather
+    /// than one per write (see `Core::replicate`).
     pub fn take_output(&mut self) -> Vec<String> {
+        if let Some(running) = self.running.as_mut() {
+            let mut actions = std::mem::take(&mut running.actions);
+            running.core.replicate(&mut actions);
+            let sends = !actions.is_empty();
+            running.actions = actions;
+            if sends {
+                self.execute(None, None);
+            }
+        }
         std::mem::take(&mut self.output)
     }
 

@@ -57,6 +57,15 @@ pub enum Role {
 ///   once the state machine has applied at least `index`.
 /// * `AppendReceived` refers to the message passed to the `step` call that
 ///   emitted it; the runtime must execute it before stepping another message.
+/// * **Proposals go out on `replicate`**: `propose` and `propose_membership`
+///   emit only their storage action; the AppendEntries carrying the batch
+///   are emitted by the next `Core::replicate` call (or, if the runtime
+///   never makes one, by the leader's next `tick`). The runtime calls
+///   `replicate` once after a batch of proposals (the server: once per
+///   event-loop turn, after the turn's inputs), having executed the
+///   proposals' `AppendProposal` first, as it executes every call's actions
+///   before the next call: a message may then read the batches it carries
+///   from storage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Write term, vote (and commit) durably; report with
@@ -69,7 +78,8 @@ pub enum Action {
         from: LogIndex,
     },
     /// Append the batch of the proposal just accepted by `propose`, stamped
-    /// with `term` and `first_index`.
+    /// with `term` and `first_index`. It reaches the followers with the next
+    /// `replicate` (see the ordering contract).
     AppendProposal {
         /// Its term.
         term: Term,

@@ -1,10 +1,11 @@
 //! The Raft state machine: inputs in, actions out, nothing else.
 //!
 //! Control flow lives in the public entry points (`step`, `tick`, `propose`,
-//! `read_index`, `persisted`, ...); each ends in [`Core::finish`], which
-//! reports commit and role changes and checks the output bound. `step`
-//! handles terms for every role (Raft §5.1, pre-vote §9.6, leases §6.2), then
-//! dispatches by role to `step_leader`, `step_candidate`, `step_follower`.
+//! `replicate`, `read_index`, `persisted`, ...); each ends in
+//! [`Core::finish`], which reports commit and role changes and checks the
+//! output bound. `step` handles terms for every role (Raft §5.1, pre-vote
+//! §9.6, leases §6.2), then dispatches by role to `step_leader`,
+//! `step_candidate`, `step_follower`.
 
 use crate::constants::{
     ACTIONS_PER_STEP_MAX, APPEND_MESSAGE_BATCHES_MAX, APPEND_MESSAGE_BYTES_MAX,
@@ -267,6 +268,10 @@ pub struct Core {
     held: Vec<Outgoing>,
     reads: Reads,
     transfer_to: NodeId,
+    /// Leader: some proposal is not sent yet because no `replicate` (or
+    /// tick) ran since it, or because the last one stopped at its per-call
+    /// message bound for a peer that could take more.
+    proposals_unsent: bool,
     /// What was last reported in `Apply` and `RoleChanged`.
     reported_commit: LogIndex,
     reported_role: (Role, Term, NodeId),
@@ -322,6 +327,7 @@ impl Core {
                 ..Reads::default()
             },
             transfer_to: NodeId::ZERO,
+            proposals_unsent: false,
             reported_commit: restart.snapshot_index,
             reported_role: (Role::Follower, hard_state.term, NodeId::ZERO),
             config,
@@ -433,7 +439,9 @@ impl Core {
 
     /// Proposes a batch of `count` entries of `kind` taking `bytes` bytes.
     /// On success the core emits `AppendProposal` and returns the term and
-    /// first index the caller stamps into the batch.
+    /// first index the caller stamps into the batch. Nothing is sent yet:
+    /// the next [`Core::replicate`] sends the batch to the followers,
+    /// together with every other batch proposed before it.
     pub fn propose(
         &mut self,
         kind: BatchKind,
@@ -465,7 +473,8 @@ impl Core {
     /// is `membership`. It is in force as soon as it is appended (Raft
     /// §4.1). Refused unless it is one allowed step from the configuration
     /// in force (entering or leaving a joint configuration, or a learner
-    /// change) and no other configuration entry is uncommitted.
+    /// change) and no other configuration entry is uncommitted. Like
+    /// [`Core::propose`], it is sent by the next [`Core::replicate`].
     pub fn propose_membership(
         &mut self,
         membership: Membership,
@@ -475,6 +484,26 @@ impl Core {
         self.check_change_allowed()?;
         change::check_transition(&self.membership, &membership)?;
         Ok(self.propose_batch(BatchKind::Config, 1, bytes, Some(membership), actions)?)
+    }
+
+    /// Sends the followers the batches proposed since the last call: each
+    /// peer gets what its state allows (its inflight window, the message
+    /// byte and batch limits, at most `APPENDS_PER_PEER_PER_CALL_MAX`
+    /// messages), so the proposals of one batch of inputs leave as one
+    /// AppendEntries per peer instead of one each. Call it once after a
+    /// batch of proposals: the server once per event-loop turn, after every
+    /// input of the turn. Does nothing when nothing proposed is unsent, or
+    /// when this node does not lead.
+    ///
+    /// Forgetting it costs latency, never liveness: the leader's next
+    /// `tick` sends what is unsent, and each acknowledgement that opens a
+    /// peer's window sends it more as always.
+    pub fn replicate(&mut self, actions: &mut Vec<Action>) {
+        let start = actions.len();
+        if self.role == Role::Leader && self.proposals_unsent {
+            self.replicate_unsent(actions);
+        }
+        self.finish(start, actions);
     }
 
     /// The configuration that ends the joint configuration in force, when
@@ -1212,6 +1241,8 @@ impl Core {
             term: self.term,
             index,
         });
+        // The no-op leaves now: every peer probes, one message each.
+        self.proposals_unsent = false;
         for position in 0..self.peers.len() {
             self.replicate_to(position, actions);
         }
@@ -1258,11 +1289,29 @@ impl Core {
             self.memberships_uncommitted.push((first_index, membership));
             self.set_membership(membership);
         }
+        // Sent by `replicate`, with whatever else this batch of inputs
+        // proposes: one message per peer rather than one per proposal.
+        self.proposals_unsent = true;
+        self.finish(start, actions);
+        Ok((self.term, first_index))
+    }
+
+    /// Sends every peer what its state allows; remembers whether a peer
+    /// still could take more (it hit the per-call message bound), so the
+    /// next `replicate` or tick goes on.
+    fn replicate_unsent(&mut self, actions: &mut Vec<Action>) {
         for position in 0..self.peers.len() {
             self.replicate_to(position, actions);
         }
-        self.finish(start, actions);
-        Ok((self.term, first_index))
+        self.proposals_unsent = (0..self.peers.len()).any(|position| self.can_send(position));
+    }
+
+    /// Whether `send_append` would send to the peer at `position` now.
+    fn can_send(&self, position: usize) -> bool {
+        let progress = &self.peers[position].progress;
+        !progress.is_paused()
+            && (progress.state != ProgressState::Replicate
+                || progress.next_index <= self.log.last_index())
     }
 
     fn tick_leader(&mut self, actions: &mut Vec<Action>) {
@@ -1295,6 +1344,12 @@ impl Core {
                 self.broadcast_heartbeat(actions);
             }
             self.probe_stalled_peers(actions);
+        }
+        // A runtime that never calls `replicate` still gets its proposals
+        // out, a tick late. After the stall probes, so that a peer they just
+        // reset gets its one probe, not appends the reset would void.
+        if self.proposals_unsent {
+            self.replicate_unsent(actions);
         }
     }
 
@@ -1615,6 +1670,7 @@ impl Core {
         self.role = Role::Follower;
         self.leader = leader;
         self.transfer_to = NodeId::ZERO;
+        self.proposals_unsent = false;
         self.reset_election_timer();
     }
 

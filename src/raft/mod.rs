@@ -6,10 +6,10 @@
 //! is written on the type.
 //!
 //! ```text
-//!            step(message)  tick(now)  propose(..)  read_index()
-//!                 │            │           │             │
-//!   persisted(up_to, term) ────┼───────────┼─────────────┼──── hard_state_persisted(..)
-//!                 ▼            ▼           ▼             ▼
+//!            step(message)  tick(now)  propose(..)  replicate()  read_index()
+//!                 │            │           │            │             │
+//!   persisted(up_to, term) ────┼───────────┼────────────┼─────────────┼──── hard_state_persisted(..)
+//!                 ▼            ▼           ▼            ▼             ▼
 //!            ┌──────────────────────────────────────────────┐
 //!            │ Core: role, term, vote, log boundaries,      │
 //!            │ progress per peer, reads, held messages      │
@@ -31,6 +31,14 @@
 //!    against the leader's log in the current term;
 //! 3. the leader counts itself only up to its own durable index, and commits
 //!    only an entry of its own term.
+//!
+//! Proposals are batched for the network: `propose` only appends (and emits
+//! the storage action); `replicate` sends everything proposed since its
+//! last call, so the proposals of one batch of inputs (the server: one
+//! event-loop turn) reach each follower as one AppendEntries, within the
+//! inflight window and the message limits. A runtime calls `replicate`
+//! once after each batch of proposals; one that forgets is covered by the
+//! leader's `tick`, a tick late.
 //!
 //! The log in memory is batch boundaries (see [`log`]): the core never holds
 //! payload bytes, and an AppendEntries reaches it as batch summaries. Old,

@@ -689,12 +689,14 @@ impl Group {
         Ok(())
     }
 
-    /// End of a loop turn: issue queued writes (one sync per file), collect
-    /// finished syncs and feed durability to the core.
+    /// End of a loop turn: send the turn's proposals to the followers,
+    /// issue queued writes (one sync per file), collect finished syncs and
+    /// feed durability to the core.
     pub fn turn(&mut self, out: &mut Outbound) {
         if self.failed.is_some() {
             return;
         }
+        self.replicate(out);
         let durability = self.storage.flush().and_then(|()| self.storage.poll());
         if self.flushed_at.is_none() && self.storage.last_index() > self.durable_index {
             self.flushed_at = Some(std::time::Instant::now());
@@ -703,6 +705,19 @@ impl Group {
             Ok(durability) => self.feed_durability(durability, out),
             Err(error) => self.fail_storage(&error, out),
         }
+    }
+
+    /// Sends every proposal of the turn at once: one AppendEntries per
+    /// follower rather than one per client batch. Their frames are already
+    /// queued in storage (`propose` executed them), where the messages read
+    /// them from; the messages leave while the flush that follows syncs them.
+    fn replicate(&mut self, out: &mut Outbound) {
+        let mut actions = std::mem::take(&mut self.actions);
+        self.core.replicate(&mut actions);
+        if !actions.is_empty() {
+            self.execute(&mut actions, None, None, out);
+        }
+        self.actions = actions;
     }
 
     fn feed_durability(&mut self, durability: storage::Durability, out: &mut Outbound) {

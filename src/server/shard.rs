@@ -1132,12 +1132,21 @@ impl Shard {
         }
         // Connections that waited for room (or a splice) try again; those
         // still waiting block themselves anew.
+        let mut resumed = false;
         for slot in 0..self.slots.len() {
             if let Some(entry) = self.slots[slot].as_mut()
                 && entry.blocked
             {
                 entry.blocked = false;
+                resumed = true;
                 self.resume(slot);
+            }
+        }
+        if resumed {
+            // What they proposed goes out (and to the disk) in this turn
+            // too, not at the next wake-up, which may be a tick away.
+            for group in self.groups.values_mut() {
+                group.turn(&mut self.out);
             }
         }
         self.deliver();

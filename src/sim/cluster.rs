@@ -32,6 +32,12 @@
 //! that id as a voter, and a forgotten vote would let it win an election
 //! with a stale log; etcd forbids reusing ids for the same reason).
 //!
+//! Replication batching: a node calls `Core::replicate` after its
+//! proposals in one of three ways, drawn per seed ([`Replication`]): after
+//! each proposal, once at the end of a short "turn" (so proposals that
+//! arrive meanwhile leave as one AppendEntries per peer, as in the server),
+//! or never (the leader's tick sends them: the core's safety net).
+//!
 //! Churn runs take snapshots too: a snapshot records the configuration
 //! committed as of its index (the core's `membership_at`; a node skips a
 //! snapshot while it does not know it), and a node that installs a snapshot
@@ -82,6 +88,36 @@ const SNAPSHOT_RESEND_MS: u64 = 60;
 /// A leader gives a snapshot stream up after this long (the core then
 /// probes again and asks for a new one if still needed).
 const SNAPSHOT_GIVE_UP_MS: u64 = 2_000;
+/// With [`Replication::Turn`], a node's turn ends (it calls `replicate`)
+/// at most this long after its first proposal of the turn: long enough for
+/// other clients' proposals to join it, short beside the heartbeat.
+const TURN_MS_MAX: u64 = 3;
+
+/// When a node calls `Core::replicate` after proposing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Replication {
+    /// After each proposal: every proposal leaves in a message of its own
+    /// while the window is open.
+    #[default]
+    EachProposal,
+    /// Once per turn: a turn starts with a node's proposal and ends up to
+    /// [`TURN_MS_MAX`] later; the proposals of the turn leave together.
+    Turn,
+    /// Never: the leader's next tick sends the proposals.
+    TickOnly,
+}
+
+impl Replication {
+    /// The pattern of `seed`, from a stream of its own: a third of the
+    /// seeds after each proposal, half once per turn, a sixth by ticks.
+    fn for_seed(seed: u64) -> Self {
+        match Random::new(seed ^ 0x7e91_1ca7).below(6) {
+            0 | 1 => Self::EachProposal,
+            2..=4 => Self::Turn,
+            _ => Self::TickOnly,
+        }
+    }
+}
 
 /// How a run is shaped.
 #[derive(Clone, Debug)]
@@ -109,6 +145,8 @@ pub struct Options {
     /// Snapshot every this many applied entries (0: never), instead of the
     /// seed's own draw.
     pub snapshot_every: Option<u64>,
+    /// When nodes call `Core::replicate`, instead of the seed's own draw.
+    pub replication: Option<Replication>,
     /// The bug planted in every node, if any.
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<crate::raft::PlantedBug>,
@@ -130,6 +168,7 @@ impl Options {
             trace: false,
             churn: false,
             snapshot_every: None,
+            replication: None,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
@@ -209,6 +248,10 @@ pub struct Report {
     /// Snapshots installed that record a configuration other than the
     /// initial one.
     pub snapshots_installed_changed: u64,
+    /// When the nodes called `Core::replicate`.
+    pub replication: Replication,
+    /// `replicate` calls that sent two or more proposals at once.
+    pub replicates_grouped: u64,
 }
 
 /// A failed run: the property violated and when.
@@ -271,14 +314,22 @@ enum EnvelopeBody {
 enum Event {
     Tick(usize),
     Deliver(Box<Envelope>),
-    SyncDone { node: usize, life: u64 },
-    Crash { node: usize, life: u64 },
+    SyncDone {
+        node: usize,
+        life: u64,
+    },
+    Crash {
+        node: usize,
+        life: u64,
+    },
     Restart(usize),
     Client(u32),
     ClientTimeout(usize),
     KvClient(u32),
     KvAttempt(usize),
     KvGiveUp(usize),
+    /// The end of a node's turn ([`Replication::Turn`]).
+    Replicate(usize),
     Nemesis,
     Churn,
     Heal,
@@ -334,6 +385,37 @@ struct Node {
     sending: Vec<Sending>,
     /// Follower: the snapshot being received (memory only: a crash loses it).
     receiving: Option<Receiving>,
+    /// Proposals made since the node last called `replicate`.
+    proposals_unsent: u32,
+    /// An `Event::Replicate` is queued for this node.
+    replicate_scheduled: bool,
+}
+
+impl Node {
+    /// Node `id`, down until its first start; `outside` every configuration
+    /// at first (a spare).
+    fn new(id: NodeId, clock_offset_ms: u64, outside: bool) -> Self {
+        Self {
+            id,
+            core: None,
+            disk: SimDisk::default(),
+            life: 0,
+            clock_offset_ms,
+            disk_latency_ms: (1, 3),
+            disk_stalled_until: 0,
+            applied: LogIndex::ZERO,
+            proposals: Vec::new(),
+            reads_waiting: VecDeque::new(),
+            reads_ready: Vec::new(),
+            kv: StateMachine::new(),
+            kv_proposals: Vec::new(),
+            outside,
+            sending: Vec::new(),
+            receiving: None,
+            proposals_unsent: 0,
+            replicate_scheduled: false,
+        }
+    }
 }
 
 struct Faults {
@@ -427,6 +509,8 @@ struct Simulation {
     snapshots_deferred: u64,
     snapshots_taken_changed: u64,
     snapshots_installed_changed: u64,
+    replication: Replication,
+    replicates_grouped: u64,
 }
 
 impl Simulation {
@@ -440,23 +524,9 @@ impl Simulation {
         let mut random = Random::new(seed);
         let nodes = all
             .iter()
-            .map(|id| Node {
-                id: *id,
-                core: None,
-                disk: SimDisk::default(),
-                life: 0,
-                clock_offset_ms: random.below(1_000),
-                disk_latency_ms: (1, 3),
-                disk_stalled_until: 0,
-                applied: LogIndex::ZERO,
-                proposals: Vec::new(),
-                reads_waiting: VecDeque::new(),
-                reads_ready: Vec::new(),
-                kv: StateMachine::new(),
-                kv_proposals: Vec::new(),
-                outside: id.get() > options.nodes as u64,
-                sending: Vec::new(),
-                receiving: None,
+            .map(|id| {
+                let clock_offset_ms = random.below(1_000);
+                Node::new(*id, clock_offset_ms, id.get() > options.nodes as u64)
             })
             .collect();
         // Per-seed snapshot shape, from its own stream: a quarter of the
@@ -531,6 +601,10 @@ impl Simulation {
             snapshots_deferred: 0,
             snapshots_taken_changed: 0,
             snapshots_installed_changed: 0,
+            replication: options
+                .replication
+                .unwrap_or_else(|| Replication::for_seed(seed)),
+            replicates_grouped: 0,
         }
     }
 
@@ -596,6 +670,8 @@ impl Simulation {
             snapshots_deferred: self.snapshots_deferred,
             snapshots_taken_changed: self.snapshots_taken_changed,
             snapshots_installed_changed: self.snapshots_installed_changed,
+            replication: self.replication,
+            replicates_grouped: self.replicates_grouped,
         }
     }
 
@@ -678,6 +754,7 @@ impl Simulation {
             Event::KvClient(client) => self.kv_invoke(client)?,
             Event::KvAttempt(operation) => self.kv_attempt(operation)?,
             Event::KvGiveUp(operation) => self.kv_complete(operation, KvOutcome::Info),
+            Event::Replicate(node) => self.replicate(node)?,
             Event::Nemesis => {
                 if !self.healed {
                     self.nemesis()?;
@@ -808,6 +885,7 @@ impl Simulation {
         state.disk.crash(&mut self.random);
         state.sending.clear();
         state.receiving = None;
+        state.proposals_unsent = 0;
         let proposals = std::mem::take(&mut state.proposals);
         let kv_proposals = std::mem::take(&mut state.kv_proposals);
         let reads: Vec<usize> = state
@@ -1422,6 +1500,7 @@ impl Simulation {
             unstamped.summary.bytes,
             &mut actions,
         );
+        let accepted = result.is_ok();
         let executed = match result {
             Ok((term, first_index)) => {
                 let mut batch = unstamped;
@@ -1445,7 +1524,44 @@ impl Simulation {
             }
         };
         self.actions = actions;
-        executed
+        executed?;
+        if accepted {
+            self.proposed(node)?;
+        }
+        Ok(())
+    }
+
+    /// `node` proposed a batch: send it now, at the end of the node's turn,
+    /// or leave it to the tick, as the seed's [`Replication`] says.
+    fn proposed(&mut self, node: usize) -> Result<(), Violation> {
+        match self.replication {
+            Replication::EachProposal => {
+                self.nodes[node].proposals_unsent += 1;
+                self.replicate(node)
+            }
+            Replication::Turn => {
+                let state = &mut self.nodes[node];
+                state.proposals_unsent += 1;
+                if !state.replicate_scheduled {
+                    state.replicate_scheduled = true;
+                    let delay = self.random.below(TURN_MS_MAX + 1);
+                    self.schedule(delay, Event::Replicate(node));
+                }
+                Ok(())
+            }
+            Replication::TickOnly => Ok(()),
+        }
+    }
+
+    /// Ends `node`'s turn: its core sends what was proposed since the last
+    /// call.
+    fn replicate(&mut self, node: usize) -> Result<(), Violation> {
+        let state = &mut self.nodes[node];
+        state.replicate_scheduled = false;
+        if std::mem::take(&mut state.proposals_unsent) >= 2 {
+            self.replicates_grouped += 1;
+        }
+        self.with_core(node, Core::replicate)
     }
 
     fn redirect(&mut self, operation: usize, leader: Option<NodeId>) {
@@ -1712,6 +1828,7 @@ impl Simulation {
         actions.clear();
         let core = self.nodes[node].core.as_mut().expect("leader is up");
         let result = core.propose(BatchKind::Kv, 1, unstamped.summary.bytes, &mut actions);
+        let accepted = result.is_ok();
         let executed = match result {
             Ok((term, first_index)) => {
                 let mut batch = unstamped;
@@ -1737,7 +1854,11 @@ impl Simulation {
             }
         };
         self.actions = actions;
-        executed
+        executed?;
+        if accepted {
+            self.proposed(node)?;
+        }
+        Ok(())
     }
 
     /// Schedules another attempt of the operation (same session sequence).
@@ -1943,6 +2064,7 @@ impl Simulation {
         let unstamped = SimBatch::config(Term::ZERO, LogIndex::ZERO, membership);
         let core = self.nodes[node].core.as_mut().expect("leader is up");
         let result = core.propose_membership(membership, unstamped.summary.bytes, &mut actions);
+        let accepted = result.is_ok();
         let executed = match result {
             Ok((term, first_index)) => {
                 self.trace(|| format!("node {}: config at {first_index}@{term}", node + 1));
@@ -1960,7 +2082,11 @@ impl Simulation {
             }
         };
         self.actions = actions;
-        executed
+        executed?;
+        if accepted {
+            self.proposed(node)?;
+        }
+        Ok(())
     }
 
     /// Notes the configuration entries that `node` just applied: the latest

@@ -687,3 +687,52 @@ fn flatten(message: PeerFrame) -> Vec<u8> {
     }
     bytes
 }
+
+/// The client batches proposed in one loop turn leave as one AppendEntries
+/// frame per follower, sent by the group's `turn` (not by each `propose`),
+/// carrying every batch; and every one of them commits.
+#[test]
+fn the_proposals_of_one_turn_leave_as_one_append_entries_per_follower() {
+    let mut cluster = Cluster::new(3);
+    cluster.campaign(A, B, Term(0));
+    assert_eq!(cluster.role(A), Role::Leader);
+    cluster.tick(50);
+    let requests = 100..105;
+    for request_id in requests.clone() {
+        let frame = encode_batch(BatchKind::Data, Term(0), LogIndex(0), &[b"entry"]);
+        let frame = bytes::BytesMut::from(frame.as_slice());
+        let reply = ReplyTo {
+            connection: 0,
+            generation: 1,
+            request_id,
+        };
+        let mut out = Outbound::default();
+        cluster.groups[A].propose(frame, reply, &mut out);
+        assert!(out.peers.is_empty(), "a proposal alone sends nothing");
+    }
+    let mut out = Outbound::default();
+    cluster.groups[A].turn(&mut out);
+    let appends: Vec<(NodeId, usize)> = out
+        .peers
+        .iter()
+        .filter_map(|(to, message)| {
+            let (header, _) = split_frame(&message.header).unwrap().unwrap();
+            let mut batches = Vec::new();
+            let header = codec::decode(header, &mut batches).unwrap();
+            matches!(header.body, PeerBody::AppendEntries { .. }).then_some((*to, batches.len()))
+        })
+        .collect();
+    assert_eq!(appends, vec![(NodeId(2), 5), (NodeId(3), 5)]);
+    cluster.route(A, out);
+    cluster.settle();
+    for request_id in requests {
+        assert!(
+            matches!(
+                cluster.answer(A, request_id),
+                Some(ResponseBody::Appended { .. })
+            ),
+            "request {request_id}: {:?}",
+            cluster.answer(A, request_id)
+        );
+    }
+}
