@@ -75,7 +75,8 @@ pub enum PeerBody {
 /// are the summaries of the stored batches in the range, whose frames the
 /// caller writes right after this frame.
 pub fn encode(group: LogId, message: &Outgoing, batches: &[BatchSummary]) -> Vec<u8> {
-    let mut builder = capnp::message::Builder::new_default();
+    // About 4 words a summary (a list element) after the message's own.
+    let mut builder = crate::wire::frame::builder(64 + 4 * batches.len());
     let mut root = builder.init_root::<peer_message::Builder<'_>>();
     root.set_group(group.get());
     root.set_from(message.from.get());
@@ -175,7 +176,7 @@ pub struct SnapshotChunk<'a> {
 /// index, term and total size, so a follower can resume a stream on any
 /// chunk after a dropped connection.
 pub fn encode_snapshot_chunk(to: Envelope, chunk: &SnapshotChunk<'_>) -> Vec<u8> {
-    let mut builder = capnp::message::Builder::new_default();
+    let mut builder = crate::wire::frame::builder(64);
     let mut root = builder.init_root::<peer_message::Builder<'_>>();
     envelope(&mut root, to);
     let mut install = root.init_install_snapshot();
@@ -191,7 +192,7 @@ pub fn encode_snapshot_chunk(to: Envelope, chunk: &SnapshotChunk<'_>) -> Vec<u8>
 
 /// Encodes a follower's answer to a snapshot stream.
 pub fn encode_snapshot_response(to: Envelope, response: SnapshotResponse) -> Vec<u8> {
-    let mut builder = capnp::message::Builder::new_default();
+    let mut builder = crate::wire::frame::builder(64);
     let mut root = builder.init_root::<peer_message::Builder<'_>>();
     envelope(&mut root, to);
     let mut out = root.init_snapshot_response();

@@ -30,7 +30,7 @@ const CHECKSUM_OFFSET: usize = 24;
 
 /// Encodes `state` as a checksummed frame.
 pub fn encode(state: HardState) -> Vec<u8> {
-    let mut message = capnp::message::Builder::new_default();
+    let mut message = crate::wire::frame::builder(64);
     {
         let mut root = message.init_root::<hard_state::Builder<'_>>();
         root.set_term(state.term.get());

@@ -389,7 +389,15 @@ pub fn encode_batch<P: AsRef<[u8]>>(
     first_index: LogIndex,
     entries: &[P],
 ) -> Vec<u8> {
-    let mut message = capnp::message::Builder::new_default();
+    // Root pointer, data section, one pointer, then a list pointer and the
+    // data words of each entry: one segment of exactly that size.
+    let words = 8
+        + entries.len()
+        + entries
+            .iter()
+            .map(|entry| entry.as_ref().len().div_ceil(8))
+            .sum::<usize>();
+    let mut message = frame::builder(words);
     {
         let mut root = message.init_root::<entry_batch::Builder<'_>>();
         root.set_term(term.get());

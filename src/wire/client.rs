@@ -303,7 +303,7 @@ fn text(reader: capnp::Result<capnp::text::Reader<'_>>) -> Result<String, WireEr
 
 /// Encodes a `Hello` frame.
 pub fn encode_hello(value: &Hello) -> Vec<u8> {
-    let mut message = capnp::message::Builder::new_default();
+    let mut message = crate::wire::frame::builder(64);
     let mut root = message.init_root::<hello::Builder<'_>>();
     root.set_protocol_version(value.protocol_version);
     root.set_cluster_id(value.cluster_id.as_str());
@@ -330,7 +330,7 @@ pub fn decode_hello(bytes: &[u8]) -> Result<Hello, WireError> {
 
 /// Encodes a `HelloResponse` frame.
 pub fn encode_hello_response(value: &HelloResponse) -> Vec<u8> {
-    let mut message = capnp::message::Builder::new_default();
+    let mut message = crate::wire::frame::builder(64);
     let mut root = message.init_root::<hello_response::Builder<'_>>();
     match value {
         HelloResponse::Ok(id) => root.set_ok(*id),
@@ -398,7 +398,7 @@ pub fn read_kv_command(reader: kv_command::Reader<'_>) -> Result<KvCommand, Wire
 
 /// Encodes a standalone `KvCommand` frame (a payload of a `kv` batch).
 pub fn encode_kv_command(command: &KvCommand) -> Vec<u8> {
-    let mut message = capnp::message::Builder::new_default();
+    let mut message = crate::wire::frame::builder(64);
     build_kv_command(message.init_root(), command);
     frame::encode(&message)
 }
@@ -411,7 +411,7 @@ pub fn decode_kv_command(bytes: &[u8]) -> Result<KvCommand, WireError> {
 
 /// Encodes a `ClientRequest` frame.
 pub fn encode_request(request: &Request) -> Vec<u8> {
-    let mut message = capnp::message::Builder::new_default();
+    let mut message = crate::wire::frame::builder(64);
     let mut root = message.init_root::<client_request::Builder<'_>>();
     root.set_request_id(request.request_id);
     root.set_log(request.log.as_str());
@@ -543,7 +543,7 @@ fn read_admin(reader: admin_request::Reader<'_>) -> Result<AdminRequest, WireErr
 
 /// Encodes a `ClientResponse` frame.
 pub fn encode_response(response: &Response) -> Vec<u8> {
-    let mut message = capnp::message::Builder::new_default();
+    let mut message = crate::wire::frame::builder(64);
     let mut root = message.init_root::<client_response::Builder<'_>>();
     root.set_request_id(response.request_id);
     match &response.body {
@@ -673,7 +673,7 @@ pub fn read_members(
 
 /// Encodes a standalone `Membership` frame (the payload of a config entry).
 pub fn encode_members(members: &Members) -> Vec<u8> {
-    let mut message = capnp::message::Builder::new_default();
+    let mut message = crate::wire::frame::builder(64);
     build_members(message.init_root(), members);
     frame::encode(&message)
 }
@@ -892,7 +892,7 @@ mod tests {
             refused
         );
 
-        let mut message = capnp::message::Builder::new_default();
+        let mut message = crate::wire::frame::builder(64);
         let mut root = message.init_root::<client_request::Builder<'_>>();
         let command = KvCommand {
             client_id: 0,
