@@ -50,6 +50,9 @@ const RECV_ROOM_MIN: usize = 2048;
 /// The least a frugal recv asks for (see [`Connection::post_recv`]): room
 /// for a peer message's header, or several small messages.
 pub const FRUGAL_RECV_BYTES: usize = 4096;
+/// Messages from this size on are large: received frugally, each into a
+/// block with room for it whole (see [`Connection::read_frames_of`]).
+pub const FRAME_BYTES_LARGE: usize = 64 * 1024;
 /// Most bytes one gathered send hands to the kernel.
 const SEND_BYTES_MAX: usize = 4 * 1024 * 1024;
 
@@ -120,8 +123,8 @@ pub struct Connection {
     inbox: Option<BytesMut>,
     /// Size of the next receive block.
     block_bytes: usize,
-    /// The last nonzero number of unread bytes a step waited for: at a frame
-    /// boundary the block keeps room for at least that much.
+    /// The size of the last message seen: at a message boundary the block
+    /// keeps room for at least that much.
     expected: usize,
     /// The recv in flight.
     pub recv: Option<OpId>,
@@ -149,8 +152,8 @@ pub struct Connection {
     /// should bring.
     pub waiting_for: usize,
     /// Read only what the next step needs (see [`Connection::post_recv`]):
-    /// set by a splicing follower while the batches it receives are large
-    /// enough to splice.
+    /// set while the frames on the connection are large
+    /// ([`Connection::read_frames_of`]).
     pub frugal: bool,
 }
 
@@ -201,6 +204,19 @@ impl Connection {
         inbox.split_to(bytes)
     }
 
+    /// Tells the connection the size of the message just seen (a request
+    /// and its batch, a peer message and its batches). While messages are
+    /// large ([`FRAME_BYTES_LARGE`] or more) recvs stop at each message's
+    /// end (frugal), and at a message boundary a block keeps room for one
+    /// as large as this: the next message then lands whole in one block,
+    /// and nothing is copied. (A splicing follower also leaves the batch
+    /// bytes in the socket this way.) Small messages are read greedily,
+    /// many per recv.
+    pub fn read_frames_of(&mut self, bytes: usize) {
+        self.frugal = bytes >= FRAME_BYTES_LARGE;
+        self.expected = bytes.min(INBOX_BYTES_MAX);
+    }
+
     /// Bytes copied in user space since the last call (frames that
     /// straddled two receive blocks, bytes a handed-off connection brought).
     pub fn take_copied(&mut self) -> u64 {
@@ -248,9 +264,6 @@ impl Connection {
         };
         let unread = inbox.len();
         let lacking = want.saturating_sub(unread);
-        if want > 0 {
-            self.expected = want;
-        }
         let mut room_min = if lacking > 0 {
             lacking
         } else if frugal {

@@ -703,18 +703,15 @@ impl Shard {
             PeerBody::AppendEntries { batch_bytes, .. } => batch_bytes,
             _ => 0,
         };
-        // While the batches are large enough to splice, read no further
-        // than each message's header: bytes read into the inbox are bytes
-        // copied. Small batches are read greedily (one recv for many).
-        if matches!(header.body, PeerBody::AppendEntries { .. })
-            && self.settings.zero_copy == super::ZeroCopy::Splice
-        {
-            entry.connection.frugal = trailing >= SPLICE_BYTES_MIN;
-        }
         let need = entry
             .connection
             .need(trailing)
             .map_err(|error| error.to_string())?;
+        // While messages are large, read no further than each message's end
+        // (a splicing follower: its header), into a block with room for it.
+        if matches!(header.body, PeerBody::AppendEntries { .. }) {
+            entry.connection.read_frames_of(need);
+        }
         let Role::PeerIn(node) = entry.connection.role else {
             unreachable!("peer frames come on peer connections");
         };
@@ -807,9 +804,11 @@ impl Shard {
             let rest = &entry.connection.unread()[length..];
             match frame_length(rest) {
                 Ok(FrameLength::Complete { frame_bytes, .. }) if rest.len() >= frame_bytes => {
+                    entry.connection.read_frames_of(length + frame_bytes);
                     batch_bytes = Some(frame_bytes);
                 }
                 Ok(FrameLength::Complete { frame_bytes, .. }) => {
+                    entry.connection.read_frames_of(length + frame_bytes);
                     // Room for the whole frame in one block: the next recv
                     // brings the rest right after what is here.
                     entry.connection.waiting_for = length + frame_bytes;
