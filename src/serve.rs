@@ -19,6 +19,7 @@
 //! retain_bytes = 0          # plain logs: keep about this much (0: all)
 //! retain_age_secs = 0       # plain logs: drop segments older (0: keep)
 //! segment_bytes = 67108864  # log segment file size
+//! segment_fill = "reserve"  # or "zeros"
 //! ```
 
 use std::net::SocketAddr;
@@ -104,6 +105,12 @@ pub struct ServeArgs {
     /// least 65536].
     #[arg(long, value_name = "BYTES")]
     segment_bytes: Option<u64>,
+    /// How a new segment file is made ahead of its roll: `zeros` writes
+    /// zeros over it (in the background, once per segment), so each sync
+    /// of appends into it overwrites written blocks and commits no journal;
+    /// `reserve` only reserves its blocks [default: reserve].
+    #[arg(long, value_name = "zeros|reserve")]
+    segment_fill: Option<String>,
 }
 
 impl ServeArgs {
@@ -128,6 +135,7 @@ impl ServeArgs {
             retain_bytes: self.retain_bytes.or(file.retain_bytes),
             retain_age_secs: self.retain_age_secs.or(file.retain_age_secs),
             segment_bytes: self.segment_bytes.or(file.segment_bytes),
+            segment_fill: self.segment_fill.or(file.segment_fill),
         }
     }
 }
@@ -200,6 +208,11 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         fault_kv_panic_key: args.fault_kv_panic_key.map(String::into_bytes),
         join: args.join,
         segment_bytes,
+        zero_fill: match args.segment_fill.as_deref().unwrap_or("reserve") {
+            "zeros" => true,
+            "reserve" => false,
+            other => bail!("--segment-fill {other}: expected zeros or reserve"),
+        },
         snapshots: SnapshotPolicy {
             log_bytes: args
                 .snapshot_log_bytes

@@ -19,6 +19,7 @@ use rast::wire::BatchView;
 const CHILD_DIR_VARIABLE: &str = "RAST_CRASH_CHILD_DIR";
 const OPTIONS: SegmentOptions = SegmentOptions {
     segment_bytes: 1024 * 1024,
+    zero_fill: false,
 };
 /// Segments the child keeps (it drops older ones as a snapshot would).
 const SEGMENTS_KEPT: u64 = 4;

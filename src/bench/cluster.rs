@@ -179,6 +179,7 @@ impl LocalCluster {
             fault_kv_panic_key: None,
             join: false,
             segment_bytes: crate::constants::SEGMENT_BYTES_MAX,
+            zero_fill: false,
             snapshots: crate::server::group::snapshot::SnapshotPolicy::default(),
         };
         let thread = std::thread::Builder::new()

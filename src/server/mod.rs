@@ -82,6 +82,9 @@ pub struct Settings {
     pub join: bool,
     /// Size of each log segment file.
     pub segment_bytes: u64,
+    /// Write zeros over each new segment file ahead of its roll
+    /// (`SegmentOptions::zero_fill`).
+    pub zero_fill: bool,
     /// When logs snapshot themselves and how much plain logs retain.
     pub snapshots: group::snapshot::SnapshotPolicy,
 }

@@ -955,6 +955,7 @@ impl Shard {
                         &self.settings.data.join(format!("{:016x}", id.get())),
                         SegmentOptions {
                             segment_bytes: self.settings.segment_bytes,
+                            zero_fill: self.settings.zero_fill,
                         },
                         Rc::clone(&self.ring),
                     )

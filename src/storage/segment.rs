@@ -122,15 +122,25 @@ pub const INDEX_STRIDE_BYTES: u64 = 64 * 1024;
 pub struct SegmentOptions {
     /// Size of each segment file (preallocated).
     pub segment_bytes: u64,
+    /// Write zeros over each new segment (through the ring, ahead of its
+    /// roll) instead of only reserving its blocks: appends then overwrite
+    /// written blocks, so a sync has no extent to convert from unwritten
+    /// and no journal commit to wait for. Costs the segment's size in disk
+    /// writes once per segment.
+    pub zero_fill: bool,
 }
 
 impl Default for SegmentOptions {
     fn default() -> Self {
         Self {
             segment_bytes: SEGMENT_BYTES_MAX,
+            zero_fill: false,
         }
     }
 }
+
+/// The zeros a segment is filled with, a write at a time.
+static ZEROS: [u8; 1024 * 1024] = [0; 1024 * 1024];
 
 /// One batch in a segment's index.
 #[derive(Clone, Copy, Debug)]
@@ -514,9 +524,11 @@ struct Prepared {
     /// `-errno`) until the file is adopted.
     open: Option<OpId>,
     file: Option<Rc<File>>,
-    /// fallocate, fsync: issued once the file is open.
-    ops: Option<[OpId; 2]>,
-    results: [Option<i32>; 2],
+    /// fallocate, the zero-filling writes (if any), fsync: issued once the
+    /// file is open, each with the result it must have (`RESULT_IGNORED`:
+    /// any success).
+    ops: Option<Vec<(OpId, u64)>>,
+    results: Vec<Option<i32>>,
     /// The `openat` failed with this result.
     open_failed: Option<i32>,
 }
@@ -538,10 +550,10 @@ impl Prepared {
         if self.open_failed.is_some() {
             return true;
         }
-        let Some(ops) = self.ops else {
+        let Some(ops) = &self.ops else {
             return false;
         };
-        for (op, result) in ops.iter().zip(self.results.iter_mut()) {
+        for ((op, _), result) in ops.iter().zip(self.results.iter_mut()) {
             if result.is_none() {
                 *result = ring.take(*op);
             }
@@ -551,7 +563,12 @@ impl Prepared {
 
     /// Once the file is open, issues its preallocation and sync (once);
     /// returns how many operations it queued.
-    fn preallocate(&mut self, ring: &mut Ring, bytes: u64) -> Result<usize, StorageError> {
+    fn preallocate(
+        &mut self,
+        ring: &mut Ring,
+        bytes: u64,
+        zero_fill: bool,
+    ) -> Result<usize, StorageError> {
         let Some(file) = self.file.clone() else {
             return Ok(0);
         };
@@ -559,20 +576,44 @@ impl Prepared {
             return Ok(0);
         }
         let io = |error| StorageError::io("submit", &self.path, error);
-        ring.reserve(2).map_err(io)?;
-        let fallocate = ring.fallocate(&file, 0, bytes, Link::Next).map_err(io)?;
-        let sync = ring.fsync(&file, Link::None).map_err(io)?;
-        self.ops = Some([fallocate, sync]);
-        Ok(2)
+        let zero_writes = if zero_fill {
+            bytes.div_ceil(ZEROS.len() as u64)
+        } else {
+            0
+        };
+        ring.reserve(zero_writes as usize + 2).map_err(io)?;
+        let mut ops = Vec::with_capacity(zero_writes as usize + 2);
+        ops.push((
+            ring.fallocate(&file, 0, bytes, Link::Next).map_err(io)?,
+            RESULT_IGNORED,
+        ));
+        for write in 0..zero_writes {
+            let offset = write * ZEROS.len() as u64;
+            let len = (bytes - offset).min(ZEROS.len() as u64);
+            let zeros = Bytes::from_static(&ZEROS[..len as usize]);
+            ops.push((
+                ring.writev_at(&file, vec![zeros], offset, Link::Next)
+                    .map_err(io)?,
+                len,
+            ));
+        }
+        ops.push((ring.fsync(&file, Link::None).map_err(io)?, 0));
+        let issued = ops.len();
+        self.results = vec![None; issued];
+        self.ops = Some(ops);
+        Ok(issued)
     }
 
     fn succeeded(&self) -> bool {
+        let Some(ops) = &self.ops else {
+            return false;
+        };
         self.open_failed.is_none()
-            && self.ops.is_some()
-            && self
-                .results
-                .iter()
-                .all(|result| result.is_some_and(|result| result >= 0))
+            && ops.iter().zip(&self.results).all(|((_, len), result)| {
+                result.is_some_and(|result| {
+                    result >= 0 && (*len == RESULT_IGNORED || result as u64 == *len)
+                })
+            })
     }
 
     /// Gives the file up: abandons what is in flight (the ring closes the
@@ -582,7 +623,7 @@ impl Prepared {
             ring.abandon_open(op);
         }
         if let Some(ops) = self.ops {
-            for (op, result) in ops.iter().zip(self.results) {
+            for ((op, _), result) in ops.iter().zip(self.results) {
                 if result.is_none() {
                     ring.abandon(*op);
                 }
@@ -1289,7 +1330,11 @@ impl SegmentLog {
         let ring = Rc::clone(&self.ring);
         let mut ring = ring.borrow_mut();
         while !prepared.collect(&mut ring) {
-            if let Err(error) = prepared.preallocate(&mut ring, self.options.segment_bytes) {
+            if let Err(error) = prepared.preallocate(
+                &mut ring,
+                self.options.segment_bytes,
+                self.options.zero_fill,
+            ) {
                 prepared.discard(&mut ring);
                 return Err(error);
             }
@@ -1328,7 +1373,7 @@ impl SegmentLog {
     fn prepare_next(&mut self, ring: &mut Ring, now: bool) -> Result<usize, StorageError> {
         if let Some(prepared) = &mut self.next {
             prepared.collect(ring);
-            return prepared.preallocate(ring, self.options.segment_bytes);
+            return prepared.preallocate(ring, self.options.segment_bytes, self.options.zero_fill);
         }
         if self.prepare_paused || (!now && self.active().end < self.options.segment_bytes / 2) {
             return Ok(0);
@@ -1349,7 +1394,7 @@ impl SegmentLog {
             open: Some(open),
             file: None,
             ops: None,
-            results: [None; 2],
+            results: Vec::new(),
             open_failed: None,
         });
         Ok(1)

@@ -34,9 +34,11 @@ impl Drop for TempDir {
 /// Small segments, so the suite rolls segments and drops whole ones.
 const SMALL: SegmentOptions = SegmentOptions {
     segment_bytes: SEGMENT_BYTES_MIN,
+    zero_fill: false,
 };
 
 struct SegmentHarness {
+    options: SegmentOptions,
     dirs: Vec<TempDir>,
 }
 
@@ -45,7 +47,7 @@ impl Harness for SegmentHarness {
 
     fn create(&mut self) -> SegmentLog {
         let dir = TempDir::new("conformance");
-        let log = SegmentLog::open_standalone(&dir.0, SMALL).unwrap();
+        let log = SegmentLog::open_standalone(&dir.0, self.options).unwrap();
         self.dirs.push(dir);
         log
     }
@@ -53,7 +55,7 @@ impl Harness for SegmentHarness {
     fn reopen(&mut self, log: SegmentLog) -> Result<SegmentLog, StorageError> {
         let dir = log.dir().to_path_buf();
         drop(log);
-        SegmentLog::open_standalone(&dir, SMALL)
+        SegmentLog::open_standalone(&dir, self.options)
     }
 
     fn crash(&mut self, log: SegmentLog) -> Result<SegmentLog, StorageError> {
@@ -114,7 +116,37 @@ fn flip_bit(path: &Path, offset: u64, bit: u8) {
 /// enough to roll and be dropped whole.
 #[test]
 fn conformance_suite() {
-    conformance::run_all(&mut SegmentHarness { dirs: Vec::new() });
+    conformance::run_all(&mut SegmentHarness {
+        options: SMALL,
+        dirs: Vec::new(),
+    });
+}
+
+/// The same with segments made ahead by writing zeros over them
+/// (`zero_fill`); and such a segment holds zeros after its records.
+#[test]
+fn conformance_suite_with_zero_filled_segments() {
+    let options = SegmentOptions {
+        zero_fill: true,
+        ..SMALL
+    };
+    conformance::run_all(&mut SegmentHarness {
+        options,
+        dirs: Vec::new(),
+    });
+    let dir = TempDir::new("zero-fill");
+    let mut log = SegmentLog::open_standalone(&dir.0, options).unwrap();
+    let frames = append_batches(&mut log, 1, &[1; 40], 4096);
+    log.sync_all().unwrap();
+    assert!(
+        log.segments.len() >= 2,
+        "the log rolled into a prepared segment"
+    );
+    let second = &log.segments[1];
+    let bytes = second.mapping().unwrap().bytes();
+    assert!(bytes[second.end as usize..].iter().all(|byte| *byte == 0));
+    assert_eq!(bytes.len() as u64, options.segment_bytes);
+    assert_eq!(read_all(&log, 1 << 20), frames);
 }
 
 /// Writes `batches` batches of three entries of `entry_bytes` (a multiple
@@ -538,6 +570,7 @@ fn the_write_budget_keeps_headroom_for_a_nodes_own_appends() {
     let dir = TempDir::new("headroom");
     let options = SegmentOptions {
         segment_bytes: 3 * 1024 * 1024,
+        zero_fill: false,
     };
     let mut log = SegmentLog::open_standalone(&dir.0, options).unwrap();
     // Ever smaller batches, each taken while it fits, fill the budget as
@@ -866,6 +899,7 @@ fn index_entries(log: &SegmentLog) -> usize {
 /// Segment options with room for many small batches per stride.
 const MEDIUM: SegmentOptions = SegmentOptions {
     segment_bytes: 4 * INDEX_STRIDE_BYTES,
+    zero_fill: false,
 };
 
 /// Sealed segments index sparsely (one entry per stride), and reads from
