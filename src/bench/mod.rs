@@ -69,7 +69,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "disk")]
     pub storage: StorageMode,
     /// Follower receive path of the cluster it starts.
-    #[arg(long, value_enum, default_value = "buffer")]
+    #[arg(long, value_enum, default_value = "splice")]
     pub zero_copy: ZeroCopy,
     /// Run the nodes as threads of this process (W5; implies --storage memory).
     #[arg(long)]
