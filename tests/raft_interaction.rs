@@ -34,8 +34,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use rast::raft::{
-    Action, AppendEntries, BatchSummary, Body, Boundary, Config, Core, HardState, Membership,
-    Message, NodeSet, Outgoing, OutgoingBody, Restart,
+    Action, BatchSummary, Boundary, Config, Core, HardState, Membership, Message, NodeSet,
+    Outgoing, OutgoingBody, Restart,
 };
 use rast::types::{LogIndex, NodeId, Term};
 use rast::wire::BatchKind;
@@ -230,21 +230,7 @@ impl Harness {
                             .expect("config content recorded at proposal")
                     })
                     .collect();
-                let body = match envelope.outgoing.body {
-                    OutgoingBody::AppendEntries(range) => Body::AppendEntries(AppendEntries {
-                        prev_index: range.prev_index,
-                        prev_term: range.prev_term,
-                        leader_commit: range.leader_commit,
-                        batches: &envelope.batches,
-                        configs: &configs,
-                    }),
-                    OutgoingBody::AppendResponse(response) => Body::AppendResponse(response),
-                    OutgoingBody::RequestVote(request) => Body::RequestVote(request),
-                    OutgoingBody::VoteResponse(response) => Body::VoteResponse(response),
-                    OutgoingBody::Heartbeat(heartbeat) => Body::Heartbeat(heartbeat),
-                    OutgoingBody::HeartbeatResponse(response) => Body::HeartbeatResponse(response),
-                    OutgoingBody::TimeoutNow => Body::TimeoutNow,
-                };
+                let body = envelope.outgoing.body.incoming(&envelope.batches, &configs);
                 let message = Message {
                     from,
                     to: NodeId(*id),

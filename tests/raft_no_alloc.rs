@@ -10,8 +10,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use rast::raft::{
-    Action, AppendEntries, BatchSummary, Body, Config, Core, Membership, Message, Outgoing,
-    OutgoingBody, Restart, Role,
+    Action, BatchSummary, Config, Core, Membership, Message, Outgoing, OutgoingBody, Restart, Role,
 };
 use rast::types::{LogIndex, NodeId, Term};
 use rast::wire::BatchKind;
@@ -147,30 +146,16 @@ impl Cluster {
     fn deliver(&mut self, message: Outgoing) {
         let from = (message.from.get() - 1) as usize;
         let to = (message.to.get() - 1) as usize;
-        let body = match message.body {
-            OutgoingBody::AppendEntries(range) => {
-                self.summaries.clear();
-                self.summaries.extend(
-                    self.cores[from]
-                        .log()
-                        .batches_in(range.first_index, range.last_index)
-                        .map(rast::raft::log::Boundary::summary),
-                );
-                Body::AppendEntries(AppendEntries {
-                    prev_index: range.prev_index,
-                    prev_term: range.prev_term,
-                    leader_commit: range.leader_commit,
-                    batches: &self.summaries,
-                    configs: &[],
-                })
-            }
-            OutgoingBody::AppendResponse(response) => Body::AppendResponse(response),
-            OutgoingBody::RequestVote(request) => Body::RequestVote(request),
-            OutgoingBody::VoteResponse(response) => Body::VoteResponse(response),
-            OutgoingBody::Heartbeat(heartbeat) => Body::Heartbeat(heartbeat),
-            OutgoingBody::HeartbeatResponse(response) => Body::HeartbeatResponse(response),
-            OutgoingBody::TimeoutNow => Body::TimeoutNow,
-        };
+        if let OutgoingBody::AppendEntries(range) = message.body {
+            self.summaries.clear();
+            self.summaries.extend(
+                self.cores[from]
+                    .log()
+                    .batches_in(range.first_index, range.last_index)
+                    .map(rast::raft::log::Boundary::summary),
+            );
+        }
+        let body = message.body.incoming(&self.summaries, &[]);
         let incoming = Message {
             from: message.from,
             to: message.to,

@@ -226,6 +226,30 @@ pub enum OutgoingBody {
     TimeoutNow,
 }
 
+impl OutgoingBody {
+    /// The body as its receiver steps it. An AppendEntries carries
+    /// `batches`, the summaries of its range, and `configs`, the
+    /// memberships of the config batches among them, in order (both are
+    /// ignored for other messages).
+    pub fn incoming<'a>(self, batches: &'a [BatchSummary], configs: &'a [Membership]) -> Body<'a> {
+        match self {
+            OutgoingBody::AppendEntries(range) => Body::AppendEntries(AppendEntries {
+                prev_index: range.prev_index,
+                prev_term: range.prev_term,
+                leader_commit: range.leader_commit,
+                batches,
+                configs,
+            }),
+            OutgoingBody::AppendResponse(response) => Body::AppendResponse(response),
+            OutgoingBody::RequestVote(request) => Body::RequestVote(request),
+            OutgoingBody::VoteResponse(response) => Body::VoteResponse(response),
+            OutgoingBody::Heartbeat(heartbeat) => Body::Heartbeat(heartbeat),
+            OutgoingBody::HeartbeatResponse(response) => Body::HeartbeatResponse(response),
+            OutgoingBody::TimeoutNow => Body::TimeoutNow,
+        }
+    }
+}
+
 /// An outgoing AppendEntries: which stored batches to send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AppendRange {
