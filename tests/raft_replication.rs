@@ -4,71 +4,21 @@
 //! the per-call bound allow; a leader whose runtime never calls `replicate`
 //! still replicates, through its ticks.
 
-use std::collections::VecDeque;
-
 use rast::constants::{ACTIONS_PER_STEP_MAX, APPENDS_PER_PEER_PER_CALL_MAX, NODES_MAX};
-use rast::raft::{
-    Action, AppendRange, BatchSummary, Config, Core, Membership, Message, Outgoing, OutgoingBody,
-    Restart, Role,
-};
-use rast::types::{LogIndex, NodeId, Term};
+use rast::raft::{Action, AppendRange, Config, Core, Outgoing, OutgoingBody};
+use rast::types::NodeId;
 use rast::wire::BatchKind;
 
-/// What is waiting to happen, in order.
-enum Event {
-    Deliver(Outgoing),
-    Persisted {
-        node: usize,
-        up_to: LogIndex,
-        term: Term,
-    },
-    HardState {
-        node: usize,
-    },
-}
+#[path = "common/cores.rs"]
+mod cores;
 
-/// Cores wired in memory: an instant disk, an in-order network; node 1
-/// (index 0) leads.
-struct Cluster {
-    cores: Vec<Core>,
-    events: VecDeque<Event>,
-    actions: Vec<Action>,
-    summaries: Vec<BatchSummary>,
-    now_ms: u64,
-}
+use cores::InstantCluster as Cluster;
 
 impl Cluster {
     /// `nodes` voters shaped by `configure`, node 1 elected.
     fn elected(nodes: u64, configure: impl Fn(&mut Config)) -> Self {
-        let ids: Vec<NodeId> = (1..=nodes).map(NodeId).collect();
-        let membership = Membership::with_voters(&ids).expect("voters");
-        let cores = ids
-            .iter()
-            .map(|id| {
-                let mut config = Config::new(*id, 7);
-                config.check_quorum = false;
-                configure(&mut config);
-                let restart = Restart {
-                    hard_state: rast::raft::HardState::default(),
-                    snapshot_index: LogIndex::ZERO,
-                    snapshot_term: Term::ZERO,
-                    membership,
-                    batches: &[],
-                    now_ms: 0,
-                };
-                Core::new(config, &restart)
-            })
-            .collect();
-        let mut cluster = Self {
-            cores,
-            events: VecDeque::new(),
-            actions: Vec::new(),
-            summaries: Vec::new(),
-            now_ms: 0,
-        };
-        cluster.leader(Core::campaign_now);
-        cluster.drain();
-        assert_eq!(cluster.cores[0].role(), Role::Leader, "node 1 leads");
+        let mut cluster = Self::new(nodes, configure);
+        cluster.elect();
         cluster
     }
 
@@ -102,80 +52,6 @@ impl Cluster {
                 .expect("the leader accepts");
         });
         assert!(sent.is_empty(), "propose sends nothing: {sent:?}");
-    }
-
-    /// Queues what node `node`'s last call asked for.
-    fn route(&mut self, node: usize) {
-        for action in self.actions.drain(..) {
-            match action {
-                Action::PersistHardState(_) => self.events.push_back(Event::HardState { node }),
-                Action::AppendProposal {
-                    term,
-                    first_index,
-                    count,
-                } => self.events.push_back(Event::Persisted {
-                    node,
-                    up_to: LogIndex(first_index.get() + u64::from(count) - 1),
-                    term,
-                }),
-                Action::AppendNoop { term, index } => self.events.push_back(Event::Persisted {
-                    node,
-                    up_to: index,
-                    term,
-                }),
-                Action::AppendReceived { last_index, .. } => {
-                    let term = self.cores[node].log().term_at(last_index).expect("stored");
-                    self.events.push_back(Event::Persisted {
-                        node,
-                        up_to: last_index,
-                        term,
-                    });
-                }
-                Action::Send(message) => self.events.push_back(Event::Deliver(message)),
-                _ => {}
-            }
-        }
-    }
-
-    fn deliver(&mut self, message: Outgoing) {
-        let from = (message.from.get() - 1) as usize;
-        let to = (message.to.get() - 1) as usize;
-        if let OutgoingBody::AppendEntries(range) = message.body {
-            self.summaries.clear();
-            self.summaries.extend(
-                self.cores[from]
-                    .log()
-                    .batches_in(range.first_index, range.last_index)
-                    .map(rast::raft::log::Boundary::summary),
-            );
-        }
-        let body = message.body.incoming(&self.summaries, &[]);
-        let incoming = Message {
-            from: message.from,
-            to: message.to,
-            term: message.term,
-            body,
-        };
-        self.cores[to].step(&incoming, &mut self.actions);
-        self.route(to);
-    }
-
-    /// Processes events until none is left; never calls `replicate`.
-    fn drain(&mut self) {
-        while let Some(event) = self.events.pop_front() {
-            match event {
-                Event::Deliver(message) => self.deliver(message),
-                Event::Persisted { node, up_to, term } => {
-                    self.cores[node].persisted(up_to, term, &mut self.actions);
-                    self.route(node);
-                }
-                Event::HardState { node } => {
-                    let hard_state = self.cores[node].hard_state();
-                    self.cores[node].hard_state_persisted(hard_state, &mut self.actions);
-                    self.route(node);
-                }
-            }
-        }
     }
 
     /// Everything the leader holds is committed.
@@ -323,9 +199,7 @@ fn a_leader_never_told_to_replicate_replicates_on_its_ticks() {
     }
     cluster.drain();
     assert!(!cluster.all_committed(), "nothing sent, nothing committed");
-    cluster.now_ms += 1;
-    let now = cluster.now_ms;
-    let sent = cluster.leader(|core, actions| core.tick(now, actions));
+    let sent = cluster.leader(|core, actions| core.tick(1, actions));
     assert_eq!(sent.len(), 2, "one message per follower: {sent:?}");
     assert!(sent.iter().all(|message| range_of(message).batches == 5));
     cluster.drain();
@@ -349,9 +223,7 @@ fn replicate_and_tick_stay_within_the_action_bound() {
     let sent = cluster.leader(Core::replicate);
     assert_eq!(sent.len(), (NODES_MAX - 1) * APPENDS_PER_PEER_PER_CALL_MAX);
     let heartbeat_ms = cluster.cores[0].config().interval_ms_heartbeat;
-    cluster.now_ms += heartbeat_ms;
-    let now = cluster.now_ms;
-    let sent = cluster.leader(|core, actions| core.tick(now, actions));
+    let sent = cluster.leader(|core, actions| core.tick(heartbeat_ms, actions));
     assert_eq!(sent.len(), (NODES_MAX - 1) * APPENDS_PER_PEER_PER_CALL_MAX);
     cluster.drain();
     assert!(cluster.all_committed(), "acknowledgements sent the rest");
