@@ -234,6 +234,13 @@ impl Cluster {
     /// Proposes a one-entry batch `payload` at `node` for request
     /// `request_id`.
     fn propose(&mut self, node: usize, payload: &[u8], request_id: u64) {
+        let out = self.propose_unrouted(node, payload, request_id);
+        self.route(node, out);
+    }
+
+    /// Proposes as `propose` does; returns what the group wants sent,
+    /// undelivered.
+    fn propose_unrouted(&mut self, node: usize, payload: &[u8], request_id: u64) -> Outbound {
         let frame = encode_batch(BatchKind::Data, Term(0), LogIndex(0), &[payload]);
         let frame = bytes::BytesMut::from(frame.as_slice());
         let reply = ReplyTo {
@@ -243,7 +250,7 @@ impl Cluster {
         };
         let mut out = Outbound::default();
         self.groups[node].propose(frame, reply, &mut out);
-        self.route(node, out);
+        out
     }
 
     /// Makes `node` campaign now, as a leadership transfer does (voters in
@@ -699,15 +706,7 @@ fn the_proposals_of_one_turn_leave_as_one_append_entries_per_follower() {
     cluster.tick(50);
     let requests = 100..105;
     for request_id in requests.clone() {
-        let frame = encode_batch(BatchKind::Data, Term(0), LogIndex(0), &[b"entry"]);
-        let frame = bytes::BytesMut::from(frame.as_slice());
-        let reply = ReplyTo {
-            connection: 0,
-            generation: 1,
-            request_id,
-        };
-        let mut out = Outbound::default();
-        cluster.groups[A].propose(frame, reply, &mut out);
+        let out = cluster.propose_unrouted(A, b"entry", request_id);
         assert!(out.peers.is_empty(), "a proposal alone sends nothing");
     }
     let mut out = Outbound::default();
