@@ -400,7 +400,7 @@ pub fn copies_per_payload_byte(nodes: &[Option<NodeCounters>]) -> CopyFigures {
 /// The value of the sample `name` in a `/metrics` text: `name` with its
 /// labels written as the node writes them (`a_total{path="read"}`) is that
 /// sample; a bare name is the first sample of that metric.
-fn sample(text: &str, name: &str) -> Option<f64> {
+pub fn sample(text: &str, name: &str) -> Option<f64> {
     let separators: &[char] = if name.contains('{') {
         &[' ']
     } else {

@@ -157,15 +157,7 @@ impl Cluster {
         stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
         let mut text = String::new();
         stream.read_to_string(&mut text).ok()?;
-        let separators: &[char] = if name.contains('{') {
-            &[' ']
-        } else {
-            &[' ', '{']
-        };
-        text.lines()
-            .find(|line| line.split(separators).next() == Some(name))
-            .and_then(|line| line.rsplit(' ').next())
-            .and_then(|value| value.parse().ok())
+        rast::bench::stats::sample(&text, name)
     }
 
     /// Status of node `node`, if it answers.
