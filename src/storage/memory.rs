@@ -295,15 +295,16 @@ impl MemoryLog {
     }
 }
 
-impl LogStorage for MemoryLog {
-    fn append(&mut self, frame: &[u8]) -> Result<LogIndex, StorageError> {
+impl MemoryLog {
+    /// `append`, with the checksum verified as `checksum` says.
+    fn append_checked(
+        &mut self,
+        frame: &[u8],
+        checksum: Checksum,
+    ) -> Result<LogIndex, StorageError> {
         self.check_failed()?;
-        let (first, last, term) = check_append(
-            frame,
-            self.last_index().next(),
-            self.last_term(),
-            Checksum::Verify,
-        )?;
+        let (first, last, term) =
+            check_append(frame, self.last_index().next(), self.last_term(), checksum)?;
         if self
             .capacity
             .is_some_and(|capacity| self.bytes.len() + frame.len() > capacity)
@@ -320,6 +321,16 @@ impl LogStorage for MemoryLog {
         self.modified_ms.push(self.now_ms());
         self.bytes.extend_from_slice(frame);
         Ok(last)
+    }
+}
+
+impl LogStorage for MemoryLog {
+    fn append(&mut self, frame: &[u8]) -> Result<LogIndex, StorageError> {
+        self.append_checked(frame, Checksum::Verify)
+    }
+
+    fn append_shared(&mut self, frame: bytes::Bytes) -> Result<LogIndex, StorageError> {
+        self.append_checked(&frame, Checksum::VerifiedByCaller)
     }
 
     fn store_hard_state(&mut self, state: HardState) -> Result<(), StorageError> {
