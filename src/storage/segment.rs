@@ -333,6 +333,9 @@ struct Chunk {
     /// bytes.
     pieces: Pieces,
     state: ChunkState,
+    /// Written without a sync of its own (one was in flight): once in the
+    /// file, it waits for the next (`SegmentLog::defer_sync`).
+    sync_deferred: bool,
 }
 
 impl Chunk {
@@ -684,6 +687,11 @@ pub struct SegmentLog {
     staging: Staging,
     chunks: VecDeque<Chunk>,
     syncs: VecDeque<Sync>,
+    /// Bytes in the file (of a segment, up to an index) whose sync waits
+    /// for the one in flight (group commit; see `submit_chunks`).
+    deferred_sync: Option<(u64, LogIndex)>,
+    /// Data syncs issued so far (group commit shows in how few).
+    syncs_issued: u64,
     hard_state: HardState,
     /// Stored since the last flush.
     hard_state_queued: Option<HardState>,
@@ -747,6 +755,8 @@ impl SegmentLog {
             staging: Staging::default(),
             chunks: VecDeque::new(),
             syncs: VecDeque::new(),
+            deferred_sync: None,
+            syncs_issued: 0,
             hard_state,
             hard_state_queued: None,
             hard_state_flushed: None,
@@ -1067,6 +1077,7 @@ impl SegmentLog {
                 last,
                 pieces: chunk_pieces,
                 state: ChunkState::Staged,
+                sync_deferred: false,
             });
             offset += len;
         }
@@ -1266,6 +1277,7 @@ impl SegmentLog {
             last,
             pieces: Pieces::default(),
             state: ChunkState::Spliced,
+            sync_deferred: false,
         });
         Ok(last)
     }
@@ -1293,6 +1305,7 @@ impl SegmentLog {
             last: LogIndex::ZERO,
             pieces: Pieces::default(),
             state: ChunkState::Clear(reservation.len),
+            sync_deferred: false,
         });
         Ok(())
     }
@@ -1418,9 +1431,12 @@ impl SegmentLog {
     /// True when no bytes or syncs of a segment older than `segment` are
     /// pending: writes to `segment` may start.
     fn older_segments_durable(&self, segment: u64) -> bool {
-        self.chunks
-            .front()
-            .is_none_or(|chunk| chunk.segment >= segment)
+        self.deferred_sync
+            .is_none_or(|(deferred, _)| deferred >= segment)
+            && self
+                .chunks
+                .front()
+                .is_none_or(|chunk| chunk.segment >= segment)
             && self
                 .syncs
                 .front()
@@ -1458,6 +1474,7 @@ impl SegmentLog {
             ring.reap();
             self.collect(ring)?;
             let issued = self.submit_chunks(ring)?
+                + self.submit_deferred_sync(ring)?
                 + self.submit_hard_state(ring)?
                 + self.submit_dir_sync(ring)?
                 + self.prepare_next(ring, false)?;
@@ -1478,6 +1495,7 @@ impl SegmentLog {
     fn flushed_work_pending(&self) -> bool {
         !self.chunks.is_empty()
             || !self.syncs.is_empty()
+            || self.deferred_sync.is_some()
             || self.hard_state_flushed.is_some()
             || self.hard_state_write.is_some()
             || self.dir_sync_queued
@@ -1516,6 +1534,13 @@ impl SegmentLog {
             }
             let naming = self.submit_naming(ring, chunk.segment)?;
             let chunk = &self.chunks[position];
+            // Group commit: while a sync of this file is in flight, data
+            // is written without a sync of its own; one sync issued when
+            // that one completes covers all of it (`submit_deferred_sync`).
+            // The kernel would run the syncs one after the other anyway.
+            let defer = naming.is_none()
+                && !matches!(chunk.state, ChunkState::Clear(_))
+                && self.sync_in_flight(chunk.segment);
             let segment = self
                 .segments
                 .iter()
@@ -1544,16 +1569,23 @@ impl SegmentLog {
                 issued += 2;
                 ChunkState::Writing(vec![(punch, 0, None), (again, RESULT_IGNORED, None)])
             } else {
-                // One chain: the vectored writes in order, then the sync.
+                // One chain: the vectored writes in order, then the sync
+                // (unless deferred: then the chain ends with the writes).
                 let groups = iovec_groups(&chunk.pieces.pieces, IOVECS_MAX);
                 ring.reserve(groups.len() + 1).map_err(io)?;
                 let mut writes = Vec::with_capacity(groups.len());
                 let mut offset = chunk.offset;
-                for group in groups {
+                let count = groups.len();
+                for (position, group) in groups.into_iter().enumerate() {
                     let pieces = chunk.pieces.pieces[group].to_vec();
                     let len: u64 = pieces.iter().map(|piece| piece.len() as u64).sum();
+                    let link = if defer && position + 1 == count {
+                        Link::None
+                    } else {
+                        Link::Next
+                    };
                     let write = ring
-                        .writev_at(&segment.file, pieces, offset, Link::Next)
+                        .writev_at(&segment.file, pieces, offset, link)
                         .map_err(io)?;
                     writes.push((write, len, None));
                     offset += len;
@@ -1561,10 +1593,20 @@ impl SegmentLog {
                 issued += writes.len();
                 ChunkState::Writing(writes)
             };
+            let (segment_id, last) = (chunk.segment, chunk.last);
+            issued += if naming.is_some() { 2 } else { 0 };
+            if defer {
+                self.chunks[position].sync_deferred = true;
+                self.chunks[position].state = state;
+                if self.chunks[position].state == ChunkState::Written {
+                    // Spliced: in the file already.
+                    self.defer_sync(segment_id, last);
+                }
+                continue;
+            }
             let sync = ring.fdatasync(&segment.file, Link::None).map_err(io)?;
             issued += 1;
-            issued += if naming.is_some() { 2 } else { 0 };
-            let (segment_id, last) = (chunk.segment, chunk.last);
+            self.syncs_issued += 1;
             self.chunks[position].state = state;
             self.syncs.push_back(Sync {
                 op: Some(sync),
@@ -1575,6 +1617,55 @@ impl SegmentLog {
             });
         }
         Ok(issued)
+    }
+
+    /// A sync of `segment` is issued and has not completed.
+    fn sync_in_flight(&self, segment: u64) -> bool {
+        self.syncs
+            .iter()
+            .any(|sync| sync.segment == segment && sync.op.is_some() && !sync.done)
+    }
+
+    /// Bytes of `segment` up to index `last` are in the file and wait for
+    /// the sync in flight to end before a sync of their own.
+    fn defer_sync(&mut self, segment: u64, last: LogIndex) {
+        let index = match self.deferred_sync {
+            Some((deferred, index)) => {
+                debug_assert_eq!(deferred, segment, "one segment is written at a time");
+                index.max(last)
+            }
+            None => last,
+        };
+        self.deferred_sync = Some((segment, index));
+    }
+
+    /// Issues the sync deferred while another was in flight, once none is;
+    /// returns how many operations it queued.
+    fn submit_deferred_sync(&mut self, ring: &mut Ring) -> Result<usize, StorageError> {
+        let Some((segment_id, index)) = self.deferred_sync else {
+            return Ok(0);
+        };
+        if self.sync_in_flight(segment_id) {
+            return Ok(0);
+        }
+        let segment = self
+            .segments
+            .iter()
+            .find(|segment| segment.id == segment_id)
+            .expect("a deferred sync of a live segment");
+        let sync = ring
+            .fdatasync(&segment.file, Link::None)
+            .map_err(|error| StorageError::io("submit", &segment.path, error))?;
+        self.syncs_issued += 1;
+        self.deferred_sync = None;
+        self.syncs.push_back(Sync {
+            op: Some(sync),
+            segment: segment_id,
+            index,
+            done: false,
+            naming: None,
+        });
+        Ok(1)
     }
 
     /// Before a new segment's first write: queues its rename to its real
@@ -1690,6 +1781,7 @@ impl SegmentLog {
             return Err(self.fail(ring, reason));
         }
         let mut failure = None;
+        let mut written_unsynced = Vec::new();
         for chunk in &mut self.chunks {
             let ChunkState::Writing(writes) = &mut chunk.state else {
                 continue;
@@ -1712,7 +1804,13 @@ impl SegmentLog {
                     }
                 }
                 chunk.state = ChunkState::Written;
+                if chunk.sync_deferred {
+                    written_unsynced.push((chunk.segment, chunk.last));
+                }
             }
+        }
+        for (segment, last) in written_unsynced {
+            self.defer_sync(segment, last);
         }
         if let Some(reason) = failure {
             return Err(self.fail(ring, reason));
@@ -1820,6 +1918,7 @@ impl SegmentLog {
         for sync in self.syncs.drain(..) {
             sync.abandon(ring);
         }
+        self.deferred_sync = None;
         if let Some(write) = self.hard_state_write.take() {
             write.abandon(ring);
         }
@@ -1846,6 +1945,7 @@ impl SegmentLog {
         for sync in self.syncs.drain(..) {
             sync.abandon(&mut ring);
         }
+        self.deferred_sync = None;
         self.staging.clear();
     }
 
@@ -1866,6 +1966,9 @@ impl SegmentLog {
             ring.reap();
             self.collect(&mut ring)?;
             if self.chunks.is_empty() && self.syncs.is_empty() {
+                // Written bytes whose sync was deferred are being
+                // discarded with the rest.
+                self.deferred_sync = None;
                 return Ok(());
             }
             ring.wait_for_completion()

@@ -1021,3 +1021,29 @@ fn reservations_at_a_roll_wait_without_blocking() {
         "the aborted bytes after the last batch are zeroed"
     );
 }
+
+/// Group commit across turns: data flushed while a sync of its file is in
+/// flight is written without a sync of its own, and one sync issued when
+/// that one ends covers all of it: fifty quick turns issue far fewer than
+/// fifty syncs, and durability still reaches the last batch.
+#[test]
+fn flushes_during_a_sync_share_the_next_one() {
+    let dir = TempDir::new("group-commit");
+    let mut log = SegmentLog::open_standalone(&dir.0, SegmentOptions::default()).unwrap();
+    let turns = 50;
+    for _ in 0..turns {
+        append_batches(&mut log, 1, &[1], 64);
+        log.flush().unwrap();
+        log.poll().unwrap();
+    }
+    assert_eq!(log.sync_all().unwrap().index, log.last_index());
+    assert!(
+        log.syncs_issued < turns / 2,
+        "{} syncs for {turns} turns",
+        log.syncs_issued
+    );
+    let last = log.last_index();
+    drop(log);
+    let log = SegmentLog::open_standalone(&dir.0, SegmentOptions::default()).unwrap();
+    assert_eq!(log.last_index(), last);
+}
