@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::write::ChunkState;
 use super::*;
+use crate::io::Link;
 use crate::storage::conformance::{self, Harness, append_batches, make_batch, read_all};
 use crate::storage::record::SECTOR_BYTES;
 
