@@ -373,6 +373,16 @@ impl Ring {
         self.push(entry, keep, Link::None)
     }
 
+    /// `unlinkat(AT_FDCWD, path, 0)`: removes a file (absolute path).
+    pub fn unlinkat(&mut self, path: CString, link: Link) -> io::Result<OpId> {
+        let entry = opcode::UnlinkAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr()).build();
+        let keep = Keep {
+            path: Some(path),
+            ..Keep::default()
+        };
+        self.push(entry, keep, link)
+    }
+
     /// `rename(from, to)` (absolute paths).
     pub fn rename(&mut self, from: CString, to: CString, link: Link) -> io::Result<OpId> {
         let paths = Box::new((from, to));

@@ -29,8 +29,10 @@
 //!   nothing already written is touched and appends work again once space
 //!   returns.
 //!
-//! Truncating a suffix and resetting the log are rare (a follower's conflict,
-//! a snapshot install) and take effect durably before they return.
+//! Truncating a suffix (a follower's conflict) takes effect at once for
+//! reads, appends and durability, and on disk before anything appended after
+//! it is reported durable; resetting the log (a snapshot install) is rare and
+//! takes effect durably before it returns.
 //!
 //! # Implementations
 //!
@@ -369,8 +371,11 @@ pub trait LogStorage {
     fn read(&self, from: LogIndex, max_bytes: usize) -> Result<ReadRange<'_>, StorageError>;
 
     /// Removes every batch from `from` on (a follower's conflict). `from`
-    /// must be the first index of a batch, above the first index. Durable
-    /// when it returns; durability is clamped below `from`.
+    /// must be the first index of a batch, above the first index. It takes
+    /// effect at once (reads, the next append's index; durability is
+    /// clamped below `from`) and is on stable storage before anything
+    /// appended after it is reported durable: a crash in between finds the
+    /// log as it was, never a mix.
     fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), StorageError>;
 
     /// Lets the store discard batches whose entries are all at or below

@@ -180,8 +180,13 @@ impl Segment {
 pub(super) enum Source<'a> {
     /// In the file, up to `limit`.
     File { limit: u64 },
-    /// In a shared piece whose first byte is at offset `start`.
-    Piece { piece: &'a Bytes, start: u64 },
+    /// In a shared piece whose first byte is at offset `start`; the log's
+    /// bytes in it end at `end`.
+    Piece {
+        piece: &'a Bytes,
+        start: u64,
+        end: u64,
+    },
     /// Copied into the staging buffer, whose first byte is at `start`.
     Copy { bytes: &'a [u8], start: u64 },
 }
@@ -191,7 +196,7 @@ impl Source<'_> {
     pub(super) fn limit(&self) -> u64 {
         match self {
             Source::File { limit } => *limit,
-            Source::Piece { piece, start } => start + piece.len() as u64,
+            Source::Piece { end, .. } => *end,
             Source::Copy { bytes, start } => start + bytes.len() as u64,
         }
     }
@@ -269,6 +274,7 @@ impl SegmentLog {
                 return Source::Piece {
                     piece,
                     start: start + at,
+                    end: start + at + piece.len() as u64,
                 };
             }
         }
@@ -276,7 +282,10 @@ impl SegmentLog {
             .chunks
             .iter()
             .find(|chunk| {
-                chunk.segment == segment.id && chunk.offset <= offset && offset < chunk.end()
+                chunk.segment == segment.id
+                    && chunk.offset <= offset
+                    && offset < chunk.end()
+                    && chunk.cut_at.is_none_or(|cut| offset < cut)
             })
             .expect("unwritten bytes are queued");
         if chunk.pieces.is_empty() {
@@ -284,9 +293,14 @@ impl SegmentLog {
             return Source::File { limit: chunk.end() };
         }
         let (piece, at) = chunk.pieces.holding(offset - chunk.offset);
+        let start = chunk.offset + at;
         Source::Piece {
             piece,
-            start: chunk.offset + at,
+            start,
+            // Not past a truncation's cut: those bytes are not the log's.
+            end: chunk.cut_at.map_or(start + piece.len() as u64, |cut| {
+                cut.min(start + piece.len() as u64)
+            }),
         }
     }
 }

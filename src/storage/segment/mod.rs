@@ -106,11 +106,13 @@ use crate::types::{LogIndex, Term};
 mod ahead;
 mod file;
 mod reserve;
+mod truncate;
 mod write;
 
 use self::ahead::{HardStateWrite, Prepared};
 use self::file::{BatchEntry, Segment, Source};
 pub use self::reserve::Reservation;
+use self::truncate::Unlinking;
 use self::write::{Chunk, Staging, Sync};
 
 /// Suffix of segment file names.
@@ -171,6 +173,8 @@ pub struct SegmentLog {
     /// Bytes in the file (of a segment, up to an index) whose sync waits
     /// for the one in flight (group commit; see `submit_chunks`).
     deferred_sync: Option<(u64, LogIndex)>,
+    /// Segments removed by truncations, being unlinked (see `truncate`).
+    unlinks: VecDeque<Unlinking>,
     /// Data syncs issued so far (group commit shows in how few).
     syncs_issued: u64,
     hard_state: HardState,
@@ -237,6 +241,7 @@ impl SegmentLog {
             chunks: VecDeque::new(),
             syncs: VecDeque::new(),
             deferred_sync: None,
+            unlinks: VecDeque::new(),
             syncs_issued: 0,
             hard_state,
             hard_state_queued: None,
@@ -515,11 +520,10 @@ impl SegmentLog {
         self.segments.back().expect("at least one segment")
     }
 
-    fn segment_by_id(&mut self, id: u64) -> &mut Segment {
-        self.segments
-            .iter_mut()
-            .find(|segment| segment.id == id)
-            .expect("chunk of a live segment")
+    /// The segment of id `id`, if the log still has it (a truncation
+    /// removes segments that may have writes in flight).
+    fn segment_by_id(&mut self, id: u64) -> Option<&mut Segment> {
+        self.segments.iter_mut().find(|segment| segment.id == id)
     }
 
     fn remove_segment_file(path: &Path) -> Result<(), StorageError> {
@@ -665,7 +669,9 @@ impl LogStorage for SegmentLog {
         let first = segment.batch_first(start_position);
         let last = segment.batch_last(position);
         match source {
-            Source::Piece { piece, start: at } => {
+            Source::Piece {
+                piece, start: at, ..
+            } => {
                 let range = (start - at) as usize..(end - at) as usize;
                 return Ok(ReadRange {
                     first,
@@ -718,40 +724,7 @@ impl LogStorage for SegmentLog {
                 last: self.last_index(),
             });
         }
-        let at = self
-            .segments
-            .partition_point(|segment| segment.first <= from)
-            - 1;
-        let Some(cut) = self.segments[at].batch_offset(from)? else {
-            return Err(StorageError::NotBatchBoundary(from));
-        };
-        // Let everything in flight land first, so nothing writes past the
-        // cut afterwards.
-        self.sync_all()?;
-        // Later segments go first, newest first: a crash midway leaves a
-        // longer log, never one with a gap.
-        while self.segments.len() > 1 && self.active().first >= from {
-            let segment = self.segments.pop_back().expect("more than one");
-            Self::remove_segment_file(&segment.path)?;
-        }
-        sync_directory(&self.dir)?;
-        let segment = self.segments.back_mut().expect("at least one segment");
-        if from <= segment.last {
-            clear_tail(segment, cut)?;
-            let kept = segment
-                .batches
-                .partition_point(|entry| u64::from(entry.offset) < cut);
-            segment.batches.truncate(kept);
-            segment.dense_from = segment.dense_from.min(kept);
-            segment.end = cut;
-            segment.written = cut;
-            segment.last = from.prev();
-        }
-        while self.terms.last().is_some_and(|(start, _)| *start >= from) {
-            self.terms.pop();
-        }
-        self.durability.index = self.durability.index.min(from.prev());
-        Ok(())
+        self.truncate_without_blocking(from)
     }
 
     fn drop_prefix(&mut self, up_to: LogIndex) -> Result<(), StorageError> {

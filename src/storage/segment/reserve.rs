@@ -231,6 +231,7 @@ impl SegmentLog {
             pieces: Pieces::default(),
             state: ChunkState::Spliced,
             sync_deferred: false,
+            cut_at: None,
         });
         Ok(last)
     }
@@ -259,6 +260,7 @@ impl SegmentLog {
             pieces: Pieces::default(),
             state: ChunkState::Clear(reservation.len),
             sync_deferred: false,
+            cut_at: None,
         });
         Ok(())
     }

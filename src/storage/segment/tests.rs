@@ -1049,3 +1049,81 @@ fn flushes_during_a_sync_share_the_next_one() {
     let log = SegmentLog::open_standalone(&dir.0, SegmentOptions::default()).unwrap();
     assert_eq!(log.last_index(), last);
 }
+
+/// A truncation never waits for the disk: it cuts the log in memory at once
+/// (later segments, the cut segment's tail, staged and in-flight bytes past
+/// the cut), queues the unlinks and the zeroing, and appends after it are
+/// readable at once and written after the zeroing; once synced, a reopen
+/// finds exactly the kept batches and the new ones, one segment file.
+#[test]
+fn truncation_across_segments_does_not_wait() {
+    let dir = TempDir::new("truncate-async");
+    let mut log = SegmentLog::open_standalone(&dir.0, SMALL).unwrap();
+    let mut frames = append_batches(&mut log, 1, &[1; 10], 2048);
+    log.sync_all().unwrap();
+    // More, over two more segments, flushed but not waited for.
+    let lost = append_batches(&mut log, 1, &[1; 60], 2048);
+    log.flush().unwrap();
+    assert!(log.segments.len() >= 3, "{} segments", log.segments.len());
+    let from = LogIndex(6);
+    frames.truncate(5);
+    log.truncate_suffix(from).unwrap();
+    assert_eq!(log.last_index(), LogIndex(5));
+    assert_eq!(log.segments.len(), 1);
+    assert!(log.durability().index <= LogIndex(5));
+    assert!(
+        log.chunks
+            .iter()
+            .any(|chunk| matches!(chunk.state, ChunkState::Clear(_) | ChunkState::Writing(_)))
+            || !log.unlinks.is_empty(),
+        "the cut is left to the ring, not waited for"
+    );
+    assert_eq!(read_all(&log, 1 << 20), frames);
+    // Appends after the cut (a new term) are readable at once, not the
+    // bytes that were there.
+    frames.extend(append_batches(&mut log, 2, &[1; 3], 2048));
+    assert_eq!(read_all(&log, 1 << 20), frames);
+    assert_eq!(log.sync_all().unwrap().index, LogIndex(8));
+    assert!(log.unlinks.is_empty());
+    drop(log);
+    let log = SegmentLog::open_standalone(&dir.0, SMALL).unwrap();
+    assert_eq!(read_all(&log, 1 << 20), frames);
+    let files = fs::read_dir(&dir.0)
+        .unwrap()
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".log")
+        })
+        .count();
+    assert_eq!(files, 1, "the later segments are gone");
+    assert!(lost.len() > 50);
+}
+
+/// A truncation of staged and in-flight bytes inside the active segment,
+/// then appends and another truncation before anything is synced: the
+/// store ends up with exactly the batches kept, across a reopen.
+#[test]
+fn truncations_of_unsynced_bytes_compose() {
+    let dir = TempDir::new("truncate-unsynced");
+    let mut log = SegmentLog::open_standalone(&dir.0, SegmentOptions::default()).unwrap();
+    let mut frames = append_batches(&mut log, 1, &[2; 20], 100);
+    log.flush().unwrap();
+    append_batches(&mut log, 1, &[2; 5], 100);
+    log.truncate_suffix(LogIndex(31)).unwrap();
+    frames.truncate(15);
+    frames.extend(append_batches(&mut log, 2, &[3; 4], 100));
+    log.flush().unwrap();
+    log.truncate_suffix(LogIndex(37)).unwrap();
+    frames.truncate(17);
+    frames.extend(append_batches(&mut log, 3, &[1; 2], 100));
+    // Not the bytes of the cut batches still being written under them.
+    assert_eq!(read_all(&log, 1 << 20), frames);
+    assert_eq!(log.sync_all().unwrap().index, LogIndex(38));
+    drop(log);
+    let log = SegmentLog::open_standalone(&dir.0, SegmentOptions::default()).unwrap();
+    assert_eq!(read_all(&log, 1 << 20), frames);
+}

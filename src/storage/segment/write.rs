@@ -48,6 +48,9 @@ pub(super) struct Chunk {
     /// Written without a sync of its own (one was in flight): once in the
     /// file, it waits for the next (`SegmentLog::defer_sync`).
     pub(super) sync_deferred: bool,
+    /// Issued before a truncation cut its segment at this byte: what it
+    /// writes past the cut is not the log's (see `truncate`).
+    pub(super) cut_at: Option<u64>,
 }
 
 impl Chunk {
@@ -88,6 +91,25 @@ impl Pieces {
         let end = self.bytes() + piece.len() as u64;
         self.pieces.push(piece);
         self.ends.push(end);
+    }
+
+    /// Keeps the first `bytes` (a batch boundary: a piece past it is cut
+    /// short, those after it dropped).
+    pub(super) fn truncate(&mut self, bytes: u64) {
+        let kept = self.ends.partition_point(|end| *end < bytes);
+        self.pieces.truncate(kept + 1);
+        self.ends.truncate(kept + 1);
+        if let (Some(last), Some(end)) = (self.pieces.last_mut(), self.ends.last_mut())
+            && *end > bytes
+        {
+            let start = *end - last.len() as u64;
+            last.truncate((bytes - start) as usize);
+            *end = bytes;
+        }
+        if self.pieces.last().is_some_and(Bytes::is_empty) {
+            self.pieces.pop();
+            self.ends.pop();
+        }
     }
 
     /// The piece holding byte `at` (from the first piece's start) and the
@@ -265,6 +287,7 @@ impl SegmentLog {
                 pieces: chunk_pieces,
                 state: ChunkState::Staged,
                 sync_deferred: false,
+                cut_at: None,
             });
             offset += len;
         }
@@ -339,6 +362,7 @@ impl SegmentLog {
         !self.chunks.is_empty()
             || !self.syncs.is_empty()
             || self.deferred_sync.is_some()
+            || !self.unlinks.is_empty()
             || self.hard_state_flushed.is_some()
             || self.hard_state_write.is_some()
             || self.dir_sync_queued
@@ -373,6 +397,11 @@ impl SegmentLog {
                 continue;
             }
             if !self.older_segments_durable(chunk.segment) || !self.earlier_writes_done(position) {
+                break;
+            }
+            if matches!(chunk.state, ChunkState::Clear(_)) && !self.unlinks.is_empty() {
+                // A truncation's zeroing waits for the later segments to be
+                // gone: a crash must leave a longer log, never a gap.
                 break;
             }
             let naming = self.submit_naming(ring, chunk.segment)?;
@@ -550,6 +579,7 @@ impl SegmentLog {
     /// Takes finished completions and advances the marks.
     pub(super) fn collect(&mut self, ring: &mut Ring) -> Result<(), StorageError> {
         self.collect_prepared(ring);
+        self.collect_unlinks(ring)?;
         let mut failure = None;
         for sync in &mut self.syncs {
             let Some(naming) = &mut sync.naming else {
@@ -609,17 +639,7 @@ impl SegmentLog {
         if let Some(reason) = failure {
             return Err(self.fail(ring, reason));
         }
-        while self
-            .chunks
-            .front()
-            .is_some_and(|chunk| chunk.state == ChunkState::Written)
-        {
-            let chunk = self.chunks.pop_front().expect("front exists");
-            let end = chunk.end();
-            let segment = self.segment_by_id(chunk.segment);
-            debug_assert_eq!(segment.written, chunk.offset);
-            segment.written = end;
-        }
+        self.retire_written_chunks();
         let mut failure = None;
         for sync in &mut self.syncs {
             if !sync.done
@@ -651,6 +671,32 @@ impl SegmentLog {
         self.collect_hard_state(ring)
     }
 
+    /// Pops the chunks whose bytes are all in the file, in order, and
+    /// moves each segment's written mark past them.
+    fn retire_written_chunks(&mut self) {
+        while self
+            .chunks
+            .front()
+            .is_some_and(|chunk| chunk.state == ChunkState::Written)
+        {
+            let chunk = self.chunks.pop_front().expect("front exists");
+            // A truncated segment's chunks land in an unlinked file.
+            let Some(segment) = self.segment_by_id(chunk.segment) else {
+                continue;
+            };
+            if chunk.len == 0 {
+                // A zeroing (an aborted reservation's, a truncation's): the
+                // file is the log's up to its offset.
+                segment.written = chunk.offset;
+            } else if let Some(cut) = chunk.cut_at {
+                segment.written = segment.written.max(chunk.end().min(cut));
+            } else {
+                debug_assert_eq!(segment.written, chunk.offset);
+                segment.written = chunk.end();
+            }
+        }
+    }
+
     /// Stops the store for good (fail-stop): in-flight operations are
     /// abandoned, every later call fails.
     pub(super) fn fail(&mut self, ring: &mut Ring, reason: String) -> StorageError {
@@ -662,6 +708,9 @@ impl SegmentLog {
             sync.abandon(ring);
         }
         self.deferred_sync = None;
+        for unlinking in self.unlinks.drain(..) {
+            unlinking.abandon(ring);
+        }
         if let Some(write) = self.hard_state_write.take() {
             write.abandon(ring);
         }
@@ -689,6 +738,9 @@ impl SegmentLog {
             sync.abandon(&mut ring);
         }
         self.deferred_sync = None;
+        for unlinking in self.unlinks.drain(..) {
+            unlinking.abandon(&mut ring);
+        }
         self.staging.clear();
     }
 
