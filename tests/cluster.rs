@@ -133,6 +133,47 @@ fn restarted_node_catches_up() {
     );
 }
 
+/// A log created at run time by a request (not among the nodes' `--logs`)
+/// is opened again when its nodes restart, before they serve anything:
+/// with every node restarted and no request or peer message for it, its
+/// gauges are at /metrics, and its entries are there.
+#[test]
+fn logs_created_at_run_time_reopen_at_start() {
+    let mut cluster = Cluster::start("runtime-log", 3, 1);
+    let mut client = cluster.client();
+    let appended = client.append("late", &[b"kept".as_slice()]).unwrap();
+    cluster.wait_for_commit("late", appended.first_index.get(), LEADER_WITHIN);
+    for node in 0..3 {
+        cluster.kill(node);
+    }
+    for node in 0..3 {
+        cluster.restart(node);
+    }
+    let node = 0;
+    let label = format!(
+        "rast_commit_index{{log=\"{:016x}\"}}",
+        rast::types::LogId::from_name("late").get()
+    );
+    let started = Instant::now();
+    let commit = loop {
+        if let Some(commit) = cluster.metric(node, &label) {
+            break commit;
+        }
+        assert!(
+            started.elapsed() < LEADER_WITHIN,
+            "{label} never appeared: the log was not opened at start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(commit >= 0.0);
+    cluster.wait_for_commit("late", appended.first_index.get(), LEADER_WITHIN);
+    let entries = cluster.read_all(node, "late", appended.first_index.get());
+    assert_eq!(
+        entries.get(&appended.first_index.get()).map(Vec::as_slice),
+        Some(b"kept".as_slice())
+    );
+}
+
 /// Restart every node in turn while a client keeps appending: the cluster
 /// keeps committing and nothing acknowledged is lost.
 #[test]

@@ -279,7 +279,38 @@ impl Shard {
                     .map_err(ServerError::Settings)?;
             }
         }
+        shard.open_logs_on_disk();
         Ok(shard)
+    }
+
+    /// Opens, before the loop starts, every other log of this core found in
+    /// the data directory (logs created at run time by a request): their
+    /// recovery scans and syncs happen here, not on the loop at their first
+    /// request, and the node takes part in their groups from the start.
+    fn open_logs_on_disk(&mut self) {
+        if self.settings.storage != StorageMode::Disk {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(&self.settings.data) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(id) = name
+                .to_str()
+                .filter(|name| name.len() == 16)
+                .and_then(|name| u64::from_str_radix(name, 16).ok())
+                .map(LogId)
+            else {
+                continue;
+            };
+            if self.owner_of(id) != self.index || self.groups.contains_key(&id) {
+                continue;
+            }
+            if let Err(error) = self.group(id, None) {
+                tracing::error!(log = %format!("{:016x}", id.get()), %error, "opening a log found on disk");
+            }
+        }
     }
 
     /// Runs until a stop signal, then syncs every log and returns.
