@@ -1,0 +1,360 @@
+//! Peer links and the handshake: outgoing connections to the members of
+//! this core's groups (with back-off), the Hello and its answer, messages
+//! from peers handed to their groups, connections moved to the core that
+//! owns their traffic.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::rc::Rc;
+
+use crossbeam_channel::TrySendError;
+
+use super::splice::Start;
+use super::{Handoff, Owner, PeerLink, RECONNECT_MS_MAX, SPLICE_BYTES_MIN, Shard};
+use crate::net::codec::{self, PeerBody};
+use crate::server::ZeroCopy;
+use crate::server::connection::{Connection, Role};
+use crate::server::group::Outbound;
+use crate::server::metrics::PayloadPath;
+use crate::wire::client::{self as protocol, Hello, HelloResponse};
+
+impl Shard {
+    /// Opens our outgoing connection to a peer.
+    pub(super) fn connect(&mut self, link: usize) {
+        let address: SocketAddr = match self.links[link].address.parse() {
+            Ok(address) => address,
+            Err(error) => {
+                tracing::error!(peer = %self.links[link].id, address = %self.links[link].address, %error, "bad peer address");
+                self.links[link].retry_at_ms = u64::MAX;
+                return;
+            }
+        };
+        let socket = match crate::io::tcp_socket(address) {
+            Ok(socket) => Rc::new(socket),
+            Err(error) => {
+                tracing::warn!(%error, "could not create a socket");
+                self.backoff(link);
+                return;
+            }
+        };
+        let role = Role::PeerOut(self.links[link].id.get());
+        let slot = self.insert(Connection::new(Rc::clone(&socket), role, &[]), Some(link));
+        let submitted = self.ring.borrow_mut().connect(&socket, address);
+        match submitted {
+            Ok(op) => {
+                self.ops.insert(op, Owner::Connect(slot));
+                self.links[link].connecting = true;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not submit a connect");
+                self.links[link].connection = None;
+                self.slots[slot] = None;
+                self.free_slots.push(slot);
+                self.backoff(link);
+            }
+        }
+    }
+
+    pub(super) fn backoff(&mut self, link: usize) {
+        let now = self.now_ms();
+        let entry = &mut self.links[link];
+        entry.connecting = false;
+        entry.connection = None;
+        entry.retry_at_ms = now + entry.backoff_ms;
+        entry.backoff_ms = (entry.backoff_ms * 2).min(RECONNECT_MS_MAX);
+    }
+
+    pub(super) fn connected(&mut self, slot: usize, result: i32) {
+        let Some(link) = self
+            .links
+            .iter()
+            .position(|link| link.connection == Some(slot))
+        else {
+            return;
+        };
+        self.links[link].connecting = false;
+        if result < 0 {
+            tracing::debug!(peer = %self.links[link].id, errno = -result, "connect failed");
+            if let Some(entry) = self.slots[slot].as_mut() {
+                entry.connection.closed = true;
+            }
+            self.backoff(link);
+            return;
+        }
+        self.links[link].backoff_ms = 50;
+        tracing::info!(peer = %self.links[link].id, core = self.index, "connected to peer");
+        let hello = protocol::encode_hello(&Hello {
+            protocol_version: protocol::PROTOCOL_VERSION,
+            cluster_id: self.settings.cluster_id.clone(),
+            node_id: self.settings.id.get(),
+            token: self.settings.token.clone(),
+            core: self.index,
+            cores: self.settings.cores,
+        });
+        if let Some(entry) = self.slots[slot].as_mut() {
+            entry.connection.queue(&hello);
+        }
+    }
+
+    pub(super) fn process_hello(&mut self, slot: usize) -> Result<usize, String> {
+        let entry = self.slots[slot].as_mut().expect("present");
+        let Some(length) = Self::complete_frame(&entry.connection)? else {
+            return Ok(0);
+        };
+        let hello = protocol::decode_hello(&entry.connection.unread()[..length])
+            .map_err(|error| format!("bad hello: {error}"))?;
+        entry.connection.consume(length);
+        let refusal = if hello.protocol_version != protocol::PROTOCOL_VERSION {
+            Some(format!(
+                "protocol version {} (this node speaks {})",
+                hello.protocol_version,
+                protocol::PROTOCOL_VERSION
+            ))
+        } else if hello.cluster_id != self.settings.cluster_id {
+            Some(format!(
+                "cluster id {:?} does not match this node's {:?}",
+                hello.cluster_id, self.settings.cluster_id
+            ))
+        } else if hello.token != self.settings.token {
+            Some("wrong token".to_owned())
+        } else if hello.node_id != 0 && hello.cores != self.settings.cores {
+            Some(format!(
+                "peer runs {} cores, this node {}: every node needs the same --cores",
+                hello.cores, self.settings.cores
+            ))
+        } else if hello.node_id == self.settings.id.get() {
+            // Membership changes at run time, so any node presenting the
+            // cluster id and token may link; only the configurations in the
+            // logs decide who votes.
+            Some(format!("node {} is this node", hello.node_id))
+        } else {
+            None
+        };
+        let answer = match &refusal {
+            Some(reason) => HelloResponse::Refused(reason.clone()),
+            None => HelloResponse::Ok(self.settings.id.get()),
+        };
+        entry
+            .connection
+            .queue(&protocol::encode_hello_response(&answer));
+        if let Some(reason) = refusal {
+            tracing::warn!(%reason, "refused a connection");
+            entry.connection.close_after_flush = true;
+            return Ok(0);
+        }
+        if hello.node_id == 0 {
+            entry.connection.role = Role::Client;
+        } else {
+            entry.connection.role = Role::PeerIn(hello.node_id);
+            if hello.core != self.index {
+                entry.handoff_to = Some(hello.core);
+            }
+        }
+        Ok(length)
+    }
+
+    pub(super) fn process_hello_response(&mut self, slot: usize) -> Result<usize, String> {
+        let entry = self.slots[slot].as_mut().expect("present");
+        let Some(length) = Self::complete_frame(&entry.connection)? else {
+            return Ok(0);
+        };
+        let answer = protocol::decode_hello_response(&entry.connection.unread()[..length])
+            .map_err(|error| format!("bad hello response: {error}"))?;
+        entry.connection.consume(length);
+        match answer {
+            HelloResponse::Ok(_) => Ok(length),
+            HelloResponse::Refused(reason) => Err(format!("peer refused us: {reason}")),
+        }
+    }
+
+    pub(super) fn process_peer(&mut self, slot: usize) -> Result<usize, String> {
+        let entry = self.slots[slot].as_mut().expect("present");
+        entry.connection.waiting_for = 0;
+        let Some(length) = Self::complete_frame(&entry.connection)? else {
+            return Ok(0);
+        };
+        let header = codec::decode(&entry.connection.unread()[..length], &mut self.summaries)
+            .map_err(|error| format!("bad peer message: {error}"))?;
+        let trailing = match header.body {
+            PeerBody::AppendEntries { batch_bytes, .. } => batch_bytes,
+            _ => 0,
+        };
+        let need = entry
+            .connection
+            .need(trailing)
+            .map_err(|error| error.to_string())?;
+        // While messages are large, read no further than each message's end
+        // (a splicing follower: its header), into a block with room for it.
+        if matches!(header.body, PeerBody::AppendEntries { .. }) {
+            entry.connection.read_frames_of(need);
+        }
+        let Role::PeerIn(node) = entry.connection.role else {
+            unreachable!("peer frames come on peer connections");
+        };
+        if header.from.get() != node || header.to != self.settings.id {
+            return Err(format!(
+                "message from {} to {} on the connection of node {node}",
+                header.from, header.to
+            ));
+        }
+        if (header.group.get() % u64::from(self.settings.cores)) as u32 != self.index {
+            return Err(format!(
+                "group {:x} belongs to another core",
+                header.group.get()
+            ));
+        }
+        if self.splicing.contains(&header.group) {
+            entry.blocked = true;
+            return Ok(0);
+        }
+        let buffered = entry.connection.unread().len() >= need;
+        if !buffered && trailing >= SPLICE_BYTES_MIN && self.settings.zero_copy == ZeroCopy::Splice
+        {
+            match self.start_splice(slot, length, header, trailing)? {
+                Start::UnderWay => return Ok(0),
+                Start::NotYet => {
+                    // The store finishes what must land first: this
+                    // connection waits (its bytes stay in the socket) and
+                    // tries again at the end of a turn.
+                    let entry = self.slots[slot].as_mut().expect("present");
+                    entry.blocked = true;
+                    return Ok(0);
+                }
+                Start::Unsupported => {}
+            }
+        }
+        if !buffered {
+            let entry = self.slots[slot].as_mut().expect("present");
+            entry.connection.waiting_for = need;
+            return Ok(0);
+        }
+        if let Some(group) = self.groups.get(&header.group)
+            && group.storage().writable_bytes() < trailing
+        {
+            let entry = self.slots[slot].as_mut().expect("present");
+            entry.blocked = true;
+            return Ok(0);
+        }
+        let entry = self.slots[slot].as_mut().expect("present");
+        // The batch bytes are taken from the inbox as they are (no copy);
+        // a snapshot chunk's bytes are inside its frame: the group reads
+        // them from the whole frame.
+        let bytes = if matches!(header.body, PeerBody::InstallSnapshot(_)) {
+            entry.connection.take(need).freeze()
+        } else {
+            entry.connection.consume(length);
+            entry.connection.take(need - length).freeze()
+        };
+        if matches!(header.body, PeerBody::AppendEntries { .. }) {
+            let follower = self.metrics.counters.payload(PayloadPath::Follower);
+            follower.add_payload(bytes.len() as u64);
+        }
+        let summaries = std::mem::take(&mut self.summaries);
+        let mut out = std::mem::take(&mut self.out);
+        let outcome = match self.group(header.group, None) {
+            Ok(group) => group
+                .step(&header, &summaries, &bytes, &mut out)
+                .map_err(|error| format!("bad batches: {error}")),
+            Err(reason) => {
+                tracing::warn!(%reason, "dropping a peer message");
+                Ok(())
+            }
+        };
+        self.out = out;
+        self.summaries = summaries;
+        outcome.map(|()| need)
+    }
+
+    /// Keeps the peer links in step with the configurations in force: a
+    /// link to every member of a group on this core (an added node is
+    /// connected at the next tick), none to a node no group here counts.
+    pub(super) fn follow_membership(&mut self, out: &mut Outbound) {
+        for (id, address) in out.members.drain(..) {
+            if id == self.settings.id {
+                continue;
+            }
+            if let Some(link) = self.links.iter_mut().find(|link| link.id == id) {
+                if link.address != address {
+                    tracing::info!(peer = %id, %address, "peer address changed");
+                    link.address = address;
+                    link.retry_at_ms = 0;
+                }
+            } else {
+                tracing::info!(peer = %id, %address, "linking to a new member");
+                self.links.push(PeerLink {
+                    id,
+                    address,
+                    connection: None,
+                    connecting: false,
+                    retry_at_ms: 0,
+                    backoff_ms: 50,
+                });
+            }
+        }
+        for id in out.removed.drain(..) {
+            let member = self
+                .groups
+                .values()
+                .any(|group| group.linked_members().contains(id));
+            if member {
+                continue;
+            }
+            let Some(link) = self.links.iter().position(|link| link.id == id) else {
+                continue;
+            };
+            tracing::info!(peer = %id, "dropping the link to a removed node");
+            let link = self.links.remove(link);
+            if let Some(slot) = link.connection
+                && let Some(entry) = self.slots[slot].as_mut()
+            {
+                entry.connection.closed = true;
+            }
+        }
+    }
+
+    pub(super) fn hand_off(&mut self, core: u32, connection: Connection) {
+        let unread = connection.unread().to_vec();
+        let role = connection.role;
+        let Ok(file) = Rc::try_unwrap(connection.socket) else {
+            tracing::error!("connection still referenced at handoff; dropping it");
+            return;
+        };
+        let handoff = Handoff {
+            socket: OwnedFd::from(file),
+            unread,
+            role,
+        };
+        let Some(sender) = self.wiring.senders.get(core as usize) else {
+            tracing::warn!(
+                core,
+                "handoff to a core that does not exist; dropping the connection"
+            );
+            return;
+        };
+        match sender.try_send(handoff) {
+            Ok(()) => {
+                let eventfd = &self.wiring.eventfds[core as usize];
+                if let Err(error) = nix::unistd::write(eventfd.as_fd(), &1u64.to_ne_bytes()) {
+                    tracing::error!(%error, "could not wake core {core}");
+                }
+            }
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                tracing::warn!(core, "handoff queue full; dropping the connection");
+            }
+        }
+    }
+
+    pub(super) fn receive_handoffs(&mut self) {
+        while let Ok(handoff) = self.wiring.receiver.try_recv() {
+            let socket = Rc::new(File::from(handoff.socket));
+            let slot = self.insert(Connection::new(socket, handoff.role, &handoff.unread), None);
+            if let Err(reason) = self.process(slot)
+                && let Some(entry) = self.slots[slot].as_mut()
+            {
+                tracing::warn!(%reason, "closing a handed-off connection");
+                entry.connection.closed = true;
+            }
+        }
+    }
+}
