@@ -19,13 +19,12 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 
 use super::connection::FileSpan;
-use super::metrics::{PayloadPath, PayloadTally};
-use crate::constants::APPEND_MESSAGE_BYTES_MAX;
+use super::metrics::PayloadTally;
 use crate::kv::{ReadQueue, StateMachine};
-use crate::net::codec::{self, PeerBody, PeerHeader};
+use crate::net::codec::{PeerBody, PeerHeader};
 use crate::raft::{
     self, Action, AppendEntries, BatchSummary, Body, Boundary, Core, Membership, Message, NodeSet,
-    OutgoingBody, ProposeError, Restart, Role, RunLimits,
+    ProposeError, Restart, Role, RunLimits,
 };
 use crate::storage::segment::Reservation;
 use crate::storage::{self, LogStorage, StorageError};
@@ -36,11 +35,14 @@ use crate::wire::{BatchKind, BatchMut, BatchView, WireError, encode_batch, split
 mod admin;
 mod install;
 mod kv;
+mod reads;
+mod replicate;
 pub mod snapshot;
 #[cfg(test)]
 mod tests;
 
 pub use kv::KV_LOG;
+use replicate::{check_received, summary_of};
 
 /// Where an answer goes: a connection on this core and the request id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -413,131 +415,6 @@ impl Group {
         Ok(())
     }
 
-    /// Reserves `len` bytes of the log file for batches a follower splices
-    /// from the socket ([`storage::Reserve`]); `Unsupported` when the store
-    /// cannot (in memory) or the group failed.
-    pub fn reserve(&mut self, len: u64) -> storage::Reserve {
-        if self.failed.is_some() {
-            return storage::Reserve::Unsupported;
-        }
-        match self.storage.reserve(len) {
-            Ok(reserved) => reserved,
-            Err(error) => {
-                tracing::debug!(log = %self.name, %error, "no reservation; receiving into a buffer");
-                storage::Reserve::Unsupported
-            }
-        }
-    }
-
-    /// Steps an AppendEntries whose batch frames were spliced into the
-    /// `reservation` of the log file.
-    ///
-    /// The bytes are verified first, read through the file's map (checksums
-    /// and each frame against its summary, as for buffered batches): a bad
-    /// batch aborts the reservation (its bytes zeroed) and is an error (the
-    /// caller closes the connection); the core never sees it and the log
-    /// keeps serving. In the steady state (the core appends every batch,
-    /// nothing truncated) the reservation is then completed, the bytes never
-    /// entering user space; otherwise the bytes the core wants are copied
-    /// out of the map (counted), the reservation aborted, and the message
-    /// handled as if buffered.
-    pub fn step_spliced(
-        &mut self,
-        header: &PeerHeader,
-        batches: &[BatchSummary],
-        reservation: Reservation,
-        out: &mut Outbound,
-    ) -> Result<(), WireError> {
-        let checked = match self.storage.reserved_bytes(&reservation) {
-            Ok(bytes) => check_received(batches, bytes),
-            Err(error) => {
-                self.abort_splice(reservation, out);
-                self.fail_storage(&error, out);
-                return Ok(());
-            }
-        };
-        if let Err(error) = checked {
-            self.abort_splice(reservation, out);
-            return Err(error);
-        }
-        let simple_kinds = !batches.iter().any(|batch| batch.kind == BatchKind::Config);
-        if simple_kinds
-            && let PeerBody::AppendEntries {
-                prev_index,
-                prev_term,
-                leader_commit,
-                ..
-            } = header.body
-        {
-            let message = Message {
-                from: header.from,
-                to: header.to,
-                term: header.term,
-                body: Body::AppendEntries(AppendEntries {
-                    prev_index,
-                    prev_term,
-                    leader_commit,
-                    batches,
-                    configs: &[],
-                }),
-            };
-            let mut actions = std::mem::take(&mut self.actions);
-            self.core.step(&message, &mut actions);
-            let last = batches.last().map(BatchSummary::last_index);
-            let first = batches.first().map(|batch| batch.first_index);
-            let appends_all = actions.iter().any(|action| {
-                matches!(action, Action::AppendReceived { skip: 0, first_index, last_index }
-                    if Some(*first_index) == first && Some(*last_index) == last)
-            });
-            let truncates = actions
-                .iter()
-                .any(|action| matches!(action, Action::Truncate { .. }));
-            if appends_all && !truncates {
-                self.spliced = Some(reservation);
-                self.execute(&mut actions, None, None, out);
-                if let Some(reservation) = self.spliced.take() {
-                    // No AppendReceived consumed it (cannot happen: checked).
-                    self.abort_splice(reservation, out);
-                }
-            } else {
-                let bytes = self.take_back(reservation, out);
-                self.execute(&mut actions, None, bytes.as_ref(), out);
-            }
-            self.actions = actions;
-            return Ok(());
-        }
-        match self.take_back(reservation, out) {
-            Some(bytes) => self.step(header, batches, &bytes, out),
-            None => Ok(()),
-        }
-    }
-
-    /// Drops a reservation whose splice failed or whose bytes were bad.
-    pub fn abort_splice(&mut self, reservation: Reservation, out: &mut Outbound) {
-        if let Err(error) = self.storage.abort_reservation(reservation) {
-            self.fail_storage(&error, out);
-        }
-    }
-
-    /// Copies a reservation's (verified) bytes out of the file's map and
-    /// aborts it: the rare message whose batches the core does not take
-    /// whole. The copy is counted in `out`.
-    fn take_back(&mut self, reservation: Reservation, out: &mut Outbound) -> Option<Bytes> {
-        let bytes = match self.storage.reserved_bytes(&reservation) {
-            Ok(bytes) => Bytes::copy_from_slice(bytes),
-            Err(error) => {
-                self.abort_splice(reservation, out);
-                self.fail_storage(&error, out);
-                return None;
-            }
-        };
-        out.payload
-            .path(PayloadPath::Follower)
-            .add_copied(bytes.len() as u64);
-        self.abort_splice(reservation, out);
-        Some(bytes)
-    }
-
     /// Answers `reply` `Unavailable` if this node's copy of the log stopped
     /// (another node can serve it); whether it did.
     fn refused_when_failed(&self, reply: ReplyTo, out: &mut Outbound) -> bool {
@@ -626,59 +503,6 @@ impl Group {
             }
         }
         self.actions = actions;
-    }
-
-    /// Serves a read of committed entries from `from`.
-    pub fn read(&mut self, from: LogIndex, max_entries: u32, reply: ReplyTo, out: &mut Outbound) {
-        if let Some(first) = self.compacted_below(from) {
-            refuse_compacted(reply, first, "read", out);
-            return;
-        }
-        match self.committed_batches(from, max_entries) {
-            Ok((_, pieces, count)) => {
-                out.reply(reply, ResponseBody::Batches(count));
-                out.clients
-                    .extend(pieces.into_iter().map(|piece| (reply, piece)));
-            }
-            Err(GroupError::Storage(StorageError::Compacted { first, .. })) => {
-                refuse_compacted(reply, first, "read", out);
-            }
-            Err(error) => out.error(reply, ErrorKind::Unavailable, error.to_string()),
-        }
-    }
-
-    /// The first index still stored, if `from` is below it (those entries
-    /// were dropped after a snapshot or by retention).
-    fn compacted_below(&self, from: LogIndex) -> Option<LogIndex> {
-        let first = self.storage.first_index();
-        (from.max(LogIndex(1)) < first).then_some(first)
-    }
-
-    /// Starts following the log from `from` (0: from the first entry the
-    /// log still keeps).
-    pub fn tail(&mut self, from: LogIndex, max_entries: u32, reply: ReplyTo, out: &mut Outbound) {
-        let from = if from == LogIndex::ZERO {
-            self.storage.first_index()
-        } else {
-            from
-        };
-        if let Some(first) = self.compacted_below(from) {
-            refuse_compacted(reply, first, "tail", out);
-            return;
-        }
-        self.tails.push(Tail {
-            reply,
-            next: from.max(LogIndex(1)),
-            max_entries,
-        });
-        self.serve_tails(out);
-    }
-
-    /// Forgets the tails of a closed connection.
-    pub fn forget_connection(&mut self, connection: usize, generation: u64) {
-        self.tails.retain(|tail| {
-            !(tail.reply.connection == connection && tail.reply.generation == generation)
-        });
     }
 
     /// Blocks until everything written is durable (shutdown).
@@ -932,162 +756,6 @@ impl Group {
         Ok(())
     }
 
-    /// Sends a message; an AppendEntries carries the stored batches, as
-    /// handles on the memory they arrived in, or file spans once written:
-    /// never copied together (see [`PeerFrame`]).
-    fn send(&mut self, message: &raft::Outgoing, out: &mut Outbound) -> Result<(), GroupError> {
-        let OutgoingBody::AppendEntries(range) = message.body else {
-            out.peers.push((
-                message.to,
-                PeerFrame {
-                    header: codec::encode(self.id, message, &[]),
-                    pieces: Vec::new(),
-                },
-            ));
-            return Ok(());
-        };
-        let mut summaries = Vec::with_capacity(range.batches as usize);
-        let mut pieces = Vec::new();
-        let mut next = range.first_index;
-        while next <= range.last_index {
-            let read = self.storage.read(next, APPEND_MESSAGE_BYTES_MAX as usize)?;
-            let mut rest = read.bytes;
-            let mut taken = 0usize;
-            let before = next;
-            while let Some((frame, tail)) = split_frame(rest)? {
-                let view = BatchView::parse(frame)?;
-                if view.first_index() > range.last_index {
-                    break;
-                }
-                rest = tail;
-                if view.last_index() < next {
-                    // Before the range (a read starts at the batch holding
-                    // `next`, which is a batch start: cannot happen).
-                    taken += frame.len();
-                    continue;
-                }
-                summaries.push(summary_of(&view)?);
-                taken += frame.len();
-                next = view.last_index().next();
-            }
-            if next == before {
-                break;
-            }
-            let skipped = read.bytes.len() - rest.len() - taken;
-            debug_assert_eq!(skipped, 0);
-            pieces.push(piece_of(&read, taken));
-        }
-        out.peers.push((
-            message.to,
-            PeerFrame {
-                header: codec::encode(self.id, message, &summaries),
-                pieces,
-            },
-        ));
-        Ok(())
-    }
-
-    /// Entries up to `up_to` are committed: answer appends, feed tails.
-    fn committed(&mut self, up_to: LogIndex, out: &mut Outbound) {
-        let mut responses = self.apply_kv(up_to, out);
-        while let Some(pending) = self.pending.front().copied() {
-            if pending.last_index > up_to {
-                break;
-            }
-            self.pending.pop_front();
-            if pending.write {
-                self.answer_write(pending, &mut responses, out);
-            } else if self.storage.term_at(pending.last_index) == Some(pending.term) {
-                out.reply(
-                    pending.reply,
-                    ResponseBody::Appended {
-                        first_index: pending.first_index.get(),
-                        count: pending.count,
-                        term: pending.term.get(),
-                    },
-                );
-            } else {
-                out.error(
-                    pending.reply,
-                    ErrorKind::NotLeader {
-                        leader: self.core.leader().get(),
-                        address: self.address_of(self.core.leader()),
-                    },
-                    "the entry was replaced by a new leader; it was not committed",
-                );
-            }
-        }
-        self.serve_tails(out);
-    }
-
-    fn serve_tails(&mut self, out: &mut Outbound) {
-        let mut tails = std::mem::take(&mut self.tails);
-        for tail in &mut tails {
-            if tail.next > self.core.commit_index() {
-                continue;
-            }
-            match self.committed_batches(tail.next, tail.max_entries) {
-                Ok((next, pieces, count)) if count > 0 => {
-                    out.reply(tail.reply, ResponseBody::Batches(count));
-                    out.clients
-                        .extend(pieces.into_iter().map(|piece| (tail.reply, piece)));
-                    tail.next = next;
-                }
-                Ok(_) => {}
-                Err(error) => out.error(tail.reply, ErrorKind::Unavailable, error.to_string()),
-            }
-        }
-        self.tails = tails;
-    }
-
-    /// Whole committed batches from the one holding `from`: (next index,
-    /// the frames as file spans where they are in a file, else as shared
-    /// handles, batch count).
-    fn committed_batches(
-        &self,
-        from: LogIndex,
-        max_entries: u32,
-    ) -> Result<(LogIndex, Vec<ClientOut>, u32), GroupError> {
-        let commit = self.core.commit_index();
-        let mut pieces = Vec::new();
-        let mut count = 0u32;
-        let mut entries = 0u64;
-        let mut bytes_total = 0usize;
-        let mut next = from.max(LogIndex(1)).max(self.storage.first_index());
-        while next <= commit
-            && bytes_total < APPEND_MESSAGE_BYTES_MAX as usize
-            && (max_entries == 0 || entries < u64::from(max_entries))
-        {
-            let read = self.storage.read(next, APPEND_MESSAGE_BYTES_MAX as usize)?;
-            // The prefix of whole committed batches within the limits.
-            let mut rest = read.bytes;
-            let mut taken = 0usize;
-            while let Some((frame, tail)) = split_frame(rest)? {
-                let view = BatchView::parse(frame)?;
-                let full = bytes_total + taken >= APPEND_MESSAGE_BYTES_MAX as usize
-                    || (max_entries > 0 && entries >= u64::from(max_entries));
-                if view.last_index() > commit || full {
-                    break;
-                }
-                rest = tail;
-                taken += frame.len();
-                count += 1;
-                entries += u64::from(view.count());
-                next = view.last_index().next();
-            }
-            if taken == 0 {
-                break;
-            }
-            bytes_total += taken;
-            pieces.push(match piece_of(&read, taken) {
-                Piece::File(span) => ClientOut::File(span),
-                Piece::Shared(bytes) => ClientOut::Shared(bytes),
-                Piece::Copied(bytes) => ClientOut::Copied(bytes),
-            });
-        }
-        Ok((next, pieces, count))
-    }
-
     /// Decodes the memberships of config batches carried by a message.
     fn decode_configs(&mut self, batches: &[BatchSummary], bytes: &[u8]) -> Result<(), WireError> {
         if !batches.iter().any(|batch| batch.kind == BatchKind::Config) {
@@ -1186,64 +854,6 @@ impl Group {
     }
 }
 
-/// Checks the batch frames that followed an AppendEntries against its
-/// summaries before the core sees the message: each frame parses, carries
-/// a valid checksum and says what its summary says, and together they fill
-/// the bytes exactly. Bad bytes from a peer close its connection; they never
-/// reach storage, where a refusal would have to stop the group.
-fn check_received(batches: &[BatchSummary], bytes: &[u8]) -> Result<(), WireError> {
-    let mut rest = bytes;
-    for summary in batches {
-        let Some((frame, tail)) = split_frame(rest)? else {
-            return Err(WireError::Malformed(
-                "AppendEntries batches end early".into(),
-            ));
-        };
-        rest = tail;
-        let view = BatchView::parse(frame)?;
-        view.verify_checksum()?;
-        if summary_of(&view)? != *summary {
-            return Err(WireError::Malformed(format!(
-                "batch at index {} disagrees with its summary",
-                view.first_index()
-            )));
-        }
-    }
-    if !rest.is_empty() {
-        return Err(WireError::Malformed(
-            "bytes after the AppendEntries batches".into(),
-        ));
-    }
-    Ok(())
-}
-
-/// The first `taken` bytes of a read, as the store holds them: a file span,
-/// a handle on shared memory, or (from a store that has neither) a copy.
-fn piece_of(read: &storage::ReadRange<'_>, taken: usize) -> Piece {
-    if let Some(span) = &read.file {
-        Piece::File(FileSpan {
-            file: std::rc::Rc::clone(span.file),
-            offset: span.offset,
-            len: taken as u64,
-        })
-    } else if let Some(shared) = &read.shared {
-        Piece::Shared(shared.slice(..taken))
-    } else {
-        Piece::Copied(Bytes::copy_from_slice(&read.bytes[..taken]))
-    }
-}
-
-/// The summary of a stored batch.
-fn summary_of(view: &BatchView<'_>) -> Result<BatchSummary, WireError> {
-    Ok(BatchSummary {
-        term: view.term(),
-        first_index: view.first_index(),
-        count: view.count(),
-        bytes: view.len() as u32,
-        kind: view.kind()?,
-    })
-}
-
 /// The `Membership` message of a config batch (its one entry).
 fn config_members(view: &BatchView<'_>) -> Result<crate::wire::client::Members, WireError> {
     let mut members = None;
@@ -1296,15 +906,6 @@ fn recovered_configs(
         Ok(true)
     })?;
     Ok(configs)
-}
-
-/// Answers a read or tail (`verb`) below the first index still stored.
-fn refuse_compacted(reply: ReplyTo, first: LogIndex, verb: &str, out: &mut Outbound) {
-    out.error(
-        reply,
-        ErrorKind::Compacted(first.get()),
-        format!("entries below {first} are compacted; {verb} from {first} on"),
-    );
 }
 
 /// Every stored batch, coalesced into runs within `limits`, for the core's
