@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use crate::storage::record::{self, RecordMeta};
 use crate::storage::{
     Checksum, Durability, HardState, LogStorage, ReadRange, SegmentInfo, StorageError,
-    check_append, unix_now_ms,
+    check_append, check_stored, unix_now_ms,
 };
 use crate::types::{LogIndex, Term};
 
@@ -256,18 +256,7 @@ impl MemoryLog {
 
     /// Position in `batches` of the batch holding `index`.
     fn position(&self, index: LogIndex) -> Result<usize, StorageError> {
-        if index < self.first_index {
-            return Err(StorageError::Compacted {
-                index,
-                first: self.first_index,
-            });
-        }
-        if index > self.last_index() {
-            return Err(StorageError::Beyond {
-                index,
-                last: self.last_index(),
-            });
-        }
+        check_stored(index, self.first_index, self.last_index())?;
         Ok(self.batches.partition_point(|meta| meta.last < index))
     }
 

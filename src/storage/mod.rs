@@ -309,6 +309,22 @@ pub enum Reserve {
     Unsupported,
 }
 
+/// `index` is in `first..=last` (the stored indexes), or the error that says
+/// on which side it is not.
+pub(crate) fn check_stored(
+    index: LogIndex,
+    first: LogIndex,
+    last: LogIndex,
+) -> Result<(), StorageError> {
+    if index < first {
+        return Err(StorageError::Compacted { index, first });
+    }
+    if index > last {
+        return Err(StorageError::Beyond { index, last });
+    }
+    Ok(())
+}
+
 /// Whether [`check_append`] verifies a frame's checksum.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Checksum {

@@ -99,7 +99,7 @@ use crate::storage::hard_state::{self, sync_directory};
 use crate::storage::record::{self, RecordMeta};
 use crate::storage::{
     Checksum, Durability, FileSpan, HardState, LogStorage, ReadRange, Reserve, SegmentInfo,
-    StorageError, unix_ms, unix_now_ms,
+    StorageError, check_stored, unix_ms, unix_now_ms,
 };
 use crate::types::{LogIndex, Term};
 
@@ -633,18 +633,7 @@ impl LogStorage for SegmentLog {
 
     fn read(&self, from: LogIndex, max_bytes: usize) -> Result<ReadRange<'_>, StorageError> {
         self.check_failed()?;
-        if from < self.first_index() {
-            return Err(StorageError::Compacted {
-                index: from,
-                first: self.first_index(),
-            });
-        }
-        if from > self.last_index() {
-            return Err(StorageError::Beyond {
-                index: from,
-                last: self.last_index(),
-            });
-        }
+        check_stored(from, self.first_index(), self.last_index())?;
         let at = self
             .segments
             .partition_point(|segment| segment.first <= from)
@@ -712,18 +701,7 @@ impl LogStorage for SegmentLog {
         if from == self.last_index().next() {
             return Ok(());
         }
-        if from < self.first_index() {
-            return Err(StorageError::Compacted {
-                index: from,
-                first: self.first_index(),
-            });
-        }
-        if from > self.last_index() {
-            return Err(StorageError::Beyond {
-                index: from,
-                last: self.last_index(),
-            });
-        }
+        check_stored(from, self.first_index(), self.last_index())?;
         self.truncate_without_blocking(from)
     }
 
