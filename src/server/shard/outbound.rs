@@ -6,7 +6,7 @@
 use std::rc::Rc;
 
 use super::{OUTBOX_BYTES_MAX, Owner, Shard};
-use crate::server::connection::Role;
+use crate::server::connection::{FileSend, Role};
 use crate::server::group::{ClientOut, Piece};
 use crate::server::metrics::{Counters, PayloadPath};
 
@@ -62,25 +62,11 @@ impl Shard {
         }
     }
 
+    /// File → pipe completed with `result`.
     pub(super) fn file_in(&mut self, slot: usize, generation: u64, result: i32) {
-        let Some(entry) = self.slots[slot]
-            .as_mut()
-            .filter(|entry| entry.generation == generation)
-        else {
+        let Some(send) = self.file_step(slot, generation, result) else {
             return;
         };
-        let Some(send) = entry.connection.file_send.as_mut() else {
-            return;
-        };
-        if result <= 0 {
-            tracing::warn!(
-                errno = -result,
-                "splice from the log failed; closing the connection"
-            );
-            entry.connection.closed = true;
-            entry.connection.file_send = None;
-            return;
-        }
         let moved = result as u64;
         send.in_pipe += moved;
         send.span.offset += moved;
@@ -88,24 +74,33 @@ impl Shard {
         self.file_next(slot);
     }
 
+    /// Pipe → socket completed with `result`.
     pub(super) fn file_out(&mut self, slot: usize, generation: u64, result: i32) {
-        let Some(entry) = self.slots[slot]
-            .as_mut()
-            .filter(|entry| entry.generation == generation)
-        else {
+        let Some(send) = self.file_step(slot, generation, result) else {
             return;
         };
-        let Some(send) = entry.connection.file_send.as_mut() else {
-            return;
-        };
-        if result <= 0 {
-            tracing::debug!(errno = -result, "client went away mid-read");
-            entry.connection.closed = true;
-            entry.connection.file_send = None;
-            return;
-        }
         send.in_pipe -= result as u64;
         self.file_next(slot);
+    }
+
+    /// The file send of the connection in `slot`, if it is still the one
+    /// of `generation` and the step that ended with `result` moved bytes; a
+    /// failed step closes the connection (a client gone, a file unreadable).
+    fn file_step(&mut self, slot: usize, generation: u64, result: i32) -> Option<&mut FileSend> {
+        let entry = self.slots[slot]
+            .as_mut()
+            .filter(|entry| entry.generation == generation)?;
+        entry.connection.file_send.as_ref()?;
+        if result <= 0 {
+            tracing::debug!(
+                errno = -result,
+                "sending stored batches ended early; closing the connection"
+            );
+            entry.connection.closed = true;
+            entry.connection.file_send = None;
+            return None;
+        }
+        entry.connection.file_send.as_mut()
     }
 
     pub(super) fn deliver(&mut self) {
