@@ -34,6 +34,7 @@
 //! still sweeps leftovers of earlier runs under the same output directory
 //! at start ([`nodes::sweep_leftovers`]).
 
+pub mod lazyfs;
 pub mod net;
 pub mod nodes;
 pub mod schedule;

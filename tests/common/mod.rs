@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod kv_history;
+pub mod lazy;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

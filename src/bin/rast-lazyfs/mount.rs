@@ -1,0 +1,137 @@
+//! Mounting and unmounting, done here with `mount(2)` (root only) rather
+//! than through `fusermount`, so nothing beyond `/dev/fuse` is needed.
+//!
+//! A power cut is: detach the mount (`umount2(MNT_DETACH)`), abort its
+//! FUSE connection (so requests still queued fail), reset the model, and
+//! mount afresh on the same directory. The fresh mount starts with an
+//! empty kernel page cache and dentry cache: nothing cached from before
+//! the cut can be read after it.
+
+use std::fs::OpenOptions;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use fuser::{BackgroundSession, Config, Session, SessionACL};
+use nix::mount::{MntFlags, MsFlags};
+
+use crate::fuse::LazyFs;
+use crate::model::Model;
+
+/// Where the kernel lists live FUSE connections (the `fusectl` filesystem).
+const FUSE_CONNECTIONS: &str = "/sys/fs/fuse/connections";
+
+/// The lazy filesystem mounted on a directory.
+pub struct Mounted {
+    mountpoint: PathBuf,
+    model: Arc<Mutex<Model>>,
+    session: Option<BackgroundSession>,
+}
+
+impl Mounted {
+    /// Mounts `model` on `mountpoint`.
+    pub fn new(mountpoint: &Path, model: Arc<Mutex<Model>>) -> io::Result<Mounted> {
+        let mut mounted = Mounted {
+            mountpoint: mountpoint.to_path_buf(),
+            model,
+            session: None,
+        };
+        mounted.mount()?;
+        Ok(mounted)
+    }
+
+    fn mount(&mut self) -> io::Result<()> {
+        let device: OwnedFd = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/fuse")
+            .map_err(|error| io::Error::new(error.kind(), format!("/dev/fuse: {error}")))?
+            .into();
+        let options = format!(
+            "fd={},rootmode=40000,user_id=0,group_id=0,allow_other",
+            device.as_raw_fd()
+        );
+        nix::mount::mount(
+            Some("rast-lazyfs"),
+            &self.mountpoint,
+            Some("fuse.rast-lazyfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(options.as_str()),
+        )
+        .map_err(|errno| {
+            io::Error::other(format!(
+                "mounting FUSE on {} (needs root): {errno}",
+                self.mountpoint.display()
+            ))
+        })?;
+        let session = Session::from_fd(
+            LazyFs::new(Arc::clone(&self.model)),
+            device,
+            SessionACL::All,
+            Config::default(),
+        )?;
+        self.session = Some(session.spawn()?);
+        Ok(())
+    }
+
+    /// Detaches the mount and aborts its connection. Errors are reported,
+    /// not fatal: the mount may already be gone.
+    fn unmount(&mut self) -> io::Result<()> {
+        let connection = std::fs::metadata(&self.mountpoint)
+            .ok()
+            .map(|metadata| nix::sys::stat::minor(metadata.dev()));
+        let detached =
+            nix::mount::umount2(&self.mountpoint, MntFlags::MNT_DETACH).map_err(|errno| {
+                io::Error::other(format!("unmounting {}: {errno}", self.mountpoint.display()))
+            });
+        if let Some(connection) = connection {
+            abort_connection(connection);
+        }
+        // The session's loop ends once the connection is gone; it is not
+        // waited for (were it to linger, it serves nothing: its epoch is
+        // over).
+        drop(self.session.take());
+        detached
+    }
+
+    /// Cuts the power: see the module's documentation.
+    pub fn power_cut(
+        &mut self,
+        tear: Option<crate::model::Tear>,
+    ) -> io::Result<crate::model::CutReport> {
+        self.unmount()?;
+        let report = self
+            .model
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .power_cut(tear);
+        self.mount()?;
+        Ok(report)
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = self.unmount();
+    }
+}
+
+/// Aborts FUSE connection `id` through fusectl (mounting fusectl first if
+/// it is not); a best effort.
+fn abort_connection(id: u64) {
+    let abort = Path::new(FUSE_CONNECTIONS)
+        .join(id.to_string())
+        .join("abort");
+    if !Path::new(FUSE_CONNECTIONS).join(id.to_string()).exists() {
+        let _ = nix::mount::mount(
+            Some("fusectl"),
+            FUSE_CONNECTIONS,
+            Some("fusectl"),
+            MsFlags::empty(),
+            None::<&str>,
+        );
+    }
+    let _ = std::fs::write(abort, "1");
+}
