@@ -1,20 +1,32 @@
 //! Real faults against the segment store: a process killed at random
-//! moments while it appends, and a disk that fills up.
+//! moments while it appends, the power cut under it (the lazy filesystem,
+//! `rast-lazyfs`), and a disk that fills up.
 //!
-//! The crash test re-runs this test binary as the child (the `crash_child`
-//! test, which does nothing unless `RAST_CRASH_CHILD_DIR` is set). Rounds:
-//! `RAST_CRASH_ROUNDS` (default 50).
+//! The crash tests re-run this test binary as the child (the `crash_child`
+//! test, which does nothing unless `RAST_CRASH_CHILD_DIR` is set). The
+//! child appends to a log in `<dir>/log`, stores a new hard state every
+//! turn, writes a snapshot file into `<dir>/snapshots` now and then, and
+//! prints each durable index, hard-state term and snapshot index it is
+//! told about. The parent kills it (and cuts the power), reopens, and
+//! checks every reported-durable thing is there, intact.
+//!
+//! Rounds: `RAST_CRASH_ROUNDS` (default 50) and `RAST_POWER_ROUNDS`
+//! (default 50).
+
+mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rast::nemesis::lazyfs::{LazyMount, Tear};
 use rast::storage::conformance::make_batch;
 use rast::storage::segment::{SegmentLog, SegmentOptions};
-use rast::storage::{LogStorage, StorageError};
-use rast::types::LogIndex;
+use rast::storage::{HardState, LogStorage, StorageError, snapshot_file};
+use rast::types::{LogIndex, NodeId, Term};
 use rast::wire::BatchView;
+use rast::wire::client::Members;
 
 const CHILD_DIR_VARIABLE: &str = "RAST_CRASH_CHILD_DIR";
 const OPTIONS: SegmentOptions = SegmentOptions {
@@ -23,6 +35,8 @@ const OPTIONS: SegmentOptions = SegmentOptions {
 };
 /// Segments the child keeps (it drops older ones as a snapshot would).
 const SEGMENTS_KEPT: u64 = 4;
+/// The child writes a snapshot file every this many turns.
+const SNAPSHOT_TURNS: u64 = 40;
 
 fn temp_dir(name: &str) -> PathBuf {
     let path = std::env::temp_dir().join(format!("rast-{name}-{}", std::process::id()));
@@ -39,16 +53,28 @@ fn batch_at(first: u64) -> Vec<u8> {
     make_batch(1, first, count, entry_bytes)
 }
 
-/// The child: appends forever, a few batches per turn, and prints every
-/// durable index it is told about (one line each, flushed) until killed.
+/// The body of the snapshot at `index`: derived from the index alone.
+fn snapshot_body(index: u64) -> Vec<u8> {
+    (0..1_000 + index % 5_000)
+        .map(|byte| (byte ^ index) as u8)
+        .collect()
+}
+
+/// The child: appends forever, a few batches per turn, a new hard state
+/// every turn and a snapshot file every [`SNAPSHOT_TURNS`], and prints what
+/// became durable (`durable <index>`, `hard <term>`, `snapshot <index>`;
+/// one line each, flushed) until killed.
 #[test]
 fn crash_child() {
     let Some(dir) = std::env::var_os(CHILD_DIR_VARIABLE) else {
         return;
     };
-    let mut log = SegmentLog::open_standalone(Path::new(&dir), OPTIONS).unwrap();
+    let dir = PathBuf::from(dir);
+    let mut log = SegmentLog::open_standalone(&dir.join("log"), OPTIONS).unwrap();
     let mut stdout = std::io::stdout().lock();
     let mut reported = LogIndex::ZERO;
+    let mut term_reported = log.hard_state().term;
+    let mut term = term_reported;
     let mut turn = 0u64;
     loop {
         turn += 1;
@@ -59,14 +85,38 @@ fn crash_child() {
                 Err(error) => panic!("append: {error}"),
             }
         }
+        term = Term(term.get() + 1);
+        log.store_hard_state(HardState {
+            term,
+            vote: NodeId(term.get() % 3 + 1),
+            commit: reported,
+        })
+        .unwrap();
         log.flush().unwrap();
         if log.ring().borrow().in_flight() > 0 {
             log.ring().borrow_mut().submit_and_wait(1).unwrap();
         }
-        let durable = log.poll().unwrap().index;
-        if durable > reported {
-            reported = durable;
-            writeln!(stdout, "durable {}", durable.get()).unwrap();
+        let durability = log.poll().unwrap();
+        if durability.index > reported {
+            reported = durability.index;
+            writeln!(stdout, "durable {}", reported.get()).unwrap();
+        }
+        if durability.hard_state.term > term_reported {
+            term_reported = durability.hard_state.term;
+            writeln!(stdout, "hard {}", term_reported.get()).unwrap();
+        }
+        stdout.flush().unwrap();
+        if turn.is_multiple_of(SNAPSHOT_TURNS) && reported > LogIndex::ZERO {
+            let body = snapshot_body(reported.get());
+            let members = Members {
+                voters: vec![1],
+                ..Members::default()
+            };
+            snapshot_file::write(&dir.join("snapshots"), reported, Term(1), members, |out| {
+                out.write_all(&body).map(|()| body.len() as u64)
+            })
+            .unwrap();
+            writeln!(stdout, "snapshot {}", reported.get()).unwrap();
             stdout.flush().unwrap();
         }
         if turn.is_multiple_of(64) {
@@ -76,7 +126,7 @@ fn crash_child() {
     }
 }
 
-/// xorshift64*: the parent's kill timing, reproducible from the round.
+/// xorshift64*: the parent's timing, reproducible from the round.
 fn random(state: &mut u64) -> u64 {
     *state ^= *state >> 12;
     *state ^= *state << 25;
@@ -84,9 +134,27 @@ fn random(state: &mut u64) -> u64 {
     state.wrapping_mul(0x2545_f491_4f6c_dd1d)
 }
 
-/// Runs one child for a random moment, SIGKILLs it, and returns the
-/// highest index it reported durable.
-fn run_child(dir: &Path, delay: Duration) -> u64 {
+/// The highest of each thing a child reported durable.
+#[derive(Clone, Copy, Debug, Default)]
+struct Reported {
+    index: u64,
+    term: u64,
+    snapshot: u64,
+}
+
+impl Reported {
+    fn max(self, other: Reported) -> Reported {
+        Reported {
+            index: self.index.max(other.index),
+            term: self.term.max(other.term),
+            snapshot: self.snapshot.max(other.snapshot),
+        }
+    }
+}
+
+/// Runs one child on `dir` for a random moment, SIGKILLs it, and returns
+/// what it reported durable.
+fn run_child(dir: &Path, delay: Duration) -> Reported {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
         .env(CHILD_DIR_VARIABLE, dir)
@@ -96,14 +164,23 @@ fn run_child(dir: &Path, delay: Duration) -> u64 {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
-        let mut highest = 0u64;
+        let mut reported = Reported::default();
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if let Some(index) = line.strip_prefix("durable ") {
-                highest = highest.max(index.parse().unwrap());
+            let Some((what, value)) = line.split_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<u64>() else {
+                continue;
+            };
+            match what {
+                "durable" => reported.index = reported.index.max(value),
+                "hard" => reported.term = reported.term.max(value),
+                "snapshot" => reported.snapshot = reported.snapshot.max(value),
+                _ => {}
             }
         }
-        highest
+        reported
     });
     std::thread::sleep(delay);
     child.kill().unwrap();
@@ -111,33 +188,138 @@ fn run_child(dir: &Path, delay: Duration) -> u64 {
     reader.join().unwrap()
 }
 
-/// Reopens the log and checks every batch it holds is intact and exactly
-/// the one the child appended, and that it reaches `durable`.
-fn verify(dir: &Path, durable: u64) -> u64 {
-    let log = SegmentLog::open_standalone(dir, OPTIONS)
-        .unwrap_or_else(|error| panic!("reopen after kill: {error}"));
-    assert!(
-        log.last_index().get() >= durable,
-        "reported durable up to {durable} but the log ends at {}",
-        log.last_index()
-    );
+/// Reopens the log, the hard state and the snapshots in `dir` and checks
+/// every batch is intact and exactly the one the child appended, the log
+/// reaches the reported index, the hard state the reported term, and the
+/// newest snapshot the reported snapshot. Returns the log's last index.
+fn verify(dir: &Path, reported: Reported) -> Result<u64, String> {
+    let log = SegmentLog::open_standalone(&dir.join("log"), OPTIONS)
+        .map_err(|error| format!("reopen: {error}"))?;
+    if log.last_index().get() < reported.index {
+        return Err(format!(
+            "reported durable up to {} but the log ends at {}",
+            reported.index,
+            log.last_index()
+        ));
+    }
+    if log.hard_state().term.get() < reported.term {
+        return Err(format!(
+            "hard state of term {} reported durable, {} found",
+            reported.term,
+            log.hard_state().term
+        ));
+    }
     let mut next = log.first_index();
     while next <= log.last_index() {
-        let range = log.read(next, 1 << 20).unwrap();
+        let range = log
+            .read(next, 1 << 20)
+            .map_err(|error| format!("read {next}: {error}"))?;
         let mut rest = range.bytes;
         while !rest.is_empty() {
-            let view = BatchView::parse(rest).unwrap();
-            assert_eq!(
-                view.bytes(),
-                &batch_at(view.first_index().get())[..],
-                "batch at {}",
-                view.first_index()
-            );
+            let view =
+                BatchView::parse(rest).map_err(|error| format!("batch at {next}: {error}"))?;
+            if view.bytes() != &batch_at(view.first_index().get())[..] {
+                return Err(format!(
+                    "batch at {} is not the one appended",
+                    view.first_index()
+                ));
+            }
             rest = &rest[view.len()..];
         }
         next = range.last.next();
     }
-    log.last_index().get()
+    let snapshot = snapshot_file::latest(&dir.join("snapshots"))
+        .map_err(|error| format!("snapshots: {error}"))?;
+    let snapshot_index = snapshot.as_ref().map_or(0, |(meta, _)| meta.index.get());
+    if snapshot_index < reported.snapshot {
+        return Err(format!(
+            "snapshot {} reported durable, newest found {snapshot_index}",
+            reported.snapshot
+        ));
+    }
+    if let Some((meta, path)) = snapshot {
+        let mut body = Vec::new();
+        let mut reader = snapshot_file::body_reader(&path, &meta)
+            .map_err(|error| format!("snapshot body: {error}"))?;
+        std::io::Read::read_to_end(&mut reader, &mut body)
+            .map_err(|error| format!("snapshot body: {error}"))?;
+        if body != snapshot_body(meta.index.get()) {
+            return Err(format!("snapshot {} has another body", meta.index));
+        }
+    }
+    Ok(log.last_index().get())
+}
+
+/// How the rounds of a crash test end each child.
+enum Crash<'a> {
+    /// SIGKILL only: the page cache keeps every write.
+    Kill,
+    /// SIGKILL, then the power: only what was synced survives.
+    Power(&'a mut LazyMount),
+}
+
+/// Runs `rounds` children on `dir`, each ended by `crash` after a random
+/// moment drawn from `seed`, and verifies after each. The first failure
+/// is returned, naming its round.
+fn crash_rounds(
+    dir: &Path,
+    rounds: u64,
+    seed: u64,
+    mut crash: Crash<'_>,
+) -> Result<Reported, String> {
+    let mut state = seed;
+    let mut reported = Reported::default();
+    let started = Instant::now();
+    let mut last_seen = 0;
+    for round in 0..rounds {
+        let delay = Duration::from_micros(2_000 + random(&mut state) % 60_000);
+        reported = reported.max(run_child(dir, delay));
+        let mut report = String::new();
+        if let Crash::Power(lazy) = &mut crash {
+            let tear = match random(&mut state) % 3 {
+                0 => None,
+                1 => Some(Tear {
+                    sector: 512,
+                    seed: random(&mut state),
+                }),
+                _ => Some(Tear {
+                    sector: 4096,
+                    seed: random(&mut state),
+                }),
+            };
+            report = lazy
+                .cut(tear)
+                .map_err(|error| format!("round {round}: cut: {error}"))?;
+        }
+        last_seen = verify(dir, reported)
+            .map_err(|error| format!("seed {seed:#x} round {round} ({report}): {error}"))?;
+        assert!(
+            started.elapsed() < Duration::from_secs(60 + 2 * rounds),
+            "round {round}: too slow"
+        );
+    }
+    eprintln!(
+        "{rounds} rounds in {:.1?}: durable up to {}, log ends at {last_seen}, hard state term {}, snapshot {}",
+        started.elapsed(),
+        reported.index,
+        reported.term,
+        reported.snapshot
+    );
+    Ok(reported)
+}
+
+fn rounds_from(variable: &str) -> u64 {
+    std::env::var(variable)
+        .ok()
+        .and_then(|rounds| rounds.parse().ok())
+        .unwrap_or(50)
+}
+
+fn assert_tested(reported: Reported) {
+    assert!(
+        reported.index > 0 && reported.term > 0 && reported.snapshot > 0,
+        "a child never reported durability of each kind ({reported:?}): the test tested nothing"
+    );
 }
 
 /// A child appending and reporting durable indexes is SIGKILLed at random
@@ -145,33 +327,41 @@ fn verify(dir: &Path, durable: u64) -> u64 {
 /// batch intact (and only batches the child wrote).
 #[test]
 fn killed_appender_loses_nothing_reported_durable() {
-    let rounds: u64 = std::env::var("RAST_CRASH_ROUNDS")
-        .ok()
-        .and_then(|rounds| rounds.parse().ok())
-        .unwrap_or(50);
     let dir = temp_dir("crash");
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut durable_max = 0;
-    let started = Instant::now();
-    let mut last_seen = 0;
-    for round in 0..rounds {
-        let delay = Duration::from_micros(2_000 + random(&mut state) % 40_000);
-        durable_max = durable_max.max(run_child(&dir, delay));
-        last_seen = verify(&dir, durable_max);
-        assert!(
-            started.elapsed() < Duration::from_secs(60 + rounds),
-            "round {round}: too slow"
-        );
-    }
-    assert!(
-        durable_max > 0,
-        "no child ever reported durability: the test tested nothing"
-    );
-    eprintln!(
-        "crash test: {rounds} rounds in {:.1?}, durable up to {durable_max}, log ends at {last_seen}",
-        started.elapsed()
-    );
+    let reported = crash_rounds(
+        &dir,
+        rounds_from("RAST_CRASH_ROUNDS"),
+        0x9e37_79b9_7f4a_7c15,
+        Crash::Kill,
+    )
+    .unwrap_or_else(|failure| panic!("{failure}"));
+    assert_tested(reported);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The same, on the lazy filesystem, and after each kill the power is cut
+/// (sometimes tearing the last write): only what was synced, file and
+/// directory, survives; every reported-durable thing must be in it.
+#[test]
+fn power_cut_loses_nothing_reported_durable() {
+    let Some((mut lazy, dir)) = common::lazy::mount("power-store") else {
+        return;
+    };
+    let root = lazy.path().to_path_buf();
+    let seed = std::env::var("RAST_POWER_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or(0x05ee_d0f9_03e4_u64);
+    let reported = crash_rounds(
+        &root,
+        rounds_from("RAST_POWER_ROUNDS"),
+        seed,
+        Crash::Power(&mut lazy),
+    )
+    .unwrap_or_else(|failure| panic!("{failure}"));
+    assert_tested(reported);
+    drop(lazy);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Unmounts a test mount when dropped.

@@ -117,9 +117,11 @@ pub use crate::io::signal::stopping;
 /// Runs the server until SIGTERM or SIGINT.
 pub fn serve(settings: Settings) -> Result<(), ServerError> {
     validate(&settings)?;
-    std::fs::create_dir_all(&settings.data).map_err(|source| ServerError::Io {
-        what: format!("creating data directory {}", settings.data.display()),
-        source,
+    crate::storage::hard_state::create_dir_durably(&settings.data).map_err(|source| {
+        ServerError::Io {
+            what: format!("creating data directory {}", settings.data.display()),
+            source,
+        }
     })?;
     install_signal_handlers()?;
     let settings = Arc::new(settings);

@@ -16,6 +16,7 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::rast_capnp::hard_state;
+use crate::storage::planted::{self, StorageBug};
 use crate::storage::{HardState, StorageError};
 use crate::types::{LogIndex, NodeId, Term};
 use crate::wire::frame;
@@ -138,7 +139,47 @@ pub fn store(dir: &Path, state: HardState) -> Result<(), StorageError> {
     file.sync_all()
         .map_err(|error| StorageError::io("fsync", &temp, error))?;
     fs::rename(&temp, &path).map_err(|error| StorageError::io("rename", &path, error))?;
+    if planted::is_planted(StorageBug::NoHardStateDirectorySync) {
+        return Ok(());
+    }
     sync_directory(dir)
+}
+
+/// Creates `dir` and any missing parent, each made durable in its own
+/// parent (mkdir, then fsync of the parent), and fsyncs the parent of `dir`
+/// even when `dir` was there already: an earlier life may have created it
+/// and died before the sync, and a power cut would then take the
+/// directory, and every file in it, away.
+pub fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.exists() {
+        missing.push(at);
+        match at.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => at = parent,
+            _ => break,
+        }
+    }
+    for created in missing.iter().rev() {
+        match fs::create_dir(created) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(error) => return Err(error),
+        }
+        sync_parent(created)?;
+    }
+    if missing.is_empty() {
+        sync_parent(dir)?;
+    }
+    Ok(())
+}
+
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    File::open(parent)?.sync_all()
 }
 
 /// Fsyncs a directory, making renames, creations and unlinks in it durable.

@@ -55,6 +55,7 @@
 pub mod conformance;
 pub mod hard_state;
 pub mod memory;
+pub mod planted;
 pub mod record;
 pub mod retention;
 pub mod segment;

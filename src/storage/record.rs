@@ -27,9 +27,20 @@
 //!   a torn write of the final record (the disk and the page cache persist
 //!   whole sectors and pages, aligned to the file). It was never reported
 //!   durable — a sync covers a prefix — so it is cut off.
-//! * Anything else — a valid record further on, stray non-zero bytes, a
-//!   complete record with a bad checksum — is corruption, and the scan fails
-//!   with the byte offset, because entries there may be committed.
+//! * Writes lost before a write that landed: the record's first word is
+//!   zero (no record starts so: a write that never reached the disk), or
+//!   the bytes up to a later valid record are a prefix that stops at a
+//!   sector boundary and then zeros. A power cut leaves this shape: the
+//!   page cache writes dirty pages back in any order, so a later write can
+//!   reach the disk while an earlier one does not. Nothing from the first
+//!   lost write on was reported durable (a sync covers a prefix, and that
+//!   prefix stops at the hole), so it is all cut off. (The segment store
+//!   accepts this, like any tear, only in its last segment: an older one
+//!   was synced whole before the next was written.)
+//! * Anything else — a valid record further on after non-zero damage, stray
+//!   non-zero bytes, a complete record with a bad checksum — is corruption,
+//!   and the scan fails with the byte offset, because entries there may be
+//!   committed.
 //!
 //! The checksum reads the stamped term and first index as zero; their own
 //! CRC (`stampCheck`, written with the stamp) catches a flip there, and the
@@ -191,13 +202,24 @@ fn classify_failure(bytes: &[u8], offset: usize, fault: &Fault) -> Result<ScanEn
         Fault::Invalid(reason) => reason.clone(),
     };
     let search_from = offset + claimed.map_or(WORD_BYTES, |claimed| claimed.max(WORD_BYTES));
+    let never_written = rest.len() >= WORD_BYTES && is_zero(&rest[..WORD_BYTES]);
     if let Some(later) = find_valid_record(bytes, search_from) {
+        if never_written || lost_writes_before(bytes, offset, later) {
+            return Ok(ScanEnd {
+                end: offset as u64,
+                torn: Some(format!(
+                    "{reason}; writes that never reached the disk (zeros) before a record at \
+                     byte offset {later} that did: a power cut's out-of-order writeback"
+                )),
+            });
+        }
         return Err(ScanError {
             offset: offset as u64,
             reason: format!("{reason}; a valid record follows at byte offset {later}"),
         });
     }
     let torn = match (fault, claimed) {
+        _ if never_written => true,
         (Fault::Incomplete, _) => true,
         (Fault::Invalid(_), Some(claimed)) => ends_in_zero_sectors(bytes, offset, claimed),
         (Fault::Invalid(_), None) => false,
@@ -226,6 +248,20 @@ fn ends_in_zero_sectors(bytes: &[u8], offset: usize, claimed: usize) -> bool {
     let record_end = offset + claimed;
     let boundary = (written_end.max(offset + 1) as u64).next_multiple_of(SECTOR_BYTES) as usize;
     boundary < record_end
+}
+
+/// True when the damaged bytes `[offset, later)` before a valid record at
+/// `later` have the shape lost writes leave: all zeros, or non-zero bytes
+/// that stop at or before a sector boundary, and zeros from that boundary
+/// to `later`. (A flipped bit or a garbage record leaves non-zero bytes up
+/// to the record that follows.)
+fn lost_writes_before(bytes: &[u8], offset: usize, later: usize) -> bool {
+    let gap = &bytes[offset..later];
+    let Some(last) = gap.iter().rposition(|byte| *byte != 0) else {
+        return true;
+    };
+    let written_end = (offset + last + 1) as u64;
+    written_end.next_multiple_of(SECTOR_BYTES) < later as u64
 }
 
 /// The offset of the first valid-looking record (parses, checksum matches)
@@ -294,6 +330,43 @@ mod tests {
         let error = scan(&file, LogIndex(1), Term(0), |_| {}).unwrap_err();
         assert_eq!(error.offset, 0);
         assert!(error.reason.contains("valid record follows"), "{error:?}");
+    }
+
+    /// Writes lost before a write that landed (a power cut's out-of-order
+    /// writeback): a zero gap, or a torn prefix then zeros, before a valid
+    /// record reads as a torn tail to cut at the first lost byte.
+    #[test]
+    fn scan_cuts_lost_writes_before_a_landed_one() {
+        let first = batch(1, 1, 3);
+        let lost = batch(1, 4, 20);
+        let landed = batch(1, 24, 2);
+        for kept in [0, 512, 1024] {
+            let mut file = first.clone();
+            let hole = file.len();
+            let torn_end = if kept == 0 {
+                hole
+            } else {
+                hole.next_multiple_of(512) + kept - 512
+            };
+            file.extend(&lost);
+            file[torn_end..].fill(0);
+            file.extend(&landed);
+            file.resize(file.len() + 4096, 0);
+            let mut seen = Vec::new();
+            let scanned = scan(&file, LogIndex(1), Term(0), |meta| seen.push(meta)).unwrap();
+            assert_eq!(scanned.end, hole as u64, "kept {kept}");
+            assert!(scanned.torn.unwrap().contains("never reached the disk"));
+            assert_eq!(seen.len(), 1);
+        }
+        // A lost write, then the torn (incomplete) prefix of a later one.
+        let mut file = first.clone();
+        let hole = file.len();
+        file.resize(hole + lost.len(), 0);
+        file.extend(&landed[..landed.len() / 2]);
+        file.resize(file.len() + 4096, 0);
+        let scanned = scan(&file, LogIndex(1), Term(0), |_| {}).unwrap();
+        assert_eq!(scanned.end, hole as u64);
+        assert!(scanned.torn.is_some());
     }
 
     /// The zero check sees a single non-zero byte anywhere.

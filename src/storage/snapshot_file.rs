@@ -42,6 +42,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use crate::storage::hard_state::create_dir_durably;
 use crate::types::{LogIndex, Term};
 use crate::wire::client::{Members, decode_members, encode_members};
 
@@ -183,7 +184,7 @@ pub fn write(
     members: Members,
     body: impl FnOnce(&mut dyn Write) -> io::Result<u64>,
 ) -> Result<(SnapshotMeta, PathBuf), SnapshotFileError> {
-    fs::create_dir_all(dir).map_err(io_error("create directory", dir))?;
+    create_dir_durably(dir).map_err(io_error("create directory", dir))?;
     let temporary = dir.join(format!("snapshot-{:020}.tmp", index.get()));
     let path = dir.join(file_name(index));
     let file = OpenOptions::new()

@@ -35,6 +35,7 @@ use crate::kv::StateMachine;
 use crate::net::codec::{self, Envelope, PeerHeader, SnapshotChunk};
 use crate::net::snapshot_stream::SendWindow;
 use crate::raft::{InstallSnapshot, Role, SnapshotInstall, SnapshotResponse};
+use crate::storage::hard_state;
 use crate::storage::snapshot_file::{self, SnapshotMeta};
 use crate::types::{LogIndex, NodeId, Term};
 use crate::wire::WireError;
@@ -292,7 +293,7 @@ impl Group {
             if chunk.offset != 0 {
                 return Some(need(0));
             }
-            if let Err(error) = std::fs::create_dir_all(dir) {
+            if let Err(error) = hard_state::create_dir_durably(dir) {
                 tracing::error!(log = %self.name, %error, "creating the snapshot directory");
                 return None;
             }

@@ -11,9 +11,10 @@ use bytes::Bytes;
 
 use super::file::Segment;
 use super::write::RESULT_IGNORED;
-use super::{SegmentLog, TEMP_SUFFIX, c_path, no_space_or};
+use super::{SegmentLog, TEMP_SUFFIX, c_path, no_space_or, sync_unless_planted};
 use crate::io::{Link, OpId, Ring};
 use crate::storage::hard_state;
+use crate::storage::planted::StorageBug;
 use crate::storage::{HardState, StorageError, unix_now_ms};
 use crate::types::LogIndex;
 
@@ -325,7 +326,13 @@ impl SegmentLog {
             let rename = ring
                 .rename(c_path(&temp), c_path(&path), Link::Next)
                 .map_err(io)?;
-            let sync_dir = ring.fsync(&self.dir_file, Link::None).map_err(io)?;
+            let sync_dir = sync_unless_planted(
+                ring,
+                &self.dir_file,
+                StorageBug::NoHardStateDirectorySync,
+                Link::None,
+            )
+            .map_err(io)?;
             write.ops = Some([write_op, sync, rename, sync_dir]);
             return Ok(4);
         }

@@ -94,8 +94,9 @@ use crate::constants::{
     MAPPED_READ_BYTES_RELEASE, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, WRITE_HEADROOM_BYTES,
     WRITE_QUEUE_BYTES_MAX,
 };
-use crate::io::{Mapping, OpId, Ring, SharedRing};
+use crate::io::{Link, Mapping, OpId, Ring, SharedRing};
 use crate::storage::hard_state::{self, sync_directory};
+use crate::storage::planted::{self, StorageBug};
 use crate::storage::record::{self, RecordMeta};
 use crate::storage::{
     Checksum, Durability, FileSpan, HardState, LogStorage, ReadRange, Reserve, SegmentInfo,
@@ -224,7 +225,8 @@ impl SegmentLog {
             (SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&options.segment_bytes),
             "segment size out of range"
         );
-        fs::create_dir_all(dir).map_err(|error| StorageError::io("create", dir, error))?;
+        hard_state::create_dir_durably(dir)
+            .map_err(|error| StorageError::io("create", dir, error))?;
         let lock = lock_directory(dir)?;
         let dir_file = File::open(dir).map_err(|error| StorageError::io("open", dir, error))?;
         let hard_state = hard_state::load(dir)?;
@@ -761,7 +763,9 @@ impl LogStorage for SegmentLog {
         }
         sync_directory(&self.dir)?;
         fs::rename(&temp, &path).map_err(|error| StorageError::io("rename", &path, error))?;
-        sync_directory(&self.dir)?;
+        if !planted::is_planted(StorageBug::NoNewSegmentDirectorySync) {
+            sync_directory(&self.dir)?;
+        }
         let segment = Segment {
             id: self.take_segment_id(),
             first: next,
@@ -912,6 +916,26 @@ fn describe(result: i32) -> String {
         std::io::Error::from_raw_os_error(-result).to_string()
     } else {
         format!("{result} bytes")
+    }
+}
+
+/// `fdatasync` of a segment, or `fsync` of a directory (for the bugs named
+/// after directories), through the ring; a no-op where `bug` is planted
+/// (test builds only, see [`planted`]).
+fn sync_unless_planted(
+    ring: &mut Ring,
+    file: &Rc<File>,
+    bug: StorageBug,
+    link: Link,
+) -> std::io::Result<OpId> {
+    if planted::is_planted(bug) {
+        return ring.nop(link);
+    }
+    match bug {
+        StorageBug::NoFdatasync => ring.fdatasync(file, link),
+        StorageBug::NoHardStateDirectorySync | StorageBug::NoNewSegmentDirectorySync => {
+            ring.fsync(file, link)
+        }
     }
 }
 

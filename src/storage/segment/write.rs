@@ -8,10 +8,11 @@ use std::rc::Rc;
 use bytes::{Bytes, BytesMut};
 
 use super::file::BatchEntry;
-use super::{SegmentLog, c_path, describe, segment_name};
+use super::{SegmentLog, c_path, describe, segment_name, sync_unless_planted};
 use crate::constants::WRITE_QUEUE_BYTES_MAX;
 use crate::io::ring::IOVECS_MAX;
 use crate::io::{Link, OpId, Ring};
+use crate::storage::planted::StorageBug;
 use crate::storage::{Checksum, LogStorage, StorageError, check_append, unix_now_ms};
 use crate::types::LogIndex;
 
@@ -476,7 +477,9 @@ impl SegmentLog {
                 }
                 continue;
             }
-            let sync = ring.fdatasync(&segment.file, Link::None).map_err(io)?;
+            let sync =
+                sync_unless_planted(ring, &segment.file, StorageBug::NoFdatasync, Link::None)
+                    .map_err(io)?;
             issued += 1;
             self.syncs_issued += 1;
             self.chunks[position].state = state;
@@ -525,8 +528,7 @@ impl SegmentLog {
             .iter()
             .find(|segment| segment.id == segment_id)
             .expect("a deferred sync of a live segment");
-        let sync = ring
-            .fdatasync(&segment.file, Link::None)
+        let sync = sync_unless_planted(ring, &segment.file, StorageBug::NoFdatasync, Link::None)
             .map_err(|error| StorageError::io("submit", &segment.path, error))?;
         self.syncs_issued += 1;
         self.deferred_sync = None;
@@ -567,7 +569,13 @@ impl SegmentLog {
         let rename = ring
             .rename(c_path(&segment.path), c_path(&path), Link::Next)
             .map_err(io)?;
-        let sync = ring.fsync(dir_file, Link::Next).map_err(io)?;
+        let sync = sync_unless_planted(
+            ring,
+            dir_file,
+            StorageBug::NoNewSegmentDirectorySync,
+            Link::Next,
+        )
+        .map_err(io)?;
         segment.path = path;
         segment.named = true;
         Ok(Some(Naming {
