@@ -37,6 +37,10 @@ const OPTIONS: SegmentOptions = SegmentOptions {
 const SEGMENTS_KEPT: u64 = 4;
 /// The child writes a snapshot file every this many turns.
 const SNAPSHOT_TURNS: u64 = 40;
+/// The child stores a new hard state every this many turns: rarely, as a
+/// node does (each store syncs the log's directory, which would otherwise
+/// make a new segment's name durable every turn and hide a missing sync).
+const HARD_STATE_TURNS: u64 = 61;
 
 fn temp_dir(name: &str) -> PathBuf {
     let path = std::env::temp_dir().join(format!("rast-{name}-{}", std::process::id()));
@@ -85,13 +89,15 @@ fn crash_child() {
                 Err(error) => panic!("append: {error}"),
             }
         }
-        term = Term(term.get() + 1);
-        log.store_hard_state(HardState {
-            term,
-            vote: NodeId(term.get() % 3 + 1),
-            commit: reported,
-        })
-        .unwrap();
+        if turn.is_multiple_of(HARD_STATE_TURNS) {
+            term = Term(term.get() + 1);
+            log.store_hard_state(HardState {
+                term,
+                vote: NodeId(term.get() % 3 + 1),
+                commit: reported,
+            })
+            .unwrap();
+        }
         log.flush().unwrap();
         if log.ring().borrow().in_flight() > 0 {
             log.ring().borrow_mut().submit_and_wait(1).unwrap();
@@ -153,9 +159,13 @@ impl Reported {
 }
 
 /// Runs one child on `dir` for a random moment, SIGKILLs it, and returns
-/// what it reported durable.
-fn run_child(dir: &Path, delay: Duration) -> Reported {
-    let mut child = Command::new(std::env::current_exe().unwrap())
+/// what it reported durable. `planted` names a storage bug to plant in it.
+fn run_child(dir: &Path, delay: Duration, planted: Option<&str>) -> Reported {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    if let Some(bug) = planted {
+        command.env(rast::storage::planted::VARIABLE, bug);
+    }
+    let mut child = command
         .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
         .env(CHILD_DIR_VARIABLE, dir)
         .stdout(Stdio::piped())
@@ -251,6 +261,7 @@ fn verify(dir: &Path, reported: Reported) -> Result<u64, String> {
 }
 
 /// How the rounds of a crash test end each child.
+#[derive(Debug)]
 enum Crash<'a> {
     /// SIGKILL only: the page cache keeps every write.
     Kill,
@@ -266,6 +277,7 @@ fn crash_rounds(
     rounds: u64,
     seed: u64,
     mut crash: Crash<'_>,
+    planted: Option<&str>,
 ) -> Result<Reported, String> {
     let mut state = seed;
     let mut reported = Reported::default();
@@ -273,7 +285,7 @@ fn crash_rounds(
     let mut last_seen = 0;
     for round in 0..rounds {
         let delay = Duration::from_micros(2_000 + random(&mut state) % 60_000);
-        reported = reported.max(run_child(dir, delay));
+        reported = reported.max(run_child(dir, delay, planted));
         let mut report = String::new();
         if let Crash::Power(lazy) = &mut crash {
             let tear = match random(&mut state) % 3 {
@@ -333,6 +345,7 @@ fn killed_appender_loses_nothing_reported_durable() {
         rounds_from("RAST_CRASH_ROUNDS"),
         0x9e37_79b9_7f4a_7c15,
         Crash::Kill,
+        None,
     )
     .unwrap_or_else(|failure| panic!("{failure}"));
     assert_tested(reported);
@@ -357,11 +370,43 @@ fn power_cut_loses_nothing_reported_durable() {
         rounds_from("RAST_POWER_ROUNDS"),
         seed,
         Crash::Power(&mut lazy),
+        None,
     )
     .unwrap_or_else(|failure| panic!("{failure}"));
     assert_tested(reported);
     drop(lazy);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Each durability rule of the store, broken on purpose (a planted
+/// storage bug), makes the power-cut rounds fail: the harness sees what
+/// the bug loses. (`cargo test --features planted-bugs --test storage_faults`.)
+#[cfg(feature = "planted-bugs")]
+#[test]
+fn power_cuts_catch_every_planted_storage_bug() {
+    use rast::storage::planted::StorageBug;
+    /// Rounds tried per bug before giving up (each is caught far sooner).
+    const ROUNDS_MAX: u64 = 500;
+    for bug in StorageBug::ALL {
+        let name = format!("power-planted-{}", bug.name());
+        let Some((mut lazy, dir)) = common::lazy::mount(&name) else {
+            return;
+        };
+        let root = lazy.path().to_path_buf();
+        let outcome = crash_rounds(
+            &root,
+            ROUNDS_MAX,
+            0x0bad_5eed,
+            Crash::Power(&mut lazy),
+            Some(bug.name()),
+        );
+        match outcome {
+            Err(failure) => eprintln!("{bug:?} caught: {failure}"),
+            Ok(reported) => panic!("{bug:?} not caught in {ROUNDS_MAX} power cuts ({reported:?})"),
+        }
+        drop(lazy);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 /// Unmounts a test mount when dropped.
