@@ -158,9 +158,16 @@ impl Reported {
     }
 }
 
+/// A power cut: the child's filesystem, how the last write tears, and
+/// where the filesystem's report goes.
+type Cut<'a> = (&'a mut LazyMount, Option<Tear>, &'a mut String);
+
 /// Runs one child on `dir` for a random moment, SIGKILLs it, and returns
 /// what it reported durable. `planted` names a storage bug to plant in it.
-fn run_child(dir: &Path, delay: Duration, planted: Option<&str>) -> Reported {
+/// With `cut`, the power goes off first (the child, still running, can
+/// make nothing more durable), then the child is killed, then the power
+/// comes back.
+fn run_child(dir: &Path, delay: Duration, planted: Option<&str>, cut: Option<Cut<'_>>) -> Reported {
     let mut command = Command::new(std::env::current_exe().unwrap());
     if let Some(bug) = planted {
         command.env(rast::storage::planted::VARIABLE, bug);
@@ -193,8 +200,15 @@ fn run_child(dir: &Path, delay: Duration, planted: Option<&str>) -> Reported {
         reported
     });
     std::thread::sleep(delay);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    if let Some((lazy, tear, report)) = cut {
+        *report = lazy.power_off(tear).expect("power off");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        lazy.power_on().expect("power on");
+    } else {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
     reader.join().unwrap()
 }
 
@@ -285,24 +299,25 @@ fn crash_rounds(
     let mut last_seen = 0;
     for round in 0..rounds {
         let delay = Duration::from_micros(2_000 + random(&mut state) % 60_000);
-        reported = reported.max(run_child(dir, delay, planted));
         let mut report = String::new();
-        if let Crash::Power(lazy) = &mut crash {
-            let tear = match random(&mut state) % 3 {
-                0 => None,
-                1 => Some(Tear {
-                    sector: 512,
-                    seed: random(&mut state),
-                }),
-                _ => Some(Tear {
-                    sector: 4096,
-                    seed: random(&mut state),
-                }),
-            };
-            report = lazy
-                .cut(tear)
-                .map_err(|error| format!("round {round}: cut: {error}"))?;
-        }
+        let cut = match &mut crash {
+            Crash::Kill => None,
+            Crash::Power(lazy) => {
+                let tear = match random(&mut state) % 3 {
+                    0 => None,
+                    1 => Some(Tear {
+                        sector: 512,
+                        seed: random(&mut state),
+                    }),
+                    _ => Some(Tear {
+                        sector: 4096,
+                        seed: random(&mut state),
+                    }),
+                };
+                Some((&mut **lazy, tear, &mut report))
+            }
+        };
+        reported = reported.max(run_child(dir, delay, planted, cut));
         last_seen = verify(dir, reported)
             .map_err(|error| format!("seed {seed:#x} round {round} ({report}): {error}"))?;
         assert!(

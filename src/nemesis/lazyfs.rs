@@ -4,12 +4,15 @@
 //!
 //! ```text
 //!  LazyMount::start ── spawn rast-lazyfs --backing B --mount M ── "ready"
-//!  cut(tear)        ── "cut tear=4096 seed=N" ──────────────────── "ok …"
+//!  power_off(tear)  ── "off tear=4096 seed=N" ──────────────────── "ok …"
+//!  power_on         ── "on" ───────────────────────────────────── "ok"
+//!  cut(tear)        ── "cut tear=4096 seed=N" (off, then on) ───── "ok …"
 //!  drop             ── "quit" (it unmounts), then a lazy unmount in case
 //! ```
 //!
-//! The program writing to the mount must be dead before a cut, as after a
-//! real power cut: its open files belong to the mount that is detached.
+//! Between off and on every request on the mount fails: a program still
+//! running there makes nothing more durable. Kill it before power on (its
+//! open files belong to the mount that is then detached).
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -42,17 +45,19 @@ impl LazyMount {
     /// `backing` (both created; `backing` must be empty), with the
     /// `rast-lazyfs` program at `binary`.
     pub fn start(binary: &Path, backing: &Path, mountpoint: &Path) -> io::Result<LazyMount> {
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .arg("--backing")
             .arg(backing)
             .arg("--mount")
             .arg(mountpoint)
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|error| {
-                io::Error::new(error.kind(), format!("{}: {error}", binary.display()))
-            })?;
+            .stdout(Stdio::piped());
+        // Its mount must not outlive the thread that drives it.
+        crate::io::process::kill_with_parent(&mut command);
+        let mut child = command.spawn().map_err(|error| {
+            io::Error::new(error.kind(), format!("{}: {error}", binary.display()))
+        })?;
         let stdin = child.stdin.take().expect("piped");
         let stdout = BufReader::new(child.stdout.take().expect("piped"));
         let mut mount = LazyMount {
@@ -96,20 +101,35 @@ impl LazyMount {
         }
     }
 
-    /// Cuts the power: everything not synced is lost (with `tear`, a
-    /// sector-aligned prefix of the last pending write survives), and the
-    /// mount comes back with what survived. Returns the filesystem's report
-    /// (`dropped_bytes=… lost_inodes=… torn=…`).
+    /// Cuts the power and brings it back: [`Self::power_off`], then
+    /// [`Self::power_on`].
     pub fn cut(&mut self, tear: Option<Tear>) -> io::Result<String> {
-        match tear {
-            Some(tear) => self.command(&format!("cut tear={} seed={}", tear.sector, tear.seed)),
-            None => self.command("cut"),
-        }
+        self.command(&with_tear("cut", tear))
+    }
+
+    /// Cuts the power: everything not synced is lost (with `tear`, a
+    /// sector-aligned prefix of the last pending write survives), and
+    /// every request on the mount fails until [`Self::power_on`]. Returns
+    /// the filesystem's report (`dropped_bytes=… lost_inodes=… torn=…`).
+    pub fn power_off(&mut self, tear: Option<Tear>) -> io::Result<String> {
+        self.command(&with_tear("off", tear))
+    }
+
+    /// Mounts what survived the power cut afresh.
+    pub fn power_on(&mut self) -> io::Result<()> {
+        self.command("on").map(drop)
     }
 
     /// Bytes pending and inodes alive (`pending_bytes=… inodes=…`).
     pub fn stats(&mut self) -> io::Result<String> {
         self.command("stats")
+    }
+}
+
+fn with_tear(command: &str, tear: Option<Tear>) -> String {
+    match tear {
+        Some(tear) => format!("{command} tear={} seed={}", tear.sector, tear.seed),
+        None => command.to_string(),
     }
 }
 

@@ -9,7 +9,7 @@
 //!  isolate (root: own net + mount namespaces) ─► nodes up ─► writes accepted
 //!    │
 //!    ├─ workload threads: appends to two logs, reads, kv ──► history (one lock, one clock)
-//!    └─ main thread: schedule  kill │ pause │ restart │ partition │ disk full │ both
+//!    └─ main thread: schedule  kill │ pause │ restart │ partition │ disk full │ power │ both
 //!                                   └──────── heal ─────────┘
 //!  heal all ─► writes accepted again (timed) ─► stop clients ─► quiet ─► converge
 //!    ─► read every node's committed log ─► checks ─► history.txt, verdict.json, summary.txt
@@ -56,7 +56,7 @@ use crate::client::{Client, ClientOptions, Connection};
 use crate::types::{LogIndex, NodeId};
 use crate::wire::client::{RequestBody, ResponseBody, Status};
 use net::Network;
-use nodes::Nodes;
+use nodes::{Disks, Nodes};
 use schedule::{Fault, Plan, Scenario, Schedule, Target};
 use verdict::{Evidence, KvStatus, Verdict};
 use workload::{LOGS, Shared};
@@ -129,12 +129,31 @@ const POLL: Duration = Duration::from_millis(50);
 pub fn run(options: &Options) -> Result<Outcome, NemesisError> {
     assert!(options.nodes == 3 || options.nodes == 5, "3 or 5 nodes");
     let privileged = !options.no_namespace && nix::unistd::geteuid().is_root();
-    if !privileged && matches!(options.scenario, Scenario::Partition | Scenario::Disk) {
+    if !privileged
+        && matches!(
+            options.scenario,
+            Scenario::Partition | Scenario::Disk | Scenario::Power
+        )
+    {
         return Err(NemesisError::Setup(format!(
-            "the {} scenario needs root (a network namespace, a tmpfs per node)",
+            "the {} scenario needs root (a network namespace, a tmpfs or a FUSE mount per node)",
             options.scenario.name()
         )));
     }
+    let disks = match options.scenario {
+        Scenario::Power => {
+            let lazyfs = options.binary.with_file_name("rast-lazyfs");
+            if !lazyfs.exists() {
+                return Err(NemesisError::Setup(format!(
+                    "the power scenario needs rast-lazyfs beside {} (cargo build --bins)",
+                    options.binary.display()
+                )));
+            }
+            Disks::Lazy(lazyfs)
+        }
+        _ if privileged => Disks::Tmpfs,
+        _ => Disks::Directory,
+    };
     if privileged {
         net::isolate()?;
     }
@@ -169,7 +188,7 @@ pub fn run(options: &Options) -> Result<Outcome, NemesisError> {
         &run_dir,
         &network,
         options.cores,
-        privileged,
+        disks,
         &options.serve_args,
     )?;
     for node in 0..options.nodes {
@@ -221,6 +240,7 @@ struct Harness<'a> {
 #[derive(Debug)]
 enum Undo {
     Start(usize),
+    StartEach(Vec<usize>),
     Resume(usize),
     Mend(Vec<(usize, usize)>),
     FreeDisk(usize),
@@ -447,6 +467,18 @@ impl Harness<'_> {
                     Err(error) => Err(error.to_string()),
                 }
             }
+            Fault::Power { targets, tear } => {
+                let mut cut: Vec<usize> = targets.iter().map(|target| resolve(*target)).collect();
+                cut.sort_unstable();
+                cut.dedup();
+                match self.nodes.power_cut(&cut, *tear) {
+                    Ok(reports) => Ok((
+                        Undo::StartEach(cut),
+                        format!("cut the power ({})", reports.join("; ")),
+                    )),
+                    Err(error) => Err(error.to_string()),
+                }
+            }
             Fault::DiskFull(target) => {
                 let node = resolve(*target);
                 if self.nodes.is_disk_full(node) {
@@ -483,6 +515,11 @@ impl Harness<'_> {
     fn heal(&mut self, fault: &Fault, undo: Undo) {
         let text = match undo {
             Undo::Start(node) => self.start_if_down(node),
+            Undo::StartEach(nodes) => nodes
+                .into_iter()
+                .map(|node| self.start_if_down(node))
+                .collect::<Vec<_>>()
+                .join("; "),
             Undo::Resume(node) => {
                 if self.nodes.is_paused(node) {
                     self.nodes.resume(node);

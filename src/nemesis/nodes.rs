@@ -3,7 +3,9 @@
 //!
 //! ```text
 //!  <run>/node1.log            the node's stderr, every life appended
-//!  <run>/disk/node1/          a tmpfs of its own (root), else a directory
+//!  <run>/disk/node1/          a tmpfs of its own (root), a lazy filesystem
+//!                             (the power scenario), else a directory
+//!  <run>/backing/node1/       what the lazy filesystem keeps (synced bytes)
 //!  <run>/disk/node1/data/     --data
 //!  <run>/disk/node1/fill      the file that fills the disk (disk-full fault)
 //!  <run>/nodes.pid            pids of the running nodes (leftover sweep)
@@ -24,6 +26,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::NemesisError;
+use super::lazyfs::{LazyMount, Tear};
 use super::net::Network;
 
 /// Size of each node's tmpfs. Pages are used only as written: the
@@ -32,6 +35,18 @@ const DISK_BYTES: u64 = 1 << 30;
 /// How long a SIGTERMed node may take to exit before it is killed.
 const TERMINATE_WAIT: Duration = Duration::from_secs(10);
 
+/// What each node's data lives on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Disks {
+    /// A plain directory.
+    Directory,
+    /// A tmpfs per node (root), so a disk can fill up.
+    Tmpfs,
+    /// A lazy filesystem per node (root, /dev/fuse), so power can be cut;
+    /// the `rast-lazyfs` program.
+    Lazy(PathBuf),
+}
+
 /// One node.
 #[derive(Debug)]
 struct Node {
@@ -39,6 +54,7 @@ struct Node {
     paused: bool,
     disk: PathBuf,
     disk_full: bool,
+    lazy: Option<LazyMount>,
     log: PathBuf,
 }
 
@@ -49,7 +65,7 @@ pub struct Nodes {
     run: PathBuf,
     peers: String,
     cores: u32,
-    tmpfs: bool,
+    disks: Disks,
     /// More `rast serve` arguments.
     serve_args: Vec<String>,
     members: Vec<Node>,
@@ -58,14 +74,14 @@ pub struct Nodes {
 }
 
 impl Nodes {
-    /// Prepares `count` nodes under `run` (a tmpfs per node when `tmpfs`),
-    /// without starting them; each runs with `serve_args` too.
+    /// Prepares `count` nodes under `run` (their data on `disks`), without
+    /// starting them; each runs with `serve_args` too.
     pub fn new(
         binary: &Path,
         run: &Path,
         network: &Network,
         cores: u32,
-        tmpfs: bool,
+        disks: Disks,
         serve_args: &[String],
     ) -> Result<Self, NemesisError> {
         let peers = network
@@ -80,7 +96,7 @@ impl Nodes {
             run: run.to_owned(),
             peers,
             cores,
-            tmpfs,
+            disks,
             serve_args: serve_args.to_vec(),
             members: Vec::new(),
             exits: Vec::new(),
@@ -88,14 +104,27 @@ impl Nodes {
         for node in 0..network.addresses().len() {
             let disk = run.join("disk").join(format!("node{}", node + 1));
             std::fs::create_dir_all(&disk).map_err(|error| io("creating", &disk, &error))?;
+            let lazy = match &nodes.disks {
+                Disks::Lazy(lazyfs) => {
+                    let backing = run.join("backing").join(format!("node{}", node + 1));
+                    Some(LazyMount::start(lazyfs, &backing, &disk).map_err(|error| {
+                        NemesisError::Setup(format!(
+                            "mounting a lazy filesystem on {}: {error}",
+                            disk.display()
+                        ))
+                    })?)
+                }
+                Disks::Directory | Disks::Tmpfs => None,
+            };
             nodes.members.push(Node {
                 child: None,
                 paused: false,
                 disk: disk.clone(),
                 disk_full: false,
+                lazy,
                 log: run.join(format!("node{}.log", node + 1)),
             });
-            if tmpfs {
+            if nodes.disks == Disks::Tmpfs {
                 nix::mount::mount(
                     Some("tmpfs"),
                     &disk,
@@ -189,6 +218,39 @@ impl Nodes {
         self.write_pids();
     }
 
+    /// Cuts the power of `nodes` at once: their lazy filesystems drop
+    /// everything not synced and refuse every request (so a node still
+    /// running makes nothing more durable), then each is SIGKILLed and its
+    /// filesystem mounted again with what survived. Returns each
+    /// filesystem's report.
+    pub fn power_cut(
+        &mut self,
+        nodes: &[usize],
+        tear: Option<Tear>,
+    ) -> Result<Vec<String>, NemesisError> {
+        let mut reports = Vec::new();
+        for &node in nodes {
+            let report = self.lazy(node)?.power_off(tear).map_err(|error| {
+                NemesisError::Setup(format!("cutting n{}'s power: {error}", node + 1))
+            })?;
+            reports.push(format!("n{}: {report}", node + 1));
+        }
+        for &node in nodes {
+            self.kill(node);
+            self.lazy(node)?.power_on().map_err(|error| {
+                NemesisError::Setup(format!("bringing n{}'s power back: {error}", node + 1))
+            })?;
+        }
+        Ok(reports)
+    }
+
+    fn lazy(&mut self, node: usize) -> Result<&mut LazyMount, NemesisError> {
+        self.members[node]
+            .lazy
+            .as_mut()
+            .ok_or_else(|| NemesisError::Setup(format!("n{} has no lazy filesystem", node + 1)))
+    }
+
     /// SIGSTOPs node `node`.
     pub fn pause(&mut self, node: usize) {
         if let Some(pid) = self.pid(node) {
@@ -256,7 +318,10 @@ impl Nodes {
 
     /// Fills node `node`'s disk: a file takes every free byte.
     pub fn fill_disk(&mut self, node: usize) -> Result<u64, NemesisError> {
-        assert!(self.tmpfs, "filling a disk needs the node's own tmpfs");
+        assert!(
+            self.disks == Disks::Tmpfs,
+            "filling a disk needs the node's own tmpfs"
+        );
         let entry = &mut self.members[node];
         let path = entry.disk.join("fill");
         // Append mode: the page writes go past the preallocated space.
@@ -334,8 +399,13 @@ impl Drop for Nodes {
         for node in 0..self.members.len() {
             self.kill(node);
         }
+        for entry in &mut self.members {
+            // Unmounts it.
+            entry.lazy.take();
+        }
+        let _ = std::fs::remove_dir_all(self.run.join("backing"));
         for entry in &self.members {
-            if self.tmpfs
+            if self.disks == Disks::Tmpfs
                 && let Err(errno) =
                     nix::mount::umount2(&entry.disk, nix::mount::MntFlags::MNT_DETACH)
             {

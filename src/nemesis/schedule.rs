@@ -14,6 +14,7 @@
 
 use std::fmt;
 
+use crate::nemesis::lazyfs::Tear;
 use crate::raft::random::Random;
 
 /// What a run stresses.
@@ -32,6 +33,10 @@ pub enum Scenario {
     Restart,
     /// All of the above, sometimes two at once.
     Mixed,
+    /// Power cuts (needs root and /dev/fuse: each node's data is on its own
+    /// lazy filesystem, `rast-lazyfs`): a node, two, or all of them lose
+    /// power (SIGKILL and everything not synced), and start again later.
+    Power,
 }
 
 impl Scenario {
@@ -44,6 +49,7 @@ impl Scenario {
             Self::Disk => "disk",
             Self::Restart => "restart",
             Self::Mixed => "mixed",
+            Self::Power => "power",
         }
     }
 }
@@ -135,10 +141,26 @@ pub enum Fault {
     /// Fill the node's data filesystem; when the fault heals, free it and
     /// restart the node if its logs stopped (storage errors are fail-stop).
     DiskFull(Target),
+    /// Cut the power of `targets`: SIGKILL, and their lazy filesystems
+    /// drop everything not synced (tearing the last pending write, if
+    /// `tear`); they start again when the fault heals.
+    Power {
+        /// Whom (one, two, or every node).
+        targets: Vec<Target>,
+        /// How the last pending write of each is torn.
+        tear: Option<Tear>,
+    },
 }
 
 /// Kinds of faults, for counting.
-pub const FAULT_KINDS: [&str; 5] = ["kill", "pause", "restart", "partition", "disk-full"];
+pub const FAULT_KINDS: [&str; 6] = [
+    "kill",
+    "pause",
+    "restart",
+    "partition",
+    "disk-full",
+    "power",
+];
 
 impl Fault {
     /// The kind, one of [`FAULT_KINDS`].
@@ -149,12 +171,17 @@ impl Fault {
             Self::Restart(_) => "restart",
             Self::Partition(_) => "partition",
             Self::DiskFull(_) => "disk-full",
+            Self::Power { .. } => "power",
         }
     }
 
-    /// Whether the fault needs root (a network namespace, a tmpfs).
+    /// Whether the fault needs root (a network namespace, a tmpfs, a FUSE
+    /// mount).
     pub const fn needs_root(&self) -> bool {
-        matches!(self, Self::Partition(_) | Self::DiskFull(_))
+        matches!(
+            self,
+            Self::Partition(_) | Self::DiskFull(_) | Self::Power { .. }
+        )
     }
 }
 
@@ -166,6 +193,16 @@ impl fmt::Display for Fault {
             Self::Restart(target) => write!(formatter, "restart {target}"),
             Self::Partition(partition) => write!(formatter, "partition: {partition}"),
             Self::DiskFull(target) => write!(formatter, "disk full {target}"),
+            Self::Power { targets, tear } => {
+                formatter.write_str("power cut")?;
+                for target in targets {
+                    write!(formatter, " {target}")?;
+                }
+                match tear {
+                    Some(tear) => write!(formatter, ", last write torn at {} B", tear.sector),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
@@ -319,8 +356,36 @@ fn draw_fault(random: &mut Random, plan: &Plan) -> Fault {
         Scenario::Pause => Fault::Pause(draw_target(random, nodes)),
         Scenario::Restart => Fault::Restart(draw_target(random, nodes)),
         Scenario::Disk => Fault::DiskFull(draw_target(random, nodes)),
+        Scenario::Power => draw_power_cut(random, nodes),
         Scenario::Partition | Scenario::Mixed => Fault::Partition(draw_partition(random, nodes)),
     }
+}
+
+/// A power cut: one node (the leader half the time) most often, sometimes
+/// two, sometimes every node at once; the last write torn at a 512-byte or
+/// 4 KiB boundary two times in three.
+fn draw_power_cut(random: &mut Random, nodes: usize) -> Fault {
+    let targets = match random.below(10) {
+        0..6 => vec![draw_target(random, nodes)],
+        6..8 => {
+            let first = random.below(nodes as u64) as usize;
+            let second = (first + 1 + random.below(nodes as u64 - 1) as usize) % nodes;
+            vec![Target::Node(first), Target::Node(second)]
+        }
+        _ => (0..nodes).map(Target::Node).collect(),
+    };
+    let tear = match random.below(3) {
+        0 => None,
+        1 => Some(Tear {
+            sector: 512,
+            seed: random.next_u64(),
+        }),
+        _ => Some(Tear {
+            sector: 4096,
+            seed: random.next_u64(),
+        }),
+    };
+    Fault::Power { targets, tear }
 }
 
 /// A fault that makes the cluster elect a new leader.
@@ -459,6 +524,25 @@ mod tests {
         assert!(schedule.steps.iter().all(|step| !step.fault.needs_root()));
         let privileged = Schedule::draw(plan(3, Scenario::Mixed, true));
         assert!(privileged.steps.iter().any(|step| step.fault.needs_root()));
+    }
+
+    /// Power schedules cut one node, two, and every node, each needing
+    /// root.
+    #[test]
+    fn power_cuts_hit_one_two_and_all_nodes() {
+        let schedule = Schedule::draw(plan(11, Scenario::Power, true));
+        let sizes: Vec<usize> = schedule
+            .steps
+            .iter()
+            .map(|step| match &step.fault {
+                Fault::Power { targets, .. } => targets.len(),
+                other => panic!("{other} in a power schedule"),
+            })
+            .collect();
+        for size in [1, 2, 5] {
+            assert!(sizes.contains(&size), "no cut of {size} nodes: {sizes:?}");
+        }
+        assert!(schedule.steps.iter().all(|step| step.fault.needs_root()));
     }
 
     /// Each partition shape cuts what it says: a minority loses both

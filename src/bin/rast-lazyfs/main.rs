@@ -14,16 +14,19 @@
 //!
 //! ```text
 //! → (at start)                       ← ready
-//! cut                                ← ok dropped_bytes=N lost_inodes=N torn=none
-//! cut tear=512|4096 seed=N           ← ok … torn=<ino>:<offset>:<kept>/<len>
+//! off                                ← ok dropped_bytes=N lost_inodes=N torn=none
+//! off tear=512|4096 seed=N           ← ok … torn=<ino>:<offset>:<kept>/<len>
+//! on                                 ← ok
+//! cut [tear=… seed=…]                (off, then on) ← ok …
 //! stats                              ← ok pending_bytes=N inodes=N
 //! quit, or stdin closed              (unmounts and exits)
 //! ```
 //!
-//! A cut loses power: the mount is detached, everything pending dropped
-//! (with `tear`, a sector-aligned prefix of the last pending write kept),
-//! and the filesystem mounted afresh on the same directory. The program
-//! using it should be dead by then, as after a real power cut.
+//! `off` loses power: everything pending is dropped (with `tear`, a
+//! sector-aligned prefix of the last pending write kept) and every request
+//! on the mount fails from then on, so a program still running on it can
+//! make nothing more durable; kill it, then `on` mounts the surviving
+//! state afresh on the same directory (`mount.rs`).
 
 mod fuse;
 mod model;
@@ -88,20 +91,32 @@ fn run(args: &Args) -> Result<(), String> {
         let Ok(line) = line else { break };
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
-            ["cut", options @ ..] => match parse_tear(options) {
-                Ok(tear) => match mounted.power_cut(tear) {
-                    Ok(report) => say(format!(
-                        "ok dropped_bytes={} lost_inodes={} torn={}",
-                        report.dropped_bytes,
-                        report.lost_inodes,
-                        report
-                            .torn
-                            .map_or("none".to_string(), |(ino, offset, kept, len)| {
-                                format!("{ino}:{offset}:{kept}/{len}")
-                            })
-                    )),
-                    Err(error) => say(format!("error {error}")),
-                },
+            [command @ ("off" | "cut"), options @ ..] => match parse_tear(options) {
+                Ok(tear) => {
+                    let report = mounted.power_off(tear);
+                    let on = if *command == "cut" {
+                        mounted.power_on()
+                    } else {
+                        Ok(())
+                    };
+                    match on {
+                        Ok(()) => say(format!(
+                            "ok dropped_bytes={} lost_inodes={} torn={}",
+                            report.dropped_bytes,
+                            report.lost_inodes,
+                            report
+                                .torn
+                                .map_or("none".to_string(), |(ino, offset, kept, len)| {
+                                    format!("{ino}:{offset}:{kept}/{len}")
+                                })
+                        )),
+                        Err(error) => say(format!("error {error}")),
+                    }
+                }
+                Err(error) => say(format!("error {error}")),
+            },
+            ["on"] => match mounted.power_on() {
+                Ok(()) => say("ok".to_string()),
                 Err(error) => say(format!("error {error}")),
             },
             ["stats"] => {

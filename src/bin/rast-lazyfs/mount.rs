@@ -1,11 +1,14 @@
 //! Mounting and unmounting, done here with `mount(2)` (root only) rather
 //! than through `fusermount`, so nothing beyond `/dev/fuse` is needed.
 //!
-//! A power cut is: detach the mount (`umount2(MNT_DETACH)`), abort its
-//! FUSE connection (so requests still queued fail), reset the model, and
-//! mount afresh on the same directory. The fresh mount starts with an
-//! empty kernel page cache and dentry cache: nothing cached from before
-//! the cut can be read after it.
+//! A power cut has two halves. *Off*: the model drops what was not synced
+//! and starts a new power epoch; the mount stays, but every request of the
+//! old epoch now fails with `EIO`, so a program still running on it (as a
+//! machine keeps running for an instant) can neither make anything durable
+//! nor write anywhere else. *On*: detach the mount (`umount2(MNT_DETACH)`),
+//! abort its FUSE connection, and mount afresh on the same directory. The
+//! fresh mount starts with an empty kernel page cache and dentry cache:
+//! nothing cached from before the cut can be read after it.
 
 use std::fs::OpenOptions;
 use std::io;
@@ -96,19 +99,18 @@ impl Mounted {
         detached
     }
 
-    /// Cuts the power: see the module's documentation.
-    pub fn power_cut(
-        &mut self,
-        tear: Option<crate::model::Tear>,
-    ) -> io::Result<crate::model::CutReport> {
-        self.unmount()?;
-        let report = self
-            .model
+    /// Power off: see the module's documentation.
+    pub fn power_off(&mut self, tear: Option<crate::model::Tear>) -> crate::model::CutReport {
+        self.model
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .power_cut(tear);
-        self.mount()?;
-        Ok(report)
+            .power_cut(tear)
+    }
+
+    /// Power on: see the module's documentation.
+    pub fn power_on(&mut self) -> io::Result<()> {
+        self.unmount()?;
+        self.mount()
     }
 }
 
