@@ -11,7 +11,7 @@
 //!  server ──► raft, storage, net, kv, io
 //!  kv     ──► wire, types, constants        (pure: the state machine)
 //!  storage ──► io, wire, types, constants
-//!  raft   ──► wire, types, constants        (pure: no IO, no clock)
+//!  raft   ──► wire, types, random, constants (pure: no IO, no clock)
 //!  wire   ──► rast_capnp (generated), constants
 //!
 //!  bench  ──► client, wire, server (the load generator and its report)
@@ -30,6 +30,7 @@ pub mod maelstrom;
 pub mod nemesis;
 pub mod net;
 pub mod raft;
+pub mod random;
 pub mod server;
 pub mod sim;
 pub mod storage;

@@ -16,26 +16,10 @@ use rast::check::linearizable::{
 };
 use rast::check::log::LogOp;
 use rast::check::wgl::{Budget, Call, Verdict};
+use rast::random::Random;
 use rast::types::LogIndex;
 use todc_utils::Specification;
 use todc_utils::linearizability::WGLChecker;
-
-/// A small deterministic generator (xorshift64*), so a failing case is
-/// reproduced from its seed alone.
-struct Random(u64);
-
-impl Random {
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % bound
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 /// An object the simulation runs: applies an operation, returns its result
 /// (as the completed operation) and whether it took effect (`false`: a
@@ -60,7 +44,7 @@ enum Phase {
 /// three distinct steps. Some completions become `info` (applied or not),
 /// some `ok` results are corrupted.
 fn simulate<O: Object>(object: &mut O, seed: u64, steps: usize) -> History<O::Op> {
-    let mut random = Random(seed | 1);
+    let mut random = Random::new(seed | 1);
     let mut history = History::new();
     let mut processes = [(Phase::Idle, None::<O::Op>, None::<(O::Op, bool)>); 3];
     for time in 0..steps as u64 {
@@ -75,7 +59,7 @@ fn simulate<O: Object>(object: &mut O, seed: u64, steps: usize) -> History<O::Op
             }
             Phase::Invoked => {
                 let op = invoked.expect("invoked");
-                if random.chance(15) {
+                if random.chance(15, 100) {
                     // Lost before it reached the object.
                     history.complete(time, id, EventKind::Info, op).unwrap();
                     *phase = Phase::Idle;
@@ -86,11 +70,11 @@ fn simulate<O: Object>(object: &mut O, seed: u64, steps: usize) -> History<O::Op
             }
             Phase::Applied => {
                 let (done, took_effect) = result.expect("applied");
-                let (kind, op) = if random.chance(10) {
+                let (kind, op) = if random.chance(10, 100) {
                     (EventKind::Info, invoked.expect("invoked"))
                 } else if !took_effect {
                     (EventKind::Fail, done)
-                } else if random.chance(15) {
+                } else if random.chance(15, 100) {
                     (EventKind::Ok, O::corrupt(done, &mut random).unwrap_or(done))
                 } else {
                     (EventKind::Ok, done)
@@ -216,7 +200,7 @@ impl Object for Log {
     type Op = LogOp;
 
     fn random_op(&mut self, random: &mut Random) -> LogOp {
-        if random.chance(50) {
+        if random.chance(50, 100) {
             let payload = self.1;
             self.1 += 1;
             LogOp::Append {

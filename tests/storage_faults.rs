@@ -21,6 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rast::nemesis::lazyfs::{LazyMount, Tear};
+use rast::random::Random;
 use rast::storage::conformance::make_batch;
 use rast::storage::segment::{SegmentLog, SegmentOptions};
 use rast::storage::{HardState, LogStorage, StorageError, snapshot_file};
@@ -130,14 +131,6 @@ fn crash_child() {
             log.drop_prefix(LogIndex(keep_from)).unwrap();
         }
     }
-}
-
-/// xorshift64*: the parent's timing, reproducible from the round.
-fn random(state: &mut u64) -> u64 {
-    *state ^= *state >> 12;
-    *state ^= *state << 25;
-    *state ^= *state >> 27;
-    state.wrapping_mul(0x2545_f491_4f6c_dd1d)
 }
 
 /// The highest of each thing a child reported durable.
@@ -293,25 +286,25 @@ fn crash_rounds(
     mut crash: Crash<'_>,
     planted: Option<&str>,
 ) -> Result<Reported, String> {
-    let mut state = seed;
+    let mut random = Random::new(seed);
     let mut reported = Reported::default();
     let started = Instant::now();
     let mut last_seen = 0;
     for round in 0..rounds {
-        let delay = Duration::from_micros(2_000 + random(&mut state) % 60_000);
+        let delay = Duration::from_micros(2_000 + random.next_u64() % 60_000);
         let mut report = String::new();
         let cut = match &mut crash {
             Crash::Kill => None,
             Crash::Power(lazy) => {
-                let tear = match random(&mut state) % 3 {
+                let tear = match random.next_u64() % 3 {
                     0 => None,
                     1 => Some(Tear {
                         sector: 512,
-                        seed: random(&mut state),
+                        seed: random.next_u64(),
                     }),
                     _ => Some(Tear {
                         sector: 4096,
-                        seed: random(&mut state),
+                        seed: random.next_u64(),
                     }),
                 };
                 Some((&mut **lazy, tear, &mut report))

@@ -21,6 +21,7 @@ use hdrhistogram::Histogram;
 use super::BenchError;
 use super::link::{self, Link, Writer};
 use crate::client::ClientOptions;
+use crate::random::Random;
 use crate::types::{LogIndex, Term};
 use crate::wire::client::{ErrorKind, KvCommand, KvOperation, RequestBody, ResponseBody};
 use crate::wire::{BatchKind, encode_batch};
@@ -194,7 +195,7 @@ struct Generator {
     value: Vec<u8>,
     client_id: u64,
     sequence: u64,
-    random: u64,
+    random: Random,
     kv_percent: u32,
     kv_get_percent: u32,
     keys: u64,
@@ -219,19 +220,16 @@ impl Generator {
             value: vec![b'v'; workload.payload],
             client_id: 0x6265_6e63_6800_0000 | u64::from(index),
             sequence: 0,
-            random: 0x9e37_79b9_7f4a_7c15 ^ u64::from(index),
+            random: Random::new(0x9e37_79b9_7f4a_7c15 ^ u64::from(index)),
             kv_percent: workload.kv_percent,
             kv_get_percent: workload.kv_get_percent,
             keys: workload.keys.max(1),
         }
     }
 
-    /// xorshift64*: cheap, deterministic per client.
+    /// Deterministic per client.
     fn next_random(&mut self) -> u64 {
-        self.random ^= self.random >> 12;
-        self.random ^= self.random << 25;
-        self.random ^= self.random >> 27;
-        self.random.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        self.random.next_u64()
     }
 
     /// The next request: its body, whether the batch frame follows it, and

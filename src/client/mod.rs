@@ -631,9 +631,7 @@ fn random_client_id() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_nanos() as u64);
-    let mut mixed = nanos ^ (u64::from(std::process::id()) << 32);
-    // splitmix64 finalizer.
-    mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (mixed ^ (mixed >> 31)).max(1)
+    crate::random::Random::new(nanos ^ (u64::from(std::process::id()) << 32))
+        .next_u64()
+        .max(1)
 }

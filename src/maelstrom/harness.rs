@@ -41,7 +41,7 @@ use crate::check::history::{EventKind, History, HistoryError, ProcessId};
 use crate::check::linearizable::{FailedCas, KvOp, KvSearch, check_kv};
 use crate::check::wgl::Budget;
 use crate::maelstrom::protocol::{Envelope, code, is_definite};
-use crate::raft::random::Random;
+use crate::random::Random;
 
 /// Everything that can stop a harness run (a non-linearizable history is
 /// not an error: it is in the report).

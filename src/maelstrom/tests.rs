@@ -12,7 +12,7 @@ use crate::check::wgl::Budget;
 use crate::constants::MAELSTROM_TICK_MS;
 use crate::kv::StateMachine;
 use crate::raft::Role;
-use crate::raft::random::Random;
+use crate::random::Random;
 
 /// Nodes, a message queue and a simulated clock.
 struct Cluster {

@@ -15,7 +15,7 @@
 use std::fmt;
 
 use crate::nemesis::lazyfs::Tear;
-use crate::raft::random::Random;
+use crate::random::Random;
 
 /// What a run stresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -35,7 +35,7 @@ use crate::check::history::{EventKind, History, OpParseError, ProcessId};
 use crate::check::linearizable::KvOp;
 use crate::check::log::LogOp;
 use crate::client::{CasOutcome, Client, ClientError, ClientOptions, Connection};
-use crate::raft::random::Random;
+use crate::random::Random;
 use crate::types::LogIndex;
 use crate::wire::client::{ErrorKind, RequestBody, ResponseBody};
 use crate::wire::{BatchKind, BatchView, WireError};

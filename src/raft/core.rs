@@ -24,7 +24,7 @@ use crate::raft::message::{
 };
 use crate::raft::progress::{Progress, ProgressState};
 use crate::raft::quorum::{Membership, VoteResult};
-use crate::raft::random::Random;
+use crate::random::Random;
 use crate::types::{LogIndex, NodeId, Term};
 use crate::wire::BatchKind;
 use std::collections::VecDeque;

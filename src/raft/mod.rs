@@ -59,7 +59,6 @@ pub mod log;
 pub mod message;
 pub mod progress;
 pub mod quorum;
-pub mod random;
 
 pub use action::{Action, HardState, Role};
 pub use change::{Change, ChangeError};

@@ -54,11 +54,11 @@ use std::rc::Rc;
 use crate::check::linearizable::KvOp;
 use crate::constants::{BATCH_ENTRIES_MAX, NODES_MAX};
 use crate::kv::{KvResponse, StateMachine};
-use crate::raft::random::Random;
 use crate::raft::{
     Action, AppendEntries, Body, Change, Config, Core, InstallSnapshot, Membership, Message,
     OutgoingBody, ProposeError, Restart, Role, SnapshotResponse,
 };
+use crate::random::Random;
 use crate::sim::checker::{Checker, HistoryEntry, Operation, Outcome, Violation};
 use crate::sim::disk::{BatchRef, DiskOperation, DurableView, SimBatch, SimDisk};
 use crate::sim::kv::{KvEntry, KvOutcome};

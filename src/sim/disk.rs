@@ -29,8 +29,8 @@
 
 use std::rc::Rc;
 
-use crate::raft::random::Random;
 use crate::raft::{BatchSummary, HardState, Membership};
+use crate::random::Random;
 use crate::sim::snapshot::SimSnapshot;
 use crate::storage::memory::{Crash, MemoryLog, SyncMode};
 use crate::storage::{self, LogStorage};

@@ -6,7 +6,7 @@
 //! seeded runs, each with a nemesis and checkers after every event, finds
 //! the paths a person would not think of — and a failing seed replays
 //! exactly (`RAST_SIM_SEED=<seed>`), because the core is pure and every
-//! choice here comes from one [`Random`](crate::raft::random::Random).
+//! choice here comes from one [`Random`](crate::random::Random).
 //!
 //! * [`disk`]: written versus durable state; crashes keep a prefix of the
 //!   unsynced writes, maybe torn.

@@ -344,7 +344,7 @@ pub fn receive(partial: &mut Option<Receiving>, chunk: &Chunk) -> Received {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft::random::Random;
+    use crate::random::Random;
 
     fn ids(ids: &[u64]) -> NodeSet {
         NodeSet::from_ids(&ids.iter().copied().map(NodeId).collect::<Vec<_>>()).expect("a set")

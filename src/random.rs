@@ -1,8 +1,10 @@
-//! A tiny deterministic random number generator (SplitMix64).
+//! The one pseudo-random generator of the project (SplitMix64), seeded.
 //!
-//! The core draws randomness only from the seed its caller gives, so the
-//! same seed and inputs give the same outputs; the simulator uses the same
-//! generator for its own choices. Not for cryptography.
+//! The Raft core draws randomness only from the seed its caller gives, so
+//! the same seed and inputs give the same outputs; the simulator, the
+//! nemesis's schedule, the Maelstrom harness, the bench's load, the
+//! client's session ids and the tests' timing all use the same generator.
+//! Not for cryptography.
 
 /// SplitMix64: 64 bits of state, good statistical quality, trivially
 /// reproducible across platforms.
