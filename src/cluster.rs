@@ -2,13 +2,17 @@
 //! the foreground. It waits for a leader, shows an append and a read, then
 //! runs until Ctrl-C (or stops at once with `--demo-only`).
 
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rast::client::{Client, ClientOptions};
+use rast::launch::{Launch, Output, Processes};
 
 use super::ClusterArgs;
+
+/// How long the nodes get to exit after SIGTERM when the cluster stops.
+const STOP_GRACE: Duration = Duration::from_secs(30);
 
 pub fn run(args: &ClusterArgs) -> anyhow::Result<()> {
     rast::io::signal::install_stop_handlers().context("installing signal handlers")?;
@@ -16,41 +20,32 @@ pub fn run(args: &ClusterArgs) -> anyhow::Result<()> {
     let addresses: Vec<String> = (0..args.nodes)
         .map(|node| format!("127.0.0.1:{}", args.port + node))
         .collect();
-    let peers = addresses
-        .iter()
-        .enumerate()
-        .map(|(node, address)| format!("{}={address}", node + 1))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut children: Vec<Child> = Vec::new();
+    let data: Vec<PathBuf> = (0..args.nodes)
+        .map(|node| args.data.join(format!("node{}", node + 1)))
+        .collect();
+    let mut processes = Processes::new(Launch {
+        binary: executable,
+        addresses: addresses.clone(),
+        metrics: Vec::new(),
+        data: data.clone(),
+        cores: args.cores,
+        args: vec![
+            "--storage".to_owned(),
+            storage_name(args.storage).to_owned(),
+        ],
+        env: Vec::new(),
+        output: Output::Inherit,
+        die_with_parent: true,
+    });
     for (node, address) in addresses.iter().enumerate() {
-        let data = args.data.join(format!("node{}", node + 1));
-        let child = Command::new(&executable)
-            .args([
-                "serve",
-                "--id",
-                &(node + 1).to_string(),
-                "--listen",
-                address,
-            ])
-            .args(["--peers", &peers, "--cores", &args.cores.to_string()])
-            .arg("--data")
-            .arg(&data)
-            .args(["--storage", storage_name(args.storage)])
-            .stdin(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting node {}", node + 1));
-        match child {
-            Ok(child) => children.push(child),
-            Err(error) => {
-                stop(&mut children);
-                return Err(error);
-            }
+        if let Err(error) = processes.start(node) {
+            processes.stop_all(STOP_GRACE);
+            return Err(error).with_context(|| format!("starting node {}", node + 1));
         }
         println!(
             "node {} listening on {address} (data {})",
             node + 1,
-            data.display()
+            data[node].display()
         );
     }
     let outcome = demo(&addresses);
@@ -62,19 +57,17 @@ pub fn run(args: &ClusterArgs) -> anyhow::Result<()> {
             "cluster running; try: rast append hello / rast read / rast status. Ctrl-C stops it."
         );
         while !rast::io::signal::stopping() {
-            for (node, child) in children.iter_mut().enumerate() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    eprintln!(
-                        "rast cluster: node {} exited ({status}); stopping",
-                        node + 1
-                    );
-                    rast::io::signal::request_stop();
-                }
+            for (node, status) in processes.reap() {
+                eprintln!(
+                    "rast cluster: node {} exited ({status}); stopping",
+                    node + 1
+                );
+                rast::io::signal::request_stop();
             }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    stop(&mut children);
+    processes.stop_all(STOP_GRACE);
     println!("cluster stopped");
     outcome
 }
@@ -117,15 +110,4 @@ fn demo(addresses: &[String]) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// SIGTERM to every node, then wait for each to exit.
-fn stop(children: &mut [Child]) {
-    for child in children.iter() {
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-    }
-    for child in children.iter_mut() {
-        let _ = child.wait();
-    }
 }

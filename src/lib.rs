@@ -26,6 +26,7 @@ pub mod client;
 pub mod constants;
 pub mod io;
 pub mod kv;
+pub mod launch;
 pub mod maelstrom;
 pub mod nemesis;
 pub mod net;

@@ -8,12 +8,15 @@
 //! io_uring core and in-memory storage, talking over loopback TCP.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::BenchError;
+use crate::launch::{Launch, Output, Processes, free_loopback_address};
 use crate::server::{self, Settings, StorageMode, ZeroCopy};
 use crate::types::NodeId;
+
+/// How long the node processes get to exit after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// How to start the nodes.
 #[derive(Clone, Debug)]
@@ -43,10 +46,10 @@ pub struct LocalCluster {
     pub addresses: Vec<String>,
     /// Metrics addresses.
     pub metrics: Vec<String>,
-    children: Vec<Child>,
+    /// The node processes (none when the nodes are threads).
+    processes: Option<Processes>,
     threads: Vec<std::thread::JoinHandle<Result<(), server::ServerError>>>,
     data: PathBuf,
-    killed: Vec<bool>,
 }
 
 impl LocalCluster {
@@ -54,35 +57,35 @@ impl LocalCluster {
     pub fn start(plan: &ClusterPlan) -> Result<Self, BenchError> {
         std::fs::create_dir_all(&plan.data)?;
         let addresses: Vec<String> = (0..plan.nodes)
-            .map(|_| free_port().map(|port| format!("127.0.0.1:{port}")))
+            .map(|_| free_loopback_address())
             .collect::<Result<_, _>>()?;
         let metrics: Vec<String> = (0..plan.nodes)
-            .map(|_| free_port().map(|port| format!("127.0.0.1:{port}")))
+            .map(|_| free_loopback_address())
             .collect::<Result<_, _>>()?;
         let mut cluster = Self {
             addresses,
             metrics,
-            children: Vec::new(),
+            processes: None,
             threads: Vec::new(),
             data: plan.data.clone(),
-            killed: vec![false; usize::from(plan.nodes)],
         };
-        for node in 0..usize::from(plan.nodes) {
-            if plan.in_process {
+        if plan.in_process {
+            for node in 0..usize::from(plan.nodes) {
                 cluster.start_thread(plan, node)?;
-            } else {
-                cluster.start_process(plan, node)?;
             }
+        } else {
+            cluster.start_processes(plan)?;
         }
         Ok(cluster)
     }
 
     /// The process ids of the nodes (this process, once, when in-process).
     pub fn pids(&self) -> Vec<u32> {
-        if self.children.is_empty() {
-            vec![std::process::id()]
-        } else {
-            self.children.iter().map(Child::id).collect()
+        match &self.processes {
+            Some(processes) => (0..processes.len())
+                .filter_map(|node| processes.pid(node))
+                .collect(),
+            None => vec![std::process::id()],
         }
     }
 
@@ -93,19 +96,18 @@ impl LocalCluster {
 
     /// Fails if a node process has exited.
     pub fn check_alive(&mut self) -> Result<(), BenchError> {
-        for node in 0..self.children.len() {
-            if self.killed[node] {
-                continue;
-            }
-            if let Ok(Some(status)) = self.children[node].try_wait() {
-                let tail = self.log_tail(node);
-                return Err(BenchError::Setup(format!(
-                    "node {} exited ({status}); its log ends:\n{tail}",
-                    node + 1,
-                )));
-            }
+        let exited = self
+            .processes
+            .as_mut()
+            .and_then(|processes| processes.reap().into_iter().next());
+        match exited {
+            Some((node, status)) => Err(BenchError::Setup(format!(
+                "node {} exited ({status}); its log ends:\n{}",
+                node + 1,
+                self.log_tail(node)
+            ))),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// SIGKILLs the node listening on `address` (W6); false if it is not
@@ -114,45 +116,48 @@ impl LocalCluster {
         let Some(node) = self.addresses.iter().position(|known| known == address) else {
             return false;
         };
-        let Some(child) = self.children.get_mut(node) else {
+        let Some(processes) = self.processes.as_mut() else {
             return false;
         };
-        let _ = child.kill();
-        let _ = child.wait();
-        self.killed[node] = true;
+        processes.kill(node);
         true
     }
 
-    fn peers(&self) -> String {
-        self.addresses
-            .iter()
-            .enumerate()
-            .map(|(node, address)| format!("{}={address}", node + 1))
-            .collect::<Vec<_>>()
-            .join(",")
+    fn start_processes(&mut self, plan: &ClusterPlan) -> Result<(), BenchError> {
+        let nodes = usize::from(plan.nodes);
+        let mut args: Vec<String> = [
+            "--storage",
+            storage_name(plan.storage),
+            "--zero-copy",
+            zero_copy_name(plan.zero_copy),
+            "--logs",
+            &plan.logs.join(","),
+        ]
+        .map(str::to_owned)
+        .into();
+        args.extend(plan.serve_args.iter().cloned());
+        let mut processes = Processes::new(Launch {
+            binary: std::env::current_exe()?,
+            addresses: self.addresses.clone(),
+            metrics: self.metrics.clone(),
+            data: (0..nodes)
+                .map(|node| self.data.join(format!("node{}", node + 1)))
+                .collect(),
+            cores: plan.cores,
+            args,
+            env: vec![("RAST_LOG".to_owned(), "warn".to_owned())],
+            output: Output::Files((0..nodes).map(|node| self.log_path(node)).collect()),
+            die_with_parent: false,
+        });
+        for node in 0..nodes {
+            processes.start(node)?;
+        }
+        self.processes = Some(processes);
+        Ok(())
     }
 
-    fn start_process(&mut self, plan: &ClusterPlan, node: usize) -> Result<(), BenchError> {
-        let executable = std::env::current_exe()?;
-        let log = std::fs::File::create(self.data.join(format!("node{}.log", node + 1)))?;
-        let child = Command::new(executable)
-            .args(["serve", "--id", &(node + 1).to_string()])
-            .args(["--listen", &self.addresses[node], "--peers", &self.peers()])
-            .args(["--metrics-addr", &self.metrics[node]])
-            .args(["--cores", &plan.cores.to_string()])
-            .args(["--storage", storage_name(plan.storage)])
-            .args(["--zero-copy", zero_copy_name(plan.zero_copy)])
-            .args(["--logs", &plan.logs.join(",")])
-            .arg("--data")
-            .arg(self.data.join(format!("node{}", node + 1)))
-            .args(&plan.serve_args)
-            .env("RAST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
-        self.children.push(child);
-        Ok(())
+    fn log_path(&self, node: usize) -> PathBuf {
+        self.data.join(format!("node{}.log", node + 1))
     }
 
     fn start_thread(&mut self, plan: &ClusterPlan, node: usize) -> Result<(), BenchError> {
@@ -203,9 +208,9 @@ impl LocalCluster {
         let tasks: Vec<(PathBuf, bool)> = if self.in_process() {
             vec![(PathBuf::from("/proc/self/task"), true)]
         } else {
-            self.children
-                .iter()
-                .map(|child| (PathBuf::from(format!("/proc/{}/task", child.id())), false))
+            self.pids()
+                .into_iter()
+                .map(|pid| (PathBuf::from(format!("/proc/{pid}/task")), false))
                 .collect()
         };
         for (directory, only_cores) in tasks {
@@ -229,29 +234,16 @@ impl LocalCluster {
 
     /// The last lines of node `node`'s log (0-based), for an error message.
     fn log_tail(&self, node: usize) -> String {
-        let text = std::fs::read_to_string(self.data.join(format!("node{}.log", node + 1)))
-            .unwrap_or_default();
+        let text = std::fs::read_to_string(self.log_path(node)).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(8)..].join("\n")
     }
 
     /// Stops every node and removes the data.
     pub fn stop(&mut self) {
-        for child in &self.children {
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        if let Some(mut processes) = self.processes.take() {
+            processes.stop_all(STOP_GRACE);
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        for child in &mut self.children {
-            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if matches!(child.try_wait(), Ok(None)) {
-                let _ = child.kill();
-            }
-            let _ = child.wait();
-        }
-        self.children.clear();
         if !self.threads.is_empty() {
             // The in-process nodes watch the process-wide stop flag.
             crate::io::signal::request_stop();
@@ -281,12 +273,6 @@ fn zero_copy_name(mode: ZeroCopy) -> &'static str {
         ZeroCopy::Splice => "splice",
         ZeroCopy::Buffer => "buffer",
     }
-}
-
-/// A loopback port nobody listens on right now.
-fn free_port() -> std::io::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
 }
 
 /// A fresh data directory under `base`.

@@ -192,7 +192,7 @@ pub fn run(options: &Options) -> Result<Outcome, NemesisError> {
         &options.serve_args,
     )?;
     for node in 0..options.nodes {
-        nodes.start(node, &network)?;
+        nodes.start(node)?;
     }
     let client_options = ClientOptions {
         timeout: Duration::from_secs(2),
@@ -446,7 +446,7 @@ impl Harness<'_> {
                 let node = resolve(*target);
                 if self.nodes.is_up(node) {
                     let status = self.nodes.terminate(node);
-                    match self.nodes.start(node, self.network) {
+                    match self.nodes.start(node) {
                         Ok(()) => Ok((
                             Undo::Nothing,
                             format!("restarted n{} (it exited: {status})", node + 1),
@@ -546,7 +546,7 @@ impl Harness<'_> {
         if self.nodes.is_up(node) {
             return format!("n{} is already up", node + 1);
         }
-        match self.nodes.start(node, self.network) {
+        match self.nodes.start(node) {
             Ok(()) => format!("started n{}", node + 1),
             Err(error) => format!("starting n{} failed: {error}", node + 1),
         }
@@ -569,7 +569,7 @@ impl Harness<'_> {
             return String::new();
         }
         self.nodes.kill(node);
-        match self.nodes.start(node, self.network) {
+        match self.nodes.start(node) {
             Ok(()) => format!("; restarted n{} ({})", node + 1, failed.join("; ")),
             Err(error) => format!("; restarting n{} failed: {error}", node + 1),
         }

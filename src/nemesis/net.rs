@@ -173,11 +173,15 @@ impl Network {
         &self.addresses
     }
 
-    /// Makes `command` start inside node `node`'s namespace.
-    pub fn prepare(&self, node: usize, command: &mut Command) {
-        if let Some(namespace) = self.namespaces.get(node) {
-            crate::io::process::enter_network_namespace(command, namespace);
-        }
+    /// A hook for [`crate::launch::Processes`] that starts every node in
+    /// its own namespace.
+    pub fn preparer(&self) -> crate::launch::Prepare {
+        let namespaces = self.namespaces.clone();
+        Box::new(move |node, command| {
+            if let Some(namespace) = namespaces.get(node) {
+                crate::io::process::enter_network_namespace(command, namespace);
+            }
+        })
     }
 
     /// Cuts the directed links `(from, to)`: packets from `from` to `to`

@@ -19,8 +19,8 @@ use std::fmt::Write as _;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -28,6 +28,7 @@ use nix::unistd::Pid;
 use super::NemesisError;
 use super::lazyfs::{LazyMount, Tear};
 use super::net::Network;
+use crate::launch::{Launch, Output, Processes};
 
 /// Size of each node's tmpfs. Pages are used only as written: the
 /// preallocated segments of the logs and what is appended.
@@ -47,28 +48,21 @@ pub enum Disks {
     Lazy(PathBuf),
 }
 
-/// One node.
+/// One node's disk.
 #[derive(Debug)]
-struct Node {
-    child: Option<Child>,
-    paused: bool,
-    disk: PathBuf,
-    disk_full: bool,
+struct Disk {
+    path: PathBuf,
+    full: bool,
     lazy: Option<LazyMount>,
-    log: PathBuf,
 }
 
 /// The nodes of a run.
 #[derive(Debug)]
 pub struct Nodes {
-    binary: PathBuf,
     run: PathBuf,
-    peers: String,
-    cores: u32,
     disks: Disks,
-    /// More `rast serve` arguments.
-    serve_args: Vec<String>,
-    members: Vec<Node>,
+    processes: Processes,
+    members: Vec<Disk>,
     /// Nodes that exited on their own: (node, status), oldest first.
     pub exits: Vec<(usize, String)>,
 }
@@ -84,25 +78,39 @@ impl Nodes {
         disks: Disks,
         serve_args: &[String],
     ) -> Result<Self, NemesisError> {
-        let peers = network
-            .addresses()
-            .iter()
-            .enumerate()
-            .map(|(node, address)| format!("{}={address}", node + 1))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut nodes = Self {
+        let count = network.addresses().len();
+        let disk_path = |node: usize| run.join("disk").join(format!("node{}", node + 1));
+        let mut args = vec![
+            "--logs".to_owned(),
+            format!("{},kv", super::workload::LOGS.join(",")),
+        ];
+        args.extend(serve_args.iter().cloned());
+        let launch = Launch {
             binary: binary.to_owned(),
-            run: run.to_owned(),
-            peers,
+            addresses: network.addresses().to_vec(),
+            metrics: Vec::new(),
+            data: (0..count)
+                .map(|node| disk_path(node).join("data"))
+                .collect(),
             cores,
+            args,
+            env: vec![("RAST_LOG".to_owned(), "info".to_owned())],
+            output: Output::Files(
+                (0..count)
+                    .map(|node| run.join(format!("node{}.log", node + 1)))
+                    .collect(),
+            ),
+            die_with_parent: true,
+        };
+        let mut nodes = Self {
+            run: run.to_owned(),
             disks,
-            serve_args: serve_args.to_vec(),
+            processes: Processes::new(launch).with_prepare(network.preparer()),
             members: Vec::new(),
             exits: Vec::new(),
         };
-        for node in 0..network.addresses().len() {
-            let disk = run.join("disk").join(format!("node{}", node + 1));
+        for node in 0..count {
+            let disk = disk_path(node);
             std::fs::create_dir_all(&disk).map_err(|error| io("creating", &disk, &error))?;
             let lazy = match &nodes.disks {
                 Disks::Lazy(lazyfs) => {
@@ -116,13 +124,10 @@ impl Nodes {
                 }
                 Disks::Directory | Disks::Tmpfs => None,
             };
-            nodes.members.push(Node {
-                child: None,
-                paused: false,
-                disk: disk.clone(),
-                disk_full: false,
+            nodes.members.push(Disk {
+                path: disk.clone(),
+                full: false,
                 lazy,
-                log: run.join(format!("node{}.log", node + 1)),
             });
             if nodes.disks == Disks::Tmpfs {
                 nix::mount::mount(
@@ -152,69 +157,37 @@ impl Nodes {
 
     /// Whether node `node` has a process (running or paused).
     pub fn is_up(&self, node: usize) -> bool {
-        self.members[node].child.is_some()
+        self.processes.is_up(node)
     }
 
     /// Whether node `node` is stopped by SIGSTOP.
     pub fn is_paused(&self, node: usize) -> bool {
-        self.members[node].child.is_some() && self.members[node].paused
+        self.processes.is_paused(node)
     }
 
     /// Whether node `node` is up and not paused (it can answer).
     pub fn is_running(&self, node: usize) -> bool {
-        self.is_up(node) && !self.members[node].paused
+        self.is_up(node) && !self.is_paused(node)
     }
 
     /// Whether node `node`'s disk is filled.
     pub fn is_disk_full(&self, node: usize) -> bool {
-        self.members[node].disk_full
+        self.members[node].full
     }
 
     /// Starts node `node` over its data directory.
-    pub fn start(&mut self, node: usize, network: &Network) -> Result<(), NemesisError> {
-        assert!(self.members[node].child.is_none(), "node {node} is up");
-        let entry = &self.members[node];
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&entry.log)
-            .map_err(|error| io("opening", &entry.log, &error))?;
-        let stderr = log
-            .try_clone()
-            .map_err(|error| io("duplicating", &entry.log, &error))?;
-        let mut command = Command::new(&self.binary);
-        command
-            .args(["serve", "--id", &(node + 1).to_string()])
-            .args(["--listen", network.address(node), "--peers", &self.peers])
-            .args(["--cores", &self.cores.to_string()])
-            .args(["--logs", &format!("{},kv", super::workload::LOGS.join(","))])
-            .args(&self.serve_args)
-            .arg("--data")
-            .arg(entry.disk.join("data"))
-            .env("RAST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(stderr);
-        crate::io::process::kill_with_parent(&mut command);
-        network.prepare(node, &mut command);
-        let child = command
-            .spawn()
-            .map_err(|error| io("starting", &self.binary, &error))?;
-        let entry = &mut self.members[node];
-        entry.child = Some(child);
-        entry.paused = false;
+    pub fn start(&mut self, node: usize) -> Result<(), NemesisError> {
+        let started = self
+            .processes
+            .start(node)
+            .map_err(|error| NemesisError::Setup(error.to_string()));
         self.write_pids();
-        Ok(())
+        started
     }
 
     /// SIGKILLs node `node` (paused or not) and reaps it.
     pub fn kill(&mut self, node: usize) {
-        let entry = &mut self.members[node];
-        if let Some(mut child) = entry.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        entry.paused = false;
+        self.processes.kill(node);
         self.write_pids();
     }
 
@@ -253,43 +226,23 @@ impl Nodes {
 
     /// SIGSTOPs node `node`.
     pub fn pause(&mut self, node: usize) {
-        if let Some(pid) = self.pid(node) {
-            let _ = kill(pid, Signal::SIGSTOP);
-            self.members[node].paused = true;
-        }
+        self.processes.pause(node);
     }
 
     /// SIGCONTs node `node`.
     pub fn resume(&mut self, node: usize) {
-        if let Some(pid) = self.pid(node) {
-            let _ = kill(pid, Signal::SIGCONT);
-        }
-        self.members[node].paused = false;
+        self.processes.resume(node);
     }
 
     /// SIGTERMs node `node` and waits for it (SIGKILL after a while);
     /// returns how it exited.
     pub fn terminate(&mut self, node: usize) -> String {
-        self.resume(node);
-        let Some(pid) = self.pid(node) else {
+        if !self.is_up(node) {
             return "not running".into();
-        };
-        let _ = kill(pid, Signal::SIGTERM);
-        let started = Instant::now();
-        let entry = &mut self.members[node];
-        let mut child = entry.child.take().expect("pid() saw it");
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status.to_string(),
-                Ok(None) if started.elapsed() < TERMINATE_WAIT => {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break format!("did not exit within {TERMINATE_WAIT:?} of SIGTERM; killed");
-                }
-            }
+        }
+        let status = match self.processes.terminate(node, TERMINATE_WAIT) {
+            Some(status) => status.to_string(),
+            None => format!("did not exit within {TERMINATE_WAIT:?} of SIGTERM; killed"),
         };
         self.write_pids();
         status
@@ -298,17 +251,12 @@ impl Nodes {
     /// Reaps nodes that exited on their own; returns them (also kept in
     /// [`Self::exits`]).
     pub fn reap(&mut self) -> Vec<(usize, String)> {
-        let mut exited = Vec::new();
-        for (node, entry) in self.members.iter_mut().enumerate() {
-            let Some(child) = entry.child.as_mut() else {
-                continue;
-            };
-            if let Ok(Some(status)) = child.try_wait() {
-                entry.child = None;
-                entry.paused = false;
-                exited.push((node, status.to_string()));
-            }
-        }
+        let exited: Vec<(usize, String)> = self
+            .processes
+            .reap()
+            .into_iter()
+            .map(|(node, status)| (node, status.to_string()))
+            .collect();
         self.exits.extend(exited.iter().cloned());
         if !exited.is_empty() {
             self.write_pids();
@@ -323,7 +271,7 @@ impl Nodes {
             "filling a disk needs the node's own tmpfs"
         );
         let entry = &mut self.members[node];
-        let path = entry.disk.join("fill");
+        let path = entry.path.join("fill");
         // Append mode: the page writes go past the preallocated space.
         let _ = std::fs::remove_file(&path);
         let mut file = OpenOptions::new()
@@ -331,9 +279,9 @@ impl Nodes {
             .append(true)
             .open(&path)
             .map_err(|error| io("creating", &path, &error))?;
-        entry.disk_full = true;
-        let stats = nix::sys::statvfs::statvfs(&entry.disk).map_err(|errno| {
-            NemesisError::Setup(format!("statvfs {}: {errno}", entry.disk.display()))
+        entry.full = true;
+        let stats = nix::sys::statvfs::statvfs(&entry.path).map_err(|errno| {
+            NemesisError::Setup(format!("statvfs {}: {errno}", entry.path.display()))
         })?;
         let free = stats.blocks_available() * stats.fragment_size();
         let mut filled = 0;
@@ -357,23 +305,16 @@ impl Nodes {
     /// Frees node `node`'s disk.
     pub fn free_disk(&mut self, node: usize) {
         let entry = &mut self.members[node];
-        let _ = std::fs::remove_file(entry.disk.join("fill"));
-        entry.disk_full = false;
-    }
-
-    fn pid(&self, node: usize) -> Option<Pid> {
-        self.members[node]
-            .child
-            .as_ref()
-            .map(|child| Pid::from_raw(child.id() as i32))
+        let _ = std::fs::remove_file(entry.path.join("fill"));
+        entry.full = false;
     }
 
     /// Records the running nodes' pids, for the leftover sweep of a later
     /// run should this one die without cleaning up.
     fn write_pids(&self) {
         let mut pids = String::new();
-        for child in self.members.iter().filter_map(|entry| entry.child.as_ref()) {
-            let _ = writeln!(pids, "{}", child.id());
+        for pid in (0..self.processes.len()).filter_map(|node| self.processes.pid(node)) {
+            let _ = writeln!(pids, "{pid}");
         }
         let _ = std::fs::write(self.run.join("nodes.pid"), pids);
     }
@@ -387,7 +328,7 @@ impl Nodes {
             let _ = std::fs::create_dir_all(&target);
             let _ = Command::new("cp")
                 .args(["-a", "--sparse=always"])
-                .arg(entry.disk.join("data"))
+                .arg(entry.path.join("data"))
                 .arg(&target)
                 .status();
         }
@@ -407,11 +348,11 @@ impl Drop for Nodes {
         for entry in &self.members {
             if self.disks == Disks::Tmpfs
                 && let Err(errno) =
-                    nix::mount::umount2(&entry.disk, nix::mount::MntFlags::MNT_DETACH)
+                    nix::mount::umount2(&entry.path, nix::mount::MntFlags::MNT_DETACH)
             {
-                tracing::warn!(disk = %entry.disk.display(), %errno, "unmounting a node's tmpfs");
+                tracing::warn!(disk = %entry.path.display(), %errno, "unmounting a node's tmpfs");
             }
-            let _ = std::fs::remove_dir_all(&entry.disk);
+            let _ = std::fs::remove_dir_all(&entry.path);
         }
         let _ = std::fs::remove_dir(self.run.join("disk"));
         let _ = std::fs::remove_file(self.run.join("nodes.pid"));

@@ -7,10 +7,10 @@ pub mod kv_history;
 pub mod lazy;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rast::client::{Client, ClientOptions};
+use rast::launch::{Launch, Output, Processes};
 use rast::wire::client::Status;
 
 /// A local cluster; every process is killed when it drops.
@@ -18,12 +18,7 @@ pub struct Cluster {
     pub addresses: Vec<String>,
     pub metrics: Vec<String>,
     pub data: PathBuf,
-    children: Vec<Option<Child>>,
-    peers: String,
-    cores: u32,
-    extra: Vec<String>,
-    /// Nodes started with the cluster; later ones joined (`--join`).
-    initial: usize,
+    processes: Processes,
 }
 
 impl Cluster {
@@ -46,97 +41,77 @@ impl Cluster {
         let data = std::env::temp_dir().join(format!("rast-it-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data);
         std::fs::create_dir_all(&data).unwrap();
-        let addresses: Vec<String> = (0..nodes)
-            .map(|_| format!("127.0.0.1:{}", free_port()))
-            .collect();
-        let peers = addresses
-            .iter()
-            .enumerate()
-            .map(|(node, address)| format!("{}={address}", node + 1))
-            .collect::<Vec<_>>()
-            .join(",");
-        let metrics = (0..nodes)
-            .map(|_| format!("127.0.0.1:{}", free_port()))
-            .collect();
+        let addresses: Vec<String> = (0..nodes).map(|_| free_address()).collect();
+        let metrics: Vec<String> = (0..nodes).map(|_| free_address()).collect();
+        let processes = Processes::new(Launch {
+            binary: env!("CARGO_BIN_EXE_rast").into(),
+            addresses: addresses.clone(),
+            metrics: metrics.clone(),
+            data: (0..nodes).map(|node| node_dir(&data, node)).collect(),
+            cores,
+            args: extra.iter().map(|arg| (*arg).to_owned()).collect(),
+            env: vec![(
+                "RAST_LOG".to_owned(),
+                std::env::var("RAST_TEST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )],
+            output: Output::Inherit,
+            die_with_parent: false,
+        });
         Self {
             addresses,
             metrics,
             data,
-            children: (0..nodes).map(|_| None).collect(),
-            peers,
-            cores,
-            extra: extra.iter().map(|arg| (*arg).to_owned()).collect(),
-            initial: nodes,
+            processes,
         }
     }
 
     /// Node `node`'s data directory.
     pub fn data_dir(&self, node: usize) -> PathBuf {
-        self.data.join(format!("node{}", node + 1))
+        node_dir(&self.data, node)
     }
 
     /// (Re)starts node `node` (0-based) over its data directory.
     pub fn restart(&mut self, node: usize) {
-        assert!(self.children[node].is_none(), "node {node} is running");
-        let child = Command::new(env!("CARGO_BIN_EXE_rast"))
-            .args(["serve", "--id", &(node + 1).to_string()])
-            .args(["--listen", &self.addresses[node], "--peers", &self.peers])
-            .args(["--metrics-addr", &self.metrics[node]])
-            .args(["--cores", &self.cores.to_string()])
-            .args(if node >= self.initial {
-                &["--join"][..]
-            } else {
-                &[][..]
-            })
-            .args(&self.extra)
-            .arg("--data")
-            .arg(self.data_dir(node))
-            .env(
-                "RAST_LOG",
-                std::env::var("RAST_TEST_LOG").unwrap_or_else(|_| "warn".to_owned()),
-            )
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawning rast serve");
-        self.children[node] = Some(child);
+        self.processes.start(node).expect("spawning rast serve");
     }
 
     /// Replaces the extra `rast serve` arguments of later (re)starts.
     pub fn set_extra(&mut self, extra: &[&str]) {
-        self.extra = extra.iter().map(|arg| (*arg).to_owned()).collect();
+        self.processes
+            .set_args(extra.iter().map(|arg| (*arg).to_owned()).collect());
     }
 
     /// Starts one more node with `--join` (outside every configuration,
     /// `--peers` naming the initial nodes); returns its index (0-based; its
     /// id is the index plus one).
     pub fn join(&mut self) -> usize {
-        let node = self.children.len();
-        self.addresses.push(format!("127.0.0.1:{}", free_port()));
-        self.metrics.push(format!("127.0.0.1:{}", free_port()));
-        self.children.push(None);
+        let address = free_address();
+        let metrics = free_address();
+        self.addresses.push(address.clone());
+        self.metrics.push(metrics.clone());
+        let node = self.addresses.len() - 1;
+        let data = self.data_dir(node);
+        assert_eq!(self.processes.add(address, Some(metrics), data), node);
         self.restart(node);
         node
     }
 
     /// The process id of node `node`, if it runs.
     pub fn pid(&self, node: usize) -> Option<u32> {
-        self.children[node].as_ref().map(Child::id)
+        self.processes.pid(node)
     }
 
     /// SIGKILLs node `node` and reaps it.
     pub fn kill(&mut self, node: usize) {
-        if let Some(mut child) = self.children[node].take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
+        self.processes.kill(node);
     }
 
     /// SIGTERMs node `node` and returns its exit status.
     pub fn terminate(&mut self, node: usize) -> std::process::ExitStatus {
-        let mut child = self.children[node].take().expect("running");
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        child.wait().unwrap()
+        assert!(self.processes.is_up(node), "node {node} is not running");
+        self.processes
+            .terminate(node, Duration::from_mins(1))
+            .expect("exited within a minute of SIGTERM")
     }
 
     /// A client over every address.
@@ -199,8 +174,8 @@ impl Cluster {
     pub fn wait_for_leader(&self, log: &str, within: Duration) -> usize {
         let started = Instant::now();
         loop {
-            for node in 0..self.children.len() {
-                if self.children[node].is_some()
+            for node in 0..self.processes.len() {
+                if self.processes.is_up(node)
                     && self
                         .status(node, log)
                         .is_some_and(|status| status.role == "leader")
@@ -241,8 +216,8 @@ impl Cluster {
     pub fn wait_for_commit(&self, log: &str, index: u64, within: Duration) {
         let started = Instant::now();
         loop {
-            let lagging: Vec<usize> = (0..self.children.len())
-                .filter(|node| self.children[*node].is_some())
+            let lagging: Vec<usize> = (0..self.processes.len())
+                .filter(|node| self.processes.is_up(*node))
                 .filter(|node| {
                     self.status(*node, log)
                         .is_none_or(|status| status.commit_index < index)
@@ -262,15 +237,26 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for node in 0..self.children.len() {
+        for node in 0..self.processes.len() {
             self.kill(node);
         }
         let _ = std::fs::remove_dir_all(&self.data);
     }
 }
 
+fn node_dir(data: &std::path::Path, node: usize) -> PathBuf {
+    data.join(format!("node{}", node + 1))
+}
+
+/// A loopback address nobody listens on right now.
+pub fn free_address() -> String {
+    rast::launch::free_loopback_address().unwrap()
+}
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+    free_address()
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap()
 }
