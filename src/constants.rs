@@ -245,7 +245,132 @@ pub const NOOP_BATCH_BYTES: u32 = 64;
 /// again from the peer's match index.
 pub const PROGRESS_STALL_HEARTBEATS: u32 = 4;
 
+// ---- Server: connections and shards ----
+
+/// The first receive block of a connection.
+pub const INBOX_BYTES_INITIAL: usize = 64 * 1024;
+
+/// Receive blocks grow (doubling, each time one fills) up to this size
+/// while small frames stream in: a frame that straddles two blocks is
+/// copied once, so larger blocks copy a smaller share of the bytes.
+pub const INBOX_BLOCK_BYTES_MAX: usize = 512 * 1024;
+
+/// The least room a greedy recv is posted with; below it the connection
+/// starts a new block.
+pub const RECV_ROOM_MIN: usize = 2048;
+
+/// The least a frugal recv asks for (see [`crate::server::connection::Connection::post_recv`]): room
+/// for a peer message's header, or several small messages.
+pub const FRUGAL_RECV_BYTES: usize = 4096;
+
+/// Messages from this size on are large: received frugally, each into a
+/// block with room for it whole (see [`crate::server::connection::Connection::read_frames_of`]).
+pub const FRAME_BYTES_LARGE: usize = 64 * 1024;
+
+/// Most bytes one gathered send hands to the kernel.
+pub const SEND_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Largest receive buffer: a whole AppendEntries (header plus batches).
+pub const INBOX_BYTES_MAX: usize = 2 * FRAME_BYTES_MAX;
+
+/// Connections waiting in a core's handoff queue, at most.
+pub const HANDOFF_QUEUE_MAX: usize = 1024;
+
+/// How often groups stopped by a full disk are considered for reopening.
+pub const REOPEN_INTERVAL_MS: u64 = 1000;
+
+/// Free bytes the data directory's file system needs before a group
+/// stopped by a full disk is reopened: room for two segments.
+pub const REOPEN_FREE_BYTES_MIN: u64 = 2 * SEGMENT_BYTES_MAX;
+
+/// Longest wait between reconnect attempts to a peer.
+pub const RECONNECT_MS_MAX: u64 = 1000;
+
+/// Bytes queued for one connection beyond which its reader is considered
+/// gone (paused, partitioned, or never reading) and the connection is
+/// dropped instead of buffering more: twice a peer's inflight window.
+pub const OUTBOX_BYTES_MAX: usize = 2 * INFLIGHT_BYTES_MAX as usize;
+
+/// Batch bytes of an AppendEntries from which a follower splices them
+/// (socket → pipe → file) instead of receiving them into a buffer: below
+/// it, the extra system calls cost more than the copy saves.
+pub const SPLICE_BYTES_MIN: u64 = 64 * 1024;
+
+/// A transfer with no byte moved for this long is abandoned: the leader is
+/// gone or cut off, and the group's other messages wait behind it.
+pub const SPLICE_STALL_MS: u64 = 2_000;
+
+// ---- Server: groups (reads, snapshots, leadership) ----
+
+/// Bytes a group asks of its storage per read while it walks stored
+/// batches (client reads, tails, building AppendEntries from the log).
+pub const READ_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
+/// How often a plain log (no state machine) checks its retention policy.
+pub const RETENTION_CHECK_MS: u64 = 1_000;
+
+/// A leader resends an InstallSnapshot stream from the acknowledged offset
+/// after this long without progress.
+pub const SNAPSHOT_RESEND_MS: u64 = 2_000;
+
+/// A leader gives an InstallSnapshot stream up after this long without progress (the core
+/// then probes the follower again, and asks for a new stream if needed).
+pub const SNAPSHOT_GIVE_UP_MS: u64 = 30_000;
+
+/// How long a leadership transfer may take before its request is answered
+/// with an error: two election timeouts (the core abandons a transfer after
+/// one).
+pub const TRANSFER_WAIT_MS: u64 = 2 * ELECTION_TICKS as u64 * TICK_MS;
+
+/// The key-value log's default automatic snapshot interval, in log bytes.
+pub const SNAPSHOT_LOG_BYTES_DEFAULT: u64 = 128 * 1024 * 1024;
+
+// ---- Storage ----
+
+/// Largest configuration a snapshot file's header may carry (nine members with addresses
+/// take well under a kilobyte).
+pub const MEMBERS_BYTES_MAX: u64 = 64 * 1024;
+
+/// Snapshot files kept in the directory (the newest and one before it).
+pub const SNAPSHOTS_KEPT: usize = 2;
+
+/// Bytes read at a time while a snapshot file's body is checked.
+pub const SNAPSHOT_READ_BYTES: usize = 64 * 1024;
+
+/// Tries at taking a log directory's lock, 10 ms apart.
+pub const LOCK_ATTEMPTS_MAX: u32 = 100;
+
+/// A sealed, written segment keeps one index entry per this many bytes of
+/// file: 8 bytes of memory per 64 KiB of log, and a read walks at most
+/// this much more than it returns.
+pub const INDEX_STRIDE_BYTES: u64 = 64 * 1024;
+
+/// Most linked vectored writes one chunk of a segment store is written
+/// with: a turn's pieces
+/// beyond that many iovecs go into another chunk, written after it.
+pub const CHUNK_WRITES_MAX: usize = 8;
+
+/// Sector size assumed for torn writes: the smallest unit a disk persists
+/// atomically, and a divisor of the page size.
+pub const SECTOR_BYTES: u64 = 512;
+
+// ---- io_uring and sockets ----
+
+/// Most iovecs one vectored operation takes (Linux's `IOV_MAX`).
+pub const IOVECS_MAX: usize = 1024;
+
+/// Bytes a splice pipe holds (`F_SETPIPE_SZ`; the kernel may round up).
+pub const PIPE_BYTES: usize = 1024 * 1024;
+
 const _: () = assert!(FRAME_BYTES_MAX.is_multiple_of(WORD_BYTES));
+const _: () = assert!(INBOX_BYTES_MAX >= FRAME_BYTES_MAX);
+const _: () = assert!(INBOX_BLOCK_BYTES_MAX >= INBOX_BYTES_INITIAL);
+const _: () = assert!(RECV_ROOM_MIN <= FRUGAL_RECV_BYTES);
+const _: () = assert!(OUTBOX_BYTES_MAX as u64 >= INFLIGHT_BYTES_MAX);
+const _: () = assert!(REOPEN_FREE_BYTES_MIN >= SEGMENT_BYTES_MAX);
+const _: () = assert!(SNAPSHOT_RESEND_MS < SNAPSHOT_GIVE_UP_MS);
+const _: () = assert!(4096 % SECTOR_BYTES == 0 && SECTOR_BYTES.is_multiple_of(WORD_BYTES as u64));
+const _: () = assert!(SNAPSHOTS_KEPT >= 1);
 const _: () = assert!(ENTRY_BYTES_MAX < FRAME_BYTES_MAX);
 const _: () = assert!(VALUE_BYTES_MAX + KEY_BYTES_MAX < ENTRY_BYTES_MAX);
 const _: () = assert!((SEGMENT_BYTES_MAX as usize) >= 2 * FRAME_BYTES_MAX);

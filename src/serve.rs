@@ -27,6 +27,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::ValueEnum;
+use rast::constants::SNAPSHOT_LOG_BYTES_DEFAULT;
 use rast::constants::{SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
 use rast::server::group::snapshot::SnapshotPolicy;
 use rast::server::{Settings, StorageMode, ZeroCopy};
@@ -227,9 +228,6 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         },
     })
 }
-
-/// The key-value log's default automatic snapshot interval, in log bytes.
-const SNAPSHOT_LOG_BYTES_DEFAULT: u64 = 128 * 1024 * 1024;
 
 /// Parses `ID=ADDR,ID=ADDR,…`.
 fn parse_peers(text: &str) -> anyhow::Result<Vec<(NodeId, String)>> {

@@ -38,6 +38,7 @@ use bytes::{Bytes, BytesMut};
 use io_uring::{IoUring, opcode, squeue, types};
 use nix::libc;
 
+use crate::constants::IOVECS_MAX;
 use crate::constants::RING_ENTRIES;
 
 mod net;
@@ -657,9 +658,6 @@ impl Ring {
         }
     }
 }
-
-/// Most iovecs one vectored operation takes (Linux's `IOV_MAX`).
-pub const IOVECS_MAX: usize = 1024;
 
 /// Iovecs over `pieces` in order, skipping empty ones and merging pieces
 /// that sit back to back in memory (batches received together).

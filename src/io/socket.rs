@@ -7,6 +7,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd};
 
+use crate::constants::PIPE_BYTES;
 use nix::sys::socket::{
     AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, bind, listen, setsockopt, socket,
     sockopt,
@@ -62,9 +63,6 @@ fn family(address: SocketAddr) -> AddressFamily {
         SocketAddr::V6(_) => AddressFamily::Inet6,
     }
 }
-
-/// Bytes a splice pipe holds (`F_SETPIPE_SZ`; the kernel may round up).
-pub const PIPE_BYTES: usize = 1024 * 1024;
 
 /// A pipe for splicing socket → pipe → file: (read end, write end), sized
 /// to [`PIPE_BYTES`] when the system allows (else the default 64 KiB).

@@ -19,7 +19,7 @@
 //! freed when the last handle goes. When the next step needs more room than
 //! the block has left, the connection starts a new block, and only the
 //! unread bytes — the start of a frame that did not fit — are copied into
-//! it; [`Connection::copied`] counts them. A connection that receives large
+//! it; `Connection::copied` counts them. A connection that receives large
 //! frames starts a fresh block at a frame boundary instead, so in the
 //! steady state nothing is copied.
 //!
@@ -33,31 +33,14 @@ use std::rc::Rc;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::constants::FRAME_BYTES_MAX;
-use crate::io::ring::{IOVECS_MAX, Owned};
+use crate::constants::IOVECS_MAX;
+use crate::constants::{
+    FRAME_BYTES_LARGE, FRUGAL_RECV_BYTES, INBOX_BLOCK_BYTES_MAX, INBOX_BYTES_INITIAL,
+    INBOX_BYTES_MAX, RECV_ROOM_MIN, SEND_BYTES_MAX,
+};
+use crate::io::ring::Owned;
 use crate::io::{OpId, Ring};
 use crate::wire::{FrameLength, WireError, frame_length};
-
-/// The first receive block of a connection.
-const INBOX_BYTES_INITIAL: usize = 64 * 1024;
-/// Receive blocks grow (doubling, each time one fills) up to this size
-/// while small frames stream in: a frame that straddles two blocks is
-/// copied once, so larger blocks copy a smaller share of the bytes.
-const INBOX_BLOCK_BYTES_MAX: usize = 512 * 1024;
-/// The least room a greedy recv is posted with; below it the connection
-/// starts a new block.
-const RECV_ROOM_MIN: usize = 2048;
-/// The least a frugal recv asks for (see [`Connection::post_recv`]): room
-/// for a peer message's header, or several small messages.
-pub const FRUGAL_RECV_BYTES: usize = 4096;
-/// Messages from this size on are large: received frugally, each into a
-/// block with room for it whole (see [`Connection::read_frames_of`]).
-pub const FRAME_BYTES_LARGE: usize = 64 * 1024;
-/// Most bytes one gathered send hands to the kernel.
-const SEND_BYTES_MAX: usize = 4 * 1024 * 1024;
-
-/// Largest receive buffer: a whole AppendEntries (header plus batches).
-pub const INBOX_BYTES_MAX: usize = 2 * FRAME_BYTES_MAX;
 
 /// Bytes of a file to send without copying them into user space.
 #[derive(Clone, Debug)]

@@ -41,6 +41,7 @@ pub mod snapshot;
 #[cfg(test)]
 mod tests;
 
+use crate::constants::READ_CHUNK_BYTES;
 pub use kv::KV_LOG;
 use replicate::{check_received, summary_of};
 
@@ -921,9 +922,6 @@ fn recovered_batches(
     })?;
     Ok(batches)
 }
-
-/// Bytes asked of storage per read while walking batches.
-const READ_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 
 /// Visits the stored batches from the one holding `from` on, in order, while
 /// `visit` returns true.

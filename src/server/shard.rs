@@ -32,6 +32,10 @@ use super::connection::{Connection, Role};
 use super::group::{Group, Outbound};
 use super::{ServerError, Settings, StorageMode, stopping};
 use crate::constants::TICK_MS;
+use crate::constants::{
+    HANDOFF_QUEUE_MAX, OUTBOX_BYTES_MAX, RECONNECT_MS_MAX, REOPEN_FREE_BYTES_MIN,
+    REOPEN_INTERVAL_MS, SPLICE_BYTES_MIN,
+};
 use crate::io::ring::Owned;
 use crate::io::{OpId, Ring, SharedRing};
 use crate::raft::{self, BatchSummary};
@@ -40,29 +44,6 @@ use crate::storage::memory::{MemoryLog, SyncMode};
 use crate::storage::segment::{SegmentLog, SegmentOptions};
 use crate::types::{LogId, NodeId};
 use crate::wire::{FrameLength, frame_length};
-
-/// Connections waiting in a core's handoff queue, at most.
-const HANDOFF_QUEUE_MAX: usize = 1024;
-
-/// How often groups stopped by a full disk are considered for reopening.
-const REOPEN_INTERVAL_MS: u64 = 1000;
-
-/// Free bytes the data directory's file system needs before a group
-/// stopped by a full disk is reopened: room for two segments.
-const REOPEN_FREE_BYTES_MIN: u64 = 2 * crate::constants::SEGMENT_BYTES_MAX;
-
-/// Longest wait between reconnect attempts to a peer.
-const RECONNECT_MS_MAX: u64 = 1000;
-
-/// Bytes queued for one connection beyond which its reader is considered
-/// gone (paused, partitioned, or never reading) and the connection is
-/// dropped instead of buffering more: twice a peer's inflight window.
-const OUTBOX_BYTES_MAX: usize = 2 * crate::constants::INFLIGHT_BYTES_MAX as usize;
-
-/// Batch bytes of an AppendEntries from which a follower splices them
-/// (socket → pipe → file) instead of receiving them into a buffer: below
-/// it, the extra system calls cost more than the copy saves.
-pub const SPLICE_BYTES_MIN: u64 = 64 * 1024;
 
 /// A connection moving to the core that owns its traffic.
 #[derive(Debug)]

@@ -50,15 +50,12 @@
 //! (for instance a length that grew) reads as a torn write: the one case
 //! corruption of the very last record can be taken for a tear.
 
+use crate::constants::SECTOR_BYTES;
 use crate::constants::{FRAME_SEGMENTS_MAX, WORD_BYTES};
 use crate::storage::Checksum;
 use crate::types::{LogIndex, Term};
 use crate::wire::frame::{FrameLength, frame_length};
 use crate::wire::{BatchView, WireError};
-
-/// Sector size assumed for torn writes: the smallest unit a disk persists
-/// atomically, and a divisor of the page size.
-pub const SECTOR_BYTES: u64 = 512;
 
 /// What the log keeps of one batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -42,19 +42,13 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use crate::constants::{MEMBERS_BYTES_MAX, SNAPSHOT_READ_BYTES, SNAPSHOTS_KEPT};
 use crate::storage::hard_state::create_dir_durably;
 use crate::types::{LogIndex, Term};
 use crate::wire::client::{Members, decode_members, encode_members};
 
 /// First eight bytes of a snapshot file.
 pub const MAGIC: [u8; 8] = *b"RASTSNP2";
-/// Largest configuration a header may carry (nine members with addresses
-/// take well under a kilobyte).
-pub const MEMBERS_BYTES_MAX: u64 = 64 * 1024;
-/// Snapshot files kept in the directory (the newest and one before it).
-pub const SNAPSHOTS_KEPT: usize = 2;
-/// Bytes read at a time while checking a body.
-const READ_BYTES: usize = 64 * 1024;
 
 /// What a snapshot file says about itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -201,7 +195,7 @@ pub fn write(
         body_crc: 0,
     };
     let mut writer = CrcWriter {
-        inner: BufWriter::with_capacity(READ_BYTES, file),
+        inner: BufWriter::with_capacity(SNAPSHOT_READ_BYTES, file),
         crc: 0,
         bytes: 0,
     };
@@ -257,13 +251,13 @@ pub fn verify(path: &Path) -> Result<SnapshotMeta, SnapshotFileError> {
         path: path.to_path_buf(),
         reason,
     };
-    let mut reader = BufReader::with_capacity(READ_BYTES, file);
+    let mut reader = BufReader::with_capacity(SNAPSHOT_READ_BYTES, file);
     let meta = SnapshotMeta::decode(&mut reader).map_err(damaged)?;
     let mut crc = 0u32;
     let mut remaining = meta.body_bytes;
-    let mut buffer = vec![0u8; READ_BYTES];
+    let mut buffer = vec![0u8; SNAPSHOT_READ_BYTES];
     while remaining > 0 {
-        let want = remaining.min(READ_BYTES as u64) as usize;
+        let want = remaining.min(SNAPSHOT_READ_BYTES as u64) as usize;
         reader
             .read_exact(&mut buffer[..want])
             .map_err(|error| damaged(format!("body: {error}")))?;
@@ -291,7 +285,7 @@ pub fn body_reader(
     let mut file = File::open(path).map_err(io_error("open", path))?;
     file.seek(SeekFrom::Start(meta.header_bytes()))
         .map_err(io_error("seek", path))?;
-    Ok(BufReader::with_capacity(READ_BYTES, file).take(meta.body_bytes))
+    Ok(BufReader::with_capacity(SNAPSHOT_READ_BYTES, file).take(meta.body_bytes))
 }
 
 /// Where a snapshot up to `index` received from a leader is written while

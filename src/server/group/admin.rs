@@ -25,17 +25,11 @@
 //! nodes that no group on it counts as members any more.
 
 use super::{Group, Outbound, ReplyTo};
-use crate::constants::ELECTION_TICKS;
-use crate::constants::TICK_MS;
+use crate::constants::TRANSFER_WAIT_MS;
 use crate::raft::{Change, ChangeError, Membership, NodeSet, ProposeError, Role};
 use crate::types::{LogIndex, NodeId, Term};
 use crate::wire::client::{AdminRequest, ErrorKind, Members, ResponseBody, encode_members};
 use crate::wire::{BatchKind, BatchMut, encode_batch};
-
-/// How long a leadership transfer may take before its request is answered
-/// with an error: two election timeouts (the core abandons a transfer after
-/// one).
-const TRANSFER_WAIT_MS: u64 = 2 * ELECTION_TICKS as u64 * TICK_MS;
 
 /// An admin request waiting for its outcome.
 #[derive(Clone, Copy, Debug)]

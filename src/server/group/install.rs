@@ -8,8 +8,8 @@
 //!   └ open the file, window ─ chunk(offset, data) ─►   `next` of snapshot-N.recv
 //!     (≤ SNAPSHOT_CHUNKS_INFLIGHT_MAX × 1 MiB)         answer next offset
 //!   ◄── SnapshotResponse{next_offset} ────────────── any other: answer `next`
-//!     move the window on; rewind after RESEND_MS     last chunk: thread ─ fsync,
-//!     without progress, give up after GIVE_UP_MS      verify both checksums,
+//!     move the window on; rewind after SNAPSHOT_RESEND_MS     last chunk: thread ─ fsync,
+//!     without progress, give up after SNAPSHOT_GIVE_UP_MS      verify both checksums,
 //!                                                     rename, restore machine
 //!   ◄── SnapshotResponse{done} ───────────────────── tick: storage (drop below
 //!  core.snapshot_sent(to, true): replicate after it   or reset after), machine,
@@ -31,6 +31,7 @@ use std::thread::JoinHandle;
 
 use super::{Group, Outbound};
 use crate::constants::SNAPSHOT_CHUNK_BYTES;
+use crate::constants::{SNAPSHOT_GIVE_UP_MS, SNAPSHOT_RESEND_MS};
 use crate::kv::StateMachine;
 use crate::net::codec::{self, Envelope, PeerHeader, SnapshotChunk};
 use crate::net::snapshot_stream::SendWindow;
@@ -39,13 +40,6 @@ use crate::storage::hard_state;
 use crate::storage::snapshot_file::{self, SnapshotMeta};
 use crate::types::{LogIndex, NodeId, Term};
 use crate::wire::WireError;
-
-/// A leader resends from the acknowledged offset after this long without
-/// progress.
-const RESEND_MS: u64 = 2_000;
-/// A leader gives a stream up after this long without progress (the core
-/// then probes the follower again, and asks for a new stream if needed).
-const GIVE_UP_MS: u64 = 30_000;
 
 /// The snapshot streams of a group.
 #[derive(Debug, Default)]
@@ -179,7 +173,7 @@ impl Group {
             buffer.resize(range.len as usize, 0);
             if let Err(error) = stream.file.read_exact_at(&mut buffer, range.offset) {
                 tracing::error!(log = %self.name, peer = %to, %error, "reading a snapshot to send");
-                // Resent after RESEND_MS, given up after GIVE_UP_MS.
+                // Resent after SNAPSHOT_RESEND_MS, given up after SNAPSHOT_GIVE_UP_MS.
                 stream.window.rewind(stream.window.progress_ms);
                 return;
             }
@@ -368,11 +362,11 @@ impl Group {
             let idle = now_ms.saturating_sub(stream.window.progress_ms);
             if !leading {
                 false
-            } else if idle >= GIVE_UP_MS {
+            } else if idle >= SNAPSHOT_GIVE_UP_MS {
                 given_up.push(stream.to);
                 false
             } else {
-                if idle >= RESEND_MS {
+                if idle >= SNAPSHOT_RESEND_MS {
                     stream.window.rewind(now_ms);
                     resend.push(stream.to);
                 }

@@ -32,6 +32,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::{Group, Outbound, ReplyTo, install};
+use crate::constants::RETENTION_CHECK_MS;
 use crate::kv::StateMachine;
 use crate::raft::{Boundary, RunLimits};
 use crate::storage::LogStorage;
@@ -39,9 +40,6 @@ use crate::storage::retention::{Retention, retention_point};
 use crate::storage::snapshot_file::{self, SnapshotFileError, SnapshotMeta};
 use crate::types::{LogIndex, Term};
 use crate::wire::client::{ErrorKind, Members, ResponseBody};
-
-/// How often a plain log checks its retention policy.
-const RETENTION_CHECK_MS: u64 = 1_000;
 
 /// When a log takes snapshots by itself.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -40,7 +40,7 @@ impl Shard {
                 .splice_notify(&pipe_read, &socket, None, send.in_pipe as u32)
                 .map(|op| (op, Owner::FileOut(slot, generation)))
         } else if send.span.len > 0 {
-            let len = send.span.len.min(crate::io::PIPE_BYTES as u64) as u32;
+            let len = send.span.len.min(crate::constants::PIPE_BYTES as u64) as u32;
             let file = Rc::clone(&send.span.file);
             self.ring
                 .borrow_mut()

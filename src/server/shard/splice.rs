@@ -27,16 +27,13 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use super::{Owner, Shard};
+use crate::constants::SPLICE_STALL_MS;
 use crate::io::Link;
 use crate::net::codec;
 use crate::raft::BatchSummary;
 use crate::server::metrics::PayloadPath;
 use crate::storage::Reserve;
 use crate::storage::segment::Reservation;
-
-/// A transfer with no byte moved for this long is abandoned: the leader is
-/// gone or cut off, and the group's other messages wait behind it.
-pub const SPLICE_STALL_MS: u64 = 2_000;
 
 /// An AppendEntries whose batch bytes are being spliced into the log file.
 #[derive(Debug)]
@@ -378,7 +375,7 @@ fn next_step(splice: &Splice) -> Step {
         };
     }
     if received < splice.total {
-        let len = (splice.total - received).min(crate::io::PIPE_BYTES as u64) as u32;
+        let len = (splice.total - received).min(crate::constants::PIPE_BYTES as u64) as u32;
         return Step::SocketToPipe { len };
     }
     if splice.head.is_none() {

@@ -115,6 +115,7 @@ use self::file::{BatchEntry, Segment, Source};
 pub use self::reserve::Reservation;
 use self::truncate::Unlinking;
 use self::write::{Chunk, Staging, Sync};
+use crate::constants::{INDEX_STRIDE_BYTES, LOCK_ATTEMPTS_MAX};
 
 /// Suffix of segment file names.
 const SEGMENT_SUFFIX: &str = ".log";
@@ -124,14 +125,6 @@ const TEMP_SUFFIX: &str = ".tmp";
 
 /// Name of the lock file.
 const LOCK_NAME: &str = "lock";
-
-/// Tries at taking the directory lock, 10 ms apart.
-const LOCK_ATTEMPTS_MAX: u32 = 100;
-
-/// A sealed, written segment keeps one index entry per this many bytes of
-/// file: 8 bytes of memory per 64 KiB of log, and a read walks at most
-/// this much more than it returns.
-pub const INDEX_STRIDE_BYTES: u64 = 64 * 1024;
 
 /// How a [`SegmentLog`] is laid out.
 #[derive(Clone, Copy, Debug)]

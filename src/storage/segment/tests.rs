@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::write::ChunkState;
 use super::*;
+use crate::constants::SECTOR_BYTES;
 use crate::io::Link;
 use crate::storage::conformance::{self, Harness, append_batches, make_batch, read_all};
-use crate::storage::record::SECTOR_BYTES;
 
 /// A directory under the system temp dir, removed when dropped.
 pub(crate) struct TempDir(pub(crate) PathBuf);

@@ -9,8 +9,9 @@ use bytes::{Bytes, BytesMut};
 
 use super::file::BatchEntry;
 use super::{SegmentLog, c_path, describe, segment_name, sync_unless_planted};
+use crate::constants::CHUNK_WRITES_MAX;
+use crate::constants::IOVECS_MAX;
 use crate::constants::WRITE_QUEUE_BYTES_MAX;
-use crate::io::ring::IOVECS_MAX;
 use crate::io::{Link, OpId, Ring};
 use crate::storage::planted::StorageBug;
 use crate::storage::{Checksum, LogStorage, StorageError, check_append, unix_now_ms};
@@ -172,10 +173,6 @@ pub(super) const RESULT_IGNORED: u64 = u64::MAX;
 /// file's size (so maps of it stay valid).
 pub(super) const PUNCH_KEEP_SIZE: i32 =
     nix::libc::FALLOC_FL_PUNCH_HOLE | nix::libc::FALLOC_FL_KEEP_SIZE;
-
-/// Most linked vectored writes one chunk is written with: a turn's pieces
-/// beyond that many iovecs go into another chunk, written after it.
-pub(super) const CHUNK_WRITES_MAX: usize = 8;
 
 /// A sync in flight.
 #[derive(Debug)]
