@@ -14,6 +14,12 @@ pub const WORD_BYTES: usize = 8;
 /// before refusing the frame.
 pub const FRAME_BYTES_MAX: usize = 16 * 1024 * 1024;
 
+/// Largest log index, and largest term, accepted from outside (a peer, a
+/// client, a file): 2^62, beyond any real log, and far enough from
+/// `u64::MAX` that the arithmetic on indexes (the next one, the last of a
+/// batch) can never overflow. A larger value is refused as malformed.
+pub const INDEX_MAX: u64 = 1 << 62;
+
 /// Largest number of segments in one framed message.
 ///
 /// Our own builders produce one segment; other libraries may produce a few

@@ -13,7 +13,7 @@
 //! Decoding fills caller-owned buffers (summaries, memberships) so the
 //! steady state allocates nothing per message.
 
-use crate::constants::APPEND_MESSAGE_BATCHES_MAX;
+use crate::constants::{APPEND_MESSAGE_BATCHES_MAX, INDEX_MAX};
 use crate::raft::{
     AppendResponse, BatchSummary, Heartbeat, HeartbeatResponse, InstallSnapshot, Outgoing,
     OutgoingBody, RequestVote, SnapshotResponse, VoteResponse,
@@ -303,13 +303,49 @@ pub fn decode(bytes: &[u8], batches: &mut Vec<BatchSummary>) -> Result<PeerHeade
             })
         }
     };
-    Ok(PeerHeader {
+    let header = PeerHeader {
         group: LogId(root.get_group()),
         from: NodeId(root.get_from()),
         to: NodeId(root.get_to()),
         term: Term(root.get_term()),
         body,
-    })
+    };
+    check_ranges(&header)?;
+    Ok(header)
+}
+
+/// Refuses a message whose term or any index is above [`INDEX_MAX`], so no
+/// arithmetic on them can overflow (a hostile peer's `u64::MAX`).
+fn check_ranges(header: &PeerHeader) -> Result<(), WireError> {
+    let indexes: &[u64] = match &header.body {
+        PeerBody::AppendEntries {
+            prev_index,
+            prev_term,
+            leader_commit,
+            ..
+        } => &[prev_index.get(), prev_term.get(), leader_commit.get()],
+        PeerBody::AppendResponse(response) => &[
+            response.match_index.get(),
+            response.rejected_index.get(),
+            response.hint_index.get(),
+            response.hint_term.get(),
+            response.last_index.get(),
+        ],
+        PeerBody::RequestVote(request) => &[request.last_index.get(), request.last_term.get()],
+        PeerBody::Heartbeat(heartbeat) => &[heartbeat.leader_commit.get()],
+        PeerBody::HeartbeatResponse(response) => &[response.match_index.get()],
+        PeerBody::InstallSnapshot(install) => &[install.last_index.get(), install.last_term.get()],
+        PeerBody::VoteResponse(_) | PeerBody::TimeoutNow | PeerBody::SnapshotResponse(_) => &[],
+    };
+    if let Some(value) = std::iter::once(header.term.get())
+        .chain(indexes.iter().copied())
+        .find(|value| *value > INDEX_MAX)
+    {
+        return Err(WireError::Malformed(format!(
+            "a term or index of {value} (the limit is {INDEX_MAX})"
+        )));
+    }
+    Ok(())
 }
 
 /// Reads an AppendEntries header, checking its summaries are contiguous
@@ -319,6 +355,11 @@ fn decode_append(
     batches: &mut Vec<BatchSummary>,
 ) -> Result<PeerBody, WireError> {
     let prev_index = LogIndex(append.get_prev_log_index());
+    if prev_index.get() > INDEX_MAX {
+        return Err(WireError::Malformed(format!(
+            "prevLogIndex {prev_index} beyond the limit {INDEX_MAX}"
+        )));
+    }
     let list = append.get_batches()?;
     if list.len() as usize > APPEND_MESSAGE_BATCHES_MAX {
         return Err(WireError::Malformed(format!(
@@ -335,7 +376,13 @@ fn decode_append(
                 "AppendEntries batches are not contiguous".into(),
             ));
         }
-        next = LogIndex(summary.last_index().get().saturating_add(1));
+        if summary.last_index().get() > INDEX_MAX || summary.term.get() > INDEX_MAX {
+            return Err(WireError::Malformed(format!(
+                "a batch at {} beyond the index or term limit {INDEX_MAX}",
+                summary.first_index
+            )));
+        }
+        next = summary.last_index().next();
         total += u64::from(summary.bytes);
         batches.push(summary);
     }
@@ -484,5 +531,76 @@ mod tests {
             decode(&bytes, &mut batches),
             Err(WireError::Malformed(_))
         ));
+    }
+
+    /// A hostile peer's `u64::MAX` (or anything above `INDEX_MAX`) in any
+    /// index or term is refused as malformed: no arithmetic on it can
+    /// overflow (it once panicked at `prevLogIndex + 1`).
+    #[test]
+    fn indexes_and_terms_beyond_the_limit_are_refused() {
+        let huge = LogIndex(u64::MAX);
+        let summary = |first: u64| BatchSummary {
+            term: Term(1),
+            first_index: LogIndex(first),
+            count: 3,
+            bytes: 10,
+            kind: BatchKind::Data,
+        };
+        let append = |prev: u64, commit: u64, batches: &[BatchSummary]| {
+            let range = AppendRange {
+                prev_index: LogIndex(prev),
+                prev_term: Term(1),
+                leader_commit: LogIndex(commit),
+                first_index: LogIndex(prev.wrapping_add(1)),
+                last_index: LogIndex(prev.wrapping_add(3)),
+                batches: batches.len() as u32,
+                bytes: 10 * batches.len() as u64,
+            };
+            encode(
+                LogId(1),
+                &outgoing(OutgoingBody::AppendEntries(range)),
+                batches,
+            )
+        };
+        let mut decoded = Vec::new();
+        let limit = INDEX_MAX;
+        let refused = [
+            append(u64::MAX, 0, &[]),
+            append(u64::MAX, 0, &[summary(0)]),
+            append(limit, 0, &[summary(limit + 1)]),
+            append(limit - 2, 0, &[summary(limit - 1)]),
+            append(1, u64::MAX, &[]),
+            encode(
+                LogId(1),
+                &outgoing(OutgoingBody::Heartbeat(Heartbeat {
+                    leader_commit: huge,
+                    read_round: 0,
+                })),
+                &[],
+            ),
+            encode(
+                LogId(1),
+                &outgoing(OutgoingBody::RequestVote(RequestVote {
+                    last_index: huge,
+                    last_term: Term(1),
+                    pre_vote: false,
+                    leadership_transfer: false,
+                })),
+                &[],
+            ),
+        ];
+        for (case, bytes) in refused.iter().enumerate() {
+            assert!(
+                matches!(decode(bytes, &mut decoded), Err(WireError::Malformed(_))),
+                "case {case} accepted"
+            );
+        }
+        // At the limit exactly: accepted.
+        let bytes = append(limit - 3, limit, &[summary(limit - 2)]);
+        assert!(decode(&bytes, &mut decoded).is_ok());
+        let mut outgoing_term = outgoing(OutgoingBody::TimeoutNow);
+        outgoing_term.term = Term(u64::MAX);
+        let bytes = encode(LogId(1), &outgoing_term, &[]);
+        assert!(decode(&bytes, &mut decoded).is_err(), "a term of u64::MAX");
     }
 }

@@ -133,7 +133,13 @@ impl<'a> BatchView<'a> {
     /// Index of the last entry; `first_index - 1` for an empty batch.
     #[inline]
     pub fn last_index(&self) -> LogIndex {
-        LogIndex((self.word(1) + u64::from(self.count())).saturating_sub(1))
+        // Saturating: a batch from outside is checked against
+        // `INDEX_MAX` only after it is read.
+        LogIndex(
+            self.word(1)
+                .saturating_add(u64::from(self.count()))
+                .saturating_sub(1),
+        )
     }
 
     /// Number of entries.
