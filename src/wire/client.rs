@@ -19,6 +19,7 @@
 //! Requests and responses other than batches are small, so they decode into
 //! owned values; batch frames stay borrowed ([`crate::wire::BatchView`]).
 
+use crate::constants::INDEX_MAX;
 use crate::rast_capnp::{
     admin_request, client_request, client_response, error, hello, hello_response, kv_command,
 };
@@ -464,6 +465,17 @@ fn build_admin(mut builder: admin_request::Builder<'_>, admin: &AdminRequest) {
     }
 }
 
+/// `index`, if it is at most [`INDEX_MAX`] (no arithmetic on it can then
+/// overflow).
+fn index_within_limit(index: u64) -> Result<u64, WireError> {
+    if index > INDEX_MAX {
+        return Err(WireError::Malformed(format!(
+            "index {index} beyond the limit {INDEX_MAX}"
+        )));
+    }
+    Ok(index)
+}
+
 /// Decodes a `ClientRequest` frame. Every field a request needs is checked;
 /// an unknown union member is an error, not a guess.
 pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
@@ -474,14 +486,14 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
         client_request::Read(read) => {
             let read = read?;
             RequestBody::Read {
-                from_index: read.get_from_index(),
+                from_index: index_within_limit(read.get_from_index())?,
                 max_entries: read.get_max_entries(),
             }
         }
         client_request::Tail(tail) => {
             let tail = tail?;
             RequestBody::Tail {
-                from_index: tail.get_from_index(),
+                from_index: index_within_limit(tail.get_from_index())?,
                 max_entries: tail.get_max_entries(),
             }
         }
@@ -811,6 +823,32 @@ mod tests {
                 body,
             };
             assert_eq!(decode_request(&encode_request(&request)).unwrap(), request);
+        }
+    }
+
+    /// A read or tail from an index above `INDEX_MAX` (a hostile
+    /// `u64::MAX`) is refused as malformed.
+    #[test]
+    fn read_indexes_beyond_the_limit_are_refused() {
+        for body in [
+            RequestBody::Read {
+                from_index: u64::MAX,
+                max_entries: 1,
+            },
+            RequestBody::Tail {
+                from_index: INDEX_MAX + 1,
+                max_entries: 1,
+            },
+        ] {
+            let request = Request {
+                request_id: 1,
+                log: "a".into(),
+                body,
+            };
+            assert!(matches!(
+                decode_request(&encode_request(&request)),
+                Err(WireError::Malformed(_))
+            ));
         }
     }
 
