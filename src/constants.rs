@@ -253,6 +253,24 @@ pub const PROGRESS_STALL_HEARTBEATS: u32 = 4;
 
 // ---- Server: connections and shards ----
 
+/// Bytes a connection may hold before its handshake is done: a Hello is a
+/// cluster id, a token and a few integers, well under a kilobyte. A larger
+/// claimed frame closes the connection, so an unauthenticated peer cannot
+/// make a node reserve memory by claiming a large frame.
+pub const HANDSHAKE_BYTES_MAX: usize = 4096;
+
+/// Milliseconds a connection may take to complete its handshake before it
+/// is closed.
+pub const HANDSHAKE_MS_MAX: u64 = 5_000;
+
+/// Connections one core keeps open at most (clients, peers, handshakes);
+/// one accepted beyond it is closed at once.
+pub const CONNECTIONS_PER_CORE_MAX: usize = 4096;
+
+/// After `accept` fails for want of descriptors (EMFILE, ENFILE), the next
+/// accept waits this long instead of failing again at once.
+pub const ACCEPT_BACKOFF_MS: u64 = 100;
+
 /// The first receive block of a connection.
 pub const INBOX_BYTES_INITIAL: usize = 64 * 1024;
 
@@ -370,6 +388,8 @@ pub const PIPE_BYTES: usize = 1024 * 1024;
 
 const _: () = assert!(FRAME_BYTES_MAX.is_multiple_of(WORD_BYTES));
 const _: () = assert!(INBOX_BYTES_MAX >= FRAME_BYTES_MAX);
+const _: () =
+    assert!(HANDSHAKE_BYTES_MAX >= RECV_ROOM_MIN && HANDSHAKE_BYTES_MAX <= INBOX_BYTES_INITIAL);
 const _: () = assert!(INBOX_BLOCK_BYTES_MAX >= INBOX_BYTES_INITIAL);
 const _: () = assert!(RECV_ROOM_MIN <= FRUGAL_RECV_BYTES);
 const _: () = assert!(OUTBOX_BYTES_MAX as u64 >= INFLIGHT_BYTES_MAX);

@@ -33,11 +33,11 @@ use std::rc::Rc;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::constants::IOVECS_MAX;
 use crate::constants::{
     FRAME_BYTES_LARGE, FRUGAL_RECV_BYTES, INBOX_BLOCK_BYTES_MAX, INBOX_BYTES_INITIAL,
     INBOX_BYTES_MAX, RECV_ROOM_MIN, SEND_BYTES_MAX,
 };
+use crate::constants::{HANDSHAKE_BYTES_MAX, IOVECS_MAX};
 use crate::io::ring::Owned;
 use crate::io::{OpId, Ring};
 use crate::wire::{FrameLength, WireError, frame_length};
@@ -144,7 +144,14 @@ impl Connection {
     /// A connection over `socket`, with `buffered` bytes already read (a
     /// handed-off connection's; copied into its first block and counted).
     pub fn new(socket: Rc<File>, role: Role, buffered: &[u8]) -> Self {
-        let mut inbox = BytesMut::with_capacity(INBOX_BYTES_INITIAL.max(buffered.len() * 2));
+        // Before its handshake a connection gets a block as small as a
+        // Hello: nothing it claims makes it larger.
+        let first = if role == Role::Handshake {
+            HANDSHAKE_BYTES_MAX
+        } else {
+            INBOX_BYTES_INITIAL
+        };
+        let mut inbox = BytesMut::with_capacity(first.max(buffered.len() * 2));
         inbox.extend_from_slice(buffered);
         Self {
             socket,

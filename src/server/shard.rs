@@ -33,8 +33,9 @@ use super::group::{Group, Outbound};
 use super::{ServerError, Settings, StorageMode, stopping};
 use crate::constants::TICK_MS;
 use crate::constants::{
-    HANDOFF_QUEUE_MAX, OUTBOX_BYTES_MAX, RECONNECT_MS_MAX, REOPEN_FREE_BYTES_MIN,
-    REOPEN_INTERVAL_MS, SPLICE_BYTES_MIN,
+    ACCEPT_BACKOFF_MS, CONNECTIONS_PER_CORE_MAX, HANDOFF_QUEUE_MAX, HANDSHAKE_MS_MAX,
+    OUTBOX_BYTES_MAX, RECONNECT_MS_MAX, REOPEN_FREE_BYTES_MIN, REOPEN_INTERVAL_MS,
+    SPLICE_BYTES_MIN,
 };
 use crate::io::ring::Owned;
 use crate::io::{OpId, Ring, SharedRing};
@@ -139,6 +140,9 @@ struct Slot {
     splice: Option<Box<Splice>>,
     /// The connection's splice pipe (read end, write end), made on first use.
     pipe: Option<(Rc<File>, Rc<File>)>,
+    /// When it was opened (the shard's clock): a handshake not done
+    /// [`HANDSHAKE_MS_MAX`] later closes it.
+    opened_ms: u64,
 }
 
 /// Our outgoing link to one peer.
@@ -173,6 +177,9 @@ pub struct Shard {
     reopening: Vec<(LogId, String)>,
     /// When `reopen_groups` runs next.
     reopen_at_ms: u64,
+    /// When accepting resumes after running out of descriptors (`None`:
+    /// the accept is armed).
+    accept_at_ms: Option<u64>,
     started: Instant,
     ready: Vec<OpId>,
     summaries: Vec<BatchSummary>,
@@ -242,6 +249,7 @@ impl Shard {
             links,
             reopening: Vec::new(),
             reopen_at_ms: 0,
+            accept_at_ms: None,
             started: Instant::now(),
             ready: Vec::new(),
             summaries: Vec::new(),
@@ -353,9 +361,23 @@ impl Shard {
             Owner::Accept => {
                 if result >= 0 {
                     let socket = crate::io::adopt_socket(result);
-                    self.insert(Connection::new(Rc::new(socket), Role::Handshake, &[]), None);
+                    if self.connections() >= CONNECTIONS_PER_CORE_MAX {
+                        tracing::warn!(
+                            limit = CONNECTIONS_PER_CORE_MAX,
+                            "too many connections on this core; closing a new one"
+                        );
+                        drop(socket);
+                    } else {
+                        self.insert(Connection::new(Rc::new(socket), Role::Handshake, &[]), None);
+                    }
                 } else {
                     tracing::warn!(errno = -result, "accept failed");
+                    if -result == nix::libc::EMFILE || -result == nix::libc::ENFILE {
+                        // Out of descriptors: accepting again at once would
+                        // fail again at once. Resume on a later tick.
+                        self.accept_at_ms = Some(self.now_ms() + ACCEPT_BACKOFF_MS);
+                        return;
+                    }
                 }
                 self.rearm(Owner::Accept);
             }
@@ -390,6 +412,11 @@ impl Shard {
         }
     }
 
+    /// Connections open on this core.
+    fn connections(&self) -> usize {
+        self.slots.len() - self.free_slots.len()
+    }
+
     fn insert(&mut self, connection: Connection, link: Option<usize>) -> usize {
         let generation = self.next_generation;
         self.next_generation += 1;
@@ -400,6 +427,7 @@ impl Shard {
             blocked: false,
             splice: None,
             pipe: None,
+            opened_ms: self.now_ms(),
         };
         let index = if let Some(index) = self.free_slots.pop() {
             self.slots[index] = Some(slot);
@@ -417,6 +445,11 @@ impl Shard {
     fn tick(&mut self) {
         let now = self.now_ms();
         self.abandon_stalled_splices(now);
+        self.close_slow_handshakes(now);
+        if self.accept_at_ms.is_some_and(|at| now >= at) {
+            self.accept_at_ms = None;
+            self.rearm(Owner::Accept);
+        }
         let unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_millis() as u64);
@@ -438,6 +471,20 @@ impl Shard {
             let entry = &self.links[link];
             if entry.connection.is_none() && !entry.connecting && now >= entry.retry_at_ms {
                 self.connect(link);
+            }
+        }
+    }
+
+    /// Closes connections still in their handshake [`HANDSHAKE_MS_MAX`]
+    /// after they were opened.
+    fn close_slow_handshakes(&mut self, now: u64) {
+        for entry in self.slots.iter_mut().flatten() {
+            if entry.connection.role == Role::Handshake
+                && !entry.connection.closed
+                && now.saturating_sub(entry.opened_ms) > HANDSHAKE_MS_MAX
+            {
+                tracing::debug!("closing a connection that did not complete its handshake in time");
+                entry.connection.closed = true;
             }
         }
     }

@@ -12,12 +12,14 @@ use crossbeam_channel::TrySendError;
 
 use super::splice::Start;
 use super::{Handoff, Owner, PeerLink, RECONNECT_MS_MAX, SPLICE_BYTES_MIN, Shard};
+use crate::constants::HANDSHAKE_BYTES_MAX;
 use crate::net::codec::{self, PeerBody};
 use crate::server::ZeroCopy;
 use crate::server::connection::{Connection, Role};
 use crate::server::group::Outbound;
 use crate::server::metrics::PayloadPath;
 use crate::wire::client::{self as protocol, Hello, HelloResponse};
+use crate::wire::{FrameLength, frame_length};
 
 impl Shard {
     /// Opens our outgoing connection to a peer.
@@ -99,6 +101,16 @@ impl Shard {
 
     pub(super) fn process_hello(&mut self, slot: usize) -> Result<usize, String> {
         let entry = self.slots[slot].as_mut().expect("present");
+        // Checked before the frame is complete: nothing an unauthenticated
+        // peer claims may make this node hold more than a Hello's worth.
+        if let Ok(FrameLength::Complete { frame_bytes, .. }) =
+            frame_length(entry.connection.unread())
+            && frame_bytes > HANDSHAKE_BYTES_MAX
+        {
+            return Err(format!(
+                "a {frame_bytes}-byte frame before the handshake (limit {HANDSHAKE_BYTES_MAX})"
+            ));
+        }
         let Some(length) = Self::complete_frame(&entry.connection)? else {
             return Ok(0);
         };
@@ -111,13 +123,12 @@ impl Shard {
                 hello.protocol_version,
                 protocol::PROTOCOL_VERSION
             ))
-        } else if hello.cluster_id != self.settings.cluster_id {
-            Some(format!(
-                "cluster id {:?} does not match this node's {:?}",
-                hello.cluster_id, self.settings.cluster_id
-            ))
-        } else if hello.token != self.settings.token {
-            Some("wrong token".to_owned())
+        } else if hello.cluster_id != self.settings.cluster_id
+            || !same_secret(&hello.token, &self.settings.token)
+        {
+            // One answer for both, naming neither: a caller learns nothing
+            // about this node's cluster id or token from a refusal.
+            Some("wrong cluster id or token".to_owned())
         } else if hello.node_id != 0 && hello.cores != self.settings.cores {
             Some(format!(
                 "peer runs {} cores, this node {}: every node needs the same --cores",
@@ -356,5 +367,35 @@ impl Shard {
                 entry.connection.closed = true;
             }
         }
+    }
+}
+
+/// Compares two secrets in time that depends on their lengths only, not
+/// on where they first differ.
+fn same_secret(presented: &[u8], expected: &[u8]) -> bool {
+    let mut difference = u8::from(presented.len() != expected.len());
+    for position in 0..presented.len().max(expected.len()) {
+        let a = presented.get(position).copied().unwrap_or(0);
+        let b = expected.get(position).copied().unwrap_or(0);
+        difference |= a ^ b;
+    }
+    std::hint::black_box(difference) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_secret;
+
+    /// Equal secrets match; a different byte anywhere, or a different
+    /// length (a prefix too), does not.
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret(b"token", b"token"));
+        assert!(same_secret(b"", b""));
+        assert!(!same_secret(b"token", b"tokem"));
+        assert!(!same_secret(b"Token", b"token"));
+        assert!(!same_secret(b"tok", b"token"));
+        assert!(!same_secret(b"token\0", b"token"));
+        assert!(!same_secret(b"", b"token"));
     }
 }

@@ -1,0 +1,148 @@
+//! Hostile connections against a real 3-node cluster: what an
+//! unauthenticated caller can make a node hold, and for how long, while
+//! the cluster keeps committing.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::Cluster;
+use rast::constants::{FRAME_BYTES_MAX, HANDSHAKE_MS_MAX};
+
+/// Resident memory of process `pid`, in bytes.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.split_whitespace().next())
+        .and_then(|value| value.parse().ok())
+        .expect("VmRSS");
+    kib * 1024
+}
+
+/// Waits (until `deadline`) for the node to close `stream`: a read sees
+/// the end of the stream or a reset.
+fn closed_by_node(stream: &mut TcpStream, deadline: Instant) -> bool {
+    let mut buffer = [0u8; 64];
+    while Instant::now() < deadline {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        match stream.read(&mut buffer) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// Appends to log `log` in a loop until `stop`; counts acknowledgements.
+fn appender(
+    cluster: &Cluster,
+    log: &'static str,
+) -> (Arc<AtomicBool>, Arc<AtomicU64>, std::thread::JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let mut client = cluster.client();
+    let (stop_flag, count) = (Arc::clone(&stop), Arc::clone(&acknowledged));
+    let thread = std::thread::spawn(move || {
+        while !stop_flag.load(Ordering::Relaxed) {
+            if client
+                .append(log, &[b"still committing".as_slice()])
+                .is_ok()
+            {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    (stop, acknowledged, thread)
+}
+
+/// 1,000 connections that each claim a 16 MiB frame before any handshake:
+/// the node closes every one at once, its memory stays under 128 MiB,
+/// and the cluster keeps committing meanwhile. (Before the handshake
+/// limit, the node sized a receive buffer from each claimed length and
+/// waited for the bytes.)
+#[test]
+fn claimed_frames_before_the_handshake_cost_nothing() {
+    let cluster = Cluster::start("hostile-claims", 3, 1);
+    cluster.wait_for_leader("default", Duration::from_secs(20));
+    let (stop, acknowledged, thread) = appender(&cluster, "default");
+    let pid = cluster.pid(0).unwrap();
+    // One segment as large as a frame may be (16 MiB), claimed in 8 bytes.
+    let words = (FRAME_BYTES_MAX / 8 - 1) as u32;
+    let mut claim = Vec::new();
+    claim.extend_from_slice(&0u32.to_le_bytes());
+    claim.extend_from_slice(&words.to_le_bytes());
+    let mut streams = Vec::new();
+    for _ in 0..1_000 {
+        let mut stream = TcpStream::connect(&cluster.addresses[0]).unwrap();
+        stream.write_all(&claim).unwrap();
+        streams.push(stream);
+    }
+    // At once: well before the handshake time is up (which would close
+    // them too, but only after holding what they claimed that long).
+    let deadline = Instant::now() + Duration::from_millis(HANDSHAKE_MS_MAX / 2);
+    let open = streams
+        .iter_mut()
+        .map(|stream| closed_by_node(stream, deadline))
+        .filter(|closed| !closed)
+        .count();
+    let rss = rss_bytes(pid);
+    let before = acknowledged.load(Ordering::Relaxed);
+    // Still committing after the attack: another acknowledgement arrives.
+    let waited = Instant::now();
+    while acknowledged.load(Ordering::Relaxed) == before {
+        assert!(
+            waited.elapsed() < Duration::from_secs(20),
+            "no append acknowledged after the attack"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop.store(true, Ordering::Relaxed);
+    thread.join().unwrap();
+    println!(
+        "node 1: {} MiB resident after 1,000 claimed 16 MiB frames; {} appends acknowledged",
+        rss >> 20,
+        acknowledged.load(Ordering::Relaxed)
+    );
+    assert_eq!(open, 0, "connections the node left open");
+    assert!(rss < 128 << 20, "node 1 holds {} MiB", rss >> 20);
+}
+
+/// Connections that never send a Hello are closed once the handshake time
+/// is up.
+#[test]
+fn silent_connections_are_closed_after_the_handshake_time() {
+    let cluster = Cluster::start("hostile-silent", 3, 1);
+    cluster.wait_for_leader("default", Duration::from_secs(20));
+    let started = Instant::now();
+    let mut streams: Vec<TcpStream> = (0..200)
+        .map(|_| TcpStream::connect(&cluster.addresses[1]).unwrap())
+        .collect();
+    let deadline = started + Duration::from_millis(HANDSHAKE_MS_MAX) + Duration::from_secs(10);
+    for stream in &mut streams {
+        assert!(
+            closed_by_node(stream, deadline),
+            "a silent connection still open {:?} after it was made",
+            started.elapsed()
+        );
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(HANDSHAKE_MS_MAX),
+        "closed before the handshake time was up"
+    );
+    // A well-behaved client still gets in.
+    assert!(cluster.status(1, "default").is_some());
+}
