@@ -9,7 +9,7 @@
 //!
 //! ```text
 //!  server ──► raft, storage, net, kv, io
-//!  kv     ──► wire, types, constants        (pure: the state machine)
+//!  kv     ──► wire, types, constants, fail_stop (pure: the state machine)
 //!  storage ──► io, wire, types, constants
 //!  raft   ──► wire, types, random, constants (pure: no IO, no clock)
 //!  wire   ──► rast_capnp (generated), constants
@@ -24,6 +24,7 @@ pub mod bench;
 pub mod check;
 pub mod client;
 pub mod constants;
+pub mod fail_stop;
 pub mod io;
 pub mod kv;
 pub mod launch;

@@ -76,7 +76,6 @@ pub mod session;
 pub mod snapshot;
 
 use std::io::{Read, Write};
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 
 use crate::constants::{KEY_BYTES_MAX, SESSION_VALUE_BYTES_MAX, VALUE_BYTES_MAX};
@@ -282,7 +281,7 @@ impl StateMachine {
         command: &KvCommand,
     ) -> Result<KvResponse, ApplyError> {
         self.check_next(index)?;
-        let outcome = panic::catch_unwind(AssertUnwindSafe(|| self.apply_unguarded(command)));
+        let outcome = crate::fail_stop::contain(|| self.apply_unguarded(command));
         match outcome {
             Ok(response) => {
                 self.applied_index = index;

@@ -117,6 +117,7 @@ pub use crate::io::signal::stopping;
 /// Runs the server until SIGTERM or SIGINT.
 pub fn serve(settings: Settings) -> Result<(), ServerError> {
     validate(&settings)?;
+    crate::fail_stop::abort_on_panic();
     crate::storage::hard_state::create_dir_durably(&settings.data).map_err(|source| {
         ServerError::Io {
             what: format!("creating data directory {}", settings.data.display()),
