@@ -146,3 +146,48 @@ fn silent_connections_are_closed_after_the_handshake_time() {
     // A well-behaved client still gets in.
     assert!(cluster.status(1, "default").is_some());
 }
+
+/// Bytes of every file under `dir`.
+fn tree_bytes(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(metadata) = entry.metadata() else {
+            continue;
+        };
+        total += if metadata.is_dir() {
+            tree_bytes(&entry.path())
+        } else {
+            metadata.len()
+        };
+    }
+    total
+}
+
+/// 1,000 status, read and get calls with random log names are refused with
+/// a clear error and create no log: the data directory does not grow.
+/// (Any request used to create the log it named, a 64 MiB segment each.)
+#[test]
+fn requests_for_unknown_logs_create_nothing() {
+    let cluster = Cluster::start("hostile-names", 3, 1);
+    cluster.wait_for_leader("default", Duration::from_secs(20));
+    let before = tree_bytes(&cluster.data);
+    let client = cluster.client();
+    let mut random = rast::random::Random::new(7);
+    for call in 0..1_000 {
+        let name = format!("junk{:016x}", random.next_u64());
+        let address = &cluster.addresses[call % 3];
+        let error = client
+            .status_of(address, &name)
+            .expect_err("a status of a log never written");
+        assert!(
+            error.to_string().contains("no log named"),
+            "unclear refusal: {error}"
+        );
+    }
+    let after = tree_bytes(&cluster.data);
+    println!("data directory: {before} bytes before, {after} after 1,000 status calls");
+    assert!(
+        after <= before + (1 << 20),
+        "the data directory grew from {before} to {after} bytes"
+    );
+}

@@ -412,6 +412,11 @@ impl Shard {
         }
     }
 
+    /// Whether log `id` is open here, or closed for a reopening.
+    fn has_log(&self, id: LogId) -> bool {
+        self.groups.contains_key(&id) || self.reopening.iter().any(|(closed, _)| *closed == id)
+    }
+
     /// Connections open on this core.
     fn connections(&self) -> usize {
         self.slots.len() - self.free_slots.len()

@@ -102,6 +102,17 @@ impl Shard {
             self.out.error(reply, ErrorKind::Invalid, reason);
             return;
         }
+        let creates = matches!(request.body, RequestBody::Append | RequestBody::Write(_));
+        if !creates && !self.has_log(id) {
+            // Only a write creates a log: a status, read, tail or get of a
+            // name never written costs this node no file.
+            self.out.error(
+                reply,
+                ErrorKind::Invalid,
+                format!("no log named {name:?} on this node (a log is created by its first write)"),
+            );
+            return;
+        }
         let mut out = std::mem::take(&mut self.out);
         let metrics = Arc::clone(&self.metrics);
         match self.group(id, Some(name)) {
