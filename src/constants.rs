@@ -324,6 +324,17 @@ pub const SPLICE_BYTES_MIN: u64 = 64 * 1024;
 /// gone or cut off, and the group's other messages wait behind it.
 pub const SPLICE_STALL_MS: u64 = 2_000;
 
+/// Requests the metrics endpoint answers at once; a caller beyond them is
+/// told `503` without being read.
+pub const METRICS_CONNECTIONS_MAX: usize = 8;
+
+/// Longest request line the metrics endpoint reads (a `GET /metrics` line
+/// is a few dozen bytes).
+pub const METRICS_REQUEST_BYTES_MAX: usize = 8 * 1024;
+
+/// Milliseconds a metrics request may take to arrive and be answered.
+pub const METRICS_REQUEST_MS_MAX: u64 = 5_000;
+
 // ---- Server: groups (reads, snapshots, leadership) ----
 
 /// Bytes a group asks of its storage per read while it walks stored

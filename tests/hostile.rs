@@ -191,3 +191,42 @@ fn requests_for_unknown_logs_create_nothing() {
         "the data directory grew from {before} to {after} bytes"
     );
 }
+
+/// A scraper that sends its request a byte at a time, never finishing it,
+/// does not hold the metrics endpoint: another scrape is answered while it
+/// is still sending. (The endpoint once served one connection at a time,
+/// reading the request line without a bound.)
+#[test]
+fn a_slow_scraper_does_not_block_the_metrics_endpoint() {
+    let cluster = Cluster::start("hostile-metrics", 3, 1);
+    cluster.wait_for_leader("default", Duration::from_secs(20));
+    let address = cluster.metrics[0].clone();
+    let sending = Arc::new(AtomicBool::new(true));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (still_sending, stop_sending) = (Arc::clone(&sending), Arc::clone(&stop));
+    let (started, has_started) = std::sync::mpsc::channel();
+    let slow = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(address).unwrap();
+        for byte in 0..40 {
+            if stop_sending.load(Ordering::Relaxed) || stream.write_all(b"G").is_err() {
+                break;
+            }
+            if byte == 0 {
+                started.send(()).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        still_sending.store(false, Ordering::Relaxed);
+    });
+    // The slow scraper is connected and has begun its request.
+    has_started.recv().unwrap();
+    let value = cluster.metric(0, "rast_is_leader");
+    let answered_while_sending = sending.load(Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    slow.join().unwrap();
+    assert!(value.is_some(), "no answer from the metrics endpoint");
+    assert!(
+        answered_while_sending,
+        "the second scrape was answered only after the slow one gave up"
+    );
+}

@@ -18,10 +18,15 @@
 //! zero-copy data path drives to zero, and `rast bench` reports it.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::constants::{
+    METRICS_CONNECTIONS_MAX, METRICS_REQUEST_BYTES_MAX, METRICS_REQUEST_MS_MAX,
+};
 
 /// Upper bounds (µs) of the fsync latency histogram buckets.
 pub const SYNC_BUCKETS_US: [u64; 12] = [
@@ -381,37 +386,74 @@ fn render_payload(counters: &Counters, text: &mut String) {
     }
 }
 
-/// Serves `GET /metrics` on `address` from a thread of its own; returns
-/// once the socket is bound.
+/// Serves `GET /metrics` on `address`; returns once the socket is bound.
+///
+/// Each request is answered on a thread of its own, at most
+/// [`METRICS_CONNECTIONS_MAX`] at once (beyond that a caller gets `503`
+/// without being read); a request line longer than
+/// [`METRICS_REQUEST_BYTES_MAX`] or slower than [`METRICS_REQUEST_MS_MAX`]
+/// is dropped. A slow or hostile scraper cannot hold the endpoint.
 pub fn serve(address: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
     let listener = TcpListener::bind(address)?;
+    let active = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
         .name("rast-metrics".into())
         .spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
-                let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
-                let mut request_line = String::new();
-                let mut reader = BufReader::new(match stream.try_clone() {
-                    Ok(clone) => clone,
-                    Err(_) => continue,
-                });
-                if reader.read_line(&mut request_line).is_err() {
+                if active.fetch_add(1, Ordering::AcqRel) >= METRICS_CONNECTIONS_MAX {
+                    active.fetch_sub(1, Ordering::AcqRel);
+                    let _ = respond(&mut stream, "503 Service Unavailable", "busy\n");
                     continue;
                 }
-                let (status, body) = if request_line.starts_with("GET /metrics") {
-                    ("200 OK", metrics.render())
-                } else {
-                    ("404 Not Found", "try /metrics\n".to_owned())
-                };
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
+                let (metrics, finished) = (Arc::clone(&metrics), Arc::clone(&active));
+                let spawned = std::thread::Builder::new()
+                    .name("rast-metrics-request".into())
+                    .spawn(move || {
+                        answer(stream, &metrics);
+                        finished.fetch_sub(1, Ordering::AcqRel);
+                    });
+                if spawned.is_err() {
+                    active.fetch_sub(1, Ordering::AcqRel);
+                }
             }
         })?;
     Ok(())
+}
+
+/// Reads one request line (bounded in bytes and time) and answers it.
+fn answer(mut stream: std::net::TcpStream, metrics: &Metrics) {
+    let deadline = Instant::now() + Duration::from_millis(METRICS_REQUEST_MS_MAX);
+    let mut line = Vec::new();
+    let mut buffer = [0u8; 512];
+    while !line.contains(&b'\n') {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || line.len() > METRICS_REQUEST_BYTES_MAX {
+            return;
+        }
+        if stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => return,
+            Ok(read) => line.extend_from_slice(&buffer[..read]),
+        }
+    }
+    let (status, body) = if line.starts_with(b"GET /metrics") {
+        ("200 OK", metrics.render())
+    } else {
+        ("404 Not Found", "try /metrics\n".to_owned())
+    };
+    let _ = respond(&mut stream, status, &body);
+}
+
+fn respond(stream: &mut std::net::TcpStream, status: &str, body: &str) -> std::io::Result<()> {
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(METRICS_REQUEST_MS_MAX)));
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 #[cfg(test)]
