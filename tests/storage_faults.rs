@@ -296,17 +296,7 @@ fn crash_rounds(
         let cut = match &mut crash {
             Crash::Kill => None,
             Crash::Power(lazy) => {
-                let tear = match random.next_u64() % 3 {
-                    0 => None,
-                    1 => Some(Tear {
-                        sector: 512,
-                        seed: random.next_u64(),
-                    }),
-                    _ => Some(Tear {
-                        sector: 4096,
-                        seed: random.next_u64(),
-                    }),
-                };
+                let tear = Tear::draw(&mut random);
                 Some((&mut **lazy, tear, &mut report))
             }
         };

@@ -31,6 +31,21 @@ pub struct Tear {
     pub seed: u64,
 }
 
+impl Tear {
+    /// No tear a third of the time, else a tear at 512 B or at 4 KiB.
+    pub fn draw(random: &mut crate::random::Random) -> Option<Tear> {
+        let sector = match random.below(3) {
+            0 => return None,
+            1 => 512,
+            _ => 4096,
+        };
+        Some(Tear {
+            sector,
+            seed: random.next_u64(),
+        })
+    }
+}
+
 /// A mounted lazy filesystem.
 #[derive(Debug)]
 pub struct LazyMount {

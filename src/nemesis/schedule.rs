@@ -374,18 +374,10 @@ fn draw_power_cut(random: &mut Random, nodes: usize) -> Fault {
         }
         _ => (0..nodes).map(Target::Node).collect(),
     };
-    let tear = match random.below(3) {
-        0 => None,
-        1 => Some(Tear {
-            sector: 512,
-            seed: random.next_u64(),
-        }),
-        _ => Some(Tear {
-            sector: 4096,
-            seed: random.next_u64(),
-        }),
-    };
-    Fault::Power { targets, tear }
+    Fault::Power {
+        targets,
+        tear: Tear::draw(random),
+    }
 }
 
 /// A fault that makes the cluster elect a new leader.

@@ -741,6 +741,11 @@ mod tests {
         OsStr::new(text)
     }
 
+    /// A new file `text` in the root (pending until the root is synced).
+    fn file(model: &mut Model, text: &str) -> u64 {
+        model.make(ROOT, name(text), Kind::File, 0o644).unwrap().ino
+    }
+
     fn content(model: &Model, ino: u64) -> Vec<u8> {
         model.read(ino, 0, u64::MAX).unwrap()
     }
@@ -770,7 +775,7 @@ mod tests {
         #[test]
         fn a_file_reads_as_written_and_a_cut_restores_the_last_sync(ops in proptest::collection::vec(op(), 1..40)) {
             let (mut model, dir) = model();
-            let ino = model.make(ROOT, name("f"), Kind::File, 0o644).unwrap().ino;
+            let ino = file(&mut model, "f");
             model.sync(ROOT).unwrap();
             let mut current: Vec<u8> = Vec::new();
             let mut durable: Vec<u8> = Vec::new();
@@ -811,17 +816,11 @@ mod tests {
     #[test]
     fn a_name_is_durable_only_once_its_directory_is_synced() {
         let (mut model, dir) = model();
-        let kept = model
-            .make(ROOT, name("kept"), Kind::File, 0o644)
-            .unwrap()
-            .ino;
+        let kept = file(&mut model, "kept");
         model.write(kept, 0, b"data").unwrap();
         model.sync(kept).unwrap();
         model.sync(ROOT).unwrap();
-        let lost = model
-            .make(ROOT, name("lost"), Kind::File, 0o644)
-            .unwrap()
-            .ino;
+        let lost = file(&mut model, "lost");
         model.write(lost, 0, b"synced data, unsynced name").unwrap();
         model.sync(lost).unwrap();
         let report = model.power_cut(None);
@@ -835,16 +834,10 @@ mod tests {
     #[test]
     fn a_rename_is_undone_by_a_cut_until_the_directory_is_synced() {
         let (mut model, dir) = model();
-        let old = model
-            .make(ROOT, name("state"), Kind::File, 0o644)
-            .unwrap()
-            .ino;
+        let old = file(&mut model, "state");
         model.write(old, 0, b"old").unwrap();
         model.sync(old).unwrap();
-        let new = model
-            .make(ROOT, name("state.tmp"), Kind::File, 0o644)
-            .unwrap()
-            .ino;
+        let new = file(&mut model, "state.tmp");
         model.write(new, 0, b"new").unwrap();
         model.sync(new).unwrap();
         model.sync(ROOT).unwrap();
@@ -873,7 +866,7 @@ mod tests {
     #[test]
     fn a_torn_write_keeps_a_sector_aligned_prefix() {
         let (mut model, dir) = model();
-        let ino = model.make(ROOT, name("f"), Kind::File, 0o644).unwrap().ino;
+        let ino = file(&mut model, "f");
         model.write(ino, 0, &[1u8; 4096]).unwrap();
         model.sync(ino).unwrap();
         model.sync(ROOT).unwrap();
@@ -901,7 +894,7 @@ mod tests {
     #[test]
     fn an_unlinked_file_comes_back_unless_the_directory_was_synced() {
         let (mut model, dir) = model();
-        let ino = model.make(ROOT, name("f"), Kind::File, 0o644).unwrap().ino;
+        let ino = file(&mut model, "f");
         model.write(ino, 0, b"x").unwrap();
         model.sync(ino).unwrap();
         model.sync(ROOT).unwrap();
