@@ -49,10 +49,9 @@ use crate::constants::{MAELSTROM_ELECTION_MS, MAELSTROM_HEARTBEAT_MS};
 use crate::kv::{ReadQueue, StateMachine};
 use crate::maelstrom::protocol::{Envelope, body, code, error_body};
 use crate::raft::{self, Action, BatchSummary, Core, Membership, NodeSet, Restart, Role};
+use crate::storage;
 use crate::storage::memory::{MemoryLog, SyncMode};
-use crate::storage::{self, LogStorage, StorageError};
 use crate::types::{LogIndex, NodeId, Term};
-use crate::wire::{BatchView, WireError, split_frame};
 
 /// The time, as the runtime sees it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -401,39 +400,4 @@ impl Node {
             debug_assert!(running.actions.is_empty(), "every action executed");
         }
     }
-}
-
-/// Bytes asked of storage per read while walking batches.
-const READ_CHUNK_BYTES: usize = 1024 * 1024;
-
-/// Visits the stored batches from the one holding `from` while they end at
-/// or before `up_to`.
-fn visit_batches(
-    storage: &MemoryLog,
-    from: LogIndex,
-    up_to: LogIndex,
-    mut visit: impl FnMut(&BatchView<'_>, &[u8]) -> Result<(), WireError>,
-) -> Result<(), StorageError> {
-    let mut next = from.max(storage.first_index());
-    while next <= up_to.min(storage.last_index()) {
-        let read = storage.read(next, READ_CHUNK_BYTES)?;
-        let before = next;
-        let mut rest = read.bytes;
-        while let Some((frame, tail)) = split_frame(rest)? {
-            rest = tail;
-            let view = BatchView::parse(frame)?;
-            if view.last_index() < next {
-                continue;
-            }
-            if view.last_index() > up_to {
-                return Ok(());
-            }
-            visit(&view, frame)?;
-            next = view.last_index().next();
-        }
-        if next == before {
-            break;
-        }
-    }
-    Ok(())
 }

@@ -27,7 +27,7 @@ use crate::raft::{
     ProposeError, Restart, Role, RunLimits,
 };
 use crate::storage::segment::Reservation;
-use crate::storage::{self, LogStorage, StorageError};
+use crate::storage::{self, LogStorage, StorageError, visit_batches};
 use crate::types::{LogId, LogIndex, NodeId, Term};
 use crate::wire::client::{ErrorKind, ErrorReply, Response, ResponseBody};
 use crate::wire::{BatchKind, BatchMut, BatchView, WireError, encode_batch, split_frame};
@@ -41,7 +41,6 @@ pub mod snapshot;
 #[cfg(test)]
 mod tests;
 
-use crate::constants::READ_CHUNK_BYTES;
 pub use kv::KV_LOG;
 use replicate::{check_received, summary_of};
 
@@ -904,7 +903,7 @@ fn recovered_configs(
         if view.kind()? == BatchKind::Config {
             configs.push((view.first_index(), config_members(view)?));
         }
-        Ok(true)
+        Ok::<_, GroupError>(true)
     })?;
     Ok(configs)
 }
@@ -918,37 +917,7 @@ fn recovered_batches(
     let mut batches = Vec::new();
     visit_batches(storage, storage.first_index(), |view, _| {
         limits.push(&mut batches, Boundary::from(&summary_of(view)?));
-        Ok(true)
+        Ok::<_, GroupError>(true)
     })?;
     Ok(batches)
-}
-
-/// Visits the stored batches from the one holding `from` on, in order, while
-/// `visit` returns true.
-fn visit_batches(
-    storage: &dyn LogStorage,
-    from: LogIndex,
-    mut visit: impl FnMut(&BatchView<'_>, &[u8]) -> Result<bool, GroupError>,
-) -> Result<(), GroupError> {
-    let mut next = from.max(storage.first_index());
-    while next <= storage.last_index() {
-        let read = storage.read(next, READ_CHUNK_BYTES)?;
-        let before = next;
-        let mut rest = read.bytes;
-        while let Some((frame, tail)) = split_frame(rest)? {
-            rest = tail;
-            let view = BatchView::parse(frame)?;
-            if view.last_index() < next {
-                continue;
-            }
-            if !visit(&view, frame)? {
-                return Ok(());
-            }
-            next = view.last_index().next();
-        }
-        if next == before {
-            break;
-        }
-    }
-    Ok(())
 }

@@ -67,8 +67,9 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
+use crate::constants::READ_CHUNK_BYTES;
 use crate::types::{LogIndex, NodeId, Term};
-use crate::wire::WireError;
+use crate::wire::{BatchView, WireError, split_frame};
 
 /// The durable part of a Raft node's state (schema `HardState`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -468,4 +469,35 @@ pub trait LogStorage {
             "this store takes no reservations".into(),
         ))
     }
+}
+/// Visits the stored batches of `storage` from the one holding `from` on,
+/// in order, while `visit` returns true, reading [`READ_CHUNK_BYTES`] at a
+/// time. The one walk over stored batches of the daemon's groups and the
+/// Maelstrom node (applying, building AppendEntries, snapshots, replays).
+pub fn visit_batches<E: From<StorageError> + From<WireError>>(
+    storage: &dyn LogStorage,
+    from: LogIndex,
+    mut visit: impl FnMut(&BatchView<'_>, &[u8]) -> Result<bool, E>,
+) -> Result<(), E> {
+    let mut next = from.max(storage.first_index());
+    while next <= storage.last_index() {
+        let read = storage.read(next, READ_CHUNK_BYTES)?;
+        let before = next;
+        let mut rest = read.bytes;
+        while let Some((frame, tail)) = split_frame(rest)? {
+            rest = tail;
+            let view = BatchView::parse(frame)?;
+            if view.last_index() < next {
+                continue;
+            }
+            if !visit(&view, frame)? {
+                return Ok(());
+            }
+            next = view.last_index().next();
+        }
+        if next == before {
+            break;
+        }
+    }
+    Ok(())
 }

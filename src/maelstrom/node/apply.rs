@@ -8,9 +8,10 @@
 
 use serde_json::Value;
 
-use super::{Node, ReplyTo, visit_batches};
+use super::{Node, ReplyTo};
 use crate::kv::{ApplyError, Current, KvResponse, Refusal};
 use crate::maelstrom::protocol::{body, code, error_body, from_bytes};
+use crate::storage::{StorageError, visit_batches};
 use crate::types::{LogIndex, Term};
 use crate::wire::BatchKind;
 
@@ -26,9 +27,12 @@ impl Node {
         let mut failure = None;
         let from = running.machine.applied_index().next();
         let machine = &mut running.machine;
-        let walked = visit_batches(&running.storage, from, up_to, |view, _| {
+        let walked = visit_batches(&running.storage, from, |view, _| {
+            if view.last_index() > up_to {
+                return Ok::<_, StorageError>(false);
+            }
             if failure.is_some() {
-                return Ok(());
+                return Ok(true);
             }
             if let Err(error) =
                 machine.apply_batch(view, |index, response| answers.push((index, response)))
@@ -41,7 +45,7 @@ impl Node {
                 view.term(),
                 view.kind()?,
             ));
-            Ok(())
+            Ok(true)
         });
         if let Err(error) = walked {
             failure.get_or_insert(ApplyError::Stopped {

@@ -10,11 +10,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::Value;
 
-use super::{Node, visit_batches};
+use super::Node;
 use crate::maelstrom::protocol::{Envelope, body, code, error_body};
 use crate::net::codec::{self, PeerBody};
 use crate::raft::{self, Action, AppendEntries, BatchSummary, Body, Message, OutgoingBody};
 use crate::storage::memory::MemoryLog;
+use crate::storage::visit_batches;
 use crate::storage::{self, LogStorage, StorageError};
 use crate::types::LogId;
 use crate::wire::{BatchKind, WireError, encode_batch, split_frame};
@@ -234,22 +235,20 @@ impl Node {
         let mut summaries = Vec::new();
         let mut frames = Vec::new();
         if let OutgoingBody::AppendEntries(range) = message.body {
-            let collected = visit_batches(
-                &running.storage,
-                range.first_index,
-                range.last_index,
-                |view, frame| {
-                    summaries.push(BatchSummary {
-                        term: view.term(),
-                        first_index: view.first_index(),
-                        count: view.count(),
-                        bytes: view.len() as u32,
-                        kind: view.kind()?,
-                    });
-                    frames.extend_from_slice(frame);
-                    Ok(())
-                },
-            );
+            let collected = visit_batches(&running.storage, range.first_index, |view, frame| {
+                if view.last_index() > range.last_index {
+                    return Ok::<_, StorageError>(false);
+                }
+                summaries.push(BatchSummary {
+                    term: view.term(),
+                    first_index: view.first_index(),
+                    count: view.count(),
+                    bytes: view.len() as u32,
+                    kind: view.kind()?,
+                });
+                frames.extend_from_slice(frame);
+                Ok(true)
+            });
             if let Err(error) = collected {
                 tracing::error!(%error, "cannot read batches to send");
                 return;

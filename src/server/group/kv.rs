@@ -12,10 +12,11 @@
 
 use std::collections::BTreeMap;
 
-use super::{Group, Outbound, PendingAppend, ReplyTo, visit_batches};
+use super::{Group, GroupError, Outbound, PendingAppend, ReplyTo};
 use crate::constants::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use crate::kv::{Current, KvResponse, Refusal};
 use crate::raft::ReadError;
+use crate::storage::visit_batches;
 use crate::types::LogIndex;
 use crate::types::Term;
 use crate::wire::client::{
@@ -147,7 +148,7 @@ impl Group {
         let mut stopped = None;
         let walked = visit_batches(self.storage.as_ref(), from, |view, _| {
             if view.last_index() > up_to {
-                return Ok(false);
+                return Ok::<_, GroupError>(false);
             }
             let term = view.term();
             if let Err(error) = machine.apply_batch(view, |index, response| {

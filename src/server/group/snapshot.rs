@@ -496,12 +496,12 @@ pub fn log_after_snapshot(
         return Ok(Vec::new());
     }
     let mut batches = Vec::new();
-    super::visit_batches(storage, index.next(), |view, _| {
+    crate::storage::visit_batches(storage, index.next(), |view, _| {
         let summary = super::summary_of(view)?;
         if summary.last_index() > index {
             limits.push(&mut batches, Boundary::from(&summary));
         }
-        Ok(true)
+        Ok::<_, super::GroupError>(true)
     })
     .map_err(|error| error.to_string())?;
     if batches
