@@ -397,6 +397,14 @@ pub const IOVECS_MAX: usize = 1024;
 /// Bytes a splice pipe holds (`F_SETPIPE_SZ`; the kernel may round up).
 pub const PIPE_BYTES: usize = 1024 * 1024;
 
+// ---- Simulator ----
+
+/// Steps the simulator's exact linearizability search may take, per run
+/// of a log and per key of the key-value store: deterministic (no
+/// wall-clock limit), enough for the histories of a default run, which
+/// mostly finish in far fewer.
+pub const SIM_SEARCH_STEPS_MAX: u64 = 200_000;
+
 const _: () = assert!(FRAME_BYTES_MAX.is_multiple_of(WORD_BYTES));
 const _: () = assert!(INBOX_BYTES_MAX >= FRAME_BYTES_MAX);
 const _: () =

@@ -24,13 +24,9 @@ use crate::check::history::{EventKind, History, ProcessId};
 use crate::check::linearizable::check_log;
 use crate::check::log::{LogOp, NodeLog, check};
 use crate::check::wgl::{Budget, Verdict};
+use crate::constants::SIM_SEARCH_STEPS_MAX;
 use crate::sim::checker::{Checker, HistoryEntry, Operation, Outcome, Violation};
 use crate::types::{LogIndex, NodeId};
-
-/// Steps the exact linearizability search may take per run: deterministic
-/// (no wall-clock limit), enough for the histories of a default run, which
-/// mostly finish in far fewer.
-const SEARCH_STEPS_MAX: u64 = 200_000;
 
 /// What the checkers concluded about a history that broke nothing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -70,7 +66,7 @@ pub fn check_history(checker: &Checker, exact: bool) -> Result<HistoryVerdict, V
             linearizable: false,
         });
     }
-    let search = check_log(&operations, &Budget::steps(SEARCH_STEPS_MAX));
+    let search = check_log(&operations, &Budget::steps(SIM_SEARCH_STEPS_MAX));
     match search.verdict {
         Verdict::NotLinearizable(dead_end) => Err(Violation {
             property: "linearizability (check::linearizable)",

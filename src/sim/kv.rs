@@ -23,6 +23,7 @@
 use crate::check::history::{EventKind, History, ProcessId};
 use crate::check::linearizable::{FailedCas, KvOp, check_kv};
 use crate::check::wgl::{Budget, Verdict};
+use crate::constants::SIM_SEARCH_STEPS_MAX;
 use crate::kv::{KvResponse, StateMachine};
 use crate::sim::checker::Violation;
 
@@ -30,8 +31,6 @@ use crate::sim::checker::Violation;
 pub const KEYS: u64 = 3;
 /// A client gives up on an operation after this long (outcome unknown).
 pub const GIVE_UP_MS: u64 = 1_500;
-/// Steps the linearizability search may take per key.
-const SEARCH_STEPS_MAX: u64 = 200_000;
 
 /// The outcome of a key-value operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,7 +147,7 @@ pub fn check(entries: &[KvEntry]) -> Result<KvVerdict, Violation> {
     let search = check_kv(
         &operations,
         FailedCas::CompareMismatch,
-        &Budget::steps(SEARCH_STEPS_MAX),
+        &Budget::steps(SIM_SEARCH_STEPS_MAX),
     );
     if let Verdict::NotLinearizable(dead_end) = &search.verdict {
         return Err(Violation {
