@@ -267,6 +267,16 @@ pub const HANDSHAKE_MS_MAX: u64 = 5_000;
 /// one accepted beyond it is closed at once.
 pub const CONNECTIONS_PER_CORE_MAX: usize = 4096;
 
+/// TCP keepalive of every connection: first probe after this many idle
+/// seconds, then one every [`KEEPALIVE_INTERVAL_SECS`], and the connection
+/// is dropped after [`KEEPALIVE_PROBES`] unanswered: a vanished peer or
+/// client is noticed within about two minutes.
+pub const KEEPALIVE_IDLE_SECS: u32 = 60;
+/// See [`KEEPALIVE_IDLE_SECS`].
+pub const KEEPALIVE_INTERVAL_SECS: u32 = 10;
+/// See [`KEEPALIVE_IDLE_SECS`].
+pub const KEEPALIVE_PROBES: u32 = 6;
+
 /// After `accept` fails for want of descriptors (EMFILE, ENFILE), the next
 /// accept waits this long instead of failing again at once.
 pub const ACCEPT_BACKOFF_MS: u64 = 100;

@@ -7,7 +7,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd};
 
-use crate::constants::PIPE_BYTES;
+use crate::constants::{
+    KEEPALIVE_IDLE_SECS, KEEPALIVE_INTERVAL_SECS, KEEPALIVE_PROBES, PIPE_BYTES,
+};
 use nix::sys::socket::{
     AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, bind, listen, setsockopt, socket,
     sockopt,
@@ -41,11 +43,12 @@ pub fn tcp_socket(address: SocketAddr) -> io::Result<File> {
         None,
     )?;
     setsockopt(&socket, sockopt::TcpNoDelay, &true)?;
+    keep_alive(&socket)?;
     Ok(File::from(socket))
 }
 
-/// Takes ownership of a descriptor an accept completion returned, and
-/// turns off Nagle's algorithm on it.
+/// Takes ownership of a descriptor an accept completion returned, turns off
+/// Nagle's algorithm on it and turns on TCP keepalive.
 pub fn adopt_socket(fd: i32) -> File {
     assert!(fd >= 0, "adopt_socket of an error result");
     // SAFETY: the kernel just created this descriptor for us (an accept
@@ -54,7 +57,20 @@ pub fn adopt_socket(fd: i32) -> File {
     if let Err(error) = setsockopt(&owned, sockopt::TcpNoDelay, &true) {
         tracing::debug!(%error, "TCP_NODELAY on an accepted socket");
     }
+    if let Err(error) = keep_alive(&owned) {
+        tracing::debug!(%error, "TCP keepalive on an accepted socket");
+    }
     File::from(owned)
+}
+
+/// TCP keepalive: a peer or client that vanished without a word (its
+/// machine lost power, a link went down) is noticed and its connection
+/// closed, instead of being kept for good.
+fn keep_alive(socket: &OwnedFd) -> nix::Result<()> {
+    setsockopt(socket, sockopt::KeepAlive, &true)?;
+    setsockopt(socket, sockopt::TcpKeepIdle, &KEEPALIVE_IDLE_SECS)?;
+    setsockopt(socket, sockopt::TcpKeepInterval, &KEEPALIVE_INTERVAL_SECS)?;
+    setsockopt(socket, sockopt::TcpKeepCount, &KEEPALIVE_PROBES)
 }
 
 fn family(address: SocketAddr) -> AddressFamily {
@@ -75,4 +91,40 @@ pub fn splice_pipe() -> io::Result<(File, File)> {
         tracing::debug!(%error, "F_SETPIPE_SZ; keeping the default pipe size");
     }
     Ok((File::from(read), File::from(write)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsFd, IntoRawFd};
+
+    use nix::sys::socket::{getsockopt, sockopt};
+
+    use super::*;
+
+    /// Accepted and dialled sockets both probe a silent other end.
+    #[test]
+    fn sockets_keep_alive() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let dialled = tcp_socket(address).unwrap();
+        let _client = std::net::TcpStream::connect(address).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let accepted = adopt_socket(accepted.into_raw_fd());
+        for socket in [&accepted, &dialled] {
+            let fd = socket.as_fd();
+            assert!(getsockopt(&fd, sockopt::KeepAlive).unwrap());
+            assert_eq!(
+                getsockopt(&fd, sockopt::TcpKeepIdle).unwrap(),
+                KEEPALIVE_IDLE_SECS
+            );
+            assert_eq!(
+                getsockopt(&fd, sockopt::TcpKeepInterval).unwrap(),
+                KEEPALIVE_INTERVAL_SECS
+            );
+            assert_eq!(
+                getsockopt(&fd, sockopt::TcpKeepCount).unwrap(),
+                KEEPALIVE_PROBES
+            );
+        }
+    }
 }
