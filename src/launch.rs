@@ -325,8 +325,28 @@ impl Drop for Processes {
     }
 }
 
-/// A loopback address (`127.0.0.1:port`) nobody listens on right now.
+/// A loopback address (`127.0.0.1:port`) nobody listens on right now, and
+/// never handed out before by this process: clusters started side by side
+/// (tests run in parallel threads) pick their ports before their nodes
+/// bind them, and the kernel may offer a port it just offered again.
 pub fn free_loopback_address() -> io::Result<String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.to_string())
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for _ in 0..FREE_PORT_ATTEMPTS {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let address = listener.local_addr()?;
+        if !handed_out.contains(&address.port()) {
+            handed_out.push(address.port());
+            return Ok(address.to_string());
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        "no loopback port left that this process has not handed out",
+    ))
 }
+
+/// Tries at finding a loopback port not handed out before.
+const FREE_PORT_ATTEMPTS: usize = 1000;
