@@ -2,7 +2,6 @@
 //! with zeros, synced, all through the ring, before the active one fills)
 //! and the hard state's replacement; see the module docs of `segment`.
 
-use std::cell::OnceCell;
 use std::fs::{self, File};
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -15,7 +14,7 @@ use super::{SegmentLog, TEMP_SUFFIX, c_path, no_space_or, sync_unless_planted};
 use crate::io::{Link, OpId, Ring};
 use crate::storage::hard_state;
 use crate::storage::planted::StorageBug;
-use crate::storage::{HardState, StorageError, unix_now_ms};
+use crate::storage::{HardState, StorageError};
 use crate::types::LogIndex;
 
 /// A segment file made ahead of its roll, all through the ring: created
@@ -232,21 +231,14 @@ impl SegmentLog {
             prepared.discard(&mut ring);
             return Ok(None);
         }
-        Ok(Some(Segment {
-            id: self.take_segment_id(),
+        Ok(Some(Segment::empty(
+            self.take_segment_id(),
             first,
-            last: first.prev(),
-            named: false,
-            path: prepared.path,
-            file: prepared.file.expect("a prepared file is open"),
-            file_bytes: self.options.segment_bytes,
-            end: 0,
-            written: 0,
-            batches: Vec::new(),
-            dense_from: 0,
-            map: OnceCell::new(),
-            modified_ms: unix_now_ms(),
-        }))
+            false,
+            prepared.path,
+            prepared.file.expect("a prepared file is open"),
+            self.options.segment_bytes,
+        )))
     }
 
     /// Makes the next segment's file ahead once the active segment is half

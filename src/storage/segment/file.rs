@@ -12,7 +12,7 @@ use bytes::Bytes;
 use super::{INDEX_STRIDE_BYTES, SegmentLog};
 use crate::io::Mapping;
 use crate::storage::record::{self, RecordMeta};
-use crate::storage::{FileSpan, ReadRange, StorageError};
+use crate::storage::{FileSpan, ReadRange, StorageError, unix_now_ms};
 use crate::types::{LogIndex, Term};
 
 /// One batch in a segment's index.
@@ -55,6 +55,34 @@ pub(super) struct Segment {
 }
 
 impl Segment {
+    /// A new, empty segment whose first entry will be `first`, in `file`
+    /// (preallocated to `file_bytes`) at `path`; `named` once `path` is its
+    /// real name rather than a temporary one.
+    pub(super) fn empty(
+        id: u64,
+        first: LogIndex,
+        named: bool,
+        path: PathBuf,
+        file: Rc<File>,
+        file_bytes: u64,
+    ) -> Self {
+        Self {
+            id,
+            first,
+            last: first.prev(),
+            named,
+            path,
+            file,
+            file_bytes,
+            end: 0,
+            written: 0,
+            batches: Vec::new(),
+            dense_from: 0,
+            map: OnceCell::new(),
+            modified_ms: unix_now_ms(),
+        }
+    }
+
     /// The batch holding `index` (which the segment must hold).
     pub(super) fn position(&self, index: LogIndex) -> usize {
         let delta = index.get() - self.first.get();

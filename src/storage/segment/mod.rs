@@ -100,7 +100,7 @@ use crate::storage::planted::{self, StorageBug};
 use crate::storage::record::{self, RecordMeta};
 use crate::storage::{
     Checksum, Durability, FileSpan, HardState, LogStorage, ReadRange, Reserve, SegmentInfo,
-    StorageError, check_stored, unix_ms, unix_now_ms,
+    StorageError, check_stored, unix_ms,
 };
 use crate::types::{LogIndex, Term};
 
@@ -445,21 +445,14 @@ impl SegmentLog {
         }
         file.sync_all()
             .map_err(|error| StorageError::io("fsync", &temp, error))?;
-        Ok(Segment {
-            id: self.take_segment_id(),
+        Ok(Segment::empty(
+            self.take_segment_id(),
             first,
-            last: first.prev(),
-            named: false,
-            path: temp,
-            file: Rc::new(file),
-            file_bytes: self.options.segment_bytes,
-            end: 0,
-            written: 0,
-            batches: Vec::new(),
-            dense_from: 0,
-            map: OnceCell::new(),
-            modified_ms: unix_now_ms(),
-        })
+            false,
+            temp,
+            Rc::new(file),
+            self.options.segment_bytes,
+        ))
     }
 
     /// Gives a new segment its real name, durably.
@@ -759,21 +752,14 @@ impl LogStorage for SegmentLog {
         if !planted::is_planted(StorageBug::NoNewSegmentDirectorySync) {
             sync_directory(&self.dir)?;
         }
-        let segment = Segment {
-            id: self.take_segment_id(),
-            first: next,
-            last: next.prev(),
-            named: true,
+        let segment = Segment::empty(
+            self.take_segment_id(),
+            next,
+            true,
             path,
-            file: Rc::new(file),
-            file_bytes: self.options.segment_bytes,
-            end: 0,
-            written: 0,
-            batches: Vec::new(),
-            dense_from: 0,
-            map: OnceCell::new(),
-            modified_ms: unix_now_ms(),
-        };
+            Rc::new(file),
+            self.options.segment_bytes,
+        );
         self.segments.push_back(segment);
         self.terms.clear();
         self.durability.index = next.prev();
