@@ -31,6 +31,9 @@ pub struct Mounted {
     mountpoint: PathBuf,
     model: Arc<Mutex<Model>>,
     session: Option<BackgroundSession>,
+    /// The mount's FUSE connection (its device minor), read when it is
+    /// mounted: after a power off its own requests fail, a `stat` too.
+    connection: Option<u64>,
 }
 
 impl Mounted {
@@ -40,6 +43,7 @@ impl Mounted {
             mountpoint: mountpoint.to_path_buf(),
             model,
             session: None,
+            connection: None,
         };
         mounted.mount()?;
         Ok(mounted)
@@ -76,15 +80,16 @@ impl Mounted {
             Config::default(),
         )?;
         self.session = Some(session.spawn()?);
+        self.connection = std::fs::metadata(&self.mountpoint)
+            .ok()
+            .map(|metadata| nix::sys::stat::minor(metadata.dev()));
         Ok(())
     }
 
     /// Detaches the mount and aborts its connection. Errors are reported,
     /// not fatal: the mount may already be gone.
     fn unmount(&mut self) -> io::Result<()> {
-        let connection = std::fs::metadata(&self.mountpoint)
-            .ok()
-            .map(|metadata| nix::sys::stat::minor(metadata.dev()));
+        let connection = self.connection.take();
         let detached =
             nix::mount::umount2(&self.mountpoint, MntFlags::MNT_DETACH).map_err(|errno| {
                 io::Error::other(format!("unmounting {}: {errno}", self.mountpoint.display()))
