@@ -171,6 +171,12 @@ pub(crate) enum Fault {
 struct Faults {
     armed: Vec<(Fault, i32)>,
     ops: Vec<(OpId, i32)>,
+    /// fdatasync completions are held back ([`Ring::hold_syncs`]).
+    hold_syncs: bool,
+    /// fdatasyncs issued while holding: their completions are held.
+    syncs: Vec<OpId>,
+    /// Held completions, reaped once the hold ends.
+    held: Vec<(OpId, i32)>,
 }
 
 impl std::fmt::Debug for Ring {
@@ -294,7 +300,12 @@ impl Ring {
             .build();
         let op = self.push(entry, Self::keep_file(file), link)?;
         #[cfg(test)]
-        self.arm_fault(Fault::Fdatasync, op);
+        {
+            self.arm_fault(Fault::Fdatasync, op);
+            if self.faults.hold_syncs {
+                self.faults.syncs.push(op);
+            }
+        }
         Ok(op)
     }
 
@@ -318,6 +329,15 @@ impl Ring {
     #[cfg(test)]
     pub(crate) fn inject(&mut self, fault: Fault, result: i32) {
         self.faults.armed.push((fault, result));
+    }
+
+    /// Test hook: while `hold` is set, the completions of fdatasyncs
+    /// issued meanwhile are held back, so they look in flight however fast
+    /// the disk is (a slow fdatasync, made deterministic); the first `reap`
+    /// after the hold ends reports them.
+    #[cfg(test)]
+    pub(crate) fn hold_syncs(&mut self, hold: bool) {
+        self.faults.hold_syncs = hold;
     }
 
     #[cfg(test)]
@@ -581,21 +601,34 @@ impl Ring {
             faults,
         } = self;
         let mut reaped = 0;
-        for entry in uring.completion() {
-            if entry.user_data() == USER_DATA_CANCEL {
-                continue;
-            }
+        #[cfg(test)]
+        let held = if faults.hold_syncs {
+            Vec::new()
+        } else {
+            std::mem::take(&mut faults.held)
+        };
+        #[cfg(not(test))]
+        let held: [(OpId, i32); 0] = [];
+        let arrived = uring
+            .completion()
+            .filter(|entry| entry.user_data() != USER_DATA_CANCEL)
+            .map(|entry| (OpId(entry.user_data()), entry.result()));
+        for (op, result) in held.into_iter().chain(arrived) {
+            #[cfg(test)]
+            let result = {
+                if faults.hold_syncs && faults.syncs.contains(&op) {
+                    faults.held.push((op, result));
+                    continue;
+                }
+                faults.syncs.retain(|sync| *sync != op);
+                match faults.ops.iter().position(|(faulty, _)| *faulty == op) {
+                    Some(at) => faults.ops.remove(at).1,
+                    None => result,
+                }
+            };
             reaped += 1;
             *in_flight -= 1;
             *reaped_unwaited += 1;
-            let op = OpId(entry.user_data());
-            #[cfg(test)]
-            let result = match faults.ops.iter().position(|(faulty, _)| *faulty == op) {
-                Some(at) => faults.ops.remove(at).1,
-                None => entry.result(),
-            };
-            #[cfg(not(test))]
-            let result = entry.result();
             match complete(slots, free, op, result) {
                 Completed::Report => ready.push(op),
                 Completed::Kept => {}
