@@ -43,8 +43,8 @@
 //! * **Answers** ([`reply`]): responses as client-protocol bodies, for the
 //!   server.
 
-//! # How a runtime drives it (the server's groups; `src/maelstrom/node.rs`
-//! does exactly this)
+//! # How a runtime drives it (the server's groups, which the Maelstrom node
+//! runs too)
 //!
 //! 1. **Propose.** Build each client write as a `KvCommand` with
 //!    `time_ms` set to the leader's wall clock now (overwrite whatever the

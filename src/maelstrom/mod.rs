@@ -1,5 +1,6 @@
-//! A Maelstrom node: the same Raft core and key-value state machine as the
-//! server, with Maelstrom's JSON-over-stdio network as the transport, and a
+//! A Maelstrom node: the server's own group (Raft core, key-value state
+//! machine, the code that carries out the core's actions), with Maelstrom's
+//! JSON-over-stdio network as the transport, and a
 //! local harness that plays Maelstrom's part (lin-kv clients, a network
 //! that drops, delays and partitions, a linearizability check).
 //!

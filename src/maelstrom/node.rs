@@ -1,5 +1,7 @@
-//! One Maelstrom node: the Raft core, an in-memory log and the key-value
-//! state machine, with Maelstrom's network as the transport.
+//! One Maelstrom node: the daemon's own replica ([`Group`] over the `kv`
+//! log: the Raft core, the key-value state machine, the read queue, the
+//! pending writes) over an in-memory log, with Maelstrom's network as the
+//! transport.
 //!
 //! Pure like the core: the caller feeds it lines and ticks with the time and
 //! collects the lines it wants written ([`Node::take_output`], which also
@@ -9,14 +11,21 @@
 //!
 //! ```text
 //!  client cN ──read/write/cas──► any node ──(not leader)──forward──► leader
-//!                                   ▲                                 │ propose / read_index
-//!                                   └────────────forward_ok───────────┤ apply / ReadReady
+//!                                   ▲                                 │ Group::get / Group::write
+//!                                   └────────────forward_ok───────────┤ the group's answer frames
 //!  client cN ◄──read_ok/write_ok/cas_ok/error── the node asked ◄──────┘
-//!  node ◄──raft{data: base64(PeerMessage frame ‖ batch frames)}──► node
+//!  node ◄──raft{data: base64(PeerMessage frame ‖ batch frames)}──► node  (Group::step / its Outbound)
 //! ```
 //!
+//! Why the daemon's replica and not a driver of its own: every action the
+//! core asks for (append, send, apply, answer) is carried out by the very
+//! code `rast serve` runs, so Maelstrom's checkers judge the server's glue,
+//! not a copy of it. This module only translates: Maelstrom requests into
+//! the group's calls, its answer frames into Maelstrom answers, its peer
+//! frames into `raft` messages.
+//!
 //! * **Writes** (`write`, `cas`) become one `KvCommand` entry in a `kv`
-//!   batch, stamped with the leader's wall clock (log time); the answer is
+//!   batch, stamped with this node's wall clock (log time); the answer is
 //!   sent when the entry is applied. If another entry was committed at its
 //!   index, it was never committed: error 11 (definite). If nothing is
 //!   known within [`MAELSTROM_REQUEST_TIMEOUT_MS`], error 0 (indefinite).
@@ -32,26 +41,29 @@
 //!   and applied index, for the test harness.
 //!
 //! `Node`, its set-up and its output are here; the rest is one module per
-//! kind of input: `requests` (clients), `peers` (Raft messages and the
-//! core's actions) and `apply` (committed entries, answers, deadlines).
+//! direction: `requests` (clients in), `peers` (Raft messages in and out)
+//! and `answers` (the group's answers out, and deadlines).
 //!
 //! [`MAELSTROM_REQUEST_TIMEOUT_MS`]: crate::constants::MAELSTROM_REQUEST_TIMEOUT_MS
 
-mod apply;
+mod answers;
 mod peers;
 mod requests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use serde_json::Value;
 
 use crate::constants::{MAELSTROM_ELECTION_MS, MAELSTROM_HEARTBEAT_MS};
-use crate::kv::{ReadQueue, StateMachine};
+use crate::kv::StateMachine;
 use crate::maelstrom::protocol::{Envelope, body, code, error_body};
-use crate::raft::{self, Action, BatchSummary, Core, Membership, NodeSet, Restart, Role};
-use crate::storage;
+use crate::raft::{self, BatchSummary, Role};
+use crate::server::group::{Group, KV_LOG, Outbound};
 use crate::storage::memory::{MemoryLog, SyncMode};
-use crate::types::{LogIndex, NodeId, Term};
+use crate::types::{LogId, NodeId};
+
+/// Rounds of `Group::turn` that end a turn (see [`Node::take_output`]).
+const TURN_ROUNDS: usize = 3;
 
 /// The time, as the runtime sees it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -72,20 +84,23 @@ enum ReplyTo {
     Forwarded { node: String, forward_id: u64 },
 }
 
-/// A write waiting for its entry to be applied.
-#[derive(Clone, Debug)]
-struct PendingWrite {
-    term: Term,
-    reply: ReplyTo,
-    deadline_ms: u64,
-    cas: bool,
+/// What a request asked for: how its answer reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Asking {
+    Read,
+    Write,
+    Cas,
 }
 
-/// A linearizable read waiting for its round and the apply.
+/// A request handed to the group, waiting for its answer.
 #[derive(Clone, Debug)]
-struct PendingRead {
-    key: Vec<u8>,
+struct Asked {
     reply: ReplyTo,
+    asking: Asking,
+    deadline_ms: u64,
+    /// The group took it on (an answer from now on comes from what was
+    /// committed, not from a refusal up front).
+    taken: bool,
 }
 
 /// A client request this node forwarded to the leader.
@@ -101,23 +116,15 @@ struct Running {
     me: String,
     ids: Vec<String>,
     id: NodeId,
-    core: Core,
-    storage: MemoryLog,
-    machine: StateMachine,
-    actions: Vec<Action>,
-    durable_index: LogIndex,
-    durable_hard_state: storage::HardState,
-    /// Writes by (index, term proposed in): after a truncation the same
-    /// index may be proposed again in a later term while the earlier
-    /// proposal still waits for its answer.
-    writes: BTreeMap<(LogIndex, Term), PendingWrite>,
-    reads: ReadQueue<PendingRead>,
+    group: Group,
+    /// Requests in the group, by the request id the group answers with.
+    asked: HashMap<u64, Asked>,
+    next_request_id: u64,
     forwards: HashMap<u64, Forward>,
     next_forward_id: u64,
     summaries: Vec<BatchSummary>,
-    /// Why this node stopped applying (the state machine failed, or the
-    /// log storage did).
-    failed: Option<String>,
+    /// What the group wants sent, collected during a call.
+    out: Outbound,
 }
 
 /// A Maelstrom node. See the module docs.
@@ -138,8 +145,8 @@ impl std::fmt::Debug for Node {
         if let Some(running) = &self.running {
             debug
                 .field("me", &running.me)
-                .field("role", &running.core.role())
-                .field("term", &running.core.term());
+                .field("role", &running.group.core().role())
+                .field("term", &running.group.core().term());
         }
         debug.finish_non_exhaustive()
     }
@@ -170,17 +177,18 @@ impl Node {
     /// Ends a turn (the lines handled since the last call) and returns the
     /// lines to write to stdout, in order. The turn's writes are sent to
     /// the other nodes here, together: one `raft` message per peer rather
-    /// than one per write (see `Core::replicate`).
+    /// than one per write (see `Core::replicate`), and what the in-memory
+    /// log made durable is fed back.
     pub fn take_output(&mut self) -> Vec<String> {
         if let Some(running) = self.running.as_mut() {
-            let mut actions = std::mem::take(&mut running.actions);
-            running.core.replicate(&mut actions);
-            let sends = !actions.is_empty();
-            running.actions = actions;
-            if sends {
-                self.execute(None, None);
+            // Durability fed back may queue writes (a follower's answer
+            // needs none, a new leader's no-op does) that the next round
+            // makes durable: with an immediate disk, three rounds settle.
+            for _ in 0..TURN_ROUNDS {
+                running.group.turn(&mut running.out);
             }
         }
+        self.deliver();
         std::mem::take(&mut self.output)
     }
 
@@ -191,12 +199,16 @@ impl Node {
 
     /// The core's role, once initialized.
     pub fn role(&self) -> Option<Role> {
-        self.running.as_ref().map(|running| running.core.role())
+        self.running
+            .as_ref()
+            .map(|running| running.group.core().role())
     }
 
     /// The state machine, once initialized.
     pub fn machine(&self) -> Option<&StateMachine> {
-        self.running.as_ref().map(|running| &running.machine)
+        self.running
+            .as_ref()
+            .and_then(|running| running.group.kv_machine())
     }
 
     /// One line from stdin. A line that is not a message is logged and
@@ -207,20 +219,17 @@ impl Node {
             Ok(envelope) => self.handle(&envelope),
             Err(error) => tracing::warn!(%error, "dropping a line that is not a message"),
         }
-        self.after_input();
+        self.deliver();
     }
 
     /// Time passes: the core's timers, request deadlines.
     pub fn tick(&mut self, now: Now) {
         self.now = now;
         if let Some(running) = self.running.as_mut() {
-            let mut actions = std::mem::take(&mut running.actions);
-            running.core.tick(now.monotonic_ms, &mut actions);
-            running.actions = actions;
-            self.execute(None, None);
+            running.group.tick(now.monotonic_ms, &mut running.out);
+            self.deliver();
             self.expire_requests();
         }
-        self.after_input();
     }
 
     fn handle(&mut self, envelope: &Envelope) {
@@ -307,51 +316,51 @@ impl Node {
     }
 
     fn start(&self, me: &str, ids: Vec<String>, position: usize) -> Result<Running, String> {
-        let voters: Vec<NodeId> = (1..=ids.len() as u64).map(NodeId).collect();
-        let voters = NodeSet::from_ids(&voters).ok_or_else(|| {
-            format!(
+        if ids.len() > crate::constants::NODES_MAX {
+            return Err(format!(
                 "{} nodes (limit {})",
                 ids.len(),
                 crate::constants::NODES_MAX
-            )
-        })?;
+            ));
+        }
+        let voters: Vec<NodeId> = (1..=ids.len() as u64).map(NodeId).collect();
         let id = NodeId(position as u64 + 1);
         let mut config = raft::Config::new(id, self.seed);
         config.timeout_ms_election = MAELSTROM_ELECTION_MS;
         config.interval_ms_heartbeat = MAELSTROM_HEARTBEAT_MS;
-        let restart = Restart {
-            hard_state: raft::HardState::default(),
-            snapshot_index: LogIndex::ZERO,
-            snapshot_term: Term::ZERO,
-            membership: Membership {
-                voters,
-                ..Membership::default()
-            },
-            batches: &[],
-            now_ms: self.now.monotonic_ms,
-        };
+        let addresses = voters
+            .iter()
+            .zip(&ids)
+            .map(|(voter, name)| (*voter, name.clone()))
+            .collect();
         #[allow(unused_mut)]
-        let mut machine = StateMachine::new();
+        let mut group = Group::open(
+            LogId::from_name(KV_LOG),
+            KV_LOG.to_owned(),
+            config,
+            &voters,
+            addresses,
+            Box::new(MemoryLog::new(SyncMode::Immediate)),
+            self.now.monotonic_ms,
+        )
+        .map_err(|error| error.to_string())?;
         #[cfg(any(test, feature = "planted-bugs"))]
-        if let Some(prepare) = self.prepare_machine {
-            prepare(&mut machine);
+        if let Some(prepare) = self.prepare_machine
+            && let Some(machine) = group.kv_machine_mut()
+        {
+            prepare(machine);
         }
         Ok(Running {
             me: me.to_owned(),
             ids,
             id,
-            core: Core::new(config, &restart),
-            storage: MemoryLog::new(SyncMode::Immediate),
-            machine,
-            actions: Vec::with_capacity(crate::constants::ACTIONS_PER_STEP_MAX),
-            durable_index: LogIndex::ZERO,
-            durable_hard_state: storage::HardState::default(),
-            writes: BTreeMap::new(),
-            reads: ReadQueue::new(),
+            group,
+            asked: HashMap::new(),
+            next_request_id: 1,
             forwards: HashMap::new(),
             next_forward_id: 1,
             summaries: Vec::new(),
-            failed: None,
+            out: Outbound::default(),
         })
     }
 
@@ -393,11 +402,5 @@ impl Node {
             body: message,
         };
         self.output.push(envelope.to_line());
-    }
-
-    fn after_input(&mut self) {
-        if let Some(running) = &self.running {
-            debug_assert!(running.actions.is_empty(), "every action executed");
-        }
     }
 }

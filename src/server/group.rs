@@ -322,6 +322,17 @@ impl Group {
         }
     }
 
+    /// The key-value state machine, on the `kv` log only.
+    pub fn kv_machine(&self) -> Option<&StateMachine> {
+        self.kv.as_ref()
+    }
+
+    /// Test hook: the key-value state machine, to plant a bug in it.
+    #[cfg(any(test, feature = "planted-bugs"))]
+    pub fn kv_machine_mut(&mut self) -> Option<&mut StateMachine> {
+        self.kv.as_mut()
+    }
+
     /// The core (for status).
     pub fn core(&self) -> &Core {
         &self.core

@@ -472,8 +472,8 @@ pub trait LogStorage {
 }
 /// Visits the stored batches of `storage` from the one holding `from` on,
 /// in order, while `visit` returns true, reading [`READ_CHUNK_BYTES`] at a
-/// time. The one walk over stored batches of the daemon's groups and the
-/// Maelstrom node (applying, building AppendEntries, snapshots, replays).
+/// time. The one walk over stored batches of the daemon's groups
+/// (applying, building AppendEntries, snapshots, replays).
 pub fn visit_batches<E: From<StorageError> + From<WireError>>(
     storage: &dyn LogStorage,
     from: LogIndex,

@@ -1,23 +1,21 @@
 //! Client requests: `read`, `write` and `cas` from Maelstrom's clients,
-//! served here when this node leads (writes proposed, reads through
-//! ReadIndex, or a stale read of the local copy when asked), forwarded to
-//! the leader otherwise, and the forwarded answers relayed back; and the
-//! `rast_status` extension.
+//! handed to the group when this node leads (a stale read at once, on any
+//! node, when asked), forwarded to the leader otherwise, and the forwarded
+//! answers relayed back; and the `rast_status` extension.
 //!
-//! Why apart: this is everything a client can ask and every answer it can
-//! get before its write is applied, kept apart from the Raft traffic.
+//! Why apart: this is everything a client can ask, translated into the
+//! group's calls, kept apart from the Raft traffic.
 
 use serde_json::{Value, json};
 
-use super::{Forward, Node, PendingRead, PendingWrite, ReplyTo};
-use crate::constants::{
-    KEY_BYTES_MAX, MAELSTROM_REQUEST_TIMEOUT_MS, PROPOSALS_PENDING_MAX, VALUE_BYTES_MAX,
-};
-use crate::maelstrom::protocol::{Envelope, body, code, error_body, from_bytes, to_bytes};
-use crate::raft::{ReadError, Role};
-use crate::types::{LogIndex, NodeId, Term};
-use crate::wire::client::{KvCommand, KvOperation, encode_kv_command};
-use crate::wire::{BatchKind, BatchMut, encode_batch};
+use super::{Asked, Asking, Forward, Node, ReplyTo};
+use crate::constants::{KEY_BYTES_MAX, MAELSTROM_REQUEST_TIMEOUT_MS, PROPOSALS_PENDING_MAX};
+use crate::kv::StateMachine;
+use crate::maelstrom::protocol::{Envelope, body, code, error_body, to_bytes};
+use crate::raft::Role;
+use crate::server::group::{self, Group, Outbound};
+use crate::types::NodeId;
+use crate::wire::client::{KvCommand, KvOperation};
 
 impl Node {
     /// A `read`, `write` or `cas` from a client (`may_forward`) or forwarded
@@ -45,16 +43,19 @@ impl Node {
             return;
         }
         if kind == "read" && request.get("stale").and_then(Value::as_bool) == Some(true) {
-            self.read_stale(&key, &reply);
+            self.ask(reply, Asking::Read, |group, to, out| {
+                group.get(key, true, to, out);
+            });
             return;
         }
-        if let Some(why) = &running.failed {
+        if let Some(why) = failure(&running.group) {
             let text = format!("the state machine stopped: {why}");
             self.reply(&reply, error_body(code::TEMPORARILY_UNAVAILABLE, text));
             return;
         }
-        if running.core.role() != Role::Leader {
-            let leader = running.core.leader();
+        let core = running.group.core();
+        if core.role() != Role::Leader {
+            let leader = core.leader();
             if may_forward && leader != NodeId::ZERO {
                 self.forward(request, reply, leader);
             } else {
@@ -64,55 +65,11 @@ impl Node {
             return;
         }
         if kind == "read" {
-            self.read(key, reply);
-        } else {
-            self.write(request, key, reply);
-        }
-    }
-
-    fn read_stale(&mut self, key: &[u8], reply: &ReplyTo) {
-        let running = self.running.as_ref().expect("initialized");
-        if running.failed.is_some() {
-            self.reply(
-                reply,
-                error_body(code::TEMPORARILY_UNAVAILABLE, "the state machine stopped"),
-            );
+            self.ask(reply, Asking::Read, |group, to, out| {
+                group.get(key, false, to, out);
+            });
             return;
         }
-        let applied = running.machine.applied_index().get();
-        let answer = match running.machine.get(key) {
-            Some(value) => body(
-                "read_ok",
-                &[
-                    ("value", from_bytes(value)),
-                    ("stale", true.into()),
-                    ("index", applied.into()),
-                ],
-            ),
-            None => error_body(code::KEY_DOES_NOT_EXIST, "key does not exist (stale read)"),
-        };
-        self.reply(reply, answer);
-    }
-
-    fn read(&mut self, key: Vec<u8>, reply: ReplyTo) {
-        let running = self.running.as_mut().expect("initialized");
-        let mut actions = std::mem::take(&mut running.actions);
-        let round = running.core.read_index(&mut actions);
-        running.actions = actions;
-        match round {
-            Ok(round) => running.reads.push(round, PendingRead { key, reply }),
-            Err(ReadError::NotLeader { .. } | ReadError::TooMany) => {
-                self.reply(
-                    &reply,
-                    error_body(code::TEMPORARILY_UNAVAILABLE, "cannot read now: retry"),
-                );
-            }
-        }
-        self.execute(None, None);
-    }
-
-    fn write(&mut self, request: &Value, key: Vec<u8>, reply: ReplyTo) {
-        let kind = request.get("type").and_then(Value::as_str).unwrap_or("");
         let operation = match kind {
             "write" => request
                 .get("value")
@@ -126,27 +83,10 @@ impl Node {
             },
         };
         let Some(operation) = operation else {
-            self.reply(
-                &reply,
-                error_body(
-                    code::MALFORMED_REQUEST,
-                    "write needs value; cas needs from and to",
-                ),
-            );
-            return;
-        };
-        let largest = match &operation {
-            KvOperation::Put(value) => value.len(),
-            KvOperation::Cas { expected, new } => {
-                new.len().max(expected.as_ref().map_or(0, Vec::len))
-            }
-            KvOperation::Delete => 0,
-        };
-        if largest > VALUE_BYTES_MAX {
-            let text = format!("value of {largest} bytes exceeds {VALUE_BYTES_MAX}");
+            let text = "write needs value; cas needs from and to";
             self.reply(&reply, error_body(code::MALFORMED_REQUEST, text));
             return;
-        }
+        };
         let command = KvCommand {
             client_id: request
                 .get("client_id")
@@ -155,48 +95,58 @@ impl Node {
             sequence: request.get("seq").and_then(Value::as_u64).unwrap_or(0),
             key,
             operation,
+            // Log time: this leader's wall clock.
             time_ms: self.now.wall_ms,
         };
+        let asking = if kind == "cas" {
+            Asking::Cas
+        } else {
+            Asking::Write
+        };
+        self.ask(reply, asking, |group, to, out| {
+            group.write(&command, to, out);
+        });
+    }
+
+    /// Hands a request to the group under a new request id. Answers the
+    /// group gives during the call are refusals up front (nothing was
+    /// proposed); the request is taken on after it.
+    fn ask(
+        &mut self,
+        reply: ReplyTo,
+        asking: Asking,
+        call: impl FnOnce(&mut Group, group::ReplyTo, &mut Outbound),
+    ) {
+        let deadline_ms = self.now.monotonic_ms + MAELSTROM_REQUEST_TIMEOUT_MS;
         let running = self.running.as_mut().expect("initialized");
-        if running.writes.len() >= PROPOSALS_PENDING_MAX {
+        if running.asked.len() >= PROPOSALS_PENDING_MAX {
             self.reply(
                 &reply,
-                error_body(code::TEMPORARILY_UNAVAILABLE, "too many writes pending"),
+                error_body(code::TEMPORARILY_UNAVAILABLE, "too many requests pending"),
             );
             return;
         }
-        let mut frame = encode_batch(
-            BatchKind::Kv,
-            Term::ZERO,
-            LogIndex::ZERO,
-            &[encode_kv_command(&command)],
+        let request_id = running.next_request_id;
+        running.next_request_id += 1;
+        running.asked.insert(
+            request_id,
+            Asked {
+                reply,
+                asking,
+                deadline_ms,
+                taken: false,
+            },
         );
-        let mut actions = std::mem::take(&mut running.actions);
-        let proposed = running
-            .core
-            .propose(BatchKind::Kv, 1, frame.len() as u32, &mut actions);
-        running.actions = actions;
-        match proposed {
-            Ok((term, index)) => {
-                BatchMut::parse(&mut frame)
-                    .expect("our own batch parses")
-                    .stamp(term, index);
-                running.writes.insert(
-                    (index, term),
-                    PendingWrite {
-                        term,
-                        reply,
-                        deadline_ms: self.now.monotonic_ms + MAELSTROM_REQUEST_TIMEOUT_MS,
-                        cas: kind == "cas",
-                    },
-                );
-                self.execute(Some(&frame), None);
-            }
-            Err(error) => {
-                self.execute(None, None);
-                let text = format!("not proposed: {error}");
-                self.reply(&reply, error_body(code::TEMPORARILY_UNAVAILABLE, text));
-            }
+        let to = group::ReplyTo {
+            connection: 0,
+            generation: 0,
+            request_id,
+        };
+        call(&mut running.group, to, &mut running.out);
+        self.deliver();
+        let running = self.running.as_mut().expect("initialized");
+        if let Some(asked) = running.asked.get_mut(&request_id) {
+            asked.taken = true;
         }
     }
 
@@ -205,6 +155,9 @@ impl Node {
             return;
         };
         let running = self.running.as_mut().expect("initialized");
+        let Some(to) = running.ids.get((leader.get() - 1) as usize).cloned() else {
+            return;
+        };
         let forward_id = running.next_forward_id;
         running.next_forward_id += 1;
         running.forwards.insert(
@@ -215,7 +168,6 @@ impl Node {
                 deadline_ms: self.now.monotonic_ms + MAELSTROM_REQUEST_TIMEOUT_MS,
             },
         );
-        let to = running.ids[(leader.get() - 1) as usize].clone();
         let message = body(
             "forward",
             &[
@@ -270,31 +222,45 @@ impl Node {
         let answer = match &self.running {
             None => error_body(code::TEMPORARILY_UNAVAILABLE, "not initialized yet"),
             Some(running) => {
-                let leader = running.core.leader();
-                let leader = if leader == NodeId::ZERO {
-                    Value::Null
-                } else {
-                    Value::from(running.ids[(leader.get() - 1) as usize].clone())
-                };
-                let role = match running.core.role() {
+                let core = running.group.core();
+                let leader = core.leader();
+                let leader = running
+                    .ids
+                    .get((leader.get().max(1) - 1) as usize)
+                    .filter(|_| leader != NodeId::ZERO)
+                    .map_or(Value::Null, |id| Value::from(id.clone()));
+                let role = match core.role() {
                     Role::Leader => "leader",
                     Role::Candidate => "candidate",
                     Role::PreCandidate => "pre-candidate",
                     Role::Follower => "follower",
                 };
+                let machine = running.group.kv_machine();
                 json!({
                     "type": "rast_status_ok",
                     "role": role,
-                    "term": running.core.term().get(),
+                    "term": core.term().get(),
                     "leader": leader,
-                    "commit": running.core.commit_index().get(),
-                    "applied": running.machine.applied_index().get(),
-                    "keys": running.machine.len(),
-                    "sessions": running.machine.sessions().len(),
-                    "failed": running.failed.clone().unwrap_or_default(),
+                    "commit": core.commit_index().get(),
+                    "applied": machine.map_or(0, |machine| machine.applied_index().get()),
+                    "keys": machine.map_or(0, StateMachine::len),
+                    "sessions": machine.map_or(0, |machine| machine.sessions().len()),
+                    "failed": failure(&running.group).unwrap_or_default(),
                 })
             }
         };
         self.reply(&reply, answer);
     }
+}
+
+/// Why the group stopped serving key-value requests: its log storage
+/// failed, or its state machine did.
+fn failure(group: &Group) -> Option<String> {
+    if let Some(reason) = group.failed() {
+        return Some(format!("log storage: {reason}"));
+    }
+    group
+        .kv_machine()
+        .and_then(|machine| machine.failure())
+        .map(|failure| format!("at index {}: {}", failure.index, failure.reason))
 }

@@ -30,11 +30,15 @@ pub const KV_LOG: &str = "kv";
 
 impl Group {
     /// Proposes a key-value write; the answer comes with its apply.
-    pub fn write(&mut self, mut command: KvCommand, reply: ReplyTo, out: &mut Outbound) {
+    ///
+    /// `command.time_ms` is its log time (session expiry runs on it): the
+    /// caller stamps it with this node's wall clock, never trusting a
+    /// client's value.
+    pub fn write(&mut self, command: &KvCommand, reply: ReplyTo, out: &mut Outbound) {
         if !self.kv_usable(reply, out) {
             return;
         }
-        if let Some(refusal) = over_limits(&command) {
+        if let Some(refusal) = over_limits(command) {
             out.error(
                 reply,
                 ErrorKind::TooLarge(limit_of(refusal)),
@@ -42,8 +46,7 @@ impl Group {
             );
             return;
         }
-        command.time_ms = wall_clock_ms();
-        let payload = encode_kv_command(&command);
+        let payload = encode_kv_command(command);
         let frame = encode_batch(BatchKind::Kv, Term(0), LogIndex(0), &[payload]);
         if self.storage.writable_bytes() < frame.len() as u64 {
             out.error(reply, ErrorKind::Unavailable, "write queue full; retry");
@@ -331,12 +334,6 @@ fn limit_of(refusal: Refusal) -> u64 {
 }
 
 /// The leader's clock, stamped into each command as log time.
-fn wall_clock_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,11 +410,11 @@ mod tests {
     fn writes_apply_once_and_reads_see_them() {
         let (mut group, _) = leader_group();
         let mut out = Outbound::default();
-        group.write(put(b"k", b"v1", 1), reply(1), &mut out);
+        group.write(&put(b"k", b"v1", 1), reply(1), &mut out);
         assert_eq!(answer(&mut group, &mut out, 1), ResponseBody::Done);
         // The same session and sequence again, with another value: the
         // recorded answer, and the value stays v1.
-        group.write(put(b"k", b"v2", 1), reply(2), &mut out);
+        group.write(&put(b"k", b"v2", 1), reply(2), &mut out);
         assert_eq!(answer(&mut group, &mut out, 2), ResponseBody::Done);
         group.get(b"k".to_vec(), false, reply(3), &mut out);
         let ResponseBody::Value(value) = answer(&mut group, &mut out, 3) else {
@@ -434,7 +431,7 @@ mod tests {
     fn a_panicking_apply_stops_the_machine_cleanly() {
         let (mut group, _) = leader_group();
         let mut out = Outbound::default();
-        group.write(put(b"fine", b"1", 1), reply(1), &mut out);
+        group.write(&put(b"fine", b"1", 1), reply(1), &mut out);
         assert_eq!(answer(&mut group, &mut out, 1), ResponseBody::Done);
         group
             .kv
@@ -443,7 +440,7 @@ mod tests {
             .panic_on_key(Some(b"boom".to_vec()));
         let hook = std::panic::take_hook();
         std::panic::set_hook(Box::new(|_| {}));
-        group.write(put(b"boom", b"2", 2), reply(2), &mut out);
+        group.write(&put(b"boom", b"2", 2), reply(2), &mut out);
         let answered = answer(&mut group, &mut out, 2);
         std::panic::set_hook(hook);
         assert!(

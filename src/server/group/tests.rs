@@ -550,7 +550,7 @@ fn a_lagging_follower_catches_up_through_a_streamed_snapshot() {
             request_id,
         };
         let mut out = Outbound::default();
-        cluster.groups[A].write(command, reply, &mut out);
+        cluster.groups[A].write(&command, reply, &mut out);
         cluster.route(A, out);
         cluster.settle();
     };

@@ -10,7 +10,9 @@ use super::Shard;
 use crate::server::group::{Group, KV_LOG, Outbound, ReplyTo};
 use crate::server::metrics::{Counters, PayloadPath};
 use crate::types::{LogId, LogIndex};
-use crate::wire::client::{self as protocol, ErrorKind, Request, RequestBody, ResponseBody};
+use crate::wire::client::{
+    self as protocol, ErrorKind, KvCommand, Request, RequestBody, ResponseBody,
+};
 use crate::wire::{BatchView, FrameLength, WireError, frame_length};
 
 impl Shard {
@@ -156,10 +158,24 @@ impl Shard {
                 out.reply(reply, ResponseBody::Status(status));
             }
             RequestBody::Get { key, stale } => group.get(key.clone(), *stale, reply, out),
-            RequestBody::Write(command) => group.write(command.clone(), reply, out),
+            RequestBody::Write(command) => {
+                // Log time is the leader's clock, whatever the client sent.
+                let command = KvCommand {
+                    time_ms: wall_clock_ms(),
+                    ..command.clone()
+                };
+                group.write(&command, reply, out);
+            }
             RequestBody::Admin(request) => group.admin(request, reply, out),
         }
     }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
 /// A log name is 1 to `LOG_NAME_BYTES_MAX` bytes of `[A-Za-z0-9._-]`.
