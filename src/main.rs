@@ -2,12 +2,17 @@
 //!
 //! Errors are one clear line on stderr and a non-zero exit code: 1 for "the
 //! answer is no" (a missing key, a cas mismatch), 2 for everything else.
+//!
+//! The client options (`--cluster`, `--log`, `--output`, …) are global: they
+//! may come anywhere on the line, before or after a verb's own arguments
+//! (`rast admin snapshot --cluster A` as well as `rast admin --cluster A
+//! snapshot`), as etcdctl users expect.
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use rast::client::{CasOutcome, Client, ClientOptions};
 use rast::types::LogIndex;
 use rast::wire::client::{AdminRequest, ResponseBody};
@@ -29,24 +34,38 @@ struct Cli {
     command: Command,
 }
 
-/// Options shared by every client verb.
+/// Options shared by every client verb (global: accepted anywhere after
+/// the verb).
 #[derive(clap::Args, Debug)]
 struct ClientArgs {
     /// Comma-separated node addresses.
-    #[arg(long, default_value = DEFAULT_CLUSTER, env = "RAST_CLUSTER")]
+    #[arg(long, default_value = DEFAULT_CLUSTER, env = "RAST_CLUSTER", global = true)]
     cluster: String,
     /// The named log.
-    #[arg(long, default_value = "default")]
+    #[arg(long, default_value = "default", global = true)]
     log: String,
     /// Cluster id to present in the handshake.
-    #[arg(long, default_value = "rast")]
+    #[arg(long, default_value = "rast", global = true)]
     cluster_id: String,
     /// File holding the cluster's shared token.
-    #[arg(long)]
+    #[arg(long, global = true)]
     token_file: Option<std::path::PathBuf>,
     /// Seconds to keep looking for a leader.
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, default_value_t = 15, global = true)]
     timeout_seconds: u64,
+    /// Output format of `status`, `read` and `admin members`: lines for
+    /// people, or one JSON document for scripts.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    output: Output,
+}
+
+/// How results are printed.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Output {
+    /// Lines for people.
+    Text,
+    /// One JSON document.
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -133,6 +152,15 @@ enum Command {
     /// Measure throughput and latency against a cluster (started here, or
     /// --cluster), with the machine's limits and ratios; see docs/benchmarks.md.
     Bench(rast::bench::Args),
+    /// Print a completion script for SHELL (e.g. `rast completions bash >
+    /// /etc/bash_completion.d/rast`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; `rast man | man -l -`).
+    Man,
     /// Membership and maintenance.
     Admin {
         #[command(flatten)]
@@ -291,6 +319,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut connection = connect(&client)?;
             let entries = connection.read(&client.log, LogIndex(from), count)?;
             let mut out = std::io::stdout().lock();
+            if client.output == Output::Json {
+                let entries: Vec<_> = entries
+                    .iter()
+                    .map(|(index, payload)| {
+                        serde_json::json!({
+                            "index": index.get(),
+                            "payload": String::from_utf8_lossy(payload),
+                        })
+                    })
+                    .collect();
+                writeln!(out, "{}", serde_json::Value::Array(entries))?;
+                return Ok(());
+            }
             for (index, payload) in entries {
                 writeln!(out, "{index}\t{}", String::from_utf8_lossy(&payload))?;
             }
@@ -345,6 +386,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin { client, action } => admin(&client, action),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "rast", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(())
+        }
         Command::Nemesis(args) => nemesis(args),
         Command::Bench(args) => {
             let command = std::env::args().collect::<Vec<_>>().join(" ");
@@ -448,8 +497,17 @@ fn append(args: &ClientArgs, payloads: &[String]) -> anyhow::Result<()> {
 fn status(args: &ClientArgs) -> anyhow::Result<()> {
     let client = connect(args)?;
     let mut failures = 0;
+    let mut nodes = Vec::new();
     for address in addresses(args) {
-        match client.status_of(&address, &args.log) {
+        let status = client.status_of(&address, &args.log);
+        if status.is_err() {
+            failures += 1;
+        }
+        if args.output == Output::Json {
+            nodes.push(status_json(&address, status));
+            continue;
+        }
+        match status {
             Ok(status) => {
                 println!(
                     "node {} at {address}: {} term {} leader {} first {} snapshot {} last {} commit {} applied {}{}",
@@ -475,14 +533,52 @@ fn status(args: &ClientArgs) -> anyhow::Result<()> {
                     );
                 }
             }
-            Err(error) => {
-                failures += 1;
-                println!("{address}: unreachable ({error})");
-            }
+            Err(error) => println!("{address}: unreachable ({error})"),
         }
+    }
+    if args.output == Output::Json {
+        println!("{}", serde_json::Value::Array(nodes));
     }
     anyhow::ensure!(failures == 0, "{failures} node(s) unreachable");
     Ok(())
+}
+
+/// One node's status as JSON: its fields, or `error` when unreachable.
+fn status_json<E: std::fmt::Display>(
+    address: &str,
+    status: Result<rast::wire::client::Status, E>,
+) -> serde_json::Value {
+    match status {
+        Ok(status) => {
+            let peers: Vec<_> = status
+                .peers
+                .iter()
+                .map(|peer| {
+                    serde_json::json!({
+                        "id": peer.id,
+                        "match_index": peer.match_index,
+                        "next_index": peer.next_index,
+                        "state": peer.state,
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "address": address,
+                "node_id": status.node_id,
+                "role": status.role,
+                "term": status.term,
+                "leader": status.leader,
+                "first_index": status.first_index,
+                "snapshot_index": status.snapshot_index,
+                "last_index": status.last_index,
+                "commit_index": status.commit_index,
+                "applied_index": status.applied_index,
+                "failed": status.failed,
+                "peers": peers,
+            })
+        }
+        Err(error) => serde_json::json!({"address": address, "error": error.to_string()}),
+    }
 }
 
 fn admin(args: &ClientArgs, action: AdminAction) -> anyhow::Result<()> {
@@ -509,6 +605,23 @@ fn admin(args: &ClientArgs, action: AdminAction) -> anyhow::Result<()> {
             .admin_on(log, request.clone())
             .with_context(|| format!("log {log}"))?;
         match answer {
+            ResponseBody::Members(members) if args.output == Output::Json => {
+                let addresses: serde_json::Map<_, _> = members
+                    .addresses
+                    .iter()
+                    .map(|(id, address)| (id.to_string(), address.clone().into()))
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "log": log,
+                        "voters": members.voters,
+                        "voters_outgoing": members.voters_outgoing,
+                        "learners": members.learners,
+                        "addresses": addresses,
+                    })
+                );
+            }
             ResponseBody::Members(members) => {
                 println!("log {log}:");
                 println!("  voters: {:?}", members.voters);

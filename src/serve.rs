@@ -79,7 +79,8 @@ pub struct ServeArgs {
     /// Fault injection, for testing: the key-value state machine panics
     /// whenever it applies a write to KEY. The kv log then stops applying
     /// (reported by `rast status` and metrics) while other logs serve on.
-    #[arg(long, value_name = "KEY")]
+    /// Hidden from `--help`: a test switch, not an operator's.
+    #[arg(long, value_name = "KEY", hide = true)]
     fault_kv_panic_key: Option<String>,
     /// Join a running cluster: start outside every configuration (no vote,
     /// never a candidate) and wait for `rast admin add-learner`; --peers

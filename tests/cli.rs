@@ -188,3 +188,73 @@ fn invalid_log_names_are_refused() {
             .success()
     );
 }
+
+/// For scripts and operators: `--output json` on `status`, `read` and
+/// `admin members`; the client options accepted after a nested verb
+/// (`rast admin members --cluster …`, the helper puts `--cluster` last);
+/// completions and the manual page generated from the CLI itself; no
+/// test-only switch in `rast serve --help`.
+#[test]
+fn json_output_global_flags_completions_and_man() {
+    let cluster = common::Cluster::start("cli-json", 3, 1);
+    let appended = rast(&cluster, &["append", "alpha", "beta"]);
+    assert!(appended.status.success(), "{appended:?}");
+    let first: u64 = String::from_utf8_lossy(&appended.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let read = rast(
+        &cluster,
+        &["read", "--from", &first.to_string(), "--output", "json"],
+    );
+    assert!(read.status.success(), "{read:?}");
+    let entries: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
+    assert_eq!(entries[0]["index"], first);
+    assert_eq!(entries[0]["payload"], "alpha");
+    assert_eq!(entries[1]["payload"], "beta");
+
+    let status = rast(&cluster, &["status", "--output", "json"]);
+    assert!(status.status.success(), "{status:?}");
+    let nodes: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let nodes = nodes.as_array().unwrap();
+    assert_eq!(nodes.len(), 3);
+    assert_eq!(
+        nodes.iter().filter(|node| node["role"] == "leader").count(),
+        1,
+        "{nodes:?}"
+    );
+    assert!(
+        nodes
+            .iter()
+            .all(|node| node["last_index"].as_u64() >= Some(first + 1))
+    );
+
+    let members = rast(&cluster, &["admin", "members", "--output", "json"]);
+    assert!(members.status.success(), "{members:?}");
+    let members: serde_json::Value = serde_json::from_slice(&members.stdout).unwrap();
+    assert_eq!(members["log"], "default");
+    assert_eq!(members["voters"].as_array().unwrap().len(), 3);
+
+    let binary = env!("CARGO_BIN_EXE_rast");
+    let completions = Command::new(binary)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(completions.status.success());
+    let script = String::from_utf8_lossy(&completions.stdout);
+    assert!(
+        script.contains("_rast()") && script.contains("append") && script.contains("--cluster")
+    );
+    let man = Command::new(binary).arg("man").output().unwrap();
+    assert!(man.status.success());
+    assert!(String::from_utf8_lossy(&man.stdout).contains(".TH rast 1"));
+    let help = Command::new(binary)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(help.status.success());
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("fault-kv-panic-key"));
+}

@@ -1,7 +1,7 @@
 //! `rast-maelstrom`: a Rast node for Jepsen's Maelstrom (workload `lin-kv`).
 //!
 //! Maelstrom starts it without arguments and speaks JSON lines on
-//! stdin/stdout; logs go to stderr (`RUST_LOG`, default `warn`). One thread
+//! stdin/stdout; logs go to stderr (`RAST_LOG`, as for `rast`; default `warn`). One thread
 //! reads stdin into a channel; the main loop waits on it with a timeout so
 //! the node ticks every `MAELSTROM_TICK_MS` even when no message arrives.
 //!
@@ -22,7 +22,7 @@ fn main() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
+            tracing_subscriber::EnvFilter::try_from_env("RAST_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();

@@ -154,8 +154,8 @@ impl Cluster {
             let mut child = Command::new(binary)
                 .env("RAST_MAELSTROM_SEED", (seed + node as u64).to_string())
                 .env(
-                    "RUST_LOG",
-                    std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into()),
+                    "RAST_LOG",
+                    std::env::var("RAST_LOG").unwrap_or_else(|_| "error".into()),
                 )
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
