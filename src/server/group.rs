@@ -799,6 +799,7 @@ impl Group {
         super::metrics::LogGauges {
             name: self.name.clone(),
             role: status.role,
+            leader: status.leader,
             term: status.term,
             commit: status.commit_index,
             last: status.last_index,

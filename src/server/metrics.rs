@@ -227,8 +227,10 @@ impl Counters {
 pub struct LogGauges {
     /// Log name.
     pub name: String,
-    /// "leader", "follower", …
+    /// One of [`ROLES`].
     pub role: String,
+    /// The leader this node knows, 0 when none.
+    pub leader: u64,
     /// Current term.
     pub term: u64,
     /// Commit index.
@@ -322,33 +324,192 @@ impl Metrics {
             load(&counters.sync_us_sum) as f64 / 1e6
         );
         let _ = writeln!(text, "rast_sync_seconds_count {cumulative}");
-        let _ = writeln!(
-            text,
-            "# TYPE rast_term gauge\n# TYPE rast_commit_index gauge\n# TYPE rast_last_index gauge\n# TYPE rast_is_leader gauge\n# TYPE rast_peer_lag_entries gauge\n# TYPE rast_failed gauge"
-        );
+        render_logs(&self.gauges, &mut text);
+        render_process(&mut text);
+        text
+    }
+
+    /// Whether every log on this node has a leader and serves: the answer
+    /// of `/ready`, with the reason when not.
+    pub fn ready(&self) -> Result<(), String> {
+        let mut logs = 0;
         for slot in &self.gauges {
-            let Ok(logs) = slot.lock() else { continue };
-            for log in logs.iter() {
-                let label = format!("log=\"{}\"", log.name.replace(['"', '\\', '\n'], "_"));
-                let _ = writeln!(text, "rast_term{{{label}}} {}", log.term);
-                let _ = writeln!(text, "rast_commit_index{{{label}}} {}", log.commit);
-                let _ = writeln!(text, "rast_last_index{{{label}}} {}", log.last);
-                let _ = writeln!(text, "rast_failed{{{label}}} {}", u8::from(log.failed));
-                let _ = writeln!(
-                    text,
-                    "rast_is_leader{{{label},role=\"{}\"}} {}",
-                    log.role,
-                    u8::from(log.role == "leader")
-                );
-                for (peer, lag) in &log.lag {
-                    let _ = writeln!(
-                        text,
-                        "rast_peer_lag_entries{{{label},peer=\"{peer}\"}} {lag}"
-                    );
+            let Ok(slot) = slot.lock() else {
+                return Err("a core's gauges are unreadable".to_owned());
+            };
+            for log in slot.iter() {
+                logs += 1;
+                if log.failed {
+                    return Err(format!("log {} stopped (see rast status)", log.name));
+                }
+                if log.leader == 0 {
+                    return Err(format!("log {} has no leader", log.name));
                 }
             }
         }
-        text
+        if logs == 0 {
+            return Err("no log is open yet".to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// The roles a log can be in: `rast_role` has one series for each, always,
+/// so a role change moves a 1 between series instead of making new ones.
+pub const ROLES: [&str; 4] = ["leader", "follower", "candidate", "pre-candidate"];
+
+/// One gauge of a log.
+type Sample = fn(&LogGauges) -> u64;
+
+/// Appends the per-log gauge families, each family's samples together (as
+/// the text format requires) with its HELP and TYPE lines first.
+fn render_logs(slots: &[Mutex<Vec<LogGauges>>], text: &mut String) {
+    let mut logs = Vec::new();
+    for slot in slots {
+        if let Ok(slot) = slot.lock() {
+            logs.extend(slot.iter().cloned());
+        }
+    }
+    let label = |log: &LogGauges| format!("log=\"{}\"", log.name.replace(['"', '\\', '\n'], "_"));
+    for (name, help, value) in [
+        (
+            "rast_term",
+            "The log's current Raft term on this node.",
+            (|log: &LogGauges| log.term) as Sample,
+        ),
+        (
+            "rast_commit_index",
+            "The highest index this node knows committed.",
+            |log| log.commit,
+        ),
+        (
+            "rast_last_index",
+            "The last index in this node's copy of the log.",
+            |log| log.last,
+        ),
+        ("rast_is_leader", "1 when this node leads the log.", |log| {
+            u64::from(log.role == "leader")
+        }),
+        (
+            "rast_has_leader",
+            "1 when this node knows a leader for the log.",
+            |log| u64::from(log.leader != 0),
+        ),
+        (
+            "rast_failed",
+            "1 when the log or its state machine stopped on this node (see rast status).",
+            |log| u64::from(log.failed),
+        ),
+    ] {
+        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for log in &logs {
+            let _ = writeln!(text, "{name}{{{}}} {}", label(log), value(log));
+        }
+    }
+    let _ = writeln!(
+        text,
+        "# HELP rast_role The log's role on this node: 1 for the role it is in, 0 for the others.\n# TYPE rast_role gauge"
+    );
+    for log in &logs {
+        for role in ROLES {
+            let _ = writeln!(
+                text,
+                "rast_role{{{},role=\"{role}\"}} {}",
+                label(log),
+                u8::from(log.role == role)
+            );
+        }
+    }
+    let _ = writeln!(
+        text,
+        "# HELP rast_peer_lag_entries Entries a peer is behind the leader's last index (on the leader).\n# TYPE rast_peer_lag_entries gauge"
+    );
+    for log in &logs {
+        for (peer, lag) in &log.lag {
+            let _ = writeln!(
+                text,
+                "rast_peer_lag_entries{{{},peer=\"{peer}\"}} {lag}",
+                label(log)
+            );
+        }
+    }
+}
+
+/// Appends the standard process families (resident memory, CPU time,
+/// descriptors, start time) from `/proc/self`; a family whose source
+/// cannot be read is left out.
+fn render_process(text: &mut String) {
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|ticks| *ticks > 0)
+        .unwrap_or(100) as f64;
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as f64;
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces): state is 3rd.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |number: usize| {
+        fields
+            .get(number - 3)
+            .and_then(|value| value.parse::<f64>().ok())
+    };
+    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|stat| {
+        stat.lines()
+            .find_map(|line| line.strip_prefix("btime "))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+    });
+    let descriptors = std::fs::read_dir("/proc/self/fd").map(Iterator::count).ok();
+    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .ok()
+        .map(|(soft, _)| soft);
+    let families: [(&str, &str, &str, Option<f64>); 5] = [
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "User and system CPU time spent, in seconds.",
+            field(14)
+                .zip(field(15))
+                .map(|(user, system)| (user + system) / ticks),
+        ),
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            field(24).map(|pages| pages * page),
+        ),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since the Unix epoch, in seconds.",
+            boot.zip(field(22))
+                .map(|(boot, started)| boot + started / ticks),
+        ),
+        (
+            "process_open_fds",
+            "gauge",
+            "Open file descriptors.",
+            descriptors.map(|count| count as f64),
+        ),
+        (
+            "process_max_fds",
+            "gauge",
+            "The limit on open file descriptors.",
+            limit.map(|limit| limit as f64),
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        if let Some(value) = value {
+            let _ = writeln!(
+                text,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
     }
 }
 
@@ -386,7 +547,8 @@ fn render_payload(counters: &Counters, text: &mut String) {
     }
 }
 
-/// Serves `GET /metrics` on `address`; returns once the socket is bound.
+/// Serves `GET /metrics`, `/health` and `/ready` on `address` (see
+/// `route`); returns once the socket is bound.
 ///
 /// Each request is answered on a thread of its own, at most
 /// [`METRICS_CONNECTIONS_MAX`] at once (beyond that a caller gets `503`
@@ -439,12 +601,31 @@ fn answer(mut stream: std::net::TcpStream, metrics: &Metrics) {
             Ok(read) => line.extend_from_slice(&buffer[..read]),
         }
     }
-    let (status, body) = if line.starts_with(b"GET /metrics") {
-        ("200 OK", metrics.render())
-    } else {
-        ("404 Not Found", "try /metrics\n".to_owned())
-    };
+    let (status, body) = route(&line, metrics);
     let _ = respond(&mut stream, status, &body);
+}
+
+/// The answer to a request line: `/metrics` (the exposition), `/health`
+/// (200 while the process serves: a core that panics ends the process, see
+/// `fail_stop`), `/ready` (200 once every log has a leader and none has
+/// stopped; 503 and the reason otherwise).
+fn route(line: &[u8], metrics: &Metrics) -> (&'static str, String) {
+    let path = line
+        .strip_prefix(b"GET ")
+        .and_then(|rest| rest.split(|byte| *byte == b' ').next())
+        .unwrap_or_default();
+    match path {
+        b"/metrics" => ("200 OK", metrics.render()),
+        b"/health" => ("200 OK", "ok\n".to_owned()),
+        b"/ready" => match metrics.ready() {
+            Ok(()) => ("200 OK", "ready\n".to_owned()),
+            Err(reason) => ("503 Service Unavailable", format!("not ready: {reason}\n")),
+        },
+        _ => (
+            "404 Not Found",
+            "try /metrics, /health or /ready\n".to_owned(),
+        ),
+    }
 }
 
 fn respond(stream: &mut std::net::TcpStream, status: &str, body: &str) -> std::io::Result<()> {
@@ -522,5 +703,127 @@ mod tests {
             .unwrap();
         let sample = text.find("rast_payload_bytes_total{").unwrap();
         assert!(help < type_line && type_line < sample);
+    }
+
+    fn log(name: &str, role: &str, leader: u64, failed: bool) -> LogGauges {
+        LogGauges {
+            name: name.to_owned(),
+            role: role.to_owned(),
+            leader,
+            term: 3,
+            commit: 10,
+            last: 12,
+            lag: if role == "leader" {
+                vec![(2, 2)]
+            } else {
+                Vec::new()
+            },
+            failed,
+        }
+    }
+
+    /// The exposition is well formed: every sample's family has its HELP
+    /// and TYPE lines before its first sample, and a family's samples are
+    /// together (the text format's rule; interleaved families are refused
+    /// by strict parsers). Roles are a stable set of series.
+    #[test]
+    fn families_are_whole_and_described() {
+        let metrics = Metrics::new(2);
+        metrics.publish(
+            0,
+            vec![
+                log("default", "leader", 1, false),
+                log("kv", "follower", 2, false),
+            ],
+        );
+        metrics.publish(1, vec![log("orders", "candidate", 0, true)]);
+        let text = metrics.render();
+        let mut described = std::collections::HashSet::new();
+        let mut typed = std::collections::HashSet::new();
+        let mut finished = std::collections::HashSet::new();
+        let mut current = String::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                described.insert(rest.split(' ').next().unwrap().to_owned());
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                typed.insert(rest.split(' ').next().unwrap().to_owned());
+                continue;
+            }
+            let name = line.split(['{', ' ']).next().unwrap();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| {
+                    name.strip_suffix(suffix)
+                        .filter(|base| typed.contains(*base))
+                })
+                .unwrap_or(name)
+                .to_owned();
+            assert!(
+                described.contains(&family) && typed.contains(&family),
+                "{family} undescribed"
+            );
+            if family != current {
+                assert!(finished.insert(current.clone()), "{current} split:\n{text}");
+                current = family;
+            }
+        }
+        for role in ROLES {
+            assert!(text.contains(&format!("rast_role{{log=\"kv\",role=\"{role}\"}} ")));
+        }
+        assert!(text.contains("rast_role{log=\"kv\",role=\"follower\"} 1"));
+        assert!(text.contains("rast_is_leader{log=\"default\"} 1"));
+        assert!(text.contains("rast_has_leader{log=\"orders\"} 0"));
+        assert!(text.contains("rast_failed{log=\"orders\"} 1"));
+        assert!(text.contains("\nprocess_resident_memory_bytes "));
+        assert!(text.contains("\nprocess_open_fds "));
+    }
+
+    /// `/ready` answers 200 only when every log has a leader and none has
+    /// stopped; `/health` always; anything else is 404.
+    #[test]
+    fn ready_needs_a_leader_for_every_log() {
+        let metrics = Metrics::new(1);
+        assert_eq!(
+            route(b"GET /ready HTTP/1.1\r\n", &metrics).0,
+            "503 Service Unavailable"
+        );
+        metrics.publish(
+            0,
+            vec![
+                log("default", "leader", 1, false),
+                log("kv", "follower", 0, false),
+            ],
+        );
+        let (status, body) = route(b"GET /ready HTTP/1.1\r\n", &metrics);
+        assert_eq!(status, "503 Service Unavailable");
+        assert!(body.contains("log kv has no leader"), "{body}");
+        metrics.publish(
+            0,
+            vec![
+                log("default", "leader", 1, false),
+                log("kv", "follower", 1, true),
+            ],
+        );
+        assert!(
+            route(b"GET /ready HTTP/1.1\r\n", &metrics)
+                .1
+                .contains("log kv stopped")
+        );
+        metrics.publish(
+            0,
+            vec![
+                log("default", "leader", 1, false),
+                log("kv", "follower", 1, false),
+            ],
+        );
+        assert_eq!(route(b"GET /ready HTTP/1.1\r\n", &metrics).0, "200 OK");
+        assert_eq!(route(b"GET /health HTTP/1.1\r\n", &metrics).0, "200 OK");
+        assert_eq!(
+            route(b"GET /metricsx HTTP/1.1\r\n", &metrics).0,
+            "404 Not Found"
+        );
+        assert_eq!(route(b"GET /metrics HTTP/1.1\r\n", &metrics).0, "200 OK");
     }
 }
