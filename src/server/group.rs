@@ -800,6 +800,7 @@ impl Group {
             name: self.name.clone(),
             role: status.role,
             leader: status.leader,
+            stored: self.storage.stored_bytes(),
             term: status.term,
             commit: status.commit_index,
             last: status.last_index,

@@ -231,6 +231,8 @@ pub struct LogGauges {
     pub role: String,
     /// The leader this node knows, 0 when none.
     pub leader: u64,
+    /// Bytes of the log's records on disk.
+    pub stored: u64,
     /// Current term.
     pub term: u64,
     /// Commit index.
@@ -250,6 +252,9 @@ pub struct Metrics {
     pub counters: Counters,
     /// Per-core gauge slots.
     pub gauges: Vec<Mutex<Vec<LogGauges>>>,
+    /// The data directory, whose file system's free and total bytes are
+    /// exported (`rast_data_*_bytes`).
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl Metrics {
@@ -258,6 +263,7 @@ impl Metrics {
         Self {
             counters: Counters::default(),
             gauges: (0..cores).map(|_| Mutex::new(Vec::new())).collect(),
+            data_dir: None,
         }
     }
 
@@ -325,6 +331,9 @@ impl Metrics {
         );
         let _ = writeln!(text, "rast_sync_seconds_count {cumulative}");
         render_logs(&self.gauges, &mut text);
+        if let Some(dir) = &self.data_dir {
+            render_disk(dir, &mut text);
+        }
         render_process(&mut text);
         text
     }
@@ -387,6 +396,11 @@ fn render_logs(slots: &[Mutex<Vec<LogGauges>>], text: &mut String) {
             "The last index in this node's copy of the log.",
             |log| log.last,
         ),
+        (
+            "rast_log_bytes",
+            "Bytes of the log's records on this node's disk.",
+            |log| log.stored,
+        ),
         ("rast_is_leader", "1 when this node leads the log.", |log| {
             u64::from(log.role == "leader")
         }),
@@ -432,6 +446,33 @@ fn render_logs(slots: &[Mutex<Vec<LogGauges>>], text: &mut String) {
                 label(log)
             );
         }
+    }
+}
+
+/// Appends the data directory's file system space (left out when it
+/// cannot be read).
+fn render_disk(dir: &std::path::Path, text: &mut String) {
+    let Ok(stat) = nix::sys::statvfs::statvfs(dir) else {
+        return;
+    };
+    let fragment = stat.fragment_size();
+    for (name, help, blocks) in [
+        (
+            "rast_data_available_bytes",
+            "Bytes available to this node on the data directory's file system.",
+            stat.blocks_available(),
+        ),
+        (
+            "rast_data_size_bytes",
+            "Size of the data directory's file system in bytes.",
+            stat.blocks(),
+        ),
+    ] {
+        let _ = writeln!(
+            text,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+            blocks.saturating_mul(fragment)
+        );
     }
 }
 
@@ -710,6 +751,7 @@ mod tests {
             name: name.to_owned(),
             role: role.to_owned(),
             leader,
+            stored: 4096,
             term: 3,
             commit: 10,
             last: 12,
@@ -728,7 +770,8 @@ mod tests {
     /// by strict parsers). Roles are a stable set of series.
     #[test]
     fn families_are_whole_and_described() {
-        let metrics = Metrics::new(2);
+        let mut metrics = Metrics::new(2);
+        metrics.data_dir = Some(std::env::temp_dir());
         metrics.publish(
             0,
             vec![
@@ -778,6 +821,8 @@ mod tests {
         assert!(text.contains("rast_failed{log=\"orders\"} 1"));
         assert!(text.contains("\nprocess_resident_memory_bytes "));
         assert!(text.contains("\nprocess_open_fds "));
+        assert!(text.contains("rast_log_bytes{log=\"kv\"} 4096"));
+        assert!(text.contains("\nrast_data_available_bytes "));
     }
 
     /// `/ready` answers 200 only when every log has a leader and none has

@@ -126,7 +126,9 @@ pub fn serve(settings: Settings) -> Result<(), ServerError> {
     })?;
     install_signal_handlers()?;
     let settings = Arc::new(settings);
-    let metrics = Arc::new(metrics::Metrics::new(settings.cores));
+    let mut metrics = metrics::Metrics::new(settings.cores);
+    metrics.data_dir = Some(settings.data.clone());
+    let metrics = Arc::new(metrics);
     if let Some(address) = settings.metrics_addr {
         metrics::serve(address, Arc::clone(&metrics)).map_err(|source| ServerError::Io {
             what: format!("serving metrics on {address}"),
