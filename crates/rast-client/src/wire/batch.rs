@@ -25,7 +25,7 @@
 //! write or a flipped bit anywhere is caught. A zero `stampCheck` means
 //! absent (unstamped, or written before the field existed) and is accepted.
 
-use crate::constants::{BATCH_DATA_PREFIX_BYTES, BATCH_ENTRIES_MAX, ENTRY_BYTES_MAX, WORD_BYTES};
+use crate::limits::{BATCH_DATA_PREFIX_BYTES, BATCH_ENTRIES_MAX, ENTRY_BYTES_MAX, WORD_BYTES};
 use crate::rast_capnp::entry_batch;
 use crate::types::{LogIndex, Term};
 use crate::wire::WireError;

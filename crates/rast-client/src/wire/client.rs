@@ -19,7 +19,7 @@
 //! Requests and responses other than batches are small, so they decode into
 //! owned values; batch frames stay borrowed ([`crate::wire::BatchView`]).
 
-use crate::constants::INDEX_MAX;
+use crate::limits::INDEX_MAX;
 use crate::rast_capnp::{
     admin_request, client_request, client_response, error, hello, hello_response, kv_command,
 };

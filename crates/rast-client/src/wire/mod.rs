@@ -35,7 +35,7 @@ pub enum WireError {
     /// The segment table declares more segments than allowed.
     #[error(
         "frame declares {segments} segments (limit {})",
-        crate::constants::FRAME_SEGMENTS_MAX
+        crate::limits::FRAME_SEGMENTS_MAX
     )]
     TooManySegments {
         /// Declared segment count.

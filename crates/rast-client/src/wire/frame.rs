@@ -11,7 +11,7 @@
 //! frame is, or how many more bytes it needs to know, refusing absurd counts
 //! and sizes before a single payload byte is buffered.
 
-use crate::constants::{
+use crate::limits::{
     FRAME_BYTES_MAX, FRAME_SEGMENTS_MAX, NESTING_DEPTH_MAX, TRAVERSAL_WORDS_MAX, WORD_BYTES,
 };
 use crate::wire::WireError;

@@ -15,7 +15,7 @@
 //! [`ClientError::Unknown`] rather than retried into a duplicate.
 //!
 //! ```no_run
-//! use rast::client::{Client, ClientOptions};
+//! use rast_client::{Client, ClientOptions};
 //!
 //! let mut client = Client::new(
 //!     &["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"],
@@ -24,14 +24,14 @@
 //! let appended = client.append("default", &[b"hello".as_slice(), b"world"])?;
 //! let entries = client.read("default", appended.first_index, 2)?;
 //! assert_eq!(entries[0].1, b"hello");
-//! # Ok::<(), rast::client::ClientError>(())
+//! # Ok::<(), rast_client::ClientError>(())
 //! ```
 
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use crate::constants::FRAME_BYTES_MAX;
+use crate::limits::FRAME_BYTES_MAX;
 use crate::types::{LogIndex, Term};
 use crate::wire::client::{
     self as protocol, ErrorKind, ErrorReply, Hello, HelloResponse, KvCommand, KvOperation, KvValue,
@@ -325,6 +325,14 @@ impl Client {
     }
 
     /// Appends one batch of entries to `log`.
+    ///
+    /// ```no_run
+    /// # use rast_client::*;
+    /// # let mut client = Client::new(&["127.0.0.1:7001"], ClientOptions::default())?;
+    /// let appended = client.append("default", &["one", "two"])?;
+    /// assert_eq!(appended.count, 2); // indexes first_index and first_index + 1
+    /// # Ok::<(), ClientError>(())
+    /// ```
     pub fn append<P: AsRef<[u8]>>(
         &mut self,
         log: &str,
@@ -349,6 +357,15 @@ impl Client {
     }
 
     /// Reads up to `max_entries` committed entries from `from`.
+    ///
+    /// ```no_run
+    /// # use rast_client::*;
+    /// # let mut client = Client::new(&["127.0.0.1:7001"], ClientOptions::default())?;
+    /// for (index, payload) in client.read("default", types::LogIndex(1), 100)? {
+    ///     println!("{index}: {}", String::from_utf8_lossy(&payload));
+    /// }
+    /// # Ok::<(), ClientError>(())
+    /// ```
     pub fn read(
         &mut self,
         log: &str,
@@ -367,6 +384,16 @@ impl Client {
 
     /// Follows `log` from `from`: the returned stream yields committed
     /// entries as they commit, forever (read it from a thread of its own).
+    ///
+    /// ```no_run
+    /// # use rast_client::*;
+    /// # let mut client = Client::new(&["127.0.0.1:7001"], ClientOptions::default())?;
+    /// for entry in client.tail("default", types::LogIndex(1))? {
+    ///     let (index, payload) = entry?;
+    ///     println!("{index}: {} bytes", payload.len());
+    /// }
+    /// # Ok::<(), ClientError>(())
+    /// ```
     pub fn tail(&mut self, log: &str, from: LogIndex) -> Result<TailStream, ClientError> {
         let address = self.addresses[self.cursor % self.addresses.len()].clone();
         let mut connection = Connection::open(&address, &self.options)?;
@@ -388,6 +415,15 @@ impl Client {
     }
 
     /// Reads a key; `None` when absent.
+    ///
+    /// ```no_run
+    /// # use rast_client::*;
+    /// # let mut client = Client::new(&["127.0.0.1:7001"], ClientOptions::default())?;
+    /// let linearizable = client.get(b"color", false)?; // a ReadIndex round on the leader
+    /// let local = client.get(b"color", true)?; // the connected node's copy, maybe stale
+    /// println!("{linearizable:?} {local:?}");
+    /// # Ok::<(), ClientError>(())
+    /// ```
     pub fn get(&mut self, key: &[u8], stale: bool) -> Result<Option<Vec<u8>>, ClientError> {
         let body = RequestBody::Get {
             key: key.to_vec(),
@@ -405,6 +441,14 @@ impl Client {
     }
 
     /// Sets a key.
+    ///
+    /// ```no_run
+    /// # use rast_client::*;
+    /// # let mut client = Client::new(&["127.0.0.1:7001"], ClientOptions::default())?;
+    /// // Applied once even when retried after a lost answer (the session).
+    /// client.put(b"color", b"red")?;
+    /// # Ok::<(), ClientError>(())
+    /// ```
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), ClientError> {
         match self.write(key, KvOperation::Put(value.to_vec()))? {
             ResponseBody::Done => Ok(()),
@@ -413,6 +457,13 @@ impl Client {
     }
 
     /// Removes a key.
+    ///
+    /// ```no_run
+    /// # use rast_client::*;
+    /// # let mut client = Client::new(&["127.0.0.1:7001"], ClientOptions::default())?;
+    /// client.delete(b"color")?;
+    /// # Ok::<(), ClientError>(())
+    /// ```
     pub fn delete(&mut self, key: &[u8]) -> Result<(), ClientError> {
         match self.write(key, KvOperation::Delete)? {
             ResponseBody::Done => Ok(()),
@@ -421,6 +472,16 @@ impl Client {
     }
 
     /// Sets `key` to `new` only if it holds `expected` (`None`: absent).
+    ///
+    /// ```no_run
+    /// # use rast_client::*;
+    /// # let mut client = Client::new(&["127.0.0.1:7001"], ClientOptions::default())?;
+    /// match client.cas(b"color", Some(b"red"), b"blue")? {
+    ///     CasOutcome::Swapped => println!("now blue"),
+    ///     CasOutcome::Mismatch(current) => println!("was {current:?}"),
+    /// }
+    /// # Ok::<(), ClientError>(())
+    /// ```
     pub fn cas(
         &mut self,
         key: &[u8],
@@ -445,6 +506,14 @@ impl Client {
 
     /// Status of the node this client is connected to (or the first that
     /// answers).
+    ///
+    /// ```no_run
+    /// # use rast_client::*;
+    /// # let mut client = Client::new(&["127.0.0.1:7001"], ClientOptions::default())?;
+    /// let status = client.status("default")?;
+    /// println!("node {} is {} at term {}", status.node_id, status.role, status.term);
+    /// # Ok::<(), ClientError>(())
+    /// ```
     pub fn status(&mut self, log: &str) -> Result<Status, ClientError> {
         match self.request(log, &RequestBody::Status, None, true)? {
             (ResponseBody::Status(status), _) => Ok(status),
@@ -463,6 +532,14 @@ impl Client {
     }
 
     /// Sends an administrative request to the leader of the default log.
+    ///
+    /// ```no_run
+    /// # use rast_client::*;
+    /// # let mut client = Client::new(&["127.0.0.1:7001"], ClientOptions::default())?;
+    /// let members = client.admin(wire::client::AdminRequest::Members)?;
+    /// println!("{members:?}");
+    /// # Ok::<(), ClientError>(())
+    /// ```
     pub fn admin(&mut self, request: protocol::AdminRequest) -> Result<ResponseBody, ClientError> {
         self.admin_on("", request)
     }
