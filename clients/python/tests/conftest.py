@@ -1,0 +1,77 @@
+"""A real 3-node cluster for the tests: `rast cluster` (the binary named by
+RAST_BIN, default target/debug/rast of the repository) on free loopback
+ports with its data in a temporary directory, stopped after the session."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from rast_client import Client, RastError
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPOSITORY = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
+
+
+def free_base_port(count):
+    """A port p with p .. p+count-1 all free (rast cluster uses consecutive ports)."""
+    for _ in range(200):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + count >= 65535:
+            continue
+        sockets = []
+        try:
+            for port in range(base, base + count):
+                held = socket.socket()
+                sockets.append(held)
+                held.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for held in sockets:
+                held.close()
+    raise RuntimeError("no run of free ports")
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    binary = os.environ.get("RAST_BIN", os.path.join(REPOSITORY, "target", "debug", "rast"))
+    data = tempfile.mkdtemp(prefix="rast-pytest-")
+    port = free_base_port(3)
+    process = subprocess.Popen(
+        [binary, "cluster", "--nodes", "3", "--port", str(port), "--data", data],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, RAST_LOG="warn"),
+        start_new_session=True,
+    )
+    addresses = ["127.0.0.1:%d" % (port + node) for node in range(3)]
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError("rast cluster exited with %s" % process.returncode)
+            try:
+                Client(addresses, timeout=2).status()
+                break
+            except (RastError, OSError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield addresses
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        shutil.rmtree(data, ignore_errors=True)
