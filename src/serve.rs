@@ -67,7 +67,7 @@ pub struct ServeArgs {
     #[arg(long)]
     storage: Option<String>,
     /// Follower receive path for large batches: splice or buffer [default:
-    /// splice, measured faster; see the README's performance figures].
+    /// splice, measured faster; see docs/performance.md].
     #[arg(long)]
     zero_copy: Option<String>,
     /// Logs to create at start, comma-separated [default: default,kv].

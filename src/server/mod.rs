@@ -44,7 +44,7 @@ pub enum StorageMode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ZeroCopy {
     /// Socket → pipe → file with io_uring splice, never through user space
-    /// (the default: it measured faster, W3 in the README).
+    /// (the default: it measured faster, W3 in docs/performance.md).
     Splice,
     /// Received into memory, then written from there (the comparison
     /// baseline of the benchmarks).
