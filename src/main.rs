@@ -283,6 +283,14 @@ struct Negative(String);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Verbs that print for people and pipes end quietly when the reader
+    // goes away; the long-running ones keep SIGPIPE ignored (sockets).
+    if !matches!(
+        cli.command,
+        Command::Serve(_) | Command::Cluster(_) | Command::Bench(_) | Command::Nemesis(_)
+    ) {
+        let _ = rast::io::signal::end_quietly_on_closed_pipe();
+    }
     // A benchmark's table should not drown in its in-process nodes' logs.
     let default_filter = if matches!(cli.command, Command::Bench(_)) {
         "warn"

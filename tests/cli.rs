@@ -251,6 +251,21 @@ fn json_output_global_flags_completions_and_man() {
     let man = Command::new(binary).arg("man").output().unwrap();
     assert!(man.status.success());
     assert!(String::from_utf8_lossy(&man.stdout).contains(".TH rast 1"));
+    // A reader that is gone before it writes (`rast man | true`): the
+    // process ends quietly, with no error on stderr.
+    let mut child = Command::new(binary)
+        .arg("man")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let ended = child.wait_with_output().unwrap();
+    assert!(
+        ended.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&ended.stderr)
+    );
     let help = Command::new(binary)
         .args(["serve", "--help"])
         .output()

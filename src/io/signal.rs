@@ -29,6 +29,17 @@ pub fn install_stop_handlers() -> std::io::Result<()> {
     Ok(())
 }
 
+/// For a command-line tool printing to a pipe (`rast man | head`): the
+/// default SIGPIPE action, so a reader that goes away ends the process
+/// quietly, as for any Unix filter, instead of an error on every write.
+/// Never for a server: its sockets need SIGPIPE ignored
+/// ([`install_stop_handlers`]).
+pub fn end_quietly_on_closed_pipe() -> std::io::Result<()> {
+    // SAFETY: restoring the default action installs no code.
+    unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigDfl) }?;
+    Ok(())
+}
+
 /// Whether a stop was requested (by a signal or [`request_stop`]).
 pub fn stopping() -> bool {
     STOPPING.load(Ordering::SeqCst)
