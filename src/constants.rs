@@ -88,6 +88,17 @@ pub const ACTIONS_PER_STEP_MAX: usize = 6 * NODES_MAX + 8;
 /// exhausting the disk with names.
 pub const GROUPS_PER_CORE_MAX: usize = 1024;
 
+/// Largest number of clients following one log (`tail`): each costs a
+/// little memory and a read of the log at every commit, so a client that
+/// opens tails without end cannot make every commit slower without bound.
+pub const TAILS_PER_LOG_MAX: usize = 1024;
+
+/// Largest number of tails one connection keeps on one log: a program
+/// follows a log once; more are a bug or an attack on the bound above.
+pub const TAILS_PER_CONNECTION_MAX: usize = 16;
+
+const _: () = assert!(TAILS_PER_CONNECTION_MAX <= TAILS_PER_LOG_MAX);
+
 /// Longest log name, in bytes (names are `[A-Za-z0-9._-]`).
 pub const LOG_NAME_BYTES_MAX: usize = 128;
 

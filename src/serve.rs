@@ -20,6 +20,7 @@
 //! retain_age_secs = 0       # plain logs: drop segments older (0: keep)
 //! segment_bytes = 67108864  # log segment file size
 //! segment_fill = "reserve"  # or "zeros"
+//! quota_bytes = 0           # disk quota of the node (0: none)
 //! ```
 
 use std::net::SocketAddr;
@@ -113,6 +114,12 @@ pub struct ServeArgs {
     /// `reserve` only reserves its blocks [default: reserve].
     #[arg(long, value_name = "zeros|reserve")]
     segment_fill: Option<String>,
+    /// Disk quota: past this many bytes of records across the node's logs,
+    /// appends and key-value puts and cases are refused with "no space"
+    /// while reads, tails, deletes, compaction and snapshots go on
+    /// (checked by the node that takes the write) [default: 0, none].
+    #[arg(long, value_name = "BYTES")]
+    quota_bytes: Option<u64>,
 }
 
 impl ServeArgs {
@@ -138,6 +145,7 @@ impl ServeArgs {
             retain_age_secs: self.retain_age_secs.or(file.retain_age_secs),
             segment_bytes: self.segment_bytes.or(file.segment_bytes),
             segment_fill: self.segment_fill.or(file.segment_fill),
+            quota_bytes: self.quota_bytes.or(file.quota_bytes),
         }
     }
 }
@@ -227,6 +235,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
                     .map(|secs| secs.saturating_mul(1000)),
             },
         },
+        quota_bytes: args.quota_bytes.unwrap_or(0),
     })
 }
 

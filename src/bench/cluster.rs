@@ -186,6 +186,7 @@ impl LocalCluster {
             segment_bytes: crate::constants::SEGMENT_BYTES_MAX,
             zero_fill: false,
             snapshots: crate::server::group::snapshot::SnapshotPolicy::default(),
+            quota_bytes: 0,
         };
         let thread = std::thread::Builder::new()
             .name(format!("rast-bench-node-{}", node + 1))

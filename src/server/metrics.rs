@@ -255,6 +255,11 @@ pub struct Metrics {
     /// The data directory, whose file system's free and total bytes are
     /// exported (`rast_data_*_bytes`).
     pub data_dir: Option<std::path::PathBuf>,
+    /// Bytes of records each core's logs hold, published every tick: what
+    /// the disk quota is checked against without a lock.
+    pub stored: Vec<AtomicU64>,
+    /// The node's disk quota (0: none), exported as `rast_quota_bytes`.
+    pub quota_bytes: u64,
 }
 
 impl Metrics {
@@ -264,11 +269,25 @@ impl Metrics {
             counters: Counters::default(),
             gauges: (0..cores).map(|_| Mutex::new(Vec::new())).collect(),
             data_dir: None,
+            stored: (0..cores).map(|_| AtomicU64::new(0)).collect(),
+            quota_bytes: 0,
         }
     }
 
-    /// Replaces core `core`'s gauges.
+    /// Bytes of records across the node's logs, as of each core's last
+    /// tick.
+    pub fn stored_total(&self) -> u64 {
+        self.stored
+            .iter()
+            .map(|bytes| bytes.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Replaces core `core`'s gauges (and its stored bytes).
     pub fn publish(&self, core: u32, gauges: Vec<LogGauges>) {
+        if let Some(stored) = self.stored.get(core as usize) {
+            stored.store(gauges.iter().map(|log| log.stored).sum(), Ordering::Relaxed);
+        }
         if let Some(slot) = self.gauges.get(core as usize)
             && let Ok(mut slot) = slot.lock()
         {
@@ -331,6 +350,16 @@ impl Metrics {
         );
         let _ = writeln!(text, "rast_sync_seconds_count {cumulative}");
         render_logs(&self.gauges, &mut text);
+        let _ = writeln!(
+            text,
+            "# HELP rast_stored_bytes Bytes of records across this node's logs.\n# TYPE rast_stored_bytes gauge\nrast_stored_bytes {}",
+            self.stored_total()
+        );
+        let _ = writeln!(
+            text,
+            "# HELP rast_quota_bytes The node's disk quota (--quota-bytes); 0: none.\n# TYPE rast_quota_bytes gauge\nrast_quota_bytes {}",
+            self.quota_bytes
+        );
         if let Some(dir) = &self.data_dir {
             render_disk(dir, &mut text);
         }

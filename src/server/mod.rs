@@ -91,6 +91,11 @@ pub struct Settings {
     pub zero_fill: bool,
     /// When logs snapshot themselves and how much plain logs retain.
     pub snapshots: group::snapshot::SnapshotPolicy,
+    /// Disk quota of the node (`--quota-bytes`): past this many bytes of
+    /// records across its logs, appends and key-value puts and cases are
+    /// refused with `NoSpace` (reads, tails, deletes, compaction and
+    /// snapshots go on). 0: none.
+    pub quota_bytes: u64,
 }
 
 /// Errors that stop the server from starting.
@@ -128,6 +133,7 @@ pub fn serve(settings: Settings) -> Result<(), ServerError> {
     let settings = Arc::new(settings);
     let mut metrics = metrics::Metrics::new(settings.cores);
     metrics.data_dir = Some(settings.data.clone());
+    metrics.quota_bytes = settings.quota_bytes;
     let metrics = Arc::new(metrics);
     if let Some(address) = settings.metrics_addr {
         metrics::serve(address, Arc::clone(&metrics)).map_err(|source| ServerError::Io {

@@ -4,7 +4,7 @@
 
 use super::replicate::piece_of;
 use super::{ClientOut, Group, GroupError, Outbound, Piece, ReplyTo, Tail};
-use crate::constants::APPEND_MESSAGE_BYTES_MAX;
+use crate::constants::{APPEND_MESSAGE_BYTES_MAX, TAILS_PER_CONNECTION_MAX, TAILS_PER_LOG_MAX};
 use crate::storage::StorageError;
 use crate::types::LogIndex;
 use crate::wire::client::{ErrorKind, ResponseBody};
@@ -47,6 +47,25 @@ impl Group {
         };
         if let Some(first) = self.compacted_below(from) {
             refuse_compacted(reply, first, "tail", out);
+            return;
+        }
+        let of_connection = self
+            .tails
+            .iter()
+            .filter(|tail| {
+                tail.reply.connection == reply.connection
+                    && tail.reply.generation == reply.generation
+            })
+            .count();
+        if of_connection >= TAILS_PER_CONNECTION_MAX || self.tails.len() >= TAILS_PER_LOG_MAX {
+            out.error(
+                reply,
+                ErrorKind::TooLarge(TAILS_PER_CONNECTION_MAX as u64),
+                format!(
+                    "too many tails of log {} (at most {TAILS_PER_CONNECTION_MAX} per connection, {TAILS_PER_LOG_MAX} in all)",
+                    self.name
+                ),
+            );
             return;
         }
         self.tails.push(Tail {

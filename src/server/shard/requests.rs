@@ -11,7 +11,7 @@ use crate::server::group::{Group, KV_LOG, Outbound, ReplyTo};
 use crate::server::metrics::{Counters, PayloadPath};
 use crate::types::{LogId, LogIndex};
 use crate::wire::client::{
-    self as protocol, ErrorKind, KvCommand, Request, RequestBody, ResponseBody,
+    self as protocol, ErrorKind, KvCommand, KvOperation, Request, RequestBody, ResponseBody,
 };
 use crate::wire::{BatchView, FrameLength, WireError, frame_length};
 
@@ -115,6 +115,10 @@ impl Shard {
             );
             return;
         }
+        if let Some(refusal) = self.over_quota(&request.body) {
+            self.out.error(reply, ErrorKind::NoSpace, refusal);
+            return;
+        }
         let mut out = std::mem::take(&mut self.out);
         let metrics = Arc::clone(&self.metrics);
         match self.group(id, Some(name)) {
@@ -124,6 +128,28 @@ impl Shard {
             Err(reason) => out.error(reply, ErrorKind::Unavailable, reason),
         }
         self.out = out;
+    }
+
+    /// Why `body` is refused by the node's disk quota, if it is: appends
+    /// and key-value puts and cases add data; reads, tails, status, admin
+    /// and deletes (which lead to less) always pass.
+    fn over_quota(&self, body: &RequestBody) -> Option<String> {
+        let quota = self.settings.quota_bytes;
+        let adds = match body {
+            RequestBody::Append => true,
+            RequestBody::Write(command) => !matches!(command.operation, KvOperation::Delete),
+            _ => false,
+        };
+        if quota == 0 || !adds {
+            return None;
+        }
+        let stored = self.metrics.stored_total();
+        (stored >= quota).then(|| {
+            format!(
+                "this node holds {stored} bytes of log, at its quota of {quota} (--quota-bytes): \
+                 writes are refused until compaction or retention frees room; reads and deletes go on"
+            )
+        })
     }
 
     pub(super) fn serve_request(
