@@ -318,7 +318,7 @@ fn run_points(
     };
     println!("{}", report.table());
     if let Some(path) = &args.json {
-        std::fs::write(path, format!("{}\n", report.json()))?;
+        std::fs::write(path, format!("{}\n", json::pretty(&report.json())))?;
         eprintln!("rast bench: report written to {}", path.display());
     }
     if let Some(name) = &sweep.name {

@@ -29,7 +29,7 @@ use std::io::{IsTerminal, Write as _};
 use std::time::Duration;
 
 use super::Measured;
-use super::json::Json;
+use super::json::{Json, JsonObject};
 use super::limits::Limits;
 use super::load::Workload;
 use super::plot;
