@@ -33,11 +33,12 @@ use std::time::{Duration, Instant};
 
 use crate::limits::FRAME_BYTES_MAX;
 use crate::types::{LogIndex, Term};
+use crate::verbs::{self, Answer, Attempt, Backoff, Call, Next, Route, Session};
 use crate::wire::client::{
-    self as protocol, ErrorKind, ErrorReply, Hello, HelloResponse, KvCommand, KvOperation, KvValue,
-    Request, RequestBody, Response, ResponseBody, Status,
+    self as protocol, ErrorReply, Hello, HelloResponse, KvOperation, Request, RequestBody,
+    Response, ResponseBody, Status,
 };
-use crate::wire::{BatchKind, BatchView, FrameLength, WireError, encode_batch, frame_length};
+use crate::wire::{BatchView, FrameLength, WireError, frame_length};
 
 /// Everything that can go wrong on the client side.
 #[derive(Debug, thiserror::Error)]
@@ -269,12 +270,9 @@ impl Iterator for TailStream {
                 Ok(answer) => answer,
                 Err(error) => return Some(Err(error)),
             };
-            match response.body {
-                ResponseBody::Batches(_) => match entries_of(&batches, self.next, 0) {
-                    Ok(entries) => self.buffered.extend(entries),
-                    Err(error) => return Some(Err(error)),
-                },
-                other => return Some(Err(unexpected(&other))),
+            match verbs::tailed((response.body, batches), self.next) {
+                Ok(entries) => self.buffered.extend(entries),
+                Err(error) => return Some(Err(error)),
             }
         }
         let entry = self.buffered.pop_front()?;
@@ -295,32 +293,23 @@ pub enum CasOutcome {
 /// A cluster client: leader discovery, redirects, safe retries.
 #[derive(Debug)]
 pub struct Client {
-    addresses: Vec<String>,
+    route: Route,
     options: ClientOptions,
     connection: Option<Connection>,
-    /// Index into `addresses` to try next.
-    cursor: usize,
-    sequence: u64,
+    session: Session,
 }
 
 impl Client {
     /// A client for the cluster at `addresses`; connects lazily.
     pub fn new<S: AsRef<str>>(
         addresses: &[S],
-        mut options: ClientOptions,
+        options: ClientOptions,
     ) -> Result<Self, ClientError> {
-        if addresses.is_empty() {
-            return Err(ClientError::Unexpected("no cluster addresses given".into()));
-        }
-        if options.client_id == 0 {
-            options.client_id = random_client_id();
-        }
         Ok(Self {
-            addresses: addresses.iter().map(|a| a.as_ref().to_owned()).collect(),
+            route: Route::new(addresses)?,
+            session: Session::new(options.client_id),
             options,
             connection: None,
-            cursor: 0,
-            sequence: 0,
         })
     }
 
@@ -338,22 +327,7 @@ impl Client {
         log: &str,
         entries: &[P],
     ) -> Result<Appended, ClientError> {
-        let batch = encode_batch(BatchKind::Data, Term(0), LogIndex(0), entries);
-        match self.request(log, &RequestBody::Append, Some(&batch), false)? {
-            (
-                ResponseBody::Appended {
-                    first_index,
-                    count,
-                    term,
-                },
-                _,
-            ) => Ok(Appended {
-                first_index: LogIndex(first_index),
-                count,
-                term: Term(term),
-            }),
-            (other, _) => Err(unexpected(&other)),
-        }
+        verbs::appended(self.request(&verbs::append(log, entries))?)
     }
 
     /// Reads up to `max_entries` committed entries from `from`.
@@ -372,14 +346,8 @@ impl Client {
         from: LogIndex,
         max_entries: u32,
     ) -> Result<Vec<(LogIndex, Vec<u8>)>, ClientError> {
-        let body = RequestBody::Read {
-            from_index: from.get(),
-            max_entries,
-        };
-        match self.request(log, &body, None, true)? {
-            (ResponseBody::Batches(_), batches) => entries_of(&batches, from, max_entries),
-            (other, _) => Err(unexpected(&other)),
-        }
+        let answer = self.request(&verbs::read(log, from, max_entries))?;
+        verbs::entries(answer, from, max_entries)
     }
 
     /// Follows `log` from `from`: the returned stream yields committed
@@ -395,16 +363,8 @@ impl Client {
     /// # Ok::<(), ClientError>(())
     /// ```
     pub fn tail(&mut self, log: &str, from: LogIndex) -> Result<TailStream, ClientError> {
-        let address = self.addresses[self.cursor % self.addresses.len()].clone();
-        let mut connection = Connection::open(&address, &self.options)?;
-        connection.send(
-            log,
-            RequestBody::Tail {
-                from_index: from.get(),
-                max_entries: 0,
-            },
-            None,
-        )?;
+        let mut connection = Connection::open(self.route.current(), &self.options)?;
+        connection.send(log, verbs::tail(from), None)?;
         connection.flush()?;
         connection.set_read_timeout(None)?;
         Ok(TailStream {
@@ -425,19 +385,7 @@ impl Client {
     /// # Ok::<(), ClientError>(())
     /// ```
     pub fn get(&mut self, key: &[u8], stale: bool) -> Result<Option<Vec<u8>>, ClientError> {
-        let body = RequestBody::Get {
-            key: key.to_vec(),
-            stale,
-        };
-        match self.request("", &body, None, true) {
-            Ok((ResponseBody::Value(value), _)) => Ok(value.found.then_some(value.value)),
-            Err(ClientError::Reply(ErrorReply {
-                kind: ErrorKind::NotFound,
-                ..
-            })) => Ok(None),
-            Ok((other, _)) => Err(unexpected(&other)),
-            Err(error) => Err(error),
-        }
+        verbs::got(self.request(&verbs::get(key, stale)))
     }
 
     /// Sets a key.
@@ -450,10 +398,7 @@ impl Client {
     /// # Ok::<(), ClientError>(())
     /// ```
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), ClientError> {
-        match self.write(key, KvOperation::Put(value.to_vec()))? {
-            ResponseBody::Done => Ok(()),
-            other => Err(unexpected(&other)),
-        }
+        verbs::done(self.write(key, verbs::put(value)))
     }
 
     /// Removes a key.
@@ -465,10 +410,7 @@ impl Client {
     /// # Ok::<(), ClientError>(())
     /// ```
     pub fn delete(&mut self, key: &[u8]) -> Result<(), ClientError> {
-        match self.write(key, KvOperation::Delete)? {
-            ResponseBody::Done => Ok(()),
-            other => Err(unexpected(&other)),
-        }
+        verbs::done(self.write(key, KvOperation::Delete))
     }
 
     /// Sets `key` to `new` only if it holds `expected` (`None`: absent).
@@ -488,20 +430,7 @@ impl Client {
         expected: Option<&[u8]>,
         new: &[u8],
     ) -> Result<CasOutcome, ClientError> {
-        let operation = KvOperation::Cas {
-            expected: expected.map(<[u8]>::to_vec),
-            new: new.to_vec(),
-        };
-        match self.write(key, operation) {
-            Ok(ResponseBody::CasResult(KvValue { found: true, .. })) => Ok(CasOutcome::Swapped),
-            Ok(ResponseBody::CasResult(value))
-            | Err(ClientError::Reply(ErrorReply {
-                kind: ErrorKind::PreconditionFailed(value),
-                ..
-            })) => Ok(CasOutcome::Mismatch(value.found.then_some(value.value))),
-            Ok(other) => Err(unexpected(&other)),
-            Err(error) => Err(error),
-        }
+        verbs::cas_outcome(self.write(key, verbs::cas(expected, new)))
     }
 
     /// Status of the node this client is connected to (or the first that
@@ -515,20 +444,14 @@ impl Client {
     /// # Ok::<(), ClientError>(())
     /// ```
     pub fn status(&mut self, log: &str) -> Result<Status, ClientError> {
-        match self.request(log, &RequestBody::Status, None, true)? {
-            (ResponseBody::Status(status), _) => Ok(status),
-            (other, _) => Err(unexpected(&other)),
-        }
+        verbs::status_of(self.request(&verbs::status(log))?)
     }
 
     /// Status of the node at `address`, without leader discovery.
     pub fn status_of(&self, address: &str, log: &str) -> Result<Status, ClientError> {
         let mut connection = Connection::open(address, &self.options)?;
-        match connection.call(log, RequestBody::Status, None)? {
-            (ResponseBody::Status(status), _) => Ok(status),
-            (ResponseBody::Error(reply), _) => Err(ClientError::Reply(reply)),
-            (other, _) => Err(unexpected(&other)),
-        }
+        let answer = connection.call(log, RequestBody::Status, None)?;
+        verbs::status_of(answer)
     }
 
     /// Sends an administrative request to the leader of the default log.
@@ -552,163 +475,54 @@ impl Client {
         log: &str,
         request: protocol::AdminRequest,
     ) -> Result<ResponseBody, ClientError> {
-        Ok(self
-            .request(log, &RequestBody::Admin(request), None, false)?
-            .0)
+        Ok(self.request(&verbs::admin(log, request))?.0)
     }
 
     fn write(&mut self, key: &[u8], operation: KvOperation) -> Result<ResponseBody, ClientError> {
-        self.sequence += 1;
-        let command = KvCommand {
-            client_id: self.options.client_id,
-            sequence: self.sequence,
-            key: key.to_vec(),
-            operation,
-            // The leader stamps the log time when it builds the entry.
-            time_ms: 0,
-        };
-        // The session makes a retried write apply once: safe to retry.
-        let answer = self.request("", &RequestBody::Write(command), None, true);
-        if let Err(ClientError::Reply(ErrorReply {
-            kind: ErrorKind::SessionExpired,
-            ..
-        })) = &answer
-        {
-            // The state machine no longer knows this session (it expired, or
-            // its first request never applied): later writes open a new one.
-            // This write's outcome is the caller's to judge (an earlier
-            // attempt may have applied).
-            self.options.client_id = random_client_id();
-            self.sequence = 0;
-        }
-        Ok(answer?.0)
+        let call = self.session.write(key, operation);
+        let result = self.request(&call);
+        self.session.observe(&result);
+        Ok(result?.0)
     }
 
-    /// Sends `body` to the leader, following redirects; retries on another
-    /// node only when the failure proves the request was not applied, or
-    /// when `idempotent`.
-    fn request(
-        &mut self,
-        log: &str,
-        body: &RequestBody,
-        batch: Option<&[u8]>,
-        idempotent: bool,
-    ) -> Result<(ResponseBody, Vec<Vec<u8>>), ClientError> {
+    /// Sends `call` to the leader, following redirects, by the retry rule
+    /// of [`verbs::judge`], until the deadline.
+    fn request(&mut self, call: &Call) -> Result<Answer, ClientError> {
         let started = Instant::now();
-        let mut attempts = 0u32;
-        let mut last = String::from("no attempt");
-        let mut backoff = Duration::from_millis(20);
+        let (mut attempts, mut last, mut backoff) =
+            (0u32, String::from("no attempt"), Backoff::new());
         while started.elapsed() < self.options.deadline {
             attempts += 1;
-            let connection = match self.connect() {
-                Ok(connection) => connection,
-                Err(error) => {
-                    last = error.to_string();
-                    self.advance(None);
-                    back_off(&mut backoff);
-                    continue;
-                }
+            let attempt = match self.connect() {
+                Ok(connection) => Attempt::Sent(connection.call(
+                    &call.log,
+                    call.body.clone(),
+                    call.batch.as_deref(),
+                )),
+                Err(error) => Attempt::NotSent(error),
             };
-            match connection.call(log, body.clone(), batch) {
-                Ok((ResponseBody::Error(reply), _)) => match &reply.kind {
-                    ErrorKind::NotLeader { address, .. } => {
-                        last.clone_from(&reply.message);
-                        let hint = (!address.is_empty()).then(|| address.clone());
-                        if hint.is_none() {
-                            // No leader known yet (an election): wait a little.
-                            back_off(&mut backoff);
-                        }
-                        self.advance(hint);
-                    }
-                    ErrorKind::Unavailable => {
-                        last.clone_from(&reply.message);
-                        self.advance(None);
-                        back_off(&mut backoff);
-                    }
-                    _ => return Err(ClientError::Reply(reply)),
-                },
-                Ok(answer) => return Ok(answer),
-                Err(error) => {
+            match verbs::judge(attempt, call.repeatable, &mut last) {
+                Next::Answer(answer) => return Ok(answer),
+                Next::Fail(error) => {
                     self.connection = None;
-                    if !idempotent {
-                        return Err(ClientError::Unknown(error.to_string()));
+                    return Err(error);
+                }
+                Next::Move { hint, wait } => {
+                    if wait {
+                        std::thread::sleep(backoff.next());
                     }
-                    last = error.to_string();
-                    self.advance(None);
+                    self.connection = None;
+                    self.route.advance(hint);
                 }
             }
         }
-        Err(ClientError::NoLeader {
-            addresses: self.addresses.join(","),
-            attempts,
-            last,
-        })
+        Err(self.route.gave_up(attempts, last))
     }
 
     fn connect(&mut self) -> Result<&mut Connection, ClientError> {
         if self.connection.is_none() {
-            let address = &self.addresses[self.cursor % self.addresses.len()];
-            self.connection = Some(Connection::open(address, &self.options)?);
+            self.connection = Some(Connection::open(self.route.current(), &self.options)?);
         }
         Ok(self.connection.as_mut().expect("connected above"))
     }
-
-    /// Moves to the hinted leader, or to the next address.
-    fn advance(&mut self, hint: Option<String>) {
-        self.connection = None;
-        if let Some(hint) = hint {
-            if let Some(position) = self.addresses.iter().position(|a| *a == hint) {
-                self.cursor = position;
-                return;
-            }
-            self.addresses.push(hint);
-            self.cursor = self.addresses.len() - 1;
-            return;
-        }
-        self.cursor = (self.cursor + 1) % self.addresses.len();
-    }
-}
-
-/// Sleeps for `backoff`, then doubles it up to half a second.
-fn back_off(backoff: &mut Duration) {
-    std::thread::sleep(*backoff);
-    *backoff = (*backoff * 2).min(Duration::from_millis(500));
-}
-
-fn unexpected(body: &ResponseBody) -> ClientError {
-    match body {
-        ResponseBody::Error(reply) => ClientError::Reply(reply.clone()),
-        other => ClientError::Unexpected(format!("{other:?}")),
-    }
-}
-
-/// Flattens batch frames into (index, payload) pairs from `from` on.
-fn entries_of(
-    batches: &[Vec<u8>],
-    from: LogIndex,
-    max_entries: u32,
-) -> Result<Vec<(LogIndex, Vec<u8>)>, ClientError> {
-    let mut entries = Vec::new();
-    for frame in batches {
-        let view = BatchView::parse(frame)?;
-        let mut index = view.first_index();
-        view.for_each_entry(|payload| {
-            if index >= from && (max_entries == 0 || entries.len() < max_entries as usize) {
-                entries.push((index, payload.to_vec()));
-            }
-            index = index.next();
-            Ok(())
-        })?;
-    }
-    Ok(entries)
-}
-
-/// A session id unlikely to collide: time and process id mixed.
-fn random_client_id() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_nanos() as u64);
-    crate::random::Random::new(nanos ^ (u64::from(std::process::id()) << 32))
-        .next_u64()
-        .max(1)
 }

@@ -12,6 +12,8 @@
 //!   checksums, and the client protocol as Rust values.
 //! * [`types`]: terms, indexes, node and log ids.
 //! * [`limits`]: what a reader of outside bytes accepts.
+//! * `asynchronous` (feature `tokio`): `AsyncClient`, the same verbs for
+//!   tokio applications.
 //! * [`random`]: the seeded generator (retry jitter here; the server's
 //!   simulator and load generator use the same one).
 //!
@@ -25,10 +27,13 @@
 //! # Ok::<(), rast_client::ClientError>(())
 //! ```
 
+#[cfg(feature = "tokio")]
+pub mod asynchronous;
 pub mod client;
 pub mod limits;
 pub mod random;
 pub mod types;
+mod verbs;
 pub mod wire;
 
 pub use client::*;
