@@ -240,6 +240,24 @@ pub const HANDSHAKE_MS_MAX: u64 = 5_000;
 /// one accepted beyond it is closed at once.
 pub const CONNECTIONS_PER_CORE_MAX: usize = 4096;
 
+/// Connections one address keeps open on one core at most: one client
+/// machine (or a hostile one) cannot take every slot of
+/// [`CONNECTIONS_PER_CORE_MAX`], while a busy application server (or a
+/// NAT's worth of clients) still gets a thousand.
+pub const CONNECTIONS_PER_ADDRESS_MAX: usize = 1024;
+
+const _: () = assert!(CONNECTIONS_PER_ADDRESS_MAX < CONNECTIONS_PER_CORE_MAX);
+
+/// Default of `--client-idle-secs`, in milliseconds: how long a client
+/// connection may stay silent (no request) before it is closed, unless it
+/// follows a log (a tail is silent while nothing commits). Forgotten
+/// connections do not hold slots forever; clients reconnect on their next
+/// request.
+pub const CLIENT_IDLE_MS_DEFAULT: u64 = 300_000;
+
+/// How often idle client connections are looked for.
+pub const IDLE_SCAN_MS: u64 = 1_000;
+
 /// TCP keepalive of every connection: first probe after this many idle
 /// seconds, then one every [`KEEPALIVE_INTERVAL_SECS`], and the connection
 /// is dropped after [`KEEPALIVE_PROBES`] unanswered: a vanished peer or

@@ -21,6 +21,7 @@
 //! segment_bytes = 67108864  # log segment file size
 //! segment_fill = "reserve"  # or "zeros"
 //! quota_bytes = 0           # disk quota of the node (0: none)
+//! client_idle_secs = 300    # close silent client connections (tails excepted)
 //! ```
 
 use std::net::SocketAddr;
@@ -28,7 +29,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::ValueEnum;
-use rast::constants::SNAPSHOT_LOG_BYTES_DEFAULT;
+use rast::constants::{CLIENT_IDLE_MS_DEFAULT, SNAPSHOT_LOG_BYTES_DEFAULT};
 use rast::constants::{SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
 use rast::server::group::snapshot::SnapshotPolicy;
 use rast::server::{Settings, StorageMode, ZeroCopy};
@@ -120,6 +121,11 @@ pub struct ServeArgs {
     /// (checked by the node that takes the write) [default: 0, none].
     #[arg(long, value_name = "BYTES")]
     quota_bytes: Option<u64>,
+    /// A client connection that sends nothing for this many seconds (and
+    /// follows no log) is closed; clients reconnect on their next request
+    /// [default: 300].
+    #[arg(long, value_name = "SECONDS")]
+    client_idle_secs: Option<u64>,
 }
 
 impl ServeArgs {
@@ -146,6 +152,7 @@ impl ServeArgs {
             segment_bytes: self.segment_bytes.or(file.segment_bytes),
             segment_fill: self.segment_fill.or(file.segment_fill),
             quota_bytes: self.quota_bytes.or(file.quota_bytes),
+            client_idle_secs: self.client_idle_secs.or(file.client_idle_secs),
         }
     }
 }
@@ -236,6 +243,11 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
             },
         },
         quota_bytes: args.quota_bytes.unwrap_or(0),
+        client_idle_ms: args
+            .client_idle_secs
+            .map_or(CLIENT_IDLE_MS_DEFAULT, |secs| {
+                secs.saturating_mul(1000).max(1000)
+            }),
     })
 }
 

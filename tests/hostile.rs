@@ -230,3 +230,110 @@ fn a_slow_scraper_does_not_block_the_metrics_endpoint() {
         "the second scrape was answered only after the slow one gave up"
     );
 }
+
+/// One address cannot take every connection of a core: connections from
+/// one address beyond `CONNECTIONS_PER_ADDRESS_MAX` are closed at once
+/// (checked well inside the handshake time, which closes silent ones
+/// later anyway); the node serves again once they are gone.
+#[test]
+fn one_address_cannot_take_every_connection() {
+    use rast::constants::CONNECTIONS_PER_ADDRESS_MAX;
+    let cluster = Cluster::start("hostile-address", 3, 1);
+    cluster.wait_for_leader("default", Duration::from_secs(20));
+    let over = 64;
+    let started = Instant::now();
+    let mut streams: Vec<TcpStream> = (0..CONNECTIONS_PER_ADDRESS_MAX + over)
+        .map(|_| TcpStream::connect(&cluster.addresses[0]).expect("connect"))
+        .collect();
+    // Let the node accept (and close) them all, then look once, well
+    // before the handshake time.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut closed = 0;
+    for stream in &mut streams {
+        stream.set_nonblocking(true).unwrap();
+        let mut byte = [0u8; 1];
+        // Open: nothing to read yet. Closed: the end, or a reset.
+        let open = matches!(stream.read(&mut byte), Err(error) if error.kind() == std::io::ErrorKind::WouldBlock);
+        if !open {
+            closed += 1;
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(HANDSHAKE_MS_MAX / 2),
+        "too slow to tell the limit from the handshake time"
+    );
+    // The cluster's own links come from this address too: at least the
+    // excess is closed, and no more than the excess plus those few.
+    assert!(
+        (over..=over + 8).contains(&closed),
+        "{closed} of {} connections closed at once",
+        streams.len()
+    );
+    drop(streams);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cluster.status(0, "default").is_none() {
+        assert!(Instant::now() < deadline, "node 1 does not serve again");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A client connection that sends nothing for the idle time is closed; one
+/// that follows a log is not, however quiet the log.
+#[test]
+fn idle_clients_are_closed_and_tails_are_not() {
+    use rast::client::{ClientOptions, Connection};
+    use rast::wire::client::{self as protocol, Hello, HelloResponse, RequestBody};
+    let cluster = Cluster::start_with("hostile-idle", 3, 1, &["--client-idle-secs", "1"]);
+    cluster.wait_for_leader("default", Duration::from_secs(20));
+    let first = cluster
+        .client()
+        .append("default", &[b"before".as_slice()])
+        .unwrap()
+        .first_index;
+    // A tail, silent from now on.
+    let mut tail = Connection::open(&cluster.addresses[0], &ClientOptions::default()).unwrap();
+    let body = RequestBody::Tail {
+        from_index: first.get(),
+        max_entries: 0,
+    };
+    tail.send("default", body, None).unwrap();
+    tail.flush().unwrap();
+    tail.receive().unwrap(); // the entry already there
+    // A client that completes its handshake and then says nothing.
+    let mut idle = TcpStream::connect(&cluster.addresses[0]).unwrap();
+    let hello = protocol::encode_hello(&Hello {
+        protocol_version: protocol::PROTOCOL_VERSION,
+        cluster_id: "rast".into(),
+        node_id: 0,
+        token: Vec::new(),
+        core: 0,
+        cores: 0,
+    });
+    idle.write_all(&hello).unwrap();
+    let mut answer = vec![0u8; 256];
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let read = idle.read(&mut answer).unwrap();
+    let welcome = protocol::decode_hello_response(&answer[..read]).unwrap();
+    assert!(matches!(welcome, HelloResponse::Ok(_)), "{welcome:?}");
+    let opened = Instant::now();
+    assert!(
+        closed_by_node(&mut idle, opened + Duration::from_secs(10)),
+        "the idle client was never closed"
+    );
+    assert!(
+        opened.elapsed() >= Duration::from_millis(900),
+        "closed before its idle time: {:?}",
+        opened.elapsed()
+    );
+    // The tail, silent longer still, follows the log.
+    let later = cluster
+        .client()
+        .append("default", &[b"after".as_slice()])
+        .unwrap()
+        .first_index;
+    tail.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (_, batches) = tail.receive().expect("the tail still delivers");
+    let view = rast::wire::BatchView::parse(&batches[0]).unwrap();
+    assert_eq!(view.first_index(), later);
+}

@@ -187,6 +187,7 @@ impl LocalCluster {
             zero_fill: false,
             snapshots: crate::server::group::snapshot::SnapshotPolicy::default(),
             quota_bytes: 0,
+            client_idle_ms: crate::constants::CLIENT_IDLE_MS_DEFAULT,
         };
         let thread = std::thread::Builder::new()
             .name(format!("rast-bench-node-{}", node + 1))

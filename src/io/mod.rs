@@ -23,7 +23,7 @@ pub mod socket;
 
 pub use mapping::Mapping;
 pub use ring::{Link, OpId, Ring};
-pub use socket::{adopt_socket, listen_reuseport, splice_pipe, tcp_socket};
+pub use socket::{adopt_socket, listen_reuseport, peer_ip, splice_pipe, tcp_socket};
 
 /// A ring shared by everything on one core (no locks: one thread).
 pub type SharedRing = std::rc::Rc<std::cell::RefCell<Ring>>;

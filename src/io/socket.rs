@@ -47,6 +47,19 @@ pub fn tcp_socket(address: SocketAddr) -> io::Result<File> {
     Ok(File::from(socket))
 }
 
+/// The IP address at the other end of a connected socket (`None` when it
+/// cannot be read, or for a Unix socket).
+pub fn peer_ip(socket: &File) -> Option<std::net::IpAddr> {
+    let address: nix::sys::socket::SockaddrStorage =
+        nix::sys::socket::getpeername(std::os::fd::AsRawFd::as_raw_fd(socket)).ok()?;
+    if let Some(v4) = address.as_sockaddr_in() {
+        return Some(std::net::IpAddr::V4(v4.ip()));
+    }
+    address
+        .as_sockaddr_in6()
+        .map(|v6| std::net::IpAddr::V6(v6.ip()))
+}
+
 /// Takes ownership of a descriptor an accept completion returned, turns off
 /// Nagle's algorithm on it and turns on TCP keepalive.
 pub fn adopt_socket(fd: i32) -> File {

@@ -96,6 +96,9 @@ pub struct Settings {
     /// refused with `NoSpace` (reads, tails, deletes, compaction and
     /// snapshots go on). 0: none.
     pub quota_bytes: u64,
+    /// A client connection silent this long (and following no log) is
+    /// closed (`--client-idle-secs`).
+    pub client_idle_ms: u64,
 }
 
 /// Errors that stop the server from starting.

@@ -33,9 +33,9 @@ use super::group::{Group, Outbound};
 use super::{ServerError, Settings, StorageMode, stopping};
 use crate::constants::TICK_MS;
 use crate::constants::{
-    ACCEPT_BACKOFF_MS, CONNECTIONS_PER_CORE_MAX, HANDOFF_QUEUE_MAX, HANDSHAKE_MS_MAX,
-    OUTBOX_BYTES_MAX, RECONNECT_MS_MAX, REOPEN_FREE_BYTES_MIN, REOPEN_INTERVAL_MS,
-    SPLICE_BYTES_MIN,
+    ACCEPT_BACKOFF_MS, CONNECTIONS_PER_ADDRESS_MAX, CONNECTIONS_PER_CORE_MAX, HANDOFF_QUEUE_MAX,
+    HANDSHAKE_MS_MAX, IDLE_SCAN_MS, OUTBOX_BYTES_MAX, RECONNECT_MS_MAX, REOPEN_FREE_BYTES_MIN,
+    REOPEN_INTERVAL_MS, SPLICE_BYTES_MIN,
 };
 use crate::io::ring::Owned;
 use crate::io::{OpId, Ring, SharedRing};
@@ -143,6 +143,12 @@ struct Slot {
     /// When it was opened (the shard's clock): a handshake not done
     /// [`HANDSHAKE_MS_MAX`] later closes it.
     opened_ms: u64,
+    /// When it last received bytes: a client silent for the idle time
+    /// (`Settings::client_idle_ms`) and following no log is closed.
+    active_ms: u64,
+    /// The address an accepted connection came from (counted against
+    /// [`CONNECTIONS_PER_ADDRESS_MAX`] until the slot is freed).
+    from: Option<std::net::IpAddr>,
 }
 
 /// Our outgoing link to one peer.
@@ -180,6 +186,10 @@ pub struct Shard {
     /// When accepting resumes after running out of descriptors (`None`:
     /// the accept is armed).
     accept_at_ms: Option<u64>,
+    /// When idle client connections are looked for next.
+    idle_scan_at_ms: u64,
+    /// Accepted connections open here, by the address they came from.
+    per_address: std::collections::HashMap<std::net::IpAddr, usize>,
     started: Instant,
     ready: Vec<OpId>,
     summaries: Vec<BatchSummary>,
@@ -250,6 +260,8 @@ impl Shard {
             reopening: Vec::new(),
             reopen_at_ms: 0,
             accept_at_ms: None,
+            idle_scan_at_ms: 0,
+            per_address: std::collections::HashMap::new(),
             started: Instant::now(),
             ready: Vec::new(),
             summaries: Vec::new(),
@@ -361,14 +373,31 @@ impl Shard {
             Owner::Accept => {
                 if result >= 0 {
                     let socket = crate::io::adopt_socket(result);
+                    let from = crate::io::peer_ip(&socket);
+                    let of_address =
+                        from.map_or(0, |ip| self.per_address.get(&ip).copied().unwrap_or(0));
                     if self.connections() >= CONNECTIONS_PER_CORE_MAX {
                         tracing::warn!(
                             limit = CONNECTIONS_PER_CORE_MAX,
                             "too many connections on this core; closing a new one"
                         );
                         drop(socket);
+                    } else if of_address >= CONNECTIONS_PER_ADDRESS_MAX {
+                        tracing::warn!(
+                            address = ?from,
+                            limit = CONNECTIONS_PER_ADDRESS_MAX,
+                            "too many connections from one address; closing a new one"
+                        );
+                        drop(socket);
                     } else {
-                        self.insert(Connection::new(Rc::new(socket), Role::Handshake, &[]), None);
+                        let slot = self
+                            .insert(Connection::new(Rc::new(socket), Role::Handshake, &[]), None);
+                        if let Some(ip) = from {
+                            *self.per_address.entry(ip).or_insert(0) += 1;
+                            if let Some(entry) = self.slots[slot].as_mut() {
+                                entry.from = Some(ip);
+                            }
+                        }
                     }
                 } else {
                     tracing::warn!(errno = -result, "accept failed");
@@ -433,6 +462,8 @@ impl Shard {
             splice: None,
             pipe: None,
             opened_ms: self.now_ms(),
+            active_ms: self.now_ms(),
+            from: None,
         };
         let index = if let Some(index) = self.free_slots.pop() {
             self.slots[index] = Some(slot);
@@ -451,6 +482,10 @@ impl Shard {
         let now = self.now_ms();
         self.abandon_stalled_splices(now);
         self.close_slow_handshakes(now);
+        if now >= self.idle_scan_at_ms {
+            self.idle_scan_at_ms = now + IDLE_SCAN_MS;
+            self.close_idle_clients(now);
+        }
         if self.accept_at_ms.is_some_and(|at| now >= at) {
             self.accept_at_ms = None;
             self.rearm(Owner::Accept);
@@ -476,6 +511,38 @@ impl Shard {
             let entry = &self.links[link];
             if entry.connection.is_none() && !entry.connecting && now >= entry.retry_at_ms {
                 self.connect(link);
+            }
+        }
+    }
+
+    /// Closes client connections silent for the idle time that follow no
+    /// log.
+    fn close_idle_clients(&mut self, now: u64) {
+        let idle_ms = self.settings.client_idle_ms;
+        for (slot, entry) in self.slots.iter_mut().enumerate() {
+            let Some(entry) = entry else { continue };
+            if entry.connection.role == Role::Client
+                && !entry.connection.closed
+                && now.saturating_sub(entry.active_ms) > idle_ms
+                && !self
+                    .groups
+                    .values()
+                    .any(|group| group.has_tail_of(slot, entry.generation))
+            {
+                tracing::debug!(slot, "closing a client connection idle too long");
+                entry.connection.closed = true;
+            }
+        }
+    }
+
+    /// Frees a slot's count against its address.
+    fn forget_address(&mut self, from: Option<std::net::IpAddr>) {
+        if let Some(ip) = from
+            && let Some(count) = self.per_address.get_mut(&ip)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.per_address.remove(&ip);
             }
         }
     }
@@ -556,6 +623,7 @@ impl Shard {
         if !entry.connection.recv_done(result, buffer) {
             return;
         }
+        entry.active_ms = self.started.elapsed().as_millis() as u64;
         if let Err(reason) = self.process(slot) {
             let Some(entry) = self.slots[slot].as_mut() else {
                 return;

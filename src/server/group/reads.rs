@@ -76,6 +76,13 @@ impl Group {
         self.serve_tails(out);
     }
 
+    /// Whether the connection follows this log.
+    pub fn has_tail_of(&self, connection: usize, generation: u64) -> bool {
+        self.tails
+            .iter()
+            .any(|tail| tail.reply.connection == connection && tail.reply.generation == generation)
+    }
+
     /// Forgets the tails of a closed connection.
     pub fn forget_connection(&mut self, connection: usize, generation: u64) {
         self.tails.retain(|tail| {

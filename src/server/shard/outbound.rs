@@ -271,6 +271,7 @@ impl Shard {
         if entry.connection.closed {
             let entry = self.slots[slot].take().expect("present");
             self.free_slots.push(slot);
+            self.forget_address(entry.from);
             for group in self.groups.values_mut() {
                 group.forget_connection(slot, entry.generation);
             }
@@ -289,6 +290,7 @@ impl Shard {
         {
             let entry = self.slots[slot].take().expect("present");
             self.free_slots.push(slot);
+            self.forget_address(entry.from);
             self.hand_off(core, entry.connection);
         }
     }
