@@ -14,7 +14,7 @@ use std::time::Duration;
 use super::BenchError;
 use crate::client::ClientOptions;
 use crate::wire::client::{
-    self as protocol, Hello, HelloResponse, Request, RequestBody, Response, ResponseBody,
+    self as protocol, HelloResponse, Request, RequestBody, Response, ResponseBody,
 };
 use crate::wire::{FrameLength, frame_length};
 
@@ -66,16 +66,7 @@ impl Link {
             },
             stream,
         };
-        link.writer
-            .writer
-            .write_all(&protocol::encode_hello(&Hello {
-                protocol_version: protocol::PROTOCOL_VERSION,
-                cluster_id: options.cluster_id.clone(),
-                node_id: 0,
-                token: options.token.clone(),
-                core: 0,
-                cores: 0,
-            }))?;
+        link.writer.writer.write_all(&options.hello())?;
         link.writer.flush()?;
         link.reader.read_frame()?;
         match protocol::decode_hello_response(&link.reader.frame)? {

@@ -21,7 +21,6 @@
 //! # }
 //! ```
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
@@ -31,10 +30,9 @@ use tokio::time::{Instant, sleep, timeout};
 
 use crate::client::{Appended, CasOutcome, ClientError, ClientOptions};
 use crate::types::LogIndex;
-use crate::verbs::{self, Answer, Attempt, Backoff, Call, Next, Route, Session};
+use crate::verbs::{self, Answer, Attempt, Backoff, Call, Next, Route, Session, TailBuffer};
 use crate::wire::client::{
-    self as protocol, AdminRequest, Hello, HelloResponse, KvOperation, Request, RequestBody,
-    ResponseBody, Status,
+    self as protocol, AdminRequest, KvOperation, RequestBody, ResponseBody, Status,
 };
 use crate::wire::{BatchView, FrameLength, frame_length};
 
@@ -64,21 +62,11 @@ impl AsyncConnection {
             next_request_id: 1,
             io_timeout: Some(options.timeout),
         };
-        let hello = protocol::encode_hello(&Hello {
-            protocol_version: protocol::PROTOCOL_VERSION,
-            cluster_id: options.cluster_id.clone(),
-            node_id: 0,
-            token: options.token.clone(),
-            core: 0,
-            cores: 0,
-        });
+        let hello = options.hello();
         connection.writer.write_all(&hello).await?;
         connection.flush().await?;
         let frame = connection.read_frame().await?;
-        match protocol::decode_hello_response(&frame)? {
-            HelloResponse::Ok(node_id) => connection.node_id = node_id,
-            HelloResponse::Refused(why) => return Err(ClientError::Refused(why)),
-        }
+        connection.node_id = verbs::welcomed(&frame)?;
         Ok(connection)
     }
 
@@ -95,16 +83,8 @@ impl AsyncConnection {
         body: RequestBody,
         batch: Option<&[u8]>,
     ) -> Result<u64, ClientError> {
-        let request_id = self.next_request_id;
-        self.next_request_id += 1;
-        let request = Request {
-            request_id,
-            log: log.to_owned(),
-            body,
-        };
-        self.writer
-            .write_all(&protocol::encode_request(&request))
-            .await?;
+        let (request_id, frame) = verbs::request_frame(&mut self.next_request_id, log, body);
+        self.writer.write_all(&frame).await?;
         if let Some(batch) = batch {
             self.writer.write_all(batch).await?;
         }
@@ -239,8 +219,7 @@ impl AsyncClient {
         connection.io_timeout = None;
         Ok(AsyncTail {
             connection,
-            next: from,
-            buffered: VecDeque::new(),
+            buffer: TailBuffer::new(from),
         })
     }
 
@@ -357,27 +336,21 @@ impl AsyncClient {
 #[derive(Debug)]
 pub struct AsyncTail {
     connection: AsyncConnection,
-    next: LogIndex,
-    buffered: VecDeque<(LogIndex, Vec<u8>)>,
+    buffer: TailBuffer,
 }
 
 impl AsyncTail {
     /// The next committed entry; waits for one to commit. `None` never
     /// comes from a live tail: an error ends it.
     pub async fn next(&mut self) -> Option<Result<(LogIndex, Vec<u8>), ClientError>> {
-        while self.buffered.is_empty() {
-            let (response, batches) = match self.connection.receive().await {
-                Ok(answer) => answer,
-                Err(error) => return Some(Err(error)),
-            };
-            match verbs::tailed((response.body, batches), self.next) {
-                Ok(entries) => self.buffered.extend(entries),
-                Err(error) => return Some(Err(error)),
+        loop {
+            if let Some(entry) = self.buffer.pop() {
+                return Some(Ok(entry));
+            }
+            if let Err(error) = self.buffer.fill(self.connection.receive().await) {
+                return Some(Err(error));
             }
         }
-        let entry = self.buffered.pop_front()?;
-        self.next = entry.0.next();
-        Some(Ok(entry))
     }
 }
 

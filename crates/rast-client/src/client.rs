@@ -33,10 +33,9 @@ use std::time::{Duration, Instant};
 
 use crate::limits::FRAME_BYTES_MAX;
 use crate::types::{LogIndex, Term};
-use crate::verbs::{self, Answer, Attempt, Backoff, Call, Next, Route, Session};
+use crate::verbs::{self, Answer, Attempt, Backoff, Call, Next, Route, Session, TailBuffer};
 use crate::wire::client::{
-    self as protocol, ErrorReply, Hello, HelloResponse, KvOperation, Request, RequestBody,
-    Response, ResponseBody, Status,
+    self as protocol, ErrorReply, Hello, KvOperation, RequestBody, Response, ResponseBody, Status,
 };
 use crate::wire::{BatchView, FrameLength, WireError, frame_length};
 
@@ -89,6 +88,20 @@ pub struct ClientOptions {
     pub client_id: u64,
 }
 
+impl ClientOptions {
+    /// The `Hello` frame a client opens every connection with.
+    pub fn hello(&self) -> Vec<u8> {
+        protocol::encode_hello(&Hello {
+            protocol_version: protocol::PROTOCOL_VERSION,
+            cluster_id: self.cluster_id.clone(),
+            node_id: 0,
+            token: self.token.clone(),
+            core: 0,
+            cores: 0,
+        })
+    }
+}
+
 impl Default for ClientOptions {
     fn default() -> Self {
         Self {
@@ -127,22 +140,10 @@ impl Connection {
             node_id: 0,
             next_request_id: 1,
         };
-        connection
-            .writer
-            .write_all(&protocol::encode_hello(&Hello {
-                protocol_version: protocol::PROTOCOL_VERSION,
-                cluster_id: options.cluster_id.clone(),
-                node_id: 0,
-                token: options.token.clone(),
-                core: 0,
-                cores: 0,
-            }))?;
+        connection.writer.write_all(&options.hello())?;
         connection.writer.flush()?;
         let frame = connection.read_frame()?;
-        match protocol::decode_hello_response(&frame)? {
-            HelloResponse::Ok(node_id) => connection.node_id = node_id,
-            HelloResponse::Refused(why) => return Err(ClientError::Refused(why)),
-        }
+        connection.node_id = verbs::welcomed(&frame)?;
         Ok(connection)
     }
 
@@ -159,14 +160,8 @@ impl Connection {
         body: RequestBody,
         batch: Option<&[u8]>,
     ) -> Result<u64, ClientError> {
-        let request_id = self.next_request_id;
-        self.next_request_id += 1;
-        let request = Request {
-            request_id,
-            log: log.to_owned(),
-            body,
-        };
-        self.writer.write_all(&protocol::encode_request(&request))?;
+        let (request_id, frame) = verbs::request_frame(&mut self.next_request_id, log, body);
+        self.writer.write_all(&frame)?;
         if let Some(batch) = batch {
             self.writer.write_all(batch)?;
         }
@@ -257,27 +252,21 @@ pub struct Appended {
 #[derive(Debug)]
 pub struct TailStream {
     connection: Connection,
-    next: LogIndex,
-    buffered: std::collections::VecDeque<(LogIndex, Vec<u8>)>,
+    buffer: TailBuffer,
 }
 
 impl Iterator for TailStream {
     type Item = Result<(LogIndex, Vec<u8>), ClientError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        while self.buffered.is_empty() {
-            let (response, batches) = match self.connection.receive() {
-                Ok(answer) => answer,
-                Err(error) => return Some(Err(error)),
-            };
-            match verbs::tailed((response.body, batches), self.next) {
-                Ok(entries) => self.buffered.extend(entries),
-                Err(error) => return Some(Err(error)),
+        loop {
+            if let Some(entry) = self.buffer.pop() {
+                return Some(Ok(entry));
+            }
+            if let Err(error) = self.buffer.fill(self.connection.receive()) {
+                return Some(Err(error));
             }
         }
-        let entry = self.buffered.pop_front()?;
-        self.next = entry.0.next();
-        Some(Ok(entry))
     }
 }
 
@@ -369,8 +358,7 @@ impl Client {
         connection.set_read_timeout(None)?;
         Ok(TailStream {
             connection,
-            next: from,
-            buffered: std::collections::VecDeque::new(),
+            buffer: TailBuffer::new(from),
         })
     }
 

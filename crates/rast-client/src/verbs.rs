@@ -16,8 +16,8 @@ use std::time::Duration;
 use crate::client::{Appended, CasOutcome, ClientError};
 use crate::types::{LogIndex, Term};
 use crate::wire::client::{
-    AdminRequest, ErrorKind, ErrorReply, KvCommand, KvOperation, KvValue, RequestBody,
-    ResponseBody, Status,
+    self as protocol, AdminRequest, ErrorKind, ErrorReply, KvCommand, KvOperation, KvValue,
+    Request, RequestBody, ResponseBody, Status,
 };
 use crate::wire::{BatchKind, BatchView, encode_batch};
 
@@ -90,12 +90,42 @@ pub(crate) fn tail(from: LogIndex) -> RequestBody {
     }
 }
 
-/// One answer of a tail: its entries from `next` on.
-pub(crate) fn tailed(
-    answer: Answer,
+/// A tail's entries received and not yet handed out.
+#[derive(Debug)]
+pub(crate) struct TailBuffer {
     next: LogIndex,
-) -> Result<Vec<(LogIndex, Vec<u8>)>, ClientError> {
-    entries(answer, next, 0)
+    entries: std::collections::VecDeque<(LogIndex, Vec<u8>)>,
+}
+
+impl TailBuffer {
+    pub(crate) fn new(from: LogIndex) -> Self {
+        Self {
+            next: from,
+            entries: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// The next entry, if one was received.
+    pub(crate) fn pop(&mut self) -> Option<(LogIndex, Vec<u8>)> {
+        let entry = self.entries.pop_front()?;
+        self.next = entry.0.next();
+        Some(entry)
+    }
+
+    /// Takes one answer of the tail in: its entries from the next on.
+    pub(crate) fn fill(
+        &mut self,
+        answer: Result<(crate::wire::client::Response, Vec<Vec<u8>>), ClientError>,
+    ) -> Result<(), ClientError> {
+        let (response, batches) = answer?;
+        let skip = self
+            .entries
+            .back()
+            .map_or(self.next, |(index, _)| index.next());
+        self.entries
+            .extend(entries((response.body, batches), skip, 0)?);
+        Ok(())
+    }
 }
 
 pub(crate) fn get(key: &[u8], stale: bool) -> Call {
@@ -179,6 +209,26 @@ fn plain(log: &str, body: RequestBody) -> Call {
         batch: None,
         repeatable: true,
     }
+}
+
+/// The node's answer to a client's `Hello`: its id, or why it refused.
+pub(crate) fn welcomed(frame: &[u8]) -> Result<u64, ClientError> {
+    match protocol::decode_hello_response(frame)? {
+        protocol::HelloResponse::Ok(node_id) => Ok(node_id),
+        protocol::HelloResponse::Refused(why) => Err(ClientError::Refused(why)),
+    }
+}
+
+/// The next request id of a connection and the request's frame.
+pub(crate) fn request_frame(next_id: &mut u64, log: &str, body: RequestBody) -> (u64, Vec<u8>) {
+    let request_id = *next_id;
+    *next_id += 1;
+    let request = Request {
+        request_id,
+        log: log.to_owned(),
+        body,
+    };
+    (request_id, protocol::encode_request(&request))
 }
 
 /// An exactly-once session: the id and sequence number every key-value
