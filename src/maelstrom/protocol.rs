@@ -94,7 +94,26 @@ pub fn body(kind: &str, fields: &[(&str, Value)]) -> Value {
 /// JSON text. serde_json sorts object keys, so equal values have equal
 /// bytes (a cas compares bytes).
 pub fn to_bytes(value: &Value) -> Vec<u8> {
-    serde_json::to_vec(value).expect("a JSON value always serializes")
+    serde_json::to_vec(&canonical(value)).expect("a JSON value always serializes")
+}
+
+/// `value` with every object's keys in sorted order, whatever order the
+/// map type keeps (serde_json's `preserve_order`, enabled anywhere in the
+/// build, keeps insertion order): equal values give equal bytes.
+fn canonical(value: &Value) -> Value {
+    match value {
+        Value::Object(fields) => {
+            let mut keys: Vec<&String> = fields.keys().collect();
+            keys.sort();
+            Value::Object(
+                keys.into_iter()
+                    .map(|key| (key.clone(), canonical(&fields[key])))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
 }
 
 /// A stored key or value back as JSON (bytes that are not JSON, which this
@@ -123,6 +142,10 @@ mod tests {
             assert_eq!(from_bytes(&to_bytes(&value)), value);
         }
         assert_eq!(to_bytes(&json!({"b": 1, "a": 2})), br#"{"a":2,"b":1}"#);
+        assert_eq!(
+            to_bytes(&json!([{"z": {"y": 1, "x": 2}, "a": 0}])),
+            br#"[{"a":0,"z":{"x":2,"y":1}}]"#
+        );
     }
 
     /// An envelope parses and prints; missing fields read as absent.
