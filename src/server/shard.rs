@@ -52,6 +52,9 @@ pub struct Handoff {
     socket: OwnedFd,
     unread: Vec<u8>,
     role: Role,
+    /// The address it came from: counted on the receiving core as it was
+    /// on the accepting one.
+    from: Option<std::net::IpAddr>,
 }
 
 /// The channels and wake-up descriptors between cores.
@@ -374,30 +377,9 @@ impl Shard {
                 if result >= 0 {
                     let socket = crate::io::adopt_socket(result);
                     let from = crate::io::peer_ip(&socket);
-                    let of_address =
-                        from.map_or(0, |ip| self.per_address.get(&ip).copied().unwrap_or(0));
-                    if self.connections() >= CONNECTIONS_PER_CORE_MAX {
-                        tracing::warn!(
-                            limit = CONNECTIONS_PER_CORE_MAX,
-                            "too many connections on this core; closing a new one"
-                        );
-                        drop(socket);
-                    } else if of_address >= CONNECTIONS_PER_ADDRESS_MAX {
-                        tracing::warn!(
-                            address = ?from,
-                            limit = CONNECTIONS_PER_ADDRESS_MAX,
-                            "too many connections from one address; closing a new one"
-                        );
-                        drop(socket);
-                    } else {
-                        let slot = self
-                            .insert(Connection::new(Rc::new(socket), Role::Handshake, &[]), None);
-                        if let Some(ip) = from {
-                            *self.per_address.entry(ip).or_insert(0) += 1;
-                            if let Some(entry) = self.slots[slot].as_mut() {
-                                entry.from = Some(ip);
-                            }
-                        }
+                    if self.admits(from) {
+                        let connection = Connection::new(Rc::new(socket), Role::Handshake, &[]);
+                        self.insert_from(connection, from);
                     }
                 } else {
                     tracing::warn!(errno = -result, "accept failed");
@@ -533,6 +515,41 @@ impl Shard {
                 entry.connection.closed = true;
             }
         }
+    }
+
+    /// Whether one more connection from `from` fits this core's limits
+    /// ([`CONNECTIONS_PER_CORE_MAX`], [`CONNECTIONS_PER_ADDRESS_MAX`]); says
+    /// why not in the log.
+    fn admits(&self, from: Option<std::net::IpAddr>) -> bool {
+        if self.connections() >= CONNECTIONS_PER_CORE_MAX {
+            tracing::warn!(
+                limit = CONNECTIONS_PER_CORE_MAX,
+                "too many connections on this core; closing a new one"
+            );
+            return false;
+        }
+        let of_address = from.map_or(0, |ip| self.per_address.get(&ip).copied().unwrap_or(0));
+        if of_address >= CONNECTIONS_PER_ADDRESS_MAX {
+            tracing::warn!(
+                address = ?from,
+                limit = CONNECTIONS_PER_ADDRESS_MAX,
+                "too many connections from one address; closing a new one"
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Inserts a connection that came from `from`, counted against it.
+    fn insert_from(&mut self, connection: Connection, from: Option<std::net::IpAddr>) -> usize {
+        let slot = self.insert(connection, None);
+        if let Some(ip) = from {
+            *self.per_address.entry(ip).or_insert(0) += 1;
+            if let Some(entry) = self.slots[slot].as_mut() {
+                entry.from = Some(ip);
+            }
+        }
+        slot
     }
 
     /// Frees a slot's count against its address.

@@ -291,7 +291,7 @@ impl Shard {
             let entry = self.slots[slot].take().expect("present");
             self.free_slots.push(slot);
             self.forget_address(entry.from);
-            self.hand_off(core, entry.connection);
+            self.hand_off(core, entry.connection, entry.from);
         }
     }
 }

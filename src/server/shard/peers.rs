@@ -324,7 +324,12 @@ impl Shard {
         }
     }
 
-    pub(super) fn hand_off(&mut self, core: u32, connection: Connection) {
+    pub(super) fn hand_off(
+        &mut self,
+        core: u32,
+        connection: Connection,
+        from: Option<std::net::IpAddr>,
+    ) {
         let unread = connection.unread().to_vec();
         let role = connection.role;
         let Ok(file) = Rc::try_unwrap(connection.socket) else {
@@ -335,6 +340,7 @@ impl Shard {
             socket: OwnedFd::from(file),
             unread,
             role,
+            from,
         };
         let Some(sender) = self.wiring.senders.get(core as usize) else {
             tracing::warn!(
@@ -358,8 +364,14 @@ impl Shard {
 
     pub(super) fn receive_handoffs(&mut self) {
         while let Ok(handoff) = self.wiring.receiver.try_recv() {
+            // The same limits as at accept: a connection moved here counts
+            // against this core and its address (and is closed beyond them).
+            if !self.admits(handoff.from) {
+                continue;
+            }
             let socket = Rc::new(File::from(handoff.socket));
-            let slot = self.insert(Connection::new(socket, handoff.role, &handoff.unread), None);
+            let connection = Connection::new(socket, handoff.role, &handoff.unread);
+            let slot = self.insert_from(connection, handoff.from);
             if let Err(reason) = self.process(slot)
                 && let Some(entry) = self.slots[slot].as_mut()
             {
