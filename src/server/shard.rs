@@ -472,9 +472,7 @@ impl Shard {
             self.accept_at_ms = None;
             self.rearm(Owner::Accept);
         }
-        let unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_millis() as u64);
+        let unix_ms = crate::storage::unix_now_ms();
         for group in self.groups.values_mut() {
             group.tick(now, &mut self.out);
             // A splice still moving bytes into the log owns its tail: a

@@ -187,7 +187,7 @@ impl Shard {
             RequestBody::Write(command) => {
                 // Log time is the leader's clock, whatever the client sent.
                 let command = KvCommand {
-                    time_ms: wall_clock_ms(),
+                    time_ms: crate::storage::unix_now_ms(),
                     ..command.clone()
                 };
                 group.write(&command, reply, out);
@@ -195,13 +195,6 @@ impl Shard {
             RequestBody::Admin(request) => group.admin(request, reply, out),
         }
     }
-}
-
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
-fn wall_clock_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
 /// A log name is 1 to `LOG_NAME_BYTES_MAX` bytes of `[A-Za-z0-9._-]`.
