@@ -127,6 +127,15 @@ struct Running {
     out: Outbound,
 }
 
+impl Running {
+    /// The Maelstrom name of node `id` (ids are positions in `node_ids`
+    /// from 1); `None` for 0 or an id beyond them.
+    fn name_of(&self, id: NodeId) -> Option<&String> {
+        let position = usize::try_from(id.get().checked_sub(1)?).ok()?;
+        self.ids.get(position)
+    }
+}
+
 /// A Maelstrom node. See the module docs.
 pub struct Node {
     seed: u64,

@@ -31,7 +31,7 @@ impl Node {
         };
         let out = std::mem::take(&mut running.out);
         for (to, frame) in out.peers {
-            self.send_peer((to.get() - 1) as usize, frame);
+            self.send_peer(to, frame);
         }
         let mut answers = Vec::new();
         let running = self.running.as_mut().expect("initialized");

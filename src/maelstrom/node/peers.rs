@@ -15,7 +15,7 @@ use super::Node;
 use crate::maelstrom::protocol::{Envelope, body};
 use crate::net::codec::{self, PeerBody};
 use crate::server::group::{KV_LOG, PeerFrame, Piece};
-use crate::types::LogId;
+use crate::types::{LogId, NodeId};
 use crate::wire::{WireError, split_frame};
 
 impl Node {
@@ -71,7 +71,7 @@ impl Node {
     }
 
     /// A peer frame the group wants sent, as a `raft` message to its node.
-    pub(super) fn send_peer(&mut self, to: usize, frame: PeerFrame) {
+    pub(super) fn send_peer(&mut self, to: NodeId, frame: PeerFrame) {
         let mut bytes = frame.header;
         for piece in frame.pieces {
             match piece {
@@ -86,7 +86,7 @@ impl Node {
         let Some(dest) = self
             .running
             .as_ref()
-            .and_then(|running| running.ids.get(to))
+            .and_then(|running| running.name_of(to))
             .cloned()
         else {
             return;

@@ -155,7 +155,7 @@ impl Node {
             return;
         };
         let running = self.running.as_mut().expect("initialized");
-        let Some(to) = running.ids.get((leader.get() - 1) as usize).cloned() else {
+        let Some(to) = running.name_of(leader).cloned() else {
             return;
         };
         let forward_id = running.next_forward_id;
@@ -223,12 +223,9 @@ impl Node {
             None => error_body(code::TEMPORARILY_UNAVAILABLE, "not initialized yet"),
             Some(running) => {
                 let core = running.group.core();
-                let leader = core.leader();
                 let leader = running
-                    .ids
-                    .get((leader.get().max(1) - 1) as usize)
-                    .filter(|_| leader != NodeId::ZERO)
-                    .map_or(Value::Null, |id| Value::from(id.clone()));
+                    .name_of(core.leader())
+                    .map_or(Value::Null, |name| Value::from(name.clone()));
                 let role = match core.role() {
                     Role::Leader => "leader",
                     Role::Candidate => "candidate",
