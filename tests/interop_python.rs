@@ -1,6 +1,7 @@
-//! Interop: a Python client built on pycapnp and `schema/rast.capnp` appends
-//! to a real cluster and reads back — proof the protocol is standard Cap'n
-//! Proto that other languages speak (`scripts/setup` installs pycapnp).
+//! Interop: the Python example (on the `rast_client` package, pycapnp and
+//! `schema/rast.capnp`) appends to a real cluster and the Rust client reads
+//! the same entries: the protocol is standard Cap'n Proto that other
+//! languages speak (`scripts/setup` installs pycapnp).
 
 mod common;
 
@@ -13,10 +14,16 @@ fn python_pycapnp_client_appends_and_reads() {
     let cluster = common::Cluster::start("python", 3, 1);
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/examples/python/rast_client.py"
+        "/examples/python/append_read.py"
     );
     let output = Command::new("python3")
         .arg(script)
+        // The package from the source tree (tests/python_package.rs checks
+        // it installed).
+        .env(
+            "PYTHONPATH",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/clients/python"),
+        )
         .arg(cluster.addresses.join(","))
         .args(["from-python-1", "from-python-2"])
         .output()
