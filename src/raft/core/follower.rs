@@ -65,6 +65,12 @@ impl Core {
             return;
         }
         self.acknowledged_index = match_index;
+        self.send_match(match_index, actions);
+    }
+
+    /// Tells the leader this node holds its log up to `match_index`
+    /// durably (and has checked it up to `verified_index`).
+    fn send_match(&mut self, match_index: LogIndex, actions: &mut Vec<Action>) {
         let response = AppendResponse {
             success: true,
             match_index,
@@ -114,13 +120,7 @@ impl Core {
         }
         let match_index = self.acknowledgeable();
         self.acknowledged_index = self.acknowledged_index.max(match_index);
-        let response = AppendResponse {
-            success: true,
-            match_index,
-            last_index: self.verified_index,
-            ..AppendResponse::default()
-        };
-        self.send(self.leader, OutgoingBody::AppendResponse(response), actions);
+        self.send_match(match_index, actions);
     }
 
     /// Stores the batches of an accepted AppendEntries that are not already
