@@ -781,6 +781,12 @@ impl LogStorage for SegmentLog {
             })
             .collect()
     }
+
+    /// Without building the segment list: the gauges and the disk quota
+    /// read it every tick.
+    fn stored_bytes(&self) -> u64 {
+        self.segments.iter().map(|segment| segment.end).sum()
+    }
 }
 
 impl Drop for SegmentLog {
