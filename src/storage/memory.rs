@@ -456,6 +456,12 @@ impl LogStorage for MemoryLog {
         self.hard_state
     }
 
+    /// The records held, counted without listing them (`segments` lists
+    /// every batch).
+    fn stored_bytes(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
     /// One segment per batch: a memory log drops its prefix batch by batch.
     fn segments(&self) -> Vec<SegmentInfo> {
         self.batches
