@@ -13,6 +13,7 @@
 //!  storage ──► io, wire, types, constants
 //!  raft   ──► wire, types, random, constants (pure: no IO, no clock)
 //!  wire   ──► rast_capnp (generated), constants
+//!  search (a leaf: sorted lookups from the tail, for raft and storage)
 //!
 //!  bench  ──► client, wire, server (the load generator and its report)
 //!  check  ──► types only: the history checkers judge the others and share
@@ -31,6 +32,7 @@ pub mod maelstrom;
 pub mod nemesis;
 pub mod net;
 pub mod raft;
+pub mod search;
 pub mod server;
 pub mod sim;
 pub mod storage;

@@ -65,6 +65,7 @@
 use std::collections::VecDeque;
 
 use crate::raft::message::BatchSummary;
+use crate::search::partition_point_from_end;
 use crate::types::{LogIndex, Term};
 use crate::wire::BatchKind;
 
@@ -327,9 +328,9 @@ impl Log {
         if index <= self.snapshot_index || index > self.last_index() {
             return None;
         }
-        let after = self
-            .batches
-            .partition_point(|batch| batch.first_index <= index);
+        let after = partition_point_from_end(self.batches.len(), |at| {
+            self.batches[at].first_index <= index
+        });
         debug_assert!(after > 0);
         Some(after - 1)
     }
@@ -337,9 +338,9 @@ impl Log {
     /// Number of records (batches, or runs) holding entries above `index`.
     pub fn batches_after(&self, index: LogIndex) -> usize {
         self.batches.len()
-            - self
-                .batches
-                .partition_point(|batch| batch.first_index <= index)
+            - partition_point_from_end(self.batches.len(), |at| {
+                self.batches[at].first_index <= index
+            })
     }
 
     /// Whether `index` may start a batch: it starts one, lies inside a run
@@ -533,9 +534,9 @@ impl Log {
             return;
         }
         let up_to = up_to.min(self.durable_index);
-        let end = self
-            .batches
-            .partition_point(|batch| batch.last_index() <= up_to);
+        let end = partition_point_from_end(self.batches.len(), |at| {
+            self.batches[at].last_index() <= up_to
+        });
         let ready = end.saturating_sub(self.settled);
         if ready == 0 || ready < self.limits.ready_min.max(self.batches.len() - end) {
             return;

@@ -26,6 +26,7 @@ use crate::raft::{
     self, Action, AppendEntries, BatchSummary, Body, Boundary, Core, Membership, Message, NodeSet,
     ProposeError, Restart, Role, RunLimits,
 };
+use crate::search::partition_point_from_end;
 use crate::storage::segment::Reservation;
 use crate::storage::{self, LogStorage, StorageError, visit_batches};
 use crate::types::{LogId, LogIndex, NodeId, Term};
@@ -476,9 +477,9 @@ impl Group {
                 let last_index = LogIndex(first_index.get() + u64::from(count) - 1);
                 // In index order: an append kept across a truncation may sit
                 // above the indexes a later term hands out.
-                let at = self
-                    .pending
-                    .partition_point(|pending| pending.last_index <= last_index);
+                let at = partition_point_from_end(self.pending.len(), |at| {
+                    self.pending[at].last_index <= last_index
+                });
                 self.pending.insert(
                     at,
                     PendingAppend {

@@ -26,6 +26,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 
+use crate::search::partition_point_from_end;
 use crate::storage::record::{self, RecordMeta};
 use crate::storage::{
     Checksum, Durability, HardState, LogStorage, ReadRange, SegmentInfo, StorageError,
@@ -87,8 +88,11 @@ pub struct MemoryLog {
     batches: Vec<RecordMeta>,
     /// Per batch, the Unix-epoch ms it was appended at.
     modified_ms: Vec<u64>,
-    /// The clock appends are stamped with; `None`: the wall clock.
+    /// The clock appends are stamped with; `None`: the wall clock as of
+    /// the last `flush` or `poll` (`wall_ms`), read once a turn rather
+    /// than once an append.
     clock_ms: Option<u64>,
+    wall_ms: u64,
     flushed_len: usize,
     flushed_index: LogIndex,
     durable_len: usize,
@@ -115,6 +119,7 @@ impl MemoryLog {
             batches: Vec::new(),
             modified_ms: Vec::new(),
             clock_ms: None,
+            wall_ms: unix_now_ms(),
             flushed_len: 0,
             flushed_index: first_index.prev(),
             durable_len: 0,
@@ -230,7 +235,7 @@ impl MemoryLog {
     }
 
     fn now_ms(&self) -> u64 {
-        self.clock_ms.unwrap_or_else(unix_now_ms)
+        self.clock_ms.unwrap_or(self.wall_ms)
     }
 
     fn batches_between(&self, start: usize, end: usize) -> &[RecordMeta] {
@@ -257,7 +262,9 @@ impl MemoryLog {
     /// Position in `batches` of the batch holding `index`.
     fn position(&self, index: LogIndex) -> Result<usize, StorageError> {
         check_stored(index, self.first_index, self.last_index())?;
-        Ok(self.batches.partition_point(|meta| meta.last < index))
+        Ok(partition_point_from_end(self.batches.len(), |at| {
+            self.batches[at].last < index
+        }))
     }
 
     /// Forgets the batches before position `keep_from`, shifting offsets.
@@ -331,6 +338,7 @@ impl LogStorage for MemoryLog {
 
     fn flush(&mut self) -> Result<(), StorageError> {
         self.check_failed()?;
+        self.wall_ms = unix_now_ms();
         let hard_state = self.hard_state_queued.take();
         if self.flushed_len == self.bytes.len() && hard_state.is_none() {
             return Ok(());
@@ -347,6 +355,7 @@ impl LogStorage for MemoryLog {
 
     fn poll(&mut self) -> Result<Durability, StorageError> {
         self.check_failed()?;
+        self.wall_ms = unix_now_ms();
         if self.mode == SyncMode::Immediate {
             while self.complete_sync() {}
         }
