@@ -23,6 +23,20 @@ pub fn run(args: &ClusterArgs) -> anyhow::Result<()> {
     let data: Vec<PathBuf> = (0..args.nodes)
         .map(|node| args.data.join(format!("node{}", node + 1)))
         .collect();
+    let certs = args.data.join("certs");
+    if args.tls && !(certs.join("ca.pem").exists() && certs.join("ca.key").exists()) {
+        crate::certs::run(&crate::certs::CertsArgs {
+            out: certs.clone(),
+            nodes: (1..=args.nodes)
+                .map(|id| id.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            hosts: "127.0.0.1,localhost".to_owned(),
+            force: false,
+        })
+        .context("making TLS certificates")?;
+    }
+    let tls = args.tls.then(|| certs.clone());
     let mut processes = Processes::new(Launch {
         binary: executable,
         addresses: addresses.clone(),
@@ -36,6 +50,7 @@ pub fn run(args: &ClusterArgs) -> anyhow::Result<()> {
         env: Vec::new(),
         output: Output::Inherit,
         die_with_parent: true,
+        tls: tls.clone(),
     });
     for (node, address) in addresses.iter().enumerate() {
         if let Err(error) = processes.start(node) {
@@ -48,7 +63,13 @@ pub fn run(args: &ClusterArgs) -> anyhow::Result<()> {
             data[node].display()
         );
     }
-    let outcome = demo(&addresses);
+    if let Some(certs) = &tls {
+        println!(
+            "TLS on: clients need --tls-ca {} (or RAST_TLS_CA)",
+            certs.join("ca.pem").display()
+        );
+    }
+    let outcome = demo(&addresses, tls.as_deref());
     if let Err(error) = &outcome {
         eprintln!("rast cluster: demo failed: {error:#}");
     }
@@ -80,9 +101,13 @@ fn storage_name(mode: rast::server::StorageMode) -> &'static str {
 }
 
 /// Waits for a leader, appends two entries and reads them back.
-fn demo(addresses: &[String]) -> anyhow::Result<()> {
+fn demo(addresses: &[String], certs: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let tls = certs
+        .map(|certs| rast_client::TlsOptions::from_files(&certs.join("ca.pem"), None))
+        .transpose()?;
     let options = ClientOptions {
         deadline: Duration::from_secs(20),
+        tls,
         ..ClientOptions::default()
     };
     let mut client = Client::new(addresses, options)?;

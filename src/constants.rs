@@ -284,6 +284,11 @@ pub const INBOX_BLOCK_BYTES_MAX: usize = 512 * 1024;
 /// starts a new block.
 pub const RECV_ROOM_MIN: usize = 2048;
 
+/// Ciphertext bytes one recv of a TLS connection takes: a few TLS records
+/// (16 KiB of plaintext each at most), so a busy connection decrypts
+/// several per turn while an idle one holds one small block.
+pub const TLS_RECV_BYTES: usize = 64 * 1024;
+
 /// The least a frugal recv asks for (see [`crate::server::connection::Connection::post_recv`]): room
 /// for a peer message's header, or several small messages.
 pub const FRUGAL_RECV_BYTES: usize = 4096;
@@ -412,6 +417,7 @@ const _: () =
     assert!(HANDSHAKE_BYTES_MAX >= RECV_ROOM_MIN && HANDSHAKE_BYTES_MAX <= INBOX_BYTES_INITIAL);
 const _: () = assert!(INBOX_BLOCK_BYTES_MAX >= INBOX_BYTES_INITIAL);
 const _: () = assert!(RECV_ROOM_MIN <= FRUGAL_RECV_BYTES);
+const _: () = assert!(TLS_RECV_BYTES <= INBOX_BLOCK_BYTES_MAX);
 const _: () = assert!(OUTBOX_BYTES_MAX as u64 >= INFLIGHT_BYTES_MAX);
 const _: () = assert!(REOPEN_FREE_BYTES_MIN >= SEGMENT_BYTES_MAX);
 const _: () = assert!(SNAPSHOT_RESEND_MS < SNAPSHOT_GIVE_UP_MS);

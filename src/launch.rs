@@ -2,7 +2,7 @@
 //! cluster`, `rast bench`, `rast nemesis` and the tests.
 //!
 //! ```text
-//!  Launch { binary, addresses, metrics, data, cores, args, env, output }
+//!  Launch { binary, addresses, metrics, data, cores, args, env, output, tls }
 //!     │  node i has id i+1, listens on addresses[i], keeps data[i];
 //!     │  --peers names every initial node; a node added later gets --join
 //!     ▼
@@ -60,6 +60,9 @@ pub struct Launch {
     pub output: Output,
     /// A node is SIGKILLed when the thread that started it ends.
     pub die_with_parent: bool,
+    /// Serve TLS with the certificates `rast certs` wrote to this
+    /// directory (`ca.pem`, `node-<id>.pem`, `node-<id>.key`).
+    pub tls: Option<PathBuf>,
 }
 
 /// Prepares the command of node `i` before it is spawned.
@@ -173,6 +176,16 @@ impl Processes {
         }
         if node >= self.initial {
             command.arg("--join");
+        }
+        if let Some(certs) = &launch.tls {
+            let id = node + 1;
+            command
+                .arg("--tls-cert")
+                .arg(certs.join(format!("node-{id}.pem")))
+                .arg("--tls-key")
+                .arg(certs.join(format!("node-{id}.key")))
+                .arg("--tls-ca")
+                .arg(certs.join("ca.pem"));
         }
         command
             .args(&launch.args)

@@ -17,6 +17,7 @@ use rast::client::{CasOutcome, Client, ClientOptions};
 use rast::types::LogIndex;
 use rast::wire::client::{AdminRequest, ResponseBody};
 
+mod certs;
 mod cluster;
 mod serve;
 
@@ -57,6 +58,21 @@ struct ClientArgs {
     /// people, or one JSON document for scripts.
     #[arg(long, value_enum, default_value = "text", global = true)]
     output: Output,
+    /// TLS: the cluster's CA certificate (PEM); set it to talk to nodes
+    /// that serve TLS.
+    #[arg(long, value_name = "PEM", env = "RAST_TLS_CA", global = true)]
+    tls_ca: Option<std::path::PathBuf>,
+    /// TLS: this client's certificate chain (PEM), for nodes that require
+    /// one (--client-cert-auth); with --tls-key.
+    #[arg(long, value_name = "PEM", env = "RAST_TLS_CERT", global = true)]
+    tls_cert: Option<std::path::PathBuf>,
+    /// TLS: the private key of --tls-cert (PEM).
+    #[arg(long, value_name = "PEM", env = "RAST_TLS_KEY", global = true)]
+    tls_key: Option<std::path::PathBuf>,
+    /// TLS: the name the nodes' certificates must carry [default: the host
+    /// of each address].
+    #[arg(long, value_name = "NAME", global = true)]
+    tls_server_name: Option<String>,
 }
 
 /// How results are printed.
@@ -161,6 +177,9 @@ enum Command {
     },
     /// Print the manual page (roff; `rast man | man -l -`).
     Man,
+    /// Make a CA and node and client certificates for a cluster's TLS
+    /// (files for `rast serve --tls-*` and the clients' --tls-*).
+    Certs(certs::CertsArgs),
     /// Membership and maintenance.
     Admin {
         #[command(flatten)]
@@ -221,6 +240,10 @@ struct ClusterArgs {
     /// Start, show one append and read, then stop (for scripts and CI).
     #[arg(long)]
     demo_only: bool,
+    /// Serve TLS: make a CA and certificates under DATA/certs (`rast
+    /// certs`) unless they are there, and start every node with them.
+    #[arg(long)]
+    tls: bool,
 }
 
 /// Options of `rast nemesis`.
@@ -318,6 +341,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Cluster(args) => cluster::run(&args),
+        Command::Certs(args) => certs::run(&args),
         Command::Append { client, payloads } => append(&client, &payloads),
         Command::Read {
             client,
@@ -461,10 +485,25 @@ fn options(args: &ClientArgs) -> anyhow::Result<ClientOptions> {
             .to_vec(),
         None => Vec::new(),
     };
+    let tls = match (&args.tls_ca, &args.tls_cert, &args.tls_key) {
+        (None, None, None) => None,
+        (Some(ca), cert, key) => {
+            let identity = match (cert, key) {
+                (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+                (None, None) => None,
+                _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+            };
+            let mut tls = rast_client::TlsOptions::from_files(ca, identity)?;
+            tls.server_name.clone_from(&args.tls_server_name);
+            Some(tls)
+        }
+        (None, _, _) => anyhow::bail!("TLS needs --tls-ca (the cluster's CA certificate)"),
+    };
     Ok(ClientOptions {
         cluster_id: args.cluster_id.clone(),
         token,
         deadline: std::time::Duration::from_secs(args.timeout_seconds),
+        tls,
         ..ClientOptions::default()
     })
 }

@@ -22,6 +22,10 @@
 //! segment_fill = "reserve"  # or "zeros"
 //! quota_bytes = 0           # disk quota of the node (0: none)
 //! client_idle_secs = 300    # close silent client connections (tails excepted)
+//! tls_cert = "/etc/rast/node-1.pem"   # TLS: this node's certificate chain,
+//! tls_key = "/etc/rast/node-1.key"    #   its key,
+//! tls_ca = "/etc/rast/ca.pem"         #   and the cluster's CA (all three or none)
+//! client_cert_auth = false  # TLS: clients must present a CA-signed certificate
 //! ```
 
 use std::net::SocketAddr;
@@ -32,6 +36,7 @@ use clap::ValueEnum;
 use rast::constants::{CLIENT_IDLE_MS_DEFAULT, SNAPSHOT_LOG_BYTES_DEFAULT};
 use rast::constants::{SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
 use rast::server::group::snapshot::SnapshotPolicy;
+use rast::server::tls::{Tls, TlsFiles};
 use rast::server::{Settings, StorageMode, ZeroCopy};
 use rast::storage::retention::Retention;
 use rast::types::NodeId;
@@ -126,6 +131,23 @@ pub struct ServeArgs {
     /// [default: 300].
     #[arg(long, value_name = "SECONDS")]
     client_idle_secs: Option<u64>,
+    /// TLS: this node's certificate chain (PEM), signed by --tls-ca and
+    /// valid for the name `node-<id>.rast` (`rast certs` makes them).
+    /// With --tls-key and --tls-ca, every connection to and from the node
+    /// is encrypted [default: none, plain TCP].
+    #[arg(long, value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// TLS: the private key of --tls-cert (PEM).
+    #[arg(long, value_name = "PEM")]
+    tls_key: Option<PathBuf>,
+    /// TLS: the cluster's CA certificate (PEM); peers must present a
+    /// certificate it signed naming their node id.
+    #[arg(long, value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+    /// TLS: clients must present a certificate signed by --tls-ca.
+    #[arg(long)]
+    #[serde(default)]
+    client_cert_auth: bool,
 }
 
 impl ServeArgs {
@@ -153,6 +175,10 @@ impl ServeArgs {
             segment_fill: self.segment_fill.or(file.segment_fill),
             quota_bytes: self.quota_bytes.or(file.quota_bytes),
             client_idle_secs: self.client_idle_secs.or(file.client_idle_secs),
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
+            tls_ca: self.tls_ca.or(file.tls_ca),
+            client_cert_auth: self.client_cert_auth || file.client_cert_auth,
         }
     }
 }
@@ -202,6 +228,24 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
             "--segment-bytes {segment_bytes}: expected {SEGMENT_BYTES_MIN} to {SEGMENT_BYTES_MAX}"
         );
     }
+    let tls = match (args.tls_cert, args.tls_key, args.tls_ca) {
+        (None, None, None) => {
+            if args.client_cert_auth {
+                bail!("--client-cert-auth needs TLS: --tls-cert, --tls-key and --tls-ca");
+            }
+            None
+        }
+        (Some(cert), Some(key), Some(ca)) => {
+            let files = TlsFiles {
+                cert,
+                key,
+                ca,
+                client_cert_auth: args.client_cert_auth,
+            };
+            Some(std::sync::Arc::new(Tls::load(&files)?))
+        }
+        _ => bail!("TLS needs all three of --tls-cert, --tls-key and --tls-ca"),
+    };
     Ok(Settings {
         id: NodeId(id),
         listen,
@@ -248,6 +292,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
             .map_or(CLIENT_IDLE_MS_DEFAULT, |secs| {
                 secs.saturating_mul(1000).max(1000)
             }),
+        tls,
     })
 }
 

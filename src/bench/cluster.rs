@@ -148,6 +148,7 @@ impl LocalCluster {
             env: vec![("RAST_LOG".to_owned(), "warn".to_owned())],
             output: Output::Files((0..nodes).map(|node| self.log_path(node)).collect()),
             die_with_parent: false,
+            tls: None,
         });
         for node in 0..nodes {
             processes.start(node)?;
@@ -188,6 +189,7 @@ impl LocalCluster {
             snapshots: crate::server::group::snapshot::SnapshotPolicy::default(),
             quota_bytes: 0,
             client_idle_ms: crate::constants::CLIENT_IDLE_MS_DEFAULT,
+            tls: None,
         };
         let thread = std::thread::Builder::new()
             .name(format!("rast-bench-node-{}", node + 1))

@@ -101,6 +101,7 @@ impl Nodes {
                     .collect(),
             ),
             die_with_parent: true,
+            tls: None,
         };
         let mut nodes = Self {
             run: run.to_owned(),

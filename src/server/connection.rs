@@ -26,13 +26,30 @@
 //! While a recv is in flight the block belongs to the ring (moved in,
 //! handed back with the result), so the connection cannot touch it; a send
 //! in flight holds handles on the pieces it sends.
+//!
+//! # With TLS
+//!
+//! A TLS connection ([`Connection::with_tls`]) puts a rustls session
+//! between the socket and the same inbox and send queue:
+//!
+//! ```text
+//!  socket ── recv ──► cipher block ── decrypt ──► inbox (frames as above)
+//!  send queue ── encrypt ──► ciphertext ── one send ──► socket
+//! ```
+//!
+//! The recv goes into a ciphertext block of the connection's own, so the
+//! inbox never leaves it; frames are taken from the decrypted bytes as
+//! without TLS. File spans cannot be encrypted by the kernel here (no
+//! kernel TLS), so callers give a TLS connection bytes, not spans
+//! (`Connection::queue_file` reads a span that arrives anyway).
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::rc::Rc;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use crate::constants::TLS_RECV_BYTES;
 use crate::constants::{
     FRAME_BYTES_LARGE, FRUGAL_RECV_BYTES, INBOX_BLOCK_BYTES_MAX, INBOX_BYTES_INITIAL,
     INBOX_BYTES_MAX, RECV_ROOM_MIN, SEND_BYTES_MAX,
@@ -138,6 +155,21 @@ pub struct Connection {
     /// set while the frames on the connection are large
     /// ([`Connection::read_frames_of`]).
     pub frugal: bool,
+    /// The TLS session and its ciphertext buffers, if the connection is
+    /// encrypted.
+    tls: Option<Box<TlsLayer>>,
+}
+
+/// A TLS session over a connection (see the module docs).
+#[derive(Debug)]
+struct TlsLayer {
+    session: rustls::Connection,
+    /// The ciphertext receive block; `None` while a recv is in flight.
+    block: Option<BytesMut>,
+    /// Ciphertext not yet handed to a send.
+    out: BytesMut,
+    /// Ciphertext of the send in flight.
+    sending: Bytes,
 }
 
 impl Connection {
@@ -171,7 +203,37 @@ impl Connection {
             closed: false,
             waiting_for: 0,
             frugal: false,
+            tls: None,
         }
+    }
+
+    /// A connection encrypted by `session` (a server session for an
+    /// accepted socket, a client one for a dialed link), with `buffered`
+    /// plaintext already decrypted (a handed-off connection's).
+    pub fn with_tls(
+        socket: Rc<File>,
+        role: Role,
+        buffered: &[u8],
+        session: rustls::Connection,
+    ) -> Self {
+        let mut connection = Self::new(socket, role, buffered);
+        connection.tls = Some(Box::new(TlsLayer {
+            session,
+            block: Some(BytesMut::with_capacity(TLS_RECV_BYTES)),
+            out: BytesMut::new(),
+            sending: Bytes::new(),
+        }));
+        connection
+    }
+
+    /// The TLS session, if the connection is encrypted.
+    pub fn tls(&self) -> Option<&rustls::Connection> {
+        self.tls.as_ref().map(|layer| &layer.session)
+    }
+
+    /// Takes the TLS session out (to hand the connection to another core).
+    pub fn take_tls(&mut self) -> Option<rustls::Connection> {
+        self.tls.take().map(|layer| layer.session)
     }
 
     /// The unread bytes.
@@ -249,6 +311,34 @@ impl Connection {
         if self.recv.is_some() || self.closed {
             return Ok(None);
         }
+        if let Some(layer) = self.tls.as_mut() {
+            // Decrypted bytes wait in the inbox: no more than the next step
+            // may need (a Hello before the handshake).
+            let limit = if self.role == Role::Handshake {
+                HANDSHAKE_BYTES_MAX
+            } else {
+                INBOX_BYTES_MAX
+            };
+            let unread = self.inbox.as_ref().map_or(0, BytesMut::len);
+            if unread >= limit.max(want) {
+                return Ok(None);
+            }
+            let Some(mut block) = layer.block.take() else {
+                return Ok(None);
+            };
+            block.clear();
+            block.reserve(TLS_RECV_BYTES);
+            return match ring.recv_block(&self.socket, block, TLS_RECV_BYTES) {
+                Ok(op) => {
+                    self.recv = Some(op);
+                    Ok(Some(op))
+                }
+                Err(error) => {
+                    layer.block = Some(BytesMut::new());
+                    Err(error)
+                }
+            };
+        }
         let Some(mut inbox) = self.inbox.take() else {
             return Ok(None);
         };
@@ -297,6 +387,9 @@ impl Connection {
     /// false when the stream ended or failed.
     pub fn recv_done(&mut self, result: i32, buffer: Option<Owned>) -> bool {
         self.recv = None;
+        if self.tls.is_some() {
+            return self.tls_received(result, buffer);
+        }
         self.inbox = match buffer {
             Some(Owned::Block(block)) => Some(block),
             _ => Some(BytesMut::new()),
@@ -306,6 +399,88 @@ impl Connection {
             return false;
         }
         true
+    }
+
+    /// Decrypts a TLS recv's ciphertext into the inbox; queues what the
+    /// session has to say (handshake messages, alerts).
+    fn tls_received(&mut self, result: i32, buffer: Option<Owned>) -> bool {
+        let layer = self.tls.as_mut().expect("a TLS connection");
+        let block = match buffer {
+            Some(Owned::Block(block)) => block,
+            _ => BytesMut::new(),
+        };
+        if result <= 0 {
+            layer.block = Some(block);
+            self.closed = true;
+            return false;
+        }
+        let inbox = self.inbox.as_mut().expect("a TLS inbox stays here");
+        let mut cipher = &block[..];
+        let mut ok = true;
+        while ok && !cipher.is_empty() {
+            if layer.session.read_tls(&mut cipher).is_err() {
+                ok = false;
+                break;
+            }
+            match layer.session.process_new_packets() {
+                Ok(_) => ok = drain_plaintext(&mut layer.session, inbox),
+                Err(error) => {
+                    tracing::debug!(%error, "TLS error; closing the connection");
+                    ok = false;
+                }
+            }
+        }
+        // Whatever the session must send (handshake, alert), even when
+        // closing.
+        while layer.session.wants_write() {
+            let before = layer.out.len();
+            if layer
+                .session
+                .write_tls(&mut (&mut layer.out).writer())
+                .is_err()
+            {
+                break;
+            }
+            self.queued += layer.out.len() - before;
+        }
+        layer.block = Some(block);
+        if !ok {
+            self.close_after_flush = true;
+            self.closed = self.queued == 0;
+        }
+        ok
+    }
+
+    /// Moves the plaintext at the front of the queue into the TLS session
+    /// and its ciphertext into `out`.
+    fn tls_encrypt(&mut self) {
+        self.seal_tail();
+        let layer = self.tls.as_mut().expect("a TLS connection");
+        while let Some(Out::Bytes(front)) = self.queue.front_mut() {
+            // rustls refuses only past its buffer limit: the rest waits.
+            let written: usize =
+                std::io::Write::write(&mut layer.session.writer(), front).unwrap_or_default();
+            self.queued -= written;
+            if written < front.len() {
+                front.advance(written);
+                if written == 0 {
+                    break;
+                }
+            } else {
+                self.queue.pop_front();
+            }
+            while layer.session.wants_write() {
+                let before = layer.out.len();
+                if layer
+                    .session
+                    .write_tls(&mut (&mut layer.out).writer())
+                    .is_err()
+                {
+                    break;
+                }
+                self.queued += layer.out.len() - before;
+            }
+        }
     }
 
     /// Queues bytes to send (a response, a message header): copied into
@@ -326,9 +501,22 @@ impl Connection {
         self.queue.push_back(Out::Bytes(piece));
     }
 
-    /// Queues a file span to send after what is queued.
+    /// Queues a file span to send after what is queued. A TLS connection
+    /// reads it (a pread on the core's thread: its callers give it bytes
+    /// instead, see the module docs).
     pub fn queue_file(&mut self, span: FileSpan) {
         if span.len == 0 {
+            return;
+        }
+        if self.tls.is_some() {
+            let mut bytes = vec![0; span.len as usize];
+            match std::os::unix::fs::FileExt::read_exact_at(&*span.file, &mut bytes, span.offset) {
+                Ok(()) => self.queue_shared(Bytes::from(bytes)),
+                Err(error) => {
+                    tracing::warn!(%error, "reading a file span for a TLS send; closing");
+                    self.closed = true;
+                }
+            }
             return;
         }
         self.seal_tail();
@@ -374,6 +562,19 @@ impl Connection {
         if self.send.is_some() || self.file_send.is_some() {
             return Ok(None);
         }
+        if self.tls.is_some() {
+            self.tls_encrypt();
+            let layer = self.tls.as_mut().expect("a TLS connection");
+            if layer.out.is_empty() {
+                return Ok(None);
+            }
+            let piece = layer.out.split().freeze();
+            layer.sending = piece.clone();
+            let op = ring.send_pieces(&self.socket, vec![piece])?;
+            self.sending = layer.sending.len();
+            self.send = Some(op);
+            return Ok(Some(op));
+        }
         if matches!(self.queue.front(), None | Some(Out::Bytes(_))) {
             self.seal_tail();
         }
@@ -412,6 +613,16 @@ impl Connection {
         }
         let mut sent = (result as usize).min(self.sending);
         self.queued -= sent;
+        if let Some(layer) = self.tls.as_mut() {
+            // Ciphertext sent in part: the rest goes before anything newer.
+            let sending = std::mem::take(&mut layer.sending);
+            if sent < sending.len() {
+                let mut rest = BytesMut::from(&sending[sent..]);
+                rest.extend_from_slice(&layer.out);
+                layer.out = rest;
+            }
+            return true;
+        }
         while sent > 0 {
             let Some(Out::Bytes(front)) = self.queue.front_mut() else {
                 unreachable!("a send takes pieces from the front");
@@ -426,6 +637,11 @@ impl Connection {
         true
     }
 
+    /// Whether nothing is left to send: no queued bytes, nothing in flight.
+    pub fn flushed(&self) -> bool {
+        self.queued == 0 && self.send.is_none()
+    }
+
     /// No operation is in flight: the connection can be dropped or handed
     /// to another core.
     pub fn idle(&self) -> bool {
@@ -436,6 +652,29 @@ impl Connection {
     #[cfg(test)]
     fn front_len(&self) -> Option<usize> {
         self.queue.front().map(Out::len)
+    }
+}
+
+/// Reads the session's decrypted bytes into the inbox; false when the
+/// other end closed the session.
+fn drain_plaintext(session: &mut rustls::Connection, inbox: &mut BytesMut) -> bool {
+    const CHUNK: usize = 16 * 1024;
+    loop {
+        let start = inbox.len();
+        inbox.resize(start + CHUNK, 0);
+        let read = std::io::Read::read(&mut session.reader(), &mut inbox[start..]);
+        match read {
+            Ok(0) => {
+                inbox.truncate(start);
+                return false;
+            }
+            Ok(read) => inbox.truncate(start + read),
+            Err(error) => {
+                inbox.truncate(start);
+                // WouldBlock: nothing more decrypted for now.
+                return error.kind() == std::io::ErrorKind::WouldBlock;
+            }
+        }
     }
 }
 

@@ -233,6 +233,9 @@ pub struct Group {
     snapshots: snapshot::Snapshots,
     /// The time of the last tick.
     now_ms: u64,
+    /// Stored bytes may go out as file spans (spliced file → socket);
+    /// false over TLS, where the bytes must be encrypted in user space.
+    file_pieces: bool,
 }
 
 impl std::fmt::Debug for Group {
@@ -307,6 +310,7 @@ impl Group {
             linked_reported: NodeSet::EMPTY,
             snapshots: snapshot::Snapshots::default(),
             now_ms,
+            file_pieces: true,
         };
         for (_, members) in &configs {
             group.learn_addresses(members);
@@ -792,6 +796,12 @@ impl Group {
             .find(|(id, _)| *id == node)
             .map(|(_, address)| address.clone())
             .unwrap_or_default()
+    }
+
+    /// Whether stored bytes may be sent as file spans (see `file_pieces`);
+    /// the shard turns this off when its connections are encrypted.
+    pub fn send_files(&mut self, allowed: bool) {
+        self.file_pieces = allowed;
     }
 
     /// Gauges for the metrics endpoint.

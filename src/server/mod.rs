@@ -22,6 +22,7 @@ pub mod connection;
 pub mod group;
 pub mod metrics;
 pub mod shard;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -99,6 +100,9 @@ pub struct Settings {
     /// A client connection silent this long (and following no log) is
     /// closed (`--client-idle-secs`).
     pub client_idle_ms: u64,
+    /// TLS for the listener and the peer links (`--tls-cert`, `--tls-key`,
+    /// `--tls-ca`); `None`: plain TCP.
+    pub tls: Option<Arc<tls::Tls>>,
 }
 
 /// Errors that stop the server from starting.

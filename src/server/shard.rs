@@ -51,6 +51,8 @@ use crate::wire::{FrameLength, frame_length};
 pub struct Handoff {
     socket: OwnedFd,
     unread: Vec<u8>,
+    /// The connection's TLS session, if it is encrypted.
+    tls: Option<Box<rustls::Connection>>,
     role: Role,
     /// The address it came from: counted on the receiving core as it was
     /// on the accepting one.
@@ -378,8 +380,25 @@ impl Shard {
                     let socket = crate::io::adopt_socket(result);
                     let from = crate::io::peer_ip(&socket);
                     if self.admits(from) {
-                        let connection = Connection::new(Rc::new(socket), Role::Handshake, &[]);
-                        self.insert_from(connection, from);
+                        let socket = Rc::new(socket);
+                        let connection = match &self.settings.tls {
+                            None => Some(Connection::new(socket, Role::Handshake, &[])),
+                            Some(tls) => match tls.accept() {
+                                Ok(session) => Some(Connection::with_tls(
+                                    socket,
+                                    Role::Handshake,
+                                    &[],
+                                    session,
+                                )),
+                                Err(error) => {
+                                    tracing::warn!(%error, "could not start a TLS session");
+                                    None
+                                }
+                            },
+                        };
+                        if let Some(connection) = connection {
+                            self.insert_from(connection, from);
+                        }
                     }
                 } else {
                     tracing::warn!(errno = -result, "accept failed");
@@ -740,6 +759,7 @@ impl Shard {
                 self.now_ms(),
             )
             .map_err(|error| format!("opening log {name}: {error}"))?;
+            group.send_files(self.settings.tls.is_none());
             if self.settings.storage == StorageMode::Disk {
                 let dir = self
                     .settings

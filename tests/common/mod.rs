@@ -56,6 +56,7 @@ impl Cluster {
             )],
             output: Output::Inherit,
             die_with_parent: false,
+            tls: None,
         });
         Self {
             addresses,

@@ -86,6 +86,9 @@ pub struct ClientOptions {
     pub deadline: Duration,
     /// Exactly-once session id for key-value writes (0 picks one at random).
     pub client_id: u64,
+    /// TLS, for a cluster that serves it (`None`: plain TCP).
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::TlsOptions>,
 }
 
 impl ClientOptions {
@@ -110,6 +113,62 @@ impl Default for ClientOptions {
             timeout: Duration::from_secs(5),
             deadline: Duration::from_secs(15),
             client_id: 0,
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
+    }
+}
+
+/// A connection's byte stream: plain TCP, or TLS over it.
+#[derive(Debug)]
+enum Stream {
+    Plain(TcpStream),
+    #[cfg(feature = "tls")]
+    Tls(crate::tls::Session),
+}
+
+impl Stream {
+    fn try_clone(&self) -> io::Result<Self> {
+        match self {
+            Self::Plain(stream) => stream.try_clone().map(Self::Plain),
+            #[cfg(feature = "tls")]
+            Self::Tls(session) => Ok(Self::Tls(std::sync::Arc::clone(session))),
+        }
+    }
+
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Self::Plain(stream) => stream.set_read_timeout(timeout),
+            #[cfg(feature = "tls")]
+            Self::Tls(session) => crate::tls::lock(session)?.sock.set_read_timeout(timeout),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(stream) => stream.read(buffer),
+            #[cfg(feature = "tls")]
+            Self::Tls(session) => crate::tls::lock(session)?.read(buffer),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buffer: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(stream) => stream.write(buffer),
+            #[cfg(feature = "tls")]
+            Self::Tls(session) => crate::tls::lock(session)?.write(buffer),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Plain(stream) => stream.flush(),
+            #[cfg(feature = "tls")]
+            Self::Tls(session) => crate::tls::lock(session)?.flush(),
         }
     }
 }
@@ -117,8 +176,8 @@ impl Default for ClientOptions {
 /// One protocol connection to one node; pipelines requests.
 #[derive(Debug)]
 pub struct Connection {
-    reader: BufReader<TcpStream>,
-    writer: BufWriter<TcpStream>,
+    reader: BufReader<Stream>,
+    writer: BufWriter<Stream>,
     node_id: u64,
     next_request_id: u64,
 }
@@ -134,6 +193,13 @@ impl Connection {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(options.timeout))?;
         stream.set_write_timeout(Some(options.timeout))?;
+        #[cfg(feature = "tls")]
+        let stream = match &options.tls {
+            Some(tls) => Stream::Tls(tls.wrap(address, stream)?),
+            None => Stream::Plain(stream),
+        };
+        #[cfg(not(feature = "tls"))]
+        let stream = Stream::Plain(stream);
         let mut connection = Self {
             reader: BufReader::with_capacity(256 * 1024, stream.try_clone()?),
             writer: BufWriter::with_capacity(256 * 1024, stream),
@@ -142,6 +208,14 @@ impl Connection {
         };
         connection.writer.write_all(&options.hello())?;
         connection.writer.flush()?;
+        // A TLS record (an alert, 0x15, or a handshake, 0x16, of version
+        // 3.x) where a frame should be: the node serves TLS.
+        if let [0x15 | 0x16, 0x03, ..] = std::io::BufRead::fill_buf(&mut connection.reader)? {
+            return Err(ClientError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the node serves TLS: give the cluster's CA certificate (--tls-ca, TlsOptions)",
+            )));
+        }
         let frame = connection.read_frame()?;
         connection.node_id = verbs::welcomed(&frame)?;
         Ok(connection)

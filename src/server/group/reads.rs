@@ -182,7 +182,7 @@ impl Group {
                 break;
             }
             bytes_total += taken;
-            pieces.push(match piece_of(&read, taken) {
+            pieces.push(match piece_of(&read, taken, self.file_pieces) {
                 Piece::File(span) => ClientOut::File(span),
                 Piece::Shared(bytes) => ClientOut::Shared(bytes),
                 Piece::Copied(bytes) => ClientOut::Copied(bytes),

@@ -192,7 +192,7 @@ impl Group {
             }
             let skipped = read.bytes.len() - rest.len() - taken;
             debug_assert_eq!(skipped, 0);
-            pieces.push(piece_of(&read, taken));
+            pieces.push(piece_of(&read, taken, self.file_pieces));
         }
         out.peers.push((
             message.to,
@@ -238,8 +238,8 @@ pub(super) fn check_received(batches: &[BatchSummary], bytes: &[u8]) -> Result<(
 
 /// The first `taken` bytes of a read, as the store holds them: a file span,
 /// a handle on shared memory, or (from a store that has neither) a copy.
-pub(super) fn piece_of(read: &storage::ReadRange<'_>, taken: usize) -> Piece {
-    if let Some(span) = &read.file {
+pub(super) fn piece_of(read: &storage::ReadRange<'_>, taken: usize, files: bool) -> Piece {
+    if let Some(span) = read.file.as_ref().filter(|_| files) {
         Piece::File(FileSpan {
             file: std::rc::Rc::clone(span.file),
             offset: span.offset,

@@ -18,6 +18,8 @@ use crate::server::ZeroCopy;
 use crate::server::connection::{Connection, Role};
 use crate::server::group::Outbound;
 use crate::server::metrics::PayloadPath;
+use crate::server::tls;
+use crate::types::NodeId;
 use crate::wire::client::{self as protocol, Hello, HelloResponse};
 use crate::wire::{FrameLength, frame_length};
 
@@ -41,7 +43,18 @@ impl Shard {
             }
         };
         let role = Role::PeerOut(self.links[link].id.get());
-        let slot = self.insert(Connection::new(Rc::clone(&socket), role, &[]), Some(link));
+        let connection = match &self.settings.tls {
+            None => Connection::new(Rc::clone(&socket), role, &[]),
+            Some(tls) => match tls.dial(self.links[link].id) {
+                Ok(session) => Connection::with_tls(Rc::clone(&socket), role, &[], session),
+                Err(error) => {
+                    tracing::error!(%error, "could not start a TLS session to a peer");
+                    self.backoff(link);
+                    return;
+                }
+            },
+        };
+        let slot = self.insert(connection, Some(link));
         let submitted = self.ring.borrow_mut().connect(&socket, address);
         match submitted {
             Ok(op) => {
@@ -139,6 +152,16 @@ impl Shard {
             // cluster id and token may link; only the configurations in the
             // logs decide who votes.
             Some(format!("node {} is this node", hello.node_id))
+        } else if let Some(session) = entry.connection.tls()
+            && hello.node_id != 0
+            && !tls::certifies_node(session, NodeId(hello.node_id))
+        {
+            // With TLS a peer proves who it is: its certificate, signed by
+            // the cluster's CA, names the node id its Hello claims.
+            Some(format!(
+                "no certificate of node {} (a peer presents its node certificate)",
+                hello.node_id
+            ))
         } else {
             None
         };
@@ -220,7 +243,10 @@ impl Shard {
             return Ok(0);
         }
         let buffered = entry.connection.unread().len() >= need;
-        if !buffered && trailing >= SPLICE_BYTES_MIN && self.settings.zero_copy == ZeroCopy::Splice
+        if !buffered
+            && trailing >= SPLICE_BYTES_MIN
+            && self.settings.zero_copy == ZeroCopy::Splice
+            && self.settings.tls.is_none()
         {
             match self.start_splice(slot, length, header, trailing)? {
                 Start::UnderWay => return Ok(0),
@@ -330,8 +356,10 @@ impl Shard {
         connection: Connection,
         from: Option<std::net::IpAddr>,
     ) {
+        let mut connection = connection;
         let unread = connection.unread().to_vec();
         let role = connection.role;
+        let tls = connection.take_tls().map(Box::new);
         let Ok(file) = Rc::try_unwrap(connection.socket) else {
             tracing::error!("connection still referenced at handoff; dropping it");
             return;
@@ -339,6 +367,7 @@ impl Shard {
         let handoff = Handoff {
             socket: OwnedFd::from(file),
             unread,
+            tls,
             role,
             from,
         };
@@ -370,7 +399,12 @@ impl Shard {
                 continue;
             }
             let socket = Rc::new(File::from(handoff.socket));
-            let connection = Connection::new(socket, handoff.role, &handoff.unread);
+            let connection = match handoff.tls {
+                None => Connection::new(socket, handoff.role, &handoff.unread),
+                Some(session) => {
+                    Connection::with_tls(socket, handoff.role, &handoff.unread, *session)
+                }
+            };
             let slot = self.insert_from(connection, handoff.from);
             if let Err(reason) = self.process(slot)
                 && let Some(entry) = self.slots[slot].as_mut()
