@@ -19,6 +19,8 @@ pub struct Cluster {
     pub metrics: Vec<String>,
     pub data: PathBuf,
     processes: Processes,
+    /// The certificates of a TLS cluster (`rast certs` output).
+    pub certs: Option<PathBuf>,
 }
 
 impl Cluster {
@@ -38,11 +40,37 @@ impl Cluster {
 
     /// Prepares a cluster (ports, data directory) without starting a node.
     pub fn create(name: &str, nodes: usize, cores: u32, extra: &[&str]) -> Self {
+        Self::create_with_tls(name, nodes, cores, extra, false)
+    }
+
+    /// Starts nodes that serve TLS with certificates `rast certs` makes
+    /// under the cluster's data directory (`certs`), with extra arguments.
+    pub fn start_tls(name: &str, nodes: usize, extra: &[&str]) -> Self {
+        let mut cluster = Self::create_with_tls(name, nodes, 1, extra, true);
+        for node in 0..nodes {
+            cluster.restart(node);
+        }
+        cluster
+    }
+
+    fn create_with_tls(name: &str, nodes: usize, cores: u32, extra: &[&str], tls: bool) -> Self {
         let data = std::env::temp_dir().join(format!("rast-it-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data);
         std::fs::create_dir_all(&data).unwrap();
         let addresses: Vec<String> = (0..nodes).map(|_| free_address()).collect();
         let metrics: Vec<String> = (0..nodes).map(|_| free_address()).collect();
+        let certs = tls.then(|| {
+            let certs = data.join("certs");
+            let ids: Vec<String> = (1..=nodes).map(|id| id.to_string()).collect();
+            let made = std::process::Command::new(env!("CARGO_BIN_EXE_rast"))
+                .args(["certs", "--nodes", &ids.join(","), "--out"])
+                .arg(&certs)
+                .stdout(std::process::Stdio::null())
+                .status()
+                .expect("running rast certs");
+            assert!(made.success(), "rast certs failed");
+            certs
+        });
         let processes = Processes::new(Launch {
             binary: env!("CARGO_BIN_EXE_rast").into(),
             addresses: addresses.clone(),
@@ -56,13 +84,14 @@ impl Cluster {
             )],
             output: Output::Inherit,
             die_with_parent: false,
-            tls: None,
+            tls: certs.clone(),
         });
         Self {
             addresses,
             metrics,
             data,
             processes,
+            certs,
         }
     }
 
@@ -120,9 +149,17 @@ impl Cluster {
         let options = ClientOptions {
             deadline: Duration::from_secs(30),
             timeout: Duration::from_secs(5),
+            tls: self.tls(),
             ..ClientOptions::default()
         };
         Client::new(&self.addresses, options).unwrap()
+    }
+
+    /// How a client speaks to this cluster: TLS trusting its CA, or plain.
+    pub fn tls(&self) -> Option<rast_client::TlsOptions> {
+        self.certs
+            .as_ref()
+            .map(|certs| rast_client::TlsOptions::from_files(&certs.join("ca.pem"), None).unwrap())
     }
 
     /// The value of metric `name` at node `node`: the sample with exactly
@@ -153,6 +190,7 @@ impl Cluster {
     ) -> std::collections::BTreeMap<u64, Vec<u8>> {
         let options = ClientOptions {
             deadline: Duration::from_secs(10),
+            tls: self.tls(),
             ..ClientOptions::default()
         };
         let mut client = Client::new(&[self.addresses[node].as_str()], options).unwrap();

@@ -1,0 +1,163 @@
+//! TLS on real processes: a cluster whose peers link over mutual TLS and
+//! whose clients speak TLS, with certificates from `rast certs`; a peer
+//! is who its certificate says; a node that requires client certificates
+//! refuses clients without one.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::Cluster;
+use rast::client::{Client, ClientOptions};
+use rast::types::LogIndex;
+use rast::wire::client::{Hello, HelloResponse, PROTOCOL_VERSION};
+use rast::wire::{FrameLength, frame_length};
+use rast_client::TlsOptions;
+
+fn options(tls: Option<TlsOptions>) -> ClientOptions {
+    ClientOptions {
+        deadline: Duration::from_secs(20),
+        timeout: Duration::from_secs(5),
+        tls,
+        ..ClientOptions::default()
+    }
+}
+
+/// Entries appended over TLS are committed and stored on every node (so
+/// the peers' mutual-TLS links carry the replication), and read back.
+#[test]
+fn a_tls_cluster_replicates_and_serves() {
+    let cluster = Cluster::start_tls("tls-replicates", 3, &[]);
+    let mut client = cluster.client();
+    let payloads: Vec<Vec<u8>> = (0..50)
+        .map(|n| format!("entry {n} over TLS").into_bytes())
+        .collect();
+    let mut last = 0;
+    for payload in &payloads {
+        last = client
+            .append("default", &[payload.as_slice()])
+            .unwrap()
+            .first_index
+            .get();
+    }
+    cluster.wait_for_commit("default", last, Duration::from_secs(30));
+    let first = last + 1 - payloads.len() as u64;
+    for node in 0..3 {
+        let entries = cluster.read_all(node, "default", last);
+        let ours: Vec<&Vec<u8>> = (first..=last).map(|index| &entries[&index]).collect();
+        assert_eq!(ours, payloads.iter().collect::<Vec<_>>(), "node {node}");
+    }
+    // A read large enough to come from the segment files, over TLS.
+    let read = client.read("default", LogIndex(first), 0).unwrap();
+    assert_eq!(read[0].1, payloads[0]);
+}
+
+/// A client without TLS is told the node serves it, not handed a
+/// protocol error.
+#[test]
+fn a_plain_client_is_told_the_node_serves_tls() {
+    let cluster = Cluster::start_tls("tls-plain-client", 1, &[]);
+    let mut plain = ClientOptions {
+        deadline: Duration::from_secs(3),
+        ..options(None)
+    };
+    plain.timeout = Duration::from_secs(2);
+    let mut client = Client::new(&cluster.addresses, plain).unwrap();
+    let error = client.append("default", &[b"x".as_slice()]).unwrap_err();
+    assert!(error.to_string().contains("serves TLS"), "{error}");
+}
+
+/// Opens a TLS connection to `address` presenting `identity`, sends a
+/// peer Hello claiming `node_id`, and returns the node's answer.
+fn hello_as(address: &str, certs: &Path, identity: &str, node_id: u64) -> HelloResponse {
+    let tls = TlsOptions::from_files(
+        &certs.join("ca.pem"),
+        Some((
+            &certs.join(format!("{identity}.pem")),
+            &certs.join(format!("{identity}.key")),
+        )),
+    )
+    .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let session = rustls::ClientConnection::new(Arc::clone(&tls.config), name).unwrap();
+    let socket = TcpStream::connect(address).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut stream = rustls::StreamOwned::new(session, socket);
+    let hello = rast::wire::client::encode_hello(&Hello {
+        protocol_version: PROTOCOL_VERSION,
+        cluster_id: "rast".to_owned(),
+        node_id,
+        token: Vec::new(),
+        core: 0,
+        cores: 1,
+    });
+    stream.write_all(&hello).unwrap();
+    stream.flush().unwrap();
+    let mut frame = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        if let Ok(FrameLength::Complete { frame_bytes, .. }) = frame_length(&frame)
+            && frame.len() >= frame_bytes
+        {
+            frame.truncate(frame_bytes);
+            break;
+        }
+        let read = stream.read(&mut buffer).unwrap();
+        assert!(read > 0, "the node closed before answering the Hello");
+        frame.extend_from_slice(&buffer[..read]);
+    }
+    rast::wire::client::decode_hello_response(&frame).unwrap()
+}
+
+/// With TLS a connection is a peer only with the certificate of the node
+/// it claims to be: a client's certificate or another node's is refused,
+/// the node's own is accepted.
+#[test]
+fn only_a_node_certificate_links_as_that_node() {
+    let cluster = Cluster::start_tls("tls-peer-identity", 3, &[]);
+    let certs = cluster.certs.clone().unwrap();
+    cluster.wait_for_leader("default", Duration::from_secs(30));
+    let target = &cluster.addresses[0];
+    for impostor in ["client", "node-3"] {
+        match hello_as(target, &certs, impostor, 2) {
+            HelloResponse::Refused(reason) => {
+                assert!(reason.contains("certificate of node 2"), "{reason}");
+            }
+            HelloResponse::Ok(_) => panic!("{impostor}'s certificate linked as node 2"),
+        }
+    }
+    assert_eq!(hello_as(target, &certs, "node-2", 2), HelloResponse::Ok(1));
+    // A client Hello (node id 0) with a client certificate is a client.
+    assert_eq!(hello_as(target, &certs, "client", 0), HelloResponse::Ok(1));
+}
+
+/// With --client-cert-auth a client must present a certificate the CA
+/// signed: without one the handshake fails; with one it is served.
+#[test]
+fn client_cert_auth_refuses_clients_without_a_certificate() {
+    let cluster = Cluster::start_tls("tls-client-auth", 1, &["--client-cert-auth"]);
+    let certs = cluster.certs.clone().unwrap();
+    let mut anonymous = options(cluster.tls());
+    anonymous.deadline = Duration::from_secs(3);
+    let mut client = Client::new(&cluster.addresses, anonymous).unwrap();
+    assert!(
+        client
+            .append("default", &[b"anonymous".as_slice()])
+            .is_err()
+    );
+    let identity = TlsOptions::from_files(
+        &certs.join("ca.pem"),
+        Some((&certs.join("client.pem"), &certs.join("client.key"))),
+    )
+    .unwrap();
+    let mut client = Client::new(&cluster.addresses, options(Some(identity))).unwrap();
+    let appended = client.append("default", &[b"known".as_slice()]).unwrap();
+    let read = client.read("default", appended.first_index, 1).unwrap();
+    assert_eq!(read[0].1, b"known");
+}
