@@ -557,7 +557,7 @@ fn status(args: &ClientArgs) -> anyhow::Result<()> {
         match status {
             Ok(status) => {
                 println!(
-                    "node {} at {address}: {} term {} leader {} first {} snapshot {} last {} commit {} applied {}{}",
+                    "node {} at {address}: {} term {} leader {} first {} snapshot {} last {} commit {} applied {}{}{}",
                     status.node_id,
                     status.role,
                     status.term,
@@ -567,6 +567,11 @@ fn status(args: &ClientArgs) -> anyhow::Result<()> {
                     status.last_index,
                     status.commit_index,
                     status.applied_index,
+                    if status.tls.is_empty() || status.tls == "off" {
+                        String::new()
+                    } else {
+                        format!(" tls {}", status.tls)
+                    },
                     if status.failed.is_empty() {
                         String::new()
                     } else {
@@ -621,6 +626,7 @@ fn status_json<E: std::fmt::Display>(
                 "commit_index": status.commit_index,
                 "applied_index": status.applied_index,
                 "failed": status.failed,
+                "tls": status.tls,
                 "peers": peers,
             })
         }

@@ -54,6 +54,13 @@ fn a_tls_cluster_replicates_and_serves() {
     // A read large enough to come from the segment files, over TLS.
     let read = client.read("default", LogIndex(first), 0).unwrap();
     assert_eq!(read[0].1, payloads[0]);
+    // The node says how it encrypts: in status and at /metrics.
+    assert_eq!(cluster.status(0, "default").unwrap().tls, "user-space");
+    assert_eq!(
+        cluster.metric(0, "rast_tls{mode=\"user-space\"}"),
+        Some(1.0)
+    );
+    assert_eq!(cluster.metric(0, "rast_tls{mode=\"off\"}"), Some(0.0));
 }
 
 /// A client without TLS is told the node serves it, not handed a

@@ -236,6 +236,8 @@ pub struct Group {
     /// Stored bytes may go out as file spans (spliced file → socket);
     /// false over TLS, where the bytes must be encrypted in user space.
     file_pieces: bool,
+    /// How the node's connections are encrypted, for `status`.
+    tls_mode: &'static str,
 }
 
 impl std::fmt::Debug for Group {
@@ -311,6 +313,7 @@ impl Group {
             snapshots: snapshot::Snapshots::default(),
             now_ms,
             file_pieces: true,
+            tls_mode: "off",
         };
         for (_, members) in &configs {
             group.learn_addresses(members);
@@ -798,10 +801,12 @@ impl Group {
             .unwrap_or_default()
     }
 
-    /// Whether stored bytes may be sent as file spans (see `file_pieces`);
-    /// the shard turns this off when its connections are encrypted.
-    pub fn send_files(&mut self, allowed: bool) {
-        self.file_pieces = allowed;
+    /// How the node's connections are encrypted ("off", "user-space"):
+    /// stored bytes go out as file spans only over plain TCP, and `status`
+    /// reports it.
+    pub fn set_tls_mode(&mut self, mode: &'static str) {
+        self.file_pieces = mode == "off";
+        self.tls_mode = mode;
     }
 
     /// Gauges for the metrics endpoint.
@@ -874,6 +879,7 @@ impl Group {
                     ))
                 })
                 .unwrap_or_default(),
+            tls: self.tls_mode.to_owned(),
         }
     }
 }

@@ -260,7 +260,14 @@ pub struct Metrics {
     pub stored: Vec<AtomicU64>,
     /// The node's disk quota (0: none), exported as `rast_quota_bytes`.
     pub quota_bytes: u64,
+    /// How the node encrypts its connections ([`TLS_MODES`]), exported as
+    /// the state set `rast_tls`.
+    pub tls_mode: &'static str,
 }
+
+/// The values of `rast_tls`: one series each, always, 1 for the mode the
+/// node runs in.
+pub const TLS_MODES: [&str; 3] = ["off", "user-space", "kernel"];
 
 impl Metrics {
     /// Metrics for `cores` cores.
@@ -271,6 +278,7 @@ impl Metrics {
             data_dir: None,
             stored: (0..cores).map(|_| AtomicU64::new(0)).collect(),
             quota_bytes: 0,
+            tls_mode: "off",
         }
     }
 
@@ -328,6 +336,16 @@ impl Metrics {
             );
         }
         render_payload(counters, &mut text);
+        text.push_str(
+            "# HELP rast_tls How the node encrypts its connections: 1 for the mode it runs in (user-space: TLS records made by its threads; kernel: kernel TLS), 0 for the others.\n# TYPE rast_tls gauge\n",
+        );
+        for mode in TLS_MODES {
+            let _ = writeln!(
+                text,
+                "rast_tls{{mode=\"{mode}\"}} {}",
+                u8::from(mode == self.tls_mode)
+            );
+        }
         let _ = writeln!(
             text,
             "# HELP rast_sync_seconds Log sync latency.\n# TYPE rast_sync_seconds histogram"

@@ -105,6 +105,19 @@ pub struct Settings {
     pub tls: Option<Arc<tls::Tls>>,
 }
 
+impl Settings {
+    /// How the node encrypts its connections, as `status` and `/metrics`
+    /// say it: "off", or "user-space" (rustls on the core threads; this
+    /// build does not hand sessions to kernel TLS).
+    pub fn tls_mode(&self) -> &'static str {
+        if self.tls.is_some() {
+            "user-space"
+        } else {
+            "off"
+        }
+    }
+}
+
 /// Errors that stop the server from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -141,6 +154,16 @@ pub fn serve(settings: Settings) -> Result<(), ServerError> {
     let mut metrics = metrics::Metrics::new(settings.cores);
     metrics.data_dir = Some(settings.data.clone());
     metrics.quota_bytes = settings.quota_bytes;
+    metrics.tls_mode = settings.tls_mode();
+    tracing::info!(
+        tls = settings.tls_mode(),
+        "connections {}",
+        if settings.tls.is_some() {
+            "encrypted with TLS in user space (no kernel TLS in this build: reads and followers use the buffer path)"
+        } else {
+            "in plain TCP (no --tls-cert)"
+        }
+    );
     let metrics = Arc::new(metrics);
     if let Some(address) = settings.metrics_addr {
         metrics::serve(address, Arc::clone(&metrics)).map_err(|source| ServerError::Io {

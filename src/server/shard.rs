@@ -759,7 +759,7 @@ impl Shard {
                 self.now_ms(),
             )
             .map_err(|error| format!("opening log {name}: {error}"))?;
-            group.send_files(self.settings.tls.is_none());
+            group.set_tls_mode(self.settings.tls_mode());
             if self.settings.storage == StorageMode::Disk {
                 let dir = self
                     .settings

@@ -205,6 +205,10 @@ pub struct Status {
     pub peers: Vec<PeerStatus>,
     /// Non-empty when the group's state machine stopped.
     pub failed: String,
+    /// How the node encrypts its connections: "off", "user-space" (TLS
+    /// records made by the node's threads) or "kernel" (kernel TLS); empty
+    /// from a node that does not say.
+    pub tls: String,
 }
 
 /// A configuration as reported by `admin members`.
@@ -607,6 +611,7 @@ fn build_status(mut builder: crate::rast_capnp::status::Builder<'_>, status: &St
     builder.set_commit_index(status.commit_index);
     builder.set_applied_index(status.applied_index);
     builder.set_failed(status.failed.as_str());
+    builder.set_tls(status.tls.as_str());
     let mut peers = builder.init_peers(status.peers.len() as u32);
     for (position, peer) in status.peers.iter().enumerate() {
         let mut entry = peers.reborrow().get(position as u32);
@@ -639,6 +644,7 @@ fn read_status(reader: crate::rast_capnp::status::Reader<'_>) -> Result<Status, 
         applied_index: reader.get_applied_index(),
         peers,
         failed: text(reader.get_failed())?,
+        tls: text(reader.get_tls())?,
     })
 }
 
