@@ -78,9 +78,21 @@ fn a_plain_client_is_told_the_node_serves_tls() {
     assert!(error.to_string().contains("serves TLS"), "{error}");
 }
 
+type Session = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
 /// Opens a TLS connection to `address` presenting `identity`, sends a
 /// peer Hello claiming `node_id`, and returns the node's answer.
 fn hello_as(address: &str, certs: &Path, identity: &str, node_id: u64) -> HelloResponse {
+    session_as(address, certs, identity, node_id).0
+}
+
+/// `hello_as`, keeping the session.
+fn session_as(
+    address: &str,
+    certs: &Path,
+    identity: &str,
+    node_id: u64,
+) -> (HelloResponse, Session) {
     let tls = TlsOptions::from_files(
         &certs.join("ca.pem"),
         Some((
@@ -119,7 +131,10 @@ fn hello_as(address: &str, certs: &Path, identity: &str, node_id: u64) -> HelloR
         assert!(read > 0, "the node closed before answering the Hello");
         frame.extend_from_slice(&buffer[..read]);
     }
-    rast::wire::client::decode_hello_response(&frame).unwrap()
+    (
+        rast::wire::client::decode_hello_response(&frame).unwrap(),
+        stream,
+    )
 }
 
 /// With TLS a connection is a peer only with the certificate of the node
@@ -142,6 +157,53 @@ fn only_a_node_certificate_links_as_that_node() {
     assert_eq!(hello_as(target, &certs, "node-2", 2), HelloResponse::Ok(1));
     // A client Hello (node id 0) with a client certificate is a client.
     assert_eq!(hello_as(target, &certs, "client", 0), HelloResponse::Ok(1));
+}
+
+/// A node with a valid certificate that no log here counts (never added)
+/// links, but its first Raft message closes the connection, and the
+/// cluster serves on.
+#[test]
+fn a_node_no_log_counts_is_refused_at_its_first_message() {
+    let cluster = Cluster::start_tls("tls-non-member", 3, &[]);
+    let certs = cluster.certs.clone().unwrap();
+    cluster.wait_for_leader("default", Duration::from_secs(30));
+    // The same CA signs node 4's certificate: valid, but not a member.
+    let made = std::process::Command::new(env!("CARGO_BIN_EXE_rast"))
+        .args(["certs", "--nodes", "4", "--out"])
+        .arg(&certs)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (answer, mut stream) = session_as(&cluster.addresses[0], &certs, "node-4", 4);
+    assert_eq!(answer, HelloResponse::Ok(1));
+    let vote = rast::raft::Outgoing {
+        from: rast::types::NodeId(4),
+        to: rast::types::NodeId(1),
+        term: rast::types::Term(1_000),
+        body: rast::raft::OutgoingBody::RequestVote(rast::raft::RequestVote {
+            last_index: LogIndex(1_000_000),
+            last_term: rast::types::Term(999),
+            pre_vote: false,
+            leadership_transfer: true,
+        }),
+    };
+    let frame = rast::net::codec::encode(rast::types::LogId::from_name("default"), &vote, &[]);
+    stream.write_all(&frame).unwrap();
+    stream.flush().unwrap();
+    let mut buffer = [0u8; 64];
+    match stream.read(&mut buffer) {
+        Ok(0) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {}
+        other => panic!("the connection of a non-member stayed open: {other:?}"),
+    }
+    // No election was forced: node 1 is still in a term below the one the
+    // message claimed.
+    assert!(cluster.status(0, "default").unwrap().term < 1_000);
+    let mut client = cluster.client();
+    client
+        .append("default", &[b"still serving".as_slice()])
+        .unwrap();
 }
 
 /// With --client-cert-auth a client must present a certificate the CA

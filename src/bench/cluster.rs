@@ -37,6 +37,9 @@ pub struct ClusterPlan {
     pub in_process: bool,
     /// More `rast serve` arguments for every node process.
     pub serve_args: Vec<String>,
+    /// Serve TLS (node processes only), with certificates `rast certs`
+    /// makes under `data/certs`.
+    pub tls: bool,
 }
 
 /// A running local cluster.
@@ -50,6 +53,8 @@ pub struct LocalCluster {
     processes: Option<Processes>,
     threads: Vec<std::thread::JoinHandle<Result<(), server::ServerError>>>,
     data: PathBuf,
+    /// The TLS certificates the nodes serve with, if they do.
+    certs: Option<PathBuf>,
 }
 
 impl LocalCluster {
@@ -68,6 +73,7 @@ impl LocalCluster {
             processes: None,
             threads: Vec::new(),
             data: plan.data.clone(),
+            certs: None,
         };
         if plan.in_process {
             for node in 0..usize::from(plan.nodes) {
@@ -87,6 +93,12 @@ impl LocalCluster {
                 .collect(),
             None => vec![std::process::id()],
         }
+    }
+
+    /// The directory of the CA and node certificates when the nodes serve
+    /// TLS.
+    pub fn certs(&self) -> Option<&std::path::Path> {
+        self.certs.as_deref()
     }
 
     /// Whether the nodes are threads of this process.
@@ -136,6 +148,19 @@ impl LocalCluster {
         .map(str::to_owned)
         .into();
         args.extend(plan.serve_args.iter().cloned());
+        if plan.tls {
+            let certs = self.data.join("certs");
+            let ids: Vec<String> = (1..=nodes).map(|id| id.to_string()).collect();
+            let made = std::process::Command::new(std::env::current_exe()?)
+                .args(["certs", "--nodes", &ids.join(","), "--out"])
+                .arg(&certs)
+                .stdout(std::process::Stdio::null())
+                .status()?;
+            if !made.success() {
+                return Err(BenchError::Setup(format!("rast certs failed ({made})")));
+            }
+            self.certs = Some(certs);
+        }
         let mut processes = Processes::new(Launch {
             binary: std::env::current_exe()?,
             addresses: self.addresses.clone(),
@@ -148,7 +173,7 @@ impl LocalCluster {
             env: vec![("RAST_LOG".to_owned(), "warn".to_owned())],
             output: Output::Files((0..nodes).map(|node| self.log_path(node)).collect()),
             die_with_parent: false,
-            tls: None,
+            tls: self.certs.clone(),
         });
         for node in 0..nodes {
             processes.start(node)?;

@@ -8,11 +8,11 @@
 //! ```
 
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
 use super::BenchError;
-use crate::client::ClientOptions;
+use crate::client::{ClientOptions, Stream};
 use crate::wire::client::{
     self as protocol, HelloResponse, Request, RequestBody, Response, ResponseBody,
 };
@@ -24,13 +24,13 @@ const BUFFER_BYTES: usize = 256 * 1024;
 /// The sending half.
 #[derive(Debug)]
 pub struct Writer {
-    writer: BufWriter<TcpStream>,
+    writer: BufWriter<Stream>,
 }
 
 /// The receiving half.
 #[derive(Debug)]
 pub struct Reader {
-    reader: BufReader<TcpStream>,
+    reader: BufReader<Stream>,
     frame: Vec<u8>,
 }
 
@@ -48,14 +48,9 @@ pub struct Link {
 impl Link {
     /// Connects to `address` and performs the handshake.
     pub fn open(address: &str, options: &ClientOptions) -> Result<Self, BenchError> {
-        let socket_address = address
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| BenchError::Setup(format!("{address}: no address")))?;
-        let stream = TcpStream::connect_timeout(&socket_address, options.timeout)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(options.timeout))?;
-        stream.set_write_timeout(Some(options.timeout))?;
+        let stream = Stream::connect(address, options)
+            .map_err(|error| BenchError::Setup(format!("{address}: {error}")))?;
+        let socket = stream.socket()?;
         let mut link = Self {
             writer: Writer {
                 writer: BufWriter::with_capacity(BUFFER_BYTES, stream.try_clone()?),
@@ -64,7 +59,7 @@ impl Link {
                 reader: BufReader::with_capacity(BUFFER_BYTES, stream.try_clone()?),
                 frame: Vec::with_capacity(4096),
             },
-            stream,
+            stream: socket,
         };
         link.writer.writer.write_all(&options.hello())?;
         link.writer.flush()?;

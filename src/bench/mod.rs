@@ -74,6 +74,11 @@ pub struct Args {
     /// Run the nodes as threads of this process (W5; implies --storage memory).
     #[arg(long)]
     pub in_process: bool,
+    /// Encrypt every connection with TLS (certificates made with `rast
+    /// certs` under the data directory) in the cluster it starts as
+    /// processes; closed loop only.
+    #[arg(long)]
+    pub tls: bool,
     /// One more `rast serve` argument for every node of the cluster it
     /// starts as processes (repeat it), e.g.
     /// `--serve-arg=--segment-bytes=1048576` for segments that roll often.
@@ -169,6 +174,12 @@ pub fn run(args: &Args, command: &str) -> Result<(), BenchError> {
             "--serve-arg is for the cluster this benchmark starts as processes".into(),
         ));
     }
+    if args.tls && (args.in_process || args.cluster.is_some() || args.rate.is_some()) {
+        return Err(BenchError::Setup(
+            "--tls is for a closed-loop run against the cluster this benchmark starts as processes"
+                .into(),
+        ));
+    }
     let base = args.data.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&base)?;
     let limits = if args.no_limits {
@@ -201,6 +212,7 @@ pub fn run(args: &Args, command: &str) -> Result<(), BenchError> {
             data: cluster::data_directory(&base),
             in_process: args.in_process,
             serve_args: args.serve_args.clone(),
+            tls: args.tls,
         })?),
     };
     let outcome = run_points(args, &sweep, &logs, local.as_mut(), &limits, command);
@@ -250,8 +262,16 @@ fn run_points(
     command: &str,
 ) -> Result<(), BenchError> {
     let target = target_of(args, local.as_deref());
+    let tls = match local.as_deref().and_then(cluster::LocalCluster::certs) {
+        Some(certs) => Some(
+            rast_client::TlsOptions::from_files(&certs.join("ca.pem"), None)
+                .map_err(|error| BenchError::Setup(format!("TLS: {error}")))?,
+        ),
+        None => None,
+    };
     let options = ClientOptions {
         timeout: Duration::from_secs(10),
+        tls,
         ..ClientOptions::default()
     };
     let mut leaders = Vec::new();
@@ -311,6 +331,7 @@ fn run_points(
             format!("{:?}", args.storage).to_lowercase()
         },
         zero_copy: format!("{:?}", args.zero_copy).to_lowercase(),
+        tls: args.tls,
         cores_per_node: args.cores,
         in_process: target.in_process,
         limits: limits.clone(),

@@ -401,6 +401,8 @@ pub struct Report {
     pub storage: String,
     /// Follower receive path.
     pub zero_copy: String,
+    /// Connections encrypted with TLS.
+    pub tls: bool,
     /// Cores per node.
     pub cores_per_node: u32,
     /// Nodes were threads of the benchmark process.
@@ -423,6 +425,7 @@ impl Report {
             .set("nodes", self.nodes as u64)
             .set("storage", self.storage.as_str())
             .set("zero_copy", self.zero_copy.as_str())
+            .set("tls", self.tls)
             .set("cores_per_node", self.cores_per_node)
             .set("in_process", self.in_process);
         let mut machine = Json::object();
@@ -464,7 +467,7 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{}{} nodes, storage {}, follower path {}, {} core(s) per node",
+            "{}{} nodes, storage {}, follower path {}, {} core(s) per node{}",
             if self.label.is_empty() {
                 String::new()
             } else {
@@ -473,7 +476,8 @@ impl Report {
             self.nodes,
             self.storage,
             self.zero_copy,
-            self.cores_per_node
+            self.cores_per_node,
+            if self.tls { ", TLS" } else { "" }
         );
         if let (Some(iops), Some(p50), Some(bandwidth)) = (
             self.limits.get("sync4k.iops"),

@@ -23,6 +23,7 @@ The client follows the same rules as the Rust one:
 import os
 import random
 import socket
+import ssl
 import struct
 import time
 
@@ -161,9 +162,17 @@ def _error_of(error):
 class _Connection:
     """One socket to one node, after the handshake."""
 
-    def __init__(self, address, cluster_id, token, timeout):
+    def __init__(self, address, cluster_id, token, timeout, tls=None):
         host, port = address.rsplit(":", 1)
+        host = host.strip("[]")
         self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+        if tls is not None:
+            context, server_name = tls
+            try:
+                self.sock = context.wrap_socket(self.sock, server_hostname=server_name or host)
+            except (ssl.SSLError, OSError):
+                self.close()
+                raise
         self.next_id = 1
         hello = schema.Hello.new_message(
             protocolVersion=PROTOCOL_VERSION, clusterId=cluster_id, nodeId=0, token=token
@@ -243,6 +252,7 @@ def _status_dict(status):
         "commit_index": status.commitIndex,
         "applied_index": status.appliedIndex,
         "failed": status.failed,
+        "tls": status.tls,
         "peers": [
             {"id": p.id, "match_index": p.matchIndex, "next_index": p.nextIndex, "state": p.state}
             for p in status.peers
@@ -279,11 +289,34 @@ class Client:
 
     ``timeout`` bounds each call (looking for a leader included), in
     seconds; ``token`` and ``cluster_id`` are presented in the handshake.
+    For a cluster that serves TLS, ``tls_ca`` is the path of its CA
+    certificate (PEM); ``tls_cert`` and ``tls_key`` a client certificate
+    and key for nodes that require one; ``tls_server_name`` the name the
+    nodes' certificates must carry (default: the host of each address).
     """
 
-    def __init__(self, addresses, cluster_id="rast", token=b"", timeout=15.0, client_id=None):
+    def __init__(
+        self,
+        addresses,
+        cluster_id="rast",
+        token=b"",
+        timeout=15.0,
+        client_id=None,
+        tls_ca=None,
+        tls_cert=None,
+        tls_key=None,
+        tls_server_name=None,
+    ):
         if not addresses:
             raise ValueError("no cluster addresses given")
+        self._tls = None
+        if tls_ca is not None:
+            context = ssl.create_default_context(cafile=tls_ca)
+            if tls_cert is not None:
+                context.load_cert_chain(tls_cert, tls_key)
+            self._tls = (context, tls_server_name)
+        elif tls_cert is not None:
+            raise ValueError("tls_cert needs tls_ca (the cluster's CA certificate)")
         self.addresses = list(addresses)
         self.cluster_id = cluster_id
         self.token = _bytes(token)
@@ -292,6 +325,9 @@ class Client:
         self.sequence = 0
         self._cursor = 0
         self._connection = None
+
+    def _open(self, address):
+        return _Connection(address, self.cluster_id, self.token, self.timeout, self._tls)
 
     def close(self):
         """Closes the connection (a later call opens another)."""
@@ -332,7 +368,7 @@ class Client:
         """Follows ``log`` from ``from_index`` (0: the first kept entry):
         yields ``(index, payload)`` as entries commit, forever."""
         address = self.addresses[self._cursor % len(self.addresses)]
-        connection = _Connection(address, self.cluster_id, self.token, self.timeout)
+        connection = self._open(address)
         connection.sock.settimeout(None)
         request = schema.ClientRequest.new_message(log=log)
         _read_request(request.init("tail"), from_index, 0)
@@ -395,7 +431,7 @@ class Client:
         """The status of ``log`` on the node at ``address`` (default: the
         node this client talks to), as a dict."""
         if address is not None:
-            connection = _Connection(address, self.cluster_id, self.token, self.timeout)
+            connection = self._open(address)
             try:
                 request = schema.ClientRequest.new_message(log=log, status=None)
                 kind, value, _ = connection.call(request)
@@ -511,7 +547,7 @@ class Client:
     def _connect(self):
         if self._connection is None:
             address = self.addresses[self._cursor % len(self.addresses)]
-            self._connection = _Connection(address, self.cluster_id, self.token, self.timeout)
+            self._connection = self._open(address)
         return self._connection
 
     def _advance(self, hint):

@@ -327,6 +327,7 @@ struct Status {
   peers @8 :List(PeerStatus);
   failed @9 :Text;          # non-empty when the group stopped applying
   snapshotIndex @10 :UInt64;  # last index covered by the latest snapshot
+  tls @11 :Text;            # "off", "user-space" or "kernel": how the node encrypts
 }
 
 struct PeerStatus {

@@ -75,3 +75,42 @@ def cluster():
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tls_cluster():
+    """A 3-node cluster serving TLS (`rast cluster --tls`): its addresses
+    and the directory of its CA and client certificates."""
+    binary = os.environ.get("RAST_BIN", os.path.join(REPOSITORY, "target", "debug", "rast"))
+    data = tempfile.mkdtemp(prefix="rast-pytest-tls-")
+    port = free_base_port(3)
+    process = subprocess.Popen(
+        [binary, "cluster", "--tls", "--nodes", "3", "--port", str(port), "--data", data],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, RAST_LOG="warn"),
+        start_new_session=True,
+    )
+    addresses = ["127.0.0.1:%d" % (port + node) for node in range(3)]
+    certs = os.path.join(data, "certs")
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError("rast cluster --tls exited with %s" % process.returncode)
+            try:
+                Client(addresses, timeout=2, tls_ca=os.path.join(certs, "ca.pem")).status()
+                break
+            except (RastError, OSError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield addresses, certs
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        shutil.rmtree(data, ignore_errors=True)

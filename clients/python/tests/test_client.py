@@ -1,12 +1,13 @@
 """Every verb of the Python client against a real 3-node cluster."""
 
+import os
 import threading
 import time
 
 import pytest
 
 import rast_client
-from rast_client import Client
+from rast_client import Client, RastError
 
 
 def test_append_then_read_back(cluster):
@@ -88,3 +89,16 @@ def test_errors_are_typed(cluster):
         client.read("bad name!", 1, 1)
     with pytest.raises(rast_client.NoLeader):
         Client(["127.0.0.1:1"], timeout=0.5).append("default", [b"x"])
+
+
+def test_tls_cluster(tls_cluster):
+    """Over TLS: entries append and read back, the node says it encrypts,
+    and a client without the CA is refused rather than served in clear."""
+    addresses, certs = tls_cluster
+    client = Client(addresses, tls_ca=os.path.join(certs, "ca.pem"))
+    first, count = client.append("default", [b"py over tls", "second"])
+    assert count == 2
+    assert client.read("default", first, 2) == [(first, b"py over tls"), (first + 1, b"second")]
+    assert client.status("default")["tls"] == "user-space"
+    with pytest.raises((RastError, OSError)):
+        Client(addresses, timeout=1).append("default", [b"in clear"])

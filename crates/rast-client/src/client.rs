@@ -119,16 +119,50 @@ impl Default for ClientOptions {
     }
 }
 
-/// A connection's byte stream: plain TCP, or TLS over it.
+/// A connection's byte stream: plain TCP, or TLS over it. Clones share
+/// the socket (and the TLS session), so one can read while another writes
+/// in turn; a TLS stream must not block in a read on one thread while
+/// another writes (they share the session's lock).
 #[derive(Debug)]
-enum Stream {
+pub enum Stream {
+    /// Plain TCP.
     Plain(TcpStream),
+    /// A TLS session over TCP.
     #[cfg(feature = "tls")]
     Tls(crate::tls::Session),
 }
 
 impl Stream {
-    fn try_clone(&self) -> io::Result<Self> {
+    /// Connects to `address` (no-delay, the options' timeouts) and opens
+    /// TLS when the options ask for it; no handshake of the protocol yet.
+    pub fn connect(address: &str, options: &ClientOptions) -> Result<Self, ClientError> {
+        let socket_address = address
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
+        let stream = TcpStream::connect_timeout(&socket_address, options.timeout)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(options.timeout))?;
+        stream.set_write_timeout(Some(options.timeout))?;
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &options.tls {
+            return Ok(Self::Tls(tls.wrap(address, stream)?));
+        }
+        Ok(Self::Plain(stream))
+    }
+
+    /// The TCP socket underneath (a clone of its descriptor), e.g. to shut
+    /// it from another thread.
+    pub fn socket(&self) -> io::Result<TcpStream> {
+        match self {
+            Self::Plain(stream) => stream.try_clone(),
+            #[cfg(feature = "tls")]
+            Self::Tls(session) => crate::tls::lock(session)?.sock.try_clone(),
+        }
+    }
+
+    /// Another handle on the same stream.
+    pub fn try_clone(&self) -> io::Result<Self> {
         match self {
             Self::Plain(stream) => stream.try_clone().map(Self::Plain),
             #[cfg(feature = "tls")]
@@ -136,7 +170,8 @@ impl Stream {
         }
     }
 
-    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+    /// Sets the socket's read timeout.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         match self {
             Self::Plain(stream) => stream.set_read_timeout(timeout),
             #[cfg(feature = "tls")]
@@ -185,21 +220,7 @@ pub struct Connection {
 impl Connection {
     /// Connects and performs the handshake.
     pub fn open(address: &str, options: &ClientOptions) -> Result<Self, ClientError> {
-        let socket_address = address
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
-        let stream = TcpStream::connect_timeout(&socket_address, options.timeout)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(options.timeout))?;
-        stream.set_write_timeout(Some(options.timeout))?;
-        #[cfg(feature = "tls")]
-        let stream = match &options.tls {
-            Some(tls) => Stream::Tls(tls.wrap(address, stream)?),
-            None => Stream::Plain(stream),
-        };
-        #[cfg(not(feature = "tls"))]
-        let stream = Stream::Plain(stream);
+        let stream = Stream::connect(address, options)?;
         let mut connection = Self {
             reader: BufReader::with_capacity(256 * 1024, stream.try_clone()?),
             writer: BufWriter::with_capacity(256 * 1024, stream),

@@ -232,6 +232,15 @@ impl Shard {
                 header.from, header.to
             ));
         }
+        if !self.links.iter().any(|link| link.id == header.from) {
+            // Only a node this core links to (named at start, or counted
+            // by one of its logs' configurations) speaks Raft to it: a
+            // removed node, or one never added, is refused whatever
+            // certificate or token it has.
+            return Err(format!(
+                "node {node} is a member of no log on this core; refusing its messages"
+            ));
+        }
         if (header.group.get() % u64::from(self.settings.cores)) as u32 != self.index {
             return Err(format!(
                 "group {:x} belongs to another core",
