@@ -6,6 +6,7 @@
 //!                               (how peers check each other) plus every
 //!                               --hosts name or address (how clients do)
 //!  DIR/client.pem, client.key   a client identity, for --client-cert-auth
+//!  DIR/admin.pem, admin.key     a client with the admin role (admin.rast)
 //! ```
 //!
 //! Keys are ECDSA P-256, written readable by their owner only. Meant for
@@ -110,6 +111,7 @@ pub fn run(args: &CertsArgs) -> anyhow::Result<()> {
         identities.push((format!("node-{id}"), names));
     }
     identities.push(("client".to_owned(), vec!["client.rast".to_owned()]));
+    identities.push(("admin".to_owned(), vec!["admin.rast".to_owned()]));
     for (name, sans) in identities {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(sans)?;

@@ -236,6 +236,13 @@ pub const HANDSHAKE_BYTES_MAX: usize = 4096;
 /// is closed.
 pub const HANDSHAKE_MS_MAX: u64 = 5_000;
 
+/// Milliseconds a refused handshake waits for its answer: a caller
+/// guessing tokens learns one guess per connection per this long (and a
+/// node holds at most [`CONNECTIONS_PER_ADDRESS_MAX`] connections of one
+/// address), while an operator with a wrong token still hears why at
+/// once to a human.
+pub const HANDSHAKE_REFUSAL_DELAY_MS: u64 = 250;
+
 /// Connections one core keeps open at most (clients, peers, handshakes);
 /// one accepted beyond it is closed at once.
 pub const CONNECTIONS_PER_CORE_MAX: usize = 4096;
@@ -418,6 +425,8 @@ const _: () =
 const _: () = assert!(INBOX_BLOCK_BYTES_MAX >= INBOX_BYTES_INITIAL);
 const _: () = assert!(RECV_ROOM_MIN <= FRUGAL_RECV_BYTES);
 const _: () = assert!(TLS_RECV_BYTES <= INBOX_BLOCK_BYTES_MAX);
+// A refusal is sent before the handshake's time runs out.
+const _: () = assert!(HANDSHAKE_REFUSAL_DELAY_MS + 2 * TICK_MS < HANDSHAKE_MS_MAX);
 const _: () = assert!(OUTBOX_BYTES_MAX as u64 >= INFLIGHT_BYTES_MAX);
 const _: () = assert!(REOPEN_FREE_BYTES_MIN >= SEGMENT_BYTES_MAX);
 const _: () = assert!(SNAPSHOT_RESEND_MS < SNAPSHOT_GIVE_UP_MS);

@@ -87,7 +87,7 @@ enum Output {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a node.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Start a local cluster of real `rast serve` processes in the foreground.
     Cluster(ClusterArgs),
     /// Append entries (arguments, or one entry per stdin line); prints each index.
@@ -339,7 +339,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Cluster(args) => cluster::run(&args),
         Command::Certs(args) => certs::run(&args),
         Command::Append { client, payloads } => append(&client, &payloads),

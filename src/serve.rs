@@ -10,6 +10,9 @@
 //! cores = 2
 //! cluster_id = "rast"
 //! token_file = "/etc/rast/token"
+//! admin_token_file = "/etc/rast/admin-token"        # the admin role (else every client)
+//! read_only_token_file = "/etc/rast/reader-token"   # read-only clients
+//! peer_token_file = "/etc/rast/peer-token"          # peers (else token_file)
 //! storage = "disk"          # or "memory"
 //! zero_copy = "splice"      # or "buffer"
 //! logs = "default"
@@ -70,6 +73,21 @@ pub struct ServeArgs {
     /// File holding a shared token that peers and clients must present.
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// File holding the admin role's token: with it, admin requests
+    /// (membership, transfer, snapshot) need this token or a TLS client
+    /// certificate for admin.rast [default: none, every client is admin].
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
+    /// File holding a read-only clients' token: a client presenting it may
+    /// read, tail, get and ask status, never append or write keys (needs
+    /// --token-file for the writers).
+    #[arg(long)]
+    read_only_token_file: Option<PathBuf>,
+    /// File holding the token peers present to each other instead of
+    /// --token-file's, so a client's credential is not a peer's [default:
+    /// the --token-file token].
+    #[arg(long)]
+    peer_token_file: Option<PathBuf>,
     /// Where logs are stored: disk or memory [default: disk].
     #[arg(long)]
     storage: Option<String>,
@@ -162,6 +180,9 @@ impl ServeArgs {
             cores: self.cores.or(file.cores),
             cluster_id: self.cluster_id.or(file.cluster_id),
             token_file: self.token_file.or(file.token_file),
+            admin_token_file: self.admin_token_file.or(file.admin_token_file),
+            read_only_token_file: self.read_only_token_file.or(file.read_only_token_file),
+            peer_token_file: self.peer_token_file.or(file.peer_token_file),
             storage: self.storage.or(file.storage),
             zero_copy: self.zero_copy.or(file.zero_copy),
             logs: self.logs.or(file.logs),
@@ -200,6 +221,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
+    let [token, admin_token, read_only_token, peer_token] = tokens(&args)?;
     let Some(id) = args.id else {
         bail!("--id is required (or `id` in the config file)")
     };
@@ -212,13 +234,6 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     let Some(data) = args.data else {
         bail!("--data is required (or `data` in the config file)")
     };
-    let token = match &args.token_file {
-        Some(path) => std::fs::read(path)
-            .with_context(|| format!("reading token file {}", path.display()))?
-            .trim_ascii()
-            .to_vec(),
-        None => Vec::new(),
-    };
     let cores = args.cores.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, |cores| cores.get() as u32)
     });
@@ -228,24 +243,12 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
             "--segment-bytes {segment_bytes}: expected {SEGMENT_BYTES_MIN} to {SEGMENT_BYTES_MAX}"
         );
     }
-    let tls = match (args.tls_cert, args.tls_key, args.tls_ca) {
-        (None, None, None) => {
-            if args.client_cert_auth {
-                bail!("--client-cert-auth needs TLS: --tls-cert, --tls-key and --tls-ca");
-            }
-            None
-        }
-        (Some(cert), Some(key), Some(ca)) => {
-            let files = TlsFiles {
-                cert,
-                key,
-                ca,
-                client_cert_auth: args.client_cert_auth,
-            };
-            Some(std::sync::Arc::new(Tls::load(&files)?))
-        }
-        _ => bail!("TLS needs all three of --tls-cert, --tls-key and --tls-ca"),
-    };
+    let tls = tls_of(
+        args.tls_cert,
+        args.tls_key,
+        args.tls_ca,
+        args.client_cert_auth,
+    )?;
     Ok(Settings {
         id: NodeId(id),
         listen,
@@ -254,6 +257,9 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         cores,
         cluster_id: args.cluster_id.unwrap_or_else(|| "rast".to_owned()),
         token,
+        admin_token,
+        read_only_token,
+        peer_token,
         storage: choice(args.storage.as_deref(), StorageMode::Disk, "storage")?,
         zero_copy: choice(args.zero_copy.as_deref(), ZeroCopy::Splice, "zero-copy")?,
         logs: args
@@ -294,6 +300,66 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
             }),
         tls,
     })
+}
+
+/// The tokens of the roles: clients', admin's, read-only clients', peers'
+/// (empty: none), checked for sense.
+fn tokens(args: &ServeArgs) -> anyhow::Result<[Vec<u8>; 4]> {
+    let token = read_token(args.token_file.as_deref())?;
+    let admin_token = read_token(args.admin_token_file.as_deref())?;
+    let read_only_token = read_token(args.read_only_token_file.as_deref())?;
+    let peer_token = read_token(args.peer_token_file.as_deref())?;
+    if !read_only_token.is_empty() && token.is_empty() {
+        bail!("--read-only-token-file needs --token-file: without a token every client may write");
+    }
+    for (name, other) in [
+        ("--admin-token-file", &admin_token),
+        ("--read-only-token-file", &read_only_token),
+        ("--peer-token-file", &peer_token),
+    ] {
+        if !other.is_empty() && *other == token {
+            bail!("{name} holds the same token as --token-file: each role needs its own");
+        }
+    }
+    Ok([token, admin_token, read_only_token, peer_token])
+}
+
+/// The TLS setup the three files (all or none) make.
+fn tls_of(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    client_cert_auth: bool,
+) -> anyhow::Result<Option<std::sync::Arc<Tls>>> {
+    Ok(match (cert, key, ca) {
+        (None, None, None) => {
+            if client_cert_auth {
+                bail!("--client-cert-auth needs TLS: --tls-cert, --tls-key and --tls-ca");
+            }
+            None
+        }
+        (Some(cert), Some(key), Some(ca)) => {
+            let files = TlsFiles {
+                cert,
+                key,
+                ca,
+                client_cert_auth,
+            };
+            Some(std::sync::Arc::new(Tls::load(&files)?))
+        }
+        _ => bail!("TLS needs all three of --tls-cert, --tls-key and --tls-ca"),
+    })
+}
+
+/// The token in `path` (whitespace around it trimmed); empty without one.
+fn read_token(path: Option<&std::path::Path>) -> anyhow::Result<Vec<u8>> {
+    match path {
+        Some(path) => Ok(std::fs::read(path)
+            .with_context(|| format!("reading token file {}", path.display()))?
+            .trim_ascii()
+            .to_vec()),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// Parses `ID=ADDR,ID=ADDR,…`.

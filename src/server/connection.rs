@@ -98,13 +98,25 @@ pub struct FileSend {
     pub in_pipe: u64,
 }
 
+/// What a client may do: its role, from the credential its handshake
+/// presented (see `Shard::process_hello`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Access {
+    /// Read, tail, get and status.
+    ReadOnly,
+    /// And append and write keys.
+    ReadWrite,
+    /// And administration: membership, leadership transfer, snapshots.
+    Admin,
+}
+
 /// What the other end is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     /// Accepted; its Hello not read yet.
     Handshake,
-    /// A client.
-    Client,
+    /// A client, with what it may do.
+    Client(Access),
     /// An incoming peer connection (it sends us messages).
     PeerIn(u64),
     /// Our outgoing connection to a peer (we send it messages).
@@ -716,7 +728,7 @@ mod tests {
     #[test]
     fn taken_frames_share_the_block_and_straddles_are_counted() {
         let mut ring = Ring::new().unwrap();
-        let (mut connection, mut other) = pair(Role::Client);
+        let (mut connection, mut other) = pair(Role::Client(Access::ReadWrite));
         other.write_all(&[1u8; 1000]).unwrap();
         connection.post_recv(&mut ring, 0, false).unwrap();
         run(&mut ring, &mut connection);
@@ -752,7 +764,7 @@ mod tests {
     #[test]
     fn large_messages_land_whole_without_copies() {
         let mut ring = Ring::new().unwrap();
-        let (mut connection, mut other) = pair(Role::Client);
+        let (mut connection, mut other) = pair(Role::Client(Access::ReadWrite));
         let message = 300 * 1024;
         let writer = std::thread::spawn(move || {
             for round in 0..4u8 {

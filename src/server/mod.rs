@@ -69,6 +69,14 @@ pub struct Settings {
     pub cluster_id: String,
     /// Shared token required of peers and clients (empty: none).
     pub token: Vec<u8>,
+    /// Token of the admin role (`--admin-token-file`; empty: every
+    /// client that presents `token` is admin).
+    pub admin_token: Vec<u8>,
+    /// Token of read-only clients (`--read-only-token-file`; empty: none).
+    pub read_only_token: Vec<u8>,
+    /// Token peers present instead of `token` (`--peer-token-file`;
+    /// empty: `token`), so a client's credential is not a peer's.
+    pub peer_token: Vec<u8>,
     /// Where logs live.
     pub storage: StorageMode,
     /// Follower receive path.

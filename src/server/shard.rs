@@ -154,6 +154,11 @@ struct Slot {
     /// The address an accepted connection came from (counted against
     /// [`CONNECTIONS_PER_ADDRESS_MAX`] until the slot is freed).
     from: Option<std::net::IpAddr>,
+    /// A refused handshake's answer and when to send it
+    /// ([`crate::constants::HANDSHAKE_REFUSAL_DELAY_MS`] after the Hello).
+    refusal: Option<(u64, Vec<u8>)>,
+    /// The handshake was refused: nothing more it sends is processed.
+    refused: bool,
 }
 
 /// Our outgoing link to one peer.
@@ -465,6 +470,8 @@ impl Shard {
             opened_ms: self.now_ms(),
             active_ms: self.now_ms(),
             from: None,
+            refusal: None,
+            refused: false,
         };
         let index = if let Some(index) = self.free_slots.pop() {
             self.slots[index] = Some(slot);
@@ -483,6 +490,7 @@ impl Shard {
         let now = self.now_ms();
         self.abandon_stalled_splices(now);
         self.close_slow_handshakes(now);
+        self.send_refusals(now);
         if now >= self.idle_scan_at_ms {
             self.idle_scan_at_ms = now + IDLE_SCAN_MS;
             self.close_idle_clients(now);
@@ -520,7 +528,7 @@ impl Shard {
         let idle_ms = self.settings.client_idle_ms;
         for (slot, entry) in self.slots.iter_mut().enumerate() {
             let Some(entry) = entry else { continue };
-            if entry.connection.role == Role::Client
+            if matches!(entry.connection.role, Role::Client(_))
                 && !entry.connection.closed
                 && now.saturating_sub(entry.active_ms) > idle_ms
                 && !self
@@ -577,6 +585,18 @@ impl Shard {
             *count -= 1;
             if *count == 0 {
                 self.per_address.remove(&ip);
+            }
+        }
+    }
+
+    /// Sends the refusals of refused handshakes whose delay is over; each
+    /// connection closes once its refusal is out.
+    fn send_refusals(&mut self, now: u64) {
+        for entry in self.slots.iter_mut().flatten() {
+            if entry.refusal.as_ref().is_some_and(|(at, _)| now >= *at) {
+                let (_, frame) = entry.refusal.take().expect("checked");
+                entry.connection.queue(&frame);
+                entry.connection.close_after_flush = true;
             }
         }
     }
@@ -677,13 +697,14 @@ impl Shard {
                 || entry.handoff_to.is_some()
                 || entry.blocked
                 || entry.splice.is_some()
+                || entry.refused
             {
                 return Ok(());
             }
             let role = entry.connection.role;
             let consumed = match role {
                 Role::Handshake => self.process_hello(slot)?,
-                Role::Client => self.process_client(slot)?,
+                Role::Client(access) => self.process_client(slot, access)?,
                 Role::PeerIn(_) => self.process_peer(slot)?,
                 Role::PeerOut(_) => self.process_hello_response(slot)?,
             };

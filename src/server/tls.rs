@@ -192,9 +192,18 @@ pub fn node_server_name(id: NodeId) -> ServerName<'static> {
     ServerName::try_from(node_dns_name(id)).expect("node-<digits>.rast is a valid DNS name")
 }
 
+/// The name a client certificate carries to have the admin role.
+pub const ADMIN_NAME: &str = "admin.rast";
+
 /// Whether the certificate a connection presented (already verified
 /// against the CA by the handshake) names node `id`.
 pub fn certifies_node(connection: &rustls::Connection, id: NodeId) -> bool {
+    certifies_name(connection, &node_dns_name(id))
+}
+
+/// Whether the certificate a connection presented (already verified
+/// against the CA by the handshake) is valid for the DNS name `name`.
+pub fn certifies_name(connection: &rustls::Connection, name: &str) -> bool {
     let Some(leaf) = connection
         .peer_certificates()
         .and_then(|certs| certs.first())
@@ -204,8 +213,10 @@ pub fn certifies_node(connection: &rustls::Connection, id: NodeId) -> bool {
     let Ok(cert) = webpki::EndEntityCert::try_from(leaf) else {
         return false;
     };
-    cert.verify_is_valid_for_subject_name(&node_server_name(id))
-        .is_ok()
+    let Ok(name) = ServerName::try_from(name.to_owned()) else {
+        return false;
+    };
+    cert.verify_is_valid_for_subject_name(&name).is_ok()
 }
 
 /// Whether the connection presented a (CA-verified) certificate at all.

@@ -44,6 +44,7 @@ __all__ = [
     "NoSpace",
     "Failed",
     "SessionExpired",
+    "Forbidden",
     "PROTOCOL_VERSION",
 ]
 
@@ -136,6 +137,11 @@ class SessionExpired(ReplyError):
     earlier attempt may have been). Later writes open a new session."""
 
 
+class Forbidden(ReplyError):
+    """The connection's role may not do this: a write by a read-only
+    client, an admin request without the admin role."""
+
+
 def _error_of(error):
     """The typed exception for an ``Error`` reader."""
     kind = error.which()
@@ -156,6 +162,7 @@ def _error_of(error):
         "noSpace": NoSpace,
         "failed": Failed,
         "sessionExpired": SessionExpired,
+        "forbidden": Forbidden,
     }.get(kind, ReplyError)(message)
 
 

@@ -350,6 +350,7 @@ struct Error {
     noSpace @8 :Void;            # the disk is full: appends refused
     failed @9 :Void;             # the state machine stopped (see status)
     sessionExpired @10 :Void;
+    forbidden @11 :Void;         # the connection's role may not do this
   }
 }
 

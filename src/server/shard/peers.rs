@@ -12,13 +12,14 @@ use crossbeam_channel::TrySendError;
 
 use super::splice::Start;
 use super::{Handoff, Owner, PeerLink, RECONNECT_MS_MAX, SPLICE_BYTES_MIN, Shard};
-use crate::constants::HANDSHAKE_BYTES_MAX;
+use crate::constants::{HANDSHAKE_BYTES_MAX, HANDSHAKE_REFUSAL_DELAY_MS};
 use crate::net::codec::{self, PeerBody};
 use crate::server::ZeroCopy;
-use crate::server::connection::{Connection, Role};
+use crate::server::connection::{Access, Connection, Role};
 use crate::server::group::Outbound;
 use crate::server::metrics::PayloadPath;
 use crate::server::tls;
+use crate::server::tls::ADMIN_NAME;
 use crate::types::NodeId;
 use crate::wire::client::{self as protocol, Hello, HelloResponse};
 use crate::wire::{FrameLength, frame_length};
@@ -103,7 +104,11 @@ impl Shard {
             protocol_version: protocol::PROTOCOL_VERSION,
             cluster_id: self.settings.cluster_id.clone(),
             node_id: self.settings.id.get(),
-            token: self.settings.token.clone(),
+            token: if self.settings.peer_token.is_empty() {
+                self.settings.token.clone()
+            } else {
+                self.settings.peer_token.clone()
+            },
             core: self.index,
             cores: self.settings.cores,
         });
@@ -113,6 +118,7 @@ impl Shard {
     }
 
     pub(super) fn process_hello(&mut self, slot: usize) -> Result<usize, String> {
+        let now = self.now_ms();
         let entry = self.slots[slot].as_mut().expect("present");
         // Checked before the frame is complete: nothing an unauthenticated
         // peer claims may make this node hold more than a Hello's worth.
@@ -130,15 +136,14 @@ impl Shard {
         let hello = protocol::decode_hello(&entry.connection.unread()[..length])
             .map_err(|error| format!("bad hello: {error}"))?;
         entry.connection.consume(length);
+        let access = credential(&self.settings, &hello, entry.connection.tls());
         let refusal = if hello.protocol_version != protocol::PROTOCOL_VERSION {
             Some(format!(
                 "protocol version {} (this node speaks {})",
                 hello.protocol_version,
                 protocol::PROTOCOL_VERSION
             ))
-        } else if hello.cluster_id != self.settings.cluster_id
-            || !same_secret(&hello.token, &self.settings.token)
-        {
+        } else if hello.cluster_id != self.settings.cluster_id || access.is_none() {
             // One answer for both, naming neither: a caller learns nothing
             // about this node's cluster id or token from a refusal.
             Some("wrong cluster id or token".to_owned())
@@ -169,16 +174,18 @@ impl Shard {
             Some(reason) => HelloResponse::Refused(reason.clone()),
             None => HelloResponse::Ok(self.settings.id.get()),
         };
-        entry
-            .connection
-            .queue(&protocol::encode_hello_response(&answer));
+        let frame = protocol::encode_hello_response(&answer);
         if let Some(reason) = refusal {
+            // Answered later, not at once: a caller guessing tokens learns
+            // each guess's fate only after the delay.
             tracing::warn!(%reason, "refused a connection");
-            entry.connection.close_after_flush = true;
+            entry.refusal = Some((now + HANDSHAKE_REFUSAL_DELAY_MS, frame));
+            entry.refused = true;
             return Ok(0);
         }
+        entry.connection.queue(&frame);
         if hello.node_id == 0 {
-            entry.connection.role = Role::Client;
+            entry.connection.role = Role::Client(access.expect("refused above without one"));
         } else {
             entry.connection.role = Role::PeerIn(hello.node_id);
             if hello.core != self.index {
@@ -422,6 +429,49 @@ impl Shard {
                 entry.connection.closed = true;
             }
         }
+    }
+}
+
+/// What a Hello's credential earns: for a peer (node id set), its token
+/// must be the peer token (`--peer-token-file`, else `--token-file`); a
+/// client gets the strongest role its token or certificate proves (see
+/// [`Access`]). `None`: refused.
+///
+/// ```text
+///  admin token (--admin-token-file), or a certificate for admin.rast ─► Admin
+///  the token (--token-file)  ─► Admin without an admin token, else ReadWrite
+///  read-only token (--read-only-token-file) ─► ReadOnly
+/// ```
+fn credential(
+    settings: &crate::server::Settings,
+    hello: &Hello,
+    session: Option<&rustls::Connection>,
+) -> Option<Access> {
+    if hello.node_id != 0 {
+        let peer_token = if settings.peer_token.is_empty() {
+            &settings.token
+        } else {
+            &settings.peer_token
+        };
+        return same_secret(&hello.token, peer_token).then_some(Access::Admin);
+    }
+    let admin_certificate = session.is_some_and(|session| tls::certifies_name(session, ADMIN_NAME));
+    if admin_certificate
+        || (!settings.admin_token.is_empty() && same_secret(&hello.token, &settings.admin_token))
+    {
+        Some(Access::Admin)
+    } else if same_secret(&hello.token, &settings.token) {
+        Some(if settings.admin_token.is_empty() {
+            Access::Admin
+        } else {
+            Access::ReadWrite
+        })
+    } else if !settings.read_only_token.is_empty()
+        && same_secret(&hello.token, &settings.read_only_token)
+    {
+        Some(Access::ReadOnly)
+    } else {
+        None
     }
 }
 

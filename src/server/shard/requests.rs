@@ -7,16 +7,18 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use super::Shard;
+use crate::server::connection::Access;
 use crate::server::group::{Group, KV_LOG, Outbound, ReplyTo};
 use crate::server::metrics::{Counters, PayloadPath};
 use crate::types::{LogId, LogIndex};
 use crate::wire::client::{
-    self as protocol, ErrorKind, KvCommand, KvOperation, Request, RequestBody, ResponseBody,
+    self as protocol, AdminRequest, ErrorKind, KvCommand, KvOperation, Request, RequestBody,
+    ResponseBody,
 };
 use crate::wire::{BatchView, FrameLength, WireError, frame_length};
 
 impl Shard {
-    pub(super) fn process_client(&mut self, slot: usize) -> Result<usize, String> {
+    pub(super) fn process_client(&mut self, slot: usize, access: Access) -> Result<usize, String> {
         let entry = self.slots[slot].as_mut().expect("present");
         let Some(length) = Self::complete_frame(&entry.connection)? else {
             return Ok(0);
@@ -88,6 +90,10 @@ impl Shard {
             generation: entry.generation,
             request_id: request.request_id,
         };
+        if let Some(refusal) = forbidden(access, &request.body) {
+            self.out.error(reply, ErrorKind::Forbidden, refusal);
+            return Ok(consumed);
+        }
         self.handle_request(&name, id, &request, batch, reply);
         Ok(consumed)
     }
@@ -227,4 +233,25 @@ pub(super) fn check_client_batch(frame: &mut [u8]) -> Result<u32, WireError> {
         view.verify_checksum()?;
     }
     Ok(count)
+}
+
+/// Why a client with `access` may not make a request of `body`, if it
+/// may not (see [`Access`]).
+fn forbidden(access: Access, body: &RequestBody) -> Option<&'static str> {
+    match body {
+        // Printing the configuration changes nothing: any client may.
+        RequestBody::Admin(request)
+            if access < Access::Admin && !matches!(request, AdminRequest::Members) =>
+        {
+            Some(
+                "admin requests need the admin role: present the admin token (the node's \
+             --admin-token-file) or a certificate for admin.rast",
+            )
+        }
+        RequestBody::Append | RequestBody::Write(_) if access < Access::ReadWrite => Some(
+            "this client is read-only (it presented the read-only token): appends and \
+             key-value writes are refused",
+        ),
+        _ => None,
+    }
 }

@@ -252,6 +252,9 @@ pub enum ErrorKind {
     Failed,
     /// The client session expired.
     SessionExpired,
+    /// The connection's role may not do this (a read-only client's write,
+    /// an admin request without the admin role).
+    Forbidden,
 }
 
 /// A typed error with a human message.
@@ -721,6 +724,7 @@ fn build_error(mut builder: error::Builder<'_>, reply: &ErrorReply) {
         ErrorKind::NoSpace => builder.set_no_space(()),
         ErrorKind::Failed => builder.set_failed(()),
         ErrorKind::SessionExpired => builder.set_session_expired(()),
+        ErrorKind::Forbidden => builder.set_forbidden(()),
     }
 }
 
@@ -742,6 +746,7 @@ fn read_error(reader: error::Reader<'_>) -> Result<ErrorReply, WireError> {
         error::NoSpace(()) => ErrorKind::NoSpace,
         error::Failed(()) => ErrorKind::Failed,
         error::SessionExpired(()) => ErrorKind::SessionExpired,
+        error::Forbidden(()) => ErrorKind::Forbidden,
     };
     Ok(ErrorReply {
         message: text(reader.get_message())?,
