@@ -25,6 +25,7 @@ pub mod bench;
 pub mod check;
 pub mod constants;
 pub mod fail_stop;
+pub mod fuzzing;
 pub mod io;
 pub mod kv;
 pub mod launch;

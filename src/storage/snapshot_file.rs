@@ -87,7 +87,10 @@ impl SnapshotMeta {
         out
     }
 
-    fn decode<R: Read>(reader: &mut R) -> Result<Self, String> {
+    /// Reads a header from the front of `reader` (the file's first bytes);
+    /// an error names what is wrong. Public for the fuzzer: the node
+    /// reads headers through [`verify`] and [`latest`].
+    pub fn decode<R: Read>(reader: &mut R) -> Result<Self, String> {
         let mut fixed = [0u8; 32];
         reader
             .read_exact(&mut fixed)
