@@ -10,7 +10,9 @@
 //!
 //! Each function takes any bytes; an `Err` from a parser is expected, a
 //! panic is a bug, and so is an accepted value outside what the node
-//! relies on (asserted here).
+//! relies on (asserted here). [`seeds`] are valid encodings of what each
+//! target parses: the fuzzer starts from them (`fuzz/corpus/*/seed-*`),
+//! and `tests/hostile_bytes.rs` damages them under proptest.
 
 use crate::constants::INDEX_MAX;
 use crate::net::codec::{self, PeerBody};
@@ -32,7 +34,9 @@ pub fn peer(data: &[u8]) {
     let _ = codec::with_snapshot_chunk(data, |chunk| chunk.data.len());
 }
 
-fn within_limits(header: &codec::PeerHeader, batches: &[BatchSummary]) -> bool {
+/// Whether an accepted peer message keeps the limits the node relies on:
+/// every term and index at most `INDEX_MAX`, every batch non-empty.
+pub fn within_limits(header: &codec::PeerHeader, batches: &[BatchSummary]) -> bool {
     let indexes = match header.body {
         PeerBody::AppendEntries {
             prev_index,
@@ -92,4 +96,186 @@ pub fn disk(data: &[u8]) {
     }
     let _ = hard_state::decode(data);
     let _ = snapshot_file::SnapshotMeta::decode(&mut &data[..]);
+}
+
+/// Valid encodings of what each target parses, the starting points of
+/// the fuzzer and of the damage properties.
+pub mod seeds {
+    use crate::net::codec;
+    use crate::raft::{
+        AppendRange, AppendResponse, BatchSummary, Heartbeat, Outgoing, OutgoingBody, RequestVote,
+    };
+    use crate::storage::{HardState, hard_state, snapshot_file::SnapshotMeta};
+    use crate::types::{LogId, LogIndex, NodeId, Term};
+    use crate::wire::client::{
+        self, AdminRequest, Hello, KvCommand, KvOperation, Members, Request, RequestBody,
+    };
+    use crate::wire::{BatchKind, encode_batch};
+
+    fn outgoing(body: OutgoingBody) -> Outgoing {
+        Outgoing {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(7),
+            body,
+        }
+    }
+
+    /// Peer frames, one of each common kind, with batches where they fit.
+    pub fn peer() -> Vec<Vec<u8>> {
+        let batches = [
+            BatchSummary {
+                term: Term(7),
+                first_index: LogIndex(11),
+                count: 3,
+                bytes: 256,
+                kind: BatchKind::Data,
+            },
+            BatchSummary {
+                term: Term(7),
+                first_index: LogIndex(14),
+                count: 1,
+                bytes: 128,
+                kind: BatchKind::Config,
+            },
+        ];
+        let append = OutgoingBody::AppendEntries(AppendRange {
+            prev_index: LogIndex(10),
+            prev_term: Term(6),
+            leader_commit: LogIndex(9),
+            first_index: LogIndex(11),
+            last_index: LogIndex(14),
+            batches: 2,
+            bytes: 384,
+        });
+        let group = LogId::from_name("kv");
+        let message = |body| codec::encode(group, &outgoing(body), &[]);
+        vec![
+            codec::encode(group, &outgoing(append), &batches),
+            message(OutgoingBody::AppendResponse(AppendResponse {
+                success: true,
+                match_index: LogIndex(14),
+                rejected_index: LogIndex(0),
+                hint_index: LogIndex(0),
+                hint_term: Term(0),
+                last_index: LogIndex(14),
+            })),
+            message(OutgoingBody::RequestVote(RequestVote {
+                last_index: LogIndex(14),
+                last_term: Term(7),
+                pre_vote: true,
+                leadership_transfer: false,
+            })),
+            message(OutgoingBody::Heartbeat(Heartbeat {
+                leader_commit: LogIndex(14),
+                read_round: 3,
+            })),
+        ]
+    }
+
+    /// Client-protocol frames, with the decoder each is meant for
+    /// (`hello`, `kv`, `request`, `members`).
+    pub fn client() -> Vec<(&'static str, Vec<u8>)> {
+        let command = KvCommand {
+            client_id: 5,
+            sequence: 9,
+            key: b"key".to_vec(),
+            operation: KvOperation::Cas {
+                expected: Some(b"old".to_vec()),
+                new: b"new".to_vec(),
+            },
+            time_ms: 1_700_000_000_000,
+        };
+        let request = |body| {
+            client::encode_request(&Request {
+                request_id: 42,
+                log: "orders".into(),
+                body,
+            })
+        };
+        vec![
+            (
+                "hello",
+                client::encode_hello(&Hello {
+                    protocol_version: 1,
+                    cluster_id: "rast".into(),
+                    node_id: 3,
+                    token: b"secret".to_vec(),
+                    core: 1,
+                    cores: 2,
+                }),
+            ),
+            ("kv", client::encode_kv_command(&command)),
+            ("request", request(RequestBody::Write(command.clone()))),
+            (
+                "request",
+                request(RequestBody::Tail {
+                    from_index: 17,
+                    max_entries: 64,
+                }),
+            ),
+            (
+                "request",
+                request(RequestBody::Admin(AdminRequest::AddLearner {
+                    id: 4,
+                    address: "127.0.0.1:7004".into(),
+                })),
+            ),
+            ("members", client::encode_members(&members())),
+        ]
+    }
+
+    fn members() -> Members {
+        Members {
+            voters: vec![1, 2, 3],
+            voters_outgoing: Vec::new(),
+            learners: vec![4],
+            addresses: vec![(1, "127.0.0.1:7001".into())],
+        }
+    }
+
+    /// A segment file's bytes: three batches from index 1, term 2, then
+    /// zeroes (the preallocated rest of a segment).
+    pub fn segment() -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let mut next = 1;
+        for count in [2u32, 1, 3] {
+            let entries: Vec<Vec<u8>> = (0..count).map(|entry| vec![entry as u8; 40]).collect();
+            bytes.extend(encode_batch(
+                BatchKind::Data,
+                Term(2),
+                LogIndex(next),
+                &entries,
+            ));
+            next += u64::from(count);
+        }
+        bytes.extend([0u8; 256]);
+        bytes
+    }
+
+    /// A hard-state file's bytes.
+    pub fn hard_state() -> Vec<u8> {
+        hard_state::encode(HardState {
+            term: Term(9),
+            vote: NodeId(2),
+            commit: LogIndex(77),
+        })
+    }
+
+    /// A snapshot file's header.
+    pub fn snapshot_header() -> Vec<u8> {
+        SnapshotMeta {
+            index: LogIndex(100),
+            term: Term(4),
+            members: members(),
+            body_bytes: 3000,
+            body_crc: 0x1234_5678,
+        }
+        .encode()
+    }
+
+    /// Every seed of the `disk` target.
+    pub fn disk() -> Vec<Vec<u8>> {
+        vec![segment(), hard_state(), snapshot_header()]
+    }
 }

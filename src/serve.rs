@@ -17,6 +17,7 @@
 //! zero_copy = "splice"      # or "buffer"
 //! logs = "default"
 //! metrics_addr = "127.0.0.1:9101"
+//! metrics_tls = false       # true: metrics over HTTPS (needs the TLS keys below)
 //! join = false              # true: start outside the configuration
 //! snapshot_log_bytes = 134217728  # kv log: snapshot after this much log
 //! retain_bytes = 0          # plain logs: keep about this much (0: all)
@@ -98,9 +99,16 @@ pub struct ServeArgs {
     /// Logs to create at start, comma-separated [default: default,kv].
     #[arg(long)]
     logs: Option<String>,
-    /// Serve Prometheus metrics on this address (GET /metrics).
+    /// Serve Prometheus metrics on this address (GET /metrics, /health,
+    /// /ready).
     #[arg(long)]
     metrics_addr: Option<SocketAddr>,
+    /// Serve --metrics-addr over HTTPS with the node's TLS certificate
+    /// (scrapers trust --tls-ca; with --client-cert-auth they present a
+    /// certificate too) [default: plain HTTP].
+    #[arg(long)]
+    #[serde(default)]
+    metrics_tls: bool,
     /// Fault injection, for testing: the key-value state machine panics
     /// whenever it applies a write to KEY. The kv log then stops applying
     /// (reported by `rast status` and metrics) while other logs serve on.
@@ -187,6 +195,7 @@ impl ServeArgs {
             zero_copy: self.zero_copy.or(file.zero_copy),
             logs: self.logs.or(file.logs),
             metrics_addr: self.metrics_addr.or(file.metrics_addr),
+            metrics_tls: self.metrics_tls || file.metrics_tls,
             fault_kv_panic_key: self.fault_kv_panic_key.or(file.fault_kv_panic_key),
             join: self.join || file.join,
             snapshot_log_bytes: self.snapshot_log_bytes.or(file.snapshot_log_bytes),
@@ -272,6 +281,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
             .map(str::to_owned)
             .collect(),
         metrics_addr: args.metrics_addr,
+        metrics_tls: args.metrics_tls,
         fault_kv_panic_key: args.fault_kv_panic_key.map(String::into_bytes),
         join: args.join,
         segment_bytes,

@@ -10,20 +10,16 @@
 //! file with any byte flipped is refused, never read as something else.
 //!
 //! Why here and not only under cargo-fuzz: these run in CI on stable Rust,
-//! on every commit, in a few seconds; `fuzz/` goes deeper when run by hand.
+//! on every commit, in a few seconds; `fuzz/` goes deeper when run by hand,
+//! and `tests/fuzz_corpus.rs` replays what it found. The valid encodings
+//! are the fuzzer's seeds (`rast::fuzzing::seeds`).
 
 use proptest::prelude::*;
-use rast::constants::INDEX_MAX;
-use rast::net::codec::{self, PeerBody};
-use rast::raft::{
-    AppendRange, AppendResponse, BatchSummary, Heartbeat, Outgoing, OutgoingBody, RequestVote,
-};
+use rast::fuzzing::{seeds, within_limits};
+use rast::net::codec;
 use rast::storage::{HardState, hard_state, record, snapshot_file};
-use rast::types::{LogId, LogIndex, NodeId, Term};
-use rast::wire::client::{
-    self, AdminRequest, Hello, KvCommand, KvOperation, Members, Request, RequestBody,
-};
-use rast::wire::{BatchKind, encode_batch};
+use rast::types::{LogIndex, NodeId, Term};
+use rast::wire::client::{self, Members};
 
 /// How a valid encoding is damaged.
 #[derive(Clone, Debug)]
@@ -67,173 +63,6 @@ fn apply(mut bytes: Vec<u8>, damage: &Damage) -> Vec<u8> {
     bytes
 }
 
-fn outgoing(body: OutgoingBody) -> Outgoing {
-    Outgoing {
-        from: NodeId(1),
-        to: NodeId(2),
-        term: Term(7),
-        body,
-    }
-}
-
-/// Valid peer frames, one of each kind with batches where they fit.
-fn peer_frames() -> Vec<Vec<u8>> {
-    let batches = [
-        BatchSummary {
-            term: Term(7),
-            first_index: LogIndex(11),
-            count: 3,
-            bytes: 256,
-            kind: BatchKind::Data,
-        },
-        BatchSummary {
-            term: Term(7),
-            first_index: LogIndex(14),
-            count: 1,
-            bytes: 128,
-            kind: BatchKind::Config,
-        },
-    ];
-    let append = OutgoingBody::AppendEntries(AppendRange {
-        prev_index: LogIndex(10),
-        prev_term: Term(6),
-        leader_commit: LogIndex(9),
-        first_index: LogIndex(11),
-        last_index: LogIndex(14),
-        batches: 2,
-        bytes: 384,
-    });
-    let group = LogId::from_name("kv");
-    vec![
-        codec::encode(group, &outgoing(append), &batches),
-        codec::encode(
-            group,
-            &outgoing(OutgoingBody::AppendResponse(AppendResponse {
-                success: true,
-                match_index: LogIndex(14),
-                rejected_index: LogIndex(0),
-                hint_index: LogIndex(0),
-                hint_term: Term(0),
-                last_index: LogIndex(14),
-            })),
-            &[],
-        ),
-        codec::encode(
-            group,
-            &outgoing(OutgoingBody::RequestVote(RequestVote {
-                last_index: LogIndex(14),
-                last_term: Term(7),
-                pre_vote: true,
-                leadership_transfer: false,
-            })),
-            &[],
-        ),
-        codec::encode(
-            group,
-            &outgoing(OutgoingBody::Heartbeat(Heartbeat {
-                leader_commit: LogIndex(14),
-                read_round: 3,
-            })),
-            &[],
-        ),
-    ]
-}
-
-/// The limits every accepted peer message keeps.
-fn within_limits(header: &codec::PeerHeader, batches: &[BatchSummary]) -> bool {
-    let indexes = match header.body {
-        PeerBody::AppendEntries {
-            prev_index,
-            prev_term,
-            leader_commit,
-            ..
-        } => vec![prev_index.get(), prev_term.get(), leader_commit.get()],
-        PeerBody::AppendResponse(response) => vec![
-            response.match_index.get(),
-            response.rejected_index.get(),
-            response.hint_index.get(),
-            response.hint_term.get(),
-            response.last_index.get(),
-        ],
-        PeerBody::RequestVote(request) => vec![request.last_index.get(), request.last_term.get()],
-        PeerBody::Heartbeat(heartbeat) => vec![heartbeat.leader_commit.get()],
-        PeerBody::HeartbeatResponse(response) => vec![response.match_index.get()],
-        PeerBody::InstallSnapshot(install) => {
-            vec![install.last_index.get(), install.last_term.get()]
-        }
-        PeerBody::VoteResponse(_) | PeerBody::TimeoutNow | PeerBody::SnapshotResponse(_) => {
-            Vec::new()
-        }
-    };
-    header.term.get() <= INDEX_MAX
-        && indexes.iter().all(|value| *value <= INDEX_MAX)
-        && batches.iter().all(|batch| {
-            batch.count > 0
-                && batch.last_index().get() <= INDEX_MAX
-                && batch.term.get() <= INDEX_MAX
-        })
-}
-
-/// Valid client-protocol frames and the decoder each goes to.
-fn client_frames() -> Vec<(&'static str, Vec<u8>)> {
-    let command = KvCommand {
-        client_id: 5,
-        sequence: 9,
-        key: b"key".to_vec(),
-        operation: KvOperation::Cas {
-            expected: Some(b"old".to_vec()),
-            new: b"new".to_vec(),
-        },
-        time_ms: 1_700_000_000_000,
-    };
-    let request = |body| Request {
-        request_id: 42,
-        log: "orders".into(),
-        body,
-    };
-    vec![
-        (
-            "hello",
-            client::encode_hello(&Hello {
-                protocol_version: 1,
-                cluster_id: "rast".into(),
-                node_id: 3,
-                token: b"secret".to_vec(),
-                core: 1,
-                cores: 2,
-            }),
-        ),
-        ("kv", client::encode_kv_command(&command)),
-        (
-            "request",
-            client::encode_request(&request(RequestBody::Write(command.clone()))),
-        ),
-        (
-            "request",
-            client::encode_request(&request(RequestBody::Tail {
-                from_index: 17,
-                max_entries: 64,
-            })),
-        ),
-        (
-            "request",
-            client::encode_request(&request(RequestBody::Admin(AdminRequest::AddLearner {
-                id: 4,
-                address: "127.0.0.1:7004".into(),
-            }))),
-        ),
-        (
-            "members",
-            client::encode_members(&Members {
-                voters: vec![1, 2, 3],
-                voters_outgoing: Vec::new(),
-                learners: vec![4],
-                addresses: vec![(1, "127.0.0.1:7001".into())],
-            }),
-        ),
-    ]
-}
-
 fn decode_client(kind: &str, bytes: &[u8]) {
     match kind {
         "hello" => drop(client::decode_hello(bytes)),
@@ -246,31 +75,13 @@ fn decode_client(kind: &str, bytes: &[u8]) {
     drop(client::decode_hello_response(bytes));
 }
 
-/// A segment file's bytes: three batches from index 1, term 2.
-fn segment_bytes() -> Vec<u8> {
-    let mut bytes = Vec::new();
-    let mut next = 1;
-    for count in [2u32, 1, 3] {
-        let entries: Vec<Vec<u8>> = (0..count).map(|entry| vec![entry as u8; 40]).collect();
-        bytes.extend(encode_batch(
-            BatchKind::Data,
-            Term(2),
-            LogIndex(next),
-            &entries,
-        ));
-        next += u64::from(count);
-    }
-    bytes.extend([0u8; 256]);
-    bytes
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     /// A damaged peer frame is refused or decodes within the limits.
     #[test]
     fn peer_frames_damaged(which in 0usize..4, damage in damage()) {
-        let frame = apply(peer_frames()[which].clone(), &damage);
+        let frame = apply(seeds::peer()[which].clone(), &damage);
         let mut batches = Vec::new();
         if let Ok(header) = codec::decode(&frame, &mut batches) {
             prop_assert!(within_limits(&header, &batches), "{header:?} {batches:?}");
@@ -289,7 +100,7 @@ proptest! {
     /// Damaged client frames never panic any decoder.
     #[test]
     fn client_frames_damaged(which in 0usize..6, damage in damage()) {
-        let (kind, frame) = client_frames()[which].clone();
+        let (kind, frame) = seeds::client()[which].clone();
         decode_client(kind, &apply(frame, &damage));
     }
 
@@ -305,7 +116,7 @@ proptest! {
     /// whole and checked: contiguous from index 1, inside the file.
     #[test]
     fn segment_scan_damaged(damage in damage()) {
-        let bytes = apply(segment_bytes(), &damage);
+        let bytes = apply(seeds::segment(), &damage);
         let mut records = Vec::new();
         if let Ok(end) = record::scan(&bytes, LogIndex(1), Term(0), |meta| records.push(meta)) {
             let mut next = LogIndex(1);

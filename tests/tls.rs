@@ -230,3 +230,45 @@ fn client_cert_auth_refuses_clients_without_a_certificate() {
     let read = client.read("default", appended.first_index, 1).unwrap();
     assert_eq!(read[0].1, b"known");
 }
+
+/// `--metrics-tls`: the metrics endpoint speaks HTTPS with the node's
+/// certificate (a scraper trusting the CA reads the exposition), and a
+/// plain HTTP request gets no exposition.
+#[test]
+fn metrics_tls_serves_https_only() {
+    let cluster = Cluster::start_tls("tls-metrics", 1, &["--metrics-tls"]);
+    cluster.wait_for_leader("default", Duration::from_secs(30));
+    let certs = cluster.certs.clone().unwrap();
+    let address = &cluster.metrics[0];
+    let request = b"GET /metrics HTTP/1.0\r\n\r\n";
+
+    let tls = TlsOptions::from_files(&certs.join("ca.pem"), None).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let session = rustls::ClientConnection::new(Arc::clone(&tls.config), name).unwrap();
+    let socket = TcpStream::connect(address).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut stream = rustls::StreamOwned::new(session, socket);
+    stream.write_all(request).unwrap();
+    stream.flush().unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert_eq!(
+        rast::bench::stats::sample(&text, "rast_tls{mode=\"user-space\"}"),
+        Some(1.0)
+    );
+
+    let mut plain = TcpStream::connect(address).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    plain.write_all(request).unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("rast_tls"),
+        "plain HTTP was served the exposition"
+    );
+}

@@ -210,6 +210,7 @@ impl LocalCluster {
             zero_copy: plan.zero_copy,
             logs: plan.logs.clone(),
             metrics_addr: self.metrics[node].parse().ok(),
+            metrics_tls: false,
             fault_kv_panic_key: None,
             join: false,
             segment_bytes: crate::constants::SEGMENT_BYTES_MAX,

@@ -642,8 +642,14 @@ fn render_payload(counters: &Counters, text: &mut String) {
 /// [`METRICS_CONNECTIONS_MAX`] at once (beyond that a caller gets `503`
 /// without being read); a request line longer than
 /// [`METRICS_REQUEST_BYTES_MAX`] or slower than [`METRICS_REQUEST_MS_MAX`]
-/// is dropped. A slow or hostile scraper cannot hold the endpoint.
-pub fn serve(address: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+/// is dropped. A slow or hostile scraper cannot hold the endpoint. With
+/// `tls` the endpoint speaks HTTPS only (`--metrics-tls`: the node's
+/// certificate, and a client certificate when `--client-cert-auth`).
+pub fn serve(
+    address: SocketAddr,
+    metrics: Arc<Metrics>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> std::io::Result<()> {
     let listener = TcpListener::bind(address)?;
     let active = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
@@ -653,14 +659,19 @@ pub fn serve(address: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> 
                 let Ok(mut stream) = stream else { continue };
                 if active.fetch_add(1, Ordering::AcqRel) >= METRICS_CONNECTIONS_MAX {
                     active.fetch_sub(1, Ordering::AcqRel);
-                    let _ = respond(&mut stream, "503 Service Unavailable", "busy\n");
+                    // Under TLS a plain answer would be noise to the
+                    // caller: closing says "try again" as well.
+                    if tls.is_none() {
+                        let _ = respond(&mut stream, "503 Service Unavailable", "busy\n");
+                    }
                     continue;
                 }
                 let (metrics, finished) = (Arc::clone(&metrics), Arc::clone(&active));
+                let tls = tls.clone();
                 let spawned = std::thread::Builder::new()
                     .name("rast-metrics-request".into())
                     .spawn(move || {
-                        answer(stream, &metrics);
+                        answer_over(stream, tls, &metrics);
                         finished.fetch_sub(1, Ordering::AcqRel);
                     });
                 if spawned.is_err() {
@@ -671,9 +682,38 @@ pub fn serve(address: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> 
     Ok(())
 }
 
-/// Reads one request line (bounded in bytes and time) and answers it.
-fn answer(mut stream: std::net::TcpStream, metrics: &Metrics) {
+/// Answers one request on `stream`, through a TLS session when the
+/// endpoint has one. The whole exchange, handshake included, shares one
+/// deadline of [`METRICS_REQUEST_MS_MAX`].
+fn answer_over(
+    stream: std::net::TcpStream,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    metrics: &Metrics,
+) {
     let deadline = Instant::now() + Duration::from_millis(METRICS_REQUEST_MS_MAX);
+    let Ok(socket) = stream.try_clone() else {
+        return;
+    };
+    match tls.map(rustls::ServerConnection::new) {
+        None => answer(stream, &socket, deadline, metrics),
+        Some(Ok(session)) => {
+            let mut stream = rustls::StreamOwned::new(session, stream);
+            answer(&mut stream, &socket, deadline, metrics);
+            stream.conn.send_close_notify();
+            let _ = stream.flush();
+        }
+        Some(Err(error)) => tracing::warn!("metrics: TLS session: {error}"),
+    }
+}
+
+/// Reads one request line (bounded in bytes and by `deadline`) and
+/// answers it. `socket` is the connection under `stream`, for timeouts.
+fn answer<S: Read + Write>(
+    mut stream: S,
+    socket: &std::net::TcpStream,
+    deadline: Instant,
+    metrics: &Metrics,
+) {
     let mut line = Vec::new();
     let mut buffer = [0u8; 512];
     while !line.contains(&b'\n') {
@@ -681,7 +721,7 @@ fn answer(mut stream: std::net::TcpStream, metrics: &Metrics) {
         if left.is_zero() || line.len() > METRICS_REQUEST_BYTES_MAX {
             return;
         }
-        if stream.set_read_timeout(Some(left)).is_err() {
+        if socket.set_read_timeout(Some(left)).is_err() {
             return;
         }
         match stream.read(&mut buffer) {
@@ -690,7 +730,8 @@ fn answer(mut stream: std::net::TcpStream, metrics: &Metrics) {
         }
     }
     let (status, body) = route(&line, metrics);
-    let _ = respond(&mut stream, status, &body);
+    let _ = socket.set_write_timeout(Some(Duration::from_millis(METRICS_REQUEST_MS_MAX)));
+    let _ = respond(&mut stream, status, &body).and_then(|()| stream.flush());
 }
 
 /// The answer to a request line: `/metrics` (the exposition), `/health`
@@ -716,8 +757,7 @@ fn route(line: &[u8], metrics: &Metrics) -> (&'static str, String) {
     }
 }
 
-fn respond(stream: &mut std::net::TcpStream, status: &str, body: &str) -> std::io::Result<()> {
-    let _ = stream.set_write_timeout(Some(Duration::from_millis(METRICS_REQUEST_MS_MAX)));
+fn respond<S: Write>(stream: &mut S, status: &str, body: &str) -> std::io::Result<()> {
     write!(
         stream,
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -85,6 +85,9 @@ pub struct Settings {
     pub logs: Vec<String>,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics_addr: Option<SocketAddr>,
+    /// Serve the metrics endpoint over TLS (HTTPS) with the node's
+    /// certificate (`--metrics-tls`; needs `tls`).
+    pub metrics_tls: bool,
     /// Fault injection: the key-value state machine panics when it applies
     /// a write to this key (to exercise the failed-group path on real
     /// processes). `None` in production.
@@ -174,7 +177,12 @@ pub fn serve(settings: Settings) -> Result<(), ServerError> {
     );
     let metrics = Arc::new(metrics);
     if let Some(address) = settings.metrics_addr {
-        metrics::serve(address, Arc::clone(&metrics)).map_err(|source| ServerError::Io {
+        let tls = settings
+            .tls
+            .as_ref()
+            .filter(|_| settings.metrics_tls)
+            .map(|tls| Arc::clone(&tls.server));
+        metrics::serve(address, Arc::clone(&metrics), tls).map_err(|source| ServerError::Io {
             what: format!("serving metrics on {address}"),
             source,
         })?;
@@ -243,6 +251,11 @@ fn validate(settings: &Settings) -> Result<(), ServerError> {
     }
     if settings.cores == 0 || settings.cores > 256 {
         return Err(ServerError::Settings("--cores must be 1..=256".into()));
+    }
+    if settings.metrics_tls && (settings.tls.is_none() || settings.metrics_addr.is_none()) {
+        return Err(ServerError::Settings(
+            "--metrics-tls needs --metrics-addr and TLS (--tls-cert, --tls-key, --tls-ca)".into(),
+        ));
     }
     Ok(())
 }

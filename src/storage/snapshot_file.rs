@@ -72,7 +72,9 @@ impl SnapshotMeta {
         48 + encode_members(&self.members).len() as u64
     }
 
-    fn encode(&self) -> Vec<u8> {
+    /// The header's bytes as written at the front of the file (public
+    /// for the fuzzer's seeds).
+    pub fn encode(&self) -> Vec<u8> {
         let members = encode_members(&self.members);
         let mut out = Vec::with_capacity(48 + members.len());
         out.extend_from_slice(&MAGIC);
