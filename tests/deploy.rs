@@ -1,8 +1,10 @@
 //! The operations kit in `deploy/` works with this build: the example
 //! configuration starts a node (every key accepted, every value valid), the
 //! node's `/ready` and `/health` answer, every metric the Grafana dashboard
-//! and the alert rules query is one the node exports, and the systemd unit
-//! passes `systemd-analyze verify` without a warning.
+//! and the alert rules query is one the node exports, the exposition and
+//! the alert rules pass `promtool` (Debian's `prometheus`; `scripts/setup`
+//! installs it), and the systemd unit passes `systemd-analyze verify`
+//! without a warning.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -131,6 +133,15 @@ fn example_config_serves_and_the_dashboard_and_alerts_query_real_metrics() {
         .filter_map(|line| line.strip_prefix("# TYPE "))
         .filter_map(|line| line.split(' ').next())
         .collect();
+    match promtool(&["check", "metrics"], exposition.as_bytes()) {
+        Some(checked) => assert!(
+            checked.status.success(),
+            "promtool check metrics: {}{}",
+            String::from_utf8_lossy(&checked.stdout),
+            String::from_utf8_lossy(&checked.stderr)
+        ),
+        None => eprintln!("SKIPPED promtool check metrics: no promtool on this machine"),
+    }
     for expr in queries() {
         let names = names_in(&expr);
         assert!(!names.is_empty(), "{expr} queries no Rast metric");
@@ -148,6 +159,36 @@ fn example_config_serves_and_the_dashboard_and_alerts_query_real_metrics() {
     }
     drop(node);
     std::fs::remove_dir_all(&data).unwrap();
+}
+
+/// `promtool` with `args`, `input` on its standard input; `None` when
+/// the machine has no promtool.
+fn promtool(args: &[&str], input: &[u8]) -> Option<std::process::Output> {
+    let mut child = Command::new("promtool")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    Some(child.wait_with_output().unwrap())
+}
+
+#[test]
+fn alert_rules_pass_promtool() {
+    let rules = deploy("prometheus/rast-alerts.yml");
+    let Some(checked) = promtool(&["check", "rules", rules.to_str().unwrap()], b"") else {
+        eprintln!("SKIPPED alert_rules_pass_promtool: no promtool on this machine");
+        return;
+    };
+    let output = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        checked.status.success(),
+        "{output}{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(output.contains("SUCCESS"), "{output}");
 }
 
 #[test]
