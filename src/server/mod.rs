@@ -166,15 +166,22 @@ pub fn serve(settings: Settings) -> Result<(), ServerError> {
     metrics.data_dir = Some(settings.data.clone());
     metrics.quota_bytes = settings.quota_bytes;
     metrics.tls_mode = settings.tls_mode();
-    tracing::info!(
-        tls = settings.tls_mode(),
-        "connections {}",
-        if settings.tls.is_some() {
-            "encrypted with TLS in user space (no kernel TLS in this build: reads and followers use the buffer path)"
-        } else {
-            "in plain TCP (no --tls-cert)"
-        }
-    );
+    if settings.tls.is_some() {
+        tracing::info!(
+            tls = settings.tls_mode(),
+            "connections encrypted with TLS in user space: reads and followers use the buffer path, not splice ({})",
+            if tls::kernel_tls_available() {
+                "this kernel has kernel TLS, which this build does not use"
+            } else {
+                "this kernel has no kernel TLS (tls ULP)"
+            }
+        );
+    } else {
+        tracing::info!(
+            tls = settings.tls_mode(),
+            "connections in plain TCP (no --tls-cert)"
+        );
+    }
     let metrics = Arc::new(metrics);
     if let Some(address) = settings.metrics_addr {
         let tls = settings

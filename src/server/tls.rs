@@ -182,6 +182,27 @@ impl Tls {
     }
 }
 
+/// Whether this kernel has the `tls` upper-layer protocol (kernel TLS).
+/// Probed on a fresh, unconnected TCP socket: a kernel without the ULP
+/// answers `ENOENT`, one with it `ENOTCONN` (it needs an established
+/// connection). Said at startup only: this build encrypts in user space
+/// either way, and the startup line tells the operator which is which.
+pub fn kernel_tls_available() -> bool {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, setsockopt, socket, sockopt};
+    let Ok(probe) = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    ) else {
+        return false;
+    };
+    !matches!(
+        setsockopt(&probe, sockopt::TcpUlp::default(), b"tls"),
+        Err(nix::errno::Errno::ENOENT)
+    )
+}
+
 /// The name a node's certificate carries: `node-<id>.rast`.
 pub fn node_dns_name(id: NodeId) -> String {
     format!("node-{}.rast", id.get())
@@ -224,4 +245,23 @@ pub fn has_certificate(connection: &rustls::Connection) -> bool {
     connection
         .peer_certificates()
         .is_some_and(|certs| !certs.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The probe agrees with the kernel's own list: setting the ULP loads
+    /// its module where there is one, so afterwards `tls` is listed in
+    /// `tcp_available_ulp` exactly when the probe found it.
+    #[test]
+    fn kernel_tls_probe_agrees_with_the_kernel() {
+        let available = super::kernel_tls_available();
+        let Ok(listed) = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_ulp") else {
+            return;
+        };
+        assert_eq!(
+            listed.split_whitespace().any(|ulp| ulp == "tls"),
+            available,
+            "probe says {available}, the kernel lists {listed:?}"
+        );
+    }
 }
