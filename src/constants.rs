@@ -9,7 +9,8 @@
 // here, beside the limits they are tied to.
 pub use rast_client::limits::{
     BATCH_DATA_PREFIX_BYTES, BATCH_ENTRIES_MAX, ENTRY_BYTES_MAX, FRAME_BYTES_MAX,
-    FRAME_SEGMENTS_MAX, INDEX_MAX, NESTING_DEPTH_MAX, TRAVERSAL_WORDS_MAX, WORD_BYTES,
+    FRAME_SEGMENTS_MAX, INDEX_MAX, MEMBERS_LIST_MAX, NESTING_DEPTH_MAX, TRAVERSAL_WORDS_MAX,
+    WORD_BYTES,
 };
 
 /// Largest number of AppendEntries messages in flight to one follower.
@@ -446,6 +447,8 @@ const _: () = assert!(SNAPSHOT_CHUNK_BYTES * 2 <= FRAME_BYTES_MAX);
 const _: () = assert!(HEARTBEAT_TICKS < ELECTION_TICKS);
 const _: () = assert!(BATCH_DATA_PREFIX_BYTES == 3 * WORD_BYTES);
 const _: () = assert!(!NODES_MAX.is_multiple_of(2));
+// Every membership the cluster can reach is readable.
+const _: () = assert!(NODES_MAX <= MEMBERS_LIST_MAX as usize);
 const _: () = assert!(
     NODES_MAX * (APPENDS_PER_PEER_PER_CALL_MAX + 1) + HELD_MESSAGES_MAX + 8 <= ACTIONS_PER_STEP_MAX
 );

@@ -34,6 +34,14 @@ pub const ENTRY_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// of payloads, and keeps the apply of one batch short.
 pub const BATCH_ENTRIES_MAX: u32 = 65_536;
 
+/// Largest number of nodes in one list of a membership or a status
+/// (voters, outgoing voters, learners, addresses, peers).
+///
+/// A cluster has a handful of nodes; the bound keeps a hostile list of
+/// zero-sized elements (millions of them fit under the traversal limit)
+/// from costing a reader millions of allocations.
+pub const MEMBERS_LIST_MAX: u32 = 64;
+
 /// Pointer-nesting depth accepted when a message is read.
 ///
 /// Our messages nest at most four deep (`ClientResponse` → `Error` →

@@ -19,7 +19,7 @@
 //! Requests and responses other than batches are small, so they decode into
 //! owned values; batch frames stay borrowed ([`crate::wire::BatchView`]).
 
-use crate::limits::INDEX_MAX;
+use crate::limits::{INDEX_MAX, MEMBERS_LIST_MAX};
 use crate::rast_capnp::{
     admin_request, client_request, client_response, error, hello, hello_response, kv_command,
 };
@@ -627,7 +627,9 @@ fn build_status(mut builder: crate::rast_capnp::status::Builder<'_>, status: &St
 
 fn read_status(reader: crate::rast_capnp::status::Reader<'_>) -> Result<Status, WireError> {
     let mut peers = Vec::new();
-    for peer in reader.get_peers()? {
+    let list = reader.get_peers()?;
+    within_members_limit(list.len(), "peers")?;
+    for peer in list {
         peers.push(PeerStatus {
             id: peer.get_id(),
             match_index: peer.get_match_index(),
@@ -680,16 +682,36 @@ fn build_members(mut builder: crate::rast_capnp::membership::Builder<'_>, member
 pub fn read_members(
     reader: crate::rast_capnp::membership::Reader<'_>,
 ) -> Result<Members, WireError> {
-    let mut addresses = Vec::new();
-    for node in reader.get_addresses()? {
+    let (voters, voters_outgoing, learners, nodes) = (
+        reader.get_voters()?,
+        reader.get_voters_outgoing()?,
+        reader.get_learners()?,
+        reader.get_addresses()?,
+    );
+    within_members_limit(voters.len(), "voters")?;
+    within_members_limit(voters_outgoing.len(), "outgoing voters")?;
+    within_members_limit(learners.len(), "learners")?;
+    within_members_limit(nodes.len(), "addresses")?;
+    let mut addresses = Vec::with_capacity(nodes.len() as usize);
+    for node in nodes {
         addresses.push((node.get_id(), text(node.get_address())?));
     }
     Ok(Members {
-        voters: reader.get_voters()?.iter().collect(),
-        voters_outgoing: reader.get_voters_outgoing()?.iter().collect(),
-        learners: reader.get_learners()?.iter().collect(),
+        voters: voters.iter().collect(),
+        voters_outgoing: voters_outgoing.iter().collect(),
+        learners: learners.iter().collect(),
         addresses,
     })
+}
+
+/// Refuses a list of more than [`MEMBERS_LIST_MAX`] nodes.
+fn within_members_limit(len: u32, what: &str) -> Result<(), WireError> {
+    if len > MEMBERS_LIST_MAX {
+        return Err(WireError::Malformed(format!(
+            "{len} {what} (at most {MEMBERS_LIST_MAX})"
+        )));
+    }
+    Ok(())
 }
 
 /// Encodes a standalone `Membership` frame (the payload of a config entry).
@@ -784,6 +806,40 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A membership of up to `MEMBERS_LIST_MAX` nodes per list reads
+    /// back; one more in any list is refused before it is walked (a list
+    /// of empty structs costs a frame nothing and a reader one allocation
+    /// per element).
+    #[test]
+    fn membership_lists_are_bounded() {
+        let most = u64::from(MEMBERS_LIST_MAX);
+        let members = |count: u64| Members {
+            voters: (1..=count).collect(),
+            voters_outgoing: (1..=count).collect(),
+            learners: (1..=count).collect(),
+            addresses: (1..=count).map(|id| (id, format!("n{id}:1"))).collect(),
+        };
+        assert_eq!(
+            decode_members(&encode_members(&members(most))).unwrap(),
+            members(most)
+        );
+        for list in 0..4 {
+            let mut over = members(1);
+            let extra: Vec<u64> = (1..=most + 1).collect();
+            match list {
+                0 => over.voters = extra,
+                1 => over.voters_outgoing = extra,
+                2 => over.learners = extra,
+                _ => over.addresses = extra.iter().map(|id| (*id, String::new())).collect(),
+            }
+            let error = decode_members(&encode_members(&over)).unwrap_err();
+            assert!(
+                error.to_string().contains("at most"),
+                "list {list}: {error}"
+            );
+        }
+    }
 
     /// Every request shape survives encode → decode unchanged.
     #[test]
