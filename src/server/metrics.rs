@@ -5,6 +5,14 @@
 //! its own slot, behind a mutex only the metrics thread and that core touch,
 //! 20 times a second. A small blocking thread serves `GET /metrics`.
 //!
+//! At each scrape the values are read into the data model of the
+//! `prometheus` crate (the Prometheus project's Rust client, maintained by
+//! TiKV) and written by its text encoder, which escapes label values (log
+//! names come from clients) and writes each family's `# HELP` and
+//! `# TYPE`; its process collector gives the standard `process_*` families
+//! (CPU, memory, descriptors, threads, start time). The cores never touch
+//! the crate: their counters stay plain atomics.
+//!
 //! ```text
 //!  core 0 ─ counters (atomics) ─┐
 //!  core 0 ─ gauges per tick ────┼──► metrics thread ──► GET /metrics
@@ -17,12 +25,16 @@
 //! how many it sent file → socket. `copied / payload` per path is what a
 //! zero-copy data path drives to zero, and `rast bench` reports it.
 
-use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use prometheus::TextEncoder;
+use prometheus::core::Collector;
+use prometheus::process_collector::ProcessCollector;
+use prometheus::proto::{Bucket, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 
 use crate::constants::{
     METRICS_CONNECTIONS_MAX, METRICS_REQUEST_BYTES_MAX, METRICS_REQUEST_MS_MAX,
@@ -305,9 +317,9 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
-        let mut text = String::new();
         let counters = &self.counters;
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed) as f64;
+        let mut families = Vec::new();
         for (name, help, value) in [
             (
                 "rast_entries_appended_total",
@@ -330,58 +342,48 @@ impl Metrics {
                 load(&counters.synced_entries),
             ),
         ] {
-            let _ = writeln!(
-                text,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
+            families.push(family(
+                name,
+                help,
+                MetricType::COUNTER,
+                vec![sample(MetricType::COUNTER, value, &[])],
+            ));
         }
-        render_payload(counters, &mut text);
-        text.push_str(
-            "# HELP rast_tls How the node encrypts its connections: 1 for the mode it runs in (user-space: TLS records made by its threads; kernel: kernel TLS), 0 for the others.\n# TYPE rast_tls gauge\n",
-        );
-        for mode in TLS_MODES {
-            let _ = writeln!(
-                text,
-                "rast_tls{{mode=\"{mode}\"}} {}",
-                u8::from(mode == self.tls_mode)
-            );
-        }
-        let _ = writeln!(
-            text,
-            "# HELP rast_sync_seconds Log sync latency.\n# TYPE rast_sync_seconds histogram"
-        );
-        let mut cumulative = 0;
-        for (bucket, bound) in SYNC_BUCKETS_US.iter().enumerate() {
-            cumulative += load(&counters.sync_buckets[bucket]);
-            let _ = writeln!(
-                text,
-                "rast_sync_seconds_bucket{{le=\"{}\"}} {cumulative}",
-                *bound as f64 / 1e6
-            );
-        }
-        cumulative += load(&counters.sync_buckets[SYNC_BUCKETS_US.len()]);
-        let _ = writeln!(text, "rast_sync_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(
-            text,
-            "rast_sync_seconds_sum {}",
-            load(&counters.sync_us_sum) as f64 / 1e6
-        );
-        let _ = writeln!(text, "rast_sync_seconds_count {cumulative}");
-        render_logs(&self.gauges, &mut text);
-        let _ = writeln!(
-            text,
-            "# HELP rast_stored_bytes Bytes of records across this node's logs.\n# TYPE rast_stored_bytes gauge\nrast_stored_bytes {}",
-            self.stored_total()
-        );
-        let _ = writeln!(
-            text,
-            "# HELP rast_quota_bytes The node's disk quota (--quota-bytes); 0: none.\n# TYPE rast_quota_bytes gauge\nrast_quota_bytes {}",
-            self.quota_bytes
-        );
+        families.extend(payload_families(counters));
+        families.push(family(
+            "rast_tls",
+            "How the node encrypts its connections: 1 for the mode it runs in (user-space: TLS records made by its threads; kernel: kernel TLS), 0 for the others.",
+            MetricType::GAUGE,
+            TLS_MODES
+                .iter()
+                .map(|mode| gauge(f64::from(u8::from(*mode == self.tls_mode)), &[("mode", mode)]))
+                .collect(),
+        ));
+        families.push(sync_histogram(counters));
+        families.extend(log_families(&self.gauges));
+        families.push(family(
+            "rast_stored_bytes",
+            "Bytes of records across this node's logs.",
+            MetricType::GAUGE,
+            vec![gauge(self.stored_total() as f64, &[])],
+        ));
+        families.push(family(
+            "rast_quota_bytes",
+            "The node's disk quota (--quota-bytes); 0: none.",
+            MetricType::GAUGE,
+            vec![gauge(self.quota_bytes as f64, &[])],
+        ));
         if let Some(dir) = &self.data_dir {
-            render_disk(dir, &mut text);
+            families.extend(disk_families(dir));
         }
-        render_process(&mut text);
+        families.extend(ProcessCollector::for_self().collect());
+        // A family without samples (no log open yet, no peer to lag) is
+        // left out: the text format has no empty families.
+        families.retain(|family| !family.get_metric().is_empty());
+        let mut text = String::new();
+        if let Err(error) = TextEncoder::new().encode_utf8(&families, &mut text) {
+            tracing::warn!("metrics: encoding the exposition: {error}");
+        }
         text
     }
 
@@ -410,28 +412,100 @@ impl Metrics {
     }
 }
 
+/// A metric family of `kind` with its samples.
+fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+    let mut family = MetricFamily::default();
+    family.set_name(name.to_owned());
+    family.set_help(help.to_owned());
+    family.set_field_type(kind);
+    family.set_metric(metrics);
+    family
+}
+
+/// One sample of a counter or gauge, with its labels (in this order).
+fn sample(kind: MetricType, value: f64, labels: &[(&str, &str)]) -> Metric {
+    let mut metric = Metric::default();
+    metric.set_label(
+        labels
+            .iter()
+            .map(|(name, value)| {
+                let mut pair = LabelPair::default();
+                pair.set_name((*name).to_owned());
+                pair.set_value((*value).to_owned());
+                pair
+            })
+            .collect(),
+    );
+    if kind == MetricType::COUNTER {
+        let mut counter = prometheus::proto::Counter::default();
+        counter.set_value(value);
+        metric.set_counter(counter);
+    } else {
+        let mut gauge = prometheus::proto::Gauge::default();
+        gauge.set_value(value);
+        metric.set_gauge(gauge);
+    }
+    metric
+}
+
+fn gauge(value: f64, labels: &[(&str, &str)]) -> Metric {
+    sample(MetricType::GAUGE, value, labels)
+}
+
+/// `rast_sync_seconds`: the sync latency histogram, from its
+/// per-bucket counters (made cumulative here).
+fn sync_histogram(counters: &Counters) -> MetricFamily {
+    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    let mut cumulative = 0;
+    let mut buckets = Vec::with_capacity(SYNC_BUCKETS_US.len());
+    for (bucket, bound) in SYNC_BUCKETS_US.iter().enumerate() {
+        cumulative += load(&counters.sync_buckets[bucket]);
+        let mut entry = Bucket::default();
+        entry.set_upper_bound(*bound as f64 / 1e6);
+        entry.set_cumulative_count(cumulative);
+        buckets.push(entry);
+    }
+    cumulative += load(&counters.sync_buckets[SYNC_BUCKETS_US.len()]);
+    let mut histogram = Histogram::default();
+    histogram.set_bucket(buckets);
+    histogram.set_sample_count(cumulative);
+    histogram.set_sample_sum(load(&counters.sync_us_sum) as f64 / 1e6);
+    let mut metric = Metric::default();
+    metric.set_histogram(histogram);
+    family(
+        "rast_sync_seconds",
+        "Log sync latency.",
+        MetricType::HISTOGRAM,
+        vec![metric],
+    )
+}
+
 /// The roles a log can be in: `rast_role` has one series for each, always,
 /// so a role change moves a 1 between series instead of making new ones.
 pub const ROLES: [&str; 4] = ["leader", "follower", "candidate", "pre-candidate"];
 
-/// One gauge of a log.
-type Sample = fn(&LogGauges) -> u64;
+/// Families whose samples exist only on a leader with followers (a
+/// single node exports none of them, and the text format has no empty
+/// families).
+pub const LEADER_WITH_PEERS_FAMILIES: [&str; 1] = ["rast_peer_lag_entries"];
 
-/// Appends the per-log gauge families, each family's samples together (as
-/// the text format requires) with its HELP and TYPE lines first.
-fn render_logs(slots: &[Mutex<Vec<LogGauges>>], text: &mut String) {
+/// One gauge of a log.
+type LogValue = fn(&LogGauges) -> u64;
+
+/// The per-log gauge families, labelled by log name.
+fn log_families(slots: &[Mutex<Vec<LogGauges>>]) -> Vec<MetricFamily> {
     let mut logs = Vec::new();
     for slot in slots {
         if let Ok(slot) = slot.lock() {
             logs.extend(slot.iter().cloned());
         }
     }
-    let label = |log: &LogGauges| format!("log=\"{}\"", log.name.replace(['"', '\\', '\n'], "_"));
+    let mut families = Vec::new();
     for (name, help, value) in [
         (
             "rast_term",
             "The log's current Raft term on this node.",
-            (|log: &LogGauges| log.term) as Sample,
+            (|log: &LogGauges| log.term) as LogValue,
         ),
         (
             "rast_commit_index",
@@ -462,48 +536,56 @@ fn render_logs(slots: &[Mutex<Vec<LogGauges>>], text: &mut String) {
             |log| u64::from(log.failed),
         ),
     ] {
-        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for log in &logs {
-            let _ = writeln!(text, "{name}{{{}}} {}", label(log), value(log));
-        }
+        let samples = logs
+            .iter()
+            .map(|log| gauge(value(log) as f64, &[("log", &log.name)]))
+            .collect();
+        families.push(family(name, help, MetricType::GAUGE, samples));
     }
-    let _ = writeln!(
-        text,
-        "# HELP rast_role The log's role on this node: 1 for the role it is in, 0 for the others.\n# TYPE rast_role gauge"
-    );
-    for log in &logs {
-        for role in ROLES {
-            let _ = writeln!(
-                text,
-                "rast_role{{{},role=\"{role}\"}} {}",
-                label(log),
-                u8::from(log.role == role)
-            );
-        }
-    }
-    let _ = writeln!(
-        text,
-        "# HELP rast_peer_lag_entries Entries a peer is behind the leader's last index (on the leader).\n# TYPE rast_peer_lag_entries gauge"
-    );
-    for log in &logs {
-        for (peer, lag) in &log.lag {
-            let _ = writeln!(
-                text,
-                "rast_peer_lag_entries{{{},peer=\"{peer}\"}} {lag}",
-                label(log)
-            );
-        }
-    }
+    let roles = logs
+        .iter()
+        .flat_map(|log| {
+            ROLES.map(|role| {
+                gauge(
+                    f64::from(u8::from(log.role == role)),
+                    &[("log", &log.name), ("role", role)],
+                )
+            })
+        })
+        .collect();
+    families.push(family(
+        "rast_role",
+        "The log's role on this node: 1 for the role it is in, 0 for the others.",
+        MetricType::GAUGE,
+        roles,
+    ));
+    let lags = logs
+        .iter()
+        .flat_map(|log| {
+            log.lag.iter().map(|(peer, lag)| {
+                gauge(
+                    *lag as f64,
+                    &[("log", &log.name), ("peer", &peer.to_string())],
+                )
+            })
+        })
+        .collect();
+    families.push(family(
+        "rast_peer_lag_entries",
+        "Entries a peer is behind the leader's last index (on the leader).",
+        MetricType::GAUGE,
+        lags,
+    ));
+    families
 }
 
-/// Appends the data directory's file system space (left out when it
-/// cannot be read).
-fn render_disk(dir: &std::path::Path, text: &mut String) {
+/// The data directory's file system space (none when it cannot be read).
+fn disk_families(dir: &std::path::Path) -> Vec<MetricFamily> {
     let Ok(stat) = nix::sys::statvfs::statvfs(dir) else {
-        return;
+        return Vec::new();
     };
     let fragment = stat.fragment_size();
-    for (name, help, blocks) in [
+    [
         (
             "rast_data_available_bytes",
             "Bytes available to this node on the data directory's file system.",
@@ -514,99 +596,24 @@ fn render_disk(dir: &std::path::Path, text: &mut String) {
             "Size of the data directory's file system in bytes.",
             stat.blocks(),
         ),
-    ] {
-        let _ = writeln!(
-            text,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
-            blocks.saturating_mul(fragment)
-        );
-    }
+    ]
+    .into_iter()
+    .map(|(name, help, blocks)| {
+        family(
+            name,
+            help,
+            MetricType::GAUGE,
+            vec![gauge(blocks.saturating_mul(fragment) as f64, &[])],
+        )
+    })
+    .collect()
 }
 
-/// Appends the standard process families (resident memory, CPU time,
-/// descriptors, start time) from `/proc/self`; a family whose source
-/// cannot be read is left out.
-fn render_process(text: &mut String) {
-    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .filter(|ticks| *ticks > 0)
-        .unwrap_or(100) as f64;
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .unwrap_or(4096) as f64;
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may hold spaces): state is 3rd.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let field = |number: usize| {
-        fields
-            .get(number - 3)
-            .and_then(|value| value.parse::<f64>().ok())
-    };
-    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|stat| {
-        stat.lines()
-            .find_map(|line| line.strip_prefix("btime "))
-            .and_then(|value| value.trim().parse::<f64>().ok())
-    });
-    let descriptors = std::fs::read_dir("/proc/self/fd").map(Iterator::count).ok();
-    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .ok()
-        .map(|(soft, _)| soft);
-    let families: [(&str, &str, &str, Option<f64>); 5] = [
-        (
-            "process_cpu_seconds_total",
-            "counter",
-            "User and system CPU time spent, in seconds.",
-            field(14)
-                .zip(field(15))
-                .map(|(user, system)| (user + system) / ticks),
-        ),
-        (
-            "process_resident_memory_bytes",
-            "gauge",
-            "Resident memory size in bytes.",
-            field(24).map(|pages| pages * page),
-        ),
-        (
-            "process_start_time_seconds",
-            "gauge",
-            "Start time of the process since the Unix epoch, in seconds.",
-            boot.zip(field(22))
-                .map(|(boot, started)| boot + started / ticks),
-        ),
-        (
-            "process_open_fds",
-            "gauge",
-            "Open file descriptors.",
-            descriptors.map(|count| count as f64),
-        ),
-        (
-            "process_max_fds",
-            "gauge",
-            "The limit on open file descriptors.",
-            limit.map(|limit| limit as f64),
-        ),
-    ];
-    for (name, kind, help, value) in families {
-        if let Some(value) = value {
-            let _ = writeln!(
-                text,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        }
-    }
-}
-
-/// Appends the per-path payload counters: one family per kind of byte,
-/// one sample per path (every path, zeros included, so the series are
-/// stable).
-fn render_payload(counters: &Counters, text: &mut String) {
+/// The per-path payload counters: one family per kind of byte, one
+/// sample per path (every path, zeros included, so the series are stable).
+fn payload_families(counters: &Counters) -> Vec<MetricFamily> {
     let paths = PayloadPath::ALL.map(|path| (path.label(), counters.payload(path).load()));
-    for (name, help, pick) in [
+    [
         (
             "rast_payload_bytes_total",
             "Entry-batch bytes handled, by path: ingest (from clients), replicate (to followers), follower (from the leader), read (to readers and tails).",
@@ -627,12 +634,18 @@ fn render_payload(counters: &Counters, text: &mut String) {
             "Entry-batch bytes sent from the log file by splice (file to pipe to socket), by path.",
             |bytes| bytes.from_file,
         ),
-    ] {
-        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (label, bytes) in &paths {
-            let _ = writeln!(text, "{name}{{path=\"{label}\"}} {}", pick(bytes));
-        }
-    }
+    ]
+    .into_iter()
+    .map(|(name, help, pick)| {
+        let samples = paths
+            .iter()
+            .map(|(label, bytes)| {
+                sample(MetricType::COUNTER, pick(bytes) as f64, &[("path", label)])
+            })
+            .collect();
+        family(name, help, MetricType::COUNTER, samples)
+    })
+    .collect()
 }
 
 /// Serves `GET /metrics`, `/health` and `/ready` on `address` (see
@@ -866,7 +879,13 @@ mod tests {
                 log("kv", "follower", 2, false),
             ],
         );
-        metrics.publish(1, vec![log("orders", "candidate", 0, true)]);
+        metrics.publish(
+            1,
+            vec![
+                log("orders", "candidate", 0, true),
+                log("a\"b\\c\nd", "follower", 1, false),
+            ],
+        );
         let text = metrics.render();
         let mut described = std::collections::HashSet::new();
         let mut typed = std::collections::HashSet::new();
@@ -910,6 +929,15 @@ mod tests {
         assert!(text.contains("\nprocess_open_fds "));
         assert!(text.contains("rast_log_bytes{log=\"kv\"} 4096"));
         assert!(text.contains("\nrast_data_available_bytes "));
+        assert!(text.contains("rast_peer_lag_entries{log=\"default\",peer=\"2\"} 2"));
+        for family in LEADER_WITH_PEERS_FAMILIES {
+            assert!(typed.contains(family), "{family} not rendered");
+        }
+        // A log name (chosen by a client) is escaped, never a new line.
+        assert!(
+            text.contains("rast_term{log=\"a\\\"b\\\\c\\nd\"} 3"),
+            "{text}"
+        );
     }
 
     /// `/ready` answers 200 only when every log has a leader and none has
