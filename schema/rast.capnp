@@ -78,6 +78,11 @@ struct HardState {
   vote @1 :UInt64;      # node id voted for in `term`; 0 = none
   commit @2 :UInt64;
   checksum @3 :UInt32;  # CRC32C of the framed message with this field as zero
+  damagedIn @4 :UInt64; # nonzero: recovery cut bytes this node may have
+                        # acknowledged while its term was at most this; it
+                        # neither votes nor campaigns until it holds a
+                        # committed entry of a later term (0 = undamaged;
+                        # files written before this field read as 0)
 }
 
 struct Membership {

@@ -96,6 +96,7 @@ fn crash_child() {
                 term,
                 vote: NodeId(term.get() % 3 + 1),
                 commit: reported,
+                damaged_in: Term::ZERO,
             })
             .unwrap();
         }

@@ -13,6 +13,32 @@ pub struct HardState {
     /// Commit index when written (a hint for restart; commit is never
     /// required to be durable for safety).
     pub commit: LogIndex,
+    /// Nonzero: recovery cut bytes this node may have acknowledged while
+    /// its term was at most this; the node neither votes nor campaigns
+    /// until it holds a committed entry of a later term (see
+    /// `raft::Core`, "damaged nodes"). [`Term::ZERO`]: undamaged.
+    pub damaged_in: Term,
+}
+
+impl HardState {
+    /// The hard state a node restarts with when its recovery cut bytes it
+    /// may have acknowledged (a damaged record, a torn tail): the next
+    /// term, no vote, and the damage mark — the highest term in which the
+    /// lost entries can have been acknowledged. The next term makes a
+    /// leader of the current one (which may count the lost entries as held
+    /// here) step down at this node's first answer; the mark keeps the
+    /// node from voting and campaigning until it is repaired (see
+    /// `raft::Core`, "damaged nodes"). Write it durably before the core
+    /// starts.
+    #[must_use]
+    pub fn after_damage(self) -> Self {
+        Self {
+            term: self.term.next(),
+            vote: NodeId::ZERO,
+            commit: self.commit,
+            damaged_in: self.term.max(self.damaged_in),
+        }
+    }
 }
 
 /// A node's role.

@@ -11,6 +11,41 @@
 //! role), `follower`, `candidate`, `leader` and its ReadIndex rounds
 //! (`reads`), `membership` and `snapshot`. `Core`, its state, its inputs
 //! and the helpers every role uses stay here.
+//!
+//! # Damaged nodes
+//!
+//! Raft assumes an acknowledged entry stays on the acknowledging node's
+//! disk. When recovery cuts bytes that may have been acknowledged (a bit
+//! flip in the last record looks like a torn write), that fails, and the
+//! node's vote could elect a leader that lacks a committed entry
+//! ("Protocol-Aware Recovery", FAST 2018). So such a node restarts with
+//! [`HardState::after_damage`] — the next term, no vote, and the mark
+//! `damaged_in`, the highest term its lost acknowledgements can be from —
+//! and, while marked, grants no vote (nor pre-vote) and never campaigns.
+//! It still appends and acknowledges: its acknowledgements are of entries
+//! it holds now.
+//!
+//! The mark ends when the entry at this node's commit index (held here,
+//! and committed) has a term after the mark, or a leader's snapshot of
+//! such a term is installed. Why that is enough:
+//!
+//! ```text
+//!  damaged_in = t     every lost acknowledgement was given in a term ≤ t
+//!  term bump t → t+1  a leader of term ≤ t is answered with t+1 and steps
+//!                     down: no leader counts a lost acknowledgement in a
+//!                     later term (progress restarts with each leader)
+//!  leader L, term > t elected without this node's vote, so by the usual
+//!                     majority intersection it holds every entry committed
+//!                     in terms ≤ t, each below L's first entry of its term
+//!  committed (i, T>t) held here ⇒ by log matching this log equals L's up
+//!                     to i, so it holds every entry committed in terms ≤ t
+//! ```
+//!
+//! From then on its log is as good as any follower's: the mark is cleared
+//! (persisted lazily: a node that is damaged a little longer is still
+//! safe). With one damaged node at a time the cluster keeps a majority of
+//! trusted voters; with more, it may have to wait for a repair — it never
+//! elects a leader without an acknowledged entry.
 
 mod candidate;
 mod follower;
@@ -50,6 +85,10 @@ pub enum PlantedBug {
     AcknowledgeBeforeDurable,
     /// Forget the vote of the current term on restart.
     ForgetVoteOnRestart,
+    /// Vote while damaged: after a recovery that cut entries this node
+    /// may have acknowledged, grant votes (and campaign) as if nothing
+    /// was lost.
+    VoteWhileDamaged,
     /// Not a core bug: the simulator's key-value runtime applies every
     /// committed request without its session check, so a retried request
     /// that was already applied is applied again.
@@ -249,6 +288,10 @@ pub struct Core {
     leader: NodeId,
     /// Term and vote last reported durable; messages wait while they differ.
     hard_state_durable: HardState,
+    /// Nonzero: this node's storage lost entries it may have acknowledged
+    /// in terms up to this one; it neither votes nor campaigns until
+    /// repaired (see "Damaged nodes" below).
+    damaged_in: Term,
     log: Log,
     commit: LogIndex,
     membership: Membership,
@@ -309,6 +352,7 @@ impl Core {
             vote: hard_state.vote,
             leader: NodeId::ZERO,
             hard_state_durable: hard_state,
+            damaged_in: hard_state.damaged_in,
             log,
             // Commit restarts at the snapshot: a restarted node relearns it
             // from the leader (the hard state's commit is only a hint, and
@@ -392,6 +436,7 @@ impl Core {
             term: self.term,
             vote: self.vote,
             commit: self.commit,
+            damaged_in: self.damaged_in,
         }
     }
 
@@ -611,8 +656,35 @@ impl Core {
         self.reset_election_timer();
     }
 
+    /// Whether this node may campaign: a voter whose storage lost nothing
+    /// it may have acknowledged (or that has been repaired since).
     fn promotable(&self) -> bool {
-        self.membership.is_voter(self.config.id)
+        #[cfg(feature = "planted-bugs")]
+        if self.config.planted_bug == Some(PlantedBug::VoteWhileDamaged) {
+            return self.membership.is_voter(self.config.id);
+        }
+        self.membership.is_voter(self.config.id) && self.trusted()
+    }
+
+    /// Whether this node may vote and campaign: false from a recovery that
+    /// cut bytes it may have acknowledged ([`HardState::after_damage`])
+    /// until it holds a committed entry of a later term.
+    pub fn trusted(&self) -> bool {
+        self.damaged_in == Term::ZERO
+    }
+
+    /// Ends the damage once the entry at the commit index (held here and
+    /// committed) is of a term after the damage; see "Damaged nodes".
+    fn check_repaired(&mut self, actions: &mut Vec<Action>) {
+        if self.damaged_in != Term::ZERO
+            && self
+                .log
+                .term_at(self.commit)
+                .is_some_and(|term| term > self.damaged_in)
+        {
+            self.damaged_in = Term::ZERO;
+            self.persist_hard_state(actions);
+        }
     }
 
     fn reset_election_timer(&mut self) {

@@ -274,6 +274,7 @@ impl Group {
                 term: hard_state.term,
                 vote: hard_state.vote,
                 commit: hard_state.commit,
+                damaged_in: hard_state.damaged_in,
             },
             snapshot_index: storage.first_index().prev(),
             snapshot_term: storage
@@ -571,6 +572,7 @@ impl Group {
                 term: durability.hard_state.term,
                 vote: durability.hard_state.vote,
                 commit: durability.hard_state.commit,
+                damaged_in: durability.hard_state.damaged_in,
             };
             self.core.hard_state_persisted(hard_state, &mut actions);
         }
@@ -686,6 +688,7 @@ impl Group {
                     term: state.term,
                     vote: state.vote,
                     commit: state.commit,
+                    damaged_in: state.damaged_in,
                 })?;
             }
             Action::Truncate { from } => {

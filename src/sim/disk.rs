@@ -488,6 +488,7 @@ fn storage_hard_state(hard_state: HardState) -> storage::HardState {
         term: hard_state.term,
         vote: hard_state.vote,
         commit: hard_state.commit,
+        damaged_in: hard_state.damaged_in,
     }
 }
 
@@ -496,6 +497,7 @@ fn raft_hard_state(hard_state: storage::HardState) -> HardState {
         term: hard_state.term,
         vote: hard_state.vote,
         commit: hard_state.commit,
+        damaged_in: hard_state.damaged_in,
     }
 }
 

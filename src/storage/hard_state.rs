@@ -37,6 +37,7 @@ pub fn encode(state: HardState) -> Vec<u8> {
         root.set_term(state.term.get());
         root.set_vote(state.vote.get());
         root.set_commit(state.commit.get());
+        root.set_damaged_in(state.damaged_in.get());
     }
     let mut bytes = frame::encode(&message);
     let at = checksum_at(&bytes).expect("our own builder lays out a hard state");
@@ -71,6 +72,7 @@ pub fn decode(bytes: &[u8]) -> Result<HardState, String> {
         term: Term(root.get_term()),
         vote: NodeId(root.get_vote()),
         commit: LogIndex(root.get_commit()),
+        damaged_in: Term(root.get_damaged_in()),
     })
 }
 
@@ -200,6 +202,7 @@ mod tests {
             term: Term(7),
             vote: NodeId(3),
             commit: LogIndex(1234),
+            damaged_in: Term(5),
         };
         let bytes = encode(state);
         assert_eq!(decode(&bytes).unwrap(), state);

@@ -81,6 +81,11 @@ pub struct HardState {
     /// The highest index known committed (may lag: it is an optimisation,
     /// never needed for safety).
     pub commit: LogIndex,
+    /// Nonzero: recovery cut bytes this node may have acknowledged while
+    /// its term was at most this; the node neither votes nor campaigns
+    /// until it holds a committed entry of a later term (see
+    /// `raft::Core`, "damaged nodes"). [`Term::ZERO`]: undamaged.
+    pub damaged_in: Term,
 }
 
 /// How far a store is durable: what `poll` reports.

@@ -117,6 +117,7 @@ impl Core {
         let commit = append.leader_commit.min(last);
         if commit > self.commit {
             self.advance_commit(commit);
+            self.check_repaired(actions);
         }
         let match_index = self.acknowledgeable();
         self.acknowledged_index = self.acknowledged_index.max(match_index);
@@ -208,6 +209,7 @@ impl Core {
         let commit = heartbeat.leader_commit.min(self.log.last_index());
         if commit > self.commit {
             self.advance_commit(commit);
+            self.check_repaired(actions);
         }
         let response = HeartbeatResponse {
             read_round: heartbeat.read_round,

@@ -84,6 +84,9 @@ impl Core {
     }
 
     fn installed(&mut self, index: LogIndex, membership: Membership, actions: &mut Vec<Action>) {
+        // A leader's snapshot is committed state: it repairs a damaged
+        // node when its term is after the damage.
+        self.check_repaired(actions);
         // The runtime installed the state up to `index` itself: no `Apply`
         // covers those entries (it would apply them twice).
         self.reported_commit = index;

@@ -99,7 +99,12 @@ impl Core {
         #[cfg(feature = "planted-bugs")]
         let up_to_date =
             up_to_date || self.config.planted_bug == Some(PlantedBug::VoteWithoutLogCheck);
-        let granted = can_vote && up_to_date;
+        // A damaged node may have lost entries it acknowledged: its log
+        // says nothing about what it promised to keep.
+        let trusted = self.trusted();
+        #[cfg(feature = "planted-bugs")]
+        let trusted = trusted || self.config.planted_bug == Some(PlantedBug::VoteWhileDamaged);
+        let granted = can_vote && up_to_date && trusted;
         let response = VoteResponse {
             granted,
             pre_vote: request.pre_vote,

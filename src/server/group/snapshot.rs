@@ -195,12 +195,14 @@ impl Group {
                 term: stored.term,
                 vote: stored.vote,
                 commit: stored.commit,
+                damaged_in: stored.damaged_in,
             }
         } else {
             crate::raft::HardState {
                 term: meta.term,
                 vote: crate::types::NodeId::ZERO,
                 commit: meta.index,
+                damaged_in: stored.damaged_in,
             }
         };
         let restart = crate::raft::Restart {

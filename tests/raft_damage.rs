@@ -1,0 +1,157 @@
+//! A damaged node in the core: one whose recovery cut entries it may have
+//! acknowledged restarts with `HardState::after_damage`, grants no vote,
+//! never campaigns, still appends, and is trusted again once it holds a
+//! committed entry of a term after the damage (`raft::Core`, "Damaged
+//! nodes").
+
+use rast::raft::{
+    Action, Body, Boundary, Core, HardState, Message, OutgoingBody, RequestVote, Restart, Role,
+};
+use rast::types::{LogIndex, NodeId, Term};
+use rast::wire::BatchKind;
+
+#[path = "common/cores.rs"]
+mod cores;
+
+use cores::InstantCluster as Cluster;
+
+/// Node 1 proposes `count` batches and the cluster settles.
+fn commit_batches(cluster: &mut Cluster, count: usize) {
+    for _ in 0..count {
+        cluster.cores[0]
+            .propose(BatchKind::Data, 1, 64, &mut cluster.actions)
+            .expect("node 1 leads");
+        cluster.route(0);
+        cluster.cores[0].replicate(&mut cluster.actions);
+        cluster.route(0);
+        cluster.drain();
+    }
+}
+
+/// Node 3 restarts having lost its last batch (acknowledged and
+/// committed): the damaged restart a cut tail leads to.
+fn damage_node_3(cluster: &mut Cluster) {
+    let old = &cluster.cores[2];
+    let last = old.log().last_index();
+    let mut batches: Vec<Boundary> = old.log().batches_in(LogIndex(1), last).copied().collect();
+    batches.pop();
+    let hard_state = old.hard_state().after_damage();
+    let restart = Restart {
+        hard_state,
+        snapshot_index: LogIndex::ZERO,
+        snapshot_term: Term::ZERO,
+        membership: *old.membership(),
+        batches: &batches,
+        now_ms: 0,
+    };
+    let config = old.config().clone();
+    cluster.cores[2] = Core::new(config, &restart);
+}
+
+/// The vote node 3 gives a candidate (node 2) whose log is at least as
+/// up to date as any, at `term`.
+fn vote_of_node_3(cluster: &mut Cluster, term: Term) -> bool {
+    let candidate = &cluster.cores[1];
+    let request = Message {
+        from: NodeId(2),
+        to: NodeId(3),
+        term,
+        body: Body::RequestVote(RequestVote {
+            last_index: candidate.log().last_index(),
+            last_term: candidate.log().last_term(),
+            pre_vote: false,
+            leadership_transfer: false,
+        }),
+    };
+    cluster.cores[2].step(&request, &mut cluster.actions);
+    // Carry it out (a vote is sent once durable, so read it from the
+    // hard state rather than from this call's actions).
+    cluster.route(2);
+    cluster.drain();
+    let hard_state = cluster.cores[2].hard_state();
+    assert_eq!(
+        hard_state.term, term,
+        "node 3 moved to the candidate's term"
+    );
+    hard_state.vote == NodeId(2)
+}
+
+#[test]
+fn a_damaged_node_neither_votes_nor_campaigns_until_repaired() {
+    let mut cluster = Cluster::new(3, |_| {});
+    cluster.elect();
+    commit_batches(&mut cluster, 3);
+    let term = cluster.cores[0].term();
+    assert_eq!(cluster.cores[2].log().last_index(), cluster.committed);
+
+    damage_node_3(&mut cluster);
+    let damaged = &cluster.cores[2];
+    assert!(!damaged.trusted());
+    assert_eq!(damaged.term(), term.next(), "the damage bumps the term");
+    assert_eq!(damaged.hard_state().damaged_in, term);
+
+    // No vote, even for a candidate whose log is the most up to date.
+    assert!(!vote_of_node_3(&mut cluster, Term(term.get() + 5)));
+    // No campaign, however long it waits.
+    let mut actions = Vec::new();
+    cluster.cores[2].tick(3_600_000, &mut actions);
+    assert_eq!(cluster.cores[2].role(), Role::Follower);
+    assert!(
+        !actions
+            .iter()
+            .any(|action| matches!(action, Action::Send(message)
+                if matches!(message.body, OutgoingBody::RequestVote(_)))),
+        "a damaged node asked for votes"
+    );
+
+    // The leader of the damaged term hears the bumped term at its next
+    // AppendEntries and steps down: nobody counts the lost entries as
+    // held by node 3 any more.
+    cluster.cores[0]
+        .propose(BatchKind::Data, 1, 64, &mut cluster.actions)
+        .expect("node 1 still leads");
+    cluster.route(0);
+    cluster.cores[0].replicate(&mut cluster.actions);
+    cluster.route(0);
+    cluster.drain();
+    assert_ne!(cluster.cores[0].role(), Role::Leader);
+    assert!(!cluster.cores[2].trusted());
+
+    // A new leader (node 1, elected by node 2 alone with itself) commits
+    // an entry of its term: node 3 catches up and is trusted again, and
+    // the cleared mark is persisted.
+    cluster.elect();
+    assert!(cluster.cores[0].term() > term);
+    commit_batches(&mut cluster, 1);
+    let repaired = &cluster.cores[2];
+    assert!(
+        repaired.trusted(),
+        "node 3 holds a committed entry of a later term"
+    );
+    assert_eq!(repaired.hard_state().damaged_in, Term::ZERO);
+    assert_eq!(repaired.log().last_index(), cluster.committed);
+    assert!(vote_of_node_3(&mut cluster, Term(term.get() + 10)));
+}
+
+/// The mark survives restarts: a node damaged twice keeps the later
+/// term, and an undamaged hard state has none.
+#[test]
+fn after_damage_marks_the_latest_term() {
+    let state = HardState {
+        term: Term(7),
+        vote: NodeId(2),
+        commit: LogIndex(40),
+        damaged_in: Term::ZERO,
+    };
+    let once = state.after_damage();
+    assert_eq!(
+        once,
+        HardState {
+            term: Term(8),
+            vote: NodeId::ZERO,
+            commit: LogIndex(40),
+            damaged_in: Term(7),
+        }
+    );
+    assert_eq!(once.after_damage().damaged_in, Term(8));
+}
