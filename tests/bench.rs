@@ -1,12 +1,14 @@
 //! `rast bench` end to end: it starts its own 3-node cluster (in-memory
 //! storage, so the test does not depend on the disk), runs a two-point sweep,
-//! writes the JSON report and the PNG plot, and stops every node it started.
+//! writes the JSON report and the plot (PNG and SVG), and stops every node it
+//! started.
 //! A smoke test of the harness, not a performance assertion.
 
 use std::process::Command;
 
 /// A short sweep completes without errors, reports entries for both
-/// points, and leaves a well-formed PNG and no node processes behind.
+/// points, and leaves the plot as a well-formed PNG and an SVG beside the
+/// report, and no node processes behind.
 #[test]
 fn bench_sweep_writes_report_and_plot() {
     let directory = std::env::temp_dir().join(format!("rast-it-bench-{}", std::process::id()));
@@ -59,6 +61,12 @@ fn bench_sweep_writes_report_and_plot() {
     assert!(stdout.contains("ldr cp/B"), "no copies column:\n{stdout}");
     let png = std::fs::read(json.with_extension("png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let svg = std::fs::read_to_string(json.with_extension("svg")).unwrap();
+    assert!(svg.contains("rast bench smoke"), "no title in the SVG");
+    assert!(
+        stderr.contains("report.png and ") && stderr.contains("report.svg"),
+        "{stderr}"
+    );
     // The nodes' data directories are gone with the nodes.
     let leftovers: Vec<_> = std::fs::read_dir(&directory)
         .unwrap()

@@ -6,7 +6,7 @@
 //!  for each point of the sweep (or the one point):
 //!     warm-up ─► measure (clients: closed or open loop) ─► stop
 //!     /proc and ss before/after, RSS sampled, /metrics before/after
-//!  table on stdout, JSON report (--json), PNG plot (--sweep)
+//!  table on stdout, JSON report (--json), PNG + SVG plot (--sweep)
 //! ```
 //!
 //! Every figure that can be is also given as a ratio to a limit measured in
@@ -133,8 +133,9 @@ pub struct Args {
     /// NAME=V1,V2,…
     #[arg(long)]
     pub sweep: Option<String>,
-    /// Where a sweep's PNG plot goes (default: the JSON path with .png, or
-    /// rast-bench-sweep.png).
+    /// Where a sweep's plot goes: NAME.png and NAME.svg, a .png or .svg
+    /// extension given being replaced (default: the JSON path's name, or
+    /// rast-bench-sweep).
     #[arg(long)]
     pub plot: Option<PathBuf>,
     /// A name for this workload in the report (W1, W2, …).
@@ -343,20 +344,31 @@ fn run_points(
         eprintln!("rast bench: report written to {}", path.display());
     }
     if let Some(name) = &sweep.name {
-        let path = args.plot.clone().unwrap_or_else(|| {
-            args.json.as_ref().map_or_else(
-                || PathBuf::from("rast-bench-sweep.png"),
-                |json| json.with_extension("png"),
-            )
-        });
-        let caption = if name == "inflight" {
-            format!("in flight per client, {} clients", args.clients)
-        } else {
-            name.clone()
-        };
-        plot::write(&path, &report.plot_title(), &caption, &report.plot_points())?;
-        eprintln!("rast bench: plot written to {}", path.display());
+        write_plot(args, name, &report)?;
     }
+    Ok(())
+}
+
+/// A sweep's plot, as NAME.png and NAME.svg: NAME from --plot, else the
+/// JSON report's, else rast-bench-sweep.
+fn write_plot(args: &Args, name: &str, report: &report::Report) -> Result<(), BenchError> {
+    let path = args.plot.clone().unwrap_or_else(|| {
+        args.json.as_ref().map_or_else(
+            || PathBuf::from("rast-bench-sweep.png"),
+            |json| json.with_extension("png"),
+        )
+    });
+    let caption = if name == "inflight" {
+        format!("in flight per client, {} clients", args.clients)
+    } else {
+        name.to_owned()
+    };
+    let files = plot::write(&path, &report.plot_title(), &caption, &report.plot_points())?;
+    eprintln!(
+        "rast bench: plot written to {} and {}",
+        files.png.display(),
+        files.svg.display()
+    );
     Ok(())
 }
 

@@ -1,22 +1,59 @@
 //! The sweep plot: throughput (top panel) and latency p50 / p99 (bottom
-//! panel) against the swept parameter, as a PNG.
+//! panel) against the swept parameter, written as a PNG and as an SVG side
+//! by side.
 //!
-//! Drawn on an RGB canvas with an 8×8 bitmap font and written as a PNG by
-//! hand (signature, IHDR, one zlib IDAT, IEND; CRC-32 per chunk), so the
-//! plot costs two tiny crates, not a graphics stack.
+//! Drawn with `plotters`, so the plot has real axes (tick labels at the
+//! swept values, axis descriptions), a legend and anti-aliased text, and the
+//! SVG scales and can be diffed or searched as text. Two choices keep it
+//! free of system libraries:
+//!
+//! * no `ttf` feature (font-kit, which wants fontconfig and freetype): text
+//!   goes through `ab_glyph` with one font registered from bytes compiled
+//!   into the binary, Hack Regular as `epaint_default_fonts` ships it (MIT
+//!   and the Bitstream Vera licence). A monospaced font, registered as the
+//!   `monospace` family: the SVG names that family, so a viewer that draws
+//!   it with its own monospaced font keeps the widths the layout was made
+//!   with.
+//! * the PNG is encoded by plotters' bitmap backend (the `image` crate),
+//!   not by us.
+//!
+//! The x axis is logarithmic (sweeps double or quadruple their parameter)
+//! with a tick at each swept value; the y axes are linear from 0. The
+//! throughput panel's one series is named by its y axis; the latency
+//! panel has a legend, in the first corner (upper left, upper right, lower
+//! right, lower left) that no point falls in.
 //!
 //! ```text
-//!  ┌──────────────────────────────┐
-//!  │ title                        │
-//!  │ entries/s  ●──●──●──●        │  linear y from 0, log2 x
-//!  │ latency ms ●──●──●  (p50)    │
-//!  │            ○──○──○  (p99)    │
-//!  │            x values          │
-//!  └──────────────────────────────┘
+//!  ┌────────────────────────────────────────────────┐
+//!  │                     title                      │
+//!  │          ┌──────────────────────────────────┐  │
+//!  │ through- │                    ●──────●      │  │  entries/s, 0 up
+//!  │ put,     │          ●────────●              │  │
+//!  │ entries/s│ ●───────●                        │  │
+//!  │          └─┬───────┬────────┬───────┬───────┘  │
+//!  │            16      64       256     1024       │  a tick at each swept value
+//!  │             parameter (log scale)              │
+//!  │          ┌──────────────────────────────────┐  │
+//!  │ latency, │ ┌─────────┐                ○     │  │  ms, 0 up
+//!  │ ms       │ │─●─ p50  │       ○───────○      │  │  legend: a free corner
+//!  │          │ │─○─ p99  │       ●───────●      │  │
+//!  │          │ └─────────┘───●────────●         │  │
+//!  │          └─┬───────┬────────┬───────┬───────┘  │
+//!  │            16      64       256     1024       │
+//!  │             parameter (log scale)              │
+//!  └────────────────────────────────────────────────┘
 //! ```
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use plotters::coord::Shift;
+use plotters::coord::combinators::WithKeyPoints;
+use plotters::coord::types::RangedCoordf64;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters::style::{FontStyle, register_font};
 
 /// One point of a sweep.
 #[derive(Clone, Copy, Debug)]
@@ -31,236 +68,319 @@ pub struct Point {
     pub p99_ms: f64,
 }
 
-const WIDTH: usize = 900;
-const HEIGHT: usize = 640;
-const LEFT: usize = 110;
-const RIGHT: usize = 30;
-const WHITE: [u8; 3] = [255, 255, 255];
-const BLACK: [u8; 3] = [0, 0, 0];
-const GREY: [u8; 3] = [220, 220, 220];
-const BLUE: [u8; 3] = [31, 119, 180];
-const ORANGE: [u8; 3] = [230, 110, 20];
-const RED: [u8; 3] = [200, 30, 30];
-
-/// An RGB canvas.
-struct Canvas {
-    pixels: Vec<u8>,
+/// The two files one plot is written to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Files {
+    /// The bitmap, for a quick look and for embedding in Markdown.
+    pub png: PathBuf,
+    /// The same drawing as vector graphics with its text as text.
+    pub svg: PathBuf,
 }
 
-impl Canvas {
-    fn new() -> Self {
-        Self {
-            pixels: WHITE.repeat(WIDTH * HEIGHT),
-        }
-    }
-
-    fn set(&mut self, x: i64, y: i64, color: [u8; 3]) {
-        if x >= 0 && y >= 0 && (x as usize) < WIDTH && (y as usize) < HEIGHT {
-            let at = (y as usize * WIDTH + x as usize) * 3;
-            self.pixels[at..at + 3].copy_from_slice(&color);
-        }
-    }
-
-    /// A line, two pixels thick (Bresenham).
-    fn line(&mut self, from: (i64, i64), to: (i64, i64), color: [u8; 3]) {
-        let (mut x, mut y) = from;
-        let dx = (to.0 - x).abs();
-        let dy = -(to.1 - y).abs();
-        let step_x = if x < to.0 { 1 } else { -1 };
-        let step_y = if y < to.1 { 1 } else { -1 };
-        let mut error = dx + dy;
-        loop {
-            self.set(x, y, color);
-            self.set(x + 1, y, color);
-            self.set(x, y + 1, color);
-            if x == to.0 && y == to.1 {
-                break;
+impl Files {
+    /// `NAME.png` and `NAME.svg` for `path`: a `.png` or `.svg` extension
+    /// on `path` is replaced, any other is kept (`w2.v1` → `w2.v1.png`).
+    pub fn beside(path: &Path) -> Self {
+        let is_image = path.extension().is_some_and(|extension| {
+            extension.eq_ignore_ascii_case("png") || extension.eq_ignore_ascii_case("svg")
+        });
+        let with = |extension: &str| {
+            if is_image {
+                path.with_extension(extension)
+            } else {
+                let mut name = path.as_os_str().to_owned();
+                name.push(".");
+                name.push(extension);
+                PathBuf::from(name)
             }
-            let doubled = 2 * error;
-            if doubled >= dy {
-                error += dy;
-                x += step_x;
-            }
-            if doubled <= dx {
-                error += dx;
-                y += step_y;
-            }
-        }
-    }
-
-    fn dot(&mut self, center: (i64, i64), color: [u8; 3], filled: bool) {
-        for dy in -4i64..=4 {
-            for dx in -4i64..=4 {
-                let distance = dx * dx + dy * dy;
-                if distance <= 16 && (filled || distance >= 9) {
-                    self.set(center.0 + dx, center.1 + dy, color);
-                }
-            }
-        }
-    }
-
-    /// Text in the 8×8 font; `scale` 1 or 2.
-    fn text(&mut self, x: i64, y: i64, text: &str, color: [u8; 3], scale: i64) {
-        for (position, character) in text.chars().enumerate() {
-            let glyph = font8x8::legacy::BASIC_LEGACY
-                .get(character as usize)
-                .copied()
-                .unwrap_or([0; 8]);
-            let left = x + position as i64 * 8 * scale;
-            for (row, bits) in glyph.iter().enumerate() {
-                for column in 0..8 {
-                    if bits & (1 << column) != 0 {
-                        for sy in 0..scale {
-                            for sx in 0..scale {
-                                self.set(
-                                    left + column * scale + sx,
-                                    y + row as i64 * scale + sy,
-                                    color,
-                                );
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// A panel's placement and scales.
-struct Panel {
-    top: usize,
-    bottom: usize,
-    y_max: f64,
-    x_min: f64,
-    x_max: f64,
-}
-
-impl Panel {
-    fn x(&self, load: f64) -> i64 {
-        let span = (self.x_max.log2() - self.x_min.log2()).max(1e-9);
-        let fraction = if self.x_max > self.x_min {
-            (load.log2() - self.x_min.log2()) / span
-        } else {
-            0.5
         };
-        (LEFT as f64 + fraction * (WIDTH - LEFT - RIGHT) as f64).round() as i64
-    }
-
-    fn y(&self, value: f64) -> i64 {
-        let fraction = (value / self.y_max).clamp(0.0, 1.0);
-        (self.bottom as f64 - fraction * (self.bottom - self.top) as f64).round() as i64
-    }
-
-    fn frame(&self, canvas: &mut Canvas, label: &str, unit_format: &dyn Fn(f64) -> String) {
-        for tick in 0..=4 {
-            let value = self.y_max * f64::from(tick) / 4.0;
-            let y = self.y(value);
-            canvas.line((LEFT as i64, y), ((WIDTH - RIGHT) as i64, y), GREY);
-            let text = unit_format(value);
-            canvas.text(
-                LEFT as i64 - 8 - 8 * text.len() as i64,
-                y - 4,
-                &text,
-                BLACK,
-                1,
-            );
+        Self {
+            png: with("png"),
+            svg: with("svg"),
         }
-        canvas.line(
-            (LEFT as i64, self.top as i64),
-            (LEFT as i64, self.bottom as i64),
-            BLACK,
-        );
-        canvas.line(
-            (LEFT as i64, self.bottom as i64),
-            ((WIDTH - RIGHT) as i64, self.bottom as i64),
-            BLACK,
-        );
-        canvas.text(LEFT as i64 + 8, self.top as i64 - 14, label, BLACK, 1);
     }
 }
 
-/// Draws the sweep and writes it to `path` as a PNG.
-pub fn write(path: &Path, title: &str, parameter: &str, points: &[Point]) -> io::Result<()> {
-    std::fs::write(path, render(title, parameter, points))
+/// The plot's size in pixels (the SVG's in user units).
+pub const SIZE: (u32, u32) = (960, 720);
+
+/// The font family every text of the plot is set in.
+const FAMILY: &str = "monospace";
+const BLUE: RGBColor = RGBColor(31, 119, 180);
+const ORANGE: RGBColor = RGBColor(230, 110, 20);
+const RED: RGBColor = RGBColor(200, 30, 30);
+
+/// Draws the sweep and writes it as `NAME.png` and `NAME.svg` (see
+/// [`Files::beside`]); `parameter` describes the x axis. Returns the two
+/// paths written.
+pub fn write(path: &Path, title: &str, parameter: &str, points: &[Point]) -> io::Result<Files> {
+    let files = Files::beside(path);
+    write_png(&files.png, title, parameter, points)?;
+    std::fs::write(&files.svg, svg(title, parameter, points)?)?;
+    Ok(files)
 }
 
-/// The PNG bytes of the plot.
-pub fn render(title: &str, parameter: &str, points: &[Point]) -> Vec<u8> {
-    let mut canvas = Canvas::new();
-    canvas.text(LEFT as i64, 14, title, BLACK, 2);
-    let x_min = points.iter().map(|p| p.load).fold(f64::INFINITY, f64::min);
-    let x_max = points.iter().map(|p| p.load).fold(0.0, f64::max);
-    let (x_min, x_max) = if points.is_empty() {
-        (1.0, 2.0)
+/// Draws the sweep into a PNG file at `path`.
+pub fn write_png(path: &Path, title: &str, parameter: &str, points: &[Point]) -> io::Result<()> {
+    register()?;
+    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    draw(&root, title, parameter, points).map_err(io::Error::other)?;
+    root.present().map_err(io::Error::other)
+}
+
+/// The sweep as an SVG document.
+pub fn svg(title: &str, parameter: &str, points: &[Point]) -> io::Result<String> {
+    register()?;
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, SIZE).into_drawing_area();
+        draw(&root, title, parameter, points).map_err(io::Error::other)?;
+        root.present().map_err(io::Error::other)?;
+    }
+    Ok(out)
+}
+
+/// Registers the embedded font once per process: plotters' `ab_glyph`
+/// text has no other source of glyphs, in the bitmap or (for measuring
+/// text) in the SVG.
+fn register() -> io::Result<()> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let registered = *REGISTERED.get_or_init(|| {
+        register_font(
+            FAMILY,
+            FontStyle::Normal,
+            epaint_default_fonts::HACK_REGULAR,
+        )
+        .is_ok()
+    });
+    if registered {
+        Ok(())
     } else {
-        (x_min.max(1e-9), x_max.max(1e-9))
-    };
-    let throughput = Panel {
-        top: 70,
-        bottom: 300,
-        y_max: nice_ceiling(points.iter().map(|p| p.throughput).fold(0.0, f64::max)),
-        x_min,
-        x_max,
-    };
-    let latency = Panel {
-        top: 350,
-        bottom: 580,
-        y_max: nice_ceiling(points.iter().map(|p| p.p99_ms).fold(0.0, f64::max)),
-        x_min,
-        x_max,
-    };
-    throughput.frame(&mut canvas, "throughput, entries/s", &|value| short(value));
-    latency.frame(
-        &mut canvas,
-        "latency, ms:  p50 (filled)   p99 (open)",
-        &|value| short(value),
-    );
-    series(
-        &mut canvas,
-        &throughput,
-        points,
-        |p| p.throughput,
-        BLUE,
-        true,
-    );
-    series(&mut canvas, &latency, points, |p| p.p50_ms, ORANGE, true);
-    series(&mut canvas, &latency, points, |p| p.p99_ms, RED, false);
-    for point in points {
-        let text = short(point.load);
-        let x = latency.x(point.load) - 4 * text.len() as i64;
-        canvas.text(x, latency.bottom as i64 + 10, &text, BLACK, 1);
+        Err(io::Error::other("the plot's embedded font did not load"))
     }
-    let caption = format!("{parameter} (log scale)");
-    canvas.text(
-        (WIDTH / 2) as i64 - 4 * caption.len() as i64,
-        (HEIGHT - 26) as i64,
-        &caption,
-        BLACK,
-        1,
-    );
-    encode_png(&canvas.pixels, WIDTH, HEIGHT)
 }
 
-fn series(
-    canvas: &mut Canvas,
-    panel: &Panel,
-    points: &[Point],
-    value: impl Fn(&Point) -> f64,
-    color: [u8; 3],
+/// The x axis: log scale over the swept values, a tick at each.
+type XAxis = WithKeyPoints<LogCoord<f64>>;
+
+/// The x axis shared by both panels: the swept values (finite, positive,
+/// at most 12 of them labelled), widened so the end points' markers are
+/// not cut off; a single value gets an octave either side.
+fn x_axis(points: &[Point]) -> (f64, f64, Vec<f64>) {
+    let mut loads: Vec<f64> = points.iter().map(|point| point.load).collect();
+    loads.sort_by(f64::total_cmp);
+    loads.dedup();
+    let (Some(&low), Some(&high)) = (loads.first(), loads.last()) else {
+        return (1.0, 2.0, Vec::new());
+    };
+    let span = (high / low).log2();
+    let pad = if span > 0.0 {
+        (span * 0.06).max(0.2)
+    } else {
+        1.0
+    };
+    let step = loads.len().div_ceil(12);
+    let ticks = loads.iter().copied().step_by(step).collect();
+    (low / pad.exp2(), high * pad.exp2(), ticks)
+}
+
+/// The points that can be placed: a finite, positive swept value.
+fn placeable(points: &[Point]) -> Vec<Point> {
+    let mut placeable: Vec<Point> = points
+        .iter()
+        .filter(|point| point.load.is_finite() && point.load > 0.0)
+        .copied()
+        .collect();
+    placeable.sort_by(|a, b| a.load.total_cmp(&b.load));
+    placeable
+}
+
+/// One series of a panel.
+struct Series {
+    /// Its name in the legend.
+    label: &'static str,
+    color: RGBColor,
+    /// A filled marker, or an open one.
     filled: bool,
-) {
-    let mut sorted: Vec<&Point> = points.iter().collect();
-    sorted.sort_by(|a, b| a.load.total_cmp(&b.load));
-    let at = |point: &Point| (panel.x(point.load), panel.y(value(point)));
-    for pair in sorted.windows(2) {
-        canvas.line(at(pair[0]), at(pair[1]), color);
+    /// The y value of a point.
+    value: fn(&Point) -> f64,
+}
+
+/// Draws the whole plot on `root`.
+fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    parameter: &str,
+    points: &[Point],
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    root.fill(&WHITE)?;
+    let body = root
+        .margin(10, 0, 0, 0)
+        .titled(title, (FAMILY, 22).into_font().color(&BLACK))?;
+    let (top, bottom) = body.split_vertically(SIZE.1 / 2 - 20);
+    let points = placeable(points);
+    let x_description = format!("{parameter} (log scale)");
+    panel(
+        &top,
+        &points,
+        "throughput, entries/s",
+        &x_description,
+        &[Series {
+            label: "throughput",
+            color: BLUE,
+            filled: true,
+            value: |point| point.throughput,
+        }],
+    )?;
+    panel(
+        &bottom,
+        &points,
+        "latency, ms",
+        &x_description,
+        &[
+            Series {
+                label: "p50",
+                color: ORANGE,
+                filled: true,
+                value: |point| point.p50_ms,
+            },
+            Series {
+                label: "p99",
+                color: RED,
+                filled: false,
+                value: |point| point.p99_ms,
+            },
+        ],
+    )?;
+    Ok(())
+}
+
+/// One panel: axes from 0 to a round value above the largest of `series`,
+/// a line and a marker per point for each series, a legend when there is
+/// more than one series, and "no points" when there are none.
+fn panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    points: &[Point],
+    y_description: &str,
+    x_description: &str,
+    series: &[Series],
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let (low, high, ticks) = x_axis(points);
+    let largest = points
+        .iter()
+        .flat_map(|point| series.iter().map(move |series| (series.value)(point)))
+        .filter(|value| value.is_finite())
+        .fold(0.0, f64::max);
+    let mut chart: ChartContext<'_, DB, Cartesian2d<XAxis, RangedCoordf64>> =
+        ChartBuilder::on(area)
+            .margin(12)
+            .margin_right(28)
+            .x_label_area_size(48)
+            .y_label_area_size(80)
+            .build_cartesian_2d(
+                (low..high).log_scale().with_key_points(ticks),
+                0.0..nice_ceiling(largest * 1.05),
+            )?;
+    chart
+        .configure_mesh()
+        .x_desc(x_description)
+        .y_desc(y_description)
+        .x_label_formatter(&|value| exact(*value))
+        .y_label_formatter(&|value| short(*value))
+        .y_labels(6)
+        .label_style((FAMILY, 14))
+        .axis_desc_style((FAMILY, 15))
+        .bold_line_style(BLACK.mix(0.12))
+        .light_line_style(BLACK.mix(0.05))
+        .y_max_light_lines(2)
+        .draw()?;
+    for one in series {
+        let at: Vec<(f64, f64)> = points
+            .iter()
+            .map(|point| (point.load, (one.value)(point)))
+            .filter(|(_, value)| value.is_finite())
+            .collect();
+        let line = one.color.stroke_width(2);
+        // An open marker is a disc with a white one on top: plotters' bitmap
+        // backend draws thick circle outlines ragged.
+        let (color, inside) = (one.color, if one.filled { one.color } else { WHITE });
+        chart.draw_series(LineSeries::new(at.iter().copied(), line))?;
+        chart
+            .draw_series(at.iter().map(|&xy| {
+                EmptyElement::at(xy)
+                    + Circle::new((0, 0), 5, color.filled())
+                    + Circle::new((0, 0), 3, inside.filled())
+            }))?
+            .label(one.label)
+            .legend(move |(x, y)| {
+                EmptyElement::at((x + 12, y))
+                    + PathElement::new(vec![(-12, 0), (12, 0)], line)
+                    + Circle::new((0, 0), 5, color.filled())
+                    + Circle::new((0, 0), 3, inside.filled())
+            });
     }
-    for point in sorted {
-        canvas.dot(at(point), color, filled);
+    if points.is_empty() {
+        let area = chart.plotting_area().strip_coord_spec();
+        let (width, height) = area.dim_in_pixel();
+        area.draw_text(
+            "no points",
+            &TextStyle::from((FAMILY, 18))
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Center, VPos::Center)),
+            ((width / 2) as i32, (height / 2) as i32),
+        )?;
+    }
+    if series.len() > 1 {
+        let (x, y) = (chart.x_range(), chart.y_range());
+        let (left, top) = legend_corner(points, series, (x.start, x.end), y.end);
+        chart
+            .configure_series_labels()
+            .position(match (left, top) {
+                (true, true) => SeriesLabelPosition::UpperLeft,
+                (false, true) => SeriesLabelPosition::UpperRight,
+                (false, false) => SeriesLabelPosition::LowerRight,
+                (true, false) => SeriesLabelPosition::LowerLeft,
+            })
+            .label_font((FAMILY, 15))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.4))
+            .draw()?;
+    }
+    Ok(())
+}
+
+/// Where a panel's legend goes, as (left, top): the first corner of upper
+/// left, upper right, lower right, lower left with no point of `series` in
+/// it (a corner: a quarter of the x axis, on the log scale, by a third of
+/// the y axis, about the legend's size), upper left if none is free.
+fn legend_corner(points: &[Point], series: &[Series], x: (f64, f64), y_max: f64) -> (bool, bool) {
+    let free = |(left, top): (bool, bool)| {
+        !points.iter().any(|point| {
+            let across = (point.load / x.0).ln() / (x.1 / x.0).ln();
+            series.iter().any(|one| {
+                let up = (one.value)(point) / y_max;
+                (if left { across < 0.25 } else { across > 0.75 })
+                    && (if top { up > 0.65 } else { up < 0.35 })
+            })
+        })
+    };
+    [(true, true), (false, true), (false, false), (true, false)]
+        .into_iter()
+        .find(|&corner| free(corner))
+        .unwrap_or((true, true))
+}
+
+/// A swept value as given (16, 1024, 0.5), or shortened past 99,999.
+fn exact(value: f64) -> String {
+    if value < 1e5 && (value * 100.0).fract() == 0.0 {
+        let text = format!("{value:.2}");
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        short(value)
     }
 }
 
-/// 1, 2 or 5 times a power of ten, at least `value`.
+/// 1, 2, 4 or 5 times a power of ten, at least `value`.
 fn nice_ceiling(value: f64) -> f64 {
     if value <= 0.0 || !value.is_finite() {
         return 1.0;
@@ -297,96 +417,204 @@ fn short(value: f64) -> String {
     format!("{text}{suffix}")
 }
 
-/// A PNG of 8-bit RGB `pixels` (row-major, no padding).
-pub fn encode_png(pixels: &[u8], width: usize, height: usize) -> Vec<u8> {
-    assert_eq!(
-        pixels.len(),
-        width * height * 3,
-        "RGB pixels of the given size"
-    );
-    let mut raw = Vec::with_capacity(pixels.len() + height);
-    for row in pixels.chunks_exact(width * 3) {
-        raw.push(0); // filter: none
-        raw.extend_from_slice(row);
-    }
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut header = Vec::with_capacity(13);
-    header.extend_from_slice(&(width as u32).to_be_bytes());
-    header.extend_from_slice(&(height as u32).to_be_bytes());
-    header.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit, RGB, deflate, no filter, no interlace
-    chunk(&mut png, *b"IHDR", &header);
-    chunk(
-        &mut png,
-        *b"IDAT",
-        &miniz_oxide::deflate::compress_to_vec_zlib(&raw, 6),
-    );
-    chunk(&mut png, *b"IEND", &[]);
-    png
-}
-
-fn chunk(png: &mut Vec<u8>, kind: [u8; 4], data: &[u8]) {
-    png.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    png.extend_from_slice(&kind);
-    png.extend_from_slice(data);
-    let mut crc = Crc32::default();
-    crc.update(&kind);
-    crc.update(data);
-    png.extend_from_slice(&crc.finish().to_be_bytes());
-}
-
-/// CRC-32 (IEEE 802.3, as PNG chunks use; not the CRC32C of our frames).
-struct Crc32 {
-    state: u32,
-}
-
-impl Default for Crc32 {
-    fn default() -> Self {
-        Self { state: !0 }
-    }
-}
-
-impl Crc32 {
-    fn update(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.state ^= u32::from(*byte);
-            for _ in 0..8 {
-                let mask = (self.state & 1).wrapping_neg();
-                self.state = (self.state >> 1) ^ (0xedb8_8320 & mask);
-            }
-        }
-    }
-
-    fn finish(&self) -> u32 {
-        !self.state
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The CRC matches the standard check value, and a PNG starts with the
-    /// signature and an IHDR of the right size and ends with IEND.
-    #[test]
-    fn png_is_well_formed() {
-        let mut crc = Crc32::default();
-        crc.update(b"123456789");
-        assert_eq!(crc.finish(), 0xcbf4_3926);
-        let png = encode_png(&[0u8; 2 * 3 * 3], 2, 3);
-        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-        assert_eq!(&png[12..16], b"IHDR");
-        assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), 2);
-        assert_eq!(&png[png.len() - 8..png.len() - 4], b"IEND");
+    fn sweep() -> Vec<Point> {
+        [
+            (16.0, 120_000.0, 0.4, 1.2),
+            (64.0, 310_000.0, 0.7, 2.5),
+            (256.0, 420_000.0, 2.1, 6.8),
+            (1024.0, 440_000.0, 8.0, 21.0),
+        ]
+        .into_iter()
+        .map(|(load, throughput, p50_ms, p99_ms)| Point {
+            load,
+            throughput,
+            p50_ms,
+            p99_ms,
+        })
+        .collect()
     }
 
-    /// Axis labels are short and round.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("rast-plot-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Decodes a PNG: its size and its 8-bit RGB pixels.
+    fn decode(path: &Path) -> ((u32, u32), Vec<u8>) {
+        let decoder = png::Decoder::new(std::fs::File::open(path).unwrap());
+        let mut reader = decoder.read_info().unwrap();
+        let mut pixels = vec![0; reader.output_buffer_size()];
+        let frame = reader.next_frame(&mut pixels).unwrap();
+        assert_eq!(frame.color_type, png::ColorType::Rgb);
+        assert_eq!(frame.bit_depth, png::BitDepth::Eight);
+        pixels.truncate(frame.buffer_size());
+        ((frame.width, frame.height), pixels)
+    }
+
+    /// Dark pixels (text, axes) in the rows and columns given.
+    fn dark(pixels: &[u8], rows: std::ops::Range<u32>, columns: std::ops::Range<u32>) -> usize {
+        rows.flat_map(|y| columns.clone().map(move |x| (y * SIZE.0 + x) as usize * 3))
+            .filter(|&at| pixels[at..at + 3].iter().all(|&channel| channel < 100))
+            .count()
+    }
+
+    /// `write` puts a PNG and an SVG side by side, the PNG decodes to the
+    /// plot's size, and the title is drawn as glyphs: the band above the
+    /// panels has dark pixels with a title and none without one.
+    #[test]
+    fn png_decodes_and_shows_the_title() {
+        let dir = scratch("png");
+        let files = write(
+            &dir.join("titled.png"),
+            "rast bench W2 128 B x1",
+            "clients",
+            &sweep(),
+        )
+        .unwrap();
+        assert_eq!(files.png, dir.join("titled.png"));
+        assert_eq!(files.svg, dir.join("titled.svg"));
+        assert!(files.svg.exists());
+        let (size, pixels) = decode(&files.png);
+        assert_eq!(size, SIZE);
+        let band = (0..36, 150..SIZE.0 - 150);
+        assert!(dark(&pixels, band.0.clone(), band.1.clone()) > 200);
+        // Something is drawn in each panel: axes, tick labels, series.
+        assert!(dark(&pixels, 40..SIZE.1 / 2, 0..SIZE.0) > 1000);
+        assert!(dark(&pixels, SIZE.1 / 2..SIZE.1, 0..SIZE.0) > 1000);
+
+        let untitled = write(&dir.join("untitled"), "", "clients", &sweep()).unwrap();
+        assert_eq!(untitled.png, dir.join("untitled.png"));
+        let (_, pixels) = decode(&untitled.png);
+        assert_eq!(dark(&pixels, band.0, band.1), 0);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The SVG carries its text as text: the title, both axis
+    /// descriptions, the legend's series and a tick at each swept value.
+    #[test]
+    fn svg_has_title_axes_and_legend() {
+        let svg = svg(
+            "rast bench W2 128 B x1, 3 nodes",
+            "in flight per client, 4 clients",
+            &sweep(),
+        )
+        .unwrap();
+        assert!(svg.starts_with("<svg"));
+        assert!(svg.trim_end().ends_with("</svg>"));
+        let texts: Vec<&str> = svg
+            .split("<text")
+            .skip(1)
+            .map(|text| {
+                let body = &text[text.find('>').unwrap() + 1..];
+                body[..body.find("</text>").unwrap()].trim()
+            })
+            .collect();
+        for expected in [
+            "rast bench W2 128 B x1, 3 nodes",
+            "throughput, entries/s",
+            "latency, ms",
+            "in flight per client, 4 clients (log scale)",
+            "p50",
+            "p99",
+            "16",
+            "64",
+            "256",
+            "1024",
+            "400k",
+        ] {
+            assert!(texts.contains(&expected), "{expected:?} not in {texts:?}");
+        }
+        // One legend, in the latency panel: throughput has the y axis.
+        assert!(!texts.contains(&"throughput"));
+    }
+
+    /// An empty sweep, a single point and unplaceable values draw without
+    /// panicking, and say when there is nothing to show.
+    #[test]
+    fn degenerate_sweeps_draw() {
+        let dir = scratch("degenerate");
+        let one = &sweep()[..1];
+        let odd = [
+            Point {
+                load: 0.0,
+                throughput: 1.0,
+                p50_ms: 1.0,
+                p99_ms: 1.0,
+            },
+            Point {
+                load: 8.0,
+                throughput: f64::NAN,
+                p50_ms: f64::INFINITY,
+                p99_ms: 3.0,
+            },
+        ];
+        for (name, points) in [("empty", &[][..]), ("one", one), ("odd", &odd[..])] {
+            let files = write(&dir.join(name), "title", "clients", points).unwrap();
+            assert_eq!(decode(&files.png).0, SIZE);
+            let svg = std::fs::read_to_string(&files.svg).unwrap();
+            assert_eq!(svg.contains("no points"), points.is_empty(), "{name}");
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The latency legend goes to the first corner no point is in.
+    #[test]
+    fn legend_avoids_points() {
+        let p99 = [Series {
+            label: "p99",
+            color: RED,
+            filled: false,
+            value: |point| point.p99_ms,
+        }];
+        let at = |load, p99_ms| Point {
+            load,
+            throughput: 0.0,
+            p50_ms: 0.0,
+            p99_ms,
+        };
+        let x = (1.0, 1024.0);
+        // Rising latency: upper left is free.
+        let rising = [at(2.0, 1.0), at(32.0, 4.0), at(512.0, 9.0)];
+        assert_eq!(legend_corner(&rising, &p99, x, 10.0), (true, true));
+        // Falling: upper left is taken, upper right is free.
+        let falling = [at(2.0, 9.0), at(32.0, 4.0), at(512.0, 1.0)];
+        assert_eq!(legend_corner(&falling, &p99, x, 10.0), (false, true));
+        // Flat near the top: lower right.
+        let flat = [at(2.0, 9.0), at(32.0, 9.0), at(512.0, 9.0)];
+        assert_eq!(legend_corner(&flat, &p99, x, 10.0), (false, false));
+    }
+
+    /// `NAME.png` and `NAME.svg` whatever extension the path had.
+    #[test]
+    fn files_sit_side_by_side() {
+        let files = |path: &str| {
+            let files = Files::beside(Path::new(path));
+            (files.png, files.svg)
+        };
+        let pair = |png: &str, svg: &str| (PathBuf::from(png), PathBuf::from(svg));
+        assert_eq!(files("out/w2.png"), pair("out/w2.png", "out/w2.svg"));
+        assert_eq!(files("out/w2.SVG"), pair("out/w2.png", "out/w2.svg"));
+        assert_eq!(files("w2"), pair("w2.png", "w2.svg"));
+        assert_eq!(files("w2.v1"), pair("w2.v1.png", "w2.v1.svg"));
+    }
+
+    /// Axis labels are short and round; swept values are shown as given.
     #[test]
     fn labels_are_short() {
         assert_eq!(short(1500.0), "1.5k");
         assert_eq!(short(2_000_000.0), "2M");
         assert_eq!(short(0.25), "0.25");
         assert_eq!(short(64.0), "64");
+        assert_eq!(exact(1024.0), "1024");
+        assert_eq!(exact(0.5), "0.5");
+        assert_eq!(exact(250_000.0), "250k");
         assert!((nice_ceiling(730.0) - 1000.0).abs() < 1e-9);
         assert!((nice_ceiling(130.0) - 200.0).abs() < 1e-9);
+        assert!((nice_ceiling(0.0) - 1.0).abs() < 1e-9);
     }
 }
