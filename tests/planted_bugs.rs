@@ -63,6 +63,14 @@ fn catches_forgotten_vote_on_restart() {
     assert_caught(PlantedBug::ForgetVoteOnRestart);
 }
 
+/// A node whose storage lost entries it acknowledged voting (and
+/// campaigning) as if nothing was lost: an election passes a committed
+/// entry by.
+#[test]
+fn catches_a_damaged_node_voting() {
+    assert_caught(PlantedBug::VoteWhileDamaged);
+}
+
 /// The key-value runtime applying a retried request again (no session
 /// check): a retry of a write that was committed and applied, but not
 /// answered, takes effect twice.

@@ -123,29 +123,42 @@ fn report_replication(reports: &[Report]) {
     }
 }
 
+/// A run of many seeds restarted some node with a damaged disk.
+fn assert_damage_exercised(reports: &[rast::sim::Report]) {
+    assert!(
+        reports.len() < 100 || reports.iter().any(|report| report.damaged_restarts > 0),
+        "no seed restarted a damaged node"
+    );
+}
+
+/// One seed (`RAST_SIM_SEED`), its report printed.
+fn run_one(seed: u64) {
+    match run(seed, &options(seed)) {
+        Ok(report) => println!(
+            "seed {seed}: ok, {} events, {} committed, {} appends acknowledged, \
+             {} reads, {} crashes, {} elections, {} committed before the heal, \
+             linearizable proven: {}, leader after {} ms, probes committed after {} ms",
+            report.events,
+            report.committed,
+            report.appends_acknowledged,
+            report.reads_answered,
+            report.crashes,
+            report.elections,
+            report.committed_before_heal,
+            report.linearizable,
+            report.liveness_leader_ms,
+            report.liveness_commit_ms
+        ),
+        Err(failure) => panic!("{}", replay_hint(&failure)),
+    }
+}
+
 /// Every seed keeps every safety property and recovers after the heal; the
 /// liveness distribution is printed (see `--nocapture`).
 #[test]
 fn seeds_keep_safety_and_liveness() {
     if let Some(seed) = environment("RAST_SIM_SEED") {
-        match run(seed, &options(seed)) {
-            Ok(report) => println!(
-                "seed {seed}: ok, {} events, {} committed, {} appends acknowledged, \
-                 {} reads, {} crashes, {} elections, {} committed before the heal, \
-                 linearizable proven: {}, leader after {} ms, probes committed after {} ms",
-                report.events,
-                report.committed,
-                report.appends_acknowledged,
-                report.reads_answered,
-                report.crashes,
-                report.elections,
-                report.committed_before_heal,
-                report.linearizable,
-                report.liveness_leader_ms,
-                report.liveness_commit_ms
-            ),
-            Err(failure) => panic!("{}", replay_hint(&failure)),
-        }
+        run_one(seed);
         return;
     }
     let count = environment("RAST_SIM_SEEDS").unwrap_or(2_000);
@@ -158,6 +171,7 @@ fn seeds_keep_safety_and_liveness() {
         Err(failure) => panic!("{}", replay_hint(&failure)),
     };
     assert_eq!(reports.len() as u64, count);
+    assert_damage_exercised(&reports);
     let mut leader: Vec<u64> = reports.iter().map(|r| r.liveness_leader_ms).collect();
     let mut commit: Vec<u64> = reports.iter().map(|r| r.liveness_commit_ms).collect();
     leader.sort_unstable();
@@ -175,10 +189,12 @@ fn seeds_keep_safety_and_liveness() {
     println!(
         "{count} seeds from {first} passed in {:.1} s on {threads} threads: \
          {committed} entries committed, {acknowledged} appends acknowledged, \
-         {reads} reads, {crashes} crashes; {operations} operations passed the log checker; \
+         {reads} reads, {crashes} crashes ({} damaged restarts); \
+         {operations} operations passed the log checker; \
          the exact search proved {proven} of {searched} histories linearizable \
          (the rest exhausted its budget)",
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        reports.iter().map(|r| r.damaged_restarts).sum::<u64>()
     );
     for (name, sorted) in [("leader", &leader), ("probes committed", &commit)] {
         println!(

@@ -198,7 +198,8 @@ impl Checker {
     }
 
     /// Committed entries survive crashes: each is durable on a majority of
-    /// the voters, given each voter's durable state.
+    /// the voters, given each voter's durable state (a damaged voter, which
+    /// neither votes nor campaigns until repaired, counted as holding it).
     pub fn committed_durable(&self, durable: &[DurableView<'_>]) -> Result<(), Violation> {
         self.committed_durable_through(durable, LogIndex(u64::MAX))
     }
@@ -216,9 +217,13 @@ impl Checker {
         let count = usize::try_from(through.get()).unwrap_or(usize::MAX);
         for (position, expected) in self.committed.iter().enumerate().take(count) {
             let index = LogIndex(position as u64 + 1);
+            // A damaged node may have lost an entry it acknowledged; it
+            // counts as a holder until repaired, because it takes no part
+            // in elections meanwhile (`raft::Core`, "damaged nodes"): what
+            // must hold is that no election can pass the entry by.
             let holders = durable
                 .iter()
-                .filter(|state| state.entry(index) == Some(*expected))
+                .filter(|state| state.damaged() || state.entry(index) == Some(*expected))
                 .count();
             if holders < majority {
                 return Err(Violation::new(

@@ -17,6 +17,13 @@
 //! follower's answered offset after loss, restarted after the follower's
 //! crash; a restarted node starts from its snapshot and the log after it.
 //!
+//! Storage damage (`Options::damage`): now and then a crashed node restarts
+//! having lost its last durable batches, acknowledged ones included, with
+//! the damage mark of `HardState::after_damage` — one damaged node at a
+//! time, the fault model a Raft cluster with repair can survive. The
+//! checkers then show that the core's rule (no vote, no campaign until
+//! repaired) keeps every committed entry.
+//!
 //! A run has two phases. Until `Heal`, the nemesis injects faults while
 //! clients append and read. At `Heal`, every fault stops and crashed nodes
 //! restart; from then on a leader must be elected and probe appends must
@@ -151,6 +158,11 @@ pub struct Options {
     pub snapshot_every: Option<u64>,
     /// When nodes call `Core::replicate`, instead of the seed's own draw.
     pub replication: Option<Replication>,
+    /// Storage damage: now and then a crashed node restarts having lost
+    /// its last durable batches, acknowledged ones included (what recovery
+    /// cutting a damaged final record does), with the damage mark of
+    /// `HardState::after_damage`; at most one damaged node at a time.
+    pub damage: bool,
     /// The bug planted in every node, if any.
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<crate::raft::PlantedBug>,
@@ -173,6 +185,7 @@ impl Options {
             churn: false,
             snapshot_every: None,
             replication: None,
+            damage: true,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
@@ -196,6 +209,8 @@ pub struct Report {
     pub reads_answered: u64,
     /// Crashes injected.
     pub crashes: u64,
+    /// Of the restarts, those with storage damage (`Options::damage`).
+    pub damaged_restarts: u64,
     /// Leaders elected (terms led).
     pub elections: u64,
     /// Entries committed before the heal.
@@ -393,6 +408,8 @@ struct Node {
     proposals_unsent: u32,
     /// An `Event::Replicate` is queued for this node.
     replicate_scheduled: bool,
+    /// Batches its storage loses at its next restart (0: none).
+    damage_on_restart: usize,
 }
 
 impl Node {
@@ -418,6 +435,7 @@ impl Node {
             receiving: None,
             proposals_unsent: 0,
             replicate_scheduled: false,
+            damage_on_restart: 0,
         }
     }
 }
@@ -457,6 +475,11 @@ struct Simulation {
     seed: u64,
     options: Options,
     random: Random,
+    /// Draws of the damage fault, apart from `random` so that turning it
+    /// off leaves every other draw of a seed as it was.
+    damage_random: Random,
+    /// Damaged restarts injected.
+    damaged_restarts: u64,
     now: u64,
     sequence: u64,
     queue: BinaryHeap<Scheduled>,
@@ -562,6 +585,8 @@ impl Simulation {
             seed,
             options: options.clone(),
             random,
+            damage_random: Random::new(seed ^ 0xda3a_9e00),
+            damaged_restarts: 0,
             now: 0,
             sequence: 0,
             queue: BinaryHeap::new(),
@@ -628,6 +653,7 @@ impl Simulation {
                 .filter(|entry| matches!(entry.outcome, Outcome::Read { .. }))
                 .count() as u64,
             crashes: self.crashes,
+            damaged_restarts: self.damaged_restarts,
             elections: self.elections,
             committed_before_heal: self.committed_before_heal,
             liveness_leader_ms: self.leader_ms.unwrap_or(u64::MAX),

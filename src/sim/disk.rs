@@ -245,9 +245,17 @@ impl DiskState {
 pub struct DurableView<'a> {
     written: &'a DiskState,
     index: LogIndex,
+    damaged: bool,
 }
 
 impl DurableView<'_> {
+    /// The node restarted damaged and is not repaired yet (its durable
+    /// hard state carries the damage mark): it may lack entries it
+    /// acknowledged.
+    pub fn damaged(&self) -> bool {
+        self.damaged
+    }
+
     /// The durable index.
     pub fn index(&self) -> LogIndex {
         self.index
@@ -313,9 +321,11 @@ impl SimDisk {
 
     /// What survives any crash.
     pub fn durable(&self) -> DurableView<'_> {
+        let durability = self.store.durability();
         DurableView {
             written: &self.written,
-            index: self.store.durability().index,
+            index: durability.index,
+            damaged: durability.hard_state.damaged_in != Term::ZERO,
         }
     }
 
@@ -440,6 +450,32 @@ impl SimDisk {
         let term = self.term_at(durability.index).unwrap_or(Term::ZERO);
         self.reported_log = (durability.index, term);
         self.reported_hard_state = durability.hard_state;
+    }
+
+    /// Storage damage found by recovery: the last `lose` batches (durable,
+    /// maybe acknowledged; never below the snapshot) are cut, as recovery
+    /// cuts a damaged final record, and the hard state takes the damage
+    /// mark (`HardState::after_damage`), durable before the node starts.
+    /// False (nothing changed) when there is no batch to lose.
+    pub fn damage(&mut self, lose: usize) -> bool {
+        assert!(!self.syncing, "damage is found at recovery, before any IO");
+        let keep = self.written.batches.len().saturating_sub(lose);
+        let Some(first_lost) = self
+            .written
+            .batches
+            .get(keep)
+            .map(|batch| batch.summary.first_index)
+        else {
+            return false;
+        };
+        self.issue(DiskOperation::Truncate(first_lost));
+        self.issue(DiskOperation::HardState(
+            self.written.hard_state.after_damage(),
+        ));
+        if self.start_sync() {
+            self.complete_sync();
+        }
+        true
     }
 
     /// Term of the entry at `index`, from the store or the snapshot.

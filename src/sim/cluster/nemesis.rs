@@ -68,6 +68,7 @@ impl Simulation {
     /// process restart, which races with elections), else after a while.
     pub(super) fn crash_for_a_while(&mut self, node: usize) -> Result<(), Violation> {
         self.crash(node)?;
+        self.maybe_damage(node);
         let downtime = if self.random.chance(1, 2) {
             self.random.between(1, 40)
         } else {
@@ -75,6 +76,25 @@ impl Simulation {
         };
         self.schedule(downtime, Event::Restart(node));
         Ok(())
+    }
+
+    /// Now and then (with `Options::damage`) the crashed `node` will
+    /// restart having lost its last one to three durable batches — as if a
+    /// bit flip had damaged its final record, which recovery cuts — if no
+    /// node is damaged now: the fault model is one damaged disk at a time.
+    fn maybe_damage(&mut self, node: usize) {
+        if !self.options.damage || !self.damage_random.chance(1, 3) {
+            return;
+        }
+        // Damaged until repaired in the core and the cleared mark durable.
+        let any_damaged = self.nodes.iter().any(|state| {
+            state.damage_on_restart > 0
+                || state.disk.durable().damaged()
+                || state.core.as_ref().is_some_and(|core| !core.trusted())
+        });
+        if !any_damaged {
+            self.nodes[node].damage_on_restart = self.damage_random.between(1, 3) as usize;
+        }
     }
 
     /// Faults aimed at elections, the most delicate moments: a new leader

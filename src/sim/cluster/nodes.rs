@@ -57,6 +57,11 @@ impl Simulation {
         self.trace(|| format!("restart node {}", node + 1));
         let id = self.nodes[node].id;
         let config = self.config(id);
+        let lose = std::mem::take(&mut self.nodes[node].damage_on_restart);
+        if lose > 0 && self.nodes[node].disk.damage(lose) {
+            self.damaged_restarts += 1;
+            self.trace(|| format!("node {} lost {lose} durable batches: damaged", node + 1));
+        }
         // After a crash the written state is what recovery found.
         // Start from the snapshot and the log after it.
         let recovered = self.nodes[node].disk.written();
