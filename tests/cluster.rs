@@ -133,6 +133,87 @@ fn restarted_node_catches_up() {
     );
 }
 
+/// A follower whose last record is damaged on disk (a flipped byte in a
+/// complete record, not a torn write) restarts instead of refusing: it
+/// cuts the record, comes back as a damaged node (no vote until repaired),
+/// and the leader repairs it, so it serves every entry again, the lost
+/// ones included, and reports itself repaired (`rast_damaged` 0).
+#[test]
+fn a_follower_with_a_damaged_last_record_is_repaired_by_the_leader() {
+    let mut cluster = Cluster::start("damaged-last", 3, 1);
+    let mut client = cluster.client();
+    let payloads: Vec<Vec<u8>> = (0..20u32)
+        .map(|n| format!("entry {n} {}", "x".repeat(200)).into_bytes())
+        .collect();
+    let mut last = 0;
+    for payload in &payloads {
+        last = client
+            .append("default", &[payload.as_slice()])
+            .unwrap()
+            .first_index
+            .get();
+    }
+    cluster.wait_for_commit("default", last, LEADER_WITHIN);
+    let leader = cluster.wait_for_leader("default", LEADER_WITHIN);
+    let victim = (leader + 1) % 3;
+    assert!(cluster.terminate(victim).success());
+
+    // Flip a byte in the middle of the victim's last record.
+    let dir = cluster.data_dir(victim).join(format!(
+        "{:016x}",
+        rast::types::LogId::from_name("default").get()
+    ));
+    let mut segments: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+        .collect();
+    segments.sort();
+    let segment = segments.last().unwrap();
+    let mut bytes = std::fs::read(segment).unwrap();
+    let mut records = Vec::new();
+    let first = segment
+        .file_stem()
+        .and_then(|stem| stem.to_str())
+        .and_then(|stem| stem.parse::<u64>().ok())
+        .unwrap();
+    rast::storage::record::scan(&bytes, LogIndex(first), rast::types::Term::ZERO, |meta| {
+        records.push(meta);
+    })
+    .unwrap();
+    let damaged = records.last().unwrap();
+    assert_eq!(
+        damaged.last.get(),
+        last,
+        "the last record holds the last entry"
+    );
+    bytes[(damaged.offset + u64::from(damaged.bytes) / 2) as usize] ^= 0x5a;
+    std::fs::write(segment, &bytes).unwrap();
+
+    cluster.restart(victim);
+    for n in 0..5u32 {
+        last = client
+            .append("default", &[format!("after {n}").as_bytes()])
+            .unwrap()
+            .first_index
+            .get();
+    }
+    cluster.wait_for_commit("default", last, LEADER_WITHIN);
+    let entries = cluster.read_all(victim, "default", last);
+    let first_ours = last - 5 + 1 - payloads.len() as u64;
+    for (n, payload) in payloads.iter().enumerate() {
+        assert_eq!(&entries[&(first_ours + n as u64)], payload, "entry {n}");
+    }
+    let started = Instant::now();
+    while cluster.metric(victim, "rast_damaged{log=\"default\"}") != Some(0.0) {
+        assert!(
+            started.elapsed() < LEADER_WITHIN,
+            "the victim stays damaged"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A log created at run time by a request (not among the nodes' `--logs`)
 /// is opened again when its nodes restart, before they serve anything:
 /// with every node restarted and no request or peer message for it, its

@@ -829,6 +829,7 @@ impl Group {
                 .map(|peer| (peer.id, status.last_index.saturating_sub(peer.match_index)))
                 .collect(),
             failed: !status.failed.is_empty(),
+            damaged: !self.core.trusted(),
         }
     }
 

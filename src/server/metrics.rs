@@ -255,6 +255,9 @@ pub struct LogGauges {
     pub lag: Vec<(u64, u64)>,
     /// The log or its state machine stopped (see `rast status`).
     pub failed: bool,
+    /// Recovery cut entries this node may have acknowledged; it does not
+    /// vote until a leader has repaired its log.
+    pub damaged: bool,
 }
 
 /// Everything the metrics thread exports.
@@ -534,6 +537,11 @@ fn log_families(slots: &[Mutex<Vec<LogGauges>>]) -> Vec<MetricFamily> {
             "rast_failed",
             "1 when the log or its state machine stopped on this node (see rast status).",
             |log| u64::from(log.failed),
+        ),
+        (
+            "rast_damaged",
+            "1 while this node's copy of the log is damaged (recovery cut entries it may have acknowledged): it neither votes nor campaigns until a leader has repaired it.",
+            |log| u64::from(log.damaged),
         ),
     ] {
         let samples = logs
@@ -861,6 +869,7 @@ mod tests {
                 Vec::new()
             },
             failed,
+            damaged: failed,
         }
     }
 
@@ -925,6 +934,8 @@ mod tests {
         assert!(text.contains("rast_is_leader{log=\"default\"} 1"));
         assert!(text.contains("rast_has_leader{log=\"orders\"} 0"));
         assert!(text.contains("rast_failed{log=\"orders\"} 1"));
+        assert!(text.contains("rast_damaged{log=\"orders\"} 1"));
+        assert!(text.contains("rast_damaged{log=\"kv\"} 0"));
         assert!(text.contains("\nprocess_resident_memory_bytes "));
         assert!(text.contains("\nprocess_open_fds "));
         assert!(text.contains("rast_log_bytes{log=\"kv\"} 4096"));

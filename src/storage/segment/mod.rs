@@ -195,6 +195,8 @@ pub struct SegmentLog {
     /// Bytes read through segment maps since their pages were last
     /// released (see [`MAPPED_READ_BYTES_RELEASE`]).
     mapped_reads: Cell<u64>,
+    /// Recovery cut a damaged final record (see `mark_damaged`).
+    damaged: bool,
 }
 
 impl SegmentLog {
@@ -254,9 +256,37 @@ impl SegmentLog {
             failed: None,
             reserved: None,
             mapped_reads: Cell::new(0),
+            damaged: false,
         };
         log.recover()?;
+        if log.damaged {
+            log.mark_damaged()?;
+        }
         Ok(log)
+    }
+
+    /// After recovery cut a damaged final record: the hard state takes
+    /// the damage mark (`raft::HardState::after_damage`), written and
+    /// synced before the node starts.
+    fn mark_damaged(&mut self) -> Result<(), StorageError> {
+        let stored = self.hard_state;
+        let damaged = crate::raft::HardState {
+            term: stored.term,
+            vote: stored.vote,
+            commit: stored.commit,
+            damaged_in: stored.damaged_in,
+        }
+        .after_damage();
+        let damaged = HardState {
+            term: damaged.term,
+            vote: damaged.vote,
+            commit: damaged.commit,
+            damaged_in: damaged.damaged_in,
+        };
+        hard_state::store(&self.dir, damaged)?;
+        self.hard_state = damaged;
+        self.durability.hard_state = damaged;
+        Ok(())
     }
 
     /// The directory of this log.
@@ -367,15 +397,30 @@ impl SegmentLog {
         let mut batches = Vec::new();
         let mut last = first.prev();
         let mut terms = Vec::new();
-        let scanned = record::scan(map.bytes(), first, floor, |meta: RecordMeta| {
+        let scanned = match record::scan(map.bytes(), first, floor, |meta: RecordMeta| {
             batches.push(BatchEntry {
                 offset: meta.offset as u32,
                 delta: (meta.first.get() - first.get()) as u32,
             });
             last = meta.last;
             terms.push((meta.first, meta.term));
-        })
-        .map_err(|error| corrupt(error.offset, error.reason))?;
+        }) {
+            Ok(scanned) => scanned,
+            // A damaged final record of the log: cut it like a torn one,
+            // but this node may have acknowledged it, so it restarts
+            // damaged (see `open`).
+            Err(error) if error.final_record && is_last => {
+                tracing::error!(path = %path.display(), offset = error.offset,
+                    reason = %error.reason,
+                    "damaged final record: cut; this node votes again once a leader has repaired its log");
+                self.damaged = true;
+                record::ScanEnd {
+                    end: error.offset,
+                    torn: Some(error.reason),
+                }
+            }
+            Err(error) => return Err(corrupt(error.offset, error.reason)),
+        };
         drop(map);
         if let Some(reason) = &scanned.torn
             && !is_last

@@ -244,6 +244,8 @@ fn regions(frame_len: u64) -> Vec<(&'static str, u64)> {
 /// A flipped bit anywhere in any record but the last makes open fail with
 /// an error naming that segment and a byte offset at that record (or, for
 /// a term, at the record whose term order it breaks); nothing is dropped.
+/// In the last record it is cut and the node restarts damaged (checked by
+/// `a_damaged_final_record_restarts_the_node_damaged`).
 #[test]
 fn flipped_bits_in_any_record_fail_open() {
     let dir = TempDir::new("flip");
@@ -255,13 +257,10 @@ fn flipped_bits_in_any_record_fail_open() {
     for (record, (path, offset)) in places.iter().enumerate() {
         let frame_len = frames[record].len() as u64;
         let is_last = record + 1 == places.len();
+        if is_last {
+            continue;
+        }
         for (region, within) in regions(frame_len) {
-            // Known limit for the very last record (see `record` docs): a
-            // longer length reads as a torn write. (Its term is covered by
-            // the stamp check.)
-            if is_last && region == "segment size" {
-                continue;
-            }
             for bit in [0u8, 5] {
                 flip_bit(path, offset + within, bit);
                 let result = SegmentLog::open_standalone(&dir.0, SMALL);
@@ -292,6 +291,60 @@ fn flipped_bits_in_any_record_fail_open() {
     // Undamaged, it opens whole.
     let log = SegmentLog::open_standalone(&dir.0, SMALL).unwrap();
     assert_eq!(read_all(&log, 1 << 20), frames);
+}
+
+/// A flipped bit in the final record (but for its length, which reads as
+/// a torn write: see `record`) is cut at open, and the node restarts
+/// damaged: the next term, no vote, the damage mark of its old term,
+/// durable in the hard-state file. Every record before it stays.
+#[test]
+fn a_damaged_final_record_restarts_the_node_damaged() {
+    let dir = TempDir::new("flip-last");
+    let (frames, places) = build_log(&dir.0, 20, 1000);
+    {
+        let mut log = SegmentLog::open_standalone(&dir.0, SMALL).unwrap();
+        log.store_hard_state(HardState {
+            term: Term(4),
+            vote: crate::types::NodeId(2),
+            commit: LogIndex(30),
+            damaged_in: Term::ZERO,
+        })
+        .unwrap();
+        assert_eq!(log.sync_all().unwrap().hard_state.term, Term(4));
+    }
+    let (path, offset) = places.last().unwrap().clone();
+    let frame_len = frames.last().unwrap().len() as u64;
+    let intact = std::fs::read(&path).unwrap();
+    let hard_state_file = std::fs::read(dir.0.join(hard_state::FILE_NAME)).unwrap();
+    for (region, within) in regions(frame_len) {
+        if region == "segment size" {
+            continue;
+        }
+        flip_bit(&path, offset + within, 5);
+        let log = SegmentLog::open_standalone(&dir.0, SMALL)
+            .unwrap_or_else(|error| panic!("{region}: {error}"));
+        assert_eq!(
+            read_all(&log, 1 << 20),
+            frames[..frames.len() - 1],
+            "{region}: every record before the damaged one stays"
+        );
+        let expected = HardState {
+            term: Term(5),
+            vote: crate::types::NodeId::ZERO,
+            commit: LogIndex(30),
+            damaged_in: Term(4),
+        };
+        assert_eq!(log.hard_state(), expected, "{region}");
+        drop(log);
+        let stored = std::fs::read(dir.0.join(hard_state::FILE_NAME)).unwrap();
+        assert_eq!(
+            hard_state::decode(&stored).unwrap(),
+            expected,
+            "{region}: durable"
+        );
+        std::fs::write(&path, &intact).unwrap();
+        std::fs::write(dir.0.join(hard_state::FILE_NAME), &hard_state_file).unwrap();
+    }
 }
 
 /// A missing middle segment, or a copy of a segment where the next one
