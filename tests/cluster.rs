@@ -140,7 +140,23 @@ fn restarted_node_catches_up() {
 /// ones included, and reports itself repaired (`rast_damaged` 0).
 #[test]
 fn a_follower_with_a_damaged_last_record_is_repaired_by_the_leader() {
-    let mut cluster = Cluster::start("damaged-last", 3, 1);
+    damaged_follower_is_repaired("damaged-last", |records| records.len() - 1);
+}
+
+/// The same with a record in the middle of the log damaged: the log is cut
+/// there, and everything from it on comes back from the leader.
+#[test]
+fn a_follower_with_a_damaged_record_mid_log_is_repaired_by_the_leader() {
+    damaged_follower_is_repaired("damaged-mid", |records| records.len() / 2);
+}
+
+/// Flips a byte in the record `pick` chooses of a stopped follower's last
+/// segment, restarts it, and checks it is repaired (see above).
+fn damaged_follower_is_repaired(
+    name: &str,
+    pick: fn(&[rast::storage::record::RecordMeta]) -> usize,
+) {
+    let mut cluster = Cluster::start(name, 3, 1);
     let mut client = cluster.client();
     let payloads: Vec<Vec<u8>> = (0..20u32)
         .map(|n| format!("entry {n} {}", "x".repeat(200)).into_bytes())
@@ -181,12 +197,12 @@ fn a_follower_with_a_damaged_last_record_is_repaired_by_the_leader() {
         records.push(meta);
     })
     .unwrap();
-    let damaged = records.last().unwrap();
     assert_eq!(
-        damaged.last.get(),
+        records.last().unwrap().last.get(),
         last,
-        "the last record holds the last entry"
+        "all entries on disk"
     );
+    let damaged = &records[pick(&records)];
     bytes[(damaged.offset + u64::from(damaged.bytes) / 2) as usize] ^= 0x5a;
     std::fs::write(segment, &bytes).unwrap();
 

@@ -40,10 +40,10 @@
 //! * Anything else — a valid record further on after non-zero damage, stray
 //!   non-zero bytes, a complete record with a bad checksum — is corruption,
 //!   and the scan fails with the byte offset, because entries there may be
-//!   committed. When nothing valid follows (`ScanError::final_record`), the
-//!   segment store cuts the damaged final record and restarts the node as
-//!   a damaged one (it may have acknowledged the record): no vote until a
-//!   leader has repaired its log (`raft::Core`, "damaged nodes").
+//!   committed. The segment store then cuts the log at the damaged record
+//!   and restarts the node as a damaged one (it may have acknowledged what
+//!   it cut): no vote until a leader has repaired its log (`raft::Core`,
+//!   "damaged nodes").
 //!
 //! The checksum reads the stamped term and first index as zero; their own
 //! CRC (`stampCheck`, written with the stamp) catches a flip there, and the
@@ -158,10 +158,6 @@ pub struct ScanError {
     pub offset: u64,
     /// What is wrong.
     pub reason: String,
-    /// No valid record follows the bad one: the damage is in the final
-    /// record (which may have been acknowledged: a node may cut it only
-    /// as a damaged node, see `raft::Core`, "damaged nodes").
-    pub final_record: bool,
 }
 
 /// Scans `bytes` (a whole file) from offset 0, expecting the first record at
@@ -220,7 +216,6 @@ fn classify_failure(bytes: &[u8], offset: usize, fault: &Fault) -> Result<ScanEn
         return Err(ScanError {
             offset: offset as u64,
             reason: format!("{reason}; a valid record follows at byte offset {later}"),
-            final_record: false,
         });
     }
     let torn = match (fault, claimed) {
@@ -235,12 +230,9 @@ fn classify_failure(bytes: &[u8], offset: usize, fault: &Fault) -> Result<ScanEn
             torn: Some(reason),
         })
     } else {
-        // Final only if nothing valid starts anywhere after its first
-        // word: a damaged length may claim to cover the records after it.
         Err(ScanError {
             offset: offset as u64,
             reason,
-            final_record: find_valid_record(bytes, offset + WORD_BYTES).is_none(),
         })
     }
 }

@@ -195,8 +195,6 @@ pub struct SegmentLog {
     /// Bytes read through segment maps since their pages were last
     /// released (see [`MAPPED_READ_BYTES_RELEASE`]).
     mapped_reads: Cell<u64>,
-    /// Recovery cut a damaged final record (see `mark_damaged`).
-    damaged: bool,
 }
 
 impl SegmentLog {
@@ -256,17 +254,12 @@ impl SegmentLog {
             failed: None,
             reserved: None,
             mapped_reads: Cell::new(0),
-            damaged: false,
         };
         log.recover()?;
-        if log.damaged {
-            log.mark_damaged()?;
-        }
         Ok(log)
     }
 
-    /// After recovery cut a damaged final record: the hard state takes
-    /// the damage mark (`raft::HardState::after_damage`), written and
+    /// Recovery found damage: the hard state takes the damage mark (`raft::HardState::after_damage`), written and
     /// synced before the node starts.
     fn mark_damaged(&mut self) -> Result<(), StorageError> {
         let stored = self.hard_state;
@@ -315,9 +308,19 @@ impl SegmentLog {
             self.segments.push_back(segment);
         }
         let count = names.len();
-        for (position, (first, path)) in names.into_iter().enumerate() {
-            let segment = self.recover_segment(first, path, position + 1 == count)?;
+        let mut names = names.into_iter().enumerate();
+        for (position, (first, path)) in names.by_ref() {
+            let (segment, cut) = self.recover_segment(first, path, position + 1 == count)?;
             self.segments.push_back(segment);
+            if cut {
+                break;
+            }
+        }
+        // After a cut (the node is marked damaged already), the later
+        // segments go: the leader sends their entries again.
+        for (_, (_, path)) in names {
+            tracing::warn!(path = %path.display(), "removing a segment after a damaged record");
+            fs::remove_file(&path).map_err(|error| StorageError::io("remove", &path, error))?;
         }
         let active = self.segments.back().expect("at least one segment");
         // What survived the last run may not be on stable storage yet.
@@ -355,12 +358,15 @@ impl SegmentLog {
         Ok(names)
     }
 
+    /// Recovers one segment file; also returns whether it was cut at a
+    /// damaged record (the node then restarts damaged, and the segment is
+    /// the log's last: the caller removes any after it).
     fn recover_segment(
         &mut self,
         first: LogIndex,
         path: PathBuf,
         is_last: bool,
-    ) -> Result<Segment, StorageError> {
+    ) -> Result<(Segment, bool), StorageError> {
         let corrupt = |offset: u64, reason: String| StorageError::Corrupt {
             path: path.clone(),
             offset,
@@ -397,39 +403,35 @@ impl SegmentLog {
         let mut batches = Vec::new();
         let mut last = first.prev();
         let mut terms = Vec::new();
-        let scanned = match record::scan(map.bytes(), first, floor, |meta: RecordMeta| {
+        let result = record::scan(map.bytes(), first, floor, |meta: RecordMeta| {
             batches.push(BatchEntry {
                 offset: meta.offset as u32,
                 delta: (meta.first.get() - first.get()) as u32,
             });
             last = meta.last;
             terms.push((meta.first, meta.term));
-        }) {
-            Ok(scanned) => scanned,
-            // A damaged final record of the log: cut it like a torn one,
-            // but this node may have acknowledged it, so it restarts
-            // damaged (see `open`).
-            Err(error) if error.final_record && is_last => {
-                tracing::error!(path = %path.display(), offset = error.offset,
-                    reason = %error.reason,
-                    "damaged final record: cut; this node votes again once a leader has repaired its log");
-                self.damaged = true;
-                record::ScanEnd {
-                    end: error.offset,
-                    torn: Some(error.reason),
-                }
-            }
-            Err(error) => return Err(corrupt(error.offset, error.reason)),
-        };
+        });
+        let (scanned, damaged) = classify_scan(result, map.bytes(), is_last).map_err(|error| {
+            corrupt(
+                error.offset,
+                format!(
+                    "a sound record that does not continue the log: {}",
+                    error.reason
+                ),
+            )
+        })?;
         drop(map);
-        if let Some(reason) = &scanned.torn
-            && !is_last
-        {
-            return Err(corrupt(
-                scanned.end,
-                format!("damaged record in a sealed segment: {reason}"),
-            ));
+        // Damage (anything but a torn tail of the last segment) may be in
+        // entries this node acknowledged: mark the node damaged, durably,
+        // *before* cutting (a crash in between finds the damage again),
+        // then cut the log at the damaged record.
+        if damaged {
+            tracing::error!(path = %path.display(), offset = scanned.end,
+                reason = %scanned.torn.as_deref().unwrap_or_default(),
+                "damaged record: the log is cut here and this node votes again once a leader has repaired it");
+            self.mark_damaged()?;
         }
+        let is_last = is_last || damaged;
         let mut segment = Segment {
             id: self.take_segment_id(),
             first,
@@ -460,7 +462,7 @@ impl SegmentLog {
         for (index, term) in terms {
             self.note_term(index, term);
         }
-        Ok(segment)
+        Ok((segment, damaged))
     }
 
     fn take_segment_id(&mut self) -> u64 {
@@ -891,6 +893,48 @@ fn preallocate(file: &File, path: &Path, bytes: u64) -> Result<(), StorageError>
 
 /// Zeroes `segment` from `offset` to its end (punching the blocks out and
 /// reserving them again, keeping the size, so maps stay valid) and syncs it.
+/// What recovery makes of a segment's scan: the end to keep, and whether
+/// what is cut is damage (anything but a torn tail of the last segment).
+/// A record sound in itself that does not continue the log is a file in
+/// the wrong place (a copy, a stray segment), not damage: that error is
+/// returned, to refuse the log naming the file, as for a missing segment.
+fn classify_scan(
+    result: Result<record::ScanEnd, record::ScanError>,
+    bytes: &[u8],
+    is_last: bool,
+) -> Result<(record::ScanEnd, bool), record::ScanError> {
+    match result {
+        Ok(scanned) if scanned.torn.is_none() || is_last => Ok((scanned, false)),
+        // A torn record can only be in the last segment (an older one was
+        // synced whole before the next was written): here it is damage.
+        Ok(scanned) => {
+            let torn = scanned
+                .torn
+                .map(|reason| format!("a torn record in a sealed segment: {reason}"));
+            Ok((
+                record::ScanEnd {
+                    end: scanned.end,
+                    torn,
+                },
+                true,
+            ))
+        }
+        Err(error)
+            if record::find_valid_record(bytes, error.offset as usize)
+                == Some(error.offset as usize) =>
+        {
+            Err(error)
+        }
+        Err(error) => Ok((
+            record::ScanEnd {
+                end: error.offset,
+                torn: Some(error.reason),
+            },
+            true,
+        )),
+    }
+}
+
 fn clear_tail(segment: &Segment, offset: u64) -> Result<(), StorageError> {
     let len = segment.file_bytes.saturating_sub(offset);
     if len > 0 {
