@@ -557,7 +557,7 @@ fn status(args: &ClientArgs) -> anyhow::Result<()> {
         match status {
             Ok(status) => {
                 println!(
-                    "node {} at {address}: {} term {} leader {} first {} snapshot {} last {} commit {} applied {}{}{}",
+                    "node {} at {address}: {} term {} leader {} first {} snapshot {} last {} commit {} applied {}{}{}{}",
                     status.node_id,
                     status.role,
                     status.term,
@@ -571,6 +571,11 @@ fn status(args: &ClientArgs) -> anyhow::Result<()> {
                         String::new()
                     } else {
                         format!(" tls {}", status.tls)
+                    },
+                    if status.damaged_in == 0 {
+                        String::new()
+                    } else {
+                        " DAMAGED: not voting until the leader has repaired this copy".to_owned()
                     },
                     if status.failed.is_empty() {
                         String::new()
@@ -627,6 +632,7 @@ fn status_json<E: std::fmt::Display>(
                 "applied_index": status.applied_index,
                 "failed": status.failed,
                 "tls": status.tls,
+                "damaged_in": status.damaged_in,
                 "peers": peers,
             })
         }

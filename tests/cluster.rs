@@ -151,7 +151,9 @@ fn a_follower_with_a_damaged_record_mid_log_is_repaired_by_the_leader() {
 }
 
 /// Flips a byte in the record `pick` chooses of a stopped follower's last
-/// segment, restarts it, and checks it is repaired (see above).
+/// segment, restarts it (`rast status` says damaged; with the third node
+/// down no leader can repair it), restarts the third, and checks it is
+/// repaired (see above).
 fn damaged_follower_is_repaired(
     name: &str,
     pick: fn(&[rast::storage::record::RecordMeta]) -> usize,
@@ -161,14 +163,17 @@ fn damaged_follower_is_repaired(
     let payloads: Vec<Vec<u8>> = (0..20u32)
         .map(|n| format!("entry {n} {}", "x".repeat(200)).into_bytes())
         .collect();
-    let mut last = 0;
-    for payload in &payloads {
-        last = client
-            .append("default", &[payload.as_slice()])
-            .unwrap()
-            .first_index
-            .get();
-    }
+    let indexes: Vec<u64> = payloads
+        .iter()
+        .map(|payload| {
+            client
+                .append("default", &[payload.as_slice()])
+                .unwrap()
+                .first_index
+                .get()
+        })
+        .collect();
+    let mut last = *indexes.last().unwrap();
     cluster.wait_for_commit("default", last, LEADER_WITHIN);
     let leader = cluster.wait_for_leader("default", LEADER_WITHIN);
     let victim = (leader + 1) % 3;
@@ -206,7 +211,25 @@ fn damaged_follower_is_repaired(
     bytes[(damaged.offset + u64::from(damaged.bytes) / 2) as usize] ^= 0x5a;
     std::fs::write(segment, &bytes).unwrap();
 
+    // With the other follower down too, the damaged node is the leader's
+    // only possible voter, and it does not vote: no leader can be elected
+    // to repair it, and it says it is damaged.
+    let other = 3 - leader - victim;
+    cluster.kill(other);
     cluster.restart(victim);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = cluster.status(victim, "default") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < LEADER_WITHIN,
+            "the victim does not answer"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_ne!(status.damaged_in, 0, "the victim restarted damaged");
+    cluster.restart(other);
     for n in 0..5u32 {
         last = client
             .append("default", &[format!("after {n}").as_bytes()])
@@ -216,9 +239,8 @@ fn damaged_follower_is_repaired(
     }
     cluster.wait_for_commit("default", last, LEADER_WITHIN);
     let entries = cluster.read_all(victim, "default", last);
-    let first_ours = last - 5 + 1 - payloads.len() as u64;
-    for (n, payload) in payloads.iter().enumerate() {
-        assert_eq!(&entries[&(first_ours + n as u64)], payload, "entry {n}");
+    for (n, (index, payload)) in indexes.iter().zip(&payloads).enumerate() {
+        assert_eq!(&entries[index], payload, "entry {n}");
     }
     let started = Instant::now();
     while cluster.metric(victim, "rast_damaged{log=\"default\"}") != Some(0.0) {
@@ -228,6 +250,7 @@ fn damaged_follower_is_repaired(
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert_eq!(cluster.status(victim, "default").unwrap().damaged_in, 0);
 }
 
 /// A log created at run time by a request (not among the nodes' `--logs`)

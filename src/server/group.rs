@@ -884,6 +884,7 @@ impl Group {
                 })
                 .unwrap_or_default(),
             tls: self.tls_mode.to_owned(),
+            damaged_in: self.core.hard_state().damaged_in.get(),
         }
     }
 }

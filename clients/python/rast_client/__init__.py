@@ -260,6 +260,7 @@ def _status_dict(status):
         "applied_index": status.appliedIndex,
         "failed": status.failed,
         "tls": status.tls,
+        "damaged_in": status.damagedIn,
         "peers": [
             {"id": p.id, "match_index": p.matchIndex, "next_index": p.nextIndex, "state": p.state}
             for p in status.peers

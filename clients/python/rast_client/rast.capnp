@@ -333,6 +333,9 @@ struct Status {
   failed @9 :Text;          # non-empty when the group stopped applying
   snapshotIndex @10 :UInt64;  # last index covered by the latest snapshot
   tls @11 :Text;            # "off", "user-space" or "kernel": how the node encrypts
+  damagedIn @12 :UInt64;    # nonzero: this node's copy is damaged (recovery cut
+                            # entries it may have acknowledged in terms up to
+                            # this); it does not vote until a leader repairs it
 }
 
 struct PeerStatus {

@@ -209,6 +209,10 @@ pub struct Status {
     /// records made by the node's threads) or "kernel" (kernel TLS); empty
     /// from a node that does not say.
     pub tls: String,
+    /// Nonzero while this node's copy of the log is damaged: recovery cut
+    /// entries it may have acknowledged in terms up to this one, and it
+    /// takes no part in elections until a leader has repaired it.
+    pub damaged_in: u64,
 }
 
 /// A configuration as reported by `admin members`.
@@ -615,6 +619,7 @@ fn build_status(mut builder: crate::rast_capnp::status::Builder<'_>, status: &St
     builder.set_applied_index(status.applied_index);
     builder.set_failed(status.failed.as_str());
     builder.set_tls(status.tls.as_str());
+    builder.set_damaged_in(status.damaged_in);
     let mut peers = builder.init_peers(status.peers.len() as u32);
     for (position, peer) in status.peers.iter().enumerate() {
         let mut entry = peers.reborrow().get(position as u32);
@@ -650,6 +655,7 @@ fn read_status(reader: crate::rast_capnp::status::Reader<'_>) -> Result<Status, 
         peers,
         failed: text(reader.get_failed())?,
         tls: text(reader.get_tls())?,
+        damaged_in: reader.get_damaged_in(),
     })
 }
 
