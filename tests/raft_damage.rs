@@ -107,13 +107,7 @@ fn a_damaged_node_neither_votes_nor_campaigns_until_repaired() {
     // The leader of the damaged term hears the bumped term at its next
     // AppendEntries and steps down: nobody counts the lost entries as
     // held by node 3 any more.
-    cluster.cores[0]
-        .propose(BatchKind::Data, 1, 64, &mut cluster.actions)
-        .expect("node 1 still leads");
-    cluster.route(0);
-    cluster.cores[0].replicate(&mut cluster.actions);
-    cluster.route(0);
-    cluster.drain();
+    commit_batches(&mut cluster, 1);
     assert_ne!(cluster.cores[0].role(), Role::Leader);
     assert!(!cluster.cores[2].trusted());
 

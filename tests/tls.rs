@@ -82,6 +82,18 @@ type Session = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 /// Opens a TLS connection to `address` presenting `identity`, sends a
 /// peer Hello claiming `node_id`, and returns the node's answer.
+/// A TLS connection to `address` (the node's certificate checked against
+/// `tls`'s CA, for the name 127.0.0.1), reads bounded by 10 s.
+fn tls_stream(address: &str, tls: &TlsOptions) -> Session {
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let session = rustls::ClientConnection::new(Arc::clone(&tls.config), name).unwrap();
+    let socket = TcpStream::connect(address).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    rustls::StreamOwned::new(session, socket)
+}
+
 fn hello_as(address: &str, certs: &Path, identity: &str, node_id: u64) -> HelloResponse {
     session_as(address, certs, identity, node_id).0
 }
@@ -101,13 +113,7 @@ fn session_as(
         )),
     )
     .unwrap();
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let session = rustls::ClientConnection::new(Arc::clone(&tls.config), name).unwrap();
-    let socket = TcpStream::connect(address).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut stream = rustls::StreamOwned::new(session, socket);
+    let mut stream = tls_stream(address, &tls);
     let hello = rast::wire::client::encode_hello(&Hello {
         protocol_version: PROTOCOL_VERSION,
         cluster_id: "rast".to_owned(),
@@ -243,13 +249,7 @@ fn metrics_tls_serves_https_only() {
     let request = b"GET /metrics HTTP/1.0\r\n\r\n";
 
     let tls = TlsOptions::from_files(&certs.join("ca.pem"), None).unwrap();
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let session = rustls::ClientConnection::new(Arc::clone(&tls.config), name).unwrap();
-    let socket = TcpStream::connect(address).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut stream = rustls::StreamOwned::new(session, socket);
+    let mut stream = tls_stream(address, &tls);
     stream.write_all(request).unwrap();
     stream.flush().unwrap();
     let mut text = String::new();

@@ -184,6 +184,24 @@ struct TlsLayer {
     sending: Bytes,
 }
 
+impl TlsLayer {
+    /// Moves what the session has to send (records, handshake, alerts)
+    /// into `out`; returns how many bytes it added.
+    fn take_ciphertext(&mut self) -> usize {
+        let before = self.out.len();
+        while self.session.wants_write() {
+            if self
+                .session
+                .write_tls(&mut (&mut self.out).writer())
+                .is_err()
+            {
+                break;
+            }
+        }
+        self.out.len() - before
+    }
+}
+
 impl Connection {
     /// A connection over `socket`, with `buffered` bytes already read (a
     /// handed-off connection's; copied into its first block and counted).
@@ -444,17 +462,7 @@ impl Connection {
         }
         // Whatever the session must send (handshake, alert), even when
         // closing.
-        while layer.session.wants_write() {
-            let before = layer.out.len();
-            if layer
-                .session
-                .write_tls(&mut (&mut layer.out).writer())
-                .is_err()
-            {
-                break;
-            }
-            self.queued += layer.out.len() - before;
-        }
+        self.queued += layer.take_ciphertext();
         layer.block = Some(block);
         if !ok {
             self.close_after_flush = true;
@@ -481,17 +489,7 @@ impl Connection {
             } else {
                 self.queue.pop_front();
             }
-            while layer.session.wants_write() {
-                let before = layer.out.len();
-                if layer
-                    .session
-                    .write_tls(&mut (&mut layer.out).writer())
-                    .is_err()
-                {
-                    break;
-                }
-                self.queued += layer.out.len() - before;
-            }
+            self.queued += layer.take_ciphertext();
         }
     }
 
