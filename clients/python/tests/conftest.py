@@ -2,6 +2,7 @@
 RAST_BIN, default target/debug/rast of the repository) on free loopback
 ports with its data in a temporary directory, stopped after the session."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -41,32 +42,38 @@ def free_base_port(count):
     raise RuntimeError("no run of free ports")
 
 
-@pytest.fixture(scope="session")
-def cluster():
+@contextlib.contextmanager
+def running_cluster(prefix, tls):
+    """Runs `rast cluster` (with `--tls` when asked) until the block ends;
+    yields its addresses and data directory once a node answers."""
     binary = os.environ.get("RAST_BIN", os.path.join(REPOSITORY, "target", "debug", "rast"))
-    data = tempfile.mkdtemp(prefix="rast-pytest-")
+    data = tempfile.mkdtemp(prefix=prefix)
     port = free_base_port(3)
+    command = [binary, "cluster", "--nodes", "3", "--port", str(port), "--data", data]
+    if tls:
+        command.insert(2, "--tls")
     process = subprocess.Popen(
-        [binary, "cluster", "--nodes", "3", "--port", str(port), "--data", data],
+        command,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=dict(os.environ, RAST_LOG="warn"),
         start_new_session=True,
     )
     addresses = ["127.0.0.1:%d" % (port + node) for node in range(3)]
+    options = {"tls_ca": os.path.join(data, "certs", "ca.pem")} if tls else {}
     deadline = time.monotonic() + 60
     try:
         while True:
             if process.poll() is not None:
-                raise RuntimeError("rast cluster exited with %s" % process.returncode)
+                raise RuntimeError("%s exited with %s" % (" ".join(command[1:3]), process.returncode))
             try:
-                Client(addresses, timeout=2).status()
+                Client(addresses, timeout=2, **options).status()
                 break
             except (RastError, OSError):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        yield addresses
+        yield addresses, data
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -75,42 +82,18 @@ def cluster():
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """A 3-node cluster (`rast cluster`): its addresses."""
+    with running_cluster("rast-pytest-", tls=False) as (addresses, _):
+        yield addresses
 
 
 @pytest.fixture(scope="session")
 def tls_cluster():
     """A 3-node cluster serving TLS (`rast cluster --tls`): its addresses
     and the directory of its CA and client certificates."""
-    binary = os.environ.get("RAST_BIN", os.path.join(REPOSITORY, "target", "debug", "rast"))
-    data = tempfile.mkdtemp(prefix="rast-pytest-tls-")
-    port = free_base_port(3)
-    process = subprocess.Popen(
-        [binary, "cluster", "--tls", "--nodes", "3", "--port", str(port), "--data", data],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=dict(os.environ, RAST_LOG="warn"),
-        start_new_session=True,
-    )
-    addresses = ["127.0.0.1:%d" % (port + node) for node in range(3)]
-    certs = os.path.join(data, "certs")
-    deadline = time.monotonic() + 60
-    try:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError("rast cluster --tls exited with %s" % process.returncode)
-            try:
-                Client(addresses, timeout=2, tls_ca=os.path.join(certs, "ca.pem")).status()
-                break
-            except (RastError, OSError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        yield addresses, certs
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        shutil.rmtree(data, ignore_errors=True)
+    with running_cluster("rast-pytest-tls-", tls=True) as (addresses, data):
+        yield addresses, os.path.join(data, "certs")
