@@ -353,3 +353,79 @@ fn retention_drops_old_segments_and_reads_below_say_compacted() {
         .unwrap();
     assert_eq!(entries.first().map(|(index, _)| index.get()), Some(first));
 }
+
+/// A follower whose snapshots are all damaged on disk, its log compacted
+/// below them, cannot rebuild its copy: it restarts damaged instead of
+/// refusing to start (`rast status` says so; with the third node down no
+/// leader can repair it), and once a leader exists it is repaired from the
+/// leader's snapshot and log and serves every key again.
+#[test]
+fn a_follower_whose_snapshots_are_damaged_is_repaired_from_the_leader() {
+    let mut cluster = common::Cluster::start_with(
+        "snapdamaged",
+        3,
+        1,
+        &["--snapshot-log-bytes", "0", "--segment-bytes", "65536"],
+    );
+    let mut client = cluster.client();
+    let value = |key: u64| format!("{key}:{}", "v".repeat(2000)).into_bytes();
+    for key in 0..120u64 {
+        client
+            .put(format!("k{key}").as_bytes(), &value(key))
+            .unwrap();
+    }
+    let leader = cluster.wait_for_leader("kv", Duration::from_secs(20));
+    let victim = (leader + 1) % 3;
+    let other = 3 - leader - victim;
+    let status = snapshot_now(&cluster, victim, "kv");
+    assert!(
+        status.first_index > 1,
+        "the snapshot compacted the log: {status:?}"
+    );
+    assert!(cluster.terminate(victim).success());
+
+    let snapshots = cluster
+        .data_dir(victim)
+        .join(format!(
+            "{:016x}",
+            rast::types::LogId::from_name("kv").get()
+        ))
+        .join("snapshots");
+    let mut damaged = 0;
+    for entry in std::fs::read_dir(&snapshots).unwrap() {
+        let path = entry.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x5a;
+        std::fs::write(&path, &bytes).unwrap();
+        damaged += 1;
+    }
+    assert!(damaged > 0, "no snapshot file in {}", snapshots.display());
+
+    cluster.kill(other);
+    cluster.restart(victim);
+    let mut status = None;
+    wait_until(Duration::from_secs(20), "the victim answers", || {
+        status = cluster.status(victim, "kv");
+        status.is_some()
+    });
+    assert_ne!(
+        status.unwrap().damaged_in,
+        0,
+        "the victim restarted damaged"
+    );
+    cluster.restart(other);
+    wait_until(Duration::from_secs(30), "the victim is repaired", || {
+        cluster
+            .status(victim, "kv")
+            .is_some_and(|status| status.damaged_in == 0 && status.applied_index > 120)
+    });
+    let mut pinned = pinned(&cluster, victim);
+    for key in [0u64, 59, 119] {
+        assert_eq!(
+            pinned.get(format!("k{key}").as_bytes(), true).unwrap(),
+            Some(value(key)),
+            "key {key} on the repaired node"
+        );
+    }
+}

@@ -150,16 +150,63 @@ impl Group {
         snapshot_file::remove_partials(&dir);
         let restored = self.restore_snapshot(&dir, now_ms)?;
         if restored.is_none() && self.storage.first_index() > LogIndex(1) {
-            return Err(format!(
-                "the log starts at {} but no snapshot in {} covers the entries before it",
-                self.storage.first_index(),
-                dir.display()
-            ));
+            tracing::error!(log = %self.name, first = %self.storage.first_index(),
+                dir = %dir.display(),
+                "no valid snapshot covers the entries before the log: this copy is discarded, and the node restarts damaged until the leader has sent it a snapshot");
+            self.discard_damaged_copy(now_ms)?;
         }
         self.snapshots.dir = Some(dir);
         self.snapshots.policy = policy;
         self.snapshots.bytes_after_compaction = self.storage.stored_bytes();
         Ok(restored)
+    }
+
+    /// This copy of the log cannot be rebuilt (no valid snapshot covers
+    /// the entries before the log): mark the node damaged (durably, first:
+    /// it may have acknowledged what it drops), then empty the log and the
+    /// state machine. The node takes no part in elections until the
+    /// leader's snapshot and entries have repaired it (`raft::Core`,
+    /// "Damaged nodes").
+    fn discard_damaged_copy(&mut self, now_ms: u64) -> Result<(), String> {
+        let stored = self.storage.hard_state();
+        let damaged = crate::raft::HardState {
+            term: stored.term,
+            vote: stored.vote,
+            commit: stored.commit,
+            damaged_in: stored.damaged_in,
+        }
+        .after_damage();
+        let failed = |what: &str, error: crate::storage::StorageError| format!("{what}: {error}");
+        self.storage
+            .store_hard_state(crate::storage::HardState {
+                term: damaged.term,
+                vote: damaged.vote,
+                commit: damaged.commit,
+                damaged_in: damaged.damaged_in,
+            })
+            .map_err(|error| failed("marking the copy damaged", error))?;
+        let durability = self
+            .storage
+            .sync_all()
+            .map_err(|error| failed("marking the copy damaged", error))?;
+        self.storage
+            .reset(LogIndex(1))
+            .map_err(|error| failed("discarding the damaged copy", error))?;
+        let restart = crate::raft::Restart {
+            hard_state: damaged,
+            snapshot_index: LogIndex::ZERO,
+            snapshot_term: Term::ZERO,
+            membership: *self.core.membership(),
+            batches: &[],
+            now_ms,
+        };
+        self.core = crate::raft::Core::new(self.core.config().clone(), &restart);
+        if let Some(machine) = self.kv.as_mut() {
+            *machine = StateMachine::new();
+        }
+        self.durable_index = self.storage.last_index();
+        self.durable_hard_state = durability.hard_state;
+        Ok(())
     }
 
     /// The first index of the log after its latest snapshot (status).
@@ -179,6 +226,13 @@ impl Group {
         else {
             return Ok(None);
         };
+        if self.storage.first_index() > meta.index.next() {
+            // An older snapshot, the newer ones damaged: it does not reach
+            // the log (the caller treats the copy as damaged).
+            tracing::error!(path = %path.display(), first = %self.storage.first_index(),
+                "the newest valid snapshot ends before the log starts");
+            return Ok(None);
+        }
         let membership = super::membership_of(&meta.members)
             .map_err(|error| format!("{}: {error}", path.display()))?;
         let limits = self.core.config().run_limits();
