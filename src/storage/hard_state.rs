@@ -1,10 +1,18 @@
-//! The hard state file: one `HardState` frame (schema), checksummed, replaced
-//! atomically.
+//! The hard state file: one `HardState` frame (schema), checksummed, kept
+//! twice in the file, replaced atomically.
 //!
 //! ```text
-//!  <dir>/hard-state        one framed HardState message, nothing else
+//!  <dir>/hard-state        offset 0     the HardState frame
+//!                          offset 4096  the same frame again (zeros between)
 //!  <dir>/hard-state.tmp    the next version while it is being written
 //! ```
+//!
+//! Why twice: the term and the vote cannot be rebuilt from anything else
+//! (a node that forgot a vote could vote twice in a term), so one damaged
+//! copy — a flipped bit, an unreadable sector — must not cost them. The
+//! copies sit in different 4 KiB blocks; the first valid one is read. Only
+//! when both are damaged does the log refuse to open. A file written
+//! before the mirror (one frame alone) still reads.
 //!
 //! Replacing: write `hard-state.tmp`, fsync it, rename it over
 //! `hard-state`, fsync the directory. A crash leaves either the old or the
@@ -43,11 +51,45 @@ pub fn encode(state: HardState) -> Vec<u8> {
     let at = checksum_at(&bytes).expect("our own builder lays out a hard state");
     let checksum = checksum_of(&bytes, at);
     bytes[at..at + 4].copy_from_slice(&checksum.to_le_bytes());
-    bytes
+    let mut file = bytes.clone();
+    file.resize(MIRROR_AT, 0);
+    file.extend_from_slice(&bytes);
+    file
 }
 
-/// Decodes and verifies a hard state frame (exactly one frame).
+/// Where the second copy of the frame starts in the file.
+pub const MIRROR_AT: usize = 4096;
+
+/// Decodes a hard-state file: its first copy, or the mirror when the
+/// first is damaged (a file of one frame, written before the mirror,
+/// reads as that frame). An error names what is wrong with each copy.
 pub fn decode(bytes: &[u8]) -> Result<HardState, String> {
+    let head = &bytes[..bytes.len().min(MIRROR_AT)];
+    let first = decode_frame(&head[..frame_end(head).unwrap_or(head.len()).min(head.len())]);
+    let reason = match first {
+        Ok(state) => return Ok(state),
+        Err(_) if bytes.len() <= MIRROR_AT => return first,
+        Err(reason) => reason,
+    };
+    match decode_frame(&bytes[MIRROR_AT..]) {
+        Ok(state) => {
+            tracing::warn!(%reason, "the hard state's first copy is damaged: read from its mirror");
+            Ok(state)
+        }
+        Err(mirror) => Err(format!("both copies damaged: {reason}; mirror: {mirror}")),
+    }
+}
+
+/// Where the frame at the front of `bytes` claims to end.
+fn frame_end(bytes: &[u8]) -> Option<usize> {
+    match frame::frame_length(bytes) {
+        Ok(frame::FrameLength::Complete { frame_bytes, .. }) => Some(frame_bytes),
+        _ => None,
+    }
+}
+
+/// Decodes and verifies one hard state frame (exactly one frame).
+fn decode_frame(bytes: &[u8]) -> Result<HardState, String> {
     let frame_bytes = match frame::frame_length(bytes).map_err(|error| error.to_string())? {
         frame::FrameLength::Complete { frame_bytes, .. } => frame_bytes,
         frame::FrameLength::NeedHeader(_) => return Err("truncated frame header".into()),
@@ -197,7 +239,7 @@ mod tests {
 
     /// A hard state survives encoding, and any flipped bit is refused.
     #[test]
-    fn round_trip_and_every_bit_flip_refused() {
+    fn round_trip_and_every_bit_flip_survives_or_is_refused() {
         let state = HardState {
             term: Term(7),
             vote: NodeId(3),
@@ -206,11 +248,36 @@ mod tests {
         };
         let bytes = encode(state);
         assert_eq!(decode(&bytes).unwrap(), state);
+        let frame = bytes.len() - MIRROR_AT;
+        // One damaged copy costs nothing: any bit of either copy flipped,
+        // the file still reads as the same state (never as another).
         for bit in 0..bytes.len() * 8 {
             let mut flipped = bytes.clone();
             flipped[bit / 8] ^= 1 << (bit % 8);
-            assert!(decode(&flipped).is_err(), "bit {bit} flip accepted");
+            assert_eq!(decode(&flipped), Ok(state), "bit {bit} flipped");
         }
-        assert!(decode(&bytes[..bytes.len() - 1]).is_err());
+        // Both copies damaged: refused, never read as another state.
+        for bit in 0..frame * 8 {
+            let mut flipped = bytes.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            flipped[MIRROR_AT + bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                decode(&flipped).is_err(),
+                "bit {bit} flipped in both copies"
+            );
+        }
+        assert!(
+            decode(&bytes[..bytes.len() - 1]).is_ok(),
+            "a cut mirror leaves the first copy"
+        );
+        // A file of one frame, as written before the mirror, still reads;
+        // any flipped bit there is refused.
+        let single = &bytes[..frame];
+        assert_eq!(decode(single), Ok(state));
+        for bit in 0..frame * 8 {
+            let mut flipped = single.to_vec();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert!(decode(&flipped).is_err(), "bit {bit} of a single frame");
+        }
     }
 }
