@@ -2,7 +2,7 @@
 //!
 //! Control flow lives in the public entry points (`step`, `tick`, `propose`,
 //! `replicate`, `read_index`, `persisted`, ...); each ends in
-//! [`Core::finish`], which reports commit and role changes and checks the
+//! `Core::finish`, which reports commit and role changes and checks the
 //! output bound. `step` handles terms for every role (Raft §5.1, pre-vote
 //! §9.6, leases §6.2), then dispatches by role to `step_leader`,
 //! `step_candidate`, `step_follower`.

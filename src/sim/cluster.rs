@@ -112,7 +112,7 @@ pub enum Replication {
     #[default]
     EachProposal,
     /// Once per turn: a turn starts with a node's proposal and ends up to
-    /// [`TURN_MS_MAX`] later; the proposals of the turn leave together.
+    /// `TURN_MS_MAX` later; the proposals of the turn leave together.
     Turn,
     /// Never: the leader's next tick sends the proposals.
     TickOnly,

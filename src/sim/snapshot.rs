@@ -31,7 +31,7 @@
 //! ```
 //!
 //! The stream goes in chunks of `chunk_bytes` (drawn per seed, small, so a
-//! transfer takes many chunks), at most [`SNAPSHOT_CHUNKS_INFLIGHT_MAX`]
+//! transfer takes many chunks), at most `SNAPSHOT_CHUNKS_INFLIGHT_MAX`
 //! unacknowledged at once. The receiver keeps the prefix it got in memory
 //! (a crash loses it) and answers each chunk with the offset it needs next,
 //! so lost, duplicated or reordered chunks cost a resend from that offset,
