@@ -270,12 +270,7 @@ impl Group {
             ..Membership::default()
         };
         let restart = Restart {
-            hard_state: raft::HardState {
-                term: hard_state.term,
-                vote: hard_state.vote,
-                commit: hard_state.commit,
-                damaged_in: hard_state.damaged_in,
-            },
+            hard_state,
             snapshot_index: storage.first_index().prev(),
             snapshot_term: storage
                 .term_at(storage.first_index().prev())
@@ -568,13 +563,8 @@ impl Group {
         let mut actions = std::mem::take(&mut self.actions);
         if durability.hard_state != self.durable_hard_state {
             self.durable_hard_state = durability.hard_state;
-            let hard_state = raft::HardState {
-                term: durability.hard_state.term,
-                vote: durability.hard_state.vote,
-                commit: durability.hard_state.commit,
-                damaged_in: durability.hard_state.damaged_in,
-            };
-            self.core.hard_state_persisted(hard_state, &mut actions);
+            self.core
+                .hard_state_persisted(durability.hard_state, &mut actions);
         }
         if durability.index != self.durable_index {
             if durability.index > self.durable_index
@@ -684,12 +674,7 @@ impl Group {
     ) -> Result<(), GroupError> {
         match action {
             Action::PersistHardState(state) => {
-                self.storage.store_hard_state(storage::HardState {
-                    term: state.term,
-                    vote: state.vote,
-                    commit: state.commit,
-                    damaged_in: state.damaged_in,
-                })?;
+                self.storage.store_hard_state(state)?;
             }
             Action::Truncate { from } => {
                 self.storage.truncate_suffix(from)?;

@@ -336,7 +336,7 @@ impl SimDisk {
             DiskOperation::HardState(hard_state) => {
                 self.written.hard_state = hard_state;
                 self.store
-                    .store_hard_state(storage_hard_state(hard_state))
+                    .store_hard_state(hard_state)
                     .expect("store hard state");
             }
             DiskOperation::Truncate(from) => {
@@ -410,7 +410,7 @@ impl SimDisk {
             self.reported_log = (durability.index, term);
         }
         if durability.hard_state != self.reported_hard_state {
-            report.hard_state = Some(raft_hard_state(durability.hard_state));
+            report.hard_state = Some(durability.hard_state);
             self.reported_hard_state = durability.hard_state;
         }
         report
@@ -431,7 +431,7 @@ impl SimDisk {
         let durability = self.store.durability();
         let snapshot = self.written.snapshot.take();
         let mut written = DiskState {
-            hard_state: raft_hard_state(self.store.hard_state()),
+            hard_state: self.store.hard_state(),
             batches: Vec::new(),
             snapshot,
         };
@@ -516,24 +516,6 @@ impl SimDisk {
         self.store.reset(next).expect("reset");
         self.written.batches.clear();
         self.reported_log = (next.prev(), term);
-    }
-}
-
-fn storage_hard_state(hard_state: HardState) -> storage::HardState {
-    storage::HardState {
-        term: hard_state.term,
-        vote: hard_state.vote,
-        commit: hard_state.commit,
-        damaged_in: hard_state.damaged_in,
-    }
-}
-
-fn raft_hard_state(hard_state: storage::HardState) -> HardState {
-    HardState {
-        term: hard_state.term,
-        vote: hard_state.vote,
-        commit: hard_state.commit,
-        damaged_in: hard_state.damaged_in,
     }
 }
 

@@ -68,25 +68,12 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use crate::constants::READ_CHUNK_BYTES;
-use crate::types::{LogIndex, NodeId, Term};
+use crate::types::{LogIndex, Term};
 use crate::wire::{BatchView, WireError, split_frame};
 
-/// The durable part of a Raft node's state (schema `HardState`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct HardState {
-    /// The current term.
-    pub term: Term,
-    /// The node voted for in `term`; [`NodeId::ZERO`] when none.
-    pub vote: NodeId,
-    /// The highest index known committed (may lag: it is an optimisation,
-    /// never needed for safety).
-    pub commit: LogIndex,
-    /// Nonzero: recovery cut bytes this node may have acknowledged while
-    /// its term was at most this; the node neither votes nor campaigns
-    /// until it holds a committed entry of a later term (see
-    /// `raft::Core`, "damaged nodes"). [`Term::ZERO`]: undamaged.
-    pub damaged_in: Term,
-}
+/// The durable part of a Raft node's state (schema `HardState`): the
+/// core's own type, which the stores keep as it is.
+pub use crate::raft::HardState;
 
 /// How far a store is durable: what `poll` reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -168,22 +168,10 @@ impl Group {
     /// leader's snapshot and entries have repaired it (`raft::Core`,
     /// "Damaged nodes").
     fn discard_damaged_copy(&mut self, now_ms: u64) -> Result<(), String> {
-        let stored = self.storage.hard_state();
-        let damaged = crate::raft::HardState {
-            term: stored.term,
-            vote: stored.vote,
-            commit: stored.commit,
-            damaged_in: stored.damaged_in,
-        }
-        .after_damage();
+        let damaged = self.storage.hard_state().after_damage();
         let failed = |what: &str, error: crate::storage::StorageError| format!("{what}: {error}");
         self.storage
-            .store_hard_state(crate::storage::HardState {
-                term: damaged.term,
-                vote: damaged.vote,
-                commit: damaged.commit,
-                damaged_in: damaged.damaged_in,
-            })
+            .store_hard_state(damaged)
             .map_err(|error| failed("marking the copy damaged", error))?;
         let durability = self
             .storage
@@ -245,12 +233,7 @@ impl Group {
         // was lost: never start below it (no vote in it yet).
         let stored = self.storage.hard_state();
         let hard_state = if stored.term >= meta.term {
-            crate::raft::HardState {
-                term: stored.term,
-                vote: stored.vote,
-                commit: stored.commit,
-                damaged_in: stored.damaged_in,
-            }
+            stored
         } else {
             crate::raft::HardState {
                 term: meta.term,

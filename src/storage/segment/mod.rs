@@ -262,20 +262,7 @@ impl SegmentLog {
     /// Recovery found damage: the hard state takes the damage mark (`raft::HardState::after_damage`), written and
     /// synced before the node starts.
     fn mark_damaged(&mut self) -> Result<(), StorageError> {
-        let stored = self.hard_state;
-        let damaged = crate::raft::HardState {
-            term: stored.term,
-            vote: stored.vote,
-            commit: stored.commit,
-            damaged_in: stored.damaged_in,
-        }
-        .after_damage();
-        let damaged = HardState {
-            term: damaged.term,
-            vote: damaged.vote,
-            commit: damaged.commit,
-            damaged_in: damaged.damaged_in,
-        };
+        let damaged = self.hard_state.after_damage();
         hard_state::store(&self.dir, damaged)?;
         self.hard_state = damaged;
         self.durability.hard_state = damaged;
