@@ -435,8 +435,10 @@ impl SegmentLog {
             modified_ms,
         };
         if let Some(reason) = scanned.torn {
-            tracing::warn!(path = %segment.path.display(), offset = scanned.end, %reason,
-                "cutting a torn final record");
+            if !damaged {
+                tracing::warn!(path = %segment.path.display(), offset = scanned.end, %reason,
+                    "cutting a torn final record");
+            }
             clear_tail(&segment, scanned.end)?;
         }
         if !is_last {
