@@ -418,6 +418,93 @@ fn new_directories_survive_a_power_cut() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A latent sector error (reads of a block fail with EIO) in a sealed
+/// segment is damage of the records there, not a stop: the store opens,
+/// marked damaged (it may have acknowledged what it cannot read), with
+/// the log cut before the unreadable block, and takes appends from there.
+/// Before, the scan read the file through a map, where the EIO is a
+/// SIGBUS that ends the process.
+#[test]
+fn an_unreadable_block_mid_log_is_damage_not_a_stop() {
+    let Some((mut lazy, dir)) = common::lazy::mount("eio-mid-log") else {
+        return;
+    };
+    let options = SegmentOptions {
+        segment_bytes: 64 * 1024,
+        zero_fill: false,
+    };
+    let root = lazy.path().join("log");
+    let mut log = SegmentLog::open_standalone(&root, options).unwrap();
+    // The term its batches were written in (`batch_at` makes term 1).
+    log.store_hard_state(HardState {
+        term: Term(1),
+        vote: NodeId(1),
+        commit: LogIndex::ZERO,
+        damaged_in: Term::ZERO,
+    })
+    .unwrap();
+    let mut frames = Vec::new();
+    while log.segments().len() < 4 {
+        let frame = batch_at(log.last_index().next().get());
+        log.append(&frame).unwrap();
+        frames.push(frame);
+        log.sync_all().unwrap();
+    }
+    let segments = log.segment_paths();
+    drop(log);
+    // The second segment's second 4 KiB block does not read any more.
+    let victim = &segments[1];
+    let relative = victim.strip_prefix(lazy.path()).unwrap().to_path_buf();
+    lazy.make_unreadable(&relative, 4096, 4096).unwrap();
+    assert!(
+        std::fs::read(victim).is_err(),
+        "the injected error is seen by reads"
+    );
+
+    let mut log = SegmentLog::open_standalone(&root, options).unwrap();
+    assert!(
+        log.hard_state().damaged_in > Term::ZERO,
+        "the store is marked damaged"
+    );
+    let kept = read_all_frames(&log);
+    assert!(
+        kept.len() < frames.len() && frames.starts_with(&kept),
+        "the log is cut before the unreadable block, the rest intact ({} of {} batches kept)",
+        kept.len(),
+        frames.len()
+    );
+    let first_of_victim = LogIndex(
+        victim
+            .file_stem()
+            .and_then(|stem| stem.to_str())
+            .and_then(|stem| stem.parse().ok())
+            .unwrap(),
+    );
+    assert!(
+        log.last_index() >= first_of_victim,
+        "the blocks before it are kept"
+    );
+    assert_eq!(
+        log.segment_paths().len(),
+        2,
+        "the later segments are removed"
+    );
+    // Appends go on from the cut (the leader sends the rest again).
+    let frame = batch_at(log.last_index().next().get());
+    log.append(&frame).unwrap();
+    assert_eq!(log.sync_all().unwrap().index, log.last_index());
+    drop(log);
+    let log = SegmentLog::open_standalone(&root, options).unwrap();
+    assert_eq!(
+        read_all_frames(&log).len(),
+        kept.len() + 1,
+        "a clean reopen keeps them"
+    );
+    drop(log);
+    drop(lazy);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Each durability rule of the store, broken on purpose (a planted
 /// storage bug), makes the power-cut rounds fail: the harness sees what
 /// the bug loses. (`cargo test --features planted-bugs --test storage_faults`.)

@@ -7,6 +7,7 @@
 //!  power_off(tear)  ── "off tear=4096 seed=N" ──────────────────── "ok …"
 //!  power_on         ── "on" ───────────────────────────────────── "ok"
 //!  cut(tear)        ── "cut tear=4096 seed=N" (off, then on) ───── "ok …"
+//!  make_unreadable  ── "eio PATH OFFSET LEN" ─────────────────────── "ok"
 //!  drop             ── "quit" (it unmounts), then a lazy unmount in case
 //! ```
 //!
@@ -133,6 +134,14 @@ impl LazyMount {
     /// Mounts what survived the power cut afresh.
     pub fn power_on(&mut self) -> io::Result<()> {
         self.command("on").map(drop)
+    }
+
+    /// Makes `len` bytes of the file at `path` (relative to the mount) from
+    /// `offset` unreadable: reads touching them fail with `EIO` until they
+    /// are written over, as a latent sector error does.
+    pub fn make_unreadable(&mut self, path: &Path, offset: u64, len: u64) -> io::Result<()> {
+        self.command(&format!("eio {} {offset} {len}", path.display()))
+            .map(drop)
     }
 
     /// Bytes pending and inodes alive (`pending_bytes=… inodes=…`).

@@ -56,6 +56,7 @@ pub mod conformance;
 pub mod hard_state;
 pub mod memory;
 pub mod planted;
+pub mod reading;
 pub mod record;
 pub mod retention;
 pub mod segment;

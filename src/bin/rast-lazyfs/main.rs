@@ -19,6 +19,9 @@
 //! on                                 ← ok
 //! cut [tear=… seed=…]                (off, then on) ← ok …
 //! stats                              ← ok pending_bytes=N inodes=N
+//! eio <path> <offset> <len>          ← ok  (reads of those bytes fail with
+//!                                    EIO until written over; path relative
+//!                                    to the mount)
 //! quit, or stdin closed              (unmounts and exits)
 //! ```
 //!
@@ -128,6 +131,20 @@ fn run(args: &Args) -> Result<(), String> {
                     model.pending_bytes(),
                     model.inodes()
                 ));
+            }
+            ["eio", path, offset, len] => {
+                let range = offset
+                    .parse::<u64>()
+                    .and_then(|offset| len.parse::<u64>().map(|len| (offset, len)));
+                match range {
+                    Ok((offset, len)) => {
+                        match mounted.make_unreadable(std::path::Path::new(path), offset, len) {
+                            Ok(()) => say("ok".to_string()),
+                            Err(error) => say(format!("error {path}: {error}")),
+                        }
+                    }
+                    Err(error) => say(format!("error bad offset or length: {error}")),
+                }
             }
             ["quit"] => break,
             [] => {}

@@ -133,6 +133,10 @@ struct Node {
     // Directories:
     entries: BTreeMap<OsString, u64>,
     durable_entries: BTreeMap<OsString, u64>,
+    /// Latent sector errors: ranges `[start, end)` whose reads fail with
+    /// `EIO` until they are written over (as a disk remaps a sector on
+    /// write). They are on the disk, so a power cut keeps them.
+    unreadable: Vec<(u64, u64)>,
 }
 
 impl Node {
@@ -151,7 +155,26 @@ impl Node {
             backing: None,
             entries: BTreeMap::new(),
             durable_entries: BTreeMap::new(),
+            unreadable: Vec::new(),
         }
+    }
+
+    /// Writing `[start, end)` makes those bytes readable again.
+    fn heal(&mut self, start: u64, end: u64) {
+        let mut kept = Vec::new();
+        for (from, to) in self.unreadable.drain(..) {
+            if to <= start || from >= end {
+                kept.push((from, to));
+                continue;
+            }
+            if from < start {
+                kept.push((from, start));
+            }
+            if to > end {
+                kept.push((end, to));
+            }
+        }
+        self.unreadable = kept;
     }
 
     /// Drops every pending change in `[start, end)`, splitting extents
@@ -183,6 +206,7 @@ impl Node {
             return;
         }
         self.punch(offset, offset + len);
+        self.heal(offset, offset + len);
         self.pending.insert(offset, extent);
         self.mtime = SystemTime::now();
     }
@@ -202,6 +226,13 @@ impl Node {
         let end = offset.saturating_add(size).min(self.len);
         if offset >= end {
             return Ok(Vec::new());
+        }
+        if self
+            .unreadable
+            .iter()
+            .any(|(from, to)| *from < end && *to > offset)
+        {
+            return Err(libc::EIO);
         }
         let mut bytes = vec![0u8; (end - offset) as usize];
         let backed_end = self.valid.min(end);
@@ -243,6 +274,7 @@ impl Node {
     fn set_len(&mut self, len: u64) {
         if len < self.len {
             self.punch(len, u64::MAX);
+            self.heal(len, u64::MAX);
             self.valid = self.valid.min(len);
         }
         self.len = len;
@@ -506,6 +538,28 @@ impl Model {
         node.len = node.len.max(end);
         self.last_write = Some((ino, offset, data.len() as u64));
         Ok(data.len() as u64)
+    }
+
+    /// Makes `len` bytes of the file at `path` (relative to the root) from
+    /// `offset` unreadable: reads that touch them fail with `EIO` until they
+    /// are written over. Returns the file's inode.
+    pub fn make_unreadable(
+        &mut self,
+        path: &std::path::Path,
+        offset: u64,
+        len: u64,
+    ) -> Result<u64> {
+        let mut ino = ROOT;
+        for component in path.components() {
+            ino = *self
+                .dir(ino)?
+                .entries
+                .get(component.as_os_str())
+                .ok_or(libc::ENOENT)?;
+        }
+        let end = offset.checked_add(len).ok_or(libc::EINVAL)?;
+        self.file_mut(ino)?.unreadable.push((offset, end));
+        Ok(ino)
     }
 
     /// Truncates or extends file `ino` to `len` (pending until synced).

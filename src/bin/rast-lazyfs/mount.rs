@@ -112,6 +112,24 @@ impl Mounted {
             .power_cut(tear)
     }
 
+    /// Makes a range of a file unreadable (`Model::make_unreadable`) and
+    /// drops the kernel's cached pages of the file, so the next read of it
+    /// reaches the model.
+    pub fn make_unreadable(&mut self, path: &Path, offset: u64, len: u64) -> io::Result<()> {
+        let ino = self
+            .model
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .make_unreadable(path, offset, len)
+            .map_err(io::Error::from_raw_os_error)?;
+        // Not under the model's lock: invalidating waits for pages that
+        // requests being served (which take it) hold.
+        if let Some(session) = &self.session {
+            session.notifier().inval_inode(fuser::INodeNo(ino), 0, 0)?;
+        }
+        Ok(())
+    }
+
     /// Power on: see the module's documentation.
     pub fn power_on(&mut self) -> io::Result<()> {
         self.unmount()?;

@@ -94,9 +94,10 @@ use crate::constants::{
     MAPPED_READ_BYTES_RELEASE, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, WRITE_HEADROOM_BYTES,
     WRITE_QUEUE_BYTES_MAX,
 };
-use crate::io::{Link, Mapping, OpId, Ring, SharedRing};
+use crate::io::{Link, OpId, Ring, SharedRing};
 use crate::storage::hard_state::{self, sync_directory};
 use crate::storage::planted::{self, StorageBug};
+use crate::storage::reading;
 use crate::storage::record::{self, RecordMeta};
 use crate::storage::{
     Checksum, Durability, FileSpan, HardState, LogStorage, ReadRange, Reserve, SegmentInfo,
@@ -384,30 +385,22 @@ impl SegmentLog {
         // would move it.
         let modified_ms = metadata.modified().map_or(0, unix_ms);
         let floor = self.terms.last().map_or(Term::ZERO, |(_, term)| *term);
-        let map = Mapping::new(&file, file_bytes)
-            .map_err(|error| StorageError::io("mmap", &path, error))?;
-        map.advise_sequential();
-        let mut batches = Vec::new();
-        let mut last = first.prev();
-        let mut terms = Vec::new();
-        let result = record::scan(map.bytes(), first, floor, |meta: RecordMeta| {
-            batches.push(BatchEntry {
-                offset: meta.offset as u32,
-                delta: (meta.first.get() - first.get()) as u32,
-            });
-            last = meta.last;
-            terms.push((meta.first, meta.term));
-        });
-        let (scanned, damaged) = classify_scan(result, map.bytes(), is_last).map_err(|error| {
-            corrupt(
+        let Scanned {
+            batches,
+            last,
+            terms,
+            end: scanned,
+            damaged,
+        } = scan_file(&file, file_bytes, first, floor, is_last).map_err(|error| match error {
+            ScanFileError::Read(error) => StorageError::io("read", &path, error),
+            ScanFileError::Misplaced(error) => corrupt(
                 error.offset,
                 format!(
                     "a sound record that does not continue the log: {}",
                     error.reason
                 ),
-            )
+            ),
         })?;
-        drop(map);
         // Damage (anything but a torn tail of the last segment) may be in
         // entries this node acknowledged: mark the node damaged, durably,
         // *before* cutting (a crash in between finds the damage again),
@@ -882,6 +875,71 @@ fn preallocate(file: &File, path: &Path, bytes: u64) -> Result<(), StorageError>
 
 /// Zeroes `segment` from `offset` to its end (punching the blocks out and
 /// reserving them again, keeping the size, so maps stay valid) and syncs it.
+/// What recovery read of one segment file.
+struct Scanned {
+    batches: Vec<BatchEntry>,
+    last: LogIndex,
+    terms: Vec<(LogIndex, Term)>,
+    end: record::ScanEnd,
+    /// The cut is damage (see [`classify_scan`]), or blocks did not read.
+    damaged: bool,
+}
+
+/// Why a segment file could not be scanned.
+enum ScanFileError {
+    /// A read failed other than with an unreadable block.
+    Read(std::io::Error),
+    /// A sound record that does not continue the log.
+    Misplaced(record::ScanError),
+}
+
+/// Reads and scans a segment file: its records, where they end, and
+/// whether what follows is damage.
+fn scan_file(
+    file: &File,
+    file_bytes: u64,
+    first: LogIndex,
+    floor: Term,
+    is_last: bool,
+) -> Result<Scanned, ScanFileError> {
+    // Read, not mapped: a block that does not read (EIO) is damage of
+    // the records from there on, where through a map it would be a
+    // SIGBUS (see `storage::reading`).
+    let (bytes, unreadable_at) =
+        reading::read_whole(file, file_bytes).map_err(ScanFileError::Read)?;
+    let mut batches = Vec::new();
+    let mut last = first.prev();
+    let mut terms = Vec::new();
+    let result = record::scan(&bytes, first, floor, |meta: RecordMeta| {
+        batches.push(BatchEntry {
+            offset: meta.offset as u32,
+            delta: (meta.first.get() - first.get()) as u32,
+        });
+        last = meta.last;
+        terms.push((meta.first, meta.term));
+    });
+    let (mut end, mut damaged) =
+        classify_scan(result, &bytes, is_last).map_err(ScanFileError::Misplaced)?;
+    if let Some(at) = unreadable_at {
+        // What the unreadable blocks held is unknown: records this node
+        // acknowledged, maybe. Damage, cut where the readable ones end.
+        damaged = true;
+        end.torn = Some(format!(
+            "the file does not read from byte offset {at} on (EIO): {}",
+            end.torn
+                .as_deref()
+                .unwrap_or("the records before it are sound")
+        ));
+    }
+    Ok(Scanned {
+        batches,
+        last,
+        terms,
+        end,
+        damaged,
+    })
+}
+
 /// What recovery makes of a segment's scan: the end to keep, and whether
 /// what is cut is damage (anything but a torn tail of the last segment).
 /// A record sound in itself that does not continue the log is a file in
