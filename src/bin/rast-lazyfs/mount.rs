@@ -5,8 +5,8 @@
 //! and starts a new power epoch; the mount stays, but every request of the
 //! old epoch now fails with `EIO`, so a program still running on it (as a
 //! machine keeps running for an instant) can neither make anything durable
-//! nor write anywhere else. *On*: detach the mount (`umount2(MNT_DETACH)`),
-//! abort its FUSE connection, and mount afresh on the same directory. The
+//! nor write anywhere else. *On*: abort its FUSE connection, detach the
+//! mount (`umount2(MNT_DETACH)`), and mount afresh on the same directory. The
 //! fresh mount starts with an empty kernel page cache and dentry cache:
 //! nothing cached from before the cut can be read after it.
 
@@ -89,14 +89,17 @@ impl Mounted {
     /// Detaches the mount and aborts its connection. Errors are reported,
     /// not fatal: the mount may already be gone.
     fn unmount(&mut self) -> io::Result<()> {
-        let connection = self.connection.take();
+        // Abort first, while the mount still holds its connection: once
+        // detached, the connection's number can be freed and taken by
+        // another mount (another test's, a moment later), whose
+        // connection would then be the one aborted.
+        if let Some(connection) = self.connection.take() {
+            abort_connection(connection);
+        }
         let detached =
             nix::mount::umount2(&self.mountpoint, MntFlags::MNT_DETACH).map_err(|errno| {
                 io::Error::other(format!("unmounting {}: {errno}", self.mountpoint.display()))
             });
-        if let Some(connection) = connection {
-            abort_connection(connection);
-        }
         // The session's loop ends once the connection is gone; it is not
         // waited for (were it to linger, it serves nothing: its epoch is
         // over).
