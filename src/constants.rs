@@ -314,6 +314,23 @@ pub const INBOX_BYTES_MAX: usize = 2 * FRAME_BYTES_MAX;
 /// Connections waiting in a core's handoff queue, at most.
 pub const HANDOFF_QUEUE_MAX: usize = 1024;
 
+/// Scrubbing rate by default (`--scrub-bytes-per-sec`): a 64 MiB segment
+/// every 8 s, a small share of any disk's bandwidth, so a node re-reads
+/// 10 GiB of logs about every 21 minutes.
+pub const SCRUB_BYTES_PER_SEC_DEFAULT: u64 = 8 * 1024 * 1024;
+
+/// Files written this recently are not scrubbed (a truncation may be under
+/// way); a sealed segment's last write is long done by then.
+pub const SCRUB_SETTLE_MS: u64 = 2000;
+
+/// Damage reports waiting for a core, at most (one per log is enough: a
+/// report dropped is found again by the next pass).
+pub const DAMAGE_QUEUE_MAX: usize = 64;
+
+/// Pause between two scrubbing passes over the data directory (what keeps
+/// an empty one from being listed in a loop).
+pub const SCRUB_PASS_PAUSE_MS: u64 = 1000;
+
 /// How often groups stopped by a full disk are considered for reopening.
 pub const REOPEN_INTERVAL_MS: u64 = 1000;
 

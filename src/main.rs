@@ -574,8 +574,13 @@ fn status(args: &ClientArgs) -> anyhow::Result<()> {
                     },
                     if status.damaged_in == 0 {
                         String::new()
+                    } else if status.damaged_in == u64::MAX {
+                        " DAMAGED: its hard state (term, vote) was lost; it acts once it has heard every other voter's term".to_owned()
                     } else {
-                        " DAMAGED: not voting until the leader has repaired this copy".to_owned()
+                        format!(
+                            " DAMAGED in term {}: repairing from the leader (holds up to {}); votes again once it holds a committed entry of a later term",
+                            status.damaged_in, status.last_index
+                        )
                     },
                     if status.failed.is_empty() {
                         String::new()

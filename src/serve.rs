@@ -26,6 +26,7 @@
 //! segment_fill = "reserve"  # or "zeros"
 //! quota_bytes = 0           # disk quota of the node (0: none)
 //! client_idle_secs = 300    # close silent client connections (tails excepted)
+//! scrub_bytes_per_sec = 8388608  # background re-verification of stored files (0: off)
 //! tls_cert = "/etc/rast/node-1.pem"   # TLS: this node's certificate chain,
 //! tls_key = "/etc/rast/node-1.key"    #   its key,
 //! tls_ca = "/etc/rast/ca.pem"         #   and the cluster's CA (all three or none)
@@ -37,7 +38,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::ValueEnum;
-use rast::constants::{CLIENT_IDLE_MS_DEFAULT, SNAPSHOT_LOG_BYTES_DEFAULT};
+use rast::constants::{
+    CLIENT_IDLE_MS_DEFAULT, SCRUB_BYTES_PER_SEC_DEFAULT, SNAPSHOT_LOG_BYTES_DEFAULT,
+};
 use rast::constants::{SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
 use rast::server::group::snapshot::SnapshotPolicy;
 use rast::server::tls::{Tls, TlsFiles};
@@ -152,6 +155,12 @@ pub struct ServeArgs {
     /// (checked by the node that takes the write) [default: 0, none].
     #[arg(long, value_name = "BYTES")]
     quota_bytes: Option<u64>,
+    /// Bytes per second the background scrubber re-reads (past the page
+    /// cache) and verifies of sealed segments and the newest snapshots;
+    /// damage it finds is cut and repaired from the peers. 0 turns it off
+    /// [default: 8388608].
+    #[arg(long, value_name = "BYTES")]
+    scrub_bytes_per_sec: Option<u64>,
     /// A client connection that sends nothing for this many seconds (and
     /// follows no log) is closed; clients reconnect on their next request
     /// [default: 300].
@@ -204,6 +213,7 @@ impl ServeArgs {
             segment_bytes: self.segment_bytes.or(file.segment_bytes),
             segment_fill: self.segment_fill.or(file.segment_fill),
             quota_bytes: self.quota_bytes.or(file.quota_bytes),
+            scrub_bytes_per_sec: self.scrub_bytes_per_sec.or(file.scrub_bytes_per_sec),
             client_idle_secs: self.client_idle_secs.or(file.client_idle_secs),
             tls_cert: self.tls_cert.or(file.tls_cert),
             tls_key: self.tls_key.or(file.tls_key),
@@ -303,6 +313,9 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
             },
         },
         quota_bytes: args.quota_bytes.unwrap_or(0),
+        scrub_bytes_per_sec: args
+            .scrub_bytes_per_sec
+            .unwrap_or(SCRUB_BYTES_PER_SEC_DEFAULT),
         client_idle_ms: args
             .client_idle_secs
             .map_or(CLIENT_IDLE_MS_DEFAULT, |secs| {

@@ -71,6 +71,14 @@ fn catches_a_damaged_node_voting() {
     assert_caught(PlantedBug::VoteWhileDamaged);
 }
 
+/// A node that lost its hard state voting and acknowledging at once, from
+/// its log's last term: it votes a second time in a term it voted in, or
+/// takes a leader its majority counted on it refusing.
+#[test]
+fn catches_a_node_acting_on_a_lost_hard_state() {
+    assert_caught(PlantedBug::ActOnLostHardState);
+}
+
 /// The key-value runtime applying a retried request again (no session
 /// check): a retry of a write that was committed and applied, but not
 /// answered, takes effect twice.

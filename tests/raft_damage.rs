@@ -149,3 +149,78 @@ fn after_damage_marks_the_latest_term() {
     );
     assert_eq!(once.after_damage().damaged_in, Term(8));
 }
+
+/// A node that lost its hard state (both copies) acts on no message — it
+/// takes no entry from the leader, grants nothing — until it has heard
+/// the term of every other voter, asking each with a pre-vote request of
+/// term 0. Then it goes on as a damaged node above the highest term heard
+/// (`raft::Core`, "A lost hard state"), and a leader of a later term
+/// repairs it.
+#[test]
+fn a_node_that_lost_its_hard_state_hears_every_voter_first() {
+    let mut cluster = Cluster::new(3, |_| {});
+    cluster.elect();
+    commit_batches(&mut cluster, 3);
+    let term = cluster.cores[0].term();
+
+    let old = &cluster.cores[2];
+    let batches: Vec<Boundary> = old
+        .log()
+        .batches_in(LogIndex(1), old.log().last_index())
+        .copied()
+        .collect();
+    let restart = Restart {
+        hard_state: HardState::lost(old.log().last_term()),
+        snapshot_index: LogIndex::ZERO,
+        snapshot_term: Term::ZERO,
+        membership: *old.membership(),
+        batches: &batches,
+        now_ms: 0,
+    };
+    let config = old.config().clone();
+    cluster.cores[2] = Core::new(config, &restart);
+    let held = cluster.cores[2].log().last_index();
+
+    // The leader's entries are not taken (nor acknowledged): its term may
+    // be below one node 3 had moved past. Nodes 1 and 2 commit without it.
+    commit_batches(&mut cluster, 2);
+    assert_eq!(cluster.cores[2].log().last_index(), held);
+    assert!(cluster.cores[2].hard_state().is_lost());
+    // No vote either.
+    assert!(!cluster.cores[2].trusted());
+
+    // At its election timeout it asks the term of every voter not heard
+    // yet: node 1 was, through its appends.
+    let mut actions = Vec::new();
+    cluster.cores[2].tick(3_600_000, &mut actions);
+    let probed: Vec<NodeId> = actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Send(message) if message.term == Term::ZERO => match message.body {
+                OutgoingBody::RequestVote(RequestVote { pre_vote: true, .. }) => Some(message.to),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(probed, vec![NodeId(2)]);
+    cluster.actions = actions;
+    cluster.route(2);
+    cluster.drain();
+
+    // Every voter heard: a damaged node above the highest term heard.
+    let rebuilt = cluster.cores[2].hard_state();
+    assert_eq!(rebuilt.damaged_in, term, "the highest term heard");
+    assert_eq!(rebuilt.term, term.next());
+    assert_eq!(rebuilt.vote, NodeId::ZERO);
+    assert!(!cluster.cores[2].trusted());
+
+    // As any damaged node: the leader of that term steps down at its
+    // answer, a leader of a later term commits, and node 3 holds it all.
+    commit_batches(&mut cluster, 1);
+    assert_ne!(cluster.cores[0].role(), Role::Leader);
+    cluster.elect();
+    commit_batches(&mut cluster, 1);
+    assert!(cluster.cores[2].trusted(), "repaired");
+    assert_eq!(cluster.cores[2].log().last_index(), cluster.committed);
+}

@@ -123,11 +123,16 @@ fn report_replication(reports: &[Report]) {
     }
 }
 
-/// A run of many seeds restarted some node with a damaged disk.
+/// A run of many seeds restarted some node with a damaged disk, and some
+/// with a lost hard state.
 fn assert_damage_exercised(reports: &[rast::sim::Report]) {
     assert!(
         reports.len() < 100 || reports.iter().any(|report| report.damaged_restarts > 0),
         "no seed restarted a damaged node"
+    );
+    assert!(
+        reports.len() < 100 || reports.iter().any(|report| report.lost_hard_states > 0),
+        "no seed restarted a node that lost its hard state"
     );
 }
 
@@ -189,12 +194,13 @@ fn seeds_keep_safety_and_liveness() {
     println!(
         "{count} seeds from {first} passed in {:.1} s on {threads} threads: \
          {committed} entries committed, {acknowledged} appends acknowledged, \
-         {reads} reads, {crashes} crashes ({} damaged restarts); \
+         {reads} reads, {crashes} crashes ({} damaged restarts, {} lost hard states); \
          {operations} operations passed the log checker; \
          the exact search proved {proven} of {searched} histories linearizable \
          (the rest exhausted its budget)",
         started.elapsed().as_secs_f64(),
-        reports.iter().map(|r| r.damaged_restarts).sum::<u64>()
+        reports.iter().map(|r| r.damaged_restarts).sum::<u64>(),
+        reports.iter().map(|r| r.lost_hard_states).sum::<u64>()
     );
     for (name, sorted) in [("leader", &leader), ("probes committed", &commit)] {
         println!(

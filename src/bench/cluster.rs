@@ -217,6 +217,7 @@ impl LocalCluster {
             zero_fill: false,
             snapshots: crate::server::group::snapshot::SnapshotPolicy::default(),
             quota_bytes: 0,
+            scrub_bytes_per_sec: 0,
             client_idle_ms: crate::constants::CLIENT_IDLE_MS_DEFAULT,
             tls: None,
         };

@@ -16,11 +16,37 @@ pub struct HardState {
     /// Nonzero: recovery cut bytes this node may have acknowledged while
     /// its term was at most this; the node neither votes nor campaigns
     /// until it holds a committed entry of a later term (see
-    /// `raft::Core`, "damaged nodes"). [`Term::ZERO`]: undamaged.
+    /// `raft::Core`, "damaged nodes"). [`Term::ZERO`]: undamaged;
+    /// [`TERM_UNKNOWN`]: the hard state itself was lost.
     pub damaged_in: Term,
 }
 
+/// The damage mark of a node whose hard state was lost (every copy
+/// unreadable): no bound is known yet on the terms it voted in. See
+/// `raft::Core`, "A lost hard state".
+pub const TERM_UNKNOWN: Term = Term(u64::MAX);
+
 impl HardState {
+    /// The hard state a node restarts with when its hard state was lost
+    /// (both copies damaged, or the file gone under a log that holds
+    /// entries): the log's last term, no vote, and the mark
+    /// [`TERM_UNKNOWN`]. The node then acts on no message until it has
+    /// heard every other voter's term (`raft::Core`, "A lost hard state").
+    /// Write it durably before the core starts.
+    pub fn lost(last_log_term: Term) -> Self {
+        Self {
+            term: last_log_term,
+            vote: NodeId::ZERO,
+            commit: LogIndex::ZERO,
+            damaged_in: TERM_UNKNOWN,
+        }
+    }
+
+    /// Whether this is the state of a lost hard state not yet rebuilt.
+    pub fn is_lost(&self) -> bool {
+        self.damaged_in == TERM_UNKNOWN
+    }
+
     /// The hard state a node restarts with when its recovery cut bytes it
     /// may have acknowledged (a damaged record, a torn tail): the next
     /// term, no vote, and the damage mark — the highest term in which the

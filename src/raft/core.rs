@@ -46,6 +46,37 @@
 //! safe). With one damaged node at a time the cluster keeps a majority of
 //! trusted voters; with more, it may have to wait for a repair — it never
 //! elects a leader without an acknowledged entry.
+//!
+//! # A lost hard state
+//!
+//! The hard state is kept twice in its file, so one damaged copy costs
+//! nothing. With both gone (or the file gone under a log that holds
+//! entries) the node no longer knows its term and vote, and Raft's two
+//! promises are at risk: it may vote a second time in a term it voted in,
+//! and it may acknowledge a leader of a term below one it had already
+//! moved past (whose majority counted on it refusing that leader). It
+//! restarts with [`HardState::lost`] (mark [`TERM_UNKNOWN`]) and acts on no
+//! message — no vote, no acknowledgement — until it has heard a message
+//! from *every* other voter, asking each with a pre-vote request of term
+//! 0 (which any node answers with its own term) every election timeout.
+//! Then it takes the damage mark `bound`, the highest term heard or in its
+//! log, and the term `bound + 1`, and goes on as a damaged node (above).
+//! Why every voter:
+//!
+//! ```text
+//!  term T this node knew  it learnt T from a message of T, whose sender
+//!                         (a candidate or a leader) had made T durable
+//!  terms never go down    that sender's term now is ≥ T, so the highest
+//!                         term heard from every other voter is ≥ T
+//!  bound ≥ every such T   every lost vote and every lost refusal was in a
+//!                         term ≤ bound: the damaged node's rule applies
+//! ```
+//!
+//! A majority would not do: a candidate that got this node's vote in T
+//! and has not won yet knows T alone, and could still win with that vote.
+//! So with one other voter down as well, the node waits for it.
+
+use crate::raft::action::TERM_UNKNOWN;
 
 mod candidate;
 mod follower;
@@ -62,7 +93,7 @@ use crate::constants::{
 };
 use crate::raft::action::{Action, HardState, Role};
 use crate::raft::log::{Boundary, Log, RunLimits};
-use crate::raft::message::{Message, Outgoing, OutgoingBody};
+use crate::raft::message::{Message, Outgoing, OutgoingBody, RequestVote};
 use crate::raft::progress::Progress;
 use crate::raft::quorum::Membership;
 use crate::random::Random;
@@ -89,6 +120,10 @@ pub enum PlantedBug {
     /// may have acknowledged, grant votes (and campaign) as if nothing
     /// was lost.
     VoteWhileDamaged,
+    /// A node whose hard state was lost acts at once, from its log's last
+    /// term with no vote, instead of first hearing every voter's term (see
+    /// "A lost hard state").
+    ActOnLostHardState,
     /// Not a core bug: the simulator's key-value runtime applies every
     /// committed request without its session check, so a retried request
     /// that was already applied is applied again.
@@ -321,6 +356,9 @@ pub struct Core {
     /// tick) ran since it, or because the last one stopped at its per-call
     /// message bound for a peer that could take more.
     proposals_unsent: bool,
+    /// While the hard state is lost ([`TERM_UNKNOWN`]): the highest term
+    /// heard from each other node (see "A lost hard state").
+    heard_while_lost: Vec<(NodeId, Term)>,
     /// What was last reported in `Apply` and `RoleChanged`.
     reported_commit: LogIndex,
     reported_role: (Role, Term, NodeId),
@@ -341,6 +379,10 @@ impl Core {
         log.coalesce(log.last_index());
         let mut hard_state = restart.hard_state;
         hard_state.commit = LogIndex::ZERO;
+        #[cfg(feature = "planted-bugs")]
+        if config.planted_bug == Some(PlantedBug::ActOnLostHardState) && hard_state.is_lost() {
+            hard_state.damaged_in = Term::ZERO;
+        }
         #[cfg(feature = "planted-bugs")]
         if config.planted_bug == Some(PlantedBug::ForgetVoteOnRestart) {
             hard_state.vote = NodeId::ZERO;
@@ -378,6 +420,7 @@ impl Core {
             },
             transfer_to: NodeId::ZERO,
             proposals_unsent: false,
+            heard_while_lost: Vec::new(),
             reported_commit: restart.snapshot_index,
             reported_role: (Role::Follower, hard_state.term, NodeId::ZERO),
             config,
@@ -467,7 +510,9 @@ impl Core {
             self.tick_leader(actions);
         } else if self.elapsed_ms_election >= self.timeout_ms_election_randomized {
             self.elapsed_ms_election = 0;
-            if self.promotable() {
+            if self.damaged_in == TERM_UNKNOWN {
+                self.probe_terms(actions);
+            } else if self.promotable() {
                 let campaign = if self.config.pre_vote {
                     Campaign::PreVote
                 } else {
@@ -483,7 +528,11 @@ impl Core {
     pub fn step(&mut self, message: &Message<'_>, actions: &mut Vec<Action>) {
         let start = actions.len();
         if message.to == self.config.id && message.from != self.config.id {
-            self.step_term(message, actions);
+            if self.damaged_in == TERM_UNKNOWN {
+                self.hear_while_lost(message.from, message.term, actions);
+            } else {
+                self.step_term(message, actions);
+            }
         }
         self.finish(start, actions);
     }
@@ -685,6 +734,58 @@ impl Core {
             self.damaged_in = Term::ZERO;
             self.persist_hard_state(actions);
         }
+    }
+
+    /// A lost hard state: asks every voter not heard yet for its term, with
+    /// a pre-vote request of term 0 (refused, at the voter's term, by any
+    /// node past term 0; it changes nothing there).
+    fn probe_terms(&mut self, actions: &mut Vec<Action>) {
+        let request = RequestVote {
+            last_index: self.log.last_index(),
+            last_term: self.log.last_term(),
+            pre_vote: true,
+            leadership_transfer: false,
+        };
+        for position in 0..self.peers.len() {
+            let id = self.peers[position].id;
+            if self.membership.is_voter(id)
+                && !self.heard_while_lost.iter().any(|(heard, _)| *heard == id)
+            {
+                self.send_at(Term::ZERO, id, OutgoingBody::RequestVote(request), actions);
+            }
+        }
+    }
+
+    /// A lost hard state: notes the term of a message (which is otherwise
+    /// not acted on); once every other voter is heard, rebuilds the hard
+    /// state as a damaged node's (see "A lost hard state").
+    fn hear_while_lost(&mut self, from: NodeId, term: Term, actions: &mut Vec<Action>) {
+        match self.heard_while_lost.iter_mut().find(|(id, _)| *id == from) {
+            Some((_, heard)) => *heard = (*heard).max(term),
+            None => self.heard_while_lost.push((from, term)),
+        }
+        let id = self.config.id;
+        let heard_all = self
+            .membership
+            .members()
+            .as_slice()
+            .iter()
+            .filter(|node| **node != id && self.membership.is_voter(**node))
+            .all(|node| self.heard_while_lost.iter().any(|(heard, _)| heard == node));
+        if !heard_all {
+            return;
+        }
+        let bound = self
+            .heard_while_lost
+            .iter()
+            .map(|(_, term)| *term)
+            .fold(self.term.max(self.log.last_term()), Term::max);
+        self.heard_while_lost.clear();
+        self.term = bound.next();
+        self.vote = NodeId::ZERO;
+        self.damaged_in = bound;
+        self.persist_hard_state(actions);
+        self.reset_election_timer();
     }
 
     fn reset_election_timer(&mut self) {

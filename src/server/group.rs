@@ -125,6 +125,8 @@ pub struct Outbound {
     pub clients: Vec<(ReplyTo, ClientOut)>,
     /// Leader changes seen (for metrics).
     pub leader_changes: u64,
+    /// Batches a damaged copy appended from its leader (repair).
+    pub repaired_batches: u64,
     /// Syncs completed: (latency µs, entries made durable).
     pub syncs: Vec<(u64, u64)>,
     /// Payload bytes sent and copied (for metrics).
@@ -210,6 +212,14 @@ pub struct Group {
     /// The failure was a full disk: the store itself is intact, and the
     /// group can be reopened from it once the disk has room again.
     failed_for_space: bool,
+    /// The scrubber found damage in the store's files: reopening it lets
+    /// recovery cut the log there, and the leader repair it.
+    failed_for_damage: bool,
+    /// Damaged records and snapshot files recovery found (and cut) while
+    /// opening, not yet counted at `/metrics`.
+    damage_found: u64,
+    /// Batches in the spliced message waiting in `spliced`.
+    spliced_batches: u32,
     /// Address of each node, for redirects.
     addresses: Vec<(NodeId, String)>,
     /// Reused for decoding config batches.
@@ -265,6 +275,7 @@ impl Group {
         let batches = recovered_batches(storage.as_ref(), config.run_limits())?;
         let configs = recovered_configs(storage.as_ref(), &batches)?;
         let hard_state = storage.hard_state();
+        let storage_damage = storage.damage_found();
         let membership = Membership {
             voters: NodeSet::from_ids(voters).unwrap_or_default(),
             ..Membership::default()
@@ -297,6 +308,9 @@ impl Group {
             tails: Vec::new(),
             failed: None,
             failed_for_space: false,
+            failed_for_damage: false,
+            damage_found: storage_damage,
+            spliced_batches: 0,
             addresses,
             configs: Vec::new(),
             spliced: None,
@@ -592,10 +606,34 @@ impl Group {
         self.fail(&error.to_string(), out);
     }
 
-    /// Whether the group stopped only because its disk was full: its store
-    /// is intact and reopening it (as a restart would) resumes service.
+    /// Whether the group stopped only because its disk was full (its store
+    /// is intact) or because the scrubber found damage in its files:
+    /// reopening it (as a restart would) resumes service.
     pub fn reopenable(&self) -> bool {
-        self.failed.is_some() && self.failed_for_space
+        self.failed.is_some() && (self.failed_for_space || self.failed_for_damage)
+    }
+
+    /// Whether reopening waits for free space (it stopped on a full disk).
+    pub fn reopen_needs_room(&self) -> bool {
+        self.failed_for_space
+    }
+
+    /// Stops the group because the scrubber found damage in its files
+    /// (`what`), to be reopened: recovery cuts the log at the damage and
+    /// marks the node damaged, and the leader repairs it. A group already
+    /// stopped is left as it is.
+    pub fn fail_damaged(&mut self, what: &str, out: &mut Outbound) {
+        if self.failed.is_some() {
+            return;
+        }
+        self.failed_for_damage = true;
+        self.fail(&format!("damage found by scrubbing: {what}"), out);
+    }
+
+    /// Damage recovery found while opening (records cut, snapshot files
+    /// dropped) since the last call.
+    pub fn take_damage_found(&mut self) -> u64 {
+        std::mem::take(&mut self.damage_found)
     }
 
     /// Answers the clients still following the log before the group is
@@ -700,6 +738,10 @@ impl Group {
                 if let Some(reservation) = self.spliced.take() {
                     let last = self.storage.complete_reservation(reservation)?;
                     debug_assert_eq!(last, last_index);
+                    if !self.core.trusted() {
+                        out.repaired_batches +=
+                            u64::from(self.spliced_batches.saturating_sub(skip));
+                    }
                     return Ok(());
                 }
                 let Some(received) = received else {
@@ -724,6 +766,9 @@ impl Group {
                         debug_assert!(view.last_index() <= last_index);
                         self.storage
                             .append_shared(received.slice(offset..offset + len))?;
+                        if !self.core.trusted() {
+                            out.repaired_batches += 1;
+                        }
                     }
                     offset += len;
                     position += 1;

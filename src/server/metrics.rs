@@ -199,6 +199,13 @@ pub struct Counters {
     pub sync_buckets: [AtomicU64; SYNC_BUCKETS_US.len() + 1],
     /// Sum of sync latencies in µs.
     pub sync_us_sum: AtomicU64,
+    /// Bytes of sealed segments and snapshots the scrubber re-read.
+    pub scrub_bytes: AtomicU64,
+    /// Damaged records and snapshot files recovery found and cut (at
+    /// start, or at a reopen after the scrubber pointed at them).
+    pub corruptions_found: AtomicU64,
+    /// Batches a damaged copy received from its leader until repaired.
+    pub repaired_batches: AtomicU64,
 }
 
 impl Counters {
@@ -343,6 +350,21 @@ impl Metrics {
                 "rast_synced_entries_total",
                 "Entries made durable by syncs (entries per fsync = this / rast_syncs_total).",
                 load(&counters.synced_entries),
+            ),
+            (
+                "rast_scrub_bytes_total",
+                "Bytes of sealed segments and snapshots re-read and verified by the scrubber.",
+                load(&counters.scrub_bytes),
+            ),
+            (
+                "rast_corruptions_found_total",
+                "Damaged records and snapshot files found and cut by recovery (at start, or after the scrubber pointed at them); the leader repairs them.",
+                load(&counters.corruptions_found),
+            ),
+            (
+                "rast_repaired_batches_total",
+                "Batches a damaged copy of a log received from its leader until it was repaired.",
+                load(&counters.repaired_batches),
             ),
         ] {
             families.push(family(

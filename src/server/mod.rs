@@ -21,6 +21,7 @@
 pub mod connection;
 pub mod group;
 pub mod metrics;
+pub mod scrub;
 pub mod shard;
 pub mod tls;
 
@@ -111,6 +112,9 @@ pub struct Settings {
     /// A client connection silent this long (and following no log) is
     /// closed (`--client-idle-secs`).
     pub client_idle_ms: u64,
+    /// Bytes per second the scrubber re-reads of sealed segments and
+    /// snapshots (`--scrub-bytes-per-sec`; 0: no scrubbing).
+    pub scrub_bytes_per_sec: u64,
     /// TLS for the listener and the peer links (`--tls-cert`, `--tls-key`,
     /// `--tls-ca`); `None`: plain TCP.
     pub tls: Option<Arc<tls::Tls>>,
@@ -195,6 +199,18 @@ pub fn serve(settings: Settings) -> Result<(), ServerError> {
         })?;
     }
     let wiring = shard::Wiring::new(settings.cores)?;
+    if settings.storage == StorageMode::Disk {
+        scrub::spawn(
+            settings.data.clone(),
+            settings.scrub_bytes_per_sec,
+            wiring.damage_reports(),
+            Arc::clone(&metrics),
+        )
+        .map_err(|source| ServerError::Io {
+            what: "spawning the scrubber thread".into(),
+            source,
+        })?;
+    }
     // Pin each core's thread to its CPU only when this node has the whole
     // machine: nodes sharing a machine (a local cluster) would otherwise
     // all pile onto CPU 0, 1, … and leave the rest idle.

@@ -30,13 +30,15 @@ use self::requests::check_log_name;
 use self::splice::Splice;
 use super::connection::{Connection, Role};
 use super::group::{Group, Outbound};
+use super::metrics::Counters;
+use super::scrub::{DamageReport, DamageReports};
 use super::{ServerError, Settings, StorageMode, stopping};
-use crate::constants::TICK_MS;
 use crate::constants::{
     ACCEPT_BACKOFF_MS, CONNECTIONS_PER_ADDRESS_MAX, CONNECTIONS_PER_CORE_MAX, HANDOFF_QUEUE_MAX,
     HANDSHAKE_MS_MAX, IDLE_SCAN_MS, OUTBOX_BYTES_MAX, RECONNECT_MS_MAX, REOPEN_FREE_BYTES_MIN,
     REOPEN_INTERVAL_MS, SPLICE_BYTES_MIN,
 };
+use crate::constants::{DAMAGE_QUEUE_MAX, TICK_MS};
 use crate::io::ring::Owned;
 use crate::io::{OpId, Ring, SharedRing};
 use crate::raft::{self, BatchSummary};
@@ -65,6 +67,8 @@ pub struct Wiring {
     senders: Vec<Sender<Handoff>>,
     receivers: Vec<Receiver<Handoff>>,
     eventfds: Vec<Arc<OwnedFd>>,
+    damage_senders: Vec<Sender<DamageReport>>,
+    damage_receivers: Vec<Receiver<DamageReport>>,
 }
 
 /// One core's end of the wiring.
@@ -73,6 +77,8 @@ pub struct CoreWiring {
     senders: Vec<Sender<Handoff>>,
     receiver: Receiver<Handoff>,
     eventfds: Vec<Arc<OwnedFd>>,
+    /// Damage the scrubber found in this core's logs.
+    damage: Receiver<DamageReport>,
 }
 
 impl Wiring {
@@ -81,7 +87,11 @@ impl Wiring {
         let mut senders = Vec::new();
         let mut receivers = Vec::new();
         let mut eventfds = Vec::new();
+        let (mut damage_senders, mut damage_receivers) = (Vec::new(), Vec::new());
         for _ in 0..cores {
+            let (sender, receiver) = crossbeam_channel::bounded(DAMAGE_QUEUE_MAX);
+            damage_senders.push(sender);
+            damage_receivers.push(receiver);
             let (sender, receiver) = crossbeam_channel::bounded(HANDOFF_QUEUE_MAX);
             senders.push(sender);
             receivers.push(receiver);
@@ -97,7 +107,14 @@ impl Wiring {
             senders,
             receivers,
             eventfds,
+            damage_senders,
+            damage_receivers,
         })
+    }
+
+    /// Where the scrubber reports damage (to the core owning the log).
+    pub fn damage_reports(&self) -> DamageReports {
+        DamageReports::new(self.damage_senders.clone())
     }
 
     /// Core `index`'s end.
@@ -106,6 +123,7 @@ impl Wiring {
             senders: self.senders.clone(),
             receiver: self.receivers[index as usize].clone(),
             eventfds: self.eventfds.clone(),
+            damage: self.damage_receivers[index as usize].clone(),
         }
     }
 }
@@ -508,6 +526,7 @@ impl Shard {
                 group.snapshot_tick(now, unix_ms, &mut self.out);
             }
         }
+        self.take_damage_reports();
         if now >= self.reopen_at_ms {
             self.reopen_at_ms = now + REOPEN_INTERVAL_MS;
             self.reopen_groups();
@@ -615,10 +634,22 @@ impl Shard {
         }
     }
 
-    /// Reopens the groups stopped by a full disk once it has room again, as
-    /// a restart would: the store recovers from its files, the core from
-    /// the store, and the node rejoins its cluster for that log. Waits
-    /// until no write of a dropped store is still in the kernel.
+    /// Stops the groups the scrubber found damage in, to be reopened
+    /// (`reopen_groups`): recovery then cuts the log at the damage and the
+    /// leader repairs it.
+    fn take_damage_reports(&mut self) {
+        while let Ok((id, what)) = self.wiring.damage.try_recv() {
+            if let Some(group) = self.groups.get_mut(&id) {
+                group.fail_damaged(&what, &mut self.out);
+            }
+        }
+    }
+
+    /// Reopens the groups stopped by a full disk once it has room again,
+    /// or by damage the scrubber found, as a restart would: the store
+    /// recovers from its files, the core from the store, and the node
+    /// rejoins its cluster for that log. Waits until no write of a dropped
+    /// store is still in the kernel.
     fn reopen_groups(&mut self) {
         // A store in memory reopened would be empty: a node that forgot
         // its log and its vote. Only files come back.
@@ -637,7 +668,10 @@ impl Shard {
         if stopped.is_empty() && self.reopening.is_empty() {
             return;
         }
-        if !stopped.is_empty() && !self.disk_has_room() {
+        let need_room = stopped
+            .iter()
+            .any(|(id, _)| self.groups.get(id).is_some_and(Group::reopen_needs_room));
+        if need_room && !self.disk_has_room() {
             return;
         }
         // Close them now; open them once no write of theirs is in flight.
@@ -652,7 +686,7 @@ impl Shard {
         }
         for (id, name) in std::mem::take(&mut self.reopening) {
             match self.group(id, Some(&name)) {
-                Ok(_) => tracing::info!(log = %name, "log reopened: the disk has room again"),
+                Ok(_) => tracing::info!(log = %name, "log reopened"),
                 Err(error) => tracing::error!(log = %name, %error, "reopening the log"),
             }
         }
@@ -797,6 +831,10 @@ impl Shard {
             }
             if let Some(key) = &self.settings.fault_kv_panic_key {
                 group.inject_kv_panic(key.clone());
+            }
+            let found = group.take_damage_found();
+            if found > 0 {
+                Counters::add(&self.metrics.counters.corruptions_found, found);
             }
             tracing::info!(log = %name, core = self.index, "log opened");
             self.groups.insert(id, group);

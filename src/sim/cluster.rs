@@ -211,6 +211,8 @@ pub struct Report {
     pub crashes: u64,
     /// Of the restarts, those with storage damage (`Options::damage`).
     pub damaged_restarts: u64,
+    /// Of the restarts, those that lost the hard state (`Options::damage`).
+    pub lost_hard_states: u64,
     /// Leaders elected (terms led).
     pub elections: u64,
     /// Entries committed before the heal.
@@ -410,6 +412,8 @@ struct Node {
     replicate_scheduled: bool,
     /// Batches its storage loses at its next restart (0: none).
     damage_on_restart: usize,
+    /// Its hard state is lost at its next restart.
+    lose_hard_state_on_restart: bool,
 }
 
 impl Node {
@@ -436,6 +440,7 @@ impl Node {
             proposals_unsent: 0,
             replicate_scheduled: false,
             damage_on_restart: 0,
+            lose_hard_state_on_restart: false,
         }
     }
 }
@@ -480,6 +485,8 @@ struct Simulation {
     damage_random: Random,
     /// Damaged restarts injected.
     damaged_restarts: u64,
+    /// Restarts that lost the hard state.
+    lost_hard_states: u64,
     now: u64,
     sequence: u64,
     queue: BinaryHeap<Scheduled>,
@@ -587,6 +594,7 @@ impl Simulation {
             random,
             damage_random: Random::new(seed ^ 0xda3a_9e00),
             damaged_restarts: 0,
+            lost_hard_states: 0,
             now: 0,
             sequence: 0,
             queue: BinaryHeap::new(),
@@ -654,6 +662,7 @@ impl Simulation {
                 .count() as u64,
             crashes: self.crashes,
             damaged_restarts: self.damaged_restarts,
+            lost_hard_states: self.lost_hard_states,
             elections: self.elections,
             committed_before_heal: self.committed_before_heal,
             liveness_leader_ms: self.leader_ms.unwrap_or(u64::MAX),

@@ -478,6 +478,20 @@ impl SimDisk {
         true
     }
 
+    /// The hard state is lost (both copies damaged): the node restarts with
+    /// `HardState::lost` (the log's last term, the mark `TERM_UNKNOWN`),
+    /// durable before it starts, as the segment store's recovery does.
+    pub fn lose_hard_state(&mut self) {
+        assert!(!self.syncing, "damage is found at recovery, before any IO");
+        let last_term = self
+            .term_at(self.written.last_index())
+            .unwrap_or(Term::ZERO);
+        self.issue(DiskOperation::HardState(HardState::lost(last_term)));
+        if self.start_sync() {
+            self.complete_sync();
+        }
+    }
+
     /// Term of the entry at `index`, from the store or the snapshot.
     fn term_at(&self, index: LogIndex) -> Option<Term> {
         self.store

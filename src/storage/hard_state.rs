@@ -10,9 +10,12 @@
 //! Why twice: the term and the vote cannot be rebuilt from anything else
 //! (a node that forgot a vote could vote twice in a term), so one damaged
 //! copy — a flipped bit, an unreadable sector — must not cost them. The
-//! copies sit in different 4 KiB blocks; the first valid one is read. Only
-//! when both are damaged does the log refuse to open. A file written
-//! before the mirror (one frame alone) still reads.
+//! copies sit in different 4 KiB blocks; the first valid one is read. When
+//! both are damaged (or the file does not read, or is gone under a log
+//! that holds entries) the hard state is *lost*: the log opens with
+//! `HardState::lost`, and the core rebuilds a safe term from every other
+//! voter's before it acts on anything (`raft::Core`, "A lost hard state").
+//! A file written before the mirror (one frame alone) still reads.
 //!
 //! Replacing: write `hard-state.tmp`, fsync it, rename it over
 //! `hard-state`, fsync the directory. A crash leaves either the old or the
@@ -149,21 +152,34 @@ fn checksum_of(bytes: &[u8], at: usize) -> u32 {
     crc32c::crc32c_append(crc, &bytes[at + 4..])
 }
 
-/// Loads the hard state of the log in `dir`: the default (all zero) when
-/// there is none yet, an error naming the file when it is damaged.
-pub fn load(dir: &Path) -> Result<HardState, StorageError> {
+/// What [`load`] found.
+#[derive(Debug)]
+pub enum Loaded {
+    /// A valid copy.
+    State(HardState),
+    /// No file (a new log, or a file removed).
+    Missing,
+    /// Both copies damaged, or the file does not read (EIO): why.
+    Lost(String),
+}
+
+/// Loads the hard state of the log in `dir`. Other read errors (no
+/// permission, …) are errors: they say nothing about the file's bytes.
+pub fn load(dir: &Path) -> Result<Loaded, StorageError> {
     let path = dir.join(FILE_NAME);
     let bytes = match fs::read(&path) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(HardState::default());
+            return Ok(Loaded::Missing);
+        }
+        Err(error) if error.raw_os_error() == Some(nix::libc::EIO) => {
+            return Ok(Loaded::Lost(format!("{}: {error}", path.display())));
         }
         Err(error) => return Err(StorageError::io("read", path, error)),
     };
-    decode(&bytes).map_err(|reason| StorageError::Corrupt {
-        path,
-        offset: 0,
-        reason,
+    Ok(match decode(&bytes) {
+        Ok(state) => Loaded::State(state),
+        Err(reason) => Loaded::Lost(format!("{}: {reason}", path.display())),
     })
 }
 

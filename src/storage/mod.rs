@@ -409,6 +409,13 @@ pub trait LogStorage {
         Vec::new()
     }
 
+    /// Damaged records recovery found and cut when this store was opened
+    /// (the node was marked damaged for them); 0 for a store without
+    /// files.
+    fn damage_found(&self) -> u64 {
+        0
+    }
+
     /// Bytes of the records stored: the sum of the segments' bytes.
     fn stored_bytes(&self) -> u64 {
         self.segments().iter().map(|segment| segment.bytes).sum()

@@ -234,19 +234,47 @@ pub fn write(
 /// after deleting leftover temporary files. Damaged files are skipped with
 /// a warning; `Ok(None)` when there is no valid one (or no directory).
 pub fn latest(dir: &Path) -> Result<Option<(SnapshotMeta, PathBuf)>, SnapshotFileError> {
+    newest_valid(dir).map(|(found, _)| found)
+}
+
+/// [`latest`], and how many damaged files newer than the valid one it
+/// deleted: a file that fails its checks, or does not read (EIO), is of
+/// no use, and left in place a restart would skip it again and the
+/// scrubber point at it again. Other read errors (no such file, too many
+/// open files) leave the file where it is.
+pub fn newest_valid(
+    dir: &Path,
+) -> Result<(Option<(SnapshotMeta, PathBuf)>, u64), SnapshotFileError> {
     let mut files = match list(dir) {
         Ok(files) => files,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok((None, 0)),
         Err(error) => return Err(io_error("list", dir)(error)),
     };
     files.sort_by_key(|(index, _)| std::cmp::Reverse(*index));
+    let mut damaged = 0;
     for (_, path) in files {
         match verify(&path) {
-            Ok(meta) => return Ok(Some((meta, path))),
-            Err(error) => tracing::warn!(%error, "skipping a damaged snapshot"),
+            Ok(meta) => return Ok((Some((meta, path)), damaged)),
+            Err(error) => {
+                let useless = match &error {
+                    SnapshotFileError::Damaged { .. } => true,
+                    SnapshotFileError::Io { source, .. } => {
+                        source.raw_os_error() == Some(nix::libc::EIO)
+                    }
+                };
+                if !useless {
+                    tracing::warn!(%error, "skipping a snapshot that could not be read");
+                    continue;
+                }
+                tracing::warn!(%error, "removing a damaged snapshot");
+                damaged += 1;
+                if let Err(error) = fs::remove_file(&path) {
+                    tracing::warn!(path = %path.display(), %error, "removing a damaged snapshot");
+                }
+            }
         }
     }
-    Ok(None)
+    Ok((None, damaged))
 }
 
 /// Reads `path`'s header and checks its body against the header's CRC.
@@ -458,13 +486,16 @@ mod tests {
             assert_eq!(meta.index, LogIndex(3), "byte {position}");
         }
         fs::write(&newest, &good[..good.len() - 3]).expect("tear");
-        assert_eq!(
-            latest(dir.0.as_path())
-                .expect("list")
-                .expect("older")
-                .0
-                .index,
-            LogIndex(3)
+        assert!(matches!(
+            verify(&newest),
+            Err(SnapshotFileError::Damaged { .. })
+        ));
+        let (found, removed) = newest_valid(dir.0.as_path()).expect("list");
+        assert_eq!(found.expect("older").0.index, LogIndex(3));
+        assert_eq!(removed, 1, "the damaged newest file is counted");
+        assert!(
+            !newest.exists(),
+            "and removed: a restart would skip it again"
         );
         assert!(
             !dir.0
@@ -472,10 +503,6 @@ mod tests {
                 .join("snapshot-00000000000000000009.tmp")
                 .exists()
         );
-        assert!(matches!(
-            verify(&newest),
-            Err(SnapshotFileError::Damaged { .. })
-        ));
     }
 
     /// No directory, or no snapshot in it: none.

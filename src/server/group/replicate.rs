@@ -97,6 +97,7 @@ impl Group {
                 .any(|action| matches!(action, Action::Truncate { .. }));
             if appends_all && !truncates {
                 self.spliced = Some(reservation);
+                self.spliced_batches = u32::try_from(batches.len()).unwrap_or(u32::MAX);
                 self.execute(&mut actions, None, None, out);
                 if let Some(reservation) = self.spliced.take() {
                     // No AppendReceived consumed it (cannot happen: checked).

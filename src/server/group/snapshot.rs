@@ -210,8 +210,10 @@ impl Group {
         dir: &Path,
         now_ms: u64,
     ) -> Result<Option<LogIndex>, String> {
-        let Some((meta, path)) = snapshot_file::latest(dir).map_err(|error| error.to_string())?
-        else {
+        let (found, damaged) =
+            snapshot_file::newest_valid(dir).map_err(|error| error.to_string())?;
+        self.damage_found += damaged;
+        let Some((meta, path)) = found else {
             return Ok(None);
         };
         if self.storage.first_index() > meta.index.next() {

@@ -110,6 +110,10 @@ impl Shard {
             &counters.leader_changes,
             std::mem::take(&mut out.leader_changes),
         );
+        Counters::add(
+            &counters.repaired_batches,
+            std::mem::take(&mut out.repaired_batches),
+        );
         for (micros, entries) in out.syncs.drain(..) {
             counters.record_sync(micros, entries);
         }

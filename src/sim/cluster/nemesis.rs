@@ -83,16 +83,30 @@ impl Simulation {
     /// bit flip had damaged its final record, which recovery cuts — if no
     /// node is damaged now: the fault model is one damaged disk at a time.
     fn maybe_damage(&mut self, node: usize) {
-        if !self.options.damage || !self.damage_random.chance(1, 3) {
+        // With the lost-hard-state bug planted, every damage it can be
+        // (so the checkers meet the bug often enough to show they catch it).
+        #[cfg(feature = "planted-bugs")]
+        let lost_bug =
+            self.options.planted_bug == Some(crate::raft::PlantedBug::ActOnLostHardState);
+        #[cfg(not(feature = "planted-bugs"))]
+        let lost_bug = false;
+        if !self.options.damage || !(lost_bug || self.damage_random.chance(1, 3)) {
             return;
         }
         // Damaged until repaired in the core and the cleared mark durable.
         let any_damaged = self.nodes.iter().any(|state| {
             state.damage_on_restart > 0
+                || state.lose_hard_state_on_restart
                 || state.disk.durable().damaged()
                 || state.core.as_ref().is_some_and(|core| !core.trusted())
         });
-        if !any_damaged {
+        if any_damaged {
+            return;
+        }
+        // A quarter of the damage is to the hard state (both copies).
+        if lost_bug || self.damage_random.chance(1, 4) {
+            self.nodes[node].lose_hard_state_on_restart = true;
+        } else {
             self.nodes[node].damage_on_restart = self.damage_random.between(1, 3) as usize;
         }
     }

@@ -62,6 +62,11 @@ impl Simulation {
             self.damaged_restarts += 1;
             self.trace(|| format!("node {} lost {lose} durable batches: damaged", node + 1));
         }
+        if std::mem::take(&mut self.nodes[node].lose_hard_state_on_restart) {
+            self.nodes[node].disk.lose_hard_state();
+            self.lost_hard_states += 1;
+            self.trace(|| format!("node {} lost its hard state", node + 1));
+        }
         // After a crash the written state is what recovery found.
         // Start from the snapshot and the log after it.
         let recovered = self.nodes[node].disk.written();

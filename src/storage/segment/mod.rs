@@ -196,6 +196,8 @@ pub struct SegmentLog {
     /// Bytes read through segment maps since their pages were last
     /// released (see [`MAPPED_READ_BYTES_RELEASE`]).
     mapped_reads: Cell<u64>,
+    /// Damaged records recovery cut (see [`LogStorage::damage_found`]).
+    damage_found: u64,
 }
 
 impl SegmentLog {
@@ -223,7 +225,11 @@ impl SegmentLog {
             .map_err(|error| StorageError::io("create", dir, error))?;
         let lock = lock_directory(dir)?;
         let dir_file = File::open(dir).map_err(|error| StorageError::io("open", dir, error))?;
-        let hard_state = hard_state::load(dir)?;
+        let loaded = hard_state::load(dir)?;
+        let hard_state = match &loaded {
+            hard_state::Loaded::State(state) => *state,
+            hard_state::Loaded::Missing | hard_state::Loaded::Lost(_) => HardState::default(),
+        };
         let mut log = Self {
             dir: dir.to_path_buf(),
             dir_file: Rc::new(dir_file),
@@ -255,9 +261,37 @@ impl SegmentLog {
             failed: None,
             reserved: None,
             mapped_reads: Cell::new(0),
+            damage_found: 0,
         };
         log.recover()?;
+        let lost = match loaded {
+            hard_state::Loaded::State(_) => None,
+            // A new log; gone under entries, it was lost (a node writes its
+            // term before it takes an entry).
+            hard_state::Loaded::Missing if log.last_index() == LogIndex::ZERO => None,
+            hard_state::Loaded::Missing => {
+                Some("the file is gone but the log holds entries".to_owned())
+            }
+            hard_state::Loaded::Lost(reason) => Some(reason),
+        };
+        if let Some(reason) = lost {
+            log.mark_lost(&reason)?;
+        }
         Ok(log)
+    }
+
+    /// The hard state is lost: the node restarts with [`HardState::lost`]
+    /// (written and synced first), and rebuilds its term from its peers'
+    /// (`raft::Core`, "A lost hard state").
+    fn mark_lost(&mut self, reason: &str) -> Result<(), StorageError> {
+        tracing::error!(dir = %self.dir.display(), %reason,
+            "the hard state is lost: this node acts on no message until it has heard every other voter's term, then waits for a leader to repair it");
+        let lost = HardState::lost(self.last_term());
+        hard_state::store(&self.dir, lost)?;
+        self.hard_state = lost;
+        self.durability.hard_state = lost;
+        self.damage_found += 1;
+        Ok(())
     }
 
     /// Recovery found damage: the hard state takes the damage mark (`raft::HardState::after_damage`), written and
@@ -410,6 +444,7 @@ impl SegmentLog {
                 reason = %scanned.torn.as_deref().unwrap_or_default(),
                 "damaged record: the log is cut here and this node votes again once a leader has repaired it");
             self.mark_damaged()?;
+            self.damage_found += 1;
         }
         let is_last = is_last || damaged;
         let mut segment = Segment {
@@ -813,6 +848,10 @@ impl LogStorage for SegmentLog {
 
     /// Without building the segment list: the gauges and the disk quota
     /// read it every tick.
+    fn damage_found(&self) -> u64 {
+        self.damage_found
+    }
+
     fn stored_bytes(&self) -> u64 {
         self.segments.iter().map(|segment| segment.end).sum()
     }
