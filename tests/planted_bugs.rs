@@ -79,6 +79,14 @@ fn catches_a_node_acting_on_a_lost_hard_state() {
     assert_caught(PlantedBug::ActOnLostHardState);
 }
 
+/// Recovery cutting a damaged tail, entries this node acknowledged among
+/// them, without marking the node damaged: it votes for a log without
+/// them, and a committed entry is lost.
+#[test]
+fn catches_a_cut_without_the_damage_mark() {
+    assert_caught(PlantedBug::CutWithoutMark);
+}
+
 /// The key-value runtime applying a retried request again (no session
 /// check): a retry of a write that was committed and applied, but not
 /// answered, takes effect twice.

@@ -124,6 +124,10 @@ pub enum PlantedBug {
     /// term with no vote, instead of first hearing every voter's term (see
     /// "A lost hard state").
     ActOnLostHardState,
+    /// Not a core bug: the simulator's recovery cuts a damaged tail (entries
+    /// this node may have acknowledged) without marking the node damaged,
+    /// as a store that takes every damaged last record for a torn write.
+    CutWithoutMark,
     /// Not a core bug: the simulator's key-value runtime applies every
     /// committed request without its session check, so a retried request
     /// that was already applied is applied again.

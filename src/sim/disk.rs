@@ -455,9 +455,10 @@ impl SimDisk {
     /// Storage damage found by recovery: the last `lose` batches (durable,
     /// maybe acknowledged; never below the snapshot) are cut, as recovery
     /// cuts a damaged final record, and the hard state takes the damage
-    /// mark (`HardState::after_damage`), durable before the node starts.
-    /// False (nothing changed) when there is no batch to lose.
-    pub fn damage(&mut self, lose: usize) -> bool {
+    /// mark (`HardState::after_damage`), durable before the node starts
+    /// (without `mark`: a planted bug, the cut alone). False (nothing
+    /// changed) when there is no batch to lose.
+    pub fn damage(&mut self, lose: usize, mark: bool) -> bool {
         assert!(!self.syncing, "damage is found at recovery, before any IO");
         let keep = self.written.batches.len().saturating_sub(lose);
         let Some(first_lost) = self
@@ -469,9 +470,11 @@ impl SimDisk {
             return false;
         };
         self.issue(DiskOperation::Truncate(first_lost));
-        self.issue(DiskOperation::HardState(
-            self.written.hard_state.after_damage(),
-        ));
+        if mark {
+            self.issue(DiskOperation::HardState(
+                self.written.hard_state.after_damage(),
+            ));
+        }
         if self.start_sync() {
             self.complete_sync();
         }

@@ -79,9 +79,11 @@ impl Simulation {
     }
 
     /// Now and then (with `Options::damage`) the crashed `node` will
-    /// restart having lost its last one to three durable batches — as if a
-    /// bit flip had damaged its final record, which recovery cuts — if no
-    /// node is damaged now: the fault model is one damaged disk at a time.
+    /// restart damaged, if no node is damaged now (the fault model is one
+    /// damaged disk at a time): having lost its last one to three durable
+    /// batches (a bit flip in its final record, which recovery cuts), or
+    /// a longer suffix from anywhere in its log (damage mid-log), or its
+    /// whole hard state.
     fn maybe_damage(&mut self, node: usize) {
         // With the lost-hard-state bug planted, every damage it can be
         // (so the checkers meet the bug often enough to show they catch it).
@@ -106,6 +108,11 @@ impl Simulation {
         // A quarter of the damage is to the hard state (both copies).
         if lost_bug || self.damage_random.chance(1, 4) {
             self.nodes[node].lose_hard_state_on_restart = true;
+        } else if self.damage_random.chance(1, 3) {
+            // Damage mid-log (a flipped bit at rest, an unreadable block,
+            // a misdirected write, a segment gone): recovery cuts there,
+            // anywhere in the log, up to all of it.
+            self.nodes[node].damage_on_restart = self.damage_random.between(4, 200) as usize;
         } else {
             self.nodes[node].damage_on_restart = self.damage_random.between(1, 3) as usize;
         }

@@ -58,7 +58,11 @@ impl Simulation {
         let id = self.nodes[node].id;
         let config = self.config(id);
         let lose = std::mem::take(&mut self.nodes[node].damage_on_restart);
-        if lose > 0 && self.nodes[node].disk.damage(lose) {
+        #[cfg(feature = "planted-bugs")]
+        let mark = self.options.planted_bug != Some(crate::raft::PlantedBug::CutWithoutMark);
+        #[cfg(not(feature = "planted-bugs"))]
+        let mark = true;
+        if lose > 0 && self.nodes[node].disk.damage(lose, mark) {
             self.damaged_restarts += 1;
             self.trace(|| format!("node {} lost {lose} durable batches: damaged", node + 1));
         }

@@ -297,7 +297,14 @@ impl SegmentLog {
     /// Recovery found damage: the hard state takes the damage mark (`raft::HardState::after_damage`), written and
     /// synced before the node starts.
     fn mark_damaged(&mut self) -> Result<(), StorageError> {
-        let damaged = self.hard_state.after_damage();
+        // The hard state's term is at least its log's (a node takes no
+        // entry of a term it has not stored); a store used without one
+        // (a test, a tool) still gets a mark that covers its entries.
+        let mut base = self.hard_state;
+        base.term = base
+            .term
+            .max(self.terms.last().map_or(Term::ZERO, |(_, term)| *term));
+        let damaged = base.after_damage();
         hard_state::store(&self.dir, damaged)?;
         self.hard_state = damaged;
         self.durability.hard_state = damaged;
@@ -331,7 +338,19 @@ impl SegmentLog {
         }
         let count = names.len();
         let mut names = names.into_iter().enumerate();
+        let mut removed = Vec::new();
         for (position, (first, path)) in names.by_ref() {
+            if self
+                .segments
+                .back()
+                .is_some_and(|previous| previous.last.next() < first)
+            {
+                // Entries missing between two segments (a sealed segment
+                // truncated, a segment file gone): damage at the gap.
+                self.cut_at_gap(first)?;
+                removed.push(path);
+                break;
+            }
             let (segment, cut) = self.recover_segment(first, path, position + 1 == count)?;
             self.segments.push_back(segment);
             if cut {
@@ -340,7 +359,7 @@ impl SegmentLog {
         }
         // After a cut (the node is marked damaged already), the later
         // segments go: the leader sends their entries again.
-        for (_, (_, path)) in names {
+        for path in removed.into_iter().chain(names.map(|(_, (_, path))| path)) {
             tracing::warn!(path = %path.display(), "removing a segment after a damaged record");
             fs::remove_file(&path).map_err(|error| StorageError::io("remove", &path, error))?;
         }
@@ -352,6 +371,24 @@ impl SegmentLog {
             .map_err(|error| StorageError::io("fdatasync", &active.path, error))?;
         sync_directory(&self.dir)?;
         self.durability.index = self.last_index();
+        Ok(())
+    }
+
+    /// The segment before `next_first` ends before it: entries are
+    /// missing between them, which this node may have acknowledged. Marks
+    /// the node damaged (durably, first), and recovers that segment again
+    /// as the log's last one; the caller removes the later segments.
+    fn cut_at_gap(&mut self, next_first: LogIndex) -> Result<(), StorageError> {
+        let previous = self.segments.pop_back().expect("a previous segment");
+        tracing::error!(path = %previous.path.display(), last = %previous.last, next = %next_first,
+            "entries missing between two segments: the log is cut here and this node votes again once a leader has repaired it");
+        self.mark_damaged()?;
+        self.damage_found += 1;
+        self.terms.retain(|(index, _)| *index < previous.first);
+        let (first, path) = (previous.first, previous.path.clone());
+        drop(previous);
+        let (segment, _) = self.recover_segment(first, path, true)?;
+        self.segments.push_back(segment);
         Ok(())
     }
 
@@ -395,13 +432,13 @@ impl SegmentLog {
             reason,
         };
         if let Some(previous) = self.segments.back()
-            && previous.last.next() != first
+            && previous.last.next() > first
         {
             return Err(corrupt(
                 0,
                 format!(
                     "segment starts at index {first} but the previous one ends at {}: \
-                     a segment is missing, duplicated or overlapping",
+                     a segment duplicated or overlapping (a stray copy?)",
                     previous.last
                 ),
             ));

@@ -377,10 +377,10 @@ fn a_damaged_final_record_restarts_the_node_damaged() {
     }
 }
 
-/// A missing middle segment, or a copy of a segment where the next one
-/// should be, fails open naming the file that does not fit.
+/// A copy of a segment where the next one should be fails open naming the
+/// file that does not fit; a missing middle segment is damage.
 #[test]
-fn missing_or_duplicated_segment_fails_open() {
+fn duplicated_segment_fails_open_and_a_missing_one_is_damage() {
     let dir = TempDir::new("segments");
     let (_, places) = build_log(&dir.0, 100, 1000);
     let mut paths: Vec<PathBuf> = places.iter().map(|(path, _)| path.clone()).collect();
@@ -410,13 +410,20 @@ fn missing_or_duplicated_segment_fails_open() {
         "{error}"
     );
     fs::remove_file(&overlapping).unwrap();
-    // Missing: the middle segment deleted.
+    // Missing: the middle segment deleted. Entries this node may have
+    // acknowledged are gone: damage, not a stray file. The log is cut
+    // where the first segment ends, the node marked, the later segments
+    // removed; the leader sends the rest again.
+    let whole = SegmentLog::open_standalone(&dir.0, SMALL).unwrap();
+    let first_end = whole.segments()[0].last;
+    drop(whole);
     fs::remove_file(&paths[1]).unwrap();
-    let error = SegmentLog::open_standalone(&dir.0, SMALL).unwrap_err();
-    assert!(
-        matches!(&error, StorageError::Corrupt { path, offset: 0, .. } if *path == paths[2]),
-        "{error}"
-    );
+    let log = SegmentLog::open_standalone(&dir.0, SMALL).unwrap();
+    assert_eq!(log.last_index(), first_end);
+    assert_ne!(log.hard_state().damaged_in, Term::ZERO, "marked damaged");
+    assert_eq!(log.damage_found(), 1);
+    assert!(!paths[2].exists(), "the segments after the gap are removed");
+    assert_eq!(log.segment_paths(), vec![paths[0].clone()]);
 }
 
 /// A second opener of the same directory is refused while the first holds
