@@ -185,3 +185,23 @@ fn power_cuts_three_nodes() {
         assert!(run.timeline.contains("cut the power"), "{}", run.timeline);
     }
 }
+
+/// Storage damage, one node at a time: bytes of its segment, snapshot and
+/// hard-state files flipped, zeroed or cut off, while it is stopped or
+/// while it runs. Nothing acknowledged is lost, and every damaged copy is
+/// repaired from its peers by the end (the verdict's "every damaged copy
+/// repaired"; "repairs" counts what the nodes found and cut).
+#[test]
+fn storage_damage_three_nodes() {
+    let run = run_scenario("corrupt", 3, 2, &[]);
+    assert!(
+        run.verdict["faults"]["corrupt"].as_u64() > Some(0),
+        "no damage in {:#}",
+        run.verdict
+    );
+    assert!(
+        run.verdict["repairs"].as_u64() > Some(0),
+        "nothing repaired in {:#}",
+        run.verdict
+    );
+}

@@ -34,6 +34,7 @@
 //! still sweeps leftovers of earlier runs under the same output directory
 //! at start ([`nodes::sweep_leftovers`]).
 
+pub mod corrupt;
 pub mod lazyfs;
 pub mod net;
 pub mod nodes;
@@ -157,6 +158,11 @@ pub fn run(options: &Options) -> Result<Outcome, NemesisError> {
     if privileged {
         net::isolate()?;
     }
+    let mut options = options.clone();
+    if options.scenario == Scenario::Corrupt {
+        corrupt::default_serve_args(&mut options.serve_args);
+    }
+    let options = &options;
     let _ = crate::io::signal::install_stop_handlers();
     std::fs::create_dir_all(&options.out).map_err(|error| {
         NemesisError::Setup(format!("creating {}: {error}", options.out.display()))
@@ -210,6 +216,7 @@ pub fn run(options: &Options) -> Result<Outcome, NemesisError> {
         faults: BTreeMap::new(),
         skipped: BTreeMap::new(),
         heals_ns: Vec::new(),
+        damaged_seen: std::collections::BTreeSet::new(),
     };
     let verdict = harness.run(&schedule)?;
     if !verdict.pass && options.keep_data {
@@ -234,12 +241,17 @@ struct Harness<'a> {
     skipped: BTreeMap<String, u64>,
     /// When the cluster became fault-free, and when the next fault started.
     heals_ns: Vec<(u64, Option<u64>)>,
+    /// Damaged copies seen (node, log, term of the damage): each one a
+    /// repair the run must see through.
+    damaged_seen: std::collections::BTreeSet<(usize, String, u64)>,
 }
 
 /// How to undo a fault that started.
 #[derive(Debug)]
 enum Undo {
     Start(usize),
+    /// SIGTERM, then start again.
+    Restart(usize),
     StartEach(Vec<usize>),
     Resume(usize),
     Mend(Vec<(usize, usize)>),
@@ -269,6 +281,7 @@ impl Harness<'_> {
         self.execute(schedule);
         let heal_ns = self.heal_all();
         let recovery_final = self.wait_recovered(heal_ns);
+        let repaired = self.wait_repaired();
         drop(workers);
         self.note("workload stopped; quiet");
         std::thread::sleep(QUIET);
@@ -308,6 +321,7 @@ impl Harness<'_> {
             faults: self.faults.clone(),
             skipped: self.skipped.clone(),
             exits: self.nodes.exits.clone(),
+            repaired,
             run: self.facts(schedule),
             replay: replay_command(self.options),
             from_files: false,
@@ -331,6 +345,11 @@ impl Harness<'_> {
             ("seconds".into(), self.options.seconds.into()),
             ("namespaces".into(), self.network.can_cut().into()),
             ("steps".into(), schedule.steps.len().into()),
+            (
+                "repairs".into(),
+                corrupt::damage_found(self.run_dir, self.nodes.len()).into(),
+            ),
+            ("damaged_copies_seen".into(), self.damaged_seen.len().into()),
             ("run".into(), self.run_dir.display().to_string().into()),
         ]
     }
@@ -479,6 +498,11 @@ impl Harness<'_> {
                     Err(error) => Err(error.to_string()),
                 }
             }
+            Fault::Corrupt {
+                target,
+                running,
+                seed,
+            } => self.corrupt(resolve(*target), *running, *seed),
             Fault::DiskFull(target) => {
                 let node = resolve(*target);
                 if self.nodes.is_disk_full(node) {
@@ -515,6 +539,18 @@ impl Harness<'_> {
     fn heal(&mut self, fault: &Fault, undo: Undo) {
         let text = match undo {
             Undo::Start(node) => self.start_if_down(node),
+            Undo::Restart(node) => {
+                if self.nodes.is_up(node) {
+                    let status = self.nodes.terminate(node);
+                    format!(
+                        "n{} exited ({status}); {}",
+                        node + 1,
+                        self.start_if_down(node)
+                    )
+                } else {
+                    self.start_if_down(node)
+                }
+            }
             Undo::StartEach(nodes) => nodes
                 .into_iter()
                 .map(|node| self.start_if_down(node))
@@ -540,6 +576,72 @@ impl Harness<'_> {
             Undo::Nothing => return,
         };
         self.note(&format!("heal   {fault}: {text}"));
+    }
+
+    /// Starts a `corrupt` fault (see [`Fault::Corrupt`]).
+    fn corrupt(&mut self, node: usize, running: bool, seed: u64) -> Result<(Undo, String), String> {
+        // One damaged copy at a time: every node up and none damaged.
+        let damaged = self.damaged_copies();
+        if !damaged.is_empty() {
+            return Err(format!(
+                "{} (one damaged copy at a time)",
+                damaged.join(", ")
+            ));
+        }
+        let undo = if running {
+            Undo::Restart(node)
+        } else {
+            self.nodes.kill(node);
+            Undo::Start(node)
+        };
+        match corrupt::damage(&self.nodes.data_dir(node), seed, running) {
+            Ok(what) => Ok((undo, format!("n{}: {what}", node + 1))),
+            Err(error) => {
+                // Started again at the heal either way.
+                Ok((undo, format!("n{}: nothing damaged: {error}", node + 1)))
+            }
+        }
+    }
+
+    /// Every copy (node, log) that says it is damaged or does not answer,
+    /// described; the damaged ones are noted as repairs to see through.
+    fn damaged_copies(&mut self) -> Vec<String> {
+        let mut copies = Vec::new();
+        for node in 0..self.nodes.len() {
+            for log in LOGS.iter().chain(&[crate::server::group::KV_LOG]) {
+                match self.status_named(node, log) {
+                    Some(status) if status.damaged_in == 0 => {}
+                    Some(status) => {
+                        self.damaged_seen
+                            .insert((node, (*log).to_owned(), status.damaged_in));
+                        copies.push(format!("n{}'s copy of {log} is damaged", node + 1));
+                    }
+                    None => copies.push(format!("n{} does not answer for {log}", node + 1)),
+                }
+            }
+        }
+        copies
+    }
+
+    /// After the last heal: how long until no copy is damaged any more
+    /// (every damaged copy repaired by its leader), or which are not.
+    fn wait_repaired(&mut self) -> Result<u64, String> {
+        let started = Instant::now();
+        loop {
+            let damaged = self.damaged_copies();
+            let ms = started.elapsed().as_millis() as u64;
+            if damaged.is_empty() {
+                self.note(&format!(
+                    "every copy undamaged {ms} ms after recovery ({} repairs in the run)",
+                    corrupt::damage_found(self.run_dir, self.nodes.len())
+                ));
+                return Ok(ms);
+            }
+            if ms > self.options.recovery_seconds * 1000 {
+                return Err(damaged.join(", "));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn start_if_down(&mut self, node: usize) -> String {
@@ -645,14 +747,16 @@ impl Harness<'_> {
 
     /// Status of node `node` for log `log`, if it answers.
     fn status(&self, node: usize, log: usize) -> Option<Status> {
+        self.status_named(node, LOGS[log])
+    }
+
+    fn status_named(&self, node: usize, log: &str) -> Option<Status> {
         let options = ClientOptions {
             timeout: Duration::from_millis(500),
             ..self.shared.options.clone()
         };
         let client = Client::new(&self.shared.addresses, options).ok()?;
-        client
-            .status_of(&self.shared.addresses[node], LOGS[log])
-            .ok()
+        client.status_of(&self.shared.addresses[node], log).ok()
     }
 
     /// The node that says it leads log `log` in the highest term.
@@ -956,6 +1060,7 @@ pub fn recheck(run: &Path) -> Result<Verdict, NemesisError> {
         faults: BTreeMap::new(),
         skipped: BTreeMap::new(),
         exits: Vec::new(),
+        repaired: Ok(0),
         run: vec![("rechecked".into(), run.display().to_string().into())],
         replay: format!("rast nemesis --check {}", run.display()),
         from_files: true,

@@ -146,6 +146,11 @@ impl Nodes {
         Ok(nodes)
     }
 
+    /// Node `node`'s data directory (`--data`).
+    pub fn data_dir(&self, node: usize) -> PathBuf {
+        self.members[node].path.join("data")
+    }
+
     /// Number of nodes.
     pub fn len(&self) -> usize {
         self.members.len()

@@ -37,6 +37,10 @@ pub enum Scenario {
     /// lazy filesystem, `rast-lazyfs`): a node, two, or all of them lose
     /// power (SIGKILL and everything not synced), and start again later.
     Power,
+    /// Storage damage, one node at a time: bytes of its segment, snapshot
+    /// and hard-state files flipped, zeroed or cut off while it is stopped
+    /// or while it runs (`nemesis::corrupt`); it repairs from its peers.
+    Corrupt,
 }
 
 impl Scenario {
@@ -50,6 +54,7 @@ impl Scenario {
             Self::Restart => "restart",
             Self::Mixed => "mixed",
             Self::Power => "power",
+            Self::Corrupt => "corrupt",
         }
     }
 }
@@ -150,16 +155,30 @@ pub enum Fault {
         /// How the last pending write of each is torn.
         tear: Option<Tear>,
     },
+    /// Damage one of the node's files (`nemesis::corrupt`); while it is
+    /// stopped (SIGKILL first, started again when the fault heals) or
+    /// while it runs (restarted when the fault heals, so recovery reads
+    /// what the scrubber does not). Skipped while another node's copy is
+    /// damaged: the fault model is one damaged disk at a time.
+    Corrupt {
+        /// Whom.
+        target: Target,
+        /// Damage it while it runs.
+        running: bool,
+        /// Picks the file, the kind of damage and the bytes.
+        seed: u64,
+    },
 }
 
 /// Kinds of faults, for counting.
-pub const FAULT_KINDS: [&str; 6] = [
+pub const FAULT_KINDS: [&str; 7] = [
     "kill",
     "pause",
     "restart",
     "partition",
     "disk-full",
     "power",
+    "corrupt",
 ];
 
 impl Fault {
@@ -172,6 +191,7 @@ impl Fault {
             Self::Partition(_) => "partition",
             Self::DiskFull(_) => "disk-full",
             Self::Power { .. } => "power",
+            Self::Corrupt { .. } => "corrupt",
         }
     }
 
@@ -203,6 +223,15 @@ impl fmt::Display for Fault {
                     None => Ok(()),
                 }
             }
+            Self::Corrupt {
+                target,
+                running,
+                seed,
+            } => write!(
+                formatter,
+                "corrupt {target} {} (seed {seed})",
+                if *running { "running" } else { "stopped" }
+            ),
         }
     }
 }
@@ -357,6 +386,11 @@ fn draw_fault(random: &mut Random, plan: &Plan) -> Fault {
         Scenario::Restart => Fault::Restart(draw_target(random, nodes)),
         Scenario::Disk => Fault::DiskFull(draw_target(random, nodes)),
         Scenario::Power => draw_power_cut(random, nodes),
+        Scenario::Corrupt => Fault::Corrupt {
+            target: draw_target(random, nodes),
+            running: random.chance(1, 2),
+            seed: random.next_u64(),
+        },
         Scenario::Partition | Scenario::Mixed => Fault::Partition(draw_partition(random, nodes)),
     }
 }

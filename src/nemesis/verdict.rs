@@ -75,6 +75,9 @@ pub struct Evidence {
     pub skipped: BTreeMap<String, u64>,
     /// Nodes that exited on their own: (node, status).
     pub exits: Vec<(usize, String)>,
+    /// Milliseconds after recovery until no copy of any log said it was
+    /// damaged (every damaged copy repaired), or the copies still damaged.
+    pub repaired: Result<u64, String>,
     /// Facts about the run for the JSON (seed, scenario, ...).
     pub run: Vec<(String, Value)>,
     /// How to replay the schedule.
@@ -119,6 +122,20 @@ pub fn judge(evidence: &Evidence, kv_budget: &Budget) -> Verdict {
     }
     if !evidence.from_files {
         findings.push(check_recovery(evidence));
+        findings.push(match &evidence.repaired {
+            Ok(ms) => Finding {
+                name: "every damaged copy repaired".into(),
+                pass: true,
+                detail: format!("{ms} ms after recovery"),
+                violations: Vec::new(),
+            },
+            Err(copies) => Finding {
+                name: "every damaged copy repaired".into(),
+                pass: false,
+                detail: copies.clone(),
+                violations: vec![format!("still damaged or silent: {copies}")],
+            },
+        });
         findings.push(Finding {
             name: "no node exited on its own".into(),
             pass: evidence.exits.is_empty(),
@@ -787,6 +804,7 @@ mod tests {
             faults: BTreeMap::new(),
             skipped: BTreeMap::new(),
             exits: Vec::new(),
+            repaired: Ok(0),
             run: vec![("seed".into(), json!(7))],
             replay: "scripts/nemesis --seed 7".into(),
             from_files: false,
@@ -856,12 +874,14 @@ mod tests {
         exited.exits.push((1, "signal 6".into()));
         exited.recovery_final = Ok(5000);
         exited.require_kv = true;
+        exited.repaired = Err("n2's copy of kv is damaged".into());
         let verdict = judge(&exited, &Budget::DEFAULT);
         assert_eq!(
             failed_checks(&verdict),
             vec![
                 "kv linearizable",
                 "writes accepted after the last fault",
+                "every damaged copy repaired",
                 "no node exited on its own"
             ]
         );

@@ -1,0 +1,207 @@
+//! The `corrupt` scenario's damage: bytes of one node's files flipped,
+//! zeroed or cut off, while it is stopped or while it runs.
+//!
+//! ```text
+//!  stopped (SIGKILL first)          running
+//!  ───────────────────────          ───────
+//!  flip 1-8 bytes  any segment,     flip 1-8 bytes  a sealed segment,
+//!                  snapshot or                      a snapshot
+//!                  hard state       zero 512 B-8 KiB  the same
+//!  zero 512 B-8 KiB  the same, but  zero the whole  hard state (found at
+//!                  a sealed segment                 the restart of the heal)
+//!                  for a segment
+//!  truncate        a sealed segment,
+//!                  a snapshot, the
+//!                  hard state
+//! ```
+//!
+//! What is left out, and why: zeroing or cutting the *last* segment leaves
+//! the very shape a power cut leaves (writes that never reached the disk
+//! before, or after, ones that did), which recovery cuts as never reported
+//! durable; with no durable-up-to mark it cannot tell the two apart (the
+//! README's storage section says so). A flip there is in.
+//!
+//! The node repairs itself: recovery (at the restart that heals the fault)
+//! or the scrubber (while it runs) finds the damage, cuts the log and
+//! marks the node, and the leader sends the rest again.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::random::Random;
+
+/// Adds the `rast serve` arguments the scenario runs with unless the
+/// caller chose otherwise: small segments and snapshots (sealed segments
+/// and snapshot files to damage) and a scrubber that finds damage at rest
+/// in seconds.
+pub fn default_serve_args(serve_args: &mut Vec<String>) {
+    for (flag, value) in [
+        ("--segment-bytes", "262144"),
+        ("--snapshot-log-bytes", "1048576"),
+        ("--scrub-bytes-per-sec", "67108864"),
+    ] {
+        if !serve_args.iter().any(|arg| arg.starts_with(flag)) {
+            serve_args.push(format!("{flag}={value}"));
+        }
+    }
+}
+
+/// Damages one of the files of the node whose data directory is `data`;
+/// says what it did. `running`: the node is up (see the module docs).
+pub fn damage(data: &Path, seed: u64, running: bool) -> io::Result<String> {
+    let mut random = Random::new(seed);
+    let mut candidates = Vec::new();
+    for log in log_dirs(data)? {
+        let mut segments = files(&log, "log");
+        segments.sort();
+        let last = segments.pop();
+        for segment in segments {
+            candidates.push((segment, Kind::Sealed));
+        }
+        if let Some(last) = last
+            && !running
+        {
+            candidates.push((last, Kind::Active));
+        }
+        for snapshot in files(&log.join("snapshots"), "snap") {
+            candidates.push((snapshot, Kind::Snapshot));
+        }
+        let hard_state = log.join("hard-state");
+        if hard_state.exists() {
+            candidates.push((hard_state, Kind::HardState));
+        }
+    }
+    if candidates.is_empty() {
+        return Err(io::Error::other("no file to damage"));
+    }
+    let (path, kind) = &candidates[random.below(candidates.len() as u64) as usize];
+    let file = OpenOptions::new().read(true).write(true).open(path)?;
+    let written = written_end(&file)?;
+    if written == 0 {
+        return Ok(format!("{}: nothing written to damage", path.display()));
+    }
+    let what = match (kind, running, random.below(3)) {
+        (Kind::HardState, true, _) => zero(&file, 0, file.metadata()?.len())?,
+        (Kind::Active, _, _) | (_, _, 0) => flip(&file, written, &mut random)?,
+        (_, true, _) | (_, false, 1) => {
+            let len = random.between(512, 8192).min(written);
+            let at = random.below(written - len + 1);
+            zero(&file, at, len)?
+        }
+        _ => {
+            let keep = random.below(written);
+            file.set_len(keep)?;
+            format!("truncated to {keep} bytes")
+        }
+    };
+    file.sync_all()?;
+    Ok(format!("{} ({}): {what}", path.display(), kind.name()))
+}
+
+/// What a file is to the log.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Sealed,
+    Active,
+    Snapshot,
+    HardState,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Sealed => "sealed segment",
+            Self::Active => "last segment",
+            Self::Snapshot => "snapshot",
+            Self::HardState => "hard state",
+        }
+    }
+}
+
+/// Flips one bit in each of 1–8 random bytes before `written`.
+fn flip(file: &File, written: u64, random: &mut Random) -> io::Result<String> {
+    let count = random.between(1, 8);
+    let mut offsets = Vec::new();
+    for _ in 0..count {
+        let at = random.below(written);
+        let mut byte = [0u8];
+        file.read_exact_at(&mut byte, at)?;
+        byte[0] ^= 1 << random.below(8);
+        file.write_all_at(&byte, at)?;
+        offsets.push(at.to_string());
+    }
+    Ok(format!("flipped a bit at byte {}", offsets.join(", ")))
+}
+
+fn zero(file: &File, at: u64, len: u64) -> io::Result<String> {
+    file.write_all_at(&vec![0u8; len as usize], at)?;
+    Ok(format!("zeroed {len} bytes at {at}"))
+}
+
+/// Just past the last non-zero byte (segments are preallocated: zeros
+/// after the records).
+fn written_end(file: &File) -> io::Result<u64> {
+    let len = file.metadata()?.len();
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut end = len;
+    while end > 0 {
+        let start = end.saturating_sub(buffer.len() as u64);
+        let chunk = &mut buffer[..(end - start) as usize];
+        file.read_exact_at(chunk, start)?;
+        if let Some(at) = chunk.iter().rposition(|byte| *byte != 0) {
+            return Ok(start + at as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+fn log_dirs(data: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(data)?
+        .flatten()
+        .filter(|entry| entry.file_name().len() == 16 && entry.path().is_dir())
+        .map(|entry| entry.path())
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// The files of `dir` with the extension `extension`, sorted (none when
+/// there is no such directory).
+fn files(dir: &Path, extension: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|found| found == extension))
+        .collect();
+    files.sort();
+    files
+}
+
+/// What a node logs when its recovery finds damage and acts on it (cuts
+/// a log, drops a snapshot file, rebuilds a lost hard state).
+const FOUND: [&str; 5] = [
+    "damaged record: the log is cut here",
+    "entries missing between two segments",
+    "the hard state is lost",
+    "removing a damaged snapshot",
+    "no valid snapshot covers the entries before the log",
+];
+
+/// Damage the nodes found and repaired, counted in their own logs
+/// (`<run>/nodeN.log`): what the verdict reports as repairs.
+pub fn damage_found(run: &Path, nodes: usize) -> u64 {
+    (1..=nodes)
+        .filter_map(|node| std::fs::read_to_string(run.join(format!("node{node}.log"))).ok())
+        .map(|text| {
+            text.lines()
+                .filter(|line| FOUND.iter().any(|found| line.contains(found)))
+                .count() as u64
+        })
+        .sum()
+}
