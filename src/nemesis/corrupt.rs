@@ -30,6 +30,10 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use std::time::{Duration, Instant};
+
+use super::workload::LOGS;
+use super::{Harness, Undo};
 use crate::random::Random;
 
 /// Adds the `rast serve` arguments the scenario runs with unless the
@@ -181,6 +185,79 @@ fn files(dir: &Path, extension: &str) -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
+}
+
+impl Harness<'_> {
+    /// Starts a `corrupt` fault (see [`Fault::Corrupt`]).
+    pub(super) fn corrupt(
+        &mut self,
+        node: usize,
+        running: bool,
+        seed: u64,
+    ) -> Result<(Undo, String), String> {
+        // One damaged copy at a time: every node up and none damaged.
+        let damaged = self.damaged_copies();
+        if !damaged.is_empty() {
+            return Err(format!(
+                "{} (one damaged copy at a time)",
+                damaged.join(", ")
+            ));
+        }
+        let undo = if running {
+            Undo::Restart(node)
+        } else {
+            self.nodes.kill(node);
+            Undo::Start(node)
+        };
+        match damage(&self.nodes.data_dir(node), seed, running) {
+            Ok(what) => Ok((undo, format!("n{}: {what}", node + 1))),
+            Err(error) => {
+                // Started again at the heal either way.
+                Ok((undo, format!("n{}: nothing damaged: {error}", node + 1)))
+            }
+        }
+    }
+
+    /// Every copy (node, log) that says it is damaged or does not answer,
+    /// described; the damaged ones are noted as repairs to see through.
+    pub(super) fn damaged_copies(&mut self) -> Vec<String> {
+        let mut copies = Vec::new();
+        for node in 0..self.nodes.len() {
+            for log in LOGS.iter().chain(&[crate::server::group::KV_LOG]) {
+                match self.status_named(node, log) {
+                    Some(status) if status.damaged_in == 0 => {}
+                    Some(status) => {
+                        self.damaged_seen
+                            .insert((node, (*log).to_owned(), status.damaged_in));
+                        copies.push(format!("n{}'s copy of {log} is damaged", node + 1));
+                    }
+                    None => copies.push(format!("n{} does not answer for {log}", node + 1)),
+                }
+            }
+        }
+        copies
+    }
+
+    /// After the last heal: how long until no copy is damaged any more
+    /// (every damaged copy repaired by its leader), or which are not.
+    pub(super) fn wait_repaired(&mut self) -> Result<u64, String> {
+        let started = Instant::now();
+        loop {
+            let damaged = self.damaged_copies();
+            let ms = started.elapsed().as_millis() as u64;
+            if damaged.is_empty() {
+                self.note(&format!(
+                    "every copy undamaged {ms} ms after recovery ({} repairs in the run)",
+                    damage_found(self.run_dir, self.nodes.len())
+                ));
+                return Ok(ms);
+            }
+            if ms > self.options.recovery_seconds * 1000 {
+                return Err(damaged.join(", "));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 /// What a node logs when its recovery finds damage and acts on it (cuts

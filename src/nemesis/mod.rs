@@ -21,6 +21,8 @@
 //! * [`nodes`]: the processes and their tmpfs disks.
 //! * [`workload`]: the clients and the history recorder.
 //! * [`verdict`]: the checks and the reports.
+//! * [`corrupt`]: the `corrupt` scenario's damage to one node's files.
+//! * `files`: the run's directory and files, and judging a run again.
 //!
 //! The harness is a subcommand of the `rast` binary (so the node binary is
 //! the harness's own executable) and not a library call from a test: it
@@ -35,6 +37,7 @@
 //! at start ([`nodes::sweep_leftovers`]).
 
 pub mod corrupt;
+mod files;
 pub mod lazyfs;
 pub mod net;
 pub mod nodes;
@@ -42,8 +45,10 @@ pub mod schedule;
 pub mod verdict;
 pub mod workload;
 
+pub use files::recheck;
+use files::{make_run_dir, write, write_final_logs, write_history};
+
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -578,72 +583,6 @@ impl Harness<'_> {
         self.note(&format!("heal   {fault}: {text}"));
     }
 
-    /// Starts a `corrupt` fault (see [`Fault::Corrupt`]).
-    fn corrupt(&mut self, node: usize, running: bool, seed: u64) -> Result<(Undo, String), String> {
-        // One damaged copy at a time: every node up and none damaged.
-        let damaged = self.damaged_copies();
-        if !damaged.is_empty() {
-            return Err(format!(
-                "{} (one damaged copy at a time)",
-                damaged.join(", ")
-            ));
-        }
-        let undo = if running {
-            Undo::Restart(node)
-        } else {
-            self.nodes.kill(node);
-            Undo::Start(node)
-        };
-        match corrupt::damage(&self.nodes.data_dir(node), seed, running) {
-            Ok(what) => Ok((undo, format!("n{}: {what}", node + 1))),
-            Err(error) => {
-                // Started again at the heal either way.
-                Ok((undo, format!("n{}: nothing damaged: {error}", node + 1)))
-            }
-        }
-    }
-
-    /// Every copy (node, log) that says it is damaged or does not answer,
-    /// described; the damaged ones are noted as repairs to see through.
-    fn damaged_copies(&mut self) -> Vec<String> {
-        let mut copies = Vec::new();
-        for node in 0..self.nodes.len() {
-            for log in LOGS.iter().chain(&[crate::server::group::KV_LOG]) {
-                match self.status_named(node, log) {
-                    Some(status) if status.damaged_in == 0 => {}
-                    Some(status) => {
-                        self.damaged_seen
-                            .insert((node, (*log).to_owned(), status.damaged_in));
-                        copies.push(format!("n{}'s copy of {log} is damaged", node + 1));
-                    }
-                    None => copies.push(format!("n{} does not answer for {log}", node + 1)),
-                }
-            }
-        }
-        copies
-    }
-
-    /// After the last heal: how long until no copy is damaged any more
-    /// (every damaged copy repaired by its leader), or which are not.
-    fn wait_repaired(&mut self) -> Result<u64, String> {
-        let started = Instant::now();
-        loop {
-            let damaged = self.damaged_copies();
-            let ms = started.elapsed().as_millis() as u64;
-            if damaged.is_empty() {
-                self.note(&format!(
-                    "every copy undamaged {ms} ms after recovery ({} repairs in the run)",
-                    corrupt::damage_found(self.run_dir, self.nodes.len())
-                ));
-                return Ok(ms);
-            }
-            if ms > self.options.recovery_seconds * 1000 {
-                return Err(damaged.join(", "));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
     fn start_if_down(&mut self, node: usize) -> String {
         if self.nodes.is_up(node) {
             return format!("n{} is already up", node + 1);
@@ -962,167 +901,6 @@ fn describe_links(links: &[(usize, usize)]) -> String {
         .map(|(from, to)| format!("n{}->n{}", from + 1, to + 1))
         .collect();
     texts.join(" ")
-}
-
-fn make_run_dir(out: &Path, options: &Options) -> Result<PathBuf, NemesisError> {
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs());
-    let run = out.join(format!(
-        "{stamp}-{}-seed{}-{}",
-        options.scenario.name(),
-        options.seed,
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&run)
-        .map_err(|error| NemesisError::Setup(format!("creating {}: {error}", run.display())))?;
-    write(
-        &run.join("driver.pid"),
-        &format!("{}\n", std::process::id()),
-    )?;
-    Ok(run)
-}
-
-fn write(path: &Path, text: &str) -> Result<(), NemesisError> {
-    std::fs::write(path, text)
-        .map_err(|error| NemesisError::Setup(format!("writing {}: {error}", path.display())))
-}
-
-fn write_history(
-    path: &Path,
-    history: &crate::check::history::History<workload::NemesisOp>,
-) -> Result<(), NemesisError> {
-    let file = std::fs::File::create(path)
-        .map_err(|error| NemesisError::Setup(format!("creating {}: {error}", path.display())))?;
-    history
-        .write_text(std::io::BufWriter::new(file))
-        .map_err(|error| NemesisError::Setup(format!("writing {}: {error}", path.display())))
-}
-
-/// `log node index identity` per line, after the commit indexes.
-fn write_final_logs(
-    path: &Path,
-    final_logs: &[Vec<NodeLog>; 2],
-    index_commit: [LogIndex; 2],
-) -> Result<(), NemesisError> {
-    let mut text = format!(
-        "# commit {} {}\n# log node index identity\n",
-        index_commit[0], index_commit[1]
-    );
-    for (log, node_logs) in final_logs.iter().enumerate() {
-        for node_log in node_logs {
-            for (offset, identity) in node_log.payloads.iter().enumerate() {
-                let _ = writeln!(
-                    text,
-                    "{} {} {} {identity}",
-                    workload::LOG_LETTERS[log],
-                    node_log.node,
-                    offset + 1
-                );
-            }
-        }
-    }
-    write(path, &text)
-}
-
-/// Judges a finished run again from its files (`history.txt`,
-/// `final-logs.txt`): the log and key-value checks, with this build's
-/// checkers. For runs whose checks changed, or to look at a failure again.
-pub fn recheck(run: &Path) -> Result<Verdict, NemesisError> {
-    let read = |name: &str| {
-        std::fs::read_to_string(run.join(name)).map_err(|error| {
-            NemesisError::Setup(format!("reading {}: {error}", run.join(name).display()))
-        })
-    };
-    let history =
-        crate::check::history::History::<workload::NemesisOp>::parse_text(&read("history.txt")?)
-            .map_err(|error| NemesisError::Setup(format!("history.txt: {error}")))?;
-    let (final_logs, index_commit) = parse_final_logs(&read("final-logs.txt")?)?;
-    let kv = if history
-        .events()
-        .iter()
-        .any(|event| matches!(event.op, workload::NemesisOp::Kv(_)))
-    {
-        KvStatus::Served
-    } else {
-        KvStatus::NotServed("no key-value operation in the history".into())
-    };
-    let evidence = Evidence {
-        history,
-        final_logs,
-        index_commit,
-        convergence: [None, None],
-        kv,
-        require_kv: false,
-        heals_ns: Vec::new(),
-        recovery_final: Ok(0),
-        recovery_ms_max: 0,
-        faults: BTreeMap::new(),
-        skipped: BTreeMap::new(),
-        exits: Vec::new(),
-        repaired: Ok(0),
-        run: vec![("rechecked".into(), run.display().to_string().into())],
-        replay: format!("rast nemesis --check {}", run.display()),
-        from_files: true,
-    };
-    Ok(verdict::judge(&evidence, &Budget::DEFAULT))
-}
-
-/// Reads what [`write_final_logs`] wrote (files without the commit line
-/// take each log's longest node log as its commit index).
-fn parse_final_logs(text: &str) -> Result<([Vec<NodeLog>; 2], [LogIndex; 2]), NemesisError> {
-    let bad = |line: &str| NemesisError::Setup(format!("final-logs.txt: bad line {line:?}"));
-    let mut logs: [BTreeMap<u64, Vec<u64>>; 2] = [BTreeMap::new(), BTreeMap::new()];
-    let mut commit: Option<[LogIndex; 2]> = None;
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# commit ") {
-            let numbers: Vec<u64> = rest
-                .split_whitespace()
-                .map(str::parse)
-                .collect::<Result<_, _>>()
-                .map_err(|_| bad(line))?;
-            let [a, b] = numbers[..] else {
-                return Err(bad(line));
-            };
-            commit = Some([LogIndex(a), LogIndex(b)]);
-            continue;
-        }
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let [letter, node, _index, identity] = fields[..] else {
-            return Err(bad(line));
-        };
-        let log = workload::LOG_LETTERS
-            .iter()
-            .position(|name| *name == letter)
-            .ok_or_else(|| bad(line))?;
-        let node: u64 = node.parse().map_err(|_| bad(line))?;
-        let identity: u64 = identity.parse().map_err(|_| bad(line))?;
-        logs[log].entry(node).or_default().push(identity);
-    }
-    let index_commit = commit.unwrap_or_else(|| {
-        [0, 1].map(|log| {
-            LogIndex(
-                logs[log]
-                    .values()
-                    .map(|payloads| payloads.len() as u64)
-                    .max()
-                    .unwrap_or(0),
-            )
-        })
-    });
-    let final_logs = logs.map(|nodes| {
-        nodes
-            .into_iter()
-            .map(|(node, payloads)| NodeLog {
-                node: NodeId(node),
-                payloads,
-            })
-            .collect()
-    });
-    Ok((final_logs, index_commit))
 }
 
 /// The command that replays `options`' schedule.
