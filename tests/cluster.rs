@@ -163,16 +163,7 @@ fn damaged_follower_is_repaired(
     let payloads: Vec<Vec<u8>> = (0..20u32)
         .map(|n| format!("entry {n} {}", "x".repeat(200)).into_bytes())
         .collect();
-    let indexes: Vec<u64> = payloads
-        .iter()
-        .map(|payload| {
-            client
-                .append("default", &[payload.as_slice()])
-                .unwrap()
-                .first_index
-                .get()
-        })
-        .collect();
+    let indexes = cluster.append_each("default", &payloads);
     let mut last = *indexes.last().unwrap();
     cluster.wait_for_commit("default", last, LEADER_WITHIN);
     let leader = cluster.wait_for_leader("default", LEADER_WITHIN);

@@ -31,11 +31,17 @@ fn commit_batches(cluster: &mut Cluster, count: usize) {
 /// Node 3 restarts having lost its last batch (acknowledged and
 /// committed): the damaged restart a cut tail leads to.
 fn damage_node_3(cluster: &mut Cluster) {
+    let hard_state = cluster.cores[2].hard_state().after_damage();
+    restart_node_3(cluster, hard_state, 1);
+}
+
+/// Node 3 restarts with `hard_state`, its log without its last `lose`
+/// batches.
+fn restart_node_3(cluster: &mut Cluster, hard_state: HardState, lose: usize) {
     let old = &cluster.cores[2];
     let last = old.log().last_index();
     let mut batches: Vec<Boundary> = old.log().batches_in(LogIndex(1), last).copied().collect();
-    batches.pop();
-    let hard_state = old.hard_state().after_damage();
+    batches.truncate(batches.len() - lose);
     let restart = Restart {
         hard_state,
         snapshot_index: LogIndex::ZERO,
@@ -163,22 +169,8 @@ fn a_node_that_lost_its_hard_state_hears_every_voter_first() {
     commit_batches(&mut cluster, 3);
     let term = cluster.cores[0].term();
 
-    let old = &cluster.cores[2];
-    let batches: Vec<Boundary> = old
-        .log()
-        .batches_in(LogIndex(1), old.log().last_index())
-        .copied()
-        .collect();
-    let restart = Restart {
-        hard_state: HardState::lost(old.log().last_term()),
-        snapshot_index: LogIndex::ZERO,
-        snapshot_term: Term::ZERO,
-        membership: *old.membership(),
-        batches: &batches,
-        now_ms: 0,
-    };
-    let config = old.config().clone();
-    cluster.cores[2] = Core::new(config, &restart);
+    let last_term = cluster.cores[2].log().last_term();
+    restart_node_3(&mut cluster, HardState::lost(last_term), 0);
     let held = cluster.cores[2].log().last_index();
 
     // The leader's entries are not taken (nor acknowledged): its term may

@@ -28,6 +28,49 @@ fn wait_for_metric(cluster: &Cluster, node: usize, metric: &str, done: impl Fn(f
     }
 }
 
+/// Appends `count` payloads of `bytes` bytes each to `default`, waits for
+/// them to commit, and picks a follower: (payloads, their indexes, the
+/// follower).
+fn load_and_pick_a_follower(
+    cluster: &Cluster,
+    count: u32,
+    bytes: usize,
+) -> (Vec<Vec<u8>>, Vec<u64>, usize) {
+    let payloads: Vec<Vec<u8>> = (0..count)
+        .map(|n| format!("entry {n} {}", "x".repeat(bytes)).into_bytes())
+        .collect();
+    let indexes = cluster.append_each("default", &payloads);
+    cluster.wait_for_commit("default", *indexes.last().unwrap(), WITHIN);
+    let leader = cluster.wait_for_leader("default", WITHIN);
+    (payloads, indexes, (leader + 1) % 3)
+}
+
+/// Once `victim` has found its damage: new entries (and the leader change
+/// the damaged copy's term bump brings) repair it; then it is undamaged
+/// and serves every entry. Returns the last index appended.
+fn assert_repaired(cluster: &Cluster, victim: usize, indexes: &[u64], payloads: &[Vec<u8>]) -> u64 {
+    wait_for_metric(cluster, victim, "rast_corruptions_found_total", |found| {
+        found >= 1.0
+    });
+    let after: Vec<Vec<u8>> = (0..5u32)
+        .map(|n| format!("after {n}").into_bytes())
+        .collect();
+    let last = *cluster.append_each("default", &after).last().unwrap();
+    cluster.wait_for_commit("default", last, WITHIN);
+    wait_for_metric(
+        cluster,
+        victim,
+        "rast_damaged{log=\"default\"}",
+        |damaged| damaged == 0.0,
+    );
+    let entries = cluster.read_all(victim, "default", last);
+    for (n, (index, payload)) in indexes.iter().zip(payloads).enumerate() {
+        assert_eq!(&entries[index], payload, "entry {n} on the repaired node");
+    }
+    assert_eq!(cluster.status(victim, "default").unwrap().damaged_in, 0);
+    last
+}
+
 /// A byte flipped in a record of a running follower's sealed segment: the
 /// scrubber finds it, the log is reopened, recovery cuts it there and marks
 /// the copy damaged, and the leader sends the rest again. Every entry then
@@ -40,24 +83,7 @@ fn scrubbing_finds_damage_at_rest_and_the_leader_repairs_it() {
         1,
         &["--segment-bytes=65536", "--scrub-bytes-per-sec=67108864"],
     );
-    let mut client = cluster.client();
-    let payloads: Vec<Vec<u8>> = (0..300u32)
-        .map(|n| format!("entry {n} {}", "x".repeat(700)).into_bytes())
-        .collect();
-    let indexes: Vec<u64> = payloads
-        .iter()
-        .map(|payload| {
-            client
-                .append("default", &[payload.as_slice()])
-                .unwrap()
-                .first_index
-                .get()
-        })
-        .collect();
-    let mut last = *indexes.last().unwrap();
-    cluster.wait_for_commit("default", last, WITHIN);
-    let leader = cluster.wait_for_leader("default", WITHIN);
-    let victim = (leader + 1) % 3;
+    let (payloads, indexes, victim) = load_and_pick_a_follower(&cluster, 300, 700);
 
     // Flip a byte in the middle of a record of the victim's first segment
     // (sealed: later ones follow it), while the victim runs.
@@ -88,30 +114,8 @@ fn scrubbing_finds_damage_at_rest_and_the_leader_repairs_it() {
     file.sync_all().unwrap();
     drop(file);
 
-    // Found by the scrubber, cut by recovery at the reopen.
-    wait_for_metric(&cluster, victim, "rast_corruptions_found_total", |found| {
-        found >= 1.0
-    });
-    // New entries (and the leader change the damaged copy's term bump
-    // brings) repair it.
-    for n in 0..5u32 {
-        last = client
-            .append("default", &[format!("after {n}").as_bytes()])
-            .unwrap()
-            .first_index
-            .get();
-    }
-    cluster.wait_for_commit("default", last, WITHIN);
-    wait_for_metric(
-        &cluster,
-        victim,
-        "rast_damaged{log=\"default\"}",
-        |damaged| damaged == 0.0,
-    );
-    let entries = cluster.read_all(victim, "default", last);
-    for (n, (index, payload)) in indexes.iter().zip(&payloads).enumerate() {
-        assert_eq!(&entries[index], payload, "entry {n} on the repaired node");
-    }
+    // Found by the scrubber, cut by recovery at the reopen, repaired.
+    let last = assert_repaired(&cluster, victim, &indexes, &payloads);
     assert!(cluster.metric(victim, "rast_scrub_bytes_total").unwrap() > 0.0);
     let repaired = cluster
         .metric(victim, "rast_repaired_batches_total")
@@ -139,24 +143,7 @@ fn scrubbing_finds_damage_at_rest_and_the_leader_repairs_it() {
 #[test]
 fn a_zeroed_hard_state_is_rebuilt_from_the_peers() {
     let mut cluster = Cluster::start("zeroed-hard-state", 3, 1);
-    let mut client = cluster.client();
-    let payloads: Vec<Vec<u8>> = (0..20u32)
-        .map(|n| format!("entry {n}").into_bytes())
-        .collect();
-    let indexes: Vec<u64> = payloads
-        .iter()
-        .map(|payload| {
-            client
-                .append("default", &[payload.as_slice()])
-                .unwrap()
-                .first_index
-                .get()
-        })
-        .collect();
-    let mut last = *indexes.last().unwrap();
-    cluster.wait_for_commit("default", last, WITHIN);
-    let leader = cluster.wait_for_leader("default", WITHIN);
-    let victim = (leader + 1) % 3;
+    let (payloads, indexes, victim) = load_and_pick_a_follower(&cluster, 20, 10);
     assert!(cluster.terminate(victim).success());
     let file = cluster
         .data_dir(victim)
@@ -166,28 +153,7 @@ fn a_zeroed_hard_state_is_rebuilt_from_the_peers() {
     std::fs::write(&file, vec![0u8; length]).unwrap();
 
     cluster.restart(victim);
-    wait_for_metric(&cluster, victim, "rast_corruptions_found_total", |found| {
-        found >= 1.0
-    });
-    for n in 0..5u32 {
-        last = client
-            .append("default", &[format!("after {n}").as_bytes()])
-            .unwrap()
-            .first_index
-            .get();
-    }
-    cluster.wait_for_commit("default", last, WITHIN);
-    wait_for_metric(
-        &cluster,
-        victim,
-        "rast_damaged{log=\"default\"}",
-        |damaged| damaged == 0.0,
-    );
-    let entries = cluster.read_all(victim, "default", last);
-    for (n, (index, payload)) in indexes.iter().zip(&payloads).enumerate() {
-        assert_eq!(&entries[index], payload, "entry {n} on the rebuilt node");
-    }
+    assert_repaired(&cluster, victim, &indexes, &payloads);
     let status = cluster.status(victim, "default").unwrap();
-    assert_eq!(status.damaged_in, 0);
     assert!(status.term >= 2, "a term above every term heard");
 }

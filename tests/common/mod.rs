@@ -174,6 +174,22 @@ impl Cluster {
         rast::bench::stats::sample(&text, name)
     }
 
+    /// Appends each payload to `log` as a batch of its own; the index of
+    /// each.
+    pub fn append_each(&self, log: &str, payloads: &[Vec<u8>]) -> Vec<u64> {
+        let mut client = self.client();
+        payloads
+            .iter()
+            .map(|payload| {
+                client
+                    .append(log, &[payload.as_slice()])
+                    .unwrap()
+                    .first_index
+                    .get()
+            })
+            .collect()
+    }
+
     /// Status of node `node`, if it answers.
     pub fn status(&self, node: usize, log: &str) -> Option<Status> {
         let client = self.client();
