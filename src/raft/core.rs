@@ -516,6 +516,7 @@ impl Core {
             self.elapsed_ms_election = 0;
             if self.damaged_in == TERM_UNKNOWN {
                 self.probe_terms(actions);
+                self.rebuild_if_heard_all(actions);
             } else if self.promotable() {
                 let campaign = if self.config.pre_vote {
                     Campaign::PreVote
@@ -761,13 +762,18 @@ impl Core {
     }
 
     /// A lost hard state: notes the term of a message (which is otherwise
-    /// not acted on); once every other voter is heard, rebuilds the hard
-    /// state as a damaged node's (see "A lost hard state").
+    /// not acted on); see "A lost hard state".
     fn hear_while_lost(&mut self, from: NodeId, term: Term, actions: &mut Vec<Action>) {
         match self.heard_while_lost.iter_mut().find(|(id, _)| *id == from) {
             Some((_, heard)) => *heard = (*heard).max(term),
             None => self.heard_while_lost.push((from, term)),
         }
+        self.rebuild_if_heard_all(actions);
+    }
+
+    /// A lost hard state: once every other voter is heard (at once when
+    /// there is none), rebuilds the hard state as a damaged node's.
+    fn rebuild_if_heard_all(&mut self, actions: &mut Vec<Action>) {
         let id = self.config.id;
         let heard_all = self
             .membership
