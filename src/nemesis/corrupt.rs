@@ -80,7 +80,17 @@ pub fn damage(data: &Path, seed: u64, running: bool) -> io::Result<String> {
     if candidates.is_empty() {
         return Err(io::Error::other("no file to damage"));
     }
-    let (path, kind) = &candidates[random.below(candidates.len() as u64) as usize];
+    // A kind first, then a file of it: sealed segments outnumber the rest
+    // as a run goes on, and would crowd the snapshots and hard states out.
+    let mut kinds: Vec<Kind> = candidates.iter().map(|(_, kind)| *kind).collect();
+    kinds.sort();
+    kinds.dedup();
+    let kind = kinds[random.below(kinds.len() as u64) as usize];
+    let of_kind: Vec<&(PathBuf, Kind)> = candidates
+        .iter()
+        .filter(|(_, candidate)| *candidate == kind)
+        .collect();
+    let (path, kind) = of_kind[random.below(of_kind.len() as u64) as usize];
     let file = OpenOptions::new().read(true).write(true).open(path)?;
     let written = written_end(&file)?;
     if written == 0 {
@@ -105,7 +115,7 @@ pub fn damage(data: &Path, seed: u64, running: bool) -> io::Result<String> {
 }
 
 /// What a file is to the log.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
     Sealed,
     Active,

@@ -653,7 +653,12 @@ impl Group {
 
     /// Stops the group: storage can no longer be trusted.
     fn fail(&mut self, reason: &str, out: &mut Outbound) {
-        tracing::error!(log = %self.name, %reason, "log storage failed; the group stops (fail-stop)");
+        if self.failed_for_damage {
+            tracing::warn!(log = %self.name, %reason,
+                "the log stops to be reopened: recovery cuts the damage and the leader repairs it");
+        } else {
+            tracing::error!(log = %self.name, %reason, "log storage failed; the group stops (fail-stop)");
+        }
         self.failed = Some(reason.to_owned());
         for pending in self.pending.drain(..) {
             if pending.write {
