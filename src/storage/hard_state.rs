@@ -152,6 +152,21 @@ fn checksum_of(bytes: &[u8], at: usize) -> u32 {
     crc32c::crc32c_append(crc, &bytes[at + 4..])
 }
 
+/// The most a hard-state file holds: two frames, the second at
+/// [`MIRROR_AT`] (a frame is far below 4 KiB).
+const FILE_BYTES_MAX: usize = 2 * MIRROR_AT;
+
+/// At most one byte more than [`FILE_BYTES_MAX`] of the file at `path`: a
+/// damaged file never sizes an allocation.
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    File::open(path)?
+        .take(FILE_BYTES_MAX as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// What [`load`] found.
 #[derive(Debug)]
 pub enum Loaded {
@@ -167,7 +182,13 @@ pub enum Loaded {
 /// permission, …) are errors: they say nothing about the file's bytes.
 pub fn load(dir: &Path) -> Result<Loaded, StorageError> {
     let path = dir.join(FILE_NAME);
-    let bytes = match fs::read(&path) {
+    let bytes = match read_bounded(&path) {
+        Ok(bytes) if bytes.len() > FILE_BYTES_MAX => {
+            return Ok(Loaded::Lost(format!(
+                "{}: larger than any hard-state file ({FILE_BYTES_MAX} bytes)",
+                path.display()
+            )));
+        }
         Ok(bytes) => bytes,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             return Ok(Loaded::Missing);

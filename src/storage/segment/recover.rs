@@ -25,6 +25,7 @@ use nix::fcntl::{FallocateFlags, fallocate};
 
 use super::file::{BatchEntry, Segment};
 use super::{SEGMENT_SUFFIX, SegmentLog, TEMP_SUFFIX, parse_segment_name, preallocate};
+use crate::constants::SEGMENT_BYTES_MAX;
 use crate::storage::hard_state::{self, sync_directory};
 use crate::storage::reading;
 use crate::storage::record::{self, RecordMeta};
@@ -187,6 +188,16 @@ impl SegmentLog {
             .metadata()
             .map_err(|error| StorageError::io("stat", &path, error))?;
         let file_bytes = metadata.len();
+        // Read whole below: a file larger than any segment this store makes
+        // is not one of its segments (and must not size an allocation).
+        if file_bytes > SEGMENT_BYTES_MAX {
+            return Err(corrupt(
+                0,
+                format!(
+                    "{file_bytes} bytes, larger than any segment ({SEGMENT_BYTES_MAX}): not a segment of this log"
+                ),
+            ));
+        }
         // Read before the tail is cleared or the file preallocated, which
         // would move it.
         let modified_ms = metadata.modified().map_or(0, unix_ms);

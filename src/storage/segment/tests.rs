@@ -484,3 +484,38 @@ fn recovered_segments_carry_their_mtime_into_retention() {
     assert_eq!(log.segments(), segments[2..]);
     assert!(!paths[0].exists() && !paths[1].exists());
 }
+
+/// Files too large to be what the store writes are refused or read as
+/// lost, never read whole: a sparse segment file of 1 TiB refuses the
+/// log naming it, and a hard-state file of 1 TiB is a lost hard state.
+#[test]
+fn oversized_files_do_not_size_an_allocation() {
+    let dir = TempDir::new("oversized");
+    let (frames, places) = build_log(&dir.0, 10, 100);
+    assert!(!frames.is_empty());
+    let segment = places[0].0.clone();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(1 << 40)
+        .unwrap();
+    let error = SegmentLog::open_standalone(&dir.0, SMALL).unwrap_err();
+    assert!(
+        matches!(&error, StorageError::Corrupt { path, .. } if *path == segment),
+        "{error}"
+    );
+
+    let dir = TempDir::new("oversized-hard-state");
+    build_log(&dir.0, 10, 100);
+    let file = dir.0.join(hard_state::FILE_NAME);
+    fs::write(&file, [0u8; 8]).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(1 << 40)
+        .unwrap();
+    let log = SegmentLog::open_standalone(&dir.0, SMALL).unwrap();
+    assert!(log.hard_state().is_lost(), "{:?}", log.hard_state());
+}
