@@ -175,21 +175,11 @@ fn damaged_follower_is_repaired(
         "{:016x}",
         rast::types::LogId::from_name("default").get()
     ));
-    let mut segments: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
-        .collect();
-    segments.sort();
-    let segment = segments.last().unwrap();
+    let segments = rast::storage::segment::segment_files(&dir);
+    let (first, segment) = segments.last().unwrap();
     let mut bytes = std::fs::read(segment).unwrap();
     let mut records = Vec::new();
-    let first = segment
-        .file_stem()
-        .and_then(|stem| stem.to_str())
-        .and_then(|stem| stem.parse::<u64>().ok())
-        .unwrap();
-    rast::storage::record::scan(&bytes, LogIndex(first), rast::types::Term::ZERO, |meta| {
+    rast::storage::record::scan(&bytes, *first, rast::types::Term::ZERO, |meta| {
         records.push(meta);
     })
     .unwrap();

@@ -90,14 +90,10 @@ fn scrubbing_finds_damage_at_rest_and_the_leader_repairs_it() {
     let dir = cluster
         .data_dir(victim)
         .join(format!("{:016x}", LogId::from_name("default").get()));
-    let mut segments: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
-        .collect();
-    segments.sort();
+    let segments = rast::storage::segment::segment_files(&dir);
     assert!(segments.len() >= 3, "several segments: {segments:?}");
-    let segment = &segments[0];
+    let (first, segment) = &segments[0];
+    assert_eq!(*first, LogIndex(1));
     let bytes = std::fs::read(segment).unwrap();
     let mut records = Vec::new();
     rast::storage::record::scan(&bytes, LogIndex(1), Term::ZERO, |meta| {

@@ -35,6 +35,10 @@ use std::time::{Duration, Instant};
 use super::workload::LOGS;
 use super::{Harness, Undo};
 use crate::random::Random;
+use crate::server::scrub::log_dirs;
+use crate::storage::hard_state;
+use crate::storage::segment::segment_files;
+use crate::storage::snapshot_file;
 
 /// Adds the `rast serve` arguments the scenario runs with unless the
 /// caller chose otherwise: small segments and snapshots (sealed segments
@@ -57,22 +61,21 @@ pub fn default_serve_args(serve_args: &mut Vec<String>) {
 pub fn damage(data: &Path, seed: u64, running: bool) -> io::Result<String> {
     let mut random = Random::new(seed);
     let mut candidates = Vec::new();
-    for log in log_dirs(data)? {
-        let mut segments = files(&log, "log");
-        segments.sort();
+    for (_, log) in log_dirs(data) {
+        let mut segments = segment_files(&log);
         let last = segments.pop();
-        for segment in segments {
+        for (_, segment) in segments {
             candidates.push((segment, Kind::Sealed));
         }
-        if let Some(last) = last
+        if let Some((_, last)) = last
             && !running
         {
             candidates.push((last, Kind::Active));
         }
-        for snapshot in files(&log.join("snapshots"), "snap") {
+        for (_, snapshot) in snapshot_file::files(&log.join("snapshots")) {
             candidates.push((snapshot, Kind::Snapshot));
         }
-        let hard_state = log.join("hard-state");
+        let hard_state = log.join(hard_state::FILE_NAME);
         if hard_state.exists() {
             candidates.push((hard_state, Kind::HardState));
         }
@@ -170,31 +173,6 @@ fn written_end(file: &File) -> io::Result<u64> {
         end = start;
     }
     Ok(0)
-}
-
-fn log_dirs(data: &Path) -> io::Result<Vec<PathBuf>> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(data)?
-        .flatten()
-        .filter(|entry| entry.file_name().len() == 16 && entry.path().is_dir())
-        .map(|entry| entry.path())
-        .collect();
-    dirs.sort();
-    Ok(dirs)
-}
-
-/// The files of `dir` with the extension `extension`, sorted (none when
-/// there is no such directory).
-fn files(dir: &Path, extension: &str) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = entries
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|found| found == extension))
-        .collect();
-    files.sort();
-    files
 }
 
 impl Harness<'_> {

@@ -40,6 +40,7 @@ use crate::constants::{FRAME_BYTES_MAX, SCRUB_PASS_PAUSE_MS, SCRUB_SETTLE_MS, WO
 use crate::server::metrics::{Counters, Metrics};
 use crate::storage::reading::{self, READ_BLOCK_BYTES, READ_CHUNK_BYTES};
 use crate::storage::record::{self, Fault};
+use crate::storage::segment::segment_files;
 use crate::storage::snapshot_file::{self, SnapshotFileError};
 use crate::types::{LogId, LogIndex, Term};
 
@@ -145,7 +146,10 @@ impl Scrubber {
         let mut segments = segment_files(dir);
         // The last segment is being written.
         segments.pop();
-        let snapshot = newest_snapshot(&dir.join("snapshots"));
+        // The newest snapshot: the one a restart would use.
+        let snapshot = snapshot_file::files(&dir.join("snapshots"))
+            .pop()
+            .map(|(_, path)| path);
         for (first, path) in segments {
             if let Some(what) = self.scrub_file(&path, |scrubber, file| {
                 verify_segment(file, first, &mut scrubber.pacer, &scrubber.metrics.counters)
@@ -189,8 +193,8 @@ impl Scrubber {
     }
 }
 
-/// Log directories: `<data>/<16 hex digits of the log id>`.
-fn log_dirs(data: &Path) -> Vec<(LogId, PathBuf)> {
+/// Log directories: `<data>/<16 hex digits of the log id>`, by id.
+pub fn log_dirs(data: &Path) -> Vec<(LogId, PathBuf)> {
     let Ok(entries) = std::fs::read_dir(data) else {
         return Vec::new();
     };
@@ -208,46 +212,6 @@ fn log_dirs(data: &Path) -> Vec<(LogId, PathBuf)> {
         .collect();
     dirs.sort();
     dirs
-}
-
-/// A log directory's segment files by first index.
-fn segment_files(dir: &Path) -> Vec<(LogIndex, PathBuf)> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut files: Vec<(LogIndex, PathBuf)> = entries
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name();
-            let stem = name.to_str()?.strip_suffix(".log")?;
-            if stem.len() != 20 {
-                return None;
-            }
-            Some((LogIndex(stem.parse().ok()?), entry.path()))
-        })
-        .collect();
-    files.sort();
-    files
-}
-
-/// The newest snapshot file of a `snapshots` directory (the one a restart
-/// would use).
-fn newest_snapshot(dir: &Path) -> Option<PathBuf> {
-    std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name();
-            let index: u64 = name
-                .to_str()?
-                .strip_prefix("snapshot-")?
-                .strip_suffix(".snap")?
-                .parse()
-                .ok()?;
-            Some((index, entry.path()))
-        })
-        .max()
-        .map(|(_, path)| path)
 }
 
 /// Not written in the last [`SCRUB_SETTLE_MS`].

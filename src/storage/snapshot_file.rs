@@ -360,6 +360,30 @@ pub fn adopt(dir: &Path, received: &Path) -> Result<(SnapshotMeta, PathBuf), Sna
     Ok((meta, path))
 }
 
+/// The index of the snapshot file named `name` (`snapshot-<index>.snap`);
+/// `None` for any other name (temporary files included).
+pub fn file_index(name: &str) -> Option<u64> {
+    name.strip_prefix("snapshot-")?
+        .strip_suffix(".snap")?
+        .parse()
+        .ok()
+}
+
+/// The snapshot files of `dir` by index, as they are now (nothing removed;
+/// none when it cannot be read): for readers beside the store (the
+/// scrubber, the fault harness).
+pub fn files(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<(u64, PathBuf)> = entries
+        .flatten()
+        .filter_map(|entry| Some((file_index(entry.file_name().to_str()?)?, entry.path())))
+        .collect();
+    files.sort();
+    files
+}
+
 /// Snapshot files in `dir` by index; temporary files are removed.
 fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     let mut files = Vec::new();
@@ -375,10 +399,7 @@ fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
             if let Err(error) = fs::remove_file(&path) {
                 tracing::warn!(path = %path.display(), %error, "removing a leftover snapshot");
             }
-        } else if let Some(index) = rest
-            .strip_suffix(".snap")
-            .and_then(|index| index.parse::<u64>().ok())
-        {
+        } else if let Some(index) = file_index(name) {
             files.push((index, path));
         }
     }

@@ -741,6 +741,25 @@ fn segment_name(first: LogIndex) -> String {
     format!("{:020}{SEGMENT_SUFFIX}", first.get())
 }
 
+/// The segment files of the log directory `dir` by first index, as they
+/// are now (nothing removed; none when it cannot be read): for readers
+/// beside the store (the scrubber, the fault harness).
+pub fn segment_files(dir: &Path) -> Vec<(LogIndex, PathBuf)> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<(LogIndex, PathBuf)> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let first = parse_segment_name(name.to_str()?.strip_suffix(SEGMENT_SUFFIX)?)?;
+            Some((first, entry.path()))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
 fn parse_segment_name(stem: &str) -> Option<LogIndex> {
     if stem.len() != 20 || !stem.bytes().all(|byte| byte.is_ascii_digit()) {
         return None;
