@@ -218,14 +218,13 @@ pub struct Group {
     /// Damaged records and snapshot files recovery found (and cut) while
     /// opening, not yet counted at `/metrics`.
     damage_found: u64,
-    /// Batches in the spliced message waiting in `spliced`.
-    spliced_batches: u32,
     /// Address of each node, for redirects.
     addresses: Vec<(NodeId, String)>,
     /// Reused for decoding config batches.
     configs: Vec<Membership>,
-    /// Spliced batches waiting for the core's verdict (see `step_spliced`).
-    spliced: Option<Reservation>,
+    /// Spliced batches waiting for the core's verdict (see `step_spliced`),
+    /// and how many batches the message carried.
+    spliced: Option<(Reservation, u32)>,
     /// When the oldest write not yet durable was flushed (sync latency).
     flushed_at: Option<std::time::Instant>,
     /// The leader last reported.
@@ -310,7 +309,6 @@ impl Group {
             failed_for_space: false,
             failed_for_damage: false,
             damage_found: storage_damage,
-            spliced_batches: 0,
             addresses,
             configs: Vec::new(),
             spliced: None,
@@ -740,12 +738,11 @@ impl Group {
                 first_index,
                 last_index,
             } => {
-                if let Some(reservation) = self.spliced.take() {
+                if let Some((reservation, batches)) = self.spliced.take() {
                     let last = self.storage.complete_reservation(reservation)?;
                     debug_assert_eq!(last, last_index);
                     if !self.core.trusted() {
-                        out.repaired_batches +=
-                            u64::from(self.spliced_batches.saturating_sub(skip));
+                        out.repaired_batches += u64::from(batches.saturating_sub(skip));
                     }
                     return Ok(());
                 }

@@ -96,10 +96,10 @@ impl Group {
                 .iter()
                 .any(|action| matches!(action, Action::Truncate { .. }));
             if appends_all && !truncates {
-                self.spliced = Some(reservation);
-                self.spliced_batches = u32::try_from(batches.len()).unwrap_or(u32::MAX);
+                let count = u32::try_from(batches.len()).unwrap_or(u32::MAX);
+                self.spliced = Some((reservation, count));
                 self.execute(&mut actions, None, None, out);
-                if let Some(reservation) = self.spliced.take() {
+                if let Some((reservation, _)) = self.spliced.take() {
                     // No AppendReceived consumed it (cannot happen: checked).
                     self.abort_splice(reservation, out);
                 }
