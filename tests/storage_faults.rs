@@ -213,6 +213,15 @@ fn run_child(dir: &Path, delay: Duration, planted: Option<&str>, cut: Option<Cut
 fn verify(dir: &Path, reported: Reported) -> Result<u64, String> {
     let log = SegmentLog::open_standalone(&dir.join("log"), OPTIONS)
         .map_err(|error| format!("reopen: {error}"))?;
+    // A crash loses only what was never reported durable: it never reads
+    // as damage (the durable mark says what was).
+    if log.damage_found() > 0 || log.hard_state().damaged_in > Term::ZERO {
+        return Err(format!(
+            "a crash read as damage (found {}, damaged in term {})",
+            log.damage_found(),
+            log.hard_state().damaged_in
+        ));
+    }
     if log.last_index().get() < reported.index {
         return Err(format!(
             "reported durable up to {} but the log ends at {}",
@@ -514,7 +523,10 @@ fn power_cuts_catch_every_planted_storage_bug() {
     use rast::storage::planted::StorageBug;
     /// Rounds tried per bug before giving up (each is caught far sooner).
     const ROUNDS_MAX: u64 = 500;
-    for bug in StorageBug::ALL {
+    for bug in StorageBug::ALL
+        .into_iter()
+        .filter(|bug| bug.lost_by_power_cuts())
+    {
         let name = format!("power-planted-{}", bug.name());
         let Some((mut lazy, dir)) = common::lazy::mount(&name) else {
             return;
@@ -534,6 +546,93 @@ fn power_cuts_catch_every_planted_storage_bug() {
         drop(lazy);
         let _ = std::fs::remove_dir_all(dir);
     }
+}
+
+/// The directory a [`lost_tail_child`] works in.
+const LOST_TAIL_DIR_VARIABLE: &str = "RAST_LOST_TAIL_DIR";
+
+/// Appends batches, has them reported durable, then zeroes the last
+/// batch's bytes while the store is closed (damage at rest with the shape
+/// of a power cut's tear) and reopens: true when the store opens marked
+/// damaged, as it must (the batch was reported durable).
+fn lost_tail_reads_as_damage(dir: &Path) -> bool {
+    let mut log = SegmentLog::open_standalone(dir, OPTIONS).unwrap();
+    log.store_hard_state(HardState {
+        term: Term(1),
+        ..HardState::default()
+    })
+    .unwrap();
+    for _ in 0..20 {
+        log.append(&batch_at(log.last_index().next().get()))
+            .unwrap();
+    }
+    let last = log.last_index();
+    assert_eq!(log.sync_all().unwrap().index, last, "reported durable");
+    let path = log.segment_paths().pop().unwrap();
+    let end = log.segments().last().unwrap().bytes;
+    drop(log);
+    let last_len = batch_at(last.get()).len() as u64;
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &vec![0; last_len as usize], end - last_len)
+        .unwrap();
+    drop(file);
+    let log = SegmentLog::open_standalone(dir, OPTIONS).unwrap();
+    assert!(log.last_index() < last, "the zeroed batch is cut");
+    log.hard_state().damaged_in > Term::ZERO
+}
+
+/// The child of [`planted_no_durable_mark_lets_a_lost_tail_read_as_a_tear`]:
+/// prints what [`lost_tail_reads_as_damage`] found.
+#[test]
+fn lost_tail_child() {
+    let Some(dir) = std::env::var_os(LOST_TAIL_DIR_VARIABLE) else {
+        return;
+    };
+    println!("damaged {}", lost_tail_reads_as_damage(Path::new(&dir)));
+}
+
+/// A batch reported durable and then lost at rest at the very end of the
+/// log is damage, though it has a tear's shape: the durable mark says it
+/// was reported.
+#[test]
+fn a_lost_tail_reported_durable_is_damage() {
+    let dir = temp_dir("lost-tail");
+    assert!(
+        lost_tail_reads_as_damage(&dir),
+        "read as a power cut's tear"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// With the durable mark left out (the planted bug `NoDurableMark`), the
+/// same loss reads as a power cut's tear: the check above is what catches
+/// a store that reports durability without the mark.
+#[cfg(feature = "planted-bugs")]
+#[test]
+fn planted_no_durable_mark_lets_a_lost_tail_read_as_a_tear() {
+    use rast::storage::planted::StorageBug;
+    let dir = temp_dir("lost-tail-planted");
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "lost_tail_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(LOST_TAIL_DIR_VARIABLE, &dir)
+        .env(
+            rast::storage::planted::VARIABLE,
+            StorageBug::NoDurableMark.name(),
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "the child failed: {stdout}");
+    assert!(
+        stdout.contains("damaged false"),
+        "the planted bug was not caught by the check: {stdout}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Unmounts a test mount when dropped.

@@ -53,6 +53,7 @@
 
 #[doc(hidden)]
 pub mod conformance;
+pub mod durable_mark;
 pub mod hard_state;
 pub mod memory;
 pub mod planted;

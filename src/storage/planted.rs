@@ -20,15 +20,25 @@ pub enum StorageBug {
     NoHardStateDirectorySync,
     /// A new segment is named and written without its directory fsync.
     NoNewSegmentDirectorySync,
+    /// Synced entries are reported durable without the durable mark
+    /// (`storage::durable_mark`) written first: damage at rest at the end
+    /// of the log then reads as a power cut's torn tail.
+    NoDurableMark,
 }
 
 impl StorageBug {
     /// Every bug.
-    pub const ALL: [StorageBug; 3] = [
+    pub const ALL: [StorageBug; 4] = [
         StorageBug::NoFdatasync,
         StorageBug::NoHardStateDirectorySync,
         StorageBug::NoNewSegmentDirectorySync,
+        StorageBug::NoDurableMark,
     ];
+
+    /// Whether a power cut shows the bug (the others need damage at rest).
+    pub fn lost_by_power_cuts(self) -> bool {
+        self != StorageBug::NoDurableMark
+    }
 
     /// The value of [`VARIABLE`] that plants it.
     pub fn name(self) -> &'static str {
@@ -36,6 +46,7 @@ impl StorageBug {
             StorageBug::NoFdatasync => "no-fdatasync",
             StorageBug::NoHardStateDirectorySync => "no-hard-state-directory-sync",
             StorageBug::NoNewSegmentDirectorySync => "no-new-segment-directory-sync",
+            StorageBug::NoDurableMark => "no-durable-mark",
         }
     }
 }

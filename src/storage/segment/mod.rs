@@ -95,6 +95,7 @@ use crate::constants::{
     WRITE_QUEUE_BYTES_MAX,
 };
 use crate::io::{Link, OpId, Ring, SharedRing};
+use crate::storage::durable_mark::{self, Slot};
 use crate::storage::hard_state::{self, sync_directory};
 use crate::storage::planted::{self, StorageBug};
 use crate::storage::{
@@ -105,6 +106,7 @@ use crate::types::{LogIndex, Term};
 
 mod ahead;
 mod file;
+mod mark;
 mod recover;
 mod reserve;
 mod truncate;
@@ -112,6 +114,7 @@ mod write;
 
 use self::ahead::{HardStateWrite, Prepared};
 use self::file::{Segment, Source};
+use self::mark::MarkWriter;
 pub use self::reserve::Reservation;
 use self::truncate::Unlinking;
 use self::write::{Chunk, Staging, Sync};
@@ -188,6 +191,11 @@ pub struct SegmentLog {
     /// A preparation failed (a full disk?): the next roll creates its
     /// segment itself, which reports the error, and preparing resumes.
     prepare_paused: bool,
+    /// Every entry up to this index is synced in its segment (reported
+    /// durable once the durable mark says so too: see `mark`).
+    synced: LogIndex,
+    /// The durable mark (`storage::durable_mark`) and its writes.
+    mark: MarkWriter,
     durability: Durability,
     failed: Option<String>,
     /// An open reservation (segment id, offset, length).
@@ -225,6 +233,14 @@ impl SegmentLog {
         let lock = lock_directory(dir)?;
         let dir_file = File::open(dir).map_err(|error| StorageError::io("open", dir, error))?;
         let loaded = hard_state::load(dir)?;
+        let (mark_file, mark_found) = durable_mark::open(dir)?;
+        let mark_slot = match mark_found {
+            durable_mark::Found::Mark(slot) => slot,
+            durable_mark::Found::Nothing | durable_mark::Found::Unknown(_) => Slot {
+                seq: 0,
+                index: LogIndex::ZERO,
+            },
+        };
         let hard_state = match &loaded {
             hard_state::Loaded::State(state) => *state,
             hard_state::Loaded::Missing | hard_state::Loaded::Lost(_) => HardState::default(),
@@ -253,6 +269,8 @@ impl SegmentLog {
             next: None,
             prepared_count: 0,
             prepare_paused: false,
+            synced: LogIndex::ZERO,
+            mark: MarkWriter::new(mark_file, mark_slot),
             durability: Durability {
                 index: LogIndex::ZERO,
                 hard_state,
@@ -262,7 +280,8 @@ impl SegmentLog {
             mapped_reads: Cell::new(0),
             damage_found: 0,
         };
-        log.recover()?;
+        let torn_cut = log.recover()?;
+        log.check_mark(&mark_found, torn_cut)?;
         let lost = match loaded {
             hard_state::Loaded::State(_) => None,
             // A new log; gone under entries, it was lost (a node writes its
@@ -623,6 +642,10 @@ impl LogStorage for SegmentLog {
             return Err(no_space_or(error));
         }
         self.finish_issued()?;
+        // A crash below may leave any prefix of the old log, or none: the
+        // mark goes to zero first, so that none reads as damage, and to
+        // the new log's end once it is in place.
+        self.mark.store_blocking(&self.dir, LogIndex::ZERO)?;
         while let Some(segment) = self.segments.pop_back() {
             Self::remove_segment_file(&segment.path)?;
         }
@@ -641,6 +664,8 @@ impl LogStorage for SegmentLog {
         );
         self.segments.push_back(segment);
         self.terms.clear();
+        self.mark.store_blocking(&self.dir, next.prev())?;
+        self.synced = next.prev();
         self.durability.index = next.prev();
         Ok(())
     }
@@ -799,6 +824,7 @@ fn sync_unless_planted(
         StorageBug::NoHardStateDirectorySync | StorageBug::NoNewSegmentDirectorySync => {
             ring.fsync(file, link)
         }
+        StorageBug::NoDurableMark => unreachable!("not a sync"),
     }
 }
 

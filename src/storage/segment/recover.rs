@@ -26,6 +26,7 @@ use nix::fcntl::{FallocateFlags, fallocate};
 use super::file::{BatchEntry, Segment};
 use super::{SEGMENT_SUFFIX, SegmentLog, TEMP_SUFFIX, parse_segment_name, preallocate};
 use crate::constants::SEGMENT_BYTES_MAX;
+use crate::storage::durable_mark;
 use crate::storage::hard_state::{self, sync_directory};
 use crate::storage::reading;
 use crate::storage::record::{self, RecordMeta};
@@ -64,8 +65,9 @@ impl SegmentLog {
         Ok(())
     }
 
-    /// Recovers every segment of the directory (see the module docs).
-    pub(super) fn recover(&mut self) -> Result<(), StorageError> {
+    /// Recovers every segment of the directory (see the module docs);
+    /// returns whether a torn tail was cut (as a power cut leaves).
+    pub(super) fn recover(&mut self) -> Result<bool, StorageError> {
         let names = self.list_segments()?;
         if names.is_empty() {
             let mut segment = self.create_segment(LogIndex(1))?;
@@ -75,6 +77,7 @@ impl SegmentLog {
         let count = names.len();
         let mut names = names.into_iter().enumerate();
         let mut removed = Vec::new();
+        let mut torn_cut = false;
         for (position, (first, path)) in names.by_ref() {
             if self
                 .segments
@@ -89,8 +92,10 @@ impl SegmentLog {
             }
             let (segment, cut) = self.recover_segment(first, path, position + 1 == count)?;
             self.segments.push_back(segment);
-            if cut {
-                break;
+            match cut {
+                Cut::Damage => break,
+                Cut::Torn => torn_cut = true,
+                Cut::None => {}
             }
         }
         // After a cut (the node is marked damaged already), the later
@@ -106,8 +111,46 @@ impl SegmentLog {
             .sync_data()
             .map_err(|error| StorageError::io("fdatasync", &active.path, error))?;
         sync_directory(&self.dir)?;
+        self.synced = self.last_index();
         self.durability.index = self.last_index();
-        Ok(())
+        Ok(torn_cut)
+    }
+
+    /// After recovery: a log that ends below the durable mark lost
+    /// entries this node reported durable — damage at rest, whatever
+    /// shape it left (`storage::durable_mark`) — and the node is marked
+    /// damaged. Then the mark is brought to the log's end, synced.
+    pub(super) fn check_mark(
+        &mut self,
+        found: &durable_mark::Found,
+        torn_cut: bool,
+    ) -> Result<(), StorageError> {
+        let last = self.last_index();
+        let reason = match found {
+            // Recovery found damage and marked the node already.
+            _ if self.damage_found > 0 => None,
+            durable_mark::Found::Mark(slot) if last < slot.index => Some(format!(
+                "the log ends at index {last}, but this node reported entries up to {} durable: \
+                 its newest records were lost at rest (a segment truncated, zeroed or removed)",
+                slot.index
+            )),
+            durable_mark::Found::Unknown(reason) if torn_cut => Some(format!(
+                "a torn tail was cut and the durable mark does not read ({reason}): \
+                 the cut may hold entries this node reported durable"
+            )),
+            durable_mark::Found::Unknown(reason) => {
+                tracing::warn!(%reason, "the durable mark is damaged; the log's tail is whole, and the mark is written again");
+                None
+            }
+            durable_mark::Found::Mark(_) | durable_mark::Found::Nothing => None,
+        };
+        if let Some(reason) = reason {
+            tracing::error!(dir = %self.dir.display(), %reason,
+                "the log lost entries at its end: this node votes again once a leader has repaired it");
+            self.mark_damaged()?;
+            self.damage_found += 1;
+        }
+        self.mark.store_blocking(&self.dir, last)
     }
 
     /// The segment before `next_first` ends before it: entries are
@@ -153,15 +196,15 @@ impl SegmentLog {
         Ok(names)
     }
 
-    /// Recovers one segment file; also returns whether it was cut at a
-    /// damaged record (the node then restarts damaged, and the segment is
-    /// the log's last: the caller removes any after it).
+    /// Recovers one segment file; also returns what was cut: at a damaged
+    /// record, the node restarts damaged, and the segment is the log's
+    /// last (the caller removes any after it).
     fn recover_segment(
         &mut self,
         first: LogIndex,
         path: PathBuf,
         is_last: bool,
-    ) -> Result<(Segment, bool), StorageError> {
+    ) -> Result<(Segment, Cut), StorageError> {
         let corrupt = |offset: u64, reason: String| StorageError::Corrupt {
             path: path.clone(),
             offset,
@@ -245,10 +288,12 @@ impl SegmentLog {
             map: OnceCell::new(),
             modified_ms,
         };
+        let mut cut = if damaged { Cut::Damage } else { Cut::None };
         if let Some(reason) = scanned.torn {
             if !damaged {
                 tracing::warn!(path = %segment.path.display(), offset = scanned.end, %reason,
                     "cutting a torn final record");
+                cut = Cut::Torn;
             }
             clear_tail(&segment, scanned.end)?;
         }
@@ -262,8 +307,18 @@ impl SegmentLog {
         for (index, term) in terms {
             self.note_term(index, term);
         }
-        Ok((segment, damaged))
+        Ok((segment, cut))
     }
+}
+
+/// What recovery cut of a segment.
+enum Cut {
+    None,
+    /// A torn tail, as a power cut leaves (what the durable mark says
+    /// decides whether it was).
+    Torn,
+    /// Damage: the node is marked.
+    Damage,
 }
 
 /// What recovery read of one segment file.

@@ -83,7 +83,7 @@ impl SegmentLog {
                 self.syncs.push_back(Sync {
                     op: None,
                     segment: id,
-                    index: self.durability.index.max(self.last_index()),
+                    index: self.synced.max(self.last_index()),
                     done: true,
                     naming,
                 });

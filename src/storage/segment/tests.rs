@@ -165,6 +165,13 @@ fn build_log(
 ) -> (Vec<Vec<u8>>, Vec<(PathBuf, u64)>) {
     let mut log = SegmentLog::open_standalone(dir, SMALL).unwrap();
     let frames = append_batches(&mut log, 1, &vec![3; batches], entry_bytes);
+    // A node stores its term before it takes entries (a log without a
+    // hard state opens as one that lost it).
+    log.store_hard_state(HardState {
+        term: Term(2),
+        ..HardState::default()
+    })
+    .unwrap();
     log.sync_all().unwrap();
     let mut places = Vec::new();
     for segment in &log.segments {
@@ -175,48 +182,165 @@ fn build_log(
     (frames, places)
 }
 
+/// Puts back exactly the files of `intact` (see [`files_of`]).
+fn restore(dir: &Path, intact: &[(PathBuf, Vec<u8>)]) {
+    for file in fs::read_dir(dir).unwrap() {
+        let file = file.unwrap().path();
+        if file.file_name().is_some_and(|name| name != "lock") {
+            fs::remove_file(file).unwrap();
+        }
+    }
+    for (file, bytes) in intact {
+        fs::write(file, bytes).unwrap();
+    }
+}
+
+/// Sets the durable mark of the log in `dir` to `index`, as the store
+/// would have left it had it reported only that much durable.
+fn set_mark(dir: &Path, index: LogIndex) {
+    use crate::storage::durable_mark::{self, Found, Slot};
+    let (file, found) = durable_mark::open(dir).unwrap();
+    let seq = match found {
+        Found::Mark(slot) => slot.seq + 1,
+        Found::Nothing | Found::Unknown(_) => 1,
+    };
+    durable_mark::store(&file, dir, Slot { seq, index }).unwrap();
+}
+
 /// Cutting the file anywhere inside the last record (as a crash during
-/// its write would) loses exactly that record; cutting at its start loses
-/// nothing else. Checked at every byte offset.
+/// its write would) loses exactly that record, silently when the durable
+/// mark says it was never reported durable; cutting at its start loses
+/// nothing else. The same cut under a mark that covers the record is
+/// damage at rest: the node restarts damaged. Checked at every offset.
 #[test]
 fn truncated_last_record_is_cut_at_every_offset() {
     let dir = TempDir::new("truncate-every");
     let (frames, places) = build_log(&dir.0, 4, 64);
     let (path, offset) = places.last().unwrap().clone();
     let pristine = fs::read(&path).unwrap();
+    let intact = files_of(&dir.0);
     let last_len = frames.last().unwrap().len() as u64;
     for cut in offset..offset + last_len {
-        fs::write(&path, &pristine[..cut as usize]).unwrap();
-        let log = SegmentLog::open_standalone(&dir.0, SMALL)
-            .unwrap_or_else(|error| panic!("cut at {cut}: {error}"));
-        assert_eq!(read_all(&log, 1 << 20), frames[..3], "cut at {cut}");
-        assert_eq!(log.durability().index, LogIndex(9));
-        drop(log);
+        for reported in [LogIndex(9), LogIndex(12)] {
+            restore(&dir.0, &intact);
+            set_mark(&dir.0, reported);
+            fs::write(&path, &pristine[..cut as usize]).unwrap();
+            let log = SegmentLog::open_standalone(&dir.0, SMALL)
+                .unwrap_or_else(|error| panic!("cut at {cut}: {error}"));
+            assert_eq!(read_all(&log, 1 << 20), frames[..3], "cut at {cut}");
+            assert_eq!(log.durability().index, LogIndex(9));
+            assert_eq!(
+                log.hard_state().damaged_in > Term::ZERO,
+                reported > LogIndex(9),
+                "cut at {cut} under a mark of {reported}: damaged exactly when the mark covers the cut"
+            );
+            drop(log);
+        }
     }
 }
 
 /// A last record whose bytes stop at any sector boundary, zeros after
-/// (a torn write into the preallocated file), is cut off too.
+/// (a torn write into the preallocated file), is cut off too: silently
+/// under a mark below it, as damage under a mark that covers it.
 #[test]
 fn zero_filled_tail_of_last_record_is_cut() {
     let dir = TempDir::new("zero-tail");
     let (frames, places) = build_log(&dir.0, 40, 512);
     let (path, offset) = places.last().unwrap().clone();
-    let pristine = fs::read(&path).unwrap();
+    let intact = files_of(&dir.0);
     let end = offset + frames.last().unwrap().len() as u64;
+    let kept_last = LogIndex(3 * (frames.len() as u64 - 1));
     let mut tears = 0;
     for tear in (offset.next_multiple_of(SECTOR_BYTES)..end).step_by(SECTOR_BYTES as usize) {
-        fs::write(&path, &pristine).unwrap();
-        zero_range(&path, tear, end - tear);
-        let mut log = SegmentLog::open_standalone(&dir.0, SMALL).unwrap();
-        assert_eq!(read_all(&log, 1 << 20), frames[..frames.len() - 1]);
-        // The cut tail is gone for good: the log continues over it.
-        let next = make_batch(2, log.last_index().next().get(), 1, 64);
-        log.append(&next).unwrap();
-        log.sync_all().unwrap();
+        for reported in [kept_last, kept_last.next()] {
+            restore(&dir.0, &intact);
+            set_mark(&dir.0, reported);
+            zero_range(&path, tear, end - tear);
+            let mut log = SegmentLog::open_standalone(&dir.0, SMALL).unwrap();
+            assert_eq!(read_all(&log, 1 << 20), frames[..frames.len() - 1]);
+            assert_eq!(
+                log.hard_state().damaged_in > Term::ZERO,
+                reported > kept_last,
+                "tear at {tear} under a mark of {reported}"
+            );
+            // The cut tail is gone for good: the log continues over it.
+            let next = make_batch(2, log.last_index().next().get(), 1, 64);
+            log.append(&next).unwrap();
+            log.sync_all().unwrap();
+        }
         tears += 1;
     }
     assert!(tears > 0, "the last record spans no sector boundary");
+}
+
+/// Every shape damage at rest can leave at the end of the log — the
+/// shapes a power cut leaves too — is damage when the store had reported
+/// the lost records durable: the last record zeroed whole, the last
+/// segment truncated into its records or emptied, the last segment file
+/// removed. The node restarts damaged and the log is cut where the
+/// damage starts; with the planted bug `NoDurableMark` these read as a
+/// power cut (see `storage_faults::a_lost_tail_*`).
+#[test]
+fn a_reported_tail_lost_at_rest_is_damage() {
+    type Damage = Box<dyn Fn()>;
+    let dir = TempDir::new("lost-tail");
+    let (frames, places) = build_log(&dir.0, 60, 1000);
+    let intact = files_of(&dir.0);
+    let (last_path, last_offset) = places.last().unwrap().clone();
+    let first_of_last = places
+        .iter()
+        .position(|(path, _)| *path == last_path)
+        .unwrap();
+    assert!(first_of_last > 0, "the log must span segments");
+    let end = last_offset + frames.last().unwrap().len() as u64;
+    let shapes: Vec<(&str, usize, Damage)> = vec![
+        ("last record zeroed", frames.len() - 1, {
+            let path = last_path.clone();
+            Box::new(move || zero_range(&path, last_offset, end - last_offset))
+        }),
+        (
+            "last segment truncated inside its last record",
+            frames.len() - 1,
+            {
+                let path = last_path.clone();
+                Box::new(move || {
+                    let file = OpenOptions::new().write(true).open(&path).unwrap();
+                    file.set_len(last_offset + 7).unwrap();
+                })
+            },
+        ),
+        ("last segment emptied", first_of_last, {
+            let path = last_path.clone();
+            Box::new(move || {
+                let file = OpenOptions::new().write(true).open(&path).unwrap();
+                file.set_len(0).unwrap();
+            })
+        }),
+        ("last segment removed", first_of_last, {
+            let path = last_path.clone();
+            Box::new(move || fs::remove_file(&path).unwrap())
+        }),
+    ];
+    for (shape, kept, damage) in shapes {
+        restore(&dir.0, &intact);
+        damage();
+        let mut log = SegmentLog::open_standalone(&dir.0, SMALL)
+            .unwrap_or_else(|error| panic!("{shape}: {error}"));
+        assert_eq!(read_all(&log, 1 << 20), frames[..kept], "{shape}");
+        assert!(
+            log.hard_state().damaged_in > Term::ZERO,
+            "{shape}: not marked damaged"
+        );
+        assert_eq!(log.damage_found(), 1, "{shape}: not counted");
+        let next = make_batch(2, log.last_index().next().get(), 1, 64);
+        log.append(&next).unwrap();
+        assert_eq!(log.sync_all().unwrap().index, log.last_index(), "{shape}");
+        drop(log);
+        // Repaired (the mark now says the shorter log), it opens clean.
+        let log = SegmentLog::open_standalone(&dir.0, SMALL).unwrap();
+        assert_eq!(log.damage_found(), 0, "{shape}: reopened");
+        drop(log);
+    }
 }
 
 /// Offsets, within a record of `build_log`, of one byte in each region:
@@ -260,8 +384,8 @@ fn files_of(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 /// A flipped bit anywhere in any record no longer stops the node: open
 /// cuts the log at that record (every record before it stays, every one
 /// after it goes: the leader sends them again) and the node restarts
-/// damaged — except a length grown in the very last record, which reads
-/// as a torn write and is cut silently (see `record`).
+/// damaged — a length grown in the very last record too, which has the
+/// shape of a torn write but is under the durable mark.
 #[test]
 fn flipped_bits_in_any_record_cut_the_log_and_mark_the_node_damaged() {
     let dir = TempDir::new("flip");
@@ -284,24 +408,17 @@ fn flipped_bits_in_any_record_cut_the_log_and_mark_the_node_damaged() {
     let intact = files_of(&dir.0);
     for (record, (path, offset)) in places.iter().enumerate() {
         let frame_len = frames[record].len() as u64;
-        let is_last = record + 1 == places.len();
         for (region, within) in regions(frame_len) {
             for bit in [0u8, 5] {
                 flip_bit(path, offset + within, bit);
                 let log = SegmentLog::open_standalone(&dir.0, SMALL)
                     .unwrap_or_else(|error| panic!("record {record} {region} bit {bit}: {error}"));
                 let kept = read_all(&log, 1 << 20);
-                let torn = is_last && region == "segment size";
-                if torn {
-                    assert!(kept.len() <= record, "record {record} {region} bit {bit}");
-                } else {
-                    assert_eq!(kept.len(), record, "record {record} {region} bit {bit}");
-                }
+                assert_eq!(kept.len(), record, "record {record} {region} bit {bit}");
                 assert_eq!(kept, frames[..kept.len()], "record {record} {region}");
-                // (A shorter length in the last record is damage, a longer
-                // one a tear: either may hold for a flipped length bit.)
-                assert!(
-                    torn || log.hard_state().damaged_in == Term(3),
+                assert_eq!(
+                    log.hard_state().damaged_in,
+                    Term(3),
                     "record {record} {region} bit {bit}: not marked damaged"
                 );
                 drop(log);

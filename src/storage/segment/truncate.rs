@@ -27,9 +27,12 @@ use crate::storage::StorageError;
 use crate::types::LogIndex;
 
 /// Later segments' files being removed: unlinks newest first, then an
-/// fsync of the directory, linked; each op's result once it came.
+/// fsync of the directory, linked; each op's result once it came. Issued
+/// once the durable mark is at or below the kept log (see `mark`).
 #[derive(Debug)]
 pub(super) struct Unlinking {
+    /// The files, newest first, until issued.
+    pub(super) paths: Vec<std::ffi::CString>,
     pub(super) ops: Vec<OpId>,
     pub(super) results: Vec<Option<i32>>,
 }
@@ -37,6 +40,9 @@ pub(super) struct Unlinking {
 impl Unlinking {
     /// Takes whatever results have come; true once all have.
     pub(super) fn collect(&mut self, ring: &mut Ring) -> bool {
+        if self.ops.is_empty() {
+            return false;
+        }
         for (op, result) in self.ops.iter().zip(self.results.iter_mut()) {
             if result.is_none() {
                 *result = ring.take(*op);
@@ -76,7 +82,7 @@ impl SegmentLog {
         };
         let doomed: Vec<_> = self.segments.drain(keep..).collect();
         let doomed_ids: Vec<u64> = doomed.iter().map(|segment| segment.id).collect();
-        self.unlink_newest_first(doomed.iter().rev().map(|segment| c_path(&segment.path)))?;
+        self.unlink_newest_first(doomed.iter().rev().map(|segment| c_path(&segment.path)));
         // Chunks of removed segments not issued yet are dropped; issued ones
         // land in unlinked files.
         self.chunks.retain(|chunk| {
@@ -113,7 +119,8 @@ impl SegmentLog {
         while self.terms.last().is_some_and(|(start, _)| *start >= from) {
             self.terms.pop();
         }
-        // No sync in flight may report what was cut as durable.
+        // No sync in flight may report what was cut as durable, and the
+        // disk work waits for the mark to come down to the kept log.
         let kept_last = from.prev();
         for sync in &mut self.syncs {
             sync.index = sync.index.min(kept_last);
@@ -121,7 +128,9 @@ impl SegmentLog {
         if let Some((_, index)) = &mut self.deferred_sync {
             *index = (*index).min(kept_last);
         }
+        self.synced = self.synced.min(kept_last);
         self.durability.index = self.durability.index.min(kept_last);
+        self.mark.limit_to(kept_last);
         let ring = std::rc::Rc::clone(&self.ring);
         self.advance(&mut ring.borrow_mut())
     }
@@ -156,28 +165,45 @@ impl SegmentLog {
         self.chunks = kept;
     }
 
-    /// Issues the removal of `paths` (newest first) and an fsync of the
-    /// directory after them, linked.
-    fn unlink_newest_first(
-        &mut self,
-        paths: impl Iterator<Item = std::ffi::CString>,
-    ) -> Result<(), StorageError> {
+    /// Queues the removal of `paths` (newest first) and an fsync of the
+    /// directory after them (see [`SegmentLog::submit_unlinks`]).
+    fn unlink_newest_first(&mut self, paths: impl Iterator<Item = std::ffi::CString>) {
         let paths: Vec<_> = paths.collect();
-        if paths.is_empty() {
-            return Ok(());
+        if !paths.is_empty() {
+            self.unlinks.push_back(Unlinking {
+                paths,
+                ops: Vec::new(),
+                results: Vec::new(),
+            });
         }
-        let ring = std::rc::Rc::clone(&self.ring);
-        let mut ring = ring.borrow_mut();
-        let io = |error| StorageError::io("submit", &self.dir, error);
-        ring.reserve(paths.len() + 1).map_err(io)?;
-        let mut ops = Vec::with_capacity(paths.len() + 1);
-        for path in paths {
-            ops.push(ring.unlinkat(path, Link::Next).map_err(io)?);
+    }
+
+    /// Issues the queued removals, linked, once the durable mark is at or
+    /// below the kept log; returns how many operations it queued.
+    pub(super) fn submit_unlinks(&mut self, ring: &mut Ring) -> Result<usize, StorageError> {
+        if !self.mark.settled() {
+            return Ok(0);
         }
-        ops.push(ring.fsync(&self.dir_file, Link::None).map_err(io)?);
-        let results = vec![None; ops.len()];
-        self.unlinks.push_back(Unlinking { ops, results });
-        Ok(())
+        let mut issued = 0;
+        for unlinking in self
+            .unlinks
+            .iter_mut()
+            .filter(|unlinking| unlinking.ops.is_empty())
+        {
+            let io = |error| StorageError::io("submit", &self.dir, error);
+            ring.reserve(unlinking.paths.len() + 1).map_err(io)?;
+            for path in std::mem::take(&mut unlinking.paths) {
+                unlinking
+                    .ops
+                    .push(ring.unlinkat(path, Link::Next).map_err(io)?);
+            }
+            unlinking
+                .ops
+                .push(ring.fsync(&self.dir_file, Link::None).map_err(io)?);
+            unlinking.results = vec![None; unlinking.ops.len()];
+            issued += unlinking.ops.len();
+        }
+        Ok(issued)
     }
 
     /// Takes the unlinks' results; a failure is fail-stop (the log on disk

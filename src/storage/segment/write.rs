@@ -13,6 +13,7 @@ use crate::constants::CHUNK_WRITES_MAX;
 use crate::constants::IOVECS_MAX;
 use crate::constants::WRITE_QUEUE_BYTES_MAX;
 use crate::io::{Link, OpId, Ring};
+use crate::storage::planted;
 use crate::storage::planted::StorageBug;
 use crate::storage::{Checksum, LogStorage, StorageError, check_append, unix_now_ms};
 use crate::types::LogIndex;
@@ -340,6 +341,8 @@ impl SegmentLog {
             let issued = self.submit_chunks(ring)?
                 + self.submit_deferred_sync(ring)?
                 + self.submit_hard_state(ring)?
+                + self.submit_mark(ring)?
+                + self.submit_unlinks(ring)?
                 + self.submit_dir_sync(ring)?
                 + self.prepare_next(ring, false)?;
             if issued == 0 {
@@ -365,6 +368,7 @@ impl SegmentLog {
             || self.hard_state_write.is_some()
             || self.dir_sync_queued
             || self.dir_sync.is_some()
+            || self.mark.pending(self.synced)
     }
 
     /// Issues the directory's fsync after segments were removed, unless one
@@ -397,9 +401,13 @@ impl SegmentLog {
             if !self.older_segments_durable(chunk.segment) || !self.earlier_writes_done(position) {
                 break;
             }
-            if matches!(chunk.state, ChunkState::Clear(_)) && !self.unlinks.is_empty() {
+            if matches!(chunk.state, ChunkState::Clear(_))
+                && (!self.unlinks.is_empty() || !self.mark.settled())
+            {
                 // A truncation's zeroing waits for the later segments to be
-                // gone: a crash must leave a longer log, never a gap.
+                // gone (a crash must leave a longer log, never a gap), and
+                // for the durable mark to be at or below the kept log (see
+                // `mark`).
                 break;
             }
             let naming = self.submit_naming(ring, chunk.segment)?;
@@ -662,8 +670,12 @@ impl SegmentLog {
         }
         while self.syncs.front().is_some_and(Sync::finished) {
             let sync = self.syncs.pop_front().expect("front exists");
-            self.durability.index = self.durability.index.max(sync.index);
+            self.synced = self.synced.max(sync.index);
+            if planted::is_planted(StorageBug::NoDurableMark) {
+                self.durability.index = self.synced;
+            }
         }
+        self.collect_mark(ring)?;
         if let Some(op) = self.dir_sync
             && let Some(result) = ring.take(op)
         {
@@ -722,6 +734,7 @@ impl SegmentLog {
         if let Some(op) = self.dir_sync.take() {
             ring.abandon(op);
         }
+        self.mark.abandon(ring);
         self.failed = Some(reason.clone());
         StorageError::Failed(reason)
     }
@@ -746,6 +759,7 @@ impl SegmentLog {
         for unlinking in self.unlinks.drain(..) {
             unlinking.abandon(&mut ring);
         }
+        self.mark.abandon(&mut ring);
         self.staging.clear();
     }
 
@@ -769,7 +783,10 @@ impl SegmentLog {
                 // Written bytes whose sync was deferred are being
                 // discarded with the rest.
                 self.deferred_sync = None;
-                return Ok(());
+                return self
+                    .mark
+                    .finish(&mut ring)
+                    .map_err(|error| StorageError::io("io_uring_enter", &self.dir, error));
             }
             ring.wait_for_completion()
                 .map_err(|error| StorageError::io("io_uring_enter", &self.dir, error))?;
