@@ -273,3 +273,59 @@ fn truncations_of_unsynced_bytes_compose() {
     let log = SegmentLog::open_standalone(&dir.0, SegmentOptions::default()).unwrap();
     assert_eq!(read_all(&log, 1 << 20), frames);
 }
+
+/// A truncation below what the durable mark says makes the lowered mark
+/// durable before the log shrinks on disk: while the mark's sync is held
+/// back, the later segments are not unlinked and the cut tail is not
+/// zeroed (a crash then finds the longer log under the old mark); once it
+/// completes they are, and the shorter log reopens under the lower mark,
+/// not damaged.
+#[test]
+fn a_truncation_lowers_the_durable_mark_before_the_log_shrinks() {
+    let dir = TempDir::new("truncate-mark");
+    let mut log = SegmentLog::open_standalone(&dir.0, SMALL).unwrap();
+    log.store_hard_state(HardState {
+        term: Term(1),
+        ..HardState::default()
+    })
+    .unwrap();
+    let mut frames = append_batches(&mut log, 1, &[1; 70], 2048);
+    log.sync_all().unwrap();
+    assert!(log.segments.len() >= 3, "{} segments", log.segments.len());
+    let doomed = log.segment_paths().pop().unwrap();
+    let ring = Rc::clone(log.ring());
+    ring.borrow_mut().hold_syncs(true);
+    let from = LogIndex(6);
+    frames.truncate(5);
+    log.truncate_suffix(from).unwrap();
+    log.poll().unwrap();
+    let unlinks_issued = log
+        .unlinks
+        .iter()
+        .any(|unlinking| !unlinking.ops.is_empty());
+    let zeroing_issued = !log
+        .chunks
+        .iter()
+        .any(|chunk| matches!(chunk.state, ChunkState::Clear(_)));
+    let settled = log.mark.settled();
+    // Released before asserting: a store dropped while its syncs are held
+    // would wait for them forever.
+    ring.borrow_mut().hold_syncs(false);
+    assert!(!settled, "the lowered mark is not durable yet");
+    assert!(
+        !unlinks_issued,
+        "segments unlinked before the mark came down"
+    );
+    assert!(
+        !zeroing_issued,
+        "the cut tail zeroed before the mark came down"
+    );
+    assert!(doomed.exists());
+    assert_eq!(log.sync_all().unwrap().index, LogIndex(5));
+    assert!(!doomed.exists(), "unlinked once the mark came down");
+    drop(log);
+    let log = SegmentLog::open_standalone(&dir.0, SMALL).unwrap();
+    assert_eq!(read_all(&log, 1 << 20), frames);
+    assert_eq!(log.damage_found(), 0, "a truncation read as damage");
+    assert_eq!(log.hard_state().damaged_in, Term::ZERO);
+}
