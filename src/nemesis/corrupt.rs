@@ -5,21 +5,17 @@
 //!  stopped (SIGKILL first)          running
 //!  ───────────────────────          ───────
 //!  flip 1-8 bytes  any segment,     flip 1-8 bytes  a sealed segment,
-//!                  snapshot or                      a snapshot
-//!                  hard state       zero 512 B-8 KiB  the same
-//!  zero 512 B-8 KiB  the same, but  zero the whole  hard state (found at
-//!                  a sealed segment                 the restart of the heal)
-//!                  for a segment
-//!  truncate        a sealed segment,
-//!                  a snapshot, the
-//!                  hard state
+//!                  snapshot, hard                   a snapshot
+//!                  state or durable zero 512 B-8 KiB  the same
+//!                  mark             zero the whole  hard state (found at
+//!  zero 512 B-8 KiB  the same                       the restart of the heal)
+//!  truncate        the same
 //! ```
 //!
-//! What is left out, and why: zeroing or cutting the *last* segment leaves
-//! the very shape a power cut leaves (writes that never reached the disk
-//! before, or after, ones that did), which recovery cuts as never reported
-//! durable; with no durable-up-to mark it cannot tell the two apart (the
-//! README's storage section says so). A flip there is in.
+//! The last segment is damaged only while the node is stopped (while it
+//! runs, the node writes there). Zeroing or cutting it leaves the shape a
+//! power cut leaves; the durable mark (`storage::durable_mark`) tells
+//! recovery whether the lost records had been reported durable.
 //!
 //! The node repairs itself: recovery (at the restart that heals the fault)
 //! or the scrubber (while it runs) finds the damage, cuts the log and
@@ -36,9 +32,9 @@ use super::workload::LOGS;
 use super::{Harness, Undo};
 use crate::random::Random;
 use crate::server::scrub::log_dirs;
-use crate::storage::hard_state;
 use crate::storage::segment::segment_files;
 use crate::storage::snapshot_file;
+use crate::storage::{durable_mark, hard_state};
 
 /// Adds the `rast serve` arguments the scenario runs with unless the
 /// caller chose otherwise: small segments and snapshots (sealed segments
@@ -72,6 +68,10 @@ pub fn damage(data: &Path, seed: u64, running: bool) -> io::Result<String> {
         {
             candidates.push((last, Kind::Active));
         }
+        let mark = log.join(durable_mark::FILE_NAME);
+        if !running && mark.exists() {
+            candidates.push((mark, Kind::Mark));
+        }
         for (_, snapshot) in snapshot_file::files(&log.join("snapshots")) {
             candidates.push((snapshot, Kind::Snapshot));
         }
@@ -101,7 +101,7 @@ pub fn damage(data: &Path, seed: u64, running: bool) -> io::Result<String> {
     }
     let what = match (kind, running, random.below(3)) {
         (Kind::HardState, true, _) => zero(&file, 0, file.metadata()?.len())?,
-        (Kind::Active, _, _) | (_, _, 0) => flip(&file, written, &mut random)?,
+        (_, _, 0) => flip(&file, written, &mut random)?,
         (_, true, _) | (_, false, 1) => {
             let len = random.between(512, 8192).min(written);
             let at = random.below(written - len + 1);
@@ -124,6 +124,7 @@ enum Kind {
     Active,
     Snapshot,
     HardState,
+    Mark,
 }
 
 impl Kind {
@@ -133,6 +134,7 @@ impl Kind {
             Self::Active => "last segment",
             Self::Snapshot => "snapshot",
             Self::HardState => "hard state",
+            Self::Mark => "durable mark",
         }
     }
 }

@@ -3,6 +3,7 @@
 //! ```text
 //!  <dir>/lock                         flock: one process per log directory
 //!  <dir>/hard-state                   see `hard_state`
+//!  <dir>/durable                      see `durable_mark`: what was reported durable
 //!  <dir>/00000000000000000001.log     segment: records from index 1
 //!  <dir>/00000000000000052213.log     segment: records from index 52213 (active)
 //! ```
@@ -17,14 +18,16 @@
 //! ```text
 //!  append ──► staging buffer (heap, bounded) ──flush──► write ─link─► fdatasync
 //!                                                         one pair per file per turn
-//!  poll ◄── completions: written mark advances; durable index advances over
-//!           the prefix of finished syncs
+//!  poll ◄── completions: written mark advances; synced index advances over
+//!           the prefix of finished syncs; durable index follows the
+//!           durable mark's writes (see `mark`)
 //! ```
 //!
 //! Appends are copied into a staging buffer; `flush` hands it to one io_uring
 //! write linked to one `fdatasync` of the file (the link makes the sync start
-//! after the write, so it covers it). Durability is reported over the prefix
-//! of finished syncs in flush order.
+//! after the write, so it covers it). Syncs finish over a prefix in flush
+//! order; an index is reported durable once the durable mark, written and
+//! synced after it, says so too (see `mark`).
 //!
 //! Memory is bounded by what the buffers hold, not by the bytes in them:
 //! the staging buffer, the buffers of chunks queued or in flight and the
