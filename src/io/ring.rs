@@ -185,7 +185,8 @@ pub(crate) enum Fault {
 struct Faults {
     armed: Vec<(Fault, i32)>,
     ops: Vec<(OpId, i32)>,
-    /// fdatasync completions are held back ([`Ring::hold_syncs`]).
+    /// fdatasync (and `RWF_DSYNC` write) completions are held back
+    /// ([`Ring::hold_syncs`]).
     hold_syncs: bool,
     /// fdatasyncs issued while holding: their completions are held.
     syncs: Vec<OpId>,
@@ -286,6 +287,38 @@ impl Ring {
         let op = self.push(entry, keep, link)?;
         #[cfg(test)]
         self.arm_fault(Fault::Write, op);
+        Ok(op)
+    }
+
+    /// Writes `buffer[range]` to `file` at `offset` as `pwritev2` with
+    /// `RWF_DSYNC`: durable when it completes, with no `fdatasync` of its
+    /// own. On a file opened `O_DIRECT`, `range` and `offset` must be
+    /// block-aligned; the write then goes to the device without the page
+    /// cache and without a worker thread.
+    pub fn write_at_dsync(
+        &mut self,
+        file: &Rc<File>,
+        buffer: &Rc<Vec<u8>>,
+        range: Range<usize>,
+        offset: u64,
+        link: Link,
+    ) -> io::Result<OpId> {
+        let bytes = &buffer[range];
+        let len = u32::try_from(bytes.len()).map_err(|_| io::Error::other("write over 4 GiB"))?;
+        let entry = opcode::Write::new(types::Fd(file.as_raw_fd()), bytes.as_ptr(), len)
+            .offset(offset)
+            .rw_flags(libc::RWF_DSYNC)
+            .build();
+        let keep = Keep {
+            file: Some(Rc::clone(file)),
+            buffer: Some(Rc::clone(buffer)),
+            ..Keep::default()
+        };
+        let op = self.push(entry, keep, link)?;
+        #[cfg(test)]
+        if self.faults.hold_syncs {
+            self.faults.syncs.push(op);
+        }
         Ok(op)
     }
 

@@ -28,9 +28,12 @@
 //! the log shrinks on disk, and a reset (a snapshot installed) lowers it
 //! before the old segments go, so neither reads as damage.
 //!
-//! The file holds two slots in different 4 KiB blocks, written in turn
-//! (one write at a time, each synced before the next), each with its
-//! sequence number and a checksum:
+//! The file holds two slots, each a 4 KiB block of its own, written in
+//! turn (one write at a time, each durable before the next), each with
+//! its sequence number and a checksum. A slot is written whole with one
+//! `O_DIRECT` write with `RWF_DSYNC` (durable when it completes, no
+//! `fdatasync`, no page cache, no worker thread; buffered where the file
+//! system refuses `O_DIRECT`):
 //!
 //! ```text
 //!  <dir>/durable   offset 0      slot 0: "RASTMARK" seq index crc32c
@@ -46,7 +49,7 @@
 //! mark existed) reads as zero.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 use crate::storage::hard_state::sync_directory;
@@ -56,16 +59,19 @@ use crate::types::LogIndex;
 /// Name of the mark's file within a log directory.
 pub const FILE_NAME: &str = "durable";
 
-/// Where each slot starts: different 4 KiB blocks, so one unreadable
-/// block costs one slot.
-pub const SLOT_AT: [u64; 2] = [0, 4096];
+/// Bytes of the block a slot is written as (what `O_DIRECT` aligns to).
+pub const BLOCK_BYTES: usize = 4096;
 
-/// Bytes of a slot: magic (8), sequence (8), index (8), CRC32C (4), zero
-/// padding (4).
+/// Where each slot starts: different blocks, so one unreadable block
+/// costs one slot.
+pub const SLOT_AT: [u64; 2] = [0, BLOCK_BYTES as u64];
+
+/// Bytes of a slot's contents: magic (8), sequence (8), index (8),
+/// CRC32C (4), zero padding (4); the rest of its block is zeros.
 pub const SLOT_BYTES: usize = 32;
 
-/// The file's size: both slots.
-pub const FILE_BYTES: u64 = SLOT_AT[1] + SLOT_BYTES as u64;
+/// The file's size: both slots' blocks.
+pub const FILE_BYTES: u64 = 2 * BLOCK_BYTES as u64;
 
 const MAGIC: &[u8; 8] = b"RASTMARK";
 
@@ -122,7 +128,8 @@ pub enum Found {
 }
 
 /// Opens (creating it, durably, if missing) the mark of the log in `dir`,
-/// and reads it.
+/// and reads it. The file returned is for writing slots (`O_DIRECT` where
+/// the file system takes it: see [`block`]).
 pub fn open(dir: &Path) -> Result<(File, Found), StorageError> {
     let path = dir.join(FILE_NAME);
     let created = !path.exists();
@@ -133,12 +140,22 @@ pub fn open(dir: &Path) -> Result<(File, Found), StorageError> {
         .truncate(false)
         .open(&path)
         .map_err(|error| StorageError::io("open", &path, error))?;
+    let writer = || {
+        OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::libc::O_DIRECT)
+            .open(&path)
+            .or_else(|_| OpenOptions::new().write(true).open(&path))
+            .map_err(|error| StorageError::io("open", &path, error))
+    };
     if created {
-        file.set_len(FILE_BYTES)
+        // Written, not only sized: a slot's write then changes no
+        // metadata (no block to allocate, no extent to convert).
+        file.write_all_at(&[0; FILE_BYTES as usize], 0)
             .and_then(|()| file.sync_all())
             .map_err(|error| StorageError::io("create", &path, error))?;
         sync_directory(dir)?;
-        return Ok((file, Found::Nothing));
+        return Ok((writer()?, Found::Nothing));
     }
     let mut slots = [None; 2];
     let mut problems = Vec::new();
@@ -164,15 +181,31 @@ pub fn open(dir: &Path) -> Result<(File, Found), StorageError> {
         None if written => Found::Unknown(format!("{}: {}", path.display(), problems.join("; "))),
         None => Found::Nothing,
     };
-    Ok((file, found))
+    if found != Found::Nothing && file.metadata().map_or(true, |meta| meta.len() < FILE_BYTES) {
+        // Cut short (damage): whole blocks again, as at creation.
+        file.set_len(FILE_BYTES)
+            .and_then(|()| file.sync_all())
+            .map_err(|error| StorageError::io("extend", &path, error))?;
+    }
+    Ok((writer()?, found))
+}
+
+/// `slot` encoded at the start of a block-aligned, block-long range of a
+/// buffer (as an `O_DIRECT` write needs), zeros after it.
+pub fn block(slot: Slot) -> (std::rc::Rc<Vec<u8>>, std::ops::Range<usize>) {
+    let mut buffer = vec![0; 2 * BLOCK_BYTES];
+    let start = buffer.as_ptr().align_offset(BLOCK_BYTES);
+    buffer[start..start + SLOT_BYTES].copy_from_slice(&encode(slot));
+    (std::rc::Rc::new(buffer), start..start + BLOCK_BYTES)
 }
 
 /// Writes `slot` to `file` and syncs it. Blocking: for opening a log and
 /// for a reset, which block already.
-pub fn store(file: &File, path: &Path, slot: Slot) -> Result<(), StorageError> {
-    file.write_all_at(&encode(slot), slot.offset())
+pub fn store(file: &File, dir: &Path, slot: Slot) -> Result<(), StorageError> {
+    let (buffer, range) = block(slot);
+    file.write_all_at(&buffer[range], slot.offset())
         .and_then(|()| file.sync_data())
-        .map_err(|error| StorageError::io("write", path.join(FILE_NAME), error))
+        .map_err(|error| StorageError::io("write", dir.join(FILE_NAME), error))
 }
 
 #[cfg(test)]
@@ -223,12 +256,17 @@ mod tests {
             "newer, not higher"
         );
         // The newer slot damaged (a torn write): the older one is the mark.
-        file.write_all_at(&[0xff], newer.offset() + 17).unwrap();
+        // (Damaged through a buffered handle: the store's is `O_DIRECT`.)
+        let damage = OpenOptions::new()
+            .write(true)
+            .open(dir.join(FILE_NAME))
+            .unwrap();
+        damage.write_all_at(&[0xff], newer.offset() + 17).unwrap();
         assert_eq!(open(&dir).unwrap().1, Found::Mark(older));
-        file.write_all_at(&[0xff], older.offset() + 3).unwrap();
+        damage.write_all_at(&[0xff], older.offset() + 3).unwrap();
         assert!(matches!(open(&dir).unwrap().1, Found::Unknown(_)));
-        file.write_all_at(&[0; SLOT_BYTES], SLOT_AT[0]).unwrap();
-        file.write_all_at(&[0; SLOT_BYTES], SLOT_AT[1]).unwrap();
+        damage.write_all_at(&[0; SLOT_BYTES], SLOT_AT[0]).unwrap();
+        damage.write_all_at(&[0; SLOT_BYTES], SLOT_AT[1]).unwrap();
         assert_eq!(open(&dir).unwrap().1, Found::Nothing);
         std::fs::remove_dir_all(&dir).unwrap();
     }

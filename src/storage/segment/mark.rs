@@ -2,9 +2,9 @@
 //! through the ring, without ever waiting for it on the loop.
 //!
 //! ```text
-//!  data syncs complete ──► synced = X ──► mark write "X" ─link─► fdatasync(mark)
-//!                                                                 │
-//!  durability.index = min(X, synced) ◄──── completion ────────────┘
+//!  data syncs complete ──► synced = X ──► mark write "X" (O_DIRECT, RWF_DSYNC)
+//!                                                         │
+//!  durability.index = min(X, synced) ◄──── completion ────┘
 //! ```
 //!
 //! One mark write is in flight at a time; when it completes and the data
@@ -36,9 +36,9 @@ pub(super) struct MarkWriter {
     seq: u64,
     /// The value on stable storage.
     durable: LogIndex,
-    /// The write in flight: its value, its ops (write, fdatasync) and
-    /// their results once they came.
-    in_flight: Option<(LogIndex, [OpId; 2], [Option<i32>; 2])>,
+    /// The write in flight (one `RWF_DSYNC` write of a slot's block): its
+    /// value, its op and its result once it came.
+    in_flight: Option<(LogIndex, OpId, Option<i32>)>,
     /// A truncation's disk work waits until the mark on disk is at or
     /// below this index.
     limit: Option<LogIndex>,
@@ -71,6 +71,12 @@ impl MarkWriter {
             || (!planted::is_planted(StorageBug::NoDurableMark) && self.durable != synced)
     }
 
+    /// The next data sync may carry a mark write linked after it (see
+    /// [`SegmentLog::chain_mark`]): none is in flight.
+    pub(super) fn can_ride(&self) -> bool {
+        self.in_flight.is_none() && !planted::is_planted(StorageBug::NoDurableMark)
+    }
+
     /// A truncation's disk work may go ahead: no limit waits.
     pub(super) fn settled(&self) -> bool {
         self.limit.is_none()
@@ -101,21 +107,15 @@ impl MarkWriter {
 
     /// Gives up on the write in flight.
     pub(super) fn abandon(&mut self, ring: &mut Ring) {
-        if let Some((_, ops, results)) = self.in_flight.take() {
-            for (op, result) in ops.into_iter().zip(results) {
-                if result.is_none() {
-                    ring.abandon(op);
-                }
-            }
+        if let Some((_, op, None)) = self.in_flight.take() {
+            ring.abandon(op);
         }
     }
 
     /// Waits for the write in flight (the log is being discarded).
     pub(super) fn finish(&mut self, ring: &mut Ring) -> std::io::Result<()> {
-        if let Some((_, ops, _)) = self.in_flight.take() {
-            for op in ops {
-                ring.wait(op)?;
-            }
+        if let Some((_, op, None)) = self.in_flight.take() {
+            ring.wait(op)?;
         }
         Ok(())
     }
@@ -133,27 +133,37 @@ impl SegmentLog {
         {
             return Ok(0);
         }
-        let value = self.synced;
-        let slot = mark.next_slot(value);
-        let buffer = Rc::new(durable_mark::encode(slot).to_vec());
-        let path = self.dir.join(durable_mark::FILE_NAME);
-        let io = |error| StorageError::io("submit", &path, error);
-        ring.reserve(2).map_err(io)?;
-        let write = ring
-            .write_at(
-                &mark.file,
-                &buffer,
-                0..buffer.len(),
-                slot.offset(),
-                Link::Next,
-            )
-            .map_err(io)?;
-        let sync = ring.fdatasync(&mark.file, Link::None).map_err(io)?;
-        mark.in_flight = Some((value, [write, sync], [None; 2]));
-        Ok(2)
+        self.issue_mark(ring, self.synced)
     }
 
-    /// Takes the mark write's completions: once both are in, the mark on
+    /// Links a mark write after the data sync just queued (which ends at
+    /// `index`): the kernel starts it once that sync has completed, with
+    /// no turn of the loop between them. Its value never goes below the
+    /// mark already on its way (only a truncation lowers the mark, through
+    /// [`SegmentLog::submit_mark`]). Returns the operations queued.
+    pub(super) fn chain_mark(
+        &mut self,
+        ring: &mut Ring,
+        index: LogIndex,
+    ) -> Result<usize, StorageError> {
+        self.issue_mark(ring, index.max(self.synced))
+    }
+
+    /// Queues the write of `value` into the mark's next slot.
+    fn issue_mark(&mut self, ring: &mut Ring, value: LogIndex) -> Result<usize, StorageError> {
+        let mark = &mut self.mark;
+        let slot = mark.next_slot(value);
+        let (buffer, range) = durable_mark::block(slot);
+        let write = ring
+            .write_at_dsync(&mark.file, &buffer, range, slot.offset(), Link::None)
+            .map_err(|error| {
+                StorageError::io("submit", self.dir.join(durable_mark::FILE_NAME), error)
+            })?;
+        mark.in_flight = Some((value, write, None));
+        Ok(1)
+    }
+
+    /// Takes the mark write's completion: once it is in, the mark on
     /// disk is its value, and so is what is reported durable (never past
     /// what is synced now: a truncation may have cut it since). A failure
     /// is fail-stop, as for any data sync.
@@ -162,20 +172,17 @@ impl SegmentLog {
             self.mark.limit = None;
         }
         let mark = &mut self.mark;
-        if let Some((value, ops, results)) = &mut mark.in_flight {
-            for (op, result) in ops.iter().zip(results.iter_mut()) {
-                if result.is_none() {
-                    *result = ring.take(*op);
-                }
+        if let Some((value, op, result)) = &mut mark.in_flight {
+            if result.is_none() {
+                *result = ring.take(*op);
             }
-            if let [Some(write), Some(sync)] = *results {
+            if let Some(written) = *result {
                 let value = *value;
                 mark.in_flight = None;
-                if write != durable_mark::SLOT_BYTES as i32 || sync < 0 {
+                if written != durable_mark::BLOCK_BYTES as i32 {
                     let reason = format!(
-                        "writing the durable mark failed (write {}, fdatasync {})",
-                        super::describe(write),
-                        super::describe(sync)
+                        "writing the durable mark (RWF_DSYNC) returned {}",
+                        super::describe(written)
                     );
                     return Err(self.fail(ring, reason));
                 }

@@ -431,7 +431,7 @@ impl SegmentLog {
                 // Punch the bytes out, reserve the blocks again (only a
                 // later full disk cares: its failure is tolerated, and the
                 // hard link lets the sync run anyway), then the sync.
-                ring.reserve(3).map_err(io)?;
+                ring.reserve(4).map_err(io)?;
                 let punch = ring
                     .fallocate_mode(
                         &segment.file,
@@ -450,7 +450,7 @@ impl SegmentLog {
                 // One chain: the vectored writes in order, then the sync
                 // (unless deferred: then the chain ends with the writes).
                 let groups = iovec_groups(&chunk.pieces.pieces, IOVECS_MAX);
-                ring.reserve(groups.len() + 1).map_err(io)?;
+                ring.reserve(groups.len() + 2).map_err(io)?;
                 let mut writes = Vec::with_capacity(groups.len());
                 let mut offset = chunk.offset;
                 let count = groups.len();
@@ -482,9 +482,10 @@ impl SegmentLog {
                 }
                 continue;
             }
-            let sync =
-                sync_unless_planted(ring, &segment.file, StorageBug::NoFdatasync, Link::None)
-                    .map_err(io)?;
+            let rides = self.mark.can_ride();
+            let link = if rides { Link::Next } else { Link::None };
+            let sync = sync_unless_planted(ring, &segment.file, StorageBug::NoFdatasync, link)
+                .map_err(io)?;
             issued += 1;
             self.syncs_issued += 1;
             self.chunks[position].state = state;
@@ -495,6 +496,9 @@ impl SegmentLog {
                 done: false,
                 naming,
             });
+            if rides {
+                issued += self.chain_mark(ring, last)?;
+            }
         }
         Ok(issued)
     }
@@ -533,8 +537,12 @@ impl SegmentLog {
             .iter()
             .find(|segment| segment.id == segment_id)
             .expect("a deferred sync of a live segment");
-        let sync = sync_unless_planted(ring, &segment.file, StorageBug::NoFdatasync, Link::None)
-            .map_err(|error| StorageError::io("submit", &segment.path, error))?;
+        let rides = self.mark.can_ride();
+        let link = if rides { Link::Next } else { Link::None };
+        let io = |error| StorageError::io("submit", &segment.path, error);
+        ring.reserve(2).map_err(io)?;
+        let sync =
+            sync_unless_planted(ring, &segment.file, StorageBug::NoFdatasync, link).map_err(io)?;
         self.syncs_issued += 1;
         self.deferred_sync = None;
         self.syncs.push_back(Sync {
@@ -544,7 +552,11 @@ impl SegmentLog {
             done: false,
             naming: None,
         });
-        Ok(1)
+        Ok(1 + if rides {
+            self.chain_mark(ring, index)?
+        } else {
+            0
+        })
     }
 
     /// Before a new segment's first write: queues its rename to its real
