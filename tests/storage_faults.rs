@@ -548,6 +548,67 @@ fn power_cuts_catch_every_planted_storage_bug() {
     }
 }
 
+/// A block that stops reading while the store serves it from its map (a
+/// follower's catch-up, a client's read) is damage, not a SIGBUS that
+/// ends the process: the read fails with `Unreadable` naming the file, the
+/// process lives on, and the next open finds the block, marks the store
+/// damaged and cuts the log before it.
+#[test]
+fn a_block_unreadable_while_served_from_the_map_is_damage_not_a_crash() {
+    let Some((mut lazy, dir)) = common::lazy::mount("eio-mapped") else {
+        return;
+    };
+    let options = SegmentOptions {
+        segment_bytes: 64 * 1024,
+        zero_fill: false,
+    };
+    let root = lazy.path().join("log");
+    let mut log = SegmentLog::open_standalone(&root, options).unwrap();
+    log.store_hard_state(HardState {
+        term: Term(1),
+        vote: NodeId(1),
+        commit: LogIndex::ZERO,
+        damaged_in: Term::ZERO,
+    })
+    .unwrap();
+    while log.segments().len() < 4 {
+        log.append(&batch_at(log.last_index().next().get()))
+            .unwrap();
+        log.sync_all().unwrap();
+    }
+    // The second segment, read once through its map (pages resident).
+    let victim = log.segment_paths()[1].clone();
+    let first_of_victim = log.segments()[1].first;
+    assert!(log.read(first_of_victim, 1 << 20).is_ok());
+    let relative = victim.strip_prefix(lazy.path()).unwrap().to_path_buf();
+    lazy.make_unreadable(&relative, 4096, 4096).unwrap();
+    // Read it all again through the same map: the bad block faults.
+    let mut next = first_of_victim;
+    let error = loop {
+        match log.read(next, 1 << 20) {
+            Ok(range) => {
+                assert!(
+                    range.last < log.segments()[1].last,
+                    "the whole segment read back although a block of it does not read"
+                );
+                next = range.last.next();
+            }
+            Err(error) => break error,
+        }
+    };
+    assert!(
+        matches!(&error, StorageError::Unreadable { path, .. } if *path == victim),
+        "{error}"
+    );
+    drop(log);
+    let log = SegmentLog::open_standalone(&root, options).unwrap();
+    assert!(log.hard_state().damaged_in > Term::ZERO, "marked damaged");
+    assert!(log.last_index() < LogIndex(first_of_victim.get() + 100));
+    drop(log);
+    drop(lazy);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// The directory a [`lost_tail_child`] works in.
 const LOST_TAIL_DIR_VARIABLE: &str = "RAST_LOST_TAIL_DIR";
 

@@ -599,6 +599,10 @@ impl Group {
     /// intact, so the group may be reopened from it later
     /// ([`Group::reopenable`]).
     fn fail_storage(&mut self, error: &StorageError, out: &mut Outbound) {
+        if is_damage(error) {
+            self.fail_damaged(&error.to_string(), out);
+            return;
+        }
         self.failed_for_space = (self.failed.is_none() || self.failed_for_space)
             && matches!(error, StorageError::NoSpace);
         self.fail(&error.to_string(), out);
@@ -616,16 +620,17 @@ impl Group {
         self.failed_for_space
     }
 
-    /// Stops the group because the scrubber found damage in its files
-    /// (`what`), to be reopened: recovery cuts the log at the damage and
-    /// marks the node damaged, and the leader repairs it. A group already
-    /// stopped is left as it is.
+    /// Stops the group because damage was found in its files (`what`: by
+    /// the scrubber, or by a read that did not verify or did not read), to
+    /// be reopened: recovery cuts the log at the damage and marks the node
+    /// damaged, and the leader repairs it. A group already stopped is left
+    /// as it is.
     pub fn fail_damaged(&mut self, what: &str, out: &mut Outbound) {
         if self.failed.is_some() {
             return;
         }
         self.failed_for_damage = true;
-        self.fail(&format!("damage found by scrubbing: {what}"), out);
+        self.fail(&format!("damage found: {what}"), out);
     }
 
     /// Damage recovery found while opening (records cut, snapshot files
@@ -987,4 +992,14 @@ fn recovered_batches(
         Ok::<_, GroupError>(true)
     })?;
     Ok(batches)
+}
+
+/// Whether a storage error is damage in the log's files found while it
+/// serves (a record that does not verify, a page that does not read):
+/// the group is reopened and repaired, not stopped for good.
+pub(crate) fn is_damage(error: &StorageError) -> bool {
+    matches!(
+        error,
+        StorageError::Unreadable { .. } | StorageError::Corrupt { .. }
+    )
 }

@@ -177,6 +177,18 @@ pub enum StorageError {
         /// What is wrong.
         reason: String,
     },
+    /// A page of a log file did not read (EIO) while the store served it
+    /// from its map: damage of the records there, to be cut and repaired
+    /// as recovery does (see `io::mapping`).
+    #[error(
+        "{path}: the bytes at offset {offset} do not read (EIO): damage, to be cut and repaired"
+    )]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset of the page within the file.
+        offset: u64,
+    },
     /// The disk is full: appends are refused until space returns.
     #[error("no space left on the log's disk: appends refused")]
     NoSpace,

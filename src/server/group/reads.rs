@@ -26,7 +26,10 @@ impl Group {
             Err(GroupError::Storage(StorageError::Compacted { first, .. })) => {
                 refuse_compacted(reply, first, "read", out);
             }
-            Err(error) => out.error(reply, ErrorKind::Unavailable, error.to_string()),
+            Err(error) => {
+                out.error(reply, ErrorKind::Unavailable, error.to_string());
+                self.fail_if_damaged(&error, out);
+            }
         }
     }
 
@@ -137,10 +140,23 @@ impl Group {
                     tail.next = next;
                 }
                 Ok(_) => {}
-                Err(error) => out.error(tail.reply, ErrorKind::Unavailable, error.to_string()),
+                Err(error) => {
+                    out.error(tail.reply, ErrorKind::Unavailable, error.to_string());
+                    self.fail_if_damaged(&error, out);
+                }
             }
         }
-        self.tails = tails;
+        self.tails.extend(tails);
+    }
+
+    /// A read that found damage (see [`super::is_damage`]) stops the group
+    /// to be reopened and repaired.
+    fn fail_if_damaged(&mut self, error: &GroupError, out: &mut Outbound) {
+        if let GroupError::Storage(error) = error
+            && super::is_damage(error)
+        {
+            self.fail_damaged(&error.to_string(), out);
+        }
     }
 
     /// Whole committed batches from the one holding `from`: (next index,

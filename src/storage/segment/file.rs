@@ -154,26 +154,41 @@ impl Segment {
         mut next: LogIndex,
         mut visit: impl FnMut(&RecordMeta) -> bool,
     ) -> Result<(), StorageError> {
-        let bytes = self.mapping()?.bytes();
+        let mapping = self.mapping()?;
+        let bytes = mapping.bytes();
+        let mut result = Ok(());
         while offset < end {
-            let meta = record::check(
+            let meta = match record::check(
                 &bytes[offset as usize..end as usize],
                 offset,
                 next,
                 Term::ZERO,
-            )
-            .map_err(|fault| StorageError::Corrupt {
-                path: self.path.clone(),
-                offset,
-                reason: format!("on read: {fault:?}"),
-            })?;
+            ) {
+                Ok(meta) => meta,
+                Err(fault) => {
+                    result = Err(StorageError::Corrupt {
+                        path: self.path.clone(),
+                        offset,
+                        reason: format!("on read: {fault:?}"),
+                    });
+                    break;
+                }
+            };
             if !visit(&meta) {
                 break;
             }
             offset += u64::from(meta.bytes);
             next = meta.last.next();
         }
-        Ok(())
+        // Every byte walked was read (the checksum covers it): a page that
+        // did not read poisoned the map, and its zeros are not the log's.
+        if let Some(offset) = mapping.poisoned() {
+            return Err(StorageError::Unreadable {
+                path: self.path.clone(),
+                offset,
+            });
+        }
+        result
     }
 
     /// The offset of the batch that starts at `index` (held here), if one
