@@ -34,6 +34,7 @@ use crate::wire::client::{ErrorKind, ErrorReply, Response, ResponseBody};
 use crate::wire::{BatchKind, BatchMut, BatchView, WireError, encode_batch, split_frame};
 
 mod admin;
+mod damage;
 mod install;
 mod kv;
 mod reads;
@@ -367,6 +368,7 @@ impl Group {
     /// Advances the clock.
     pub fn tick(&mut self, now_ms: u64, out: &mut Outbound) {
         self.now_ms = now_ms;
+        self.refuse_if_unrepairable(out);
         let mut actions = std::mem::take(&mut self.actions);
         self.core.tick(now_ms, &mut actions);
         self.execute(&mut actions, None, None, out);
@@ -593,50 +595,6 @@ impl Group {
         }
         self.execute(&mut actions, None, None, out);
         self.actions = actions;
-    }
-
-    /// Stops the group after a storage error; a full disk leaves the store
-    /// intact, so the group may be reopened from it later
-    /// ([`Group::reopenable`]).
-    fn fail_storage(&mut self, error: &StorageError, out: &mut Outbound) {
-        if is_damage(error) {
-            self.fail_damaged(&error.to_string(), out);
-            return;
-        }
-        self.failed_for_space = (self.failed.is_none() || self.failed_for_space)
-            && matches!(error, StorageError::NoSpace);
-        self.fail(&error.to_string(), out);
-    }
-
-    /// Whether the group stopped only because its disk was full (its store
-    /// is intact) or because the scrubber found damage in its files:
-    /// reopening it (as a restart would) resumes service.
-    pub fn reopenable(&self) -> bool {
-        self.failed.is_some() && (self.failed_for_space || self.failed_for_damage)
-    }
-
-    /// Whether reopening waits for free space (it stopped on a full disk).
-    pub fn reopen_needs_room(&self) -> bool {
-        self.failed_for_space
-    }
-
-    /// Stops the group because damage was found in its files (`what`: by
-    /// the scrubber, or by a read that did not verify or did not read), to
-    /// be reopened: recovery cuts the log at the damage and marks the node
-    /// damaged, and the leader repairs it. A group already stopped is left
-    /// as it is.
-    pub fn fail_damaged(&mut self, what: &str, out: &mut Outbound) {
-        if self.failed.is_some() {
-            return;
-        }
-        self.failed_for_damage = true;
-        self.fail(&format!("damage found: {what}"), out);
-    }
-
-    /// Damage recovery found while opening (records cut, snapshot files
-    /// dropped) since the last call.
-    pub fn take_damage_found(&mut self) -> u64 {
-        std::mem::take(&mut self.damage_found)
     }
 
     /// Answers the clients still following the log before the group is
@@ -992,14 +950,4 @@ fn recovered_batches(
         Ok::<_, GroupError>(true)
     })?;
     Ok(batches)
-}
-
-/// Whether a storage error is damage in the log's files found while it
-/// serves (a record that does not verify, a page that does not read):
-/// the group is reopened and repaired, not stopped for good.
-pub(crate) fn is_damage(error: &StorageError) -> bool {
-    matches!(
-        error,
-        StorageError::Unreadable { .. } | StorageError::Corrupt { .. }
-    )
 }

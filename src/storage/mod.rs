@@ -246,6 +246,15 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// Damage in the log's files found while it serves (a record that
+    /// does not verify, a page that does not read): the group is reopened
+    /// and repaired, not stopped for good.
+    pub fn is_damage(&self) -> bool {
+        matches!(self, Self::Unreadable { .. } | Self::Corrupt { .. })
+    }
+}
+
+impl StorageError {
     /// An IO error on `path` during `operation`.
     pub(crate) fn io(
         operation: &'static str,

@@ -149,11 +149,11 @@ impl Group {
         self.tails.extend(tails);
     }
 
-    /// A read that found damage (see [`super::is_damage`]) stops the group
-    /// to be reopened and repaired.
+    /// A read that found damage (see [`StorageError::is_damage`]) stops
+    /// the group to be reopened and repaired.
     fn fail_if_damaged(&mut self, error: &GroupError, out: &mut Outbound) {
         if let GroupError::Storage(error) = error
-            && super::is_damage(error)
+            && error.is_damage()
         {
             self.fail_damaged(&error.to_string(), out);
         }

@@ -735,3 +735,47 @@ fn the_proposals_of_one_turn_leave_as_one_append_entries_per_follower() {
         );
     }
 }
+
+/// A store whose node restarts marked damaged (as recovery leaves it).
+fn damaged_store() -> Box<dyn LogStorage> {
+    let mut store = MemoryLog::new(SyncMode::Immediate);
+    store
+        .store_hard_state(HardState {
+            term: Term(3),
+            damaged_in: Term(2),
+            ..HardState::default()
+        })
+        .unwrap();
+    Box::new(store)
+}
+
+/// A damaged node that is its log's only voter has no peer to repair it
+/// from: the group refuses service for good, saying so, instead of
+/// waiting forever. With peers, a damaged node waits for its repair.
+#[test]
+fn a_damaged_only_voter_refuses_and_a_damaged_peer_waits() {
+    let mut alone = Cluster::with_stores(1, |_| damaged_store());
+    alone.tick(10);
+    let reason = alone.groups[0].failed().expect("refused");
+    assert!(reason.contains("only voter"), "{reason}");
+    assert!(!alone.groups[0].reopenable(), "refused for good");
+
+    let mut three = Cluster::with_stores(3, |node| {
+        if node == 2 {
+            damaged_store()
+        } else {
+            Box::new(MemoryLog::new(SyncMode::Immediate))
+        }
+    });
+    for _ in 0..1_000 {
+        three.tick(10);
+        if three.groups[2].core().trusted() {
+            break;
+        }
+    }
+    assert!(three.groups.iter().all(|group| group.failed().is_none()));
+    assert!(
+        three.groups[2].core().trusted(),
+        "repaired by the leader the other two elected"
+    );
+}
