@@ -213,6 +213,9 @@ pub struct Report {
     pub damaged_restarts: u64,
     /// Of the restarts, those that lost the hard state (`Options::damage`).
     pub lost_hard_states: u64,
+    /// Of the restarts, those that lost their snapshot, and with it the
+    /// log after it (`Options::damage`).
+    pub lost_snapshots: u64,
     /// Leaders elected (terms led).
     pub elections: u64,
     /// Entries committed before the heal.
@@ -414,6 +417,8 @@ struct Node {
     damage_on_restart: usize,
     /// Its hard state is lost at its next restart.
     lose_hard_state_on_restart: bool,
+    /// Its snapshot (and the log after it) is lost at its next restart.
+    lose_snapshot_on_restart: bool,
 }
 
 impl Node {
@@ -441,6 +446,7 @@ impl Node {
             replicate_scheduled: false,
             damage_on_restart: 0,
             lose_hard_state_on_restart: false,
+            lose_snapshot_on_restart: false,
         }
     }
 }
@@ -487,6 +493,8 @@ struct Simulation {
     damaged_restarts: u64,
     /// Restarts that lost the hard state.
     lost_hard_states: u64,
+    /// Restarts that lost the snapshot.
+    lost_snapshots: u64,
     now: u64,
     sequence: u64,
     queue: BinaryHeap<Scheduled>,
@@ -595,6 +603,7 @@ impl Simulation {
             damage_random: Random::new(seed ^ 0xda3a_9e00),
             damaged_restarts: 0,
             lost_hard_states: 0,
+            lost_snapshots: 0,
             now: 0,
             sequence: 0,
             queue: BinaryHeap::new(),
@@ -663,6 +672,7 @@ impl Simulation {
             crashes: self.crashes,
             damaged_restarts: self.damaged_restarts,
             lost_hard_states: self.lost_hard_states,
+            lost_snapshots: self.lost_snapshots,
             elections: self.elections,
             committed_before_heal: self.committed_before_heal,
             liveness_leader_ms: self.leader_ms.unwrap_or(u64::MAX),

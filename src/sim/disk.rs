@@ -495,6 +495,29 @@ impl SimDisk {
         }
     }
 
+    /// The snapshot file is damaged (and no older one reaches the log,
+    /// which starts after it): recovery removes it and empties the log,
+    /// and the hard state takes the damage mark, durable before the node
+    /// starts — as the segment store's and the snapshot files' recovery
+    /// do. The leader then sends a snapshot. False (nothing changed)
+    /// without a snapshot.
+    pub fn lose_snapshot(&mut self) -> bool {
+        assert!(!self.syncing, "damage is found at recovery, before any IO");
+        if self.written.snapshot.take().is_none() {
+            return false;
+        }
+        self.store.reset(LogIndex(1)).expect("reset");
+        self.written.batches.clear();
+        self.reported_log = (LogIndex::ZERO, Term::ZERO);
+        self.issue(DiskOperation::HardState(
+            self.written.hard_state.after_damage(),
+        ));
+        if self.start_sync() {
+            self.complete_sync();
+        }
+        true
+    }
+
     /// Term of the entry at `index`, from the store or the snapshot.
     fn term_at(&self, index: LogIndex) -> Option<Term> {
         self.store

@@ -83,7 +83,7 @@ impl Simulation {
     /// damaged disk at a time): having lost its last one to three durable
     /// batches (a bit flip in its final record, which recovery cuts), or
     /// a longer suffix from anywhere in its log (damage mid-log), or its
-    /// whole hard state.
+    /// snapshot (and with it the log after it), or its whole hard state.
     fn maybe_damage(&mut self, node: usize) {
         // With the lost-hard-state bug planted, every damage it can be
         // (so the checkers meet the bug often enough to show they catch it).
@@ -99,6 +99,7 @@ impl Simulation {
         let any_damaged = self.nodes.iter().any(|state| {
             state.damage_on_restart > 0
                 || state.lose_hard_state_on_restart
+                || state.lose_snapshot_on_restart
                 || state.disk.durable().damaged()
                 || state.core.as_ref().is_some_and(|core| !core.trusted())
         });
@@ -108,6 +109,9 @@ impl Simulation {
         // A quarter of the damage is to the hard state (both copies).
         if lost_bug || self.damage_random.chance(1, 4) {
             self.nodes[node].lose_hard_state_on_restart = true;
+        } else if self.nodes[node].disk.snapshot().is_some() && self.damage_random.chance(1, 4) {
+            // Its snapshot file damaged: the log after it goes too.
+            self.nodes[node].lose_snapshot_on_restart = true;
         } else if self.damage_random.chance(1, 3) {
             // Damage mid-log (a flipped bit at rest, an unreadable block,
             // a misdirected write, a segment gone): recovery cuts there,

@@ -66,6 +66,12 @@ impl Simulation {
             self.damaged_restarts += 1;
             self.trace(|| format!("node {} lost {lose} durable batches: damaged", node + 1));
         }
+        if std::mem::take(&mut self.nodes[node].lose_snapshot_on_restart)
+            && self.nodes[node].disk.lose_snapshot()
+        {
+            self.lost_snapshots += 1;
+            self.trace(|| format!("node {} lost its snapshot and its log: damaged", node + 1));
+        }
         if std::mem::take(&mut self.nodes[node].lose_hard_state_on_restart) {
             self.nodes[node].disk.lose_hard_state();
             self.lost_hard_states += 1;
