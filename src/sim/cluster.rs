@@ -413,12 +413,22 @@ struct Node {
     proposals_unsent: u32,
     /// An `Event::Replicate` is queued for this node.
     replicate_scheduled: bool,
-    /// Batches its storage loses at its next restart (0: none).
-    damage_on_restart: usize,
-    /// Its hard state is lost at its next restart.
-    lose_hard_state_on_restart: bool,
-    /// Its snapshot (and the log after it) is lost at its next restart.
-    lose_snapshot_on_restart: bool,
+    /// The damage its storage takes at its next restart.
+    damage_on_restart: Damage,
+}
+
+/// Damage a node's storage takes at its next restart (one kind at a
+/// time; see `Cluster::maybe_damage`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Damage {
+    #[default]
+    None,
+    /// Its last this many durable batches.
+    Batches(usize),
+    /// Its snapshot, and with it the log after it.
+    Snapshot,
+    /// Its whole hard state.
+    HardState,
 }
 
 impl Node {
@@ -444,9 +454,7 @@ impl Node {
             receiving: None,
             proposals_unsent: 0,
             replicate_scheduled: false,
-            damage_on_restart: 0,
-            lose_hard_state_on_restart: false,
-            lose_snapshot_on_restart: false,
+            damage_on_restart: Damage::None,
         }
     }
 }

@@ -6,7 +6,7 @@
 //! Why apart: every fault the run injects is drawn here, so what a seed can
 //! do to the cluster is read in one place.
 
-use super::{Event, Faults, PROBE_APPENDS, Simulation};
+use super::{Damage, Event, Faults, PROBE_APPENDS, Simulation};
 use crate::constants::NODES_MAX;
 use crate::raft::Role;
 use crate::sim::checker::{Operation, Outcome, Violation};
@@ -97,9 +97,7 @@ impl Simulation {
         }
         // Damaged until repaired in the core and the cleared mark durable.
         let any_damaged = self.nodes.iter().any(|state| {
-            state.damage_on_restart > 0
-                || state.lose_hard_state_on_restart
-                || state.lose_snapshot_on_restart
+            state.damage_on_restart != Damage::None
                 || state.disk.durable().damaged()
                 || state.core.as_ref().is_some_and(|core| !core.trusted())
         });
@@ -108,17 +106,19 @@ impl Simulation {
         }
         // A quarter of the damage is to the hard state (both copies).
         if lost_bug || self.damage_random.chance(1, 4) {
-            self.nodes[node].lose_hard_state_on_restart = true;
+            self.nodes[node].damage_on_restart = Damage::HardState;
         } else if self.nodes[node].disk.snapshot().is_some() && self.damage_random.chance(1, 4) {
             // Its snapshot file damaged: the log after it goes too.
-            self.nodes[node].lose_snapshot_on_restart = true;
+            self.nodes[node].damage_on_restart = Damage::Snapshot;
         } else if self.damage_random.chance(1, 3) {
             // Damage mid-log (a flipped bit at rest, an unreadable block,
             // a misdirected write, a segment gone): recovery cuts there,
             // anywhere in the log, up to all of it.
-            self.nodes[node].damage_on_restart = self.damage_random.between(4, 200) as usize;
+            self.nodes[node].damage_on_restart =
+                Damage::Batches(self.damage_random.between(4, 200) as usize);
         } else {
-            self.nodes[node].damage_on_restart = self.damage_random.between(1, 3) as usize;
+            self.nodes[node].damage_on_restart =
+                Damage::Batches(self.damage_random.between(1, 3) as usize);
         }
     }
 

@@ -9,7 +9,7 @@
 
 use std::rc::Rc;
 
-use super::{ELECTION_MS, Envelope, EnvelopeBody, Event, HEARTBEAT_MS, KV_TAG, Simulation};
+use super::{Damage, ELECTION_MS, Envelope, EnvelopeBody, Event, HEARTBEAT_MS, KV_TAG, Simulation};
 use crate::check::linearizable::KvOp;
 use crate::kv::StateMachine;
 use crate::raft::{
@@ -57,25 +57,33 @@ impl Simulation {
         self.trace(|| format!("restart node {}", node + 1));
         let id = self.nodes[node].id;
         let config = self.config(id);
-        let lose = std::mem::take(&mut self.nodes[node].damage_on_restart);
         #[cfg(feature = "planted-bugs")]
         let mark = self.options.planted_bug != Some(crate::raft::PlantedBug::CutWithoutMark);
         #[cfg(not(feature = "planted-bugs"))]
         let mark = true;
-        if lose > 0 && self.nodes[node].disk.damage(lose, mark) {
-            self.damaged_restarts += 1;
-            self.trace(|| format!("node {} lost {lose} durable batches: damaged", node + 1));
-        }
-        if std::mem::take(&mut self.nodes[node].lose_snapshot_on_restart)
-            && self.nodes[node].disk.lose_snapshot()
-        {
-            self.lost_snapshots += 1;
-            self.trace(|| format!("node {} lost its snapshot and its log: damaged", node + 1));
-        }
-        if std::mem::take(&mut self.nodes[node].lose_hard_state_on_restart) {
-            self.nodes[node].disk.lose_hard_state();
-            self.lost_hard_states += 1;
-            self.trace(|| format!("node {} lost its hard state", node + 1));
+        match std::mem::take(&mut self.nodes[node].damage_on_restart) {
+            Damage::None => {}
+            Damage::Batches(lose) => {
+                if self.nodes[node].disk.damage(lose, mark) {
+                    self.damaged_restarts += 1;
+                    self.trace(|| {
+                        format!("node {} lost {lose} durable batches: damaged", node + 1)
+                    });
+                }
+            }
+            Damage::Snapshot => {
+                if self.nodes[node].disk.lose_snapshot() {
+                    self.lost_snapshots += 1;
+                    self.trace(|| {
+                        format!("node {} lost its snapshot and its log: damaged", node + 1)
+                    });
+                }
+            }
+            Damage::HardState => {
+                self.nodes[node].disk.lose_hard_state();
+                self.lost_hard_states += 1;
+                self.trace(|| format!("node {} lost its hard state", node + 1));
+            }
         }
         // After a crash the written state is what recovery found.
         // Start from the snapshot and the log after it.
