@@ -427,6 +427,30 @@ fn new_directories_survive_a_power_cut() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Small segments, so a test on the lazy filesystem has several.
+const LAZY_OPTIONS: SegmentOptions = SegmentOptions {
+    segment_bytes: 64 * 1024,
+    zero_fill: false,
+};
+
+/// A store on a fresh lazy filesystem (`None` where FUSE is missing),
+/// with the hard state of the term its batches are written in
+/// (`batch_at` makes term 1): the mount, its directory, the log's
+/// directory, the store.
+fn log_on_lazy(name: &str) -> Option<(LazyMount, PathBuf, PathBuf, SegmentLog)> {
+    let (lazy, dir) = common::lazy::mount(name)?;
+    let root = lazy.path().join("log");
+    let mut log = SegmentLog::open_standalone(&root, LAZY_OPTIONS).unwrap();
+    log.store_hard_state(HardState {
+        term: Term(1),
+        vote: NodeId(1),
+        commit: LogIndex::ZERO,
+        damaged_in: Term::ZERO,
+    })
+    .unwrap();
+    Some((lazy, dir, root, log))
+}
+
 /// A latent sector error (reads of a block fail with EIO) in a sealed
 /// segment is damage of the records there, not a stop: the store opens,
 /// marked damaged (it may have acknowledged what it cannot read), with
@@ -435,23 +459,10 @@ fn new_directories_survive_a_power_cut() {
 /// SIGBUS that ends the process.
 #[test]
 fn an_unreadable_block_mid_log_is_damage_not_a_stop() {
-    let Some((mut lazy, dir)) = common::lazy::mount("eio-mid-log") else {
+    let Some((mut lazy, dir, root, mut log)) = log_on_lazy("eio-mid-log") else {
         return;
     };
-    let options = SegmentOptions {
-        segment_bytes: 64 * 1024,
-        zero_fill: false,
-    };
-    let root = lazy.path().join("log");
-    let mut log = SegmentLog::open_standalone(&root, options).unwrap();
-    // The term its batches were written in (`batch_at` makes term 1).
-    log.store_hard_state(HardState {
-        term: Term(1),
-        vote: NodeId(1),
-        commit: LogIndex::ZERO,
-        damaged_in: Term::ZERO,
-    })
-    .unwrap();
+    let options = LAZY_OPTIONS;
     let mut frames = Vec::new();
     while log.segments().len() < 4 {
         let frame = batch_at(log.last_index().next().get());
@@ -555,22 +566,10 @@ fn power_cuts_catch_every_planted_storage_bug() {
 /// damaged and cuts the log before it.
 #[test]
 fn a_block_unreadable_while_served_from_the_map_is_damage_not_a_crash() {
-    let Some((mut lazy, dir)) = common::lazy::mount("eio-mapped") else {
+    let Some((mut lazy, dir, root, mut log)) = log_on_lazy("eio-mapped") else {
         return;
     };
-    let options = SegmentOptions {
-        segment_bytes: 64 * 1024,
-        zero_fill: false,
-    };
-    let root = lazy.path().join("log");
-    let mut log = SegmentLog::open_standalone(&root, options).unwrap();
-    log.store_hard_state(HardState {
-        term: Term(1),
-        vote: NodeId(1),
-        commit: LogIndex::ZERO,
-        damaged_in: Term::ZERO,
-    })
-    .unwrap();
+    let options = LAZY_OPTIONS;
     while log.segments().len() < 4 {
         log.append(&batch_at(log.last_index().next().get()))
             .unwrap();

@@ -274,20 +274,34 @@ impl Ring {
         offset: u64,
         link: Link,
     ) -> io::Result<OpId> {
+        let op = self.push_write(file, buffer, range, offset, 0, link)?;
+        #[cfg(test)]
+        self.arm_fault(Fault::Write, op);
+        Ok(op)
+    }
+
+    /// Queues a write of `buffer[range]` with `pwritev2` flags `flags`.
+    fn push_write(
+        &mut self,
+        file: &Rc<File>,
+        buffer: &Rc<Vec<u8>>,
+        range: Range<usize>,
+        offset: u64,
+        flags: i32,
+        link: Link,
+    ) -> io::Result<OpId> {
         let bytes = &buffer[range];
         let len = u32::try_from(bytes.len()).map_err(|_| io::Error::other("write over 4 GiB"))?;
         let entry = opcode::Write::new(types::Fd(file.as_raw_fd()), bytes.as_ptr(), len)
             .offset(offset)
+            .rw_flags(flags)
             .build();
         let keep = Keep {
             file: Some(Rc::clone(file)),
             buffer: Some(Rc::clone(buffer)),
             ..Keep::default()
         };
-        let op = self.push(entry, keep, link)?;
-        #[cfg(test)]
-        self.arm_fault(Fault::Write, op);
-        Ok(op)
+        self.push(entry, keep, link)
     }
 
     /// Writes `buffer[range]` to `file` at `offset` as `pwritev2` with
@@ -303,18 +317,7 @@ impl Ring {
         offset: u64,
         link: Link,
     ) -> io::Result<OpId> {
-        let bytes = &buffer[range];
-        let len = u32::try_from(bytes.len()).map_err(|_| io::Error::other("write over 4 GiB"))?;
-        let entry = opcode::Write::new(types::Fd(file.as_raw_fd()), bytes.as_ptr(), len)
-            .offset(offset)
-            .rw_flags(libc::RWF_DSYNC)
-            .build();
-        let keep = Keep {
-            file: Some(Rc::clone(file)),
-            buffer: Some(Rc::clone(buffer)),
-            ..Keep::default()
-        };
-        let op = self.push(entry, keep, link)?;
+        let op = self.push_write(file, buffer, range, offset, libc::RWF_DSYNC, link)?;
         #[cfg(test)]
         if self.faults.hold_syncs {
             self.faults.syncs.push(op);
