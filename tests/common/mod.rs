@@ -212,9 +212,20 @@ impl Cluster {
         let mut client = Client::new(&[self.addresses[node].as_str()], options).unwrap();
         let mut entries = std::collections::BTreeMap::new();
         let mut next = 1;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while next <= last {
             let batch = client.read(log, rast::types::LogIndex(next), 0).unwrap();
-            assert!(!batch.is_empty(), "node {node} returned nothing at {next}");
+            if batch.is_empty() {
+                // Reads are local: a follower serves what it knows to be
+                // committed, and learns the leader's commit index with
+                // the leader's next message. Polled until it does.
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "node {node} returned nothing at {next} for 10 s"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
             for (index, payload) in batch {
                 if index.get() <= last {
                     entries.insert(index.get(), payload);
