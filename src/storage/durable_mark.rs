@@ -193,10 +193,27 @@ pub fn open(dir: &Path) -> Result<(File, Found), StorageError> {
 /// `slot` encoded at the start of a block-aligned, block-long range of a
 /// buffer (as an `O_DIRECT` write needs), zeros after it.
 pub fn block(slot: Slot) -> (std::rc::Rc<Vec<u8>>, std::ops::Range<usize>) {
-    let mut buffer = vec![0; 2 * BLOCK_BYTES];
-    let start = buffer.as_ptr().align_offset(BLOCK_BYTES);
-    buffer[start..start + SLOT_BYTES].copy_from_slice(&encode(slot));
-    (std::rc::Rc::new(buffer), start..start + BLOCK_BYTES)
+    let mut buffer = std::rc::Rc::new(Vec::new());
+    let range = block_into(&mut buffer, slot);
+    (buffer, range)
+}
+
+/// [`block`] into `buffer`, reused when nothing else holds it (the write
+/// that last used it has completed), else replaced by a new one: a mark
+/// per group commit allocates nothing in the steady state.
+pub fn block_into(buffer: &mut std::rc::Rc<Vec<u8>>, slot: Slot) -> std::ops::Range<usize> {
+    let bytes = match std::rc::Rc::get_mut(buffer) {
+        Some(bytes) if bytes.len() == 2 * BLOCK_BYTES => bytes,
+        _ => {
+            *buffer = std::rc::Rc::new(vec![0; 2 * BLOCK_BYTES]);
+            std::rc::Rc::get_mut(buffer).expect("just made")
+        }
+    };
+    // The contents are only ever the slot's first bytes: the rest of the
+    // block stays zero across reuses.
+    let start = bytes.as_ptr().align_offset(BLOCK_BYTES);
+    bytes[start..start + SLOT_BYTES].copy_from_slice(&encode(slot));
+    start..start + BLOCK_BYTES
 }
 
 /// Writes `slot` to `file` and syncs it. Blocking: for opening a log and
@@ -229,6 +246,36 @@ mod tests {
         }
         assert_eq!(decode(&bytes[..SLOT_BYTES - 1]), None, "a short slot");
         assert_eq!(decode(&[0; SLOT_BYTES]), None, "a zero slot");
+    }
+
+    /// A block buffer is reused while nothing else holds it, and replaced
+    /// (never written under a write still using it) while something does;
+    /// either way it holds exactly the slot.
+    #[test]
+    fn block_buffers_are_reused_only_when_free() {
+        let slot = |seq| Slot {
+            seq,
+            index: LogIndex(seq * 10),
+        };
+        let mut buffer = std::rc::Rc::new(Vec::new());
+        let range = block_into(&mut buffer, slot(1));
+        let first = buffer.as_ptr();
+        assert_eq!(decode(&buffer[range.clone()]), Some(slot(1)));
+        assert_eq!((buffer.as_ptr() as usize + range.start) % BLOCK_BYTES, 0);
+        let range = block_into(&mut buffer, slot(2));
+        assert_eq!(buffer.as_ptr(), first, "reused when free");
+        assert_eq!(decode(&buffer[range.clone()]), Some(slot(2)));
+        assert!(
+            buffer[range.start + SLOT_BYTES..range.end]
+                .iter()
+                .all(|byte| *byte == 0)
+        );
+        let in_flight = std::rc::Rc::clone(&buffer);
+        let held = range;
+        let range = block_into(&mut buffer, slot(3));
+        assert_ne!(buffer.as_ptr(), first, "a held buffer is not written");
+        assert_eq!(decode(&in_flight[held]), Some(slot(2)));
+        assert_eq!(decode(&buffer[range]), Some(slot(3)));
     }
 
     /// The newer valid slot wins; one damaged slot leaves the other; both

@@ -42,6 +42,8 @@ pub(super) struct MarkWriter {
     /// A truncation's disk work waits until the mark on disk is at or
     /// below this index.
     limit: Option<LogIndex>,
+    /// The block buffer writes go out from (reused once its write is done).
+    buffer: Rc<Vec<u8>>,
 }
 
 impl MarkWriter {
@@ -53,6 +55,7 @@ impl MarkWriter {
             durable: slot.index,
             in_flight: None,
             limit: None,
+            buffer: Rc::new(Vec::new()),
         }
     }
 
@@ -153,9 +156,9 @@ impl SegmentLog {
     fn issue_mark(&mut self, ring: &mut Ring, value: LogIndex) -> Result<usize, StorageError> {
         let mark = &mut self.mark;
         let slot = mark.next_slot(value);
-        let (buffer, range) = durable_mark::block(slot);
+        let range = durable_mark::block_into(&mut mark.buffer, slot);
         let write = ring
-            .write_at_dsync(&mark.file, &buffer, range, slot.offset(), Link::None)
+            .write_at_dsync(&mark.file, &mark.buffer, range, slot.offset(), Link::None)
             .map_err(|error| {
                 StorageError::io("submit", self.dir.join(durable_mark::FILE_NAME), error)
             })?;
