@@ -259,7 +259,7 @@ pub mod seeds {
             term: Term(9),
             vote: NodeId(2),
             commit: LogIndex(77),
-            damaged_in: Term::ZERO,
+            ..HardState::default()
         })
     }
 

@@ -134,7 +134,7 @@ proptest! {
     /// mirror copy): a damaged vote record is never read as another vote.
     #[test]
     fn hard_state_flipped(at in any::<usize>(), mask in 1u8..=255) {
-        let state = HardState { term: Term(9), vote: NodeId(2), commit: LogIndex(77), damaged_in: Term(3) };
+        let state = HardState { term: Term(9), vote: NodeId(2), commit: LogIndex(77), damaged_in: Term(3), acked_end: Some((Term(3), LogIndex(70))) };
         let bytes = apply(hard_state::encode(state), &Damage::Flip(vec![(at, mask)]));
         // One damaged copy: the mirror gives the same state, never another.
         prop_assert_eq!(hard_state::decode(&bytes), Ok(state));
@@ -143,7 +143,7 @@ proptest! {
     /// Damaged or random hard-state bytes never panic the decoder.
     #[test]
     fn hard_state_damaged(damage in damage(), bytes in prop::collection::vec(any::<u8>(), 0..128)) {
-        let state = HardState { term: Term(9), vote: NodeId(2), commit: LogIndex(77), damaged_in: Term(3) };
+        let state = HardState { term: Term(9), vote: NodeId(2), commit: LogIndex(77), damaged_in: Term(3), acked_end: Some((Term(3), LogIndex(70))) };
         drop(hard_state::decode(&apply(hard_state::encode(state), &damage)));
         drop(hard_state::decode(&bytes));
     }

@@ -63,9 +63,9 @@ fn catches_forgotten_vote_on_restart() {
     assert_caught(PlantedBug::ForgetVoteOnRestart);
 }
 
-/// A node whose storage lost entries it acknowledged voting (and
-/// campaigning) as if nothing was lost: an election passes a committed
-/// entry by.
+/// A node whose storage lost entries it acknowledged voting on its cut
+/// log, not on the end of what it acknowledged: an election passes a
+/// committed entry by.
 #[test]
 fn catches_a_damaged_node_voting() {
     assert_caught(PlantedBug::VoteWhileDamaged);

@@ -1,8 +1,9 @@
 //! A damaged node in the core: one whose recovery cut entries it may have
-//! acknowledged restarts with `HardState::after_damage`, grants no vote,
-//! never campaigns, still appends, and is trusted again once it holds a
-//! committed entry of a term after the damage (`raft::Core`, "Damaged
-//! nodes").
+//! acknowledged restarts with `HardState::after_damage`, votes only for a
+//! log that holds what it may have acknowledged (none when it does not
+//! know how far that went), never campaigns, still appends, and is
+//! trusted again once it holds a committed entry of a term after the
+//! damage (`raft::Core`, "Damaged nodes").
 
 use rast::raft::{
     Action, Body, Boundary, Core, HardState, Message, OutgoingBody, RequestVote, Restart, Role,
@@ -29,16 +30,33 @@ fn commit_batches(cluster: &mut Cluster, count: usize) {
 }
 
 /// Node 3 restarts having lost its last batch (acknowledged and
-/// committed): the damaged restart a cut tail leads to.
+/// committed) and the end of what it acknowledged: the damaged restart a
+/// cut tail leads to when the durable mark does not read either.
 fn damage_node_3(cluster: &mut Cluster) {
-    let hard_state = cluster.cores[2].hard_state().after_damage();
+    let hard_state = cluster.cores[2].hard_state().after_damage(None);
     restart_node_3(cluster, hard_state, 1);
+}
+
+/// The node at `node` restarts damaged, having lost its last `lose`
+/// batches, knowing the end of what it may have acknowledged (its log's
+/// end before the damage, as its durable mark says).
+fn damage_knowing_the_end(cluster: &mut Cluster, node: usize, lose: usize) {
+    let log = cluster.cores[node].log();
+    let end = (log.last_term(), log.last_index());
+    let hard_state = cluster.cores[node].hard_state().after_damage(Some(end));
+    restart_node(cluster, node, hard_state, lose);
 }
 
 /// Node 3 restarts with `hard_state`, its log without its last `lose`
 /// batches.
 fn restart_node_3(cluster: &mut Cluster, hard_state: HardState, lose: usize) {
-    let old = &cluster.cores[2];
+    restart_node(cluster, 2, hard_state, lose);
+}
+
+/// The node at `node` restarts with `hard_state`, its log without its
+/// last `lose` batches.
+fn restart_node(cluster: &mut Cluster, node: usize, hard_state: HardState, lose: usize) {
+    let old = &cluster.cores[node];
     let last = old.log().last_index();
     let mut batches: Vec<Boundary> = old.log().batches_in(LogIndex(1), last).copied().collect();
     batches.truncate(batches.len() - lose);
@@ -51,20 +69,27 @@ fn restart_node_3(cluster: &mut Cluster, hard_state: HardState, lose: usize) {
         now_ms: 0,
     };
     let config = old.config().clone();
-    cluster.cores[2] = Core::new(config, &restart);
+    cluster.cores[node] = Core::new(config, &restart);
 }
 
 /// The vote node 3 gives a candidate (node 2) whose log is at least as
 /// up to date as any, at `term`.
 fn vote_of_node_3(cluster: &mut Cluster, term: Term) -> bool {
-    let candidate = &cluster.cores[1];
+    let log = cluster.cores[1].log();
+    let last = (log.last_term(), log.last_index());
+    vote_of_node_3_for(cluster, term, last)
+}
+
+/// The vote node 3 gives node 2 as a candidate whose log ends at `last`
+/// (term, index), at `term`.
+fn vote_of_node_3_for(cluster: &mut Cluster, term: Term, last: (Term, LogIndex)) -> bool {
     let request = Message {
         from: NodeId(2),
         to: NodeId(3),
         term,
         body: Body::RequestVote(RequestVote {
-            last_index: candidate.log().last_index(),
-            last_term: candidate.log().last_term(),
+            last_index: last.1,
+            last_term: last.0,
             pre_vote: false,
             leadership_transfer: false,
         }),
@@ -80,6 +105,60 @@ fn vote_of_node_3(cluster: &mut Cluster, term: Term) -> bool {
         "node 3 moved to the candidate's term"
     );
     hard_state.vote == NodeId(2)
+}
+
+/// A damaged node that knows the end of what it may have acknowledged
+/// votes as its undamaged self would have: not for a log that ends where
+/// its cut log does (which lacks a committed entry), only for one at
+/// least as up to date as that end.
+#[test]
+fn a_damaged_node_votes_only_for_a_log_that_holds_what_it_acknowledged() {
+    let mut cluster = Cluster::new(3, |_| {});
+    cluster.elect();
+    commit_batches(&mut cluster, 3);
+    let term = cluster.cores[0].term();
+    let log = cluster.cores[2].log();
+    let full = (log.last_term(), log.last_index());
+    assert_eq!(full.1, cluster.committed);
+
+    damage_knowing_the_end(&mut cluster, 2, 1);
+    let log = cluster.cores[2].log();
+    let cut = (log.last_term(), log.last_index());
+    assert!(cut < full, "node 3 lost its last, committed batch");
+    assert!(!cluster.cores[2].trusted());
+    assert_eq!(cluster.cores[2].hard_state().acked_end, Some(full));
+
+    // A candidate as up to date as the cut log, not as the log it had:
+    // refused (its undamaged self would have refused it).
+    assert!(!vote_of_node_3_for(&mut cluster, Term(term.get() + 5), cut));
+    // One holding everything it acknowledged: granted.
+    assert!(vote_of_node_3_for(&mut cluster, Term(term.get() + 6), full));
+}
+
+/// Two of three voters damaged at once, each knowing the end of what it
+/// acknowledged: the third, which holds all of it, is elected with their
+/// votes and repairs both. (Without those ends they could not vote, and
+/// no leader could be elected.)
+#[test]
+fn a_majority_of_damaged_voters_elects_the_node_that_holds_their_entries() {
+    let mut cluster = Cluster::new(3, |_| {});
+    cluster.elect();
+    commit_batches(&mut cluster, 4);
+    let committed = cluster.committed;
+    damage_knowing_the_end(&mut cluster, 1, 2);
+    damage_knowing_the_end(&mut cluster, 2, 1);
+    assert!(!cluster.cores[1].trusted() && !cluster.cores[2].trusted());
+    // Node 1 hears the bumped term and campaigns in a later one.
+    commit_batches(&mut cluster, 1);
+    assert_ne!(cluster.cores[0].role(), Role::Leader);
+    cluster.elect();
+    commit_batches(&mut cluster, 1);
+    for node in 1..3 {
+        let core = &cluster.cores[node];
+        assert!(core.trusted(), "node {} repaired", node + 1);
+        assert_eq!(core.log().last_index(), cluster.committed);
+    }
+    assert!(cluster.committed > committed);
 }
 
 #[test]
@@ -134,7 +213,8 @@ fn a_damaged_node_neither_votes_nor_campaigns_until_repaired() {
 }
 
 /// The mark survives restarts: a node damaged twice keeps the later
-/// term, and an undamaged hard state has none.
+/// term and the higher end of what it acknowledged (none if either is
+/// unknown), and an undamaged hard state has none.
 #[test]
 fn after_damage_marks_the_latest_term() {
     let state = HardState {
@@ -142,8 +222,10 @@ fn after_damage_marks_the_latest_term() {
         vote: NodeId(2),
         commit: LogIndex(40),
         damaged_in: Term::ZERO,
+        acked_end: None,
     };
-    let once = state.after_damage();
+    let end = (Term(7), LogIndex(44));
+    let once = state.after_damage(Some(end));
     assert_eq!(
         once,
         HardState {
@@ -151,9 +233,23 @@ fn after_damage_marks_the_latest_term() {
             vote: NodeId::ZERO,
             commit: LogIndex(40),
             damaged_in: Term(7),
+            acked_end: Some(end),
         }
     );
-    assert_eq!(once.after_damage().damaged_in, Term(8));
+    let twice = once.after_damage(Some((Term(7), LogIndex(41))));
+    assert_eq!(twice.damaged_in, Term(8));
+    assert_eq!(twice.acked_end, Some(end), "the higher end stays");
+    let later = (Term(8), LogIndex(42));
+    assert_eq!(once.after_damage(Some(later)).acked_end, Some(later));
+    assert_eq!(once.after_damage(None).acked_end, None);
+    assert_eq!(
+        state.after_damage(None).after_damage(Some(end)).acked_end,
+        None
+    );
+    assert_eq!(
+        HardState::lost(Term(3)).after_damage(Some(end)).acked_end,
+        None
+    );
 }
 
 /// A node that lost its hard state (both copies) acts on no message — it

@@ -163,3 +163,49 @@ fn a_zeroed_hard_state_is_rebuilt_from_the_peers() {
     let status = cluster.status(victim, "default").unwrap();
     assert!(status.term >= 2, "a term above every term heard");
 }
+
+/// Two of three nodes damaged at once, each having lost batches it had
+/// acknowledged (its last record zeroed while it was down, under a
+/// durable mark that covers it): the third node holds everything, and
+/// the damaged nodes' votes, checked against the end of what each had
+/// acknowledged, elect it; it repairs both. Were damaged nodes not to
+/// vote at all, no leader could be elected.
+#[test]
+fn two_damaged_nodes_elect_the_one_that_holds_their_entries() {
+    let mut cluster = Cluster::start("two-damaged", 3, 1);
+    let (payloads, indexes, victim) = load_and_pick_a_follower(&cluster, 20, 10);
+    let victims = [victim, (victim + 1) % 3];
+    let healthy = (victim + 2) % 3;
+    for node in victims {
+        assert!(cluster.terminate(node).success());
+        let dir = cluster
+            .data_dir(node)
+            .join(format!("{:016x}", LogId::from_name("default").get()));
+        let segments = rast::storage::segment::segment_files(&dir);
+        let (first, segment) = segments.last().unwrap();
+        let bytes = std::fs::read(segment).unwrap();
+        let mut records = Vec::new();
+        let _ = rast::storage::record::scan(&bytes, *first, Term::ZERO, |meta| {
+            records.push(meta);
+        });
+        let last = records.last().expect("a record in the last segment");
+        assert_eq!(last.last.get(), *indexes.last().unwrap(), "node {node}");
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(segment)
+            .unwrap();
+        file.write_at(&vec![0; last.bytes as usize], last.offset)
+            .unwrap();
+        file.sync_all().unwrap();
+    }
+    for node in victims {
+        cluster.restart(node);
+    }
+    for node in victims {
+        assert_repaired(&cluster, node, &indexes, &payloads);
+    }
+    assert_eq!(
+        cluster.metric(healthy, "rast_corruptions_found_total"),
+        Some(0.0)
+    );
+}

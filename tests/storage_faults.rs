@@ -97,6 +97,7 @@ fn crash_child() {
                 vote: NodeId(term.get() % 3 + 1),
                 commit: reported,
                 damaged_in: Term::ZERO,
+                acked_end: None,
             })
             .unwrap();
         }
@@ -446,6 +447,7 @@ fn log_on_lazy(name: &str) -> Option<(LazyMount, PathBuf, PathBuf, SegmentLog)> 
         vote: NodeId(1),
         commit: LogIndex::ZERO,
         damaged_in: Term::ZERO,
+        acked_end: None,
     })
     .unwrap();
     Some((lazy, dir, root, log))

@@ -19,6 +19,13 @@ pub struct HardState {
     /// `raft::Core`, "damaged nodes"). [`Term::ZERO`]: undamaged;
     /// [`TERM_UNKNOWN`]: the hard state itself was lost.
     pub damaged_in: Term,
+    /// While damaged: the last entry (term, index) of the log this node
+    /// may have acknowledged before the damage, as its durable mark said.
+    /// It votes only for a candidate whose log is at least as up to date
+    /// as both this and its log now (`raft::Core`, "Damaged nodes").
+    /// `None`: not known (the mark was lost too, or the hard state was),
+    /// and a damaged node does not vote.
+    pub acked_end: Option<(Term, LogIndex)>,
 }
 
 /// The damage mark of a node whose hard state was lost (every copy
@@ -39,6 +46,7 @@ impl HardState {
             vote: NodeId::ZERO,
             commit: LogIndex::ZERO,
             damaged_in: TERM_UNKNOWN,
+            acked_end: None,
         }
     }
 
@@ -48,21 +56,32 @@ impl HardState {
     }
 
     /// The hard state a node restarts with when its recovery cut bytes it
-    /// may have acknowledged (a damaged record, a torn tail): the next
-    /// term, no vote, and the damage mark — the highest term in which the
-    /// lost entries can have been acknowledged. The next term makes a
-    /// leader of the current one (which may count the lost entries as held
-    /// here) step down at this node's first answer; the mark keeps the
-    /// node from voting and campaigning until it is repaired (see
-    /// `raft::Core`, "damaged nodes"). Write it durably before the core
-    /// starts.
+    /// may have acknowledged (a damaged record, a lost tail): the next
+    /// term, no vote, the damage mark — the highest term in which the
+    /// lost entries can have been acknowledged — and `acked_end`, the end
+    /// of the log it may have acknowledged up to (the durable mark's
+    /// entry; `None` when unknown). The next term makes a leader of the
+    /// current one (which may count the lost entries as held here) step
+    /// down at this node's first answer; the mark keeps the node from
+    /// campaigning, and from voting for a log behind `acked_end`, until it
+    /// is repaired (see `raft::Core`, "Damaged nodes"). Damaged again
+    /// before a repair, it keeps the higher end, or none if either is
+    /// unknown. Write it durably before the core starts.
     #[must_use]
-    pub fn after_damage(self) -> Self {
+    pub fn after_damage(self, acked_end: Option<(Term, LogIndex)>) -> Self {
+        let acked_end = if self.damaged_in == Term::ZERO {
+            acked_end
+        } else if self.is_lost() {
+            None
+        } else {
+            self.acked_end.zip(acked_end).map(|(old, new)| old.max(new))
+        };
         Self {
             term: self.term.next(),
             vote: NodeId::ZERO,
             commit: self.commit,
             damaged_in: self.term.max(self.damaged_in),
+            acked_end,
         }
     }
 }

@@ -19,11 +19,32 @@
 //! flip in the last record looks like a torn write), that fails, and the
 //! node's vote could elect a leader that lacks a committed entry
 //! ("Protocol-Aware Recovery", FAST 2018). So such a node restarts with
-//! [`HardState::after_damage`] — the next term, no vote, and the mark
-//! `damaged_in`, the highest term its lost acknowledgements can be from —
-//! and, while marked, grants no vote (nor pre-vote) and never campaigns.
+//! [`HardState::after_damage`] — the next term, no vote, the mark
+//! `damaged_in`, the highest term its lost acknowledgements can be from,
+//! and `acked_end`, the last entry of the log it may have acknowledged up
+//! to (what its durable mark said) — and, while marked, never campaigns.
 //! It still appends and acknowledges: its acknowledgements are of entries
 //! it holds now.
+//!
+//! It still votes, but only for a candidate whose log is at least as up
+//! to date as `acked_end` (and, as always, as its log now). That is the
+//! vote its undamaged self would give, checked against the log it had:
+//!
+//! ```text
+//!  acked_end = (T, M)   every entry this node acknowledged is at an index
+//!                       ≤ M of the log it had then, which ended at (T, M)
+//!  Raft's vote check    needs only that the voter's log holds what it
+//!                       acknowledged: compared with (T, M), a candidate
+//!                       at least as up to date holds every committed
+//!                       entry of that log (Raft §5.4.3, unchanged)
+//!  repaired since       its log now is compared too: what it took after
+//!                       the damage is checked as usual
+//! ```
+//!
+//! So a cluster with a majority of damaged voters still elects a leader
+//! when one holds what they acknowledged (and waits, electing none, when
+//! no one does). A damaged node whose mark was lost as well
+//! (`acked_end` unknown) grants no vote (nor pre-vote).
 //!
 //! The mark ends when the entry at this node's commit index (held here,
 //! and committed) has a term after the mark, or a leader's snapshot of
@@ -34,18 +55,17 @@
 //!  term bump t → t+1  a leader of term ≤ t is answered with t+1 and steps
 //!                     down: no leader counts a lost acknowledgement in a
 //!                     later term (progress restarts with each leader)
-//!  leader L, term > t elected without this node's vote, so by the usual
-//!                     majority intersection it holds every entry committed
-//!                     in terms ≤ t, each below L's first entry of its term
+//!  leader L, term > t elected by votes that each checked what the voter
+//!                     acknowledged (above), so it holds every entry
+//!                     committed in terms ≤ t, each below L's first entry
+//!                     of its term
 //!  committed (i, T>t) held here ⇒ by log matching this log equals L's up
 //!                     to i, so it holds every entry committed in terms ≤ t
 //! ```
 //!
 //! From then on its log is as good as any follower's: the mark is cleared
 //! (persisted lazily: a node that is damaged a little longer is still
-//! safe). With one damaged node at a time the cluster keeps a majority of
-//! trusted voters; with more, it may have to wait for a repair — it never
-//! elects a leader without an acknowledged entry.
+//! safe). It never elects a leader without an acknowledged entry.
 //!
 //! # A lost hard state
 //!
@@ -116,9 +136,9 @@ pub enum PlantedBug {
     AcknowledgeBeforeDurable,
     /// Forget the vote of the current term on restart.
     ForgetVoteOnRestart,
-    /// Vote while damaged: after a recovery that cut entries this node
-    /// may have acknowledged, grant votes (and campaign) as if nothing
-    /// was lost.
+    /// Vote while damaged as if nothing was lost: after a recovery that
+    /// cut entries this node may have acknowledged, its vote checks only
+    /// its cut log, not the end of what it may have acknowledged.
     VoteWhileDamaged,
     /// A node whose hard state was lost acts at once, from its log's last
     /// term with no vote, instead of first hearing every voter's term (see
@@ -331,6 +351,10 @@ pub struct Core {
     /// in terms up to this one; it neither votes nor campaigns until
     /// repaired (see "Damaged nodes" below).
     damaged_in: Term,
+    /// While damaged: the end of the log it may have acknowledged up to
+    /// (`HardState::acked_end`); it votes only for logs at least as up to
+    /// date. `None`: unknown, and it does not vote.
+    acked_end: Option<(Term, LogIndex)>,
     log: Log,
     commit: LogIndex,
     membership: Membership,
@@ -399,6 +423,7 @@ impl Core {
             leader: NodeId::ZERO,
             hard_state_durable: hard_state,
             damaged_in: hard_state.damaged_in,
+            acked_end: hard_state.acked_end,
             log,
             // Commit restarts at the snapshot: a restarted node relearns it
             // from the leader (the hard state's commit is only a hint, and
@@ -484,6 +509,7 @@ impl Core {
             vote: self.vote,
             commit: self.commit,
             damaged_in: self.damaged_in,
+            acked_end: self.acked_end,
         }
     }
 
@@ -713,10 +739,6 @@ impl Core {
     /// Whether this node may campaign: a voter whose storage lost nothing
     /// it may have acknowledged (or that has been repaired since).
     fn promotable(&self) -> bool {
-        #[cfg(feature = "planted-bugs")]
-        if self.config.planted_bug == Some(PlantedBug::VoteWhileDamaged) {
-            return self.membership.is_voter(self.config.id);
-        }
         self.membership.is_voter(self.config.id) && self.trusted()
     }
 
@@ -725,6 +747,16 @@ impl Core {
     /// until it holds a committed entry of a later term.
     pub fn trusted(&self) -> bool {
         self.damaged_in == Term::ZERO
+    }
+
+    /// Whether a log ending at `last` (term, index) holds everything this
+    /// node may have acknowledged: always when it is undamaged (its own
+    /// log is checked beside), when damaged only if `last` is at least as
+    /// up to date as the end it may have acknowledged up to (unknown:
+    /// never). See "Damaged nodes".
+    fn covers_acked(&self, last: (Term, LogIndex)) -> bool {
+        self.trusted()
+            || (self.damaged_in != TERM_UNKNOWN && self.acked_end.is_some_and(|end| last >= end))
     }
 
     /// Ends the damage once the entry at the commit index (held here and
@@ -737,6 +769,7 @@ impl Core {
                 .is_some_and(|term| term > self.damaged_in)
         {
             self.damaged_in = Term::ZERO;
+            self.acked_end = None;
             self.persist_hard_state(actions);
         }
     }
@@ -794,6 +827,7 @@ impl Core {
         self.term = bound.next();
         self.vote = NodeId::ZERO;
         self.damaged_in = bound;
+        self.acked_end = None;
         self.persist_hard_state(actions);
         self.reset_election_timer();
     }

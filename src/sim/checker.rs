@@ -197,9 +197,10 @@ impl Checker {
         }
     }
 
-    /// Committed entries survive crashes: each is durable on a majority of
-    /// the voters, given each voter's durable state (a damaged voter, which
-    /// neither votes nor campaigns until repaired, counted as holding it).
+    /// Committed entries survive crashes: each is held by a majority of
+    /// the voters, given each voter's durable state (a damaged voter
+    /// counted as holding it if its vote checks for it: see
+    /// `DurableView::holds`).
     pub fn committed_durable(&self, durable: &[DurableView<'_>]) -> Result<(), Violation> {
         self.committed_durable_through(durable, LogIndex(u64::MAX))
     }
@@ -217,13 +218,11 @@ impl Checker {
         let count = usize::try_from(through.get()).unwrap_or(usize::MAX);
         for (position, expected) in self.committed.iter().enumerate().take(count) {
             let index = LogIndex(position as u64 + 1);
-            // A damaged node may have lost an entry it acknowledged; it
-            // counts as a holder until repaired, because it takes no part
-            // in elections meanwhile (`raft::Core`, "damaged nodes"): what
+            // A damaged node may have lost an entry it acknowledged; what
             // must hold is that no election can pass the entry by.
             let holders = durable
                 .iter()
-                .filter(|state| state.damaged() || state.entry(index) == Some(*expected))
+                .filter(|state| state.holds(index, *expected))
                 .count();
             if holders < majority {
                 return Err(Violation::new(

@@ -246,6 +246,8 @@ pub struct DurableView<'a> {
     written: &'a DiskState,
     index: LogIndex,
     damaged: bool,
+    acked_end: Option<(Term, LogIndex)>,
+    before_damage: &'a [DiskState],
 }
 
 impl DurableView<'_> {
@@ -254,6 +256,29 @@ impl DurableView<'_> {
     /// acknowledged.
     pub fn damaged(&self) -> bool {
         self.damaged
+    }
+
+    /// Whether no election this node votes in can pass `expected`, the
+    /// entry at `index`, by: it holds the entry durably; or it is damaged
+    /// and either votes in none (the end of what it acknowledged is
+    /// unknown) or held the entry, at or below that end, in a log it had
+    /// before the damage (its vote checks candidates against that end:
+    /// `raft::Core`, "Damaged nodes").
+    pub fn holds(&self, index: LogIndex, expected: (Term, u64)) -> bool {
+        if self.entry(index) == Some(expected) {
+            return true;
+        }
+        if !self.damaged {
+            return false;
+        }
+        let Some((_, end)) = self.acked_end else {
+            return true;
+        };
+        index <= end
+            && self
+                .before_damage
+                .iter()
+                .any(|log| log.entry(index) == Some(expected))
     }
 
     /// The durable index.
@@ -299,6 +324,9 @@ pub struct SimDisk {
     /// The durable log position and hard state last reported to the core.
     reported_log: (LogIndex, Term),
     reported_hard_state: storage::HardState,
+    /// The logs it had when damaged, since it was last undamaged (what
+    /// its acknowledgements were of: see [`DurableView::holds`]).
+    before_damage: Vec<DiskState>,
 }
 
 impl Default for SimDisk {
@@ -309,6 +337,7 @@ impl Default for SimDisk {
             syncing: false,
             reported_log: (LogIndex::ZERO, Term::ZERO),
             reported_hard_state: storage::HardState::default(),
+            before_damage: Vec::new(),
         }
     }
 }
@@ -326,6 +355,8 @@ impl SimDisk {
             written: &self.written,
             index: durability.index,
             damaged: durability.hard_state.damaged_in != Term::ZERO,
+            acked_end: durability.hard_state.acked_end,
+            before_damage: &self.before_damage,
         }
     }
 
@@ -469,16 +500,29 @@ impl SimDisk {
         else {
             return false;
         };
+        let acked_end = Some(self.keep_log_before_damage());
         self.issue(DiskOperation::Truncate(first_lost));
         if mark {
             self.issue(DiskOperation::HardState(
-                self.written.hard_state.after_damage(),
+                self.written.hard_state.after_damage(acked_end),
             ));
         }
         if self.start_sync() {
             self.complete_sync();
         }
         true
+    }
+
+    /// Damage is found: keeps the log as it is (for the checker), and
+    /// returns the end of what the node may have acknowledged — what it
+    /// reported durable (its durable mark; everything durable, after a
+    /// recovery).
+    fn keep_log_before_damage(&mut self) -> (Term, LogIndex) {
+        if self.written.hard_state.damaged_in == Term::ZERO {
+            self.before_damage.clear();
+        }
+        self.before_damage.push(self.written.clone());
+        (self.reported_log.1, self.reported_log.0)
     }
 
     /// The hard state is lost (both copies damaged): the node restarts with
@@ -503,14 +547,16 @@ impl SimDisk {
     /// without a snapshot.
     pub fn lose_snapshot(&mut self) -> bool {
         assert!(!self.syncing, "damage is found at recovery, before any IO");
-        if self.written.snapshot.take().is_none() {
+        if self.written.snapshot.is_none() {
             return false;
         }
+        let acked_end = Some(self.keep_log_before_damage());
+        self.written.snapshot = None;
         self.store.reset(LogIndex(1)).expect("reset");
         self.written.batches.clear();
         self.reported_log = (LogIndex::ZERO, Term::ZERO);
         self.issue(DiskOperation::HardState(
-            self.written.hard_state.after_damage(),
+            self.written.hard_state.after_damage(acked_end),
         ));
         if self.start_sync() {
             self.complete_sync();

@@ -395,7 +395,7 @@ pub fn hard_state_round_trip<H: Harness>(harness: &mut H) {
         term: Term(9),
         vote: NodeId(2),
         commit: LogIndex(0),
-        damaged_in: Term::ZERO,
+        ..HardState::default()
     };
     log.store_hard_state(state).expect("store");
     assert_eq!(log.hard_state(), state);

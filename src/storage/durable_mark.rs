@@ -36,7 +36,7 @@
 //! system refuses `O_DIRECT`):
 //!
 //! ```text
-//!  <dir>/durable   offset 0      slot 0: "RASTMARK" seq index crc32c
+//!  <dir>/durable   offset 0      slot 0: "RASTMARK" seq index term crc32c
 //!                  offset 4096   slot 1: the same layout
 //! ```
 //!
@@ -54,7 +54,7 @@ use std::path::Path;
 
 use crate::storage::hard_state::sync_directory;
 use crate::storage::{StorageError, reading};
-use crate::types::LogIndex;
+use crate::types::{LogIndex, Term};
 
 /// Name of the mark's file within a log directory.
 pub const FILE_NAME: &str = "durable";
@@ -66,9 +66,10 @@ pub const BLOCK_BYTES: usize = 4096;
 /// costs one slot.
 pub const SLOT_AT: [u64; 2] = [0, BLOCK_BYTES as u64];
 
-/// Bytes of a slot's contents: magic (8), sequence (8), index (8),
-/// CRC32C (4), zero padding (4); the rest of its block is zeros.
-pub const SLOT_BYTES: usize = 32;
+/// Bytes of a slot's contents: magic (8), sequence (8), index (8), term
+/// of the entry at the index (8), CRC32C (4), zero padding (4); the rest
+/// of its block is zeros.
+pub const SLOT_BYTES: usize = 40;
 
 /// The file's size: both slots' blocks.
 pub const FILE_BYTES: u64 = 2 * BLOCK_BYTES as u64;
@@ -82,6 +83,10 @@ pub struct Slot {
     pub seq: u64,
     /// Every entry up to this index was reported durable.
     pub index: LogIndex,
+    /// The term of the entry at `index` (zero at index zero): with it, a
+    /// node whose log was damaged knows the end of the log it may have
+    /// acknowledged up to (`raft::HardState::acked_end`).
+    pub term: Term,
 }
 
 impl Slot {
@@ -97,8 +102,9 @@ pub fn encode(slot: Slot) -> [u8; SLOT_BYTES] {
     bytes[..8].copy_from_slice(MAGIC);
     bytes[8..16].copy_from_slice(&slot.seq.to_le_bytes());
     bytes[16..24].copy_from_slice(&slot.index.get().to_le_bytes());
-    let crc = crc32c::crc32c(&bytes[..24]);
-    bytes[24..28].copy_from_slice(&crc.to_le_bytes());
+    bytes[24..32].copy_from_slice(&slot.term.get().to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[..32]);
+    bytes[32..36].copy_from_slice(&crc.to_le_bytes());
     bytes
 }
 
@@ -106,11 +112,12 @@ pub fn encode(slot: Slot) -> [u8; SLOT_BYTES] {
 pub fn decode(bytes: &[u8]) -> Option<Slot> {
     let bytes = bytes.get(..SLOT_BYTES)?;
     let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"));
-    let crc = u32::from_le_bytes(bytes[24..28].try_into().expect("four bytes"));
-    (&bytes[..8] == MAGIC && crc == crc32c::crc32c(&bytes[..24]) && bytes[28..] == [0; 4]).then(
+    let crc = u32::from_le_bytes(bytes[32..36].try_into().expect("four bytes"));
+    (&bytes[..8] == MAGIC && crc == crc32c::crc32c(&bytes[..32]) && bytes[36..] == [0; 4]).then(
         || Slot {
             seq: word(8),
             index: LogIndex(word(16)),
+            term: Term(word(24)),
         },
     )
 }
@@ -236,6 +243,7 @@ mod tests {
         let slot = Slot {
             seq: 41,
             index: LogIndex(123_456),
+            term: Term(17),
         };
         let bytes = encode(slot);
         assert_eq!(decode(&bytes), Some(slot));
@@ -256,6 +264,7 @@ mod tests {
         let slot = |seq| Slot {
             seq,
             index: LogIndex(seq * 10),
+            term: Term(seq),
         };
         let mut buffer = std::rc::Rc::new(Vec::new());
         let range = block_into(&mut buffer, slot(1));
@@ -290,10 +299,12 @@ mod tests {
         let older = Slot {
             seq: 1,
             index: LogIndex(10),
+            term: Term(3),
         };
         let newer = Slot {
             seq: 2,
             index: LogIndex(7),
+            term: Term(2),
         };
         store(&file, &dir, older).unwrap();
         store(&file, &dir, newer).unwrap();

@@ -49,6 +49,11 @@ pub fn encode(state: HardState) -> Vec<u8> {
         root.set_vote(state.vote.get());
         root.set_commit(state.commit.get());
         root.set_damaged_in(state.damaged_in.get());
+        if let Some((term, index)) = state.acked_end {
+            root.set_acked_end_known(true);
+            root.set_acked_end_term(term.get());
+            root.set_acked_end_index(index.get());
+        }
     }
     let mut bytes = frame::encode(&message);
     let at = checksum_at(&bytes).expect("our own builder lays out a hard state");
@@ -118,6 +123,12 @@ fn decode_frame(bytes: &[u8]) -> Result<HardState, String> {
         vote: NodeId(root.get_vote()),
         commit: LogIndex(root.get_commit()),
         damaged_in: Term(root.get_damaged_in()),
+        acked_end: root.get_acked_end_known().then(|| {
+            (
+                Term(root.get_acked_end_term()),
+                LogIndex(root.get_acked_end_index()),
+            )
+        }),
     })
 }
 
@@ -282,6 +293,7 @@ mod tests {
             vote: NodeId(3),
             commit: LogIndex(1234),
             damaged_in: Term(5),
+            acked_end: Some((Term(4), LogIndex(1300))),
         };
         let bytes = encode(state);
         assert_eq!(decode(&bytes).unwrap(), state);

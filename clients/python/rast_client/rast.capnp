@@ -83,6 +83,11 @@ struct HardState {
                         # neither votes nor campaigns until it holds a
                         # committed entry of a later term (0 = undamaged;
                         # files written before this field read as 0)
+  ackedEndKnown @5 :Bool;   # while damaged: the last entry of the log it
+  ackedEndTerm @6 :UInt64;  # may have acknowledged up to is known, and is
+  ackedEndIndex @7 :UInt64; # (term, index); it votes only for logs at least
+                            # as up to date (false: unknown, no vote; files
+                            # written before these fields read as false)
 }
 
 struct Membership {

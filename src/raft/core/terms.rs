@@ -100,11 +100,13 @@ impl Core {
         let up_to_date =
             up_to_date || self.config.planted_bug == Some(PlantedBug::VoteWithoutLogCheck);
         // A damaged node may have lost entries it acknowledged: its log
-        // says nothing about what it promised to keep.
-        let trusted = self.trusted();
+        // alone says nothing of what it promised to keep, the end of the
+        // log it may have acknowledged does.
+        let covers_acked = self.covers_acked((request.last_term, request.last_index));
         #[cfg(feature = "planted-bugs")]
-        let trusted = trusted || self.config.planted_bug == Some(PlantedBug::VoteWhileDamaged);
-        let granted = can_vote && up_to_date && trusted;
+        let covers_acked =
+            covers_acked || self.config.planted_bug == Some(PlantedBug::VoteWhileDamaged);
+        let granted = can_vote && up_to_date && covers_acked;
         let response = VoteResponse {
             granted,
             pre_vote: request.pre_vote,

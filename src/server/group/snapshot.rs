@@ -168,7 +168,12 @@ impl Group {
     /// leader's snapshot and entries have repaired it (`raft::Core`,
     /// "Damaged nodes").
     fn discard_damaged_copy(&mut self, now_ms: u64) -> Result<(), String> {
-        let damaged = self.storage.hard_state().after_damage();
+        // Recovery left the log at or above its durable mark (or marked
+        // it damaged, with the mark's end): its end covers every
+        // acknowledgement.
+        let last = self.storage.last_index();
+        let acked_end = self.storage.term_at(last).map(|term| (term, last));
+        let damaged = self.storage.hard_state().after_damage(acked_end);
         let failed = |what: &str, error: crate::storage::StorageError| format!("{what}: {error}");
         self.storage
             .store_hard_state(damaged)
@@ -242,6 +247,7 @@ impl Group {
                 vote: crate::types::NodeId::ZERO,
                 commit: meta.index,
                 damaged_in: stored.damaged_in,
+                acked_end: stored.acked_end,
             }
         };
         let restart = crate::raft::Restart {

@@ -23,10 +23,12 @@ use std::rc::Rc;
 
 use super::SegmentLog;
 use crate::io::{Link, OpId, Ring};
+use crate::raft::action::TERM_UNKNOWN;
+use crate::storage::LogStorage;
 use crate::storage::StorageError;
 use crate::storage::durable_mark::{self, Slot};
 use crate::storage::planted::{self, StorageBug};
-use crate::types::LogIndex;
+use crate::types::{LogIndex, Term};
 
 /// The mark's file and what of it is on disk or on its way.
 #[derive(Debug)]
@@ -59,12 +61,13 @@ impl MarkWriter {
         }
     }
 
-    /// The next slot, holding `index`.
-    fn next_slot(&mut self, index: LogIndex) -> Slot {
+    /// The next slot, holding `index` and the term of its entry.
+    fn next_slot(&mut self, index: LogIndex, term: Term) -> Slot {
         self.seq += 1;
         Slot {
             seq: self.seq,
             index,
+            term,
         }
     }
 
@@ -91,18 +94,19 @@ impl MarkWriter {
         self.limit = Some(self.limit.map_or(kept_last, |limit| limit.min(kept_last)));
     }
 
-    /// Writes `index` as the mark and waits for it (a log reset, which
-    /// blocks already; nothing may be in flight).
+    /// Writes `index` (its entry of `term`) as the mark and waits for it
+    /// (a log reset, which blocks already; nothing may be in flight).
     pub(super) fn store_blocking(
         &mut self,
         dir: &std::path::Path,
         index: LogIndex,
+        term: Term,
     ) -> Result<(), StorageError> {
         debug_assert!(
             self.in_flight.is_none(),
             "a blocking mark write beside one in flight"
         );
-        let slot = self.next_slot(index);
+        let slot = self.next_slot(index, term);
         durable_mark::store(&self.file, dir, slot)?;
         self.durable = index;
         Ok(())
@@ -152,10 +156,13 @@ impl SegmentLog {
         self.issue_mark(ring, index.max(self.synced))
     }
 
-    /// Queues the write of `value` into the mark's next slot.
+    /// Queues the write of `value` into the mark's next slot, with the
+    /// term of its entry ([`TERM_UNKNOWN`] where the log no longer holds
+    /// it: the end of a snapshot, its term not kept here).
     fn issue_mark(&mut self, ring: &mut Ring, value: LogIndex) -> Result<usize, StorageError> {
+        let term = self.term_at(value).unwrap_or(TERM_UNKNOWN);
         let mark = &mut self.mark;
-        let slot = mark.next_slot(value);
+        let slot = mark.next_slot(value, term);
         let range = durable_mark::block_into(&mut mark.buffer, slot);
         let write = ring
             .write_at_dsync(&mark.file, &mark.buffer, range, slot.offset(), Link::None)

@@ -98,6 +98,7 @@ use crate::constants::{
     WRITE_QUEUE_BYTES_MAX,
 };
 use crate::io::{Link, OpId, Ring, SharedRing};
+use crate::raft::action::TERM_UNKNOWN;
 use crate::storage::durable_mark::{self, Slot};
 use crate::storage::hard_state::{self, sync_directory};
 use crate::storage::planted::{self, StorageBug};
@@ -208,6 +209,10 @@ pub struct SegmentLog {
     mapped_reads: Cell<u64>,
     /// Damaged records recovery cut (see [`LogStorage::damage_found`]).
     damage_found: u64,
+    /// The durable mark found at open, as the end of the log this node may
+    /// have acknowledged up to (`raft::HardState::acked_end`); `None` when
+    /// it does not read or does not know its term.
+    acked_end: Option<(Term, LogIndex)>,
 }
 
 impl SegmentLog {
@@ -242,7 +247,17 @@ impl SegmentLog {
             durable_mark::Found::Nothing | durable_mark::Found::Unknown(_) => Slot {
                 seq: 0,
                 index: LogIndex::ZERO,
+                term: Term::ZERO,
             },
+        };
+        // What this node may have acknowledged up to, should recovery find
+        // damage: the mark's entry, when the mark reads and knows its term
+        // (no mark: a log from before it, taken as unknown).
+        let acked_end = match &mark_found {
+            durable_mark::Found::Mark(slot) if slot.term != TERM_UNKNOWN => {
+                Some((slot.term, slot.index))
+            }
+            _ => None,
         };
         let hard_state = match &loaded {
             hard_state::Loaded::State(state) => *state,
@@ -282,6 +297,7 @@ impl SegmentLog {
             reserved: None,
             mapped_reads: Cell::new(0),
             damage_found: 0,
+            acked_end,
         };
         let torn_cut = log.recover()?;
         log.check_mark(&mark_found, torn_cut)?;
@@ -648,7 +664,8 @@ impl LogStorage for SegmentLog {
         // A crash below may leave any prefix of the old log, or none: the
         // mark goes to zero first, so that none reads as damage, and to
         // the new log's end once it is in place.
-        self.mark.store_blocking(&self.dir, LogIndex::ZERO)?;
+        self.mark
+            .store_blocking(&self.dir, LogIndex::ZERO, Term::ZERO)?;
         while let Some(segment) = self.segments.pop_back() {
             Self::remove_segment_file(&segment.path)?;
         }
@@ -667,7 +684,9 @@ impl LogStorage for SegmentLog {
         );
         self.segments.push_back(segment);
         self.terms.clear();
-        self.mark.store_blocking(&self.dir, next.prev())?;
+        // The new log's end is a snapshot's, whose term is not kept here.
+        self.mark
+            .store_blocking(&self.dir, next.prev(), TERM_UNKNOWN)?;
         self.synced = next.prev();
         self.durability.index = next.prev();
         Ok(())

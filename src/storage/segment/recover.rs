@@ -26,6 +26,7 @@ use nix::fcntl::{FallocateFlags, fallocate};
 use super::file::{BatchEntry, Segment};
 use super::{SEGMENT_SUFFIX, SegmentLog, TEMP_SUFFIX, parse_segment_name, preallocate};
 use crate::constants::SEGMENT_BYTES_MAX;
+use crate::raft::action::TERM_UNKNOWN;
 use crate::storage::durable_mark;
 use crate::storage::hard_state::{self, sync_directory};
 use crate::storage::reading;
@@ -58,7 +59,7 @@ impl SegmentLog {
         base.term = base
             .term
             .max(self.terms.last().map_or(Term::ZERO, |(_, term)| *term));
-        let damaged = base.after_damage();
+        let damaged = base.after_damage(self.acked_end);
         hard_state::store(&self.dir, damaged)?;
         self.hard_state = damaged;
         self.durability.hard_state = damaged;
@@ -150,7 +151,8 @@ impl SegmentLog {
             self.mark_damaged()?;
             self.damage_found += 1;
         }
-        self.mark.store_blocking(&self.dir, last)
+        let term = self.term_at(last).unwrap_or(TERM_UNKNOWN);
+        self.mark.store_blocking(&self.dir, last, term)
     }
 
     /// The segment before `next_first` ends before it: entries are

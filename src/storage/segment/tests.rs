@@ -196,7 +196,8 @@ fn restore(dir: &Path, intact: &[(PathBuf, Vec<u8>)]) {
 }
 
 /// Sets the durable mark of the log in `dir` to `index`, as the store
-/// would have left it had it reported only that much durable.
+/// would have left it had it reported only that much durable (the logs
+/// of these tests hold entries of term 1).
 fn set_mark(dir: &Path, index: LogIndex) {
     use crate::storage::durable_mark::{self, Found, Slot};
     let (file, found) = durable_mark::open(dir).unwrap();
@@ -204,7 +205,8 @@ fn set_mark(dir: &Path, index: LogIndex) {
         Found::Mark(slot) => slot.seq + 1,
         Found::Nothing | Found::Unknown(_) => 1,
     };
-    durable_mark::store(&file, dir, Slot { seq, index }).unwrap();
+    let term = Term(u64::from(index > LogIndex::ZERO));
+    durable_mark::store(&file, dir, Slot { seq, index, term }).unwrap();
 }
 
 /// Cutting the file anywhere inside the last record (as a crash during
@@ -454,7 +456,7 @@ fn a_damaged_final_record_restarts_the_node_damaged() {
             term: Term(4),
             vote: crate::types::NodeId(2),
             commit: LogIndex(30),
-            damaged_in: Term::ZERO,
+            ..HardState::default()
         })
         .unwrap();
         assert_eq!(log.sync_all().unwrap().hard_state.term, Term(4));
@@ -463,6 +465,7 @@ fn a_damaged_final_record_restarts_the_node_damaged() {
     let frame_len = frames.last().unwrap().len() as u64;
     let intact = std::fs::read(&path).unwrap();
     let hard_state_file = std::fs::read(dir.0.join(hard_state::FILE_NAME)).unwrap();
+    let mark_file = std::fs::read(dir.0.join(durable_mark::FILE_NAME)).unwrap();
     for (region, within) in regions(frame_len) {
         if region == "segment size" {
             continue;
@@ -480,6 +483,8 @@ fn a_damaged_final_record_restarts_the_node_damaged() {
             vote: crate::types::NodeId::ZERO,
             commit: LogIndex(30),
             damaged_in: Term(4),
+            // The mark's entry: the last of the 20 batches of 3.
+            acked_end: Some((Term(1), LogIndex(60))),
         };
         assert_eq!(log.hard_state(), expected, "{region}");
         drop(log);
@@ -491,6 +496,7 @@ fn a_damaged_final_record_restarts_the_node_damaged() {
         );
         std::fs::write(&path, &intact).unwrap();
         std::fs::write(dir.0.join(hard_state::FILE_NAME), &hard_state_file).unwrap();
+        std::fs::write(dir.0.join(durable_mark::FILE_NAME), &mark_file).unwrap();
     }
 }
 

@@ -136,7 +136,7 @@ fn turns_through_rolls_keep_work_in_flight() {
         term: Term(1),
         vote: crate::types::NodeId(1),
         commit: LogIndex(turn as u64),
-        damaged_in: Term::ZERO,
+        ..HardState::default()
     };
     for turn in 0..turns {
         if ring.borrow().in_flight() > 0 {
@@ -278,7 +278,7 @@ fn a_failed_sync_or_write_stops_the_store() {
             term: Term(3),
             vote: crate::types::NodeId(2),
             commit: LogIndex(5),
-            damaged_in: Term::ZERO,
+            ..HardState::default()
         })
         .unwrap();
         let error = log.sync_all().unwrap_err();
