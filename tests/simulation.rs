@@ -138,6 +138,10 @@ fn assert_damage_exercised(reports: &[rast::sim::Report]) {
         reports.len() < 100 || reports.iter().any(|report| report.lost_snapshots > 0),
         "no seed restarted a node that lost its snapshot"
     );
+    assert!(
+        reports.len() < 100 || reports.iter().any(|report| report.second_damages > 0),
+        "no seed restarted a second damaged node"
+    );
 }
 
 /// One seed (`RAST_SIM_SEED`), its report printed.
@@ -198,13 +202,14 @@ fn seeds_keep_safety_and_liveness() {
     println!(
         "{count} seeds from {first} passed in {:.1} s on {threads} threads: \
          {committed} entries committed, {acknowledged} appends acknowledged, \
-         {reads} reads, {crashes} crashes ({} damaged restarts, {} lost hard states, \
-         {} lost snapshots); \
+         {reads} reads, {crashes} crashes ({} damaged restarts, {} of them beside another \
+         damaged node, {} lost hard states, {} lost snapshots); \
          {operations} operations passed the log checker; \
          the exact search proved {proven} of {searched} histories linearizable \
          (the rest exhausted its budget)",
         started.elapsed().as_secs_f64(),
         reports.iter().map(|r| r.damaged_restarts).sum::<u64>(),
+        reports.iter().map(|r| r.second_damages).sum::<u64>(),
         reports.iter().map(|r| r.lost_hard_states).sum::<u64>(),
         reports.iter().map(|r| r.lost_snapshots).sum::<u64>()
     );

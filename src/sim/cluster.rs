@@ -20,9 +20,12 @@
 //! Storage damage (`Options::damage`): now and then a crashed node restarts
 //! having lost its last durable batches, acknowledged ones included, with
 //! the damage mark of `HardState::after_damage` — one damaged node at a
-//! time, the fault model a Raft cluster with repair can survive. The
-//! checkers then show that the core's rule (no vote, no campaign until
-//! repaired) keeps every committed entry.
+//! time, the fault model a Raft cluster with repair can survive, and now
+//! and then a second one while an undamaged voter holds what both
+//! acknowledged (then the damaged voters' votes elect it). The checkers
+//! then show that the core's rules (no campaign until repaired, votes
+//! only for logs that cover what the voter acknowledged) keep every
+//! committed entry.
 //!
 //! A run has two phases. Until `Heal`, the nemesis injects faults while
 //! clients append and read. At `Heal`, every fault stops and crashed nodes
@@ -161,7 +164,9 @@ pub struct Options {
     /// Storage damage: now and then a crashed node restarts having lost
     /// its last durable batches, acknowledged ones included (what recovery
     /// cutting a damaged final record does), with the damage mark of
-    /// `HardState::after_damage`; at most one damaged node at a time.
+    /// `HardState::after_damage`; at most one damaged node at a time,
+    /// but for a second one now and then when an undamaged voter holds
+    /// what both acknowledged (without `churn`).
     pub damage: bool,
     /// The bug planted in every node, if any.
     #[cfg(feature = "planted-bugs")]
@@ -216,6 +221,9 @@ pub struct Report {
     /// Of the restarts, those that lost their snapshot, and with it the
     /// log after it (`Options::damage`).
     pub lost_snapshots: u64,
+    /// Of the damaged restarts, those while another node was damaged
+    /// too (`Options::damage`).
+    pub second_damages: u64,
     /// Leaders elected (terms led).
     pub elections: u64,
     /// Entries committed before the heal.
@@ -425,6 +433,10 @@ enum Damage {
     None,
     /// Its last this many durable batches.
     Batches(usize),
+    /// Its last this many durable batches, while another node is damaged
+    /// already: done only if an undamaged voter holds what every damaged
+    /// node acknowledged (see `Simulation::second_damage_recoverable`).
+    AlsoBatches(usize),
     /// Its snapshot, and with it the log after it.
     Snapshot,
     /// Its whole hard state.
@@ -503,6 +515,8 @@ struct Simulation {
     lost_hard_states: u64,
     /// Restarts that lost the snapshot.
     lost_snapshots: u64,
+    /// Damaged restarts while another node was damaged.
+    second_damages: u64,
     now: u64,
     sequence: u64,
     queue: BinaryHeap<Scheduled>,
@@ -612,6 +626,7 @@ impl Simulation {
             damaged_restarts: 0,
             lost_hard_states: 0,
             lost_snapshots: 0,
+            second_damages: 0,
             now: 0,
             sequence: 0,
             queue: BinaryHeap::new(),
@@ -681,6 +696,7 @@ impl Simulation {
             damaged_restarts: self.damaged_restarts,
             lost_hard_states: self.lost_hard_states,
             lost_snapshots: self.lost_snapshots,
+            second_damages: self.second_damages,
             elections: self.elections,
             committed_before_heal: self.committed_before_heal,
             liveness_leader_ms: self.leader_ms.unwrap_or(u64::MAX),

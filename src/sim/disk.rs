@@ -286,6 +286,18 @@ impl DurableView<'_> {
         self.index
     }
 
+    /// The durable log's last entry: (term, index).
+    pub fn last(&self) -> (Term, LogIndex) {
+        let term = self.entry(self.index).map_or(Term::ZERO, |(term, _)| term);
+        (term, self.index)
+    }
+
+    /// While damaged: the end of what the node may have acknowledged, as
+    /// its durable hard state says (`None`: unknown).
+    pub fn acked_end(&self) -> Option<(Term, LogIndex)> {
+        self.acked_end
+    }
+
     /// The durable entry at `index`.
     pub fn entry(&self, index: LogIndex) -> Option<(Term, u64)> {
         if index > self.index.max(self.written.snapshot_index()) {

@@ -80,7 +80,9 @@ impl Simulation {
 
     /// Now and then (with `Options::damage`) the crashed `node` will
     /// restart damaged, if no node is damaged now (the fault model is one
-    /// damaged disk at a time): having lost its last one to three durable
+    /// damaged disk at a time; with one damaged already, half the time it
+    /// loses its last batches too, if it can be survived: see
+    /// `Damage::AlsoBatches`): having lost its last one to three durable
     /// batches (a bit flip in its final record, which recovery cuts), or
     /// a longer suffix from anywhere in its log (damage mid-log), or its
     /// snapshot (and with it the log after it), or its whole hard state.
@@ -96,13 +98,25 @@ impl Simulation {
             return;
         }
         // Damaged until repaired in the core and the cleared mark durable.
-        let any_damaged = self.nodes.iter().any(|state| {
-            state.damage_on_restart != Damage::None
-                || state.disk.durable().damaged()
-                || state.core.as_ref().is_some_and(|core| !core.trusted())
-        });
-        if any_damaged {
-            return;
+        let damaged = self
+            .nodes
+            .iter()
+            .filter(|state| {
+                state.damage_on_restart != Damage::None
+                    || state.disk.durable().damaged()
+                    || state.core.as_ref().is_some_and(|core| !core.trusted())
+            })
+            .count();
+        match damaged {
+            0 => {}
+            // A second damaged node (or the same one again): its last
+            // batches, if it will be recoverable when it restarts.
+            1 if !self.options.churn && self.damage_random.chance(1, 2) => {
+                self.nodes[node].damage_on_restart =
+                    Damage::AlsoBatches(self.damage_random.between(1, 3) as usize);
+                return;
+            }
+            _ => return,
         }
         // A quarter of the damage is to the hard state (both copies).
         if lost_bug || self.damage_random.chance(1, 4) {

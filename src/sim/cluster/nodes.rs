@@ -53,6 +53,44 @@ impl Simulation {
         config
     }
 
+    /// Whether `node` may restart damaged while another node is damaged
+    /// too, and the cluster still be sure to elect a leader once healed:
+    /// the configuration is settled and holds it, every damaged voter
+    /// knows the end of what it acknowledged, and an undamaged voter's
+    /// durable log is at least as up to date as every such end (this
+    /// node's being where its log ends now). That voter then gets every
+    /// damaged voter's vote (`raft::Core`, "Damaged nodes").
+    fn second_damage_recoverable(&self, node: usize) -> bool {
+        let membership = self.config_committed.1;
+        if membership.is_joint() || !membership.is_voter(self.nodes[node].id) {
+            return false;
+        }
+        let mut need = self.nodes[node].disk.durable().last();
+        let mut healthy = Vec::new();
+        for (position, state) in self.nodes.iter().enumerate() {
+            if !membership.is_voter(state.id) {
+                continue;
+            }
+            let durable = state.disk.durable();
+            if durable.damaged() {
+                match durable.acked_end() {
+                    Some(end) => need = need.max(end),
+                    None => return false,
+                }
+            } else if position != node
+                && state.damage_on_restart == Damage::None
+                && state.core.as_ref().is_none_or(crate::raft::Core::trusted)
+            {
+                healthy.push(durable.last());
+            } else if position != node {
+                // Damaged in the core, its cleared mark not durable yet,
+                // or about to restart damaged: neither healthy nor known.
+                return false;
+            }
+        }
+        healthy.into_iter().any(|last| last >= need)
+    }
+
     pub(super) fn restart(&mut self, node: usize) {
         self.trace(|| format!("restart node {}", node + 1));
         let id = self.nodes[node].id;
@@ -68,6 +106,19 @@ impl Simulation {
                     self.damaged_restarts += 1;
                     self.trace(|| {
                         format!("node {} lost {lose} durable batches: damaged", node + 1)
+                    });
+                }
+            }
+            Damage::AlsoBatches(lose) => {
+                if self.second_damage_recoverable(node) && self.nodes[node].disk.damage(lose, mark)
+                {
+                    self.damaged_restarts += 1;
+                    self.second_damages += 1;
+                    self.trace(|| {
+                        format!(
+                            "node {} lost {lose} durable batches, another node damaged too",
+                            node + 1
+                        )
                     });
                 }
             }
