@@ -80,9 +80,10 @@ struct HardState {
   checksum @3 :UInt32;  # CRC32C of the framed message with this field as zero
   damagedIn @4 :UInt64; # nonzero: recovery cut bytes this node may have
                         # acknowledged while its term was at most this; it
-                        # neither votes nor campaigns until it holds a
-                        # committed entry of a later term (0 = undamaged;
-                        # files written before this field read as 0)
+                        # does not campaign (and votes as ackedEnd allows)
+                        # until it holds a committed entry of a later term
+                        # (0 = undamaged; files written before this field
+                        # read as 0)
   ackedEndKnown @5 :Bool;   # while damaged: the last entry of the log it
   ackedEndTerm @6 :UInt64;  # may have acknowledged up to is known, and is
   ackedEndIndex @7 :UInt64; # (term, index); it votes only for logs at least
@@ -340,7 +341,11 @@ struct Status {
   tls @11 :Text;            # "off", "user-space" or "kernel": how the node encrypts
   damagedIn @12 :UInt64;    # nonzero: this node's copy is damaged (recovery cut
                             # entries it may have acknowledged in terms up to
-                            # this); it does not vote until a leader repairs it
+                            # this); it does not campaign until a leader
+                            # repairs it
+  ackedEndKnown @13 :Bool;  # while damaged: it votes only for logs at least as
+  ackedEndTerm @14 :UInt64; # up to date as this entry, the end of what it may
+  ackedEndIndex @15 :UInt64; # have acknowledged (false: unknown, no vote)
 }
 
 struct PeerStatus {

@@ -577,8 +577,15 @@ fn status(args: &ClientArgs) -> anyhow::Result<()> {
                     } else if status.damaged_in == u64::MAX {
                         " DAMAGED: its hard state (term, vote) was lost; it acts once it has heard every other voter's term".to_owned()
                     } else {
+                        let votes = match status.acked_end {
+                            Some((term, index)) => format!(
+                                "votes only for a log at least as up to date as term {term} index {index}, the end of what it may have acknowledged"
+                            ),
+                            None => "votes again once it holds a committed entry of a later term"
+                                .to_owned(),
+                        };
                         format!(
-                            " DAMAGED in term {}: repairing from the leader (holds up to {}); votes again once it holds a committed entry of a later term",
+                            " DAMAGED in term {}: repairing from the leader (holds up to {}); {votes}",
                             status.damaged_in, status.last_index
                         )
                     },
@@ -638,6 +645,7 @@ fn status_json<E: std::fmt::Display>(
                 "failed": status.failed,
                 "tls": status.tls,
                 "damaged_in": status.damaged_in,
+                "acked_end": status.acked_end.map(|(term, index)| serde_json::json!({"term": term, "index": index})),
                 "peers": peers,
             })
         }

@@ -14,9 +14,9 @@ pub struct HardState {
     /// required to be durable for safety).
     pub commit: LogIndex,
     /// Nonzero: recovery cut bytes this node may have acknowledged while
-    /// its term was at most this; the node neither votes nor campaigns
-    /// until it holds a committed entry of a later term (see
-    /// `raft::Core`, "damaged nodes"). [`Term::ZERO`]: undamaged;
+    /// its term was at most this; the node does not campaign, and votes
+    /// only as `acked_end` allows, until it holds a committed entry of a
+    /// later term (see `raft::Core`, "damaged nodes"). [`Term::ZERO`]: undamaged;
     /// [`TERM_UNKNOWN`]: the hard state itself was lost.
     pub damaged_in: Term,
     /// While damaged: the last entry (term, index) of the log this node

@@ -348,8 +348,8 @@ pub struct Core {
     /// Term and vote last reported durable; messages wait while they differ.
     hard_state_durable: HardState,
     /// Nonzero: this node's storage lost entries it may have acknowledged
-    /// in terms up to this one; it neither votes nor campaigns until
-    /// repaired (see "Damaged nodes" below).
+    /// in terms up to this one; it does not campaign, and votes only as
+    /// `acked_end` allows, until repaired (see "Damaged nodes" below).
     damaged_in: Term,
     /// While damaged: the end of the log it may have acknowledged up to
     /// (`HardState::acked_end`); it votes only for logs at least as up to

@@ -880,6 +880,11 @@ impl Group {
                 .unwrap_or_default(),
             tls: self.tls_mode.to_owned(),
             damaged_in: self.core.hard_state().damaged_in.get(),
+            acked_end: self
+                .core
+                .hard_state()
+                .acked_end
+                .map(|(term, index)| (term.get(), index.get())),
         }
     }
 }

@@ -555,7 +555,7 @@ fn log_families(slots: &[Mutex<Vec<LogGauges>>]) -> Vec<MetricFamily> {
         ),
         (
             "rast_damaged",
-            "1 while this node's copy of the log is damaged (recovery cut entries it may have acknowledged): it neither votes nor campaigns until a leader has repaired it.",
+            "1 while this node's copy of the log is damaged (recovery cut entries it may have acknowledged): it does not campaign, and votes only for logs that hold what it may have acknowledged, until a leader has repaired it.",
             |log| u64::from(log.damaged),
         ),
     ] {

@@ -42,7 +42,8 @@
 //!   and the scan fails with the byte offset, because entries there may be
 //!   committed. The segment store then cuts the log at the damaged record
 //!   and restarts the node as a damaged one (it may have acknowledged what
-//!   it cut): no vote until a leader has repaired its log (`raft::Core`,
+//!   it cut): no campaign, and votes only for logs that hold what it may
+//!   have acknowledged, until a leader has repaired its log (`raft::Core`,
 //!   "damaged nodes").
 //!
 //! The checksum reads the stamped term and first index as zero; their own

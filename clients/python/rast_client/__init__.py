@@ -261,6 +261,11 @@ def _status_dict(status):
         "failed": status.failed,
         "tls": status.tls,
         "damaged_in": status.damagedIn,
+        "acked_end": (
+            {"term": status.ackedEndTerm, "index": status.ackedEndIndex}
+            if status.ackedEndKnown
+            else None
+        ),
         "peers": [
             {"id": p.id, "match_index": p.matchIndex, "next_index": p.nextIndex, "state": p.state}
             for p in status.peers

@@ -164,9 +164,10 @@ impl Group {
     /// This copy of the log cannot be rebuilt (no valid snapshot covers
     /// the entries before the log): mark the node damaged (durably, first:
     /// it may have acknowledged what it drops), then empty the log and the
-    /// state machine. The node takes no part in elections until the
-    /// leader's snapshot and entries have repaired it (`raft::Core`,
-    /// "Damaged nodes").
+    /// state machine. Until the leader's snapshot and entries have
+    /// repaired it, the node does not campaign and votes only for a log
+    /// that holds what it may have acknowledged (`raft::Core`, "Damaged
+    /// nodes").
     fn discard_damaged_copy(&mut self, now_ms: u64) -> Result<(), String> {
         // Recovery left the log at or above its durable mark (or marked
         // it damaged, with the mark's end): its end covers every

@@ -211,8 +211,12 @@ pub struct Status {
     pub tls: String,
     /// Nonzero while this node's copy of the log is damaged: recovery cut
     /// entries it may have acknowledged in terms up to this one, and it
-    /// takes no part in elections until a leader has repaired it.
+    /// does not campaign until a leader has repaired it.
     pub damaged_in: u64,
+    /// While damaged: the (term, index) of the last entry it may have
+    /// acknowledged; it votes only for logs at least as up to date.
+    /// `None`: unknown (it does not vote) or not damaged.
+    pub acked_end: Option<(u64, u64)>,
 }
 
 /// A configuration as reported by `admin members`.
@@ -620,6 +624,11 @@ fn build_status(mut builder: crate::rast_capnp::status::Builder<'_>, status: &St
     builder.set_failed(status.failed.as_str());
     builder.set_tls(status.tls.as_str());
     builder.set_damaged_in(status.damaged_in);
+    if let Some((term, index)) = status.acked_end {
+        builder.set_acked_end_known(true);
+        builder.set_acked_end_term(term);
+        builder.set_acked_end_index(index);
+    }
     let mut peers = builder.init_peers(status.peers.len() as u32);
     for (position, peer) in status.peers.iter().enumerate() {
         let mut entry = peers.reborrow().get(position as u32);
@@ -656,6 +665,9 @@ fn read_status(reader: crate::rast_capnp::status::Reader<'_>) -> Result<Status, 
         failed: text(reader.get_failed())?,
         tls: text(reader.get_tls())?,
         damaged_in: reader.get_damaged_in(),
+        acked_end: reader
+            .get_acked_end_known()
+            .then(|| (reader.get_acked_end_term(), reader.get_acked_end_index())),
     })
 }
 
