@@ -390,9 +390,12 @@ fn scan_file(
 
 /// What recovery makes of a segment's scan: the end to keep, and whether
 /// what is cut is damage (anything but a torn tail of the last segment).
-/// A record sound in itself that does not continue the log is a file in
-/// the wrong place (a copy, a stray segment), not damage: that error is
-/// returned, to refuse the log naming the file, as for a missing segment.
+/// A record sound in itself that does not continue the log is either a
+/// file in the wrong place (a copy, a stray segment: its very first
+/// record is not the one its name says), which is returned as an error,
+/// to refuse the log naming the file; or, further into a file that began
+/// as its name says, a misdirected write (a record the disk wrote over
+/// this place instead of its own), which is damage like any other.
 fn classify_scan(
     result: Result<record::ScanEnd, record::ScanError>,
     bytes: &[u8],
@@ -414,11 +417,23 @@ fn classify_scan(
                 true,
             ))
         }
+        Err(error) if error.offset == 0 && record::find_valid_record(bytes, 0) == Some(0) => {
+            Err(error)
+        }
         Err(error)
             if record::find_valid_record(bytes, error.offset as usize)
                 == Some(error.offset as usize) =>
         {
-            Err(error)
+            Ok((
+                record::ScanEnd {
+                    end: error.offset,
+                    torn: Some(format!(
+                        "a sound record that does not continue the log (a misdirected write): {}",
+                        error.reason
+                    )),
+                },
+                true,
+            ))
         }
         Err(error) => Ok((
             record::ScanEnd {

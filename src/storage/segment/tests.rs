@@ -549,6 +549,55 @@ fn duplicated_segment_fails_open_and_a_missing_one_is_damage() {
     assert_eq!(log.segment_paths(), vec![paths[0].clone()]);
 }
 
+/// A misdirected write: a whole record written over another place of the
+/// log instead of its own, in the same segment or an earlier one. What it
+/// overwrote may have been acknowledged, so it is damage (the node marked,
+/// the log cut there), not a stray file that refuses the log.
+#[test]
+fn a_record_written_over_another_place_is_damage() {
+    let dir = TempDir::new("misdirected");
+    // Batches of the same size, so that one lands exactly over another.
+    let (frames, places) = build_log(&dir.0, 40, 1000);
+    let segment_of = |at: usize| places[at].0.clone();
+    let first_segment = segment_of(0);
+    let in_first = places
+        .iter()
+        .filter(|(path, _)| *path == first_segment)
+        .count();
+    assert!(
+        in_first >= 4 && places.len() > in_first + 2,
+        "{in_first} records in the first segment"
+    );
+    let files = files_of(&dir.0);
+    // (victim record, record written over it): one of the same segment,
+    // one of a later segment.
+    for (victim, source) in [(2, in_first - 1), (1, in_first + 1)] {
+        let (victim_path, victim_at) = places[victim].clone();
+        let (source_path, source_at) = &places[source];
+        let source_bytes = fs::read(source_path).unwrap();
+        let at = *source_at as usize;
+        let record = &source_bytes[at..at + frames[source].len()];
+        assert_eq!(frames[victim].len(), record.len(), "same size");
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .open(&victim_path)
+            .unwrap();
+        std::os::unix::fs::FileExt::write_at(&file, record, victim_at).unwrap();
+        drop(file);
+        let log = SegmentLog::open_standalone(&dir.0, SMALL)
+            .unwrap_or_else(|error| panic!("record {source} over {victim}: {error}"));
+        assert_eq!(
+            read_all(&log, 1 << 20),
+            frames[..victim],
+            "record {source} over {victim}: the records before it stay"
+        );
+        assert_ne!(log.hard_state().damaged_in, Term::ZERO, "marked damaged");
+        assert_eq!(log.damage_found(), 1);
+        drop(log);
+        restore(&dir.0, &files);
+    }
+}
+
 /// A second opener of the same directory is refused while the first holds
 /// it.
 #[test]
