@@ -10,6 +10,8 @@
 //!                  mark             zero the whole  hard state (found at
 //!  zero 512 B-8 KiB  the same                       the restart of the heal)
 //!  truncate        the same
+//!  misdirect 4 KiB a segment: a block of a segment written over
+//!                  another place of one (a misdirected write)
 //! ```
 //!
 //! The last segment is damaged only while the node is stopped (while it
@@ -99,9 +101,18 @@ pub fn damage(data: &Path, seed: u64, running: bool) -> io::Result<String> {
     if written == 0 {
         return Ok(format!("{}: nothing written to damage", path.display()));
     }
-    let what = match (kind, running, random.below(3)) {
+    let what = match (kind, running, random.below(4)) {
         (Kind::HardState, true, _) => zero(&file, 0, file.metadata()?.len())?,
-        (_, _, 0) => flip(&file, written, &mut random)?,
+        (Kind::Sealed | Kind::Active, false, 3) => {
+            let segments: Vec<&PathBuf> = candidates
+                .iter()
+                .filter(|(_, kind)| matches!(kind, Kind::Sealed | Kind::Active))
+                .map(|(path, _)| path)
+                .collect();
+            let source = segments[random.below(segments.len() as u64) as usize];
+            misdirect(&file, written, source, &mut random)?
+        }
+        (_, _, 0 | 3) => flip(&file, written, &mut random)?,
         (_, true, _) | (_, false, 1) => {
             let len = random.between(512, 8192).min(written);
             let at = random.below(written - len + 1);
@@ -152,6 +163,40 @@ fn flip(file: &File, written: u64, random: &mut Random) -> io::Result<String> {
         offsets.push(at.to_string());
     }
     Ok(format!("flipped a bit at byte {}", offsets.join(", ")))
+}
+
+/// Bytes of a misdirected write: one block, as a disk writes them.
+const MISDIRECTED_BYTES: u64 = 4096;
+
+/// A block read from a random block of `source` written over a random
+/// block of `file` before `written` (a write the disk put in the wrong
+/// place: what was there is lost, and the block holds bytes of elsewhere).
+fn misdirect(file: &File, written: u64, source: &Path, random: &mut Random) -> io::Result<String> {
+    let source_file = File::open(source)?;
+    let source_written = written_end(&source_file)?;
+    if source_written < MISDIRECTED_BYTES {
+        return Ok(format!(
+            "nothing misdirected: {} holds less than a block",
+            source.display()
+        ));
+    }
+    let from = random.below(source_written / MISDIRECTED_BYTES) * MISDIRECTED_BYTES;
+    let to = random.below(written.div_ceil(MISDIRECTED_BYTES)) * MISDIRECTED_BYTES;
+    let mut block = vec![0u8; MISDIRECTED_BYTES as usize];
+    source_file.read_exact_at(&mut block, from)?;
+    let mut there = vec![0u8; MISDIRECTED_BYTES as usize];
+    let had = file.read_at(&mut there, to)?;
+    file.write_all_at(&block, to)?;
+    let same = had == block.len() && there == block;
+    Ok(format!(
+        "misdirected write: the block at {from} of {} written at {to}{}",
+        source.display(),
+        if same {
+            " (the same bytes: no change)"
+        } else {
+            ""
+        }
+    ))
 }
 
 fn zero(file: &File, at: u64, len: u64) -> io::Result<String> {
@@ -271,4 +316,53 @@ pub fn damage_found(run: &Path, nodes: usize) -> u64 {
                 .count() as u64
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A misdirected write puts one block of the source, block-aligned,
+    /// over one block of the target's written bytes, and nothing else.
+    #[test]
+    fn a_misdirected_write_moves_one_block() {
+        let dir = std::env::temp_dir().join(format!("rast-misdirect-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let block = MISDIRECTED_BYTES as usize;
+        let source_path = dir.join("source");
+        let target_path = dir.join("target");
+        let source: Vec<u8> = (0..4 * block).map(|at| (at / block) as u8 + 1).collect();
+        let target = vec![0xee; 3 * block];
+        std::fs::write(&source_path, &source).unwrap();
+        std::fs::write(&target_path, &target).unwrap();
+        for seed in 0..20 {
+            std::fs::write(&target_path, &target).unwrap();
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&target_path)
+                .unwrap();
+            let what = misdirect(
+                &file,
+                target.len() as u64,
+                &source_path,
+                &mut Random::new(seed),
+            )
+            .unwrap();
+            let after = std::fs::read(&target_path).unwrap();
+            assert_eq!(after.len(), target.len(), "{what}");
+            let changed: Vec<usize> = (0..3)
+                .filter(|at| {
+                    after[at * block..(at + 1) * block] != target[at * block..(at + 1) * block]
+                })
+                .collect();
+            assert_eq!(changed.len(), 1, "{what}");
+            let written = &after[changed[0] * block..(changed[0] + 1) * block];
+            assert!(
+                source.chunks(block).any(|chunk| chunk == written),
+                "{what}: a block of the source"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
