@@ -247,7 +247,7 @@ pub struct DurableView<'a> {
     index: LogIndex,
     damaged: bool,
     acked_end: Option<(Term, LogIndex)>,
-    before_damage: &'a [DiskState],
+    before_damage: &'a [(DiskState, LogIndex)],
 }
 
 impl DurableView<'_> {
@@ -271,14 +271,12 @@ impl DurableView<'_> {
         if !self.damaged {
             return false;
         }
-        let Some((_, end)) = self.acked_end else {
+        if self.acked_end.is_none() {
             return true;
-        };
-        index <= end
-            && self
-                .before_damage
-                .iter()
-                .any(|log| log.entry(index) == Some(expected))
+        }
+        self.before_damage
+            .iter()
+            .any(|(log, end)| index <= *end && log.entry(index) == Some(expected))
     }
 
     /// The durable index.
@@ -336,9 +334,10 @@ pub struct SimDisk {
     /// The durable log position and hard state last reported to the core.
     reported_log: (LogIndex, Term),
     reported_hard_state: storage::HardState,
-    /// The logs it had when damaged, since it was last undamaged (what
-    /// its acknowledgements were of: see [`DurableView::holds`]).
-    before_damage: Vec<DiskState>,
+    /// The logs it had when damaged, since it was last undamaged, each
+    /// with the end of what it acknowledged of it (see
+    /// [`DurableView::holds`]).
+    before_damage: Vec<(DiskState, LogIndex)>,
 }
 
 impl Default for SimDisk {
@@ -533,7 +532,8 @@ impl SimDisk {
         if self.written.hard_state.damaged_in == Term::ZERO {
             self.before_damage.clear();
         }
-        self.before_damage.push(self.written.clone());
+        self.before_damage
+            .push((self.written.clone(), self.reported_log.0));
         (self.reported_log.1, self.reported_log.0)
     }
 
