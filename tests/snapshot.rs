@@ -413,7 +413,7 @@ fn a_follower_whose_snapshots_are_damaged_is_repaired_from_the_leader() {
     assert!(
         cluster
             .metric(victim, "rast_corruptions_found_total")
-            .is_some_and(|found| found >= damaged as f64),
+            .is_some_and(|found| found >= f64::from(damaged)),
         "the victim found its damaged snapshots"
     );
     let mut pinned = pinned(&cluster, victim);
