@@ -303,7 +303,9 @@ struct ClientResponse {
   requestId @0 :UInt64;
   union {
     appended @1 :Appended;
-    batches @2 :UInt32;      # this many EntryBatch frames follow
+    batches @2 :UInt32;      # this many EntryBatch frames follow: the stored
+                             # batches of every kind (the clients skip the
+                             # log's own `noop` and `config` batches)
     value @3 :KvValue;
     done @4 :Void;           # put / delete applied
     casResult @5 :KvValue;   # cas applied; `found` true = succeeded

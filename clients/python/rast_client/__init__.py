@@ -283,9 +283,14 @@ def _members_dict(members):
 
 
 def _entries(frames, first, limit):
+    """The (index, payload) pairs clients appended, from ``first`` on. The
+    log's own batches (a new leader's empty ``noop`` entry, ``config``
+    entries) take an index each and are skipped: indexes may have gaps."""
     entries = []
     for frame in frames:
         with schema.EntryBatch.from_bytes(frame) as batch:
+            if batch.kind in ("noop", "config"):
+                continue
             for offset, payload in enumerate(batch.entries):
                 index = batch.firstIndex + offset
                 if index >= first and (limit == 0 or index < first + limit):

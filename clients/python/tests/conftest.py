@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -43,19 +44,24 @@ def free_base_port(count):
 
 
 @contextlib.contextmanager
-def running_cluster(prefix, tls):
+def running_cluster(prefix, tls, request):
     """Runs `rast cluster` (with `--tls` when asked) until the block ends;
-    yields its addresses and data directory once a node answers."""
+    yields its addresses and data directory once its demo has passed and
+    it says it is running (a failed demo stops the cluster: waiting for it
+    keeps that from looking like a node dropping a test's connection). Its
+    output and the nodes' warnings go to a file, printed (its last lines)
+    if any test of the session failed."""
     binary = os.environ.get("RAST_BIN", os.path.join(REPOSITORY, "target", "debug", "rast"))
     data = tempfile.mkdtemp(prefix=prefix)
     port = free_base_port(3)
     command = [binary, "cluster", "--nodes", "3", "--port", str(port), "--data", data]
     if tls:
         command.insert(2, "--tls")
+    log = tempfile.NamedTemporaryFile(prefix=prefix, suffix=".log", delete=False)
     process = subprocess.Popen(
         command,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         env=dict(os.environ, RAST_LOG="warn"),
         start_new_session=True,
     )
@@ -64,15 +70,21 @@ def running_cluster(prefix, tls):
     deadline = time.monotonic() + 60
     try:
         while True:
+            with open(log.name, errors="replace") as text:
+                output = text.read()
             if process.poll() is not None:
-                raise RuntimeError("%s exited with %s" % (" ".join(command[1:3]), process.returncode))
-            try:
-                Client(addresses, timeout=2, **options).status()
+                raise RuntimeError(
+                    "%s exited with %s:\n%s" % (" ".join(command[1:3]), process.returncode, output)
+                )
+            if "cluster running" in output:
                 break
-            except (RastError, OSError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+            if time.monotonic() > deadline:
+                raise RuntimeError("%s is not running after 60 s:\n%s" % (" ".join(command[1:3]), output))
+            time.sleep(0.1)
+        try:
+            Client(addresses, timeout=2, **options).status()
+        except (RastError, OSError) as error:
+            raise RuntimeError("the cluster says it runs, but: %s" % error) from error
         yield addresses, data
     finally:
         os.killpg(process.pid, signal.SIGTERM)
@@ -82,18 +94,28 @@ def running_cluster(prefix, tls):
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         shutil.rmtree(data, ignore_errors=True)
+        log.close()
+        if request.session.testsfailed:
+            with open(log.name, errors="replace") as text:
+                lines = text.readlines()[-80:]
+            sys.__stderr__.write(
+                "--- the last %d lines of %s (%s) ---\n%s"
+                % (len(lines), " ".join(command[1:3]), log.name, "".join(lines))
+            )
+        else:
+            os.unlink(log.name)
 
 
 @pytest.fixture(scope="session")
-def cluster():
+def cluster(request):
     """A 3-node cluster (`rast cluster`): its addresses."""
-    with running_cluster("rast-pytest-", tls=False) as (addresses, _):
+    with running_cluster("rast-pytest-", tls=False, request=request) as (addresses, _):
         yield addresses
 
 
 @pytest.fixture(scope="session")
-def tls_cluster():
+def tls_cluster(request):
     """A 3-node cluster serving TLS (`rast cluster --tls`): its addresses
     and the directory of its CA and client certificates."""
-    with running_cluster("rast-pytest-tls-", tls=True) as (addresses, data):
+    with running_cluster("rast-pytest-tls-", tls=True, request=request) as (addresses, data):
         yield addresses, os.path.join(data, "certs")

@@ -7,7 +7,7 @@ import time
 import pytest
 
 import rast_client
-from rast_client import Client, RastError
+from rast_client import Client, RastError, _entries, schema
 
 
 def test_append_then_read_back(cluster):
@@ -39,9 +39,31 @@ def test_tail_follows_new_entries(cluster):
                 return
 
     threading.Thread(target=follow, daemon=True).start()
-    client.append("default", [b"after-1", b"after-2"])
+    # A leader elected in between appends its no-op entry first: the tail
+    # skips it, and the second append's index says where it went.
+    second, _ = client.append("default", [b"after-1", b"after-2"])
     assert done.wait(30), seen
-    assert seen == [(first, b"before"), (first + 1, b"after-1"), (first + 2, b"after-2")]
+    assert seen == [(first, b"before"), (second, b"after-1"), (second + 1, b"after-2")]
+
+
+def test_reads_skip_the_logs_own_entries():
+    def frame(kind, first, payloads):
+        batch = schema.EntryBatch.new_message(
+            term=1, firstIndex=first, count=len(payloads), kind=kind
+        )
+        entries = batch.init("entries", len(payloads))
+        for position, payload in enumerate(payloads):
+            entries[position] = payload
+        return batch.to_bytes()
+
+    frames = [
+        frame("data", 1, [b"a", b"b"]),
+        frame("noop", 3, [b""]),
+        frame("config", 4, [b"members"]),
+        frame("data", 5, [b"c"]),
+    ]
+    assert _entries(frames, 0, 0) == [(1, b"a"), (2, b"b"), (5, b"c")]
+    assert _entries(frames, 2, 0) == [(2, b"b"), (5, b"c")]
 
 
 def test_key_value_verbs(cluster):

@@ -417,7 +417,12 @@ pub(crate) fn unexpected(body: &ResponseBody) -> ClientError {
     }
 }
 
-/// Flattens batch frames into (index, payload) pairs from `from` on.
+/// Flattens batch frames into (index, payload) pairs from `from` on: the
+/// entries clients appended. A read or tail answers with the stored
+/// batches as they are, the log's own among them — the empty entry a new
+/// leader appends in its term (`noop`), configurations (`config`) — which
+/// take an index each and are skipped here: the indexes a reader sees may
+/// have gaps.
 pub(crate) fn entries_of(
     batches: &[Vec<u8>],
     from: LogIndex,
@@ -426,6 +431,9 @@ pub(crate) fn entries_of(
     let mut entries = Vec::new();
     for frame in batches {
         let view = BatchView::parse(frame)?;
+        if matches!(view.kind()?, BatchKind::Noop | BatchKind::Config) {
+            continue;
+        }
         let mut index = view.first_index();
         view.for_each_entry(|payload| {
             if index >= from && (max_entries == 0 || entries.len() < max_entries as usize) {
@@ -446,4 +454,31 @@ fn random_client_id() -> u64 {
     crate::random::Random::new(nanos ^ (u64::from(std::process::id()) << 32))
         .next_u64()
         .max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A read's batches flatten to the entries clients appended: the log's
+    /// own (a new leader's no-op, a configuration) are skipped, their
+    /// indexes left as gaps; `from` and `max_entries` still apply.
+    #[test]
+    fn reads_skip_the_logs_own_entries() {
+        let frames = vec![
+            encode_batch(BatchKind::Data, Term(1), LogIndex(1), &[b"a", b"b"]),
+            encode_batch(BatchKind::Noop, Term(2), LogIndex(3), &[b""]),
+            encode_batch(BatchKind::Config, Term(2), LogIndex(4), &[b"members"]),
+            encode_batch(BatchKind::Data, Term(2), LogIndex(5), &[b"c"]),
+        ];
+        let entry = |index: u64, payload: &[u8]| (LogIndex(index), payload.to_vec());
+        assert_eq!(
+            entries_of(&frames, LogIndex(1), 0).unwrap(),
+            vec![entry(1, b"a"), entry(2, b"b"), entry(5, b"c")]
+        );
+        assert_eq!(
+            entries_of(&frames, LogIndex(2), 2).unwrap(),
+            vec![entry(2, b"b"), entry(5, b"c")]
+        );
+    }
 }
