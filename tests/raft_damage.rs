@@ -1,7 +1,8 @@
 //! A damaged node in the core: one whose recovery cut entries it may have
 //! acknowledged restarts with `HardState::after_damage`, votes only for a
 //! log that holds what it may have acknowledged (none when it does not
-//! know how far that went), never campaigns, still appends, and is
+//! know how far that went), campaigns only once its log holds that too,
+//! still appends, and is
 //! trusted again once it holds a committed entry of a term after the
 //! damage (`raft::Core`, "Damaged nodes").
 
@@ -133,6 +134,48 @@ fn a_damaged_node_votes_only_for_a_log_that_holds_what_it_acknowledged() {
     assert!(!vote_of_node_3_for(&mut cluster, Term(term.get() + 5), cut));
     // One holding everything it acknowledged: granted.
     assert!(vote_of_node_3_for(&mut cluster, Term(term.get() + 6), full));
+}
+
+/// Whether the node at `node` asks for votes when its election timer runs
+/// out (however long it waits).
+fn campaigns(cluster: &mut Cluster, node: usize) -> bool {
+    let mut actions = Vec::new();
+    cluster.cores[node].tick(3_600_000, &mut actions);
+    actions.iter().any(|action| {
+        matches!(action, Action::Send(message)
+            if matches!(message.body, OutgoingBody::RequestVote(_)))
+    })
+}
+
+/// A damaged node whose log is behind the end of what it acknowledged
+/// does not campaign (its own vote would pass a log without a committed
+/// entry by); once a leader's entries have brought its log past that end
+/// it may, as any voter (two damaged nodes of three, ahead of the third,
+/// would otherwise wait for good).
+#[test]
+fn a_damaged_node_campaigns_only_with_a_log_past_what_it_acknowledged() {
+    let mut cluster = Cluster::new(3, |_| {});
+    cluster.elect();
+    commit_batches(&mut cluster, 3);
+    damage_knowing_the_end(&mut cluster, 2, 1);
+    assert!(!campaigns(&mut cluster, 2), "campaigned with a cut log");
+
+    // Damaged with nothing cut from the log (what it held was already
+    // past the end it acknowledged): it campaigns.
+    let mut cluster = Cluster::new(3, |_| {});
+    cluster.elect();
+    commit_batches(&mut cluster, 3);
+    damage_knowing_the_end(&mut cluster, 2, 0);
+    let log = cluster.cores[2].log();
+    assert_eq!(
+        cluster.cores[2].hard_state().acked_end,
+        Some((log.last_term(), log.last_index()))
+    );
+    assert!(!cluster.cores[2].trusted());
+    assert!(
+        campaigns(&mut cluster, 2),
+        "a log as up to date as what it acknowledged"
+    );
 }
 
 /// Two of three voters damaged at once, each knowing the end of what it

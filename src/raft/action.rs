@@ -14,9 +14,9 @@ pub struct HardState {
     /// required to be durable for safety).
     pub commit: LogIndex,
     /// Nonzero: recovery cut bytes this node may have acknowledged while
-    /// its term was at most this; the node does not campaign, and votes
-    /// only as `acked_end` allows, until it holds a committed entry of a
-    /// later term (see `raft::Core`, "damaged nodes"). [`Term::ZERO`]: undamaged;
+    /// its term was at most this; the node votes and campaigns only as
+    /// `acked_end` allows, until it holds a committed entry of a later
+    /// term (see `raft::Core`, "damaged nodes"). [`Term::ZERO`]: undamaged;
     /// [`TERM_UNKNOWN`]: the hard state itself was lost.
     pub damaged_in: Term,
     /// While damaged: the last entry (term, index) of the log this node
@@ -63,8 +63,8 @@ impl HardState {
     /// entry; `None` when unknown). The next term makes a leader of the
     /// current one (which may count the lost entries as held here) step
     /// down at this node's first answer; the mark keeps the node from
-    /// campaigning, and from voting for a log behind `acked_end`, until it
-    /// is repaired (see `raft::Core`, "Damaged nodes"). Damaged again
+    /// voting for a log behind `acked_end`, and from campaigning while its
+    /// own is, until it is repaired (see `raft::Core`, "Damaged nodes"). Damaged again
     /// before a repair, it keeps the higher end, or none if either is
     /// unknown. Write it durably before the core starts.
     #[must_use]

@@ -22,13 +22,14 @@
 //! [`HardState::after_damage`] — the next term, no vote, the mark
 //! `damaged_in`, the highest term its lost acknowledgements can be from,
 //! and `acked_end`, the last entry of the log it may have acknowledged up
-//! to (what its durable mark said) — and, while marked, never campaigns.
-//! It still appends and acknowledges: its acknowledgements are of entries
-//! it holds now.
+//! to (what its durable mark said). It still appends and acknowledges:
+//! its acknowledgements are of entries it holds now.
 //!
 //! It still votes, but only for a candidate whose log is at least as up
-//! to date as `acked_end` (and, as always, as its log now). That is the
-//! vote its undamaged self would give, checked against the log it had:
+//! to date as `acked_end` (and, as always, as its log now), and it
+//! campaigns only once its own log is (its vote for itself passes the
+//! same check). That is the vote its undamaged self would give, checked
+//! against the log it had:
 //!
 //! ```text
 //!  acked_end = (T, M)   every entry this node acknowledged is at an index
@@ -43,8 +44,11 @@
 //!
 //! So a cluster with a majority of damaged voters still elects a leader
 //! when one holds what they acknowledged (and waits, electing none, when
-//! no one does). A damaged node whose mark was lost as well
-//! (`acked_end` unknown) grants no vote (nor pre-vote).
+//! no one does) — a damaged one too, once a leader's entries have brought
+//! its log past that end (else two damaged nodes of three, whose logs are
+//! ahead of the third's, would wait for good). A damaged node whose mark
+//! was lost as well (`acked_end` unknown) grants no vote (nor pre-vote)
+//! and never campaigns.
 //!
 //! The mark ends when the entry at this node's commit index (held here,
 //! and committed) has a term after the mark, or a leader's snapshot of
@@ -348,7 +352,7 @@ pub struct Core {
     /// Term and vote last reported durable; messages wait while they differ.
     hard_state_durable: HardState,
     /// Nonzero: this node's storage lost entries it may have acknowledged
-    /// in terms up to this one; it does not campaign, and votes only as
+    /// in terms up to this one; it votes and campaigns only as
     /// `acked_end` allows, until repaired (see "Damaged nodes" below).
     damaged_in: Term,
     /// While damaged: the end of the log it may have acknowledged up to
@@ -737,9 +741,13 @@ impl Core {
     }
 
     /// Whether this node may campaign: a voter whose storage lost nothing
-    /// it may have acknowledged (or that has been repaired since).
+    /// it may have acknowledged (or that has been repaired since), or
+    /// whose log is again at least as up to date as the end of what it
+    /// may have acknowledged: its own vote passes the check every other
+    /// voter's does (see "Damaged nodes").
     fn promotable(&self) -> bool {
-        self.membership.is_voter(self.config.id) && self.trusted()
+        self.membership.is_voter(self.config.id)
+            && self.covers_acked((self.log.last_term(), self.log.last_index()))
     }
 
     /// Whether this node may vote and campaign: false from a recovery that
