@@ -178,6 +178,26 @@ fn a_damaged_node_campaigns_only_with_a_log_past_what_it_acknowledged() {
     );
 }
 
+/// Without pre-vote or check-quorum a node ignores a stale leader (it
+/// would campaign instead); a damaged one answers it, so that it steps
+/// down: a damaged node may not be able to campaign, and two of three
+/// could otherwise leave a leader of the old term in place for good,
+/// unable to commit.
+#[test]
+fn a_damaged_node_tells_a_stale_leader_its_term() {
+    let mut cluster = Cluster::new(3, |config| {
+        config.pre_vote = false;
+        config.check_quorum = false;
+    });
+    cluster.elect();
+    commit_batches(&mut cluster, 2);
+    damage_knowing_the_end(&mut cluster, 2, 1);
+    assert!(cluster.cores[2].term() > cluster.cores[0].term());
+    commit_batches(&mut cluster, 1);
+    assert_ne!(cluster.cores[0].role(), Role::Leader, "told, it steps down");
+    assert_eq!(cluster.cores[0].term(), cluster.cores[2].term());
+}
+
 /// Two of three voters damaged at once, each knowing the end of what it
 /// acknowledged: the third, which holds all of it, is elected with their
 /// votes and repairs both. (Without those ends they could not vote, and

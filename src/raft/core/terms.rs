@@ -57,11 +57,13 @@ impl Core {
 
     /// A message from an older term: never acted on. A stale leader is told
     /// the newer term (else, with pre-vote or check-quorum, it might never
-    /// learn it); a stale pre-candidate is refused.
+    /// learn it; nor, from a damaged node, which may not campaign and
+    /// bumped its term precisely so that the leader steps down: see
+    /// "Damaged nodes"); a stale pre-candidate is refused.
     fn step_stale(&mut self, message: &Message<'_>, actions: &mut Vec<Action>) {
         match message.body {
             Body::AppendEntries(_) | Body::Heartbeat(_)
-                if self.config.check_quorum || self.config.pre_vote =>
+                if self.config.check_quorum || self.config.pre_vote || !self.trusted() =>
             {
                 let response = AppendResponse {
                     last_index: self.log.last_index(),
