@@ -7,9 +7,12 @@
 //!    torn tail of the last one    cut silently (never reported durable)
 //!    damage (a bad record, an     mark the node damaged (durably, first),
 //!    unreadable block, a gap       cut the log there, remove the later
-//!    between two segments)         segments: the leader repairs it
-//!    a sound record that does     refuse the log, naming the file (a stray
-//!    not continue the log          or copied segment, not damage)
+//!    between two segments, a       segments: the leader repairs it
+//!    sound record of the wrong
+//!    index inside a segment: a
+//!    misdirected write)
+//!    a segment whose first        refuse the log, naming the file (a stray
+//!    record is not its name's      or copied segment, not damage)
 //! ```
 //!
 //! The hard state comes first (`SegmentLog::open`): lost (both copies
