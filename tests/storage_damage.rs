@@ -185,9 +185,10 @@ fn two_damaged_nodes_elect_the_one_that_holds_their_entries() {
         let (first, segment) = segments.last().unwrap();
         let bytes = std::fs::read(segment).unwrap();
         let mut records = Vec::new();
-        let _ = rast::storage::record::scan(&bytes, *first, Term::ZERO, |meta| {
+        rast::storage::record::scan(&bytes, *first, Term::ZERO, |meta| {
             records.push(meta);
-        });
+        })
+        .unwrap();
         let last = records.last().expect("a record in the last segment");
         assert_eq!(last.last.get(), *indexes.last().unwrap(), "node {node}");
         let file = std::fs::OpenOptions::new()

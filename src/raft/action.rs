@@ -69,10 +69,9 @@ impl HardState {
     /// unknown. Write it durably before the core starts.
     #[must_use]
     pub fn after_damage(self, acked_end: Option<(Term, LogIndex)>) -> Self {
+        // Damaged already (a lost hard state's end is unknown): both ends.
         let acked_end = if self.damaged_in == Term::ZERO {
             acked_end
-        } else if self.is_lost() {
-            None
         } else {
             self.acked_end.zip(acked_end).map(|(old, new)| old.max(new))
         };

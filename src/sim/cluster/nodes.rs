@@ -66,7 +66,7 @@ impl Simulation {
             return false;
         }
         let mut need = self.nodes[node].disk.durable().last();
-        let mut healthy = Vec::new();
+        let mut best_healthy = None;
         for (position, state) in self.nodes.iter().enumerate() {
             if !membership.is_voter(state.id) {
                 continue;
@@ -77,18 +77,18 @@ impl Simulation {
                     Some(end) => need = need.max(end),
                     None => return false,
                 }
-            } else if position != node
-                && state.damage_on_restart == Damage::None
-                && state.core.as_ref().is_none_or(crate::raft::Core::trusted)
-            {
-                healthy.push(durable.last());
             } else if position != node {
                 // Damaged in the core, its cleared mark not durable yet,
                 // or about to restart damaged: neither healthy nor known.
-                return false;
+                if state.damage_on_restart != Damage::None
+                    || state.core.as_ref().is_some_and(|core| !core.trusted())
+                {
+                    return false;
+                }
+                best_healthy = best_healthy.max(Some(durable.last()));
             }
         }
-        healthy.into_iter().any(|last| last >= need)
+        best_healthy.is_some_and(|last| last >= need)
     }
 
     pub(super) fn restart(&mut self, node: usize) {
