@@ -154,6 +154,7 @@ struct PeerMessage {
     timeoutNow @10 :Void;
     installSnapshot @11 :InstallSnapshot;
     snapshotResponse @12 :SnapshotResponse;
+    repairWait @13 :RepairWait;
   }
 }
 
@@ -197,6 +198,20 @@ struct RequestVote {
   lastLogTerm @1 :UInt64;
   preVote @2 :Bool;
   leadershipTransfer @3 :Bool;  # ignore leader stickiness (TimeoutNow)
+}
+
+struct RepairWait {
+  # A damaged node that may not campaign (its log is behind the end of
+  # what it may have acknowledged) tells the voters, at each election
+  # timeout, where its log ends and which end it waits for; it changes no
+  # term. When every voter is heard and none can be elected, the entries
+  # it waits for are lost on a majority, and the node says so and stops
+  # (`raft::Core`, "A majority lost entries").
+  lastLogIndex @0 :UInt64;
+  lastLogTerm @1 :UInt64;
+  ackedEndKnown @2 :Bool;    # false: the end is unknown, it votes for no one
+  ackedEndTerm @3 :UInt64;
+  ackedEndIndex @4 :UInt64;
 }
 
 struct VoteResponse {

@@ -57,6 +57,15 @@ pub fn within_limits(header: &codec::PeerHeader, batches: &[BatchSummary]) -> bo
         PeerBody::InstallSnapshot(install) => {
             vec![install.last_index.get(), install.last_term.get()]
         }
+        PeerBody::RepairWait(wait) => {
+            let (term, index) = wait.acked_end.unwrap_or_default();
+            vec![
+                wait.last_index.get(),
+                wait.last_term.get(),
+                term.get(),
+                index.get(),
+            ]
+        }
         PeerBody::VoteResponse(_) | PeerBody::TimeoutNow | PeerBody::SnapshotResponse(_) => {
             Vec::new()
         }

@@ -7,7 +7,8 @@
 //! damage (`raft::Core`, "Damaged nodes").
 
 use rast::raft::{
-    Action, Body, Boundary, Core, HardState, Message, OutgoingBody, RequestVote, Restart, Role,
+    Action, Body, Boundary, Core, HardState, Message, OutgoingBody, RepairWait, RequestVote,
+    Restart, Role,
 };
 use rast::types::{LogIndex, NodeId, Term};
 use rast::wire::BatchKind;
@@ -365,4 +366,176 @@ fn a_node_that_lost_its_hard_state_hears_every_voter_first() {
     commit_batches(&mut cluster, 1);
     assert!(cluster.cores[2].trusted(), "repaired");
     assert_eq!(cluster.cores[2].log().last_index(), cluster.committed);
+}
+
+/// A `MajorityLost` a node emitted: (node position, acked end, best log).
+type Said = (usize, (Term, LogIndex), (Term, LogIndex));
+
+/// Lets `rounds` election timeouts pass after `now_ms` on the nodes at
+/// `ticking` (the others are down: they neither tick nor are heard
+/// campaigning), routing everything; returns each `MajorityLost` emitted:
+/// (node, acked end, best log).
+fn majority_lost_over(
+    cluster: &mut Cluster,
+    now_ms: &mut u64,
+    ticking: &[usize],
+    rounds: u64,
+) -> Vec<Said> {
+    let timeout = cluster.cores[0].config().timeout_ms_election;
+    let mut lost = Vec::new();
+    // Timers are randomized within [timeout, 2 × timeout): a step of half
+    // a timeout fires each node's at least once every four steps.
+    for _ in 0..rounds * 4 {
+        *now_ms += timeout / 2;
+        for &node in ticking {
+            cluster.cores[node].tick(*now_ms, &mut cluster.actions);
+            for action in &cluster.actions {
+                if let Action::MajorityLost { acked_end, best } = *action {
+                    lost.push((node, acked_end, best));
+                }
+            }
+            cluster.route(node);
+            cluster.drain();
+        }
+    }
+    lost
+}
+
+/// Three voters; the two that hold the last batches (committed: node 1
+/// led, node 2 acknowledged) both lose them to damage, and node 3 never
+/// had them. No log holds those entries and no voter can be elected:
+/// both damaged nodes say so, naming the end they waited for and the best
+/// log there is, instead of waiting for good (`raft::Core`, "A majority
+/// lost entries").
+#[test]
+fn a_majority_that_lost_committed_entries_says_so() {
+    let mut cluster = three_nodes_committed(4);
+    let full = {
+        let log = cluster.cores[0].log();
+        (log.last_term(), log.last_index())
+    };
+    // Node 3 lags behind by two batches (restarted undamaged without them:
+    // as if they never reached it).
+    let lagging = cluster.cores[2].hard_state();
+    restart_node_3(&mut cluster, lagging, 2);
+    damage_knowing_the_end(&mut cluster, 0, 2);
+    damage_knowing_the_end(&mut cluster, 1, 2);
+    let best = {
+        let log = cluster.cores[2].log();
+        (log.last_term(), log.last_index())
+    };
+    assert!(best < full);
+
+    // Node 3 down: its log is not heard, and it may hold the entries.
+    let mut now_ms = 0;
+    assert_eq!(
+        majority_lost_over(&mut cluster, &mut now_ms, &[0, 1], 10),
+        vec![]
+    );
+
+    // Every voter heard: no candidate can win, and the entries up to the
+    // end both acknowledged are on none.
+    let lost = majority_lost_over(&mut cluster, &mut now_ms, &[0, 1, 2], 10);
+    let mut nodes: Vec<usize> = lost.iter().map(|(node, _, _)| *node).collect();
+    nodes.sort_unstable();
+    assert_eq!(nodes, vec![0, 1], "each damaged node says it once");
+    for (_, acked_end, heard_best) in lost {
+        assert_eq!(acked_end, full);
+        assert_eq!(heard_best, best);
+    }
+    assert!(
+        cluster.cores.iter().all(|core| core.role() != Role::Leader),
+        "nobody could be elected"
+    );
+}
+
+/// The same two damaged voters, with node 3 holding every entry they
+/// acknowledged: it is elected with their votes and repairs them, and
+/// nobody says anything is lost.
+#[test]
+fn damaged_voters_whose_entries_a_voter_holds_do_not_say_they_are_lost() {
+    let mut cluster = three_nodes_committed(4);
+    damage_knowing_the_end(&mut cluster, 0, 2);
+    damage_knowing_the_end(&mut cluster, 1, 2);
+    assert_eq!(
+        majority_lost_over(&mut cluster, &mut 0, &[0, 1, 2], 10),
+        vec![]
+    );
+    assert_eq!(cluster.cores[2].role(), Role::Leader);
+    assert!(cluster.cores[0].trusted() && cluster.cores[1].trusted());
+}
+
+/// One damaged voter whose entries no log holds any more (the leader
+/// lost them unsynced, undamaged, and node 3 never had them), beside two
+/// voters that can elect each other: those entries were never committed,
+/// and the damaged node does not say they were lost; a leader is elected
+/// and repairs it.
+#[test]
+fn a_damaged_voter_beside_a_majority_that_can_elect_does_not_say_entries_are_lost() {
+    let mut cluster = three_nodes_committed(4);
+    for node in [0, 2] {
+        let hard_state = cluster.cores[node].hard_state();
+        restart_node(&mut cluster, node, hard_state, 2);
+    }
+    damage_knowing_the_end(&mut cluster, 1, 2);
+    assert_eq!(
+        majority_lost_over(&mut cluster, &mut 0, &[0, 1, 2], 10),
+        vec![]
+    );
+    assert!(cluster.cores.iter().any(|core| core.role() == Role::Leader));
+    assert!(cluster.cores[1].trusted(), "node 2 repaired");
+}
+
+/// What a damaged node concludes from what it hears alone: the other two
+/// voters campaign with logs behind the end it waits for. They can elect
+/// each other (each admits the other's log), so nothing is lost for good
+/// even if no election has succeeded yet; were they both waiting damaged
+/// nodes too, nothing could be elected.
+#[test]
+fn a_damaged_node_says_entries_are_lost_only_when_no_voter_can_be_elected() {
+    for (others_wait, says_lost) in [(false, false), (true, true)] {
+        let mut cluster = three_nodes_committed(4);
+        let behind = {
+            let log = cluster.cores[0].log();
+            let last = log.last_index();
+            let index = LogIndex(last.get() - 2);
+            (log.term_at(index).expect("held"), index)
+        };
+        damage_knowing_the_end(&mut cluster, 1, 2);
+        let end = cluster.cores[1].hard_state().acked_end;
+        let term = cluster.cores[1].term();
+        let timeout = cluster.cores[1].config().timeout_ms_election;
+        let mut lost = false;
+        for step in 1..=40 {
+            for from in [NodeId(1), NodeId(3)] {
+                let body = if others_wait {
+                    Body::RepairWait(RepairWait {
+                        last_index: behind.1,
+                        last_term: behind.0,
+                        acked_end: end,
+                    })
+                } else {
+                    Body::RequestVote(RequestVote {
+                        last_index: behind.1,
+                        last_term: behind.0,
+                        pre_vote: true,
+                        leadership_transfer: false,
+                    })
+                };
+                let message = Message {
+                    from,
+                    to: NodeId(2),
+                    term,
+                    body,
+                };
+                cluster.cores[1].step(&message, &mut cluster.actions);
+            }
+            cluster.cores[1].tick(step * timeout / 2, &mut cluster.actions);
+            lost |= cluster
+                .actions
+                .drain(..)
+                .any(|action| matches!(action, Action::MajorityLost { .. }));
+        }
+        assert_eq!(lost, says_lost, "others waiting: {others_wait}");
+    }
 }

@@ -625,6 +625,10 @@ fn render_action(action: &Action) -> String {
         Action::RoleChanged { role, term, leader } => {
             format!("RoleChanged {role:?} term={term} leader={leader}")
         }
+        Action::MajorityLost { acked_end, best } => format!(
+            "MajorityLost acked_end={}@{} best={}@{}",
+            acked_end.1, acked_end.0, best.1, best.0
+        ),
     }
 }
 
@@ -677,6 +681,15 @@ fn render_message(message: &Outgoing) -> String {
             response.read_round, response.match_index
         ),
         OutgoingBody::TimeoutNow => "TimeoutNow".to_string(),
+        OutgoingBody::RepairWait(wait) => format!(
+            "RepairWait last={}@{} acked_end={}",
+            wait.last_index,
+            wait.last_term,
+            wait.acked_end.map_or_else(
+                || "unknown".to_owned(),
+                |(term, index)| format!("{index}@{term}")
+            )
+        ),
     };
     format!("{head} {body}")
 }

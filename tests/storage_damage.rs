@@ -164,6 +164,32 @@ fn a_zeroed_hard_state_is_rebuilt_from_the_peers() {
     assert!(status.term >= 2, "a term above every term heard");
 }
 
+/// Zeroes the last record of the `default` log of `node` (stopped),
+/// which must end at index `last`; returns the segment file's path.
+fn zero_last_record(cluster: &Cluster, node: usize, last: u64) -> std::path::PathBuf {
+    let dir = cluster
+        .data_dir(node)
+        .join(format!("{:016x}", LogId::from_name("default").get()));
+    let segments = rast::storage::segment::segment_files(&dir);
+    let (first, segment) = segments.last().unwrap();
+    let bytes = std::fs::read(segment).unwrap();
+    let mut records = Vec::new();
+    rast::storage::record::scan(&bytes, *first, Term::ZERO, |meta| {
+        records.push(meta);
+    })
+    .unwrap();
+    let record = records.last().expect("a record in the last segment");
+    assert_eq!(record.last.get(), last, "node {node}");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(segment)
+        .unwrap();
+    file.write_at(&vec![0; record.bytes as usize], record.offset)
+        .unwrap();
+    file.sync_all().unwrap();
+    segment.clone()
+}
+
 /// Two of three nodes damaged at once, each having lost batches it had
 /// acknowledged (its last record zeroed while it was down, under a
 /// durable mark that covers it): the third node holds everything, and
@@ -178,26 +204,7 @@ fn two_damaged_nodes_elect_the_one_that_holds_their_entries() {
     let healthy = (victim + 2) % 3;
     for node in victims {
         assert!(cluster.terminate(node).success());
-        let dir = cluster
-            .data_dir(node)
-            .join(format!("{:016x}", LogId::from_name("default").get()));
-        let segments = rast::storage::segment::segment_files(&dir);
-        let (first, segment) = segments.last().unwrap();
-        let bytes = std::fs::read(segment).unwrap();
-        let mut records = Vec::new();
-        rast::storage::record::scan(&bytes, *first, Term::ZERO, |meta| {
-            records.push(meta);
-        })
-        .unwrap();
-        let last = records.last().expect("a record in the last segment");
-        assert_eq!(last.last.get(), *indexes.last().unwrap(), "node {node}");
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(segment)
-            .unwrap();
-        file.write_at(&vec![0; last.bytes as usize], last.offset)
-            .unwrap();
-        file.sync_all().unwrap();
+        zero_last_record(&cluster, node, *indexes.last().unwrap());
     }
     for node in victims {
         cluster.restart(node);
@@ -209,4 +216,56 @@ fn two_damaged_nodes_elect_the_one_that_holds_their_entries() {
         cluster.metric(healthy, "rast_corruptions_found_total"),
         Some(0.0)
     );
+}
+
+/// The two nodes that acknowledged the last entries (the third was down
+/// then) both lose them to damage while down: no node holds them, and the
+/// damaged nodes' votes elect no one. Rather than wait for good, each
+/// damaged node stops its copy of the log, saying which indexes were lost
+/// and from which file (`raft::Core`, "A majority lost entries"); the
+/// third node, which lags, keeps serving what it can and refuses nothing.
+#[test]
+fn a_majority_that_lost_committed_entries_refuses_naming_them() {
+    let mut cluster = Cluster::start("majority-lost", 3, 1);
+    let leader = cluster.wait_for_leader("default", WITHIN);
+    let lagging = (leader + 1) % 3;
+    assert!(cluster.terminate(lagging).success());
+    let payloads: Vec<Vec<u8>> = (0..10).map(|n| format!("entry {n}").into_bytes()).collect();
+    let indexes = cluster.append_each("default", &payloads);
+    let last = *indexes.last().unwrap();
+    cluster.wait_for_commit("default", last, WITHIN);
+    let victims = [leader, (leader + 2) % 3];
+    let mut segments = Vec::new();
+    for node in victims {
+        assert!(cluster.terminate(node).success());
+        segments.push(zero_last_record(&cluster, node, last));
+    }
+    for node in [lagging, victims[0], victims[1]] {
+        cluster.restart(node);
+    }
+    let statuses = cluster.wait_for_status("default", "refused on the damaged nodes", |status| {
+        let victim = victims
+            .iter()
+            .any(|node| status.node_id == *node as u64 + 1);
+        victim == status.failed.contains("a majority lost committed entries")
+    });
+    for (node, segment) in victims.iter().zip(&segments) {
+        let failed = &statuses
+            .iter()
+            .find(|status| status.node_id == *node as u64 + 1)
+            .unwrap()
+            .failed;
+        assert!(
+            failed.contains(&format!("indexes {last}..={last}")),
+            "node {node} names the lost index {last}: {failed}"
+        );
+        let file = segment.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(failed.contains(&file), "node {node} names {file}: {failed}");
+    }
+    let lagging_status = &statuses
+        .iter()
+        .find(|status| status.node_id == lagging as u64 + 1)
+        .unwrap();
+    assert!(lagging_status.last_index < last);
+    assert_eq!(lagging_status.leader, 0, "nobody could be elected");
 }

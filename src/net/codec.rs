@@ -16,7 +16,7 @@
 use crate::constants::{APPEND_MESSAGE_BATCHES_MAX, INDEX_MAX};
 use crate::raft::{
     AppendResponse, BatchSummary, Heartbeat, HeartbeatResponse, InstallSnapshot, Outgoing,
-    OutgoingBody, RequestVote, SnapshotResponse, VoteResponse,
+    OutgoingBody, RepairWait, RequestVote, SnapshotResponse, VoteResponse,
 };
 use crate::rast_capnp::{batch_summary, peer_message};
 use crate::types::{LogId, LogIndex, NodeId, Term};
@@ -69,6 +69,8 @@ pub enum PeerBody {
     InstallSnapshot(InstallSnapshot),
     /// Snapshot stream progress.
     SnapshotResponse(SnapshotResponse),
+    /// See the core's type.
+    RepairWait(RepairWait),
 }
 
 /// Encodes an outgoing message of `group`. For an AppendEntries, `batches`
@@ -131,6 +133,16 @@ pub fn encode(group: LogId, message: &Outgoing, batches: &[BatchSummary]) -> Vec
             out.set_match_index(response.match_index.get());
         }
         OutgoingBody::TimeoutNow => root.set_timeout_now(()),
+        OutgoingBody::RepairWait(wait) => {
+            let mut out = root.init_repair_wait();
+            out.set_last_log_index(wait.last_index.get());
+            out.set_last_log_term(wait.last_term.get());
+            if let Some((term, index)) = wait.acked_end {
+                out.set_acked_end_known(true);
+                out.set_acked_end_term(term.get());
+                out.set_acked_end_index(index.get());
+            }
+        }
     }
     frame::encode(&builder)
 }
@@ -302,6 +314,19 @@ pub fn decode(bytes: &[u8], batches: &mut Vec<BatchSummary>) -> Result<PeerHeade
                 done: response.get_done(),
             })
         }
+        peer_message::RepairWait(wait) => {
+            let wait = wait?;
+            PeerBody::RepairWait(RepairWait {
+                last_index: LogIndex(wait.get_last_log_index()),
+                last_term: Term(wait.get_last_log_term()),
+                acked_end: wait.get_acked_end_known().then(|| {
+                    (
+                        Term(wait.get_acked_end_term()),
+                        LogIndex(wait.get_acked_end_index()),
+                    )
+                }),
+            })
+        }
     };
     let header = PeerHeader {
         group: LogId(root.get_group()),
@@ -335,6 +360,12 @@ fn check_ranges(header: &PeerHeader) -> Result<(), WireError> {
         PeerBody::Heartbeat(heartbeat) => &[heartbeat.leader_commit.get()],
         PeerBody::HeartbeatResponse(response) => &[response.match_index.get()],
         PeerBody::InstallSnapshot(install) => &[install.last_index.get(), install.last_term.get()],
+        PeerBody::RepairWait(wait) => &[
+            wait.last_index.get(),
+            wait.last_term.get(),
+            wait.acked_end.map_or(0, |(term, _)| term.get()),
+            wait.acked_end.map_or(0, |(_, index)| index.get()),
+        ],
         PeerBody::VoteResponse(_) | PeerBody::TimeoutNow | PeerBody::SnapshotResponse(_) => &[],
     };
     if let Some(value) = std::iter::once(header.term.get())

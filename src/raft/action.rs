@@ -214,4 +214,14 @@ pub enum Action {
         /// Known leader (zero: none).
         leader: NodeId,
     },
+    /// This damaged node waits for entries that no voter holds, and no
+    /// voter can be elected (`raft::Core`, "A majority lost entries"):
+    /// stop this copy of the log and say what was lost. Emitted once; the
+    /// core changes nothing else.
+    MajorityLost {
+        /// The end (term, index) of what this node may have acknowledged.
+        acked_end: (Term, LogIndex),
+        /// The most up to date log among the voters, which ends before it.
+        best: (Term, LogIndex),
+    },
 }

@@ -99,12 +99,24 @@
 //! A majority would not do: a candidate that got this node's vote in T
 //! and has not won yet knows T alone, and could still win with that vote.
 //! So with one other voter down as well, the node waits for it.
+//!
+//! # A majority lost entries
+//!
+//! When the voters that acknowledged an entry were all damaged and lost
+//! it, no log holds it and the damaged voters' votes elect no one: the
+//! cluster would wait for good. A damaged node that may not campaign
+//! tells the voters what it waits for (`RepairWait`, each election
+//! timeout) and, having heard every voter's vote rule since the last
+//! leader, tells when none could win and its entries are on no voter:
+//! it emits [`Action::MajorityLost`] naming them, and the runtime stops
+//! its copy of the log for an operator (module `lost`).
 
 use crate::raft::action::TERM_UNKNOWN;
 
 mod candidate;
 mod follower;
 mod leader;
+mod lost;
 mod membership;
 mod reads;
 mod snapshot;
@@ -117,7 +129,7 @@ use crate::constants::{
 };
 use crate::raft::action::{Action, HardState, Role};
 use crate::raft::log::{Boundary, Log, RunLimits};
-use crate::raft::message::{Message, Outgoing, OutgoingBody, RequestVote};
+use crate::raft::message::{Body, Message, Outgoing, OutgoingBody, RequestVote};
 use crate::raft::progress::Progress;
 use crate::raft::quorum::Membership;
 use crate::random::Random;
@@ -391,6 +403,13 @@ pub struct Core {
     /// While the hard state is lost ([`TERM_UNKNOWN`]): the highest term
     /// heard from each other node (see "A lost hard state").
     heard_while_lost: Vec<(NodeId, Term)>,
+    /// While damaged: each other voter's vote rule, as heard since the
+    /// last leader's message (see "A majority lost entries").
+    heard_ends: Vec<lost::HeardEnd>,
+    /// Election timeouts in a row at which no voter could be elected.
+    lost_rounds: u32,
+    /// `Action::MajorityLost` was emitted (once in a core's life).
+    lost_reported: bool,
     /// What was last reported in `Apply` and `RoleChanged`.
     reported_commit: LogIndex,
     reported_role: (Role, Term, NodeId),
@@ -454,6 +473,9 @@ impl Core {
             transfer_to: NodeId::ZERO,
             proposals_unsent: false,
             heard_while_lost: Vec::new(),
+            heard_ends: Vec::new(),
+            lost_rounds: 0,
+            lost_reported: false,
             reported_commit: restart.snapshot_index,
             reported_role: (Role::Follower, hard_state.term, NodeId::ZERO),
             config,
@@ -554,6 +576,8 @@ impl Core {
                     Campaign::Vote
                 };
                 self.campaign(campaign, actions);
+            } else if !self.trusted() && self.membership.is_voter(self.config.id) {
+                self.wait_for_repair(actions);
             }
         }
         self.finish(start, actions);
@@ -566,7 +590,11 @@ impl Core {
             if self.damaged_in == TERM_UNKNOWN {
                 self.hear_while_lost(message.from, message.term, actions);
             } else {
-                self.step_term(message, actions);
+                self.hear_end(message);
+                // A waiting node's word changes nothing but what is heard.
+                if !matches!(message.body, Body::RepairWait(_)) {
+                    self.step_term(message, actions);
+                }
             }
         }
         self.finish(start, actions);
@@ -778,6 +806,8 @@ impl Core {
         {
             self.damaged_in = Term::ZERO;
             self.acked_end = None;
+            self.heard_ends.clear();
+            self.lost_rounds = 0;
             self.persist_hard_state(actions);
         }
     }

@@ -14,6 +14,7 @@
 //!  timeoutNow                      TimeoutNow
 //!  installSnapshot                 InstallSnapshot (header fields)
 //!  snapshotResponse                SnapshotResponse
+//!  repairWait                      RepairWait
 //! ```
 //!
 //! The payload bytes of an AppendEntries never reach the core. Incoming, the
@@ -85,6 +86,8 @@ pub enum Body<'a> {
     InstallSnapshot(InstallSnapshot),
     /// Follower → leader: progress of a snapshot stream.
     SnapshotResponse(SnapshotResponse),
+    /// Damaged node → voters: what it waits for (changes no term).
+    RepairWait(RepairWait),
 }
 
 /// An incoming AppendEntries: the header and the batch summaries.
@@ -146,6 +149,22 @@ pub struct RequestVote {
     pub pre_vote: bool,
     /// Sent after TimeoutNow: voters ignore their leader lease.
     pub leadership_transfer: bool,
+}
+
+/// A damaged node that may not campaign → every voter (`RepairWait`): the
+/// end of its log and the end of what it may have acknowledged, which it
+/// waits for a leader to hold. Receivers change no term; a damaged node
+/// notes it to tell when no voter can be elected (`raft::Core`, "A
+/// majority lost entries").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RepairWait {
+    /// The sender's last log index.
+    pub last_index: LogIndex,
+    /// The sender's last log term.
+    pub last_term: Term,
+    /// The end (term, index) it votes for a log only at or past; `None`:
+    /// unknown, it votes for no one.
+    pub acked_end: Option<(Term, LogIndex)>,
 }
 
 /// A vote answer (`VoteResponse`).
@@ -224,6 +243,8 @@ pub enum OutgoingBody {
     HeartbeatResponse(HeartbeatResponse),
     /// Campaign now.
     TimeoutNow,
+    /// See [`RepairWait`].
+    RepairWait(RepairWait),
 }
 
 impl OutgoingBody {
@@ -246,6 +267,7 @@ impl OutgoingBody {
             OutgoingBody::Heartbeat(heartbeat) => Body::Heartbeat(heartbeat),
             OutgoingBody::HeartbeatResponse(response) => Body::HeartbeatResponse(response),
             OutgoingBody::TimeoutNow => Body::TimeoutNow,
+            OutgoingBody::RepairWait(wait) => Body::RepairWait(wait),
         }
     }
 }

@@ -68,6 +68,7 @@ pub use core::{Config, Core, ProposeError, ReadError, Restart, SnapshotInstall, 
 pub use log::{Boundary, RunLimits};
 pub use message::{
     AppendEntries, AppendRange, AppendResponse, BatchSummary, Body, Heartbeat, HeartbeatResponse,
-    InstallSnapshot, Message, Outgoing, OutgoingBody, RequestVote, SnapshotResponse, VoteResponse,
+    InstallSnapshot, Message, Outgoing, OutgoingBody, RepairWait, RequestVote, SnapshotResponse,
+    VoteResponse,
 };
 pub use quorum::{Membership, NodeSet};

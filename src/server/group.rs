@@ -411,6 +411,7 @@ impl Group {
             PeerBody::TimeoutNow => Body::TimeoutNow,
             PeerBody::InstallSnapshot(install) => Body::InstallSnapshot(install),
             PeerBody::SnapshotResponse(response) => Body::SnapshotResponse(response),
+            PeerBody::RepairWait(wait) => Body::RepairWait(wait),
         };
         let configs = std::mem::take(&mut self.configs);
         let body = match body {
@@ -769,6 +770,7 @@ impl Group {
                 }
                 self.leader = leader;
             }
+            Action::MajorityLost { acked_end, best } => self.majority_lost(acked_end, best, out),
         }
         Ok(())
     }

@@ -438,6 +438,13 @@ pub trait LogStorage {
         0
     }
 
+    /// What recovery found damaged and cut when this store was opened, one
+    /// line each naming the file and where; empty for a store without
+    /// files.
+    fn damage_report(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Bytes of the records stored: the sum of the segments' bytes.
     fn stored_bytes(&self) -> u64 {
         self.segments().iter().map(|segment| segment.bytes).sum()

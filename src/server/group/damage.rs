@@ -9,10 +9,14 @@
 //!    ─► fail_damaged ─► reopenable ─► shard reopens ─► recovery cuts, marks
 //!  marked, and this node is the only voter (nobody to repair it from)
 //!    ─► refuse_if_unrepairable: stopped for good, naming the indexes
+//!  marked, and no voter holds what it acknowledged nor can be elected
+//!  (`Action::MajorityLost`: a majority lost those entries)
+//!    ─► majority_lost: stopped for good, naming the indexes and files
 //! ```
 
 use super::{Group, Outbound};
 use crate::storage::StorageError;
+use crate::types::{LogIndex, Term};
 
 impl Group {
     /// Stops the group after a storage error; a full disk leaves the store
@@ -83,10 +87,51 @@ impl Group {
             "this node is the log's only voter and recovery found damage in its files: \
              entries after index {} (of terms up to the damage mark) may be lost, \
              and no peer holds a copy to repair them from; the log refuses service \
-             (restore its directory from a backup; recovery's error lines name the files \
-             and byte offsets)",
-            self.storage.last_index()
+             (restore its directory from a backup; {})",
+            self.storage.last_index(),
+            self.damage_where()
         );
         self.fail(&reason, out);
+    }
+
+    /// Stops the group for good: the entries this damaged node may have
+    /// acknowledged, up to `acked_end`, are on no voter (the most up to
+    /// date log ends at `best`), and no voter can be elected (`raft::Core`,
+    /// "A majority lost entries"). The reason names the indexes lost and
+    /// the files recovery cut them from.
+    pub(super) fn majority_lost(
+        &mut self,
+        acked_end: (Term, LogIndex),
+        best: (Term, LogIndex),
+        out: &mut Outbound,
+    ) {
+        let last = self.storage.last_index();
+        let (end_term, end) = acked_end;
+        let (best_term, best_index) = best;
+        let reason = format!(
+            "a majority lost committed entries: this node may have acknowledged entries up to \
+             index {end} (term {end_term}); recovery cut indexes {}..={end} from its log ({}); \
+             no voter holds them (the most up to date log ends at index {best_index}, term \
+             {best_term}), so indexes {}..={end} at least are lost, and no voter can be \
+             elected; the log refuses service: restore a node's directory from a backup",
+            last.next(),
+            self.damage_where(),
+            best_index.next(),
+        );
+        tracing::error!(log = %self.name, %reason, "entries lost on a majority");
+        self.fail(&reason, out);
+    }
+
+    /// Where recovery found the damage: the files it named when this store
+    /// was opened, or a pointer to its error lines of an earlier start.
+    fn damage_where(&self) -> String {
+        let report = self.storage.damage_report();
+        if report.is_empty() {
+            "recovery's error lines of the start that found the damage name the files and \
+             byte offsets"
+                .to_owned()
+        } else {
+            format!("damage found: {}", report.join("; "))
+        }
     }
 }

@@ -415,6 +415,17 @@ impl Simulation {
                 Action::RoleChanged { role, term, leader } => {
                     self.role_changed(node, role, term, leader)?;
                 }
+                // The simulation damages a second node only where a leader
+                // can still be elected: a node that says otherwise is wrong.
+                Action::MajorityLost { acked_end, best } => {
+                    return Err(Violation {
+                        property: "a node says entries are lost only when they are",
+                        detail: format!(
+                            "node {} waits for {acked_end:?}, says no voter holds it (best log {best:?}) nor can be elected",
+                            node + 1
+                        ),
+                    });
+                }
             }
         }
         self.start_sync(node);

@@ -207,8 +207,9 @@ pub struct SegmentLog {
     /// Bytes read through segment maps since their pages were last
     /// released (see [`MAPPED_READ_BYTES_RELEASE`]).
     mapped_reads: Cell<u64>,
-    /// Damaged records recovery cut (see [`LogStorage::damage_found`]).
-    damage_found: u64,
+    /// What recovery found damaged and cut, one line each, naming the
+    /// file (see [`LogStorage::damage_report`]).
+    damage: Vec<String>,
     /// The durable mark found at open, as the end of the log this node may
     /// have acknowledged up to (`raft::HardState::acked_end`); `None` when
     /// it does not read or does not know its term.
@@ -296,7 +297,7 @@ impl SegmentLog {
             failed: None,
             reserved: None,
             mapped_reads: Cell::new(0),
-            damage_found: 0,
+            damage: Vec::new(),
             acked_end,
         };
         let torn_cut = log.recover()?;
@@ -711,7 +712,11 @@ impl LogStorage for SegmentLog {
     /// Without building the segment list: the gauges and the disk quota
     /// read it every tick.
     fn damage_found(&self) -> u64 {
-        self.damage_found
+        self.damage.len() as u64
+    }
+
+    fn damage_report(&self) -> Vec<String> {
+        self.damage.clone()
     }
 
     fn stored_bytes(&self) -> u64 {

@@ -48,7 +48,10 @@ impl SegmentLog {
         hard_state::store(&self.dir, lost)?;
         self.hard_state = lost;
         self.durability.hard_state = lost;
-        self.damage_found += 1;
+        self.damage.push(format!(
+            "{}: the hard state is lost ({reason})",
+            self.dir.join(hard_state::FILE_NAME).display()
+        ));
         Ok(())
     }
 
@@ -132,7 +135,7 @@ impl SegmentLog {
         let last = self.last_index();
         let reason = match found {
             // Recovery found damage and marked the node already.
-            _ if self.damage_found > 0 => None,
+            _ if !self.damage.is_empty() => None,
             durable_mark::Found::Mark(slot) if last < slot.index => Some(format!(
                 "the log ends at index {last}, but this node reported entries up to {} durable: \
                  its newest records were lost at rest (a segment truncated, zeroed or removed)",
@@ -152,7 +155,13 @@ impl SegmentLog {
             tracing::error!(dir = %self.dir.display(), %reason,
                 "the log lost entries at its end: this node votes again once a leader has repaired it");
             self.mark_damaged()?;
-            self.damage_found += 1;
+            // The lost records were at the end of the last segment (or in
+            // segments after it that are gone).
+            let at = self
+                .segments
+                .back()
+                .map_or_else(|| self.dir.clone(), |segment| segment.path.clone());
+            self.damage.push(format!("{}: {reason}", at.display()));
         }
         let term = self.term_at(last).unwrap_or(TERM_UNKNOWN);
         self.mark.store_blocking(&self.dir, last, term)
@@ -167,7 +176,11 @@ impl SegmentLog {
         tracing::error!(path = %previous.path.display(), last = %previous.last, next = %next_first,
             "entries missing between two segments: the log is cut here and this node votes again once a leader has repaired it");
         self.mark_damaged()?;
-        self.damage_found += 1;
+        self.damage.push(format!(
+            "{}: ends at index {}, the next segment starts at {next_first}: entries between are missing",
+            previous.path.display(),
+            previous.last
+        ));
         self.terms.retain(|(index, _)| *index < previous.first);
         let (first, path) = (previous.first, previous.path.clone());
         drop(previous);
@@ -275,7 +288,12 @@ impl SegmentLog {
                 reason = %scanned.torn.as_deref().unwrap_or_default(),
                 "damaged record: the log is cut here and this node votes again once a leader has repaired it");
             self.mark_damaged()?;
-            self.damage_found += 1;
+            self.damage.push(format!(
+                "{}: damaged record at byte {} (after index {last}): {}",
+                path.display(),
+                scanned.end,
+                scanned.torn.as_deref().unwrap_or("unreadable")
+            ));
         }
         let is_last = is_last || damaged;
         let mut segment = Segment {
