@@ -23,7 +23,8 @@
 //!                        never campaigns
 //! ```
 //!
-//! With every voter heard since the last leader contact, candidate `c`
+//! With every voter heard recently ([`HEARD_FOR_TIMEOUTS`]) and since the
+//! last leader contact, candidate `c`
 //! (a campaigning voter) could win iff the voters whose rule admits `c`'s
 //! log form a quorum of the configuration (both, when joint). No log
 //! changes without a leader, so if none could win, none ever will. The
@@ -47,6 +48,13 @@ use crate::types::{LogIndex, NodeId, Term};
 /// message from before a change it has not heard of).
 pub(super) const LOST_ROUNDS: u32 = 3;
 
+/// How long what a voter said counts, in election timeouts: a campaigning
+/// voter asks again within two (timers are randomized below twice the
+/// timeout), a waiting one says it again within two. One that stopped —
+/// down or cut off, or leading now, elected by votes this node did not
+/// hear asked for, when logs may have changed — soon no longer counts.
+pub(super) const HEARD_FOR_TIMEOUTS: u64 = 3;
+
 /// A voter's vote rule, as last heard while no leader was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct HeardEnd {
@@ -58,6 +66,8 @@ pub(super) struct HeardEnd {
     admits_from: Option<(Term, LogIndex)>,
     /// It campaigns.
     campaigns: bool,
+    /// When it was heard (the core's clock).
+    at_ms: u64,
 }
 
 impl Core {
@@ -83,12 +93,14 @@ impl Core {
                 log: (request.last_term, request.last_index),
                 admits_from: Some((request.last_term, request.last_index)),
                 campaigns: true,
+                at_ms: self.now_ms,
             },
             Body::RepairWait(wait) => HeardEnd {
                 id: message.from,
                 log: (wait.last_term, wait.last_index),
                 admits_from: wait.acked_end,
                 campaigns: false,
+                at_ms: self.now_ms,
             },
             _ => return,
         };
@@ -142,7 +154,11 @@ impl Core {
             log: (self.log.last_term(), self.log.last_index()),
             admits_from: Some(acked_end),
             campaigns: false,
+            at_ms: self.now_ms,
         };
+        let heard_since = self
+            .now_ms
+            .saturating_sub(HEARD_FOR_TIMEOUTS.saturating_mul(self.config.timeout_ms_election));
         let voters = self.membership.members();
         let mut ends = Vec::with_capacity(voters.len());
         for &id in voters.as_slice() {
@@ -152,7 +168,11 @@ impl Core {
             if id == self.config.id {
                 ends.push(own);
             } else {
-                ends.push(*self.heard_ends.iter().find(|end| end.id == id)?);
+                let heard = self.heard_ends.iter().find(|end| end.id == id)?;
+                if heard.at_ms < heard_since {
+                    return None;
+                }
+                ends.push(*heard);
             }
         }
         let best = ends.iter().map(|end| end.log).max()?;
