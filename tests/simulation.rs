@@ -142,6 +142,10 @@ fn assert_damage_exercised(reports: &[rast::sim::Report]) {
         reports.len() < 100 || reports.iter().any(|report| report.second_damages > 0),
         "no seed restarted a second damaged node"
     );
+    assert!(
+        reports.len() < 2_000 || reports.iter().any(|report| report.majority_losses > 0),
+        "no seed's majority lost entries and said so"
+    );
 }
 
 /// One seed (`RAST_SIM_SEED`), its report printed.
@@ -185,8 +189,10 @@ fn seeds_keep_safety_and_liveness() {
     };
     assert_eq!(reports.len() as u64, count);
     assert_damage_exercised(&reports);
-    let mut leader: Vec<u64> = reports.iter().map(|r| r.liveness_leader_ms).collect();
-    let mut commit: Vec<u64> = reports.iter().map(|r| r.liveness_commit_ms).collect();
+    // Runs whose majority lost entries elect no one (and said so).
+    let live = || reports.iter().filter(|r| r.majority_losses == 0);
+    let mut leader: Vec<u64> = live().map(|r| r.liveness_leader_ms).collect();
+    let mut commit: Vec<u64> = live().map(|r| r.liveness_commit_ms).collect();
     leader.sort_unstable();
     commit.sort_unstable();
     let committed: u64 = reports.iter().map(|r| r.committed).sum();
@@ -203,7 +209,8 @@ fn seeds_keep_safety_and_liveness() {
         "{count} seeds from {first} passed in {:.1} s on {threads} threads: \
          {committed} entries committed, {acknowledged} appends acknowledged, \
          {reads} reads, {crashes} crashes ({} damaged restarts, {} of them beside another \
-         damaged node, {} lost hard states, {} lost snapshots); \
+         damaged node, {} lost hard states, {} lost snapshots; in {} seeds a majority \
+         lost entries and said so); \
          {operations} operations passed the log checker; \
          the exact search proved {proven} of {searched} histories linearizable \
          (the rest exhausted its budget)",
@@ -211,7 +218,8 @@ fn seeds_keep_safety_and_liveness() {
         reports.iter().map(|r| r.damaged_restarts).sum::<u64>(),
         reports.iter().map(|r| r.second_damages).sum::<u64>(),
         reports.iter().map(|r| r.lost_hard_states).sum::<u64>(),
-        reports.iter().map(|r| r.lost_snapshots).sum::<u64>()
+        reports.iter().map(|r| r.lost_snapshots).sum::<u64>(),
+        reports.iter().filter(|r| r.majority_losses > 0).count()
     );
     for (name, sorted) in [("leader", &leader), ("probes committed", &commit)] {
         println!(

@@ -25,7 +25,9 @@
 //! acknowledged (then the damaged voters' votes elect it). The checkers
 //! then show that the core's rules (no campaign until repaired, votes
 //! only for logs that cover what the voter acknowledged) keep every
-//! committed entry.
+//! committed entry. In a tenth of those seeds the second damage may go
+//! past what can be survived: then the nodes must say that a majority lost
+//! entries, and only when it is true (module `lost`).
 //!
 //! A run has two phases. Until `Heal`, the nemesis injects faults while
 //! clients append and read. At `Heal`, every fault stops and crashed nodes
@@ -63,6 +65,7 @@
 mod churn;
 mod clients;
 mod kv_clients;
+mod lost;
 mod nemesis;
 mod nodes;
 mod snapshots;
@@ -224,6 +227,9 @@ pub struct Report {
     /// Of the damaged restarts, those while another node was damaged
     /// too (`Options::damage`).
     pub second_damages: u64,
+    /// Times a node said a majority lost entries it had acknowledged (in
+    /// majority-loss seeds; each was checked true).
+    pub majority_losses: u64,
     /// Leaders elected (terms led).
     pub elections: u64,
     /// Entries committed before the heal.
@@ -517,6 +523,11 @@ struct Simulation {
     lost_snapshots: u64,
     /// Damaged restarts while another node was damaged.
     second_damages: u64,
+    /// A majority-loss seed: a second damaged node also where no undamaged
+    /// voter holds what the damaged ones acknowledged (module `lost`).
+    lose_majority: bool,
+    /// `Action::MajorityLost` said, each true when said.
+    majority_losses: u64,
     now: u64,
     sequence: u64,
     queue: BinaryHeap<Scheduled>,
@@ -627,6 +638,11 @@ impl Simulation {
             lost_hard_states: 0,
             lost_snapshots: 0,
             second_damages: 0,
+            // A tenth of the damage seeds, from a stream of its own.
+            lose_majority: options.damage
+                && !options.churn
+                && Random::new(seed ^ 0x1057_3a10).chance(1, 10),
+            majority_losses: 0,
             now: 0,
             sequence: 0,
             queue: BinaryHeap::new(),
@@ -697,6 +713,7 @@ impl Simulation {
             lost_hard_states: self.lost_hard_states,
             lost_snapshots: self.lost_snapshots,
             second_damages: self.second_damages,
+            majority_losses: self.majority_losses,
             elections: self.elections,
             committed_before_heal: self.committed_before_heal,
             liveness_leader_ms: self.leader_ms.unwrap_or(u64::MAX),

@@ -371,6 +371,11 @@ impl SimDisk {
         }
     }
 
+    /// The hard state that survives any crash.
+    pub fn durable_hard_state(&self) -> HardState {
+        self.store.durability().hard_state
+    }
+
     /// Issues an operation (readable at once, durable after a sync;
     /// truncation is durable at once, as the storage contract says).
     pub fn issue(&mut self, operation: DiskOperation) {

@@ -237,7 +237,19 @@ impl Simulation {
     }
 
     pub(super) fn finish(&mut self) -> Result<(), Violation> {
-        if self.leader_ms.is_none() || self.probes_done_ms.is_none() {
+        // Past the fault model (module `lost`): no leader can be, and a
+        // node must have said so instead.
+        let lost_for_good = self.lose_majority && self.no_voter_electable();
+        if lost_for_good && self.majority_losses == 0 {
+            return Err(Violation {
+                property: "a majority that lost entries says so",
+                detail: format!(
+                    "{} ms after the heal no voter can be elected, and no node said entries were lost",
+                    self.options.liveness_bound_ms
+                ),
+            });
+        }
+        if !lost_for_good && (self.leader_ms.is_none() || self.probes_done_ms.is_none()) {
             return Err(Violation {
                 property: "liveness",
                 detail: format!(

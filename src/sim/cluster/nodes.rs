@@ -23,6 +23,9 @@ use crate::sim::kv::KvOutcome;
 use crate::types::{LogIndex, NodeId, Term};
 use crate::wire::BatchKind;
 
+/// The end of a log: its last entry's (term, index).
+type LogEnd = (Term, LogIndex);
+
 impl Simulation {
     fn config(&self, id: NodeId) -> Config {
         let mut config = Config::new(id, self.seed.wrapping_mul(31).wrapping_add(id.get()));
@@ -61,9 +64,19 @@ impl Simulation {
     /// node's being where its log ends now). That voter then gets every
     /// damaged voter's vote (`raft::Core`, "Damaged nodes").
     fn second_damage_recoverable(&self, node: usize) -> bool {
+        self.second_damage_need(node)
+            .is_some_and(|(need, best_healthy)| best_healthy.is_some_and(|last| last >= need))
+    }
+
+    /// For a second damage of `node`: (the most up to date end a damaged
+    /// voter waits for, this node's log end included; the most up to date
+    /// undamaged voter's durable log), if the configuration is settled and
+    /// holds it, every damaged voter knows its end, and every other voter
+    /// is either damaged that way or healthy.
+    fn second_damage_need(&self, node: usize) -> Option<(LogEnd, Option<LogEnd>)> {
         let membership = self.config_committed.1;
         if membership.is_joint() || !membership.is_voter(self.nodes[node].id) {
-            return false;
+            return None;
         }
         let mut need = self.nodes[node].disk.durable().last();
         let mut best_healthy = None;
@@ -73,22 +86,40 @@ impl Simulation {
             }
             let durable = state.disk.durable();
             if durable.damaged() {
-                match durable.acked_end() {
-                    Some(end) => need = need.max(end),
-                    None => return false,
-                }
+                need = need.max(durable.acked_end()?);
             } else if position != node {
                 // Damaged in the core, its cleared mark not durable yet,
                 // or about to restart damaged: neither healthy nor known.
                 if state.damage_on_restart != Damage::None
                     || state.core.as_ref().is_some_and(|core| !core.trusted())
                 {
-                    return false;
+                    return None;
                 }
                 best_healthy = best_healthy.max(Some(durable.last()));
             }
         }
-        best_healthy.is_some_and(|last| last >= need)
+        Some((need, best_healthy))
+    }
+
+    /// `Damage::AlsoBatches`: `node` loses its last `lose` durable batches
+    /// beside another damaged node, if that can be survived (in
+    /// majority-loss seeds, also if it cannot: module `lost`).
+    fn damage_second(&mut self, node: usize, lose: usize, mark: bool) {
+        let allowed = if self.lose_majority {
+            self.second_damage_need(node).is_some()
+        } else {
+            self.second_damage_recoverable(node)
+        };
+        if allowed && self.nodes[node].disk.damage(lose, mark) {
+            self.damaged_restarts += 1;
+            self.second_damages += 1;
+            self.trace(|| {
+                format!(
+                    "node {} lost {lose} durable batches, another node damaged too",
+                    node + 1
+                )
+            });
+        }
     }
 
     pub(super) fn restart(&mut self, node: usize) {
@@ -109,19 +140,7 @@ impl Simulation {
                     });
                 }
             }
-            Damage::AlsoBatches(lose) => {
-                if self.second_damage_recoverable(node) && self.nodes[node].disk.damage(lose, mark)
-                {
-                    self.damaged_restarts += 1;
-                    self.second_damages += 1;
-                    self.trace(|| {
-                        format!(
-                            "node {} lost {lose} durable batches, another node damaged too",
-                            node + 1
-                        )
-                    });
-                }
-            }
+            Damage::AlsoBatches(lose) => self.damage_second(node, lose, mark),
             Damage::Snapshot => {
                 if self.nodes[node].disk.lose_snapshot() {
                     self.lost_snapshots += 1;
@@ -415,16 +434,8 @@ impl Simulation {
                 Action::RoleChanged { role, term, leader } => {
                     self.role_changed(node, role, term, leader)?;
                 }
-                // The simulation damages a second node only where a leader
-                // can still be elected: a node that says otherwise is wrong.
                 Action::MajorityLost { acked_end, best } => {
-                    return Err(Violation {
-                        property: "a node says entries are lost only when they are",
-                        detail: format!(
-                            "node {} waits for {acked_end:?}, says no voter holds it (best log {best:?}) nor can be elected",
-                            node + 1
-                        ),
-                    });
+                    self.majority_lost(node, acked_end, best)?;
                 }
             }
         }
