@@ -186,6 +186,20 @@ pub const ELECTION_TICKS: u32 = 10;
 /// Ticks between a leader's heartbeats.
 pub const HEARTBEAT_TICKS: u32 = 1;
 
+/// Election timeouts in a row at which a waiting damaged node found no
+/// voter electable before it says a majority lost its entries (`raft::Core`,
+/// "A majority lost entries"): one round could rest on a word from before a
+/// change it has not heard of.
+pub const LOST_ROUNDS: u32 = 3;
+
+/// How long what a voter said counts for a waiting damaged node, in
+/// election timeouts: a campaigning voter asks again within two (timers are
+/// randomized below twice the timeout), a waiting one says it again within
+/// two. One that stopped — down or cut off, or leading now, elected by
+/// votes this node did not hear asked for, when logs may have changed —
+/// soon no longer counts.
+pub const HEARD_FOR_TIMEOUTS: u64 = 3;
+
 /// Milliseconds per tick in the server.
 pub const TICK_MS: u64 = 50;
 
@@ -458,6 +472,7 @@ const _: () = assert!(SEGMENT_BYTES_MAX <= u32::MAX as u64); // per-batch offset
 const _: () = assert!(WRITE_QUEUE_BYTES_MAX >= 2 * FRAME_BYTES_MAX);
 const _: () = assert!(WRITE_HEADROOM_BYTES < WRITE_QUEUE_BYTES_MAX - FRAME_BYTES_MAX);
 const _: () = assert!(RING_ENTRIES >= 16 && RING_ENTRIES.is_power_of_two());
+const _: () = assert!(HEARD_FOR_TIMEOUTS > 2 && LOST_ROUNDS >= 2);
 const _: () = assert!(APPEND_MESSAGE_BYTES_MAX <= INFLIGHT_BYTES_MAX);
 const _: () = assert!(FRAME_BYTES_MAX as u64 <= INFLIGHT_BYTES_MAX);
 const _: () = assert!(SNAPSHOT_CHUNK_BYTES * 2 <= FRAME_BYTES_MAX);

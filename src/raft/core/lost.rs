@@ -39,21 +39,10 @@
 //! on a majority, as good as committed, and is now on none.
 
 use super::Core;
+use crate::constants::{HEARD_FOR_TIMEOUTS, LOST_ROUNDS};
 use crate::raft::action::{Action, TERM_UNKNOWN};
 use crate::raft::message::{Body, Message, OutgoingBody, RepairWait};
 use crate::types::{LogIndex, NodeId, Term};
-
-/// Election timeouts in a row at which no voter could be elected before a
-/// waiting node says its entries are lost (one round could rest on a
-/// message from before a change it has not heard of).
-pub(super) const LOST_ROUNDS: u32 = 3;
-
-/// How long what a voter said counts, in election timeouts: a campaigning
-/// voter asks again within two (timers are randomized below twice the
-/// timeout), a waiting one says it again within two. One that stopped —
-/// down or cut off, or leading now, elected by votes this node did not
-/// hear asked for, when logs may have changed — soon no longer counts.
-pub(super) const HEARD_FOR_TIMEOUTS: u64 = 3;
 
 /// A voter's vote rule, as last heard while no leader was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
