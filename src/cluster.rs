@@ -45,7 +45,7 @@ pub fn run(args: &ClusterArgs) -> anyhow::Result<()> {
         cores: args.cores,
         args: vec![
             "--storage".to_owned(),
-            storage_name(args.storage).to_owned(),
+            rast::server::Named::name(args.storage).to_owned(),
         ],
         env: Vec::new(),
         output: Output::Inherit,
@@ -91,13 +91,6 @@ pub fn run(args: &ClusterArgs) -> anyhow::Result<()> {
     processes.stop_all(STOP_GRACE);
     println!("cluster stopped");
     outcome
-}
-
-fn storage_name(mode: rast::server::StorageMode) -> &'static str {
-    match mode {
-        rast::server::StorageMode::Disk => "disk",
-        rast::server::StorageMode::Memory => "memory",
-    }
 }
 
 /// Waits for a leader, appends two entries and reads them back.

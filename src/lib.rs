@@ -5,7 +5,20 @@
 //! it on disk. One byte format (`schema/rast.capnp`) is used on the wire and
 //! on disk, so entries travel from socket to log file without re-encoding.
 //!
-//! Layers, lowest first (dependencies point down):
+//! This crate is the `rast` binary's home and one roof over the workspace's
+//! crates, whose boundaries the compiler keeps (dependencies point down):
+//!
+//! ```text
+//!  rast (this crate: the CLI, `rast serve`, `rast cluster`; re-exports)
+//!   ├─► rast-tools   sim, check, nemesis, maelstrom, bench, launch, fuzzing
+//!   │     └─► rast-server
+//!   └─► rast-server  server, storage, net, kv, io, fail_stop
+//!         └─► rast-core   raft (pure: no IO, no clock), constants, search
+//!               └─► rast-client  wire, types, random, client, rast_capnp
+//! ```
+//!
+//! The server library cannot reach the tooling, and the Raft core cannot
+//! reach IO: neither crate depends on what would let it. Within them:
 //!
 //! ```text
 //!  server ──► raft, storage, net, kv, io
@@ -21,26 +34,12 @@
 //!  nemesis ──► check, client, io: the real-process fault harness
 //! ```
 
-pub mod bench;
-pub mod check;
-pub mod constants;
-pub mod fail_stop;
-pub mod fuzzing;
-pub mod io;
-pub mod kv;
-pub mod launch;
-pub mod maelstrom;
-pub mod nemesis;
-pub mod net;
-pub mod raft;
-pub mod search;
-pub mod server;
-pub mod sim;
-pub mod storage;
+pub use rast_core::{constants, raft, search};
+pub use rast_server::{fail_stop, io, kv, net, server, storage};
+pub use rast_tools::{bench, check, fuzzing, launch, maelstrom, nemesis, sim};
 
 // The protocol, the types, the generator and the client are the
-// `rast-client` crate's, shared with applications; re-exported under the
-// names the server's modules use.
+// `rast-client` crate's, shared with applications.
 pub use rast_client::client;
 pub use rast_client::random;
 pub use rast_client::rast_capnp;

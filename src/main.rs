@@ -234,8 +234,8 @@ struct ClusterArgs {
     /// Cores per node.
     #[arg(long, default_value_t = 1)]
     cores: u32,
-    /// Where logs are stored.
-    #[arg(long, value_enum, default_value = "disk")]
+    /// Where logs are stored: disk or memory.
+    #[arg(long, default_value = "disk", value_parser = <rast::server::StorageMode as rast::server::Named>::parse_named)]
     storage: rast::server::StorageMode,
     /// Start, show one append and read, then stop (for scripts and CI).
     #[arg(long)]

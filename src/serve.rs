@@ -37,14 +37,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use clap::ValueEnum;
 use rast::constants::{
     CLIENT_IDLE_MS_DEFAULT, SCRUB_BYTES_PER_SEC_DEFAULT, SNAPSHOT_LOG_BYTES_DEFAULT,
 };
 use rast::constants::{SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
 use rast::server::group::snapshot::SnapshotPolicy;
 use rast::server::tls::{Tls, TlsFiles};
-use rast::server::{Settings, StorageMode, ZeroCopy};
+use rast::server::{Named, Settings, StorageMode, ZeroCopy};
 use rast::storage::retention::Retention;
 use rast::types::NodeId;
 
@@ -408,16 +407,9 @@ fn parse_peers(text: &str) -> anyhow::Result<Vec<(NodeId, String)>> {
 }
 
 /// A value-enum option, or its default.
-fn choice<T: ValueEnum>(value: Option<&str>, default: T, name: &str) -> anyhow::Result<T> {
+fn choice<T: Named>(value: Option<&str>, default: T, name: &str) -> anyhow::Result<T> {
     match value {
         None => Ok(default),
-        Some(text) => T::from_str(text, true).map_err(|_| {
-            let options: Vec<String> = T::value_variants()
-                .iter()
-                .filter_map(ValueEnum::to_possible_value)
-                .map(|value| value.get_name().to_owned())
-                .collect();
-            anyhow::anyhow!("--{name} {text:?}: expected one of {}", options.join(", "))
-        }),
+        Some(text) => T::parse_named(text).map_err(|error| anyhow::anyhow!("--{name} {error}")),
     }
 }

@@ -1,5 +1,5 @@
 //! Short seeded fault-injection runs against real `rast serve` processes
-//! (`rast nemesis`, see `src/nemesis`), as CI runs them: each scenario is
+//! (`rast nemesis`, see `crates/rast-tools/src/nemesis`), as CI runs them: each scenario is
 //! one child process bounded in time, whose verdict must pass and which
 //! must leave no process and no mount behind.
 //!

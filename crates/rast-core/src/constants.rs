@@ -54,7 +54,7 @@ pub const SEGMENT_BYTES_MIN: u64 = 64 * 1024;
 /// full frame can be queued while the previous one is in flight.
 pub const WRITE_QUEUE_BYTES_MAX: usize = 2 * FRAME_BYTES_MAX;
 
-/// Bytes of a store's write budget that [`crate::storage::LogStorage::writable_bytes`]
+/// Bytes of a store's write budget that `storage::LogStorage::writable_bytes` (rast-server)
 /// keeps back from what it offers to clients' and peers' batches: room for
 /// the appends a node makes on its own, which nothing can refuse once the
 /// core has decided them (a new leader's no-op, a configuration entry).
@@ -311,12 +311,12 @@ pub const RECV_ROOM_MIN: usize = 2048;
 /// several per turn while an idle one holds one small block.
 pub const TLS_RECV_BYTES: usize = 64 * 1024;
 
-/// The least a frugal recv asks for (see [`crate::server::connection::Connection::post_recv`]): room
+/// The least a frugal recv asks for (see `server::connection::Connection::post_recv` in rast-server): room
 /// for a peer message's header, or several small messages.
 pub const FRUGAL_RECV_BYTES: usize = 4096;
 
 /// Messages from this size on are large: received frugally, each into a
-/// block with room for it whole (see [`crate::server::connection::Connection::read_frames_of`]).
+/// block with room for it whole (see `server::connection::Connection::read_frames_of` in rast-server).
 pub const FRAME_BYTES_LARGE: usize = 64 * 1024;
 
 /// Most bytes one gathered send hands to the kernel.

@@ -31,8 +31,8 @@ use std::sync::Arc;
 
 use crate::types::NodeId;
 
-/// Where logs are stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// Where logs are stored (`disk`, `memory`; see [`StorageMode::name`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StorageMode {
     /// Segment files through io_uring, fdatasync before acknowledging.
     Disk,
@@ -43,7 +43,8 @@ pub enum StorageMode {
 /// How followers move the bytes of large AppendEntries batches (64 KiB
 /// or more) to their log. Either way no payload byte is copied in user
 /// space: smaller batches are received into memory and written from there.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// Named `splice`, `buffer` (see [`ZeroCopy::name`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ZeroCopy {
     /// Socket → pipe → file with io_uring splice, never through user space
     /// (the default: it measured faster, W3 in docs/performance.md).
@@ -51,6 +52,52 @@ pub enum ZeroCopy {
     /// Received into memory, then written from there (the comparison
     /// baseline of the benchmarks).
     Buffer,
+}
+
+/// A setting named by a word on the command line or in the config file:
+/// the names are the server's, so every front end (the CLI, the config
+/// file, the bench) parses them alike.
+pub trait Named: Sized + Copy + 'static {
+    /// Every value, in the order help lists them.
+    const ALL: &'static [Self];
+
+    /// Its name.
+    fn name(self) -> &'static str;
+
+    /// The value named `text` (ASCII case ignored), or an error that lists
+    /// the names.
+    fn parse_named(text: &str) -> Result<Self, String> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|value| value.name().eq_ignore_ascii_case(text))
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|value| value.name()).collect();
+                format!("{text:?}: expected one of {}", names.join(", "))
+            })
+    }
+}
+
+impl Named for StorageMode {
+    const ALL: &'static [Self] = &[StorageMode::Disk, StorageMode::Memory];
+
+    fn name(self) -> &'static str {
+        match self {
+            StorageMode::Disk => "disk",
+            StorageMode::Memory => "memory",
+        }
+    }
+}
+
+impl Named for ZeroCopy {
+    const ALL: &'static [Self] = &[ZeroCopy::Splice, ZeroCopy::Buffer];
+
+    fn name(self) -> &'static str {
+        match self {
+            ZeroCopy::Splice => "splice",
+            ZeroCopy::Buffer => "buffer",
+        }
+    }
 }
 
 /// Everything `rast serve` needs.

@@ -1,6 +1,6 @@
 //! Independent history checkers: did the system do what it told its clients?
 //!
-//! The simulator (`src/sim`) and the real-process fault tests record every
+//! The simulator (`crates/rast-tools/src/sim`) and the real-process fault tests record every
 //! client request and reply as a [`history::History`]; these checkers judge
 //! it. They are *independent* on purpose: they share no code with the Raft
 //! core, the storage or the server, so a bug there cannot hide itself by

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::BenchError;
 use crate::launch::{Launch, Output, Processes, free_loopback_address};
-use crate::server::{self, Settings, StorageMode, ZeroCopy};
+use crate::server::{self, Named, Settings, StorageMode, ZeroCopy};
 use crate::types::NodeId;
 
 /// How long the node processes get to exit after SIGTERM.
@@ -139,9 +139,9 @@ impl LocalCluster {
         let nodes = usize::from(plan.nodes);
         let mut args: Vec<String> = [
             "--storage",
-            storage_name(plan.storage),
+            Named::name(plan.storage),
             "--zero-copy",
-            zero_copy_name(plan.zero_copy),
+            Named::name(plan.zero_copy),
             "--logs",
             &plan.logs.join(","),
         ]
@@ -292,20 +292,6 @@ impl LocalCluster {
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-fn storage_name(mode: StorageMode) -> &'static str {
-    match mode {
-        StorageMode::Disk => "disk",
-        StorageMode::Memory => "memory",
-    }
-}
-
-fn zero_copy_name(mode: ZeroCopy) -> &'static str {
-    match mode {
-        ZeroCopy::Splice => "splice",
-        ZeroCopy::Buffer => "buffer",
     }
 }
 

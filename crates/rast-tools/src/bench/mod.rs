@@ -27,7 +27,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::client::{ClientError, ClientOptions};
-use crate::server::{StorageMode, ZeroCopy};
+use crate::server::{Named, StorageMode, ZeroCopy};
 use crate::wire::WireError;
 use crate::wire::client::{RequestBody, ResponseBody};
 
@@ -65,11 +65,11 @@ pub struct Args {
     /// Cores per node of the cluster it starts.
     #[arg(long, default_value_t = 1)]
     pub cores: u32,
-    /// Storage of the cluster it starts.
-    #[arg(long, value_enum, default_value = "disk")]
+    /// Storage of the cluster it starts: disk or memory.
+    #[arg(long, default_value = "disk", value_parser = StorageMode::parse_named)]
     pub storage: StorageMode,
-    /// Follower receive path of the cluster it starts.
-    #[arg(long, value_enum, default_value = "splice")]
+    /// Follower receive path of the cluster it starts: splice or buffer.
+    #[arg(long, default_value = "splice", value_parser = ZeroCopy::parse_named)]
     pub zero_copy: ZeroCopy,
     /// Run the nodes as threads of this process (W5; implies --storage memory).
     #[arg(long)]
