@@ -539,3 +539,57 @@ fn a_damaged_node_says_entries_are_lost_only_when_no_voter_can_be_elected() {
         assert_eq!(lost, says_lost, "others waiting: {others_wait}");
     }
 }
+
+/// A damaged node that may not campaign heard a leader, which died before
+/// repairing it. With check-quorum, a node refuses (pre-)vote requests
+/// while it has heard a leader within an election timeout; this one never
+/// campaigns, so it must forget that leader when its timer runs out, or it
+/// would refuse for good a candidate that holds what it acknowledged.
+#[test]
+fn a_damaged_node_forgets_a_dead_leader_and_grants_pre_votes() {
+    let mut cluster = Cluster::new(3, |config| config.check_quorum = true);
+    cluster.elect();
+    commit_batches(&mut cluster, 3);
+    let full = {
+        let log = cluster.cores[1].log();
+        (log.last_term(), log.last_index())
+    };
+    damage_knowing_the_end(&mut cluster, 2, 1);
+    let term = cluster.cores[2].term();
+    // A leader of its term is heard (then dies, unheard of).
+    let heartbeat = Message {
+        from: NodeId(1),
+        to: NodeId(3),
+        term,
+        body: Body::Heartbeat(rast::raft::Heartbeat {
+            leader_commit: LogIndex::ZERO,
+            read_round: 0,
+        }),
+    };
+    cluster.cores[2].step(&heartbeat, &mut cluster.actions);
+    cluster.actions.clear();
+    assert_eq!(cluster.cores[2].leader(), NodeId(1));
+    // Its election timer runs out (it may not campaign).
+    let timeout = cluster.cores[2].config().timeout_ms_election;
+    cluster.cores[2].tick(2 * timeout, &mut cluster.actions);
+    cluster.actions.clear();
+    // Node 2, holding everything node 3 acknowledged, asks for a pre-vote.
+    let request = Message {
+        from: NodeId(2),
+        to: NodeId(3),
+        term: term.next(),
+        body: Body::RequestVote(RequestVote {
+            last_index: full.1,
+            last_term: full.0,
+            pre_vote: true,
+            leadership_transfer: false,
+        }),
+    };
+    cluster.cores[2].step(&request, &mut cluster.actions);
+    let granted = cluster.actions.iter().any(|action| {
+        matches!(action, Action::Send(message)
+            if message.to == NodeId(2)
+                && matches!(message.body, OutgoingBody::VoteResponse(response) if response.granted))
+    });
+    assert!(granted, "the pre-vote was refused: {:?}", cluster.actions);
+}

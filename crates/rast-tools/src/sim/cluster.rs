@@ -893,7 +893,7 @@ impl Simulation {
                 |core| {
                     format!(
                         "node {}: {:?} term {} vote {} leader {} commit {} last {}@{} durable {} \
-                         disk {} snapshot {} (stalled until {})",
+                         disk {} snapshot {} (stalled until {}){}",
                         node.id,
                         core.role(),
                         core.term(),
@@ -906,6 +906,15 @@ impl Simulation {
                         node.disk.durable().index(),
                         node.disk.written().snapshot_index(),
                         node.disk_stalled_until,
+                        if core.trusted() {
+                            String::new()
+                        } else {
+                            format!(
+                                " damaged in {} acked end {:?}",
+                                core.hard_state().damaged_in,
+                                core.hard_state().acked_end
+                            )
+                        },
                     )
                 },
             );

@@ -106,6 +106,12 @@ impl Core {
     /// are lost once no voter could be elected for [`LOST_ROUNDS`]
     /// timeouts in a row (see the module docs).
     pub(super) fn wait_for_repair(&mut self, actions: &mut Vec<Action>) {
+        // No leader heard for an election timeout: forget it, as a node
+        // that campaigns does. Kept, its lease would refuse every (pre-)vote
+        // request for good — this node's timer restarts each timeout, and
+        // it never campaigns — and a candidate that needs its vote would
+        // never get it (simulator seed 62632).
+        self.become_follower(self.term, NodeId::ZERO, actions);
         let wait = RepairWait {
             last_index: self.log.last_index(),
             last_term: self.log.last_term(),
