@@ -66,8 +66,8 @@ impl Group {
     /// Stops the group for good when its node is marked damaged (it may
     /// have lost entries it acknowledged) and is the log's only voter: no
     /// peer holds a copy to repair it from, and waiting would wait
-    /// forever. The reason names what may be lost; the files and offsets
-    /// are in recovery's error lines.
+    /// forever. The reason names what may be lost, and the files and
+    /// offsets recovery found damaged (see `damage_where`).
     pub(super) fn refuse_if_unrepairable(&mut self, out: &mut Outbound) {
         if self.failed.is_some() || self.core.trusted() {
             return;
