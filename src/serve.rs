@@ -406,7 +406,7 @@ fn parse_peers(text: &str) -> anyhow::Result<Vec<(NodeId, String)>> {
     Ok(peers)
 }
 
-/// A value-enum option, or its default.
+/// A named setting (`server::Named`) given as text, or its default.
 fn choice<T: Named>(value: Option<&str>, default: T, name: &str) -> anyhow::Result<T> {
     match value {
         None => Ok(default),

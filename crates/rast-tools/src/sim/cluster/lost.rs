@@ -115,14 +115,15 @@ impl Simulation {
                 .map(|(_, rule)| rule.log)
                 .find(|log| *log >= acked_end)
         });
-        if !self.no_voter_electable() || reached.is_some() {
+        let electable = !self.no_voter_electable();
+        if electable || reached.is_some() {
             return Err(Violation {
                 property: "a node says entries are lost only when they are",
                 detail: format!(
                     "node {} says no voter holds {acked_end:?} (best {best:?}) nor can be \
                      elected; a voter can be elected: {}, a log reaching it: {reached:?}",
                     node + 1,
-                    !self.no_voter_electable()
+                    electable
                 ),
             });
         }
